@@ -1,0 +1,93 @@
+"""Every refusal and failure gatekeeper can answer, with its HTTP status, exit code and rule.
+
+Web, API and CLI all translate these the same way, so one refusal reads the same everywhere.
+Exit codes (SPEC.md): 2 bad input or usage, 3 refused by a quota, 4 refused by policy,
+5 store unavailable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatekeeperError(Exception):
+    """Base of every error gatekeeper reports to a person or a script."""
+
+    status: int = 500
+    exit_code: int = 1
+    code: str = "internal_error"
+    rule: str | None = None
+
+    def __init__(self, message: str, *, rule: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if rule is not None:
+            self.rule = rule
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON error body of SPEC.md: {"error", "rule", "message", ...details}."""
+        return {"error": self.code, "rule": self.rule, "message": self.message, **self.details}
+
+
+class ConfigError(GatekeeperError):
+    """The configuration file or environment is invalid; start-up stops."""
+
+    exit_code = 2
+    code = "bad_config"
+
+
+class BadInput(GatekeeperError):
+    """The request itself is malformed; nothing was counted or written."""
+
+    status = 400
+    exit_code = 2
+    code = "bad_request"
+
+
+class NotFound(GatekeeperError):
+    """A named entity, user or share does not exist."""
+
+    status = 404
+    exit_code = 2
+    code = "not_found"
+
+
+class Conflict(GatekeeperError):
+    """The name is taken, or an idempotency key was reused for a different request."""
+
+    status = 409
+    exit_code = 2
+    code = "conflict"
+
+
+class Unauthorized(GatekeeperError):
+    """No valid credentials were presented."""
+
+    status = 401
+    exit_code = 4
+    code = "unauthorized"
+
+
+class Forbidden(GatekeeperError):
+    """Refused by policy (R1, R5, R8, role); nothing was counted."""
+
+    status = 403
+    exit_code = 4
+    code = "forbidden"
+
+
+class QuotaExceeded(GatekeeperError):
+    """Refused by a quota (R2 or R6); nothing was counted."""
+
+    status = 429
+    exit_code = 3
+    code = "quota_exceeded"
+
+
+class StoreUnavailable(GatekeeperError):
+    """Redis cannot be reached: the answer is no (fail closed)."""
+
+    status = 503
+    exit_code = 5
+    code = "store_unavailable"

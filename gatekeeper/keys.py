@@ -1,0 +1,79 @@
+"""Every Redis key gatekeeper uses, built here and nowhere else.
+
+All keys start with ``gk:`` and carry a hash tag ``{...}`` naming the slot they live in, so each
+Lua script touches exactly one Redis Cluster slot:
+
+- ``{e:ROOT}`` — everything about one *pool*: the root entity, its child entities (R10), their
+  users, their counters (R2, R6), shares, idempotency records and their audit stream. A share or
+  an export charges the user's R6 counter and the pool's R2 counter in one atomic script.
+- ``{sys}`` — the directories that map a name to its pool, and the audit stream of events that
+  belong to no pool (deletion ingests).
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "gk"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def valid_name(name: str) -> bool:
+    """Whether `name` may name an entity or user (it is embedded in keys and hash tags)."""
+    return bool(NAME_RE.match(name))
+
+
+def _pool(root: str) -> str:
+    return f"{PREFIX}:{{e:{root}}}"
+
+
+SYS = f"{PREFIX}:{{sys}}"
+
+# Directories (the {sys} slot).
+ENTITIES = f"{SYS}:entities"  # hash: entity name -> pool root
+USERS = f"{SYS}:users"  # hash: user name -> entity name
+SYS_AUDIT = f"{SYS}:audit"  # stream: audit records that belong to no pool
+
+
+def entity(root: str, name: str) -> str:
+    """Hash of one entity's facts (kind, research, parent, terms, permission)."""
+    return f"{_pool(root)}:entity:{name}"
+
+
+def user(root: str, name: str) -> str:
+    """Hash of one user's facts (entity, role, password hash, terms)."""
+    return f"{_pool(root)}:user:{name}"
+
+
+def tokens(root: str, name: str) -> str:
+    """Hash of one user's API tokens: sha256(token) -> creation time."""
+    return f"{_pool(root)}:tokens:{name}"
+
+
+def audit(root: str) -> str:
+    """The pool's append-only audit stream (R11)."""
+    return f"{_pool(root)}:audit"
+
+
+def counter(root: str, scope: str, owner: str) -> str:
+    """A windowed counter: list of ``start_ms:sum`` buckets; its total lives at ``+ ':sum'``.
+
+    scope is ``r2`` (Post IDs per entity or pool), ``uid`` (User IDs, recorded not capped)
+    or ``r6`` (hydrated objects per user).
+    """
+    return f"{_pool(root)}:ctr:{scope}:{owner}"
+
+
+def share(root: str, share_id: str) -> str:
+    """Hash recording one reservation: status and where each counter was charged."""
+    return f"{_pool(root)}:share:{share_id}"
+
+
+def idempotency(root: str, actor: str, key: str) -> str:
+    """The first answer given for (actor, Idempotency-Key) within the pool."""
+    return f"{_pool(root)}:idem:{actor}:{key}"
+
+
+def placeholder(root: str) -> str:
+    """A key in the pool's slot that scripts accept where an optional key is absent."""
+    return f"{_pool(root)}:none"

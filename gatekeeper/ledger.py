@@ -1,0 +1,329 @@
+"""The quota ledger: exact weighted rolling windows in Redis, checked and reserved atomically.
+
+The ledger only counts. What may be shared and under which limit is decided in
+``gatekeeper.policy``; the ledger applies those limits in Lua (``gatekeeper/lua``) on the Redis
+clock, so every app server and CLI process agrees, and a refusal changes no counter.
+
+Cost per check does not depend on the share's size or the limit: a counter is a deque of time
+buckets plus a running total, and memory is bounded by the number of buckets in the window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import redis
+
+from gatekeeper import keys
+from gatekeeper.config import LimitsConfig
+from gatekeeper.errors import Conflict, QuotaExceeded
+from gatekeeper.store import Scripts
+
+DAY_MS = 86_400_000
+IDEMPOTENCY_TTL_S = 7 * 86_400  # a client retrying for a week still gets its first answer
+
+
+@dataclass(frozen=True)
+class Window:
+    """How long usage counts, and the bucket width that rounds it (capacity only later)."""
+
+    name: str  # as shown in the quota object: "30d", "rolling-24h", "calendar-day"
+    length_ms: int
+    width_ms: int
+    timezone: str | None = None  # set for calendar-day windows
+
+    def boundaries(self, around_ms: int) -> str:
+        """Local midnights around a time, for the script to pick today's bounds by its clock."""
+        if self.timezone is None:
+            return ""
+        zone = ZoneInfo(self.timezone)
+        today = datetime.fromtimestamp(around_ms / 1000, zone).date()
+        days = (today + timedelta(days=d) for d in range(-2, 3))
+        return ",".join(
+            str(int(datetime.combine(day, dtime(0), zone).timestamp() * 1000)) for day in days
+        )
+
+
+def post_id_window(cfg: LimitsConfig) -> Window:
+    """R2's window: the last N days (30), in 10-minute buckets."""
+    return Window(f"{cfg.post_ids_window_days}d", cfg.post_ids_window_days * DAY_MS, 600_000)
+
+
+def hydrated_window(cfg: LimitsConfig) -> Window:
+    """R6's window: any rolling 24 hours (1-minute buckets) or the calendar day in a zone."""
+    if cfg.hydrated_window == "calendar-day":
+        return Window("calendar-day", DAY_MS, 60_000, cfg.timezone)
+    return Window("rolling-24h", DAY_MS, 60_000)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A counter's limit: the base (None = unlimited, still counted) and any R4 permission."""
+
+    base: int | None
+    permit: int | None = None  # the permission's limit; None with until=0 means no permission
+    permit_from_ms: int = 0
+    permit_until_ms: int = 0
+
+    def args(self) -> list[Any]:
+        return [
+            -1 if self.base is None else self.base,
+            -1 if self.permit is None else self.permit,
+            self.permit_from_ms,
+            self.permit_until_ms,
+        ]
+
+
+@dataclass(frozen=True)
+class Counter:
+    """One windowed count a request charges: whose, which rule, which limit, how much."""
+
+    key: str
+    rule: str  # the rule enforced ("R2", "R6"), or "-" for counted-only usage
+    window: Window
+    limit: Limit
+    amount: int = 0
+
+    def args(self, around_ms: int) -> list[Any]:
+        return [
+            self.amount,
+            *self.limit.args(),
+            self.window.length_ms,
+            self.window.width_ms,
+            self.window.boundaries(around_ms),
+            self.rule,
+        ]
+
+
+@dataclass(frozen=True)
+class CounterState:
+    """A counter as a take or peek left it."""
+
+    rule: str
+    limit: int | None
+    used: int
+    remaining: int | None
+    releases: list[tuple[int, int]] = field(default_factory=list)  # (at ms, amount)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A reservation the ledger made (or, for a replay, made earlier)."""
+
+    status: str  # granted | partial | replay
+    first_status: str  # granted | partial: what the original answer was
+    share_id: str
+    requested: int
+    granted: int
+    now_ms: int
+    counters: list[CounterState]
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's Idempotency-Key, scoped to the actor, with the request it was first sent for."""
+
+    actor: str
+    key: str
+    fingerprint: str
+
+    @staticmethod
+    def of(actor: str, key: str, *parts: object) -> Idempotency:
+        digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
+        return Idempotency(actor, key, digest)
+
+
+def iso(ms: int) -> str:
+    """Epoch milliseconds as ISO 8601 UTC, to the second (rounded up: never early)."""
+    seconds = -(-ms // 1000)
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _int_or_none(value: str) -> int | None:
+    n = int(value)
+    return None if n < 0 else n
+
+
+def _audit_args(audit: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for k, v in audit.items():
+        if v is not None:
+            out += [k, str(v)]
+    return out
+
+
+class Ledger:
+    """Counts against limits in Redis; every answer carries limit, used and remaining."""
+
+    def __init__(self, client: redis.Redis, scripts: Scripts | None = None) -> None:
+        self.client = client
+        self.scripts = scripts or Scripts(client)
+
+    def take(
+        self,
+        root: str,
+        counters: list[Counter],
+        *,
+        requested: int,
+        share_id: str,
+        audit: dict[str, Any],
+        partial: bool = False,
+        idempotency: Idempotency | None = None,
+        now_ms: int | None = None,
+    ) -> Grant:
+        """Check every counter and reserve the request on all of them, or refuse it whole.
+
+        With ``partial``, exactly the remaining allowance is granted instead (every counter
+        must then be charged the requested amount). Raises QuotaExceeded (nothing counted)
+        or Conflict (idempotency key reused for another request).
+        """
+        if partial and any(c.amount != requested for c in counters):
+            raise ValueError("a partial take charges every counter the requested amount")
+        around = now_ms if now_ms is not None else int(time.time() * 1000)
+        ttl_share = max(c.window.length_ms for c in counters) // 1000 + 86_400
+        idem_key = (
+            keys.idempotency(root, idempotency.actor, idempotency.key)
+            if idempotency
+            else keys.placeholder(root)
+        )
+        args: list[Any] = [
+            "" if now_ms is None else now_ms,
+            "1" if partial else "0",
+            idempotency.fingerprint if idempotency else "",
+            IDEMPOTENCY_TTL_S,
+            ttl_share,
+            requested,
+            share_id,
+            len(counters),
+        ]
+        for c in counters:
+            args += c.args(around)
+        args += _audit_args(audit)
+        out = self.scripts.run(
+            "take",
+            [keys.audit(root), idem_key, keys.share(root, share_id), *(c.key for c in counters)],
+            args,
+        )
+        status = out["status"]
+        if status == "conflict":
+            raise Conflict(
+                f"Idempotency-Key {idempotency.key!r} was already used for a different request",
+                idempotency_key=idempotency.key if idempotency else None,
+            )
+        states = [
+            CounterState(
+                rule=c["rule"],
+                limit=_int_or_none(c["limit"]),
+                used=int(c["used"]),
+                remaining=_int_or_none(c["remaining"]),
+            )
+            for c in out["counters"]
+        ]
+        if status == "refused":
+            self._refuse(out, counters, states)
+        return Grant(
+            status=status,
+            first_status=out.get("first_status", status),
+            share_id=out["share_id"],
+            requested=int(out["requested"]),
+            granted=int(out["granted"]),
+            now_ms=int(out["now"]),
+            counters=states,
+        )
+
+    @staticmethod
+    def _refuse(out: dict[str, Any], counters: list[Counter], states: list[CounterState]) -> None:
+        index = int(out["refusing"]) - 1
+        counter, state = counters[index], states[index]
+        at = int(out["available_at"])
+        requested = int(out["requested"])
+        when = f"capacity for the whole request returns at {iso(at)}" if at >= 0 else (
+            f"it can never fit: {requested:,} is more than the limit of {state.limit:,}"
+        )
+        raise QuotaExceeded(
+            f"{counter.rule}: {requested:,} requested but only {state.remaining:,} of "
+            f"{state.limit:,} remain in the {counter.window.name} window; nothing was counted; "
+            f"{when}",
+            rule=counter.rule,
+            limit=state.limit,
+            used=state.used,
+            requested=requested,
+            remaining=state.remaining,
+            window=counter.window.name,
+            available_at=iso(at) if at >= 0 else None,
+            retry_after=max(1, -(-(at - int(out["now"])) // 1000)) if at >= 0 else None,
+        )
+
+    def settle(
+        self,
+        root: str,
+        share_id: str,
+        counters: list[Counter],
+        *,
+        delivered: bool,
+        audit: dict[str, Any],
+        idempotency: Idempotency | None = None,
+        now_ms: int | None = None,
+    ) -> str:
+        """Commit a reservation (delivered, stays counted) or refund it exactly.
+
+        Returns the new status, or ``already_…``/``missing`` when there was nothing to settle.
+        """
+        idem_key = (
+            keys.idempotency(root, idempotency.actor, idempotency.key)
+            if idempotency
+            else keys.placeholder(root)
+        )
+        out = self.scripts.run(
+            "settle",
+            [keys.share(root, share_id), keys.audit(root), idem_key, *(c.key for c in counters)],
+            ["" if now_ms is None else now_ms, "commit" if delivered else "refund",
+             *_audit_args({"share_id": share_id, **audit})],
+        )
+        return out["status"]
+
+    def peek(
+        self, counters: list[Counter], *, now_ms: int | None = None
+    ) -> tuple[int, list[CounterState]]:
+        """Read counters as of now (Redis clock) without changing them."""
+        around = now_ms if now_ms is not None else int(time.time() * 1000)
+        args: list[Any] = ["" if now_ms is None else now_ms, len(counters)]
+        for c in counters:
+            args += c.args(around)
+        out = self.scripts.run("peek", [c.key for c in counters], args)
+        states = [
+            CounterState(
+                rule=counters[i].rule,
+                limit=_int_or_none(c["limit"]),
+                used=int(c["used"]),
+                remaining=_int_or_none(c["remaining"]),
+                releases=[(int(at), int(amount)) for at, amount in c["releases"]],
+            )
+            for i, c in enumerate(out["counters"])
+        ]
+        return int(out["now"]), states
+
+    def record(
+        self,
+        hash_key: str,
+        audit_key: str,
+        *,
+        mode: str,
+        fields: dict[str, Any],
+        audit: dict[str, Any],
+        now_ms: int | None = None,
+    ) -> dict[str, Any]:
+        """Apply an administrative change and append its audit record in one step (R11)."""
+        pairs = _audit_args(fields)
+        return self.scripts.run(
+            "record",
+            [hash_key, audit_key],
+            ["" if now_ms is None else now_ms, mode, len(pairs) // 2, *pairs,
+             *_audit_args(audit)],
+        )

@@ -1,0 +1,69 @@
+-- _window.lua: shared by take.lua, settle.lua and peek.lua (prepended when they are loaded).
+--
+-- A counter is a list of buckets "start_ms:sum", oldest first, plus its running total at
+-- KEY..':sum'. A bucket covers [start, start + width). It leaves the window only when its
+-- *latest* possible member has left, so rounding can delay capacity but never grant it early.
+-- Calendar-day counters instead drop every bucket that started before the current local day.
+
+local function now_ms(override)
+  if override ~= nil and override ~= '' then return tonumber(override) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Integers as decimal strings: cjson would print large numbers in exponent form.
+local function fmt(n) return string.format('%d', n) end
+
+local function parse_bucket(s)
+  local sep = string.find(s, ':', 1, true)
+  return tonumber(string.sub(s, 1, sep - 1)), tonumber(string.sub(s, sep + 1))
+end
+
+-- Reads one counter's spec (9 ARGV values from position i) as of `now`.
+local function read_spec(i, now)
+  local spec = {
+    amount = tonumber(ARGV[i]),
+    base = tonumber(ARGV[i + 1]),          -- -1 = unlimited (still counted, never enforced)
+    permit = tonumber(ARGV[i + 2]),        -- R4 written permission's limit, -1 = unlimited
+    permit_from = tonumber(ARGV[i + 3]),
+    permit_until = tonumber(ARGV[i + 4]),  -- exclusive; 0/0 = no permission
+    window = tonumber(ARGV[i + 5]),
+    width = tonumber(ARGV[i + 6]),
+    rule = ARGV[i + 8],
+    calendar = ARGV[i + 7] ~= '',
+  }
+  if spec.permit_from <= now and now < spec.permit_until then
+    spec.limit = spec.permit
+  else
+    spec.limit = spec.base
+  end
+  if spec.calendar then
+    -- Local midnights (epoch ms) around now, computed by the caller from the time zone;
+    -- the Redis clock picks the current day among them.
+    for b in string.gmatch(ARGV[i + 7], '%d+') do
+      local v = tonumber(b)
+      if v <= now then spec.day_start = v elseif spec.day_end == nil then spec.day_end = v end
+    end
+    if spec.day_start == nil or spec.day_end == nil then
+      return redis.error_reply('ERR calendar boundaries do not cover the current time')
+    end
+  end
+  return spec
+end
+
+local function expired(spec, now, start)
+  if spec.calendar then return start < spec.day_start end
+  return start + spec.width <= now - spec.window
+end
+
+local function release_at(spec, start)
+  if spec.calendar then return spec.day_end end
+  return start + spec.width + spec.window
+end
+
+local function remaining(spec, used)
+  if spec.limit < 0 then return -1 end
+  local r = spec.limit - used
+  if r < 0 then return 0 end
+  return r
+end

@@ -1,0 +1,33 @@
+-- record.lua: write one administrative change and its audit record together (R11), so no
+-- change exists without its record. Values equal to '@now' become the Redis time (ms).
+--
+-- KEYS[1]  the hash to change (entity, user or token hash), or a placeholder (audit only)
+-- KEYS[2]  the audit stream in the same slot
+-- ARGV[1]  now in ms, or '' for the Redis clock
+-- ARGV[2]  'create' (the hash must not exist), 'update' (it must), or 'audit' (no change)
+-- ARGV[3]  F, the number of field/value pairs to set; then those pairs; then audit pairs
+-- Returns JSON {status: ok | exists | missing, now}
+
+local now = now_ms(ARGV[1])
+local mode = ARGV[2]
+local f = tonumber(ARGV[3])
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if mode == 'create' and exists then return cjson.encode({status = 'exists', now = fmt(now)}) end
+if mode == 'update' and not exists then
+  return cjson.encode({status = 'missing', now = fmt(now)})
+end
+
+local function value(v)
+  if v == '@now' then return fmt(now) end
+  return v
+end
+
+if mode ~= 'audit' and f > 0 then
+  local args = {'HSET', KEYS[1]}
+  for i = 4, 3 + 2 * f do args[#args + 1] = value(ARGV[i]) end
+  redis.call(unpack(args))
+end
+local args = {'XADD', KEYS[2], '*', 'time', fmt(now)}
+for i = 4 + 2 * f, #ARGV do args[#args + 1] = value(ARGV[i]) end
+local id = redis.call(unpack(args))
+return cjson.encode({status = 'ok', now = fmt(now), audit_id = id})

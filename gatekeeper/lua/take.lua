@@ -1,0 +1,199 @@
+-- take.lua: check a request against every counter it charges and reserve it, atomically.
+-- A refusal changes no counter; every answer appends one audit record (R11).
+--
+-- KEYS[1]   the pool's audit stream
+-- KEYS[2]   idempotency record, or the pool's placeholder key when there is no key
+-- KEYS[3]   share record to create (status 'reserved' until settle.lua)
+-- KEYS[4..] one bucket list per counter
+-- ARGV[1]   now in ms, or '' for the Redis clock (only tests pass a value)
+-- ARGV[2]   '1': grant exactly the remaining allowance when the whole does not fit
+-- ARGV[3]   request fingerprint, '' when there is no idempotency key
+-- ARGV[4]   idempotency record TTL (s)
+-- ARGV[5]   share record TTL (s)
+-- ARGV[6]   requested units (rows or IDs)
+-- ARGV[7]   share id
+-- ARGV[8]   N, the number of counters
+-- ARGV[9 .. 9+9N-1]  per counter: amount, base limit, permit limit, permit from, permit until,
+--                    window ms, bucket width ms, calendar boundaries ('' = rolling), rule
+-- ARGV[9+9N ..]      audit field/value pairs
+-- Returns JSON: {status, now, requested, granted, share_id, rule, refusing (1-based counter,
+--   0 if none), available_at (-1: never), counters:[{limit, used, remaining, rule}], audit_id}
+--   status: granted | partial | refused | replay | conflict   (numbers as decimal strings)
+
+local now = now_ms(ARGV[1])
+local partial = ARGV[2] == '1'
+local fingerprint = ARGV[3]
+local requested = tonumber(ARGV[6])
+local share_id = ARGV[7]
+local n = tonumber(ARGV[8])
+local audit_from = 9 + 9 * n
+
+local function audit(fields)
+  local args = {'XADD', KEYS[1], '*', 'time', fmt(now)}
+  for i = audit_from, #ARGV do args[#args + 1] = ARGV[i] end
+  for k, v in pairs(fields) do
+    args[#args + 1] = k
+    args[#args + 1] = v
+  end
+  return redis.call(unpack(args))
+end
+
+if fingerprint ~= '' then
+  local prior = redis.call('HMGET', KEYS[2], 'fingerprint', 'result')
+  if prior[1] then
+    if prior[1] ~= fingerprint then
+      return cjson.encode({status = 'conflict', now = fmt(now)})
+    end
+    local result = cjson.decode(prior[2])
+    audit({outcome = 'replayed', requested = fmt(requested), granted = '0',
+           share_id = result.share_id, rule = result.rule})
+    result.status = 'replay'
+    return cjson.encode(result)
+  end
+end
+
+-- Expire old buckets (amortised O(1)), then read each counter's usage.
+local specs = {}
+for c = 1, n do
+  local key = KEYS[3 + c]
+  local spec = read_spec(9 + 9 * (c - 1), now)
+  if spec.err then return spec end
+  local total = tonumber(redis.call('GET', key .. ':sum') or '0')
+  local popped = false
+  while true do
+    local head = redis.call('LINDEX', key, 0)
+    if not head then break end
+    local start, sum = parse_bucket(head)
+    if not expired(spec, now, start) then break end
+    redis.call('LPOP', key)
+    total = total - sum
+    popped = true
+  end
+  if popped then
+    if redis.call('LLEN', key) == 0 then
+      redis.call('DEL', key .. ':sum')
+      total = 0
+    else
+      redis.call('SET', key .. ':sum', fmt(total))
+    end
+  end
+  spec.key = key
+  spec.used = total
+  specs[c] = spec
+end
+
+-- Decide: the whole request, or (partial) exactly what every counter still allows.
+local granted = requested
+local refusing = nil
+local refusing_index = 0
+for c = 1, n do
+  local s = specs[c]
+  if s.limit >= 0 and s.used + s.amount > s.limit then
+    if partial then
+      local r = remaining(s, s.used)
+      if r < granted then granted = r end
+    end
+    if refusing == nil then
+      refusing = s
+      refusing_index = c
+    end
+  end
+end
+if not partial and refusing ~= nil then granted = 0 end
+local status = 'granted'
+if refusing ~= nil then
+  if granted > 0 then status = 'partial' else status = 'refused' end
+end
+if requested == 0 then status = 'granted' end
+
+local out = {status = status, now = fmt(now), requested = fmt(requested), granted = fmt(granted),
+             share_id = share_id, rule = '', available_at = '', refusing = fmt(refusing_index),
+             counters = {}}
+if refusing ~= nil then out.rule = refusing.rule end
+
+if status == 'refused' then
+  -- The earliest time the whole request fits: per counter, walk buckets oldest first until
+  -- enough would have left the window; the request fits when the last counter does.
+  local at = now
+  for c = 1, n do
+    local s = specs[c]
+    if s.limit >= 0 and s.used + s.amount > s.limit then
+      if s.amount > s.limit then
+        at = -1
+        break
+      end
+      local need = s.used + s.amount - s.limit
+      local released = 0
+      local when = -1
+      for _, b in ipairs(redis.call('LRANGE', s.key, 0, -1)) do
+        local start, sum = parse_bucket(b)
+        released = released + sum
+        if released >= need then
+          when = release_at(s, start)
+          break
+        end
+      end
+      if when < 0 then
+        at = -1
+        break
+      end
+      if when > at then at = when end
+    end
+  end
+  out.available_at = fmt(at)
+else
+  -- Reserve: charge every counter; remember which bucket took what, so a refund is exact.
+  local charges = {}
+  for c = 1, n do
+    local s = specs[c]
+    local amount = s.amount
+    if partial then amount = granted end
+    local start = math.floor(now / s.width) * s.width
+    if s.calendar and start < s.day_start then start = s.day_start end
+    if amount > 0 then
+      local tail = redis.call('LINDEX', s.key, -1)
+      local merged = false
+      if tail then
+        local ts, tsum = parse_bucket(tail)
+        -- Merge into the newest bucket when it is the same one (or the clock stepped back:
+        -- a later bucket only releases later, which is the conservative side).
+        if ts >= start then
+          redis.call('LSET', s.key, -1, fmt(ts) .. ':' .. fmt(tsum + amount))
+          start = ts
+          merged = true
+        end
+      end
+      if not merged then redis.call('RPUSH', s.key, fmt(start) .. ':' .. fmt(amount)) end
+      redis.call('INCRBY', s.key .. ':sum', amount)
+      -- An idle counter vanishes once its newest bucket has left the window.
+      local ttl = release_at(s, start) - now + 1000
+      redis.call('PEXPIRE', s.key, ttl)
+      redis.call('PEXPIRE', s.key .. ':sum', ttl)
+      s.used = s.used + amount
+    end
+    charges[c] = fmt(start) .. ':' .. fmt(amount)
+  end
+  redis.call('HSET', KEYS[3], 'status', 'reserved', 'created', fmt(now),
+             'requested', fmt(requested), 'granted', fmt(granted),
+             'charges', table.concat(charges, ','))
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]))
+end
+
+for c = 1, n do
+  local s = specs[c]
+  out.counters[c] = {limit = fmt(s.limit), used = fmt(s.used), remaining = fmt(remaining(s, s.used)),
+                     rule = s.rule}
+end
+
+local audit_fields = {outcome = status, requested = fmt(requested), granted = fmt(granted),
+                      share_id = share_id}
+if out.rule ~= '' then audit_fields.rule = out.rule end
+if out.available_at ~= '' then audit_fields.available_at = out.available_at end
+out.audit_id = audit(audit_fields)
+
+if status ~= 'refused' and fingerprint ~= '' then
+  out.first_status = status
+  redis.call('HSET', KEYS[2], 'fingerprint', fingerprint, 'result', cjson.encode(out))
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+end
+return cjson.encode(out)

