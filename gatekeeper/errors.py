@@ -91,3 +91,10 @@ class StoreUnavailable(GatekeeperError):
     status = 503
     exit_code = 5
     code = "store_unavailable"
+
+
+class AutomatedHydratedForbidden(Forbidden):
+    """Hydrated content was asked for over an automated channel (R1, R5)."""
+
+    code = "automated_hydrated_export_forbidden"
+    rule = "R5"

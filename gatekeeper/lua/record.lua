@@ -4,7 +4,8 @@
 -- KEYS[1]  the hash to change (entity, user or token hash), or a placeholder (audit only)
 -- KEYS[2]  the audit stream in the same slot
 -- ARGV[1]  now in ms, or '' for the Redis clock
--- ARGV[2]  'create' (the hash must not exist), 'update' (it must), or 'audit' (no change)
+-- ARGV[2]  'create' (the hash must not exist), 'update' (it must), 'set' (either way),
+--          or 'audit' (record only, change nothing)
 -- ARGV[3]  F, the number of field/value pairs to set; then those pairs; then audit pairs
 -- Returns JSON {status: ok | exists | missing, now}
 

@@ -1,0 +1,384 @@
+"""The `gatekeeper` command: a thin translation between people and the library.
+
+Exit codes (SPEC.md): 0 done · 2 bad input or usage · 3 refused by a quota (R2/R6) ·
+4 refused by policy (R1, R5, R8, roles) · 5 store unavailable (fail closed).
+There is deliberately no command that writes hydrated content (R1, R5).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import secrets
+import sys
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import click
+
+from gatekeeper import config as config_mod
+from gatekeeper import policy, quota, shares, store
+from gatekeeper.errors import BadInput, GatekeeperError
+from gatekeeper.gate import Gate
+from gatekeeper.ledger import iso
+
+
+def _actor() -> str:
+    """Who is at the terminal: CLI changes are audited as the operating-system user."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+class Context:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self.json = False
+        self._gate: Gate | None = None
+
+    @property
+    def config(self) -> config_mod.Config:
+        return config_mod.load(self.config_path)
+
+    @property
+    def gate(self) -> Gate:
+        if self._gate is None:
+            self._gate = Gate(self.config)
+        return self._gate
+
+
+class Group(click.Group):
+    """Turns every GatekeeperError into its message and exit code, the same for all commands."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GatekeeperError as exc:
+            obj = ctx.find_object(Context)
+            if obj is not None and obj.json:
+                click.echo(json.dumps(exc.to_dict(), indent=2))
+            rule = f"[{exc.rule}] " if exc.rule and not exc.message.startswith(exc.rule) else ""
+            click.echo(f"gatekeeper: {rule}{exc.message}", err=True)
+            for d in exc.details.get("details") or []:
+                if isinstance(d, dict) and "line" in d:
+                    click.echo(f"  line {d['line']}: {d['message']}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def json_option(f: Any) -> Any:
+    def mark(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        ctx.ensure_object(Context).json = value
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, callback=mark, expose_value=True,
+                        help="Print the result as JSON.")(f)
+
+
+def emit(obj: Context, data: Any, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if obj.json else text)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(cls=Group)
+@click.option("--config", "config_path", envvar=config_mod.ENV_CONFIG,
+              type=click.Path(dir_okay=False), help="config.toml to use (default ./config.toml).")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """gatekeeper — redistribution quotas and exports for X API content (R1-R12)."""
+    ctx.obj = Context(config_path)
+
+
+# --- entities ---------------------------------------------------------------------------------
+
+
+@main.group(cls=Group)
+def entity() -> None:
+    """Organisations IDs are shared with (R2, R3, R4, R8, R10)."""
+
+
+@entity.command("add")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(policy.KINDS), required=True)
+@click.option("--research", is_flag=True,
+              help="R3: distribution is for non-commercial research (academic entities only).")
+@click.option("--parent", help="R10: pool this entity's usage with a parent entity.")
+@json_option
+@pass_ctx
+def entity_add(obj: Context, name: str, kind: str, research: bool, parent: str | None,
+               as_json: bool) -> None:
+    """Add an entity."""
+    e = obj.gate.entities.add(name, kind=kind, research=research, parent=parent,
+                              actor=_actor(), channel="cli")
+    exempt = " — exempt from R2 (R3: academic, non-commercial research)" if e.exemption() else ""
+    emit(obj, e.to_dict(), f"entity {name} added ({kind}){exempt}")
+
+
+@entity.command("accept-terms")
+@click.argument("name")
+@click.option("--by", "by", required=True, help="The person who attested for the entity.")
+@json_option
+@pass_ctx
+def entity_accept_terms(obj: Context, name: str, by: str, as_json: bool) -> None:
+    """R8: record the entity's attestation of X's terms."""
+    e = obj.gate.entities.accept_terms(name, by=by, actor=_actor(), channel="cli")
+    emit(obj, e.to_dict(), f"R8: {name} attested by {by} ({policy.TERMS_VERSION})")
+
+
+def _parse_limit(value: str) -> int | None:
+    if value.strip().lower() == "unlimited":
+        return None
+    try:
+        n = int(value.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise BadInput(f"--limit must be a number or 'unlimited', not {value!r}",
+                       rule="R4") from None
+    if n <= 0:
+        raise BadInput(f"--limit must be greater than 0, not {n}", rule="R4")
+    return n
+
+
+def _end_of_day_ms(day: str, timezone: str) -> int:
+    try:
+        d = date.fromisoformat(day)
+    except ValueError:
+        raise BadInput(f"--until must be a date YYYY-MM-DD, not {day!r}", rule="R4") from None
+    end = datetime.combine(d + timedelta(days=1), dtime(0), ZoneInfo(timezone))
+    return int(end.timestamp() * 1000)
+
+
+@entity.command("permit")
+@click.argument("name")
+@click.option("--limit", "limit_text", required=True, help="New Post ID limit, or 'unlimited'.")
+@click.option("--until", "until", required=True,
+              help="Last day the permission is valid (YYYY-MM-DD, inclusive, in limits.timezone).")
+@click.option("--reference", required=True, help="Reference of X's written permission.")
+@json_option
+@pass_ctx
+def entity_permit(obj: Context, name: str, limit_text: str, until: str, reference: str,
+                  as_json: bool) -> None:
+    """R4: record X's express written permission for a different limit."""
+    gate = obj.gate
+    limit = _parse_limit(limit_text)
+    until_ms = _end_of_day_ms(until, gate.config.limits.timezone)
+    with store.failing_closed():
+        seconds, micros = gate.client.time()
+    if until_ms <= seconds * 1000 + micros // 1000:
+        raise BadInput(f"--until {until} is already over; a permission must end in the future",
+                       rule="R4")
+    e = gate.entities.permit(name, limit=limit, until_ms=until_ms, reference=reference,
+                             actor=_actor(), channel="cli")
+    shown = "unlimited" if limit is None else f"{limit:,}"
+    emit(obj, e.to_dict(), f"R4: {name} may receive {shown} Post IDs per window until "
+                           f"{iso(until_ms)} (reference: {reference})")
+
+
+@entity.command("list")
+@json_option
+@pass_ctx
+def entity_list(obj: Context, as_json: bool) -> None:
+    """List entities."""
+    rows = [e.to_dict() for e in obj.gate.entities.all()]
+    lines = [f"{r['name']:<24} {r['kind']:<10} pool={r['pool']:<20} "
+             f"{'R3-exempt' if r['exemption'] else ''}{' R4-permit' if r['permission'] else ''}"
+             f"{'' if r['terms'] else ' (no R8 terms)'}".rstrip() for r in rows]
+    emit(obj, rows, "\n".join(lines) or "no entities")
+
+
+@entity.command("show")
+@click.argument("name")
+@json_option
+@pass_ctx
+def entity_show(obj: Context, name: str, as_json: bool) -> None:
+    """Show one entity's facts."""
+    data = obj.gate.entities.get(name).to_dict()
+    emit(obj, data, "\n".join(f"{k:<11} {v if v is not None else '-'}" for k, v in data.items()))
+
+
+# --- users and tokens -------------------------------------------------------------------------
+
+
+@main.group(cls=Group)
+def user() -> None:
+    """People who use the service (roles: analyst, data, compliance, admin)."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--entity", "entity_name", required=True)
+@click.option("--role", type=click.Choice(policy.ROLES), required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@json_option
+@pass_ctx
+def user_add(obj: Context, name: str, entity_name: str, role: str, password_stdin: bool,
+             as_json: bool) -> None:
+    """Add a user; without --password-stdin a password is generated and printed once."""
+    generated = not password_stdin
+    password = secrets.token_urlsafe(15) if generated else sys.stdin.readline().rstrip("\r\n")
+    u = obj.gate.users.add(name, entity=entity_name, role=role, password=password,
+                           actor=_actor(), channel="cli")
+    data = u.to_dict()
+    text = f"user {name} added to {entity_name} as {role}"
+    if generated:
+        data["password"] = password
+        text += f"\npassword (shown once): {password}"
+    emit(obj, data, text)
+
+
+@user.command("accept-terms")
+@click.argument("name")
+@json_option
+@pass_ctx
+def user_accept_terms(obj: Context, name: str, as_json: bool) -> None:
+    """R8: record the user's acceptance of X's terms."""
+    u = obj.gate.users.accept_terms(name, actor=_actor(), channel="cli")
+    emit(obj, u.to_dict(), f"R8: {name} accepted {', '.join(policy.TERMS)}")
+
+
+@main.group(cls=Group)
+def token() -> None:
+    """API tokens for scripts (stored only as hashes, R12)."""
+
+
+@token.command("create")
+@click.argument("user_name", metavar="USER")
+@json_option
+@pass_ctx
+def token_create(obj: Context, user_name: str, as_json: bool) -> None:
+    """Create an API token for USER; it is printed once and stored only as a hash."""
+    tok = obj.gate.users.create_token(user_name, actor=_actor(), channel="cli")
+    emit(obj, {"user": user_name, "token": tok}, tok)
+
+
+# --- sharing and quotas -----------------------------------------------------------------------
+
+
+@main.command("share")
+@click.option("--as", "actor", required=True, help="The data-team user sharing.")
+@click.option("--entity", "entity_name", required=True, help="The recipient entity.")
+@click.option("--ids", "ids_path", required=True, type=click.Path(path_type=Path),
+              help="ID file to share: one decimal ID per line.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--kind", type=click.Choice(policy.SHARE_KINDS), default="posts", show_default=True)
+@click.option("--allow-partial", is_flag=True,
+              help="If the whole does not fit, deliver exactly the remaining allowance.")
+@click.option("--purpose", help="Why the IDs are shared (recorded, R10).")
+@click.option("--idempotency-key", help="A retry with the same key is counted once.")
+@json_option
+@pass_ctx
+def share(obj: Context, actor: str, entity_name: str, ids_path: Path, out: Path, kind: str,
+          allow_partial: bool, purpose: str | None, idempotency_key: str | None,
+          as_json: bool) -> None:
+    """Share IDs with an entity: checked, counted (R2) and written to --out."""
+    r = shares.share_id_file(obj.gate, actor=actor, entity=entity_name, ids_path=ids_path,
+                             out=out, kind=kind, allow_partial=allow_partial, purpose=purpose,
+                             idempotency_key=idempotency_key, channel="cli")
+    q = r.to_dict()["quota"]
+    what = "Post IDs" if kind == "posts" else "User IDs"
+    head = {"granted": "granted", "partial": "PARTIAL: granted", "replay":
+            "already shared (same idempotency key, counted once):"}[r.status]
+    limit = "unlimited" if q["limit"] is None else f"{q['limit']:,}"
+    remaining = "unlimited" if q["remaining"] is None else f"{q['remaining']:,}"
+    text = (f"{head} {r.granted:,} of {r.requested:,} {what} to {entity_name} -> {out}\n"
+            f"share {r.share_id}; {q['rule']}: used {q['used']:,} of {limit}, "
+            f"{remaining} remaining in the {q['window']} window")
+    emit(obj, r.to_dict(), text)
+
+
+def _quota_text(q: dict[str, Any]) -> str:
+    def n(v: int | None) -> str:
+        return "unlimited" if v is None else f"{v:,}"
+
+    lines = [f"{q['name']} ({q['kind']}) — {q['rule']}, {q['window']} window, as of {q['as_of']}",
+             f"  used       {n(q['used'])}", f"  limit      {n(q['limit'])}",
+             f"  remaining  {n(q['remaining'])}"]
+    if q.get("exemption"):
+        lines.append("  exempt     R3: academic, non-commercial research "
+                     f"(recorded by {q['exemption']['recorded_by']})")
+    if q.get("permission"):
+        p = q["permission"]
+        lines.append(f"  permission R4: {n(p['limit'])} until {p['until']} ({p['reference']})")
+    if q.get("pool"):
+        p = q["pool"]
+        lines.append(f"  pool       {p['name']}: {n(p['used'])} of {n(p['limit'])} used (R10)")
+    for r in q["releases"][:5]:
+        lines.append(f"  frees      {r['amount']:,} at {r['at']}")
+    if len(q["releases"]) > 5:
+        lines.append(f"  …          {len(q['releases']) - 5} more releases (see --json)")
+    return "\n".join(lines)
+
+
+@main.group(cls=Group)
+def quota_cmd() -> None:
+    """Used, limit, remaining and the next releases of capacity."""
+
+
+main.add_command(quota_cmd, "quota")
+
+
+@quota_cmd.command("entity")
+@click.argument("name")
+@json_option
+@pass_ctx
+def quota_entity(obj: Context, name: str, as_json: bool) -> None:
+    """R2: an entity's Post IDs over the window."""
+    q = quota.entity_quota(obj.gate, name)
+    emit(obj, q, _quota_text(q))
+
+
+@quota_cmd.command("user")
+@click.argument("name")
+@json_option
+@pass_ctx
+def quota_user(obj: Context, name: str, as_json: bool) -> None:
+    """R6: a recipient's hydrated objects in the day window."""
+    q = quota.user_quota(obj.gate, name)
+    emit(obj, q, _quota_text(q))
+
+
+# --- the embedded store -----------------------------------------------------------------------
+
+
+@main.group("store", cls=Group)
+def store_cmd() -> None:
+    """The embedded Redis server (redis.url = "embedded")."""
+
+
+def _embedded(obj: Context) -> store.EmbeddedServer:
+    cfg = obj.config
+    if cfg.redis.url != "embedded":
+        raise BadInput(f"redis.url is {cfg.redis.url!r}, not the embedded store")
+    return store.EmbeddedServer(cfg.redis.data_dir)
+
+
+@store_cmd.command("start")
+@pass_ctx
+def store_start(obj: Context) -> None:
+    """Start the embedded server (commands start it on demand too)."""
+    server = _embedded(obj)
+    server.start()
+    click.echo(f"embedded Redis running on {server.socket} (data in {server.data_dir})")
+
+
+@store_cmd.command("stop")
+@pass_ctx
+def store_stop(obj: Context) -> None:
+    """Stop the embedded server; its AOF keeps every count for the next start."""
+    server = _embedded(obj)
+    click.echo("stopped" if server.stop() else "not running")
+
+
+@store_cmd.command("status")
+@pass_ctx
+def store_status(obj: Context) -> None:
+    """Whether the embedded server answers."""
+    server = _embedded(obj)
+    up = server.running()
+    click.echo(f"{'running' if up else 'not running'}: {server.socket}")
+    if not up:
+        sys.exit(5)

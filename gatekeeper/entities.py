@@ -1,0 +1,222 @@
+"""Entities: the organisations IDs are shared with, and the facts that exempt or permit them.
+
+An entity's facts live in its pool's slot (``{e:ROOT}``, see keys.py) and every change is written
+together with its audit record by record.lua, so no fact exists without who recorded it (R11).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from gatekeeper import keys, policy
+from gatekeeper.errors import BadInput, Conflict, NotFound
+from gatekeeper.ledger import Ledger, iso
+from gatekeeper.store import failing_closed
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """R8: who attested to X's terms, which version, when, and who recorded it."""
+
+    by: str
+    version: str
+    at_ms: int
+    recorded_by: str
+
+
+@dataclass(frozen=True)
+class Permission:
+    """R4: X's express written permission — a new limit (None = unlimited) for a period."""
+
+    limit: int | None
+    valid_from_ms: int
+    valid_until_ms: int  # exclusive
+    reference: str
+    recorded_by: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"limit": self.limit, "from": iso(self.valid_from_ms),
+                "until": iso(self.valid_until_ms), "reference": self.reference,
+                "recorded_by": self.recorded_by}
+
+
+@dataclass(frozen=True)
+class Entity:
+    name: str
+    kind: str
+    research: bool
+    research_recorded_by: str | None
+    research_recorded_at_ms: int | None
+    parent: str | None
+    root: str
+    created_at_ms: int
+    terms: Attestation | None
+    permission: Permission | None
+
+    @staticmethod
+    def from_hash(h: dict[str, str]) -> Entity:
+        terms = None
+        if h.get("terms_by"):
+            terms = Attestation(h["terms_by"], h["terms_version"], int(h["terms_at"]),
+                                h["terms_recorded_by"])
+        permission = None
+        if h.get("permit_until"):
+            limit = h["permit_limit"]
+            permission = Permission(
+                None if limit == "unlimited" else int(limit), int(h["permit_from"]),
+                int(h["permit_until"]), h["permit_reference"], h["permit_recorded_by"])
+        return Entity(
+            name=h["name"],
+            kind=h["kind"],
+            research=h.get("research") == "1",
+            research_recorded_by=h.get("research_recorded_by") or None,
+            research_recorded_at_ms=int(h["research_recorded_at"])
+            if h.get("research_recorded_at") else None,
+            parent=h.get("parent") or None,
+            root=h["root"],
+            created_at_ms=int(h["created_at"]),
+            terms=terms,
+            permission=permission,
+        )
+
+    def exemption(self) -> dict[str, Any] | None:
+        """The R3 exemption as shown in the quota object, or None."""
+        if not policy.exempt(self):
+            return None
+        return {"rule": "R3", "kind": "academic", "purpose": "non-commercial research",
+                "recorded_by": self.research_recorded_by,
+                "recorded_at": iso(self.research_recorded_at_ms or 0)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "research": self.research,
+            "parent": self.parent, "pool": self.root, "created_at": iso(self.created_at_ms),
+            "exemption": self.exemption(),
+            "terms": None if self.terms is None else {
+                "by": self.terms.by, "version": self.terms.version,
+                "at": iso(self.terms.at_ms), "recorded_by": self.terms.recorded_by},
+            "permission": None if self.permission is None else self.permission.to_dict(),
+        }
+
+
+def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def check_name(name: str, what: str) -> None:
+    if not keys.valid_name(name):
+        raise BadInput(
+            f"{what} name {name!r} is not valid: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+class Entities:
+    """Reads and changes entities; every change is audited in the same script."""
+
+    def __init__(self, client: redis.Redis, ledger: Ledger) -> None:
+        self.client = client
+        self.ledger = ledger
+
+    def root_of(self, name: str) -> str:
+        with failing_closed():
+            root = self.client.hget(keys.ENTITIES, name)
+        if root is None:
+            raise NotFound(f"no entity named {name!r}")
+        return root.decode()
+
+    def get(self, name: str) -> Entity:
+        root = self.root_of(name)
+        with failing_closed():
+            raw = self.client.hgetall(keys.entity(root, name))
+        if not raw:
+            raise NotFound(f"no entity named {name!r}")
+        return Entity.from_hash(_decode(raw))
+
+    def names(self) -> list[str]:
+        with failing_closed():
+            return sorted(k.decode() for k in self.client.hkeys(keys.ENTITIES))
+
+    def all(self) -> list[Entity]:
+        """Every entity, read with one pipelined round trip."""
+        directory = self._directory()
+        with failing_closed():
+            pipe = self.client.pipeline(transaction=False)
+            for name, root in directory:
+                pipe.hgetall(keys.entity(root, name))
+            rows = pipe.execute()
+        return [Entity.from_hash(_decode(r)) for r in rows if r]
+
+    def _directory(self) -> list[tuple[str, str]]:
+        with failing_closed():
+            raw = self.client.hgetall(keys.ENTITIES)
+        return sorted((k.decode(), v.decode()) for k, v in raw.items())
+
+    def add(self, name: str, *, kind: str, research: bool, parent: str | None, actor: str,
+            channel: str) -> Entity:
+        """Create an entity; an academic one doing research is exempt from R2 (R3)."""
+        check_name(name, "entity")
+        if kind not in policy.KINDS:
+            raise BadInput(f"entity kind {kind!r} is not one of {', '.join(policy.KINDS)}")
+        if research and kind != "academic":
+            raise BadInput("R3: --research applies only to --kind academic (non-commercial "
+                           "research on behalf of an academic institution)", rule="R3")
+        root = name
+        if parent is not None:
+            root = self.get(parent).root  # R10: a child is pooled with its parent's pool
+        with failing_closed():
+            claimed = self.client.hsetnx(keys.ENTITIES, name, root)
+            if not claimed and self.client.exists(keys.entity(self.root_of(name), name)):
+                raise Conflict(f"an entity named {name!r} already exists")
+        fields: dict[str, Any] = {"name": name, "kind": kind, "research": "1" if research else "0",
+                                  "parent": parent or "", "root": root,
+                                  "created_at": "@now", "created_by": actor}
+        if research:
+            fields.update(research_recorded_by=actor, research_recorded_at="@now")
+        rule = "R3" if research else ("R10" if parent else "R11")
+        detail = f"kind={kind} research={'yes' if research else 'no'} parent={parent or '-'}"
+        self._record(root, name, "create", fields, actor, channel, "entity.add", rule, detail)
+        return self.get(name)
+
+    def accept_terms(self, name: str, *, by: str, actor: str, channel: str) -> Entity:
+        """R8: record that `by` attested, for the entity, to X's terms."""
+        if not by.strip():
+            raise BadInput("R8: --by must name the person who attested", rule="R8")
+        entity = self.get(name)
+        fields = {"terms_by": by, "terms_version": policy.TERMS_VERSION, "terms_at": "@now",
+                  "terms_recorded_by": actor}
+        self._record(entity.root, name, "update", fields, actor, channel, "entity.terms", "R8",
+                     f"attested by {by} to {', '.join(policy.TERMS)} ({policy.TERMS_VERSION})")
+        return self.get(name)
+
+    def permit(self, name: str, *, limit: int | None, until_ms: int, reference: str, actor: str,
+               channel: str) -> Entity:
+        """R4: record X's written permission: a new limit until `until_ms` (exclusive)."""
+        if not reference.strip():
+            raise BadInput("R4: --reference must identify X's written permission", rule="R4")
+        if limit is not None and limit <= 0:
+            raise BadInput(f"R4: --limit must be a positive number or 'unlimited', not {limit}",
+                           rule="R4")
+        entity = self.get(name)
+        fields = {"permit_limit": "unlimited" if limit is None else str(limit),
+                  "permit_from": "@now", "permit_until": str(until_ms),
+                  "permit_reference": reference, "permit_recorded_by": actor}
+        shown = "unlimited" if limit is None else f"{limit:,}"
+        self._record(entity.root, name, "update", fields, actor, channel, "entity.permit", "R4",
+                     f"limit {shown} until {iso(until_ms)}; reference: {reference}")
+        return self.get(name)
+
+    def _record(self, root: str, name: str, mode: str, fields: dict[str, Any], actor: str,
+                channel: str, kind: str, rule: str, message: str) -> None:
+        out = self.ledger.record(
+            keys.entity(root, name), keys.audit(root), mode=mode, fields=fields,
+            audit={"actor": actor, "entity": name, "channel": channel, "kind": kind,
+                   "outcome": "changed", "rule": rule, "message": message},
+        )
+        if out["status"] == "exists":
+            raise Conflict(f"an entity named {name!r} already exists")
+        if out["status"] == "missing":
+            raise NotFound(f"no entity named {name!r}")

@@ -1,0 +1,30 @@
+"""The one library object the CLI and the web service share: config, store, ledger, directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+from gatekeeper import config as config_mod
+from gatekeeper import store
+from gatekeeper.config import Config
+from gatekeeper.entities import Entities
+from gatekeeper.ledger import Ledger
+from gatekeeper.users import Users
+
+
+class Gate:
+    """Everything gatekeeper knows, opened once per process."""
+
+    def __init__(self, config: Config, client: redis.Redis | None = None) -> None:
+        self.config = config
+        self.client = client if client is not None else store.connect(config.redis)
+        self.ledger = Ledger(self.client)
+        self.entities = Entities(self.client, self.ledger)
+        self.users = Users(self.client, self.ledger, self.entities)
+
+    @classmethod
+    def open(cls, config_path: str | Path | None = None) -> Gate:
+        """Load the config (see config.load) and connect to its store."""
+        return cls(config_mod.load(config_path))

@@ -1,0 +1,160 @@
+"""Users of the service: their entity, role, password and API tokens (stored only as hashes).
+
+Passwords are hashed with werkzeug's scrypt; API tokens are 256-bit random secrets stored as
+SHA-256 digests (a fast hash suffices for a secret that cannot be guessed). Both are shown once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from gatekeeper import keys, policy
+from gatekeeper.entities import Entities, check_name
+from gatekeeper.errors import BadInput, Conflict, NotFound, Unauthorized
+from gatekeeper.ledger import Ledger, iso
+from gatekeeper.store import failing_closed
+
+TOKEN_PREFIX = "gk."
+MIN_PASSWORD = 12
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    entity: str
+    root: str
+    role: str
+    created_at_ms: int
+    terms_version: str | None
+    terms_at_ms: int | None
+
+    @property
+    def accepted_terms(self) -> bool:
+        return self.terms_at_ms is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "entity": self.entity, "role": self.role,
+                "created_at": iso(self.created_at_ms),
+                "terms": None if self.terms_at_ms is None else {
+                    "version": self.terms_version, "at": iso(self.terms_at_ms)}}
+
+
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Users:
+    """Reads and changes users and their tokens; every change is audited in the same script."""
+
+    def __init__(self, client: redis.Redis, ledger: Ledger, entities: Entities) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.entities = entities
+
+    def _locate(self, name: str) -> tuple[str, str]:
+        with failing_closed():
+            entity = self.client.hget(keys.USERS, name)
+        if entity is None:
+            raise NotFound(f"no user named {name!r}")
+        return entity.decode(), self.entities.root_of(entity.decode())
+
+    def _hash(self, name: str) -> tuple[dict[str, str], str]:
+        _, root = self._locate(name)
+        with failing_closed():
+            raw = self.client.hgetall(keys.user(root, name))
+        if not raw:
+            raise NotFound(f"no user named {name!r}")
+        return {k.decode(): v.decode() for k, v in raw.items()}, root
+
+    def get(self, name: str) -> User:
+        h, root = self._hash(name)
+        return User(name=h["name"], entity=h["entity"], root=root, role=h["role"],
+                    created_at_ms=int(h["created_at"]),
+                    terms_version=h.get("terms_version") or None,
+                    terms_at_ms=int(h["terms_at"]) if h.get("terms_at") else None)
+
+    def add(self, name: str, *, entity: str, role: str, password: str, actor: str,
+            channel: str) -> User:
+        check_name(name, "user")
+        if role not in policy.ROLES:
+            raise BadInput(f"role {role!r} is not one of {', '.join(policy.ROLES)}")
+        if len(password) < MIN_PASSWORD:
+            raise BadInput(f"R12: a password needs at least {MIN_PASSWORD} characters",
+                           rule="R12")
+        root = self.entities.get(entity).root
+        with failing_closed():
+            claimed = self.client.hsetnx(keys.USERS, name, entity)
+            if not claimed and self.client.exists(keys.user(root, name)):
+                raise Conflict(f"a user named {name!r} already exists")
+        fields = {"name": name, "entity": entity, "role": role,
+                  "password_hash": generate_password_hash(password),
+                  "created_at": "@now", "created_by": actor}
+        self._record(root, keys.user(root, name), "create", fields, actor, channel, name,
+                     entity, "user.add", "R12", f"role={role}")
+        return self.get(name)
+
+    def accept_terms(self, name: str, *, actor: str, channel: str) -> User:
+        """R8: the user attests to X's terms before receiving any content."""
+        user = self.get(name)
+        fields = {"terms_version": policy.TERMS_VERSION, "terms_at": "@now"}
+        self._record(user.root, keys.user(user.root, name), "update", fields, actor, channel,
+                     name, user.entity, "user.terms", "R8",
+                     f"accepted {', '.join(policy.TERMS)} ({policy.TERMS_VERSION})")
+        return self.get(name)
+
+    def check_password(self, name: str, password: str) -> User:
+        """The user, if the password is right; Unauthorized otherwise (same answer either way)."""
+        try:
+            h, _ = self._hash(name)
+        except NotFound:
+            h = None
+        if h is None or not check_password_hash(h["password_hash"], password):
+            raise Unauthorized("wrong user name or password")
+        return self.get(name)
+
+    def create_token(self, name: str, *, actor: str, channel: str) -> str:
+        """A new API token for `name`, returned once; only its SHA-256 is stored (R12)."""
+        user = self.get(name)
+        token = f"{TOKEN_PREFIX}{name}.{secrets.token_urlsafe(32)}"
+        digest = _token_digest(token)
+        self._record(user.root, keys.tokens(user.root, name), "set", {digest: "@now"}, actor,
+                     channel, name, user.entity, "token.create", "R12",
+                     f"token sha256:{digest[:12]}… created")
+        return token
+
+    def user_for_token(self, token: str) -> User:
+        """The user a bearer token belongs to; Unauthorized if it is not a live token."""
+        name, _, secret = token.removeprefix(TOKEN_PREFIX).rpartition(".")
+        if not token.startswith(TOKEN_PREFIX) or not name or not secret:
+            raise Unauthorized("malformed API token")
+        try:
+            user = self.get(name)
+        except NotFound:
+            raise Unauthorized("unknown API token") from None
+        digest = _token_digest(token)
+        with failing_closed():
+            stored = self.client.hkeys(keys.tokens(user.root, name))
+        if not any(hmac.compare_digest(digest, s.decode()) for s in stored):
+            raise Unauthorized("unknown API token")
+        return user
+
+    def _record(self, root: str, hash_key: str, mode: str, fields: dict[str, Any], actor: str,
+                channel: str, recipient: str, entity: str, kind: str, rule: str,
+                message: str) -> None:
+        out = self.ledger.record(
+            hash_key, keys.audit(root), mode=mode, fields=fields,
+            audit={"actor": actor, "entity": entity, "recipient": recipient,
+                   "channel": channel, "kind": kind, "outcome": "changed", "rule": rule,
+                   "message": message},
+        )
+        if out["status"] == "exists":
+            raise Conflict(f"a user named {recipient!r} already exists")
+        if out["status"] == "missing":
+            raise NotFound(f"no user named {recipient!r}")
