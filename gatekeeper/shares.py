@@ -57,24 +57,23 @@ def read_id_file(path: Path) -> IdList:
     count = 0
     digest = hashlib.sha256()
     try:
-        fh = open(path, "rb")
+        with open(path, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                line = raw.strip()
+                if not line:
+                    continue
+                if ID_RE.match(line) and int(line) <= MAX_ID:
+                    count += 1
+                    digest.update(line + b"\n")
+                    continue
+                bad += 1
+                if len(problems) < MAX_REPORTED:
+                    shown = line[:40].decode("utf-8", "replace")
+                    problems.append({"line": number, "message":
+                                     f"{shown!r} is not a Post/User ID (a positive decimal "
+                                     "integer below 2^63)"})
     except OSError as exc:
         raise BadInput(f"{path}: cannot read the ID file ({exc.strerror})") from None
-    with fh:
-        for number, raw in enumerate(fh, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            if ID_RE.match(line) and int(line) <= MAX_ID:
-                count += 1
-                digest.update(line + b"\n")
-                continue
-            bad += 1
-            if len(problems) < MAX_REPORTED:
-                shown = line[:40].decode("utf-8", "replace")
-                problems.append({"line": number, "message":
-                                 f"{shown!r} is not a Post/User ID (a positive decimal integer "
-                                 "below 2^63)"})
     if bad:
         more = f" (first {MAX_REPORTED} listed)" if bad > len(problems) else ""
         first = problems[0]
