@@ -162,8 +162,14 @@ def share_id_file(
                                      allow_partial, purpose)
     grant = gate.ledger.take(target.root, counters, requested=ids.count, share_id=request_id,
                              audit=audit, partial=allow_partial, idempotency=idempotency)
-    deliver(gate.ledger, target.root, grant, counters, idempotency, audit,
-            lambda: _atomic_write(out, ids, grant.granted))
+    try:
+        deliver(gate.ledger, target.root, grant, counters, idempotency, audit,
+                lambda: _atomic_write(out, ids, grant.granted))
+    except OSError as exc:
+        after = ("the reservation was refunded and nothing was counted"
+                 if grant.status != "replay" else "the first delivery stays counted, once")
+        raise BadInput(f"{out}: cannot write the ID file ({exc.strerror or exc}); {after}"
+                       ) from exc
     return ShareResult(share_id=grant.share_id, status=grant.status, entity=entity, kind=kind,
                        requested=grant.requested, granted=grant.granted, out=out,
                        counters=grant.counters, window=counters[0].window.name)

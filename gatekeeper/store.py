@@ -21,6 +21,8 @@ from typing import Any
 
 import redis
 import redis.exceptions
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
 
 from gatekeeper.config import RedisConfig
 from gatekeeper.errors import StoreUnavailable
@@ -37,6 +39,12 @@ UNREACHABLE = (
 
 SOCKET_TIMEOUT = 5.0
 START_TIMEOUT = 15.0
+
+
+def _retry() -> Retry:
+    # Two quick retries ride out a blip; past that the answer is "no" within a second rather
+    # than after redis-py's default multi-second backoff.
+    return Retry(ExponentialBackoff(cap=0.25, base=0.05), 2)
 
 
 @contextlib.contextmanager
@@ -75,14 +83,18 @@ class EmbeddedServer:
         return path
 
     def client(self, **kwargs: Any) -> redis.Redis:
+        kwargs.setdefault("retry", _retry())
         return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=SOCKET_TIMEOUT,
                            **kwargs)
 
     def running(self) -> bool:
+        probe = self.client(retry=Retry(NoBackoff(), 0))
         try:
-            return bool(self.client().ping())
+            return bool(probe.ping())
         except UNREACHABLE:
             return False
+        finally:
+            probe.close()
 
     def start(self) -> None:
         """Start the daemon unless it answers already; safe when many processes race."""
@@ -137,7 +149,7 @@ class EmbeddedServer:
         if not self.running():
             return False
         with contextlib.suppress(redis.exceptions.ConnectionError):
-            self.client().shutdown(save=False)
+            self.client(retry=Retry(NoBackoff(), 0)).shutdown(save=False)
         deadline = time.monotonic() + START_TIMEOUT
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -155,7 +167,7 @@ def connect(cfg: RedisConfig) -> redis.Redis:
             from redis.cluster import RedisCluster
 
             return RedisCluster.from_url(cfg.url, socket_timeout=SOCKET_TIMEOUT)
-        return redis.Redis.from_url(cfg.url, socket_timeout=SOCKET_TIMEOUT)
+        return redis.Redis.from_url(cfg.url, socket_timeout=SOCKET_TIMEOUT, retry=_retry())
 
 
 class Scripts:

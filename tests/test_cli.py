@@ -1,0 +1,319 @@
+"""The CLI end to end on the real embedded store: shares, refusals, exit codes, audit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner, Result
+
+from gatekeeper import config as config_mod
+from gatekeeper import keys
+from gatekeeper.cli import main
+from gatekeeper.store import EmbeddedServer
+
+PASSWORD = "correct horse battery"
+
+Run = Callable[..., Result]
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Iterator[Path]:
+    """A config with small limits and an embedded store that is stopped afterwards."""
+    (tmp_path / "config.toml").write_text(
+        '[redis]\ndata_dir = "var"\n[limits]\npost_ids_per_entity = 100\n'
+    )
+    yield tmp_path
+    EmbeddedServer(tmp_path / "var").stop()
+
+
+@pytest.fixture
+def run(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
+    monkeypatch.chdir(store_dir)
+    monkeypatch.delenv(config_mod.ENV_CONFIG, raising=False)
+    monkeypatch.delenv(config_mod.ENV_REDIS_URL, raising=False)
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def db(store_dir: Path) -> redis.Redis:
+    return EmbeddedServer(store_dir / "var").client(decode_responses=True)
+
+
+def audit(store_dir: Path, root: str) -> list[dict[str, str]]:
+    return [fields for _id, fields in db(store_dir).xrange(keys.audit(root))]
+
+
+def ids_file(path: Path, start: int, n: int) -> Path:
+    path.write_text("".join(f"{start + i}\n" for i in range(n)))
+    return path
+
+
+@pytest.fixture
+def acme(run: Run, store_dir: Path) -> Path:
+    """Entity acme (with R8 terms) and data-team user dana; returns the store dir."""
+    assert run("entity", "add", "acme", "--kind", "commercial").exit_code == 0
+    assert run("entity", "accept-terms", "acme", "--by", "Jane Doe").exit_code == 0
+    r = run("user", "add", "dana", "--entity", "acme", "--role", "data", "--password-stdin",
+            input=PASSWORD + "\n")
+    assert r.exit_code == 0, r.output
+    return store_dir
+
+
+def quota(run: Run, kind: str, name: str) -> dict:
+    r = run("quota", kind, name, "--json")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+def test_share_writes_the_ids_and_counts_them(run: Run, acme: Path) -> None:
+    src = ids_file(acme / "ids.txt", 1_000_000_000_000, 60)
+    r = run("share", "--as", "dana", "--entity", "acme", "--ids", str(src), "--out", "o.txt",
+            "--purpose", "replication study", "--json")
+    assert r.exit_code == 0, r.output
+    body = json.loads(r.output)
+    assert (body["status"], body["requested"], body["granted"]) == ("granted", 60, 60)
+    assert body["quota"] == {"rule": "R2", "limit": 100, "used": 60, "remaining": 40,
+                             "window": "30d"}
+    assert (acme / "o.txt").read_text() == src.read_text()
+    q = quota(run, "entity", "acme")
+    assert (q["used"], q["limit"], q["remaining"], q["window"]) == (60, 100, 40, "30d")
+    assert [r["amount"] for r in q["releases"]] == [60]
+    granted = [a for a in audit(acme, "acme") if a.get("kind") == "share.posts"]
+    assert [a["outcome"] for a in granted] == ["granted", "delivered"]
+    assert granted[0]["purpose"] == "replication study"
+    assert granted[0]["channel"] == "cli" and granted[0]["actor"] == "dana"
+
+
+def test_share_over_limit_is_refused_whole_and_counts_nothing(run: Run, acme: Path) -> None:
+    run("share", "--as", "dana", "--entity", "acme", "--ids",
+        str(ids_file(acme / "a.txt", 10, 70)), "--out", "a.out")
+    r = run("share", "--as", "dana", "--entity", "acme", "--ids",
+            str(ids_file(acme / "b.txt", 500, 40)), "--out", "b.out", "--json")
+    assert r.exit_code == 3
+    err = json.loads(r.stdout)
+    assert err["error"] == "quota_exceeded" and err["rule"] == "R2"
+    assert (err["limit"], err["used"], err["requested"], err["remaining"]) == (100, 70, 40, 30)
+    assert err["available_at"] == q_release(run)
+    assert "R2" in r.stderr and "nothing was counted" in r.stderr
+    assert not (acme / "b.out").exists()
+    assert quota(run, "entity", "acme")["used"] == 70
+    assert audit(acme, "acme")[-1]["outcome"] == "refused"
+
+
+def q_release(run: Run) -> str:
+    return quota(run, "entity", "acme")["releases"][0]["at"]
+
+
+def test_partial_share_delivers_exactly_the_remaining_allowance(run: Run, acme: Path) -> None:
+    run("share", "--as", "dana", "--entity", "acme", "--ids",
+        str(ids_file(acme / "a.txt", 10, 70)), "--out", "a.out")
+    src = ids_file(acme / "b.txt", 500, 40)
+    r = run("share", "--as", "dana", "--entity", "acme", "--ids", str(src), "--out", "b.out",
+            "--allow-partial")
+    assert r.exit_code == 0, r.output
+    assert "PARTIAL: granted 30 of 40" in r.output
+    assert (acme / "b.out").read_text().splitlines() == src.read_text().splitlines()[:30]
+    assert quota(run, "entity", "acme")["remaining"] == 0
+
+
+def test_bad_id_lines_are_all_reported_and_nothing_is_counted(run: Run, acme: Path) -> None:
+    src = acme / "bad.txt"
+    src.write_text("123\nabc\n\n0\n9223372036854775808\n456\n12 34\n")
+    r = run("share", "--as", "dana", "--entity", "acme", "--ids", str(src), "--out", "o.txt",
+            "--json")
+    assert r.exit_code == 2
+    err = json.loads(r.stdout)
+    assert err["error"] == "bad_request"
+    assert [d["line"] for d in err["details"]] == [2, 4, 5, 7]
+    assert "line 2: 'abc'" in r.stderr
+    assert not (acme / "o.txt").exists()
+    assert quota(run, "entity", "acme")["used"] == 0
+    assert not [a for a in audit(acme, "acme") if a.get("kind") == "share.posts"]
+
+
+def test_share_to_an_entity_without_terms_is_refused_r8_and_audited(run: Run, acme: Path) -> None:
+    run("entity", "add", "beta", "--kind", "commercial")
+    r = run("share", "--as", "dana", "--entity", "beta", "--ids",
+            str(ids_file(acme / "a.txt", 10, 5)), "--out", "o.txt")
+    assert r.exit_code == 4
+    assert "R8" in r.stderr
+    assert not (acme / "o.txt").exists()
+    denied = audit(acme, "beta")[-1]
+    assert (denied["outcome"], denied["rule"], denied["actor"]) == ("denied", "R8", "dana")
+    assert quota(run, "entity", "beta")["used"] == 0
+
+
+def test_only_the_data_role_may_share(run: Run, acme: Path) -> None:
+    run("user", "add", "ana", "--entity", "acme", "--role", "analyst", "--password-stdin",
+        input=PASSWORD + "\n")
+    r = run("share", "--as", "ana", "--entity", "acme", "--ids",
+            str(ids_file(acme / "a.txt", 10, 5)), "--out", "o.txt")
+    assert r.exit_code == 4
+    assert "role" in r.stderr
+    assert audit(acme, "acme")[-1]["outcome"] == "denied"
+
+
+def test_retry_with_the_same_idempotency_key_is_counted_once(run: Run, acme: Path) -> None:
+    src = ids_file(acme / "a.txt", 10, 25)
+    args = ("share", "--as", "dana", "--entity", "acme", "--ids", str(src), "--out", "o.txt",
+            "--idempotency-key", "job-42", "--json")
+    first = json.loads(run(*args).output)
+    (acme / "o.txt").unlink()
+    second = run(*args)
+    assert second.exit_code == 0
+    again = json.loads(second.output)
+    assert again["status"] == "replay" and again["share_id"] == first["share_id"]
+    assert (acme / "o.txt").read_text() == src.read_text()
+    assert quota(run, "entity", "acme")["used"] == 25
+    src.write_text("99\n")  # same key, different request
+    assert run(*args).exit_code == 2
+
+
+def test_academic_research_entity_is_counted_but_never_refused(run: Run, acme: Path) -> None:
+    run("entity", "add", "uni", "--kind", "academic", "--research")
+    run("entity", "accept-terms", "uni", "--by", "Prof. X")
+    r = run("share", "--as", "dana", "--entity", "uni", "--ids",
+            str(ids_file(acme / "a.txt", 10, 250)), "--out", "o.txt")
+    assert r.exit_code == 0, r.output
+    q = quota(run, "entity", "uni")
+    assert (q["limit"], q["used"], q["remaining"]) == (None, 250, None)
+    assert q["exemption"]["rule"] == "R3" and q["exemption"]["recorded_by"].startswith("cli:")
+
+
+def test_academic_without_research_purpose_is_not_exempt(run: Run, acme: Path) -> None:
+    run("entity", "add", "uni", "--kind", "academic")
+    q = quota(run, "entity", "uni")
+    assert q["limit"] == 100 and q["exemption"] is None
+    assert run("entity", "add", "corp", "--kind", "commercial", "--research").exit_code == 2
+
+
+def test_written_permission_raises_the_limit_until_its_date(run: Run, acme: Path) -> None:
+    r = run("entity", "permit", "acme", "--limit", "1000", "--until", "2999-12-31",
+            "--reference", "X-legal-123")
+    assert r.exit_code == 0, r.output
+    q = quota(run, "entity", "acme")
+    assert q["limit"] == 1000
+    assert q["permission"] == {"limit": 1000, "until": "3000-01-01T00:00:00Z",
+                               "reference": "X-legal-123"}
+    r = run("share", "--as", "dana", "--entity", "acme", "--ids",
+            str(ids_file(acme / "a.txt", 10, 500)), "--out", "o.txt")
+    assert r.exit_code == 0, r.output
+    assert run("entity", "permit", "acme", "--limit", "5", "--until", "2000-01-01",
+               "--reference", "old").exit_code == 2
+    permits = [a for a in audit(acme, "acme") if a.get("kind") == "entity.permit"]
+    assert len(permits) == 1  # the refused one (date already over) recorded nothing
+    assert (permits[0]["rule"], permits[0]["outcome"]) == ("R4", "changed")
+    assert "X-legal-123" in permits[0]["message"]
+
+
+def test_child_entity_is_pooled_with_its_parent(run: Run, acme: Path) -> None:
+    run("entity", "add", "acme-labs", "--kind", "commercial", "--parent", "acme")
+    run("entity", "accept-terms", "acme-labs", "--by", "Jane Doe")
+    run("share", "--as", "dana", "--entity", "acme", "--ids",
+        str(ids_file(acme / "a.txt", 10, 80)), "--out", "a.out")
+    r = run("share", "--as", "dana", "--entity", "acme-labs", "--ids",
+            str(ids_file(acme / "b.txt", 10, 30)), "--out", "b.out")
+    assert r.exit_code == 3  # the pool has only 20 left, though the child used nothing
+    q = quota(run, "entity", "acme-labs")
+    assert q["used"] == 0 and q["pool"]["name"] == "acme" and q["pool"]["used"] == 80
+
+
+def test_user_ids_are_recorded_not_capped(run: Run, acme: Path) -> None:
+    r = run("share", "--as", "dana", "--entity", "acme", "--kind", "users", "--ids",
+            str(ids_file(acme / "u.txt", 10, 300)), "--out", "u.out")
+    assert r.exit_code == 0, r.output
+    q = quota(run, "entity", "acme")
+    assert q["used"] == 0 and q["user_ids"] == 300
+
+
+def test_write_failure_refunds_the_reservation_and_leaves_no_file(run: Run, acme: Path) -> None:
+    (acme / "blocker").write_text("a file where a directory should be")
+    r = run("share", "--as", "dana", "--entity", "acme", "--ids",
+            str(ids_file(acme / "a.txt", 10, 50)), "--out", str(acme / "blocker" / "o.txt"))
+    assert r.exit_code == 2
+    assert "refunded" in r.stderr
+    assert quota(run, "entity", "acme")["used"] == 0
+    assert [a["outcome"] for a in audit(acme, "acme") if a.get("kind") == "share.posts"] == [
+        "granted", "refunded"]
+    assert sorted(p.name for p in acme.iterdir() if p.name.startswith(".")) == []
+
+
+def test_store_unreachable_fails_closed_with_exit_5(run: Run, acme: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(config_mod.ENV_REDIS_URL, "redis://127.0.0.1:1/0")
+    r = run("share", "--as", "dana", "--entity", "acme", "--ids",
+            str(ids_file(acme / "a.txt", 10, 5)), "--out", "o.txt", "--json")
+    assert r.exit_code == 5
+    assert json.loads(r.stdout)["error"] == "store_unavailable"
+    assert "nothing was released" in r.stderr
+    assert not (acme / "o.txt").exists()
+
+
+def test_unknown_names_are_bad_input(run: Run, acme: Path) -> None:
+    assert run("quota", "entity", "nobody").exit_code == 2
+    assert run("quota", "user", "nobody").exit_code == 2
+    assert run("entity", "add", "bad name!", "--kind", "commercial").exit_code == 2
+    assert run("entity", "add", "acme", "--kind", "commercial").exit_code == 2
+
+
+def test_tokens_are_shown_once_and_stored_only_hashed(run: Run, acme: Path) -> None:
+    r = run("token", "create", "dana")
+    assert r.exit_code == 0
+    token = r.output.strip()
+    dump = db(acme)
+    everything = "".join(
+        str(dump.dump(k)) for k in dump.scan_iter("*") if dump.type(k) != "stream")
+    assert token not in everything and token.rsplit(".", 1)[1] not in everything
+    assert PASSWORD not in everything
+    user_hash = dump.hgetall(keys.user("acme", "dana"))
+    assert user_hash["password_hash"].startswith("scrypt:")
+
+
+def test_quota_user_reports_the_r6_window(run: Run, acme: Path) -> None:
+    q = quota(run, "user", "dana")
+    assert (q["kind"], q["limit"], q["used"], q["remaining"], q["window"]) == (
+        "user", 50_000, 0, 50_000, "rolling-24h")
+
+
+def test_counts_survive_a_restart_of_the_embedded_store(run: Run, acme: Path) -> None:
+    run("share", "--as", "dana", "--entity", "acme", "--ids",
+        str(ids_file(acme / "a.txt", 10, 42)), "--out", "o.txt")
+    before = quota(run, "entity", "acme")
+    assert run("store", "stop").output.strip() == "stopped"
+    assert not EmbeddedServer(acme / "var").running()
+    after = quota(run, "entity", "acme")  # starts the store again from its AOF
+    assert after["used"] == before["used"] == 42
+    assert after["releases"] == before["releases"]
+    assert (acme / "var" / "appendonlydir").exists() or list((acme / "var").glob("*.aof*"))
+
+
+def test_counts_survive_a_killed_store(run: Run, acme: Path) -> None:
+    run("share", "--as", "dana", "--entity", "acme", "--ids",
+        str(ids_file(acme / "a.txt", 10, 17)), "--out", "o.txt")
+    pid = int((acme / "var" / "redis.pid").read_text())
+    os.kill(pid, 9)  # no shutdown, no final save: only appendfsync always keeps the count
+    assert quota(run, "entity", "acme")["used"] == 17
+
+
+def test_successive_processes_share_one_embedded_store(store_dir: Path) -> None:
+    env = {**os.environ, config_mod.ENV_CONFIG: str(store_dir / "config.toml")}
+    env.pop(config_mod.ENV_REDIS_URL, None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gatekeeper", *args], env=env,
+                              capture_output=True, text=True, check=False)
+
+    assert cli("entity", "add", "acme", "--kind", "commercial").returncode == 0
+    listed = cli("entity", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [e["name"] for e in json.loads(listed.stdout)] == ["acme"]
