@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import secrets
 import sys
 from datetime import date, datetime, timedelta
@@ -21,8 +22,9 @@ import click
 
 from gatekeeper import config as config_mod
 from gatekeeper import policy, quota, shares, store
+from gatekeeper.datasets import Filters
 from gatekeeper.errors import BadInput, GatekeeperError
-from gatekeeper.gate import Gate
+from gatekeeper.gate import Gate, ingest_deletions
 from gatekeeper.ledger import iso
 
 
@@ -255,39 +257,122 @@ def token_create(obj: Context, user_name: str, as_json: bool) -> None:
     emit(obj, {"user": user_name, "token": tok}, tok)
 
 
+# --- datasets and deletions ------------------------------------------------------------------
+
+FILTER_HELP = {
+    "since": "Posts created at or after (ISO 8601).",
+    "until": "Posts created before (ISO 8601).",
+    "lang": "Language code, e.g. en, ja.",
+    "contains": "Text contains (case-insensitive).",
+    "author": "Author username or user ID.",
+}
+
+
+def filter_options(f: Any) -> Any:
+    """The dataset filters, the same everywhere (CLI, API, web form)."""
+    for name in reversed(FILTER_HELP):
+        f = click.option(f"--{name}", name, help=FILTER_HELP[name])(f)
+    return f
+
+
+def _filters(values: dict[str, Any]) -> Filters:
+    return Filters.parse({k: v for k, v in values.items() if k in FILTER_HELP and v is not None})
+
+
+@main.group(cls=Group)
+def dataset() -> None:
+    """Datasets of collected posts (JSONL or .jsonl.gz: twarc2 pages, v2 posts, v1.1 tweets)."""
+
+
+@dataset.command("add")
+@click.argument("name")
+@click.argument("path", type=click.Path(path_type=Path))
+@json_option
+@pass_ctx
+def dataset_add(obj: Context, name: str, path: Path, as_json: bool) -> None:
+    """Validate PATH whole and register it as dataset NAME."""
+    info = obj.gate.datasets.add(name, path, actor=_actor(), channel="cli")
+    data = info.to_dict()
+    emit(obj, data, f"dataset {name}: {data['posts']:,} posts registered")
+
+
+@dataset.command("list")
+@json_option
+@pass_ctx
+def dataset_list(obj: Context, as_json: bool) -> None:
+    """List datasets."""
+    rows = [i.to_dict() for i in obj.gate.datasets.list()]
+    lines = [f"{r['name']:<24} {r['posts']:>10,} posts  "
+             f"{', '.join(r.get('languages') or [])[:40]}" for r in rows]
+    emit(obj, rows, "\n".join(lines) or "no datasets")
+
+
+@main.group(cls=Group)
+def deletions() -> None:
+    """R9: content deleted, protected, suspended or withheld on X."""
+
+
+@deletions.command("add")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--kind", type=click.Choice(("posts", "users")),
+              help="What the file lists (inferred from X's tweets_/users_ file names).")
+@json_option
+@pass_ctx
+def deletions_add(obj: Context, path: Path, kind: str | None, as_json: bool) -> None:
+    """Ingest a deletion list: plain IDs or X batch-compliance JSONL."""
+    report = ingest_deletions(obj.gate, path, kind=kind, actor=_actor(), channel="cli")
+    lines = [f"R9: {report.listed:,} {report.kind} listed ({report.new:,} new); from now on "
+             "no share or export contains them"]
+    lines += [f"  dataset {name}: {n:,} stored posts affected"
+              for name, n in report.datasets.items()]
+    emit(obj, report.to_dict(), "\n".join(lines))
+
+
 # --- sharing and quotas -----------------------------------------------------------------------
 
 
 @main.command("share")
 @click.option("--as", "actor", required=True, help="The data-team user sharing.")
 @click.option("--entity", "entity_name", required=True, help="The recipient entity.")
-@click.option("--ids", "ids_path", required=True, type=click.Path(path_type=Path),
+@click.option("--ids", "ids_path", type=click.Path(path_type=Path),
               help="ID file to share: one decimal ID per line.")
+@click.option("--dataset", help="Dataset to dehydrate (see `dataset list`).")
+@filter_options
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--kind", type=click.Choice(policy.SHARE_KINDS), default="posts", show_default=True)
+@click.option("--kind", type=click.Choice(policy.SHARE_KINDS), default="posts", show_default=True,
+              help="Post IDs, or the distinct author User IDs of a dataset selection.")
 @click.option("--allow-partial", is_flag=True,
               help="If the whole does not fit, deliver exactly the remaining allowance.")
 @click.option("--purpose", help="Why the IDs are shared (recorded, R10).")
 @click.option("--idempotency-key", help="A retry with the same key is counted once.")
 @json_option
 @pass_ctx
-def share(obj: Context, actor: str, entity_name: str, ids_path: Path, out: Path, kind: str,
-          allow_partial: bool, purpose: str | None, idempotency_key: str | None,
-          as_json: bool) -> None:
-    """Share IDs with an entity: checked, counted (R2) and written to --out."""
-    r = shares.share_id_file(obj.gate, actor=actor, entity=entity_name, ids_path=ids_path,
-                             out=out, kind=kind, allow_partial=allow_partial, purpose=purpose,
+def share(obj: Context, actor: str, entity_name: str, ids_path: Path | None,
+          dataset: str | None, out: Path, kind: str, allow_partial: bool, purpose: str | None,
+          idempotency_key: str | None, as_json: bool, **filter_values: str | None) -> None:
+    """Share IDs with an entity: checked (R8), counted (R2), R9-filtered, written to --out."""
+    if (ids_path is None) == (dataset is None):
+        raise BadInput("give exactly one of --ids FILE or --dataset NAME")
+    filters = _filters(filter_values)
+    if ids_path is not None and not filters.is_empty:
+        raise BadInput("filters apply to --dataset, not to an --ids file")
+    r = shares.share_to_file(obj.gate, actor=actor, entity=entity_name, out=out, kind=kind,
+                             ids_path=ids_path, dataset=dataset, filters=filters,
+                             allow_partial=allow_partial, purpose=purpose,
                              idempotency_key=idempotency_key, channel="cli")
-    q = r.to_dict()["quota"]
+    data = {**r.to_dict(), "out": str(out)}
+    q = data["quota"]
     what = "Post IDs" if kind == "posts" else "User IDs"
     head = {"granted": "granted", "partial": "PARTIAL: granted", "replay":
-            "already shared (same idempotency key, counted once):"}[r.status]
+            "already shared (same idempotency key, counted once):"}[r.grant.status]
     limit = "unlimited" if q["limit"] is None else f"{q['limit']:,}"
     remaining = "unlimited" if q["remaining"] is None else f"{q['remaining']:,}"
-    text = (f"{head} {r.granted:,} of {r.requested:,} {what} to {entity_name} -> {out}\n"
-            f"share {r.share_id}; {q['rule']}: used {q['used']:,} of {limit}, "
+    text = (f"{head} {r.grant.granted:,} of {r.grant.requested:,} {what} to {entity_name} "
+            f"-> {out}\nshare {r.grant.share_id}; {q['rule']}: used {q['used']:,} of {limit}, "
             f"{remaining} remaining in the {q['window']} window")
-    emit(obj, r.to_dict(), text)
+    if r.removed:
+        text += f"\nR9: {r.removed:,} deleted/withheld IDs were left out"
+    emit(obj, data, text)
 
 
 def _quota_text(q: dict[str, Any]) -> str:
@@ -382,3 +467,39 @@ def store_status(obj: Context) -> None:
     click.echo(f"{'running' if up else 'not running'}: {server.socket}")
     if not up:
         sys.exit(5)
+
+
+# --- the service --------------------------------------------------------------------------------
+
+
+@main.command("serve")
+@click.option("--host", help="Listen address (default server.host).")
+@click.option("--port", type=int, help="Listen port (default server.port).")
+@click.option("--demo", is_flag=True,
+              help="Load demo entities, users and a 100,000-post dataset into an empty store.")
+@pass_ctx
+def serve(obj: Context, host: str | None, port: int | None, demo: bool) -> None:
+    """Run the web service and API under waitress (a production WSGI server)."""
+    import waitress
+
+    from gatekeeper import demo as demo_mod
+    from gatekeeper.web import create_app
+
+    gate = obj.gate
+    cfg = gate.config.server
+    if demo:
+        loaded = demo_mod.load(gate)
+        click.echo(loaded.describe() if loaded else
+                   "--demo: the store already holds data; nothing was loaded (demo data is "
+                   "loaded only into an empty store)")
+    if not os.environ.get(cfg.secret_key_env):
+        click.echo(f"note: ${cfg.secret_key_env} is not set; sessions last until this process "
+                   "stops (R12: set it from a secret store)", err=True)
+    app = create_app(gate)
+    host, port = host or cfg.host, port if port is not None else cfg.port
+    click.echo(f"gatekeeper serving on http://{host}:{port}/ (waitress, {cfg.threads} threads)")
+    waitress.serve(app, host=host, port=port, threads=cfg.threads, ident="gatekeeper",
+                   # The app answers 413 in JSON up to twice the limit; waitress refuses
+                   # anything larger before buffering it.
+                   max_request_body_size=cfg.max_upload_mb * 2**21,
+                   clear_untrusted_proxy_headers=True)

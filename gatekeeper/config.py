@@ -63,6 +63,8 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, Any]]] = {
         "host": (str, "127.0.0.1", None),
         "port": (int, 8000, _port),
         "secret_key_env": (str, "GATEKEEPER_SECRET_KEY", None),
+        "max_upload_mb": (int, 100, _positive),
+        "threads": (int, 8, _positive),
     },
     "datasets": {
         "dir": (str, "datasets", None),
@@ -92,6 +94,8 @@ class ServerConfig:
     host: str
     port: int
     secret_key_env: str
+    max_upload_mb: int
+    threads: int
 
 
 @dataclass(frozen=True)

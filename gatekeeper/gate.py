@@ -9,6 +9,8 @@ import redis
 from gatekeeper import config as config_mod
 from gatekeeper import store
 from gatekeeper.config import Config
+from gatekeeper.datasets import Datasets
+from gatekeeper.deletions import Deletions, Ingest
 from gatekeeper.entities import Entities
 from gatekeeper.ledger import Ledger
 from gatekeeper.users import Users
@@ -23,8 +25,18 @@ class Gate:
         self.ledger = Ledger(self.client)
         self.entities = Entities(self.client, self.ledger)
         self.users = Users(self.client, self.ledger, self.entities)
+        self.deletions = Deletions(self.client)
+        self.datasets = Datasets(self.client, self.ledger, config.datasets_dir)
 
     @classmethod
     def open(cls, config_path: str | Path | None = None) -> Gate:
         """Load the config (see config.load) and connect to its store."""
         return cls(config_mod.load(config_path))
+
+
+def ingest_deletions(gate: Gate, path: Path, *, kind: str | None, actor: str,
+                     channel: str) -> Ingest:
+    """R9: ingest a deletion list and report the stored posts it affects, per dataset."""
+    report = gate.deletions.add_file(path, kind=kind, actor=actor, channel=channel)
+    report.datasets = gate.datasets.affected(gate.deletions.current())
+    return report

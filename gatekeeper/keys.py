@@ -33,6 +33,13 @@ SYS = f"{PREFIX}:{{sys}}"
 ENTITIES = f"{SYS}:entities"  # hash: entity name -> pool root
 USERS = f"{SYS}:users"  # hash: user name -> entity name
 SYS_AUDIT = f"{SYS}:audit"  # stream: audit records that belong to no pool
+DATASETS = f"{SYS}:datasets"  # hash: dataset name -> JSON of its DatasetInfo
+DELETED_VERSION = f"{SYS}:deleted:version"  # bumped by every R9 ingest
+
+
+def deleted(kind: str) -> str:
+    """Set of IDs on the R9 deletion list: kind is ``posts`` or ``users``."""
+    return f"{SYS}:deleted:{kind}"
 
 
 def entity(root: str, name: str) -> str:
@@ -74,6 +81,6 @@ def idempotency(root: str, actor: str, key: str) -> str:
     return f"{_pool(root)}:idem:{actor}:{key}"
 
 
-def placeholder(root: str) -> str:
-    """A key in the pool's slot that scripts accept where an optional key is absent."""
-    return f"{_pool(root)}:none"
+def placeholder(root: str | None) -> str:
+    """A key in the pool's (or, for None, the {sys}) slot, where an optional key is absent."""
+    return f"{SYS}:none" if root is None else f"{_pool(root)}:none"

@@ -243,9 +243,12 @@ class Ledger:
         counter, state = counters[index], states[index]
         at = int(out["available_at"])
         requested = int(out["requested"])
-        when = f"capacity for the whole request returns at {iso(at)}" if at >= 0 else (
-            f"it can never fit: {requested:,} is more than the limit of {state.limit:,}"
-        )
+        if at >= 0:
+            when = f"capacity for the whole request returns at {iso(at)}"
+        elif state.limit is not None and requested > state.limit:
+            when = f"it can never fit: {requested:,} is more than the limit of {state.limit:,}"
+        else:
+            when = "no scheduled release of capacity makes the whole request fit"
         raise QuotaExceeded(
             f"{counter.rule}: {requested:,} requested but only {state.remaining:,} of "
             f"{state.limit:,} remain in the {counter.window.name} window; nothing was counted; "

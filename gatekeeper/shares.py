@@ -1,28 +1,38 @@
-"""ID shares: read an ID list, check it with the policy, count it in the ledger, write the file.
+"""ID shares (R1, R2, R8, R9, R10): authorise, select, reserve, deliver — in that order.
 
-The order is what makes a share safe: validate everything first (a bad line counts nothing),
-reserve in the ledger (refused whole, or exactly the remaining allowance when partial was asked
-for), write the file beside its destination and rename it into place, and only then commit. If
-writing fails, the reservation is refunded and no file is left behind.
+- authorise: the policy decides whether this actor may share with this entity (refusals are
+  audited and count nothing);
+- select: the IDs — an uploaded list validated whole (every bad line reported, nothing counted)
+  or a dataset selection — minus everything on the R9 deletion lists, spooled to a private
+  temporary file so memory stays flat whatever the size;
+- reserve: the ledger checks and reserves atomically (refused whole, or exactly the remaining
+  allowance when partial was asked for);
+- deliver: write the file (CLI: beside --out, renamed into place) or stream the response (API),
+  then commit; if writing fails first, the reservation is refunded.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import tempfile
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from exports.idfile import write_ids
-from gatekeeper import keys, policy
+from gatekeeper import policy
+from gatekeeper.audit import record_denial
+from gatekeeper.deletions import Deleted
+from gatekeeper.entities import Entity
 from gatekeeper.errors import BadInput, GatekeeperError
 from gatekeeper.ledger import Counter, Grant, Idempotency, Ledger
+from gatekeeper.users import User
 
 ID_RE = re.compile(rb"^[1-9][0-9]{0,18}$")
 MAX_ID = 2**63 - 1
@@ -30,92 +40,256 @@ MAX_REPORTED = 1000  # bad lines listed in full; past this only counted
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
-@dataclass(frozen=True)
-class IdList:
-    """A validated ID file: how many IDs it holds and a digest of its content."""
+class Selection:
+    """IDs ready to share: validated, R9-filtered, spooled to a private temporary file."""
 
-    path: Path
-    count: int
-    digest: str
+    def __init__(self, source: str) -> None:
+        fd, name = tempfile.mkstemp(prefix="gatekeeper-ids-", suffix=".txt")  # mode 0600
+        self.path = Path(name)
+        self._fh = os.fdopen(fd, "wb", buffering=1 << 20)
+        self.source = source
+        self.count = 0
+        self.removed = 0  # dropped by R9
+        self._digest = hashlib.sha256()
+
+    def add(self, ident: bytes) -> None:
+        self._fh.write(ident + b"\n")
+        self._digest.update(ident + b"\n")
+        self.count += 1
+
+    def seal(self) -> Selection:
+        self._fh.close()
+        return self
+
+    @property
+    def digest(self) -> str:
+        return self._digest.hexdigest()
 
     def __iter__(self) -> Iterator[str]:
         with open(self.path, "rb") as fh:
-            for raw in fh:
-                line = raw.strip()
-                if line:
-                    yield line.decode("ascii")
+            for line in fh:
+                yield line[:-1].decode("ascii")
+
+    def head(self, n: int, chunk: int = 1 << 16) -> Iterator[bytes]:
+        """The first `n` IDs as newline-terminated byte chunks."""
+        with open(self.path, "rb") as fh:
+            left = n
+            while left > 0:
+                lines = fh.readlines(chunk)
+                if not lines:
+                    return
+                lines = lines[:left]
+                left -= len(lines)
+                yield b"".join(lines)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._fh.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def __enter__(self) -> Selection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def read_id_file(path: Path) -> IdList:
-    """Validate an ID file: one decimal ID per line (blank lines ignored).
+def select_ids(lines: Iterable[bytes], source: str, kind: str, deleted: Deleted) -> Selection:
+    """Validate an ID list (one decimal ID per line, blank lines ignored) and drop R9 IDs.
 
-    Every bad line is reported with its number in BadInput.details["details"]; nothing is
-    counted unless the whole file is valid.
+    Every bad line is reported with its number (BadInput.details["details"]); nothing is
+    selected unless the whole list is valid.
     """
+    hidden = deleted.posts if kind == "posts" else deleted.users
     problems: list[dict[str, Any]] = []
     bad = 0
-    count = 0
-    digest = hashlib.sha256()
+    sel = Selection(source)
+    try:
+        for number, raw in enumerate(lines, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            if ID_RE.match(line) and int(line) <= MAX_ID:
+                if bad:
+                    continue  # the list is already refused: only collect the problems
+                if hidden and int(line) in hidden:
+                    sel.removed += 1
+                else:
+                    sel.add(line)
+                continue
+            bad += 1
+            if len(problems) < MAX_REPORTED:
+                shown = line[:40].decode("utf-8", "replace")
+                problems.append({"line": number, "message":
+                                 f"{shown!r} is not a Post/User ID (a positive decimal integer "
+                                 "below 2^63)"})
+        if bad:
+            more = f" (first {MAX_REPORTED} listed)" if bad > len(problems) else ""
+            first = problems[0]
+            raise BadInput(
+                f"{source}: {bad:,} invalid line(s){more}, e.g. line {first['line']}: "
+                f"{first['message']}; nothing was counted",
+                details=problems, invalid_lines=bad,
+            )
+        return sel.seal()
+    except BaseException:
+        sel.close()
+        raise
+
+
+def select_id_file(path: Path, kind: str, deleted: Deleted) -> Selection:
+    """select_ids over a file, with a clear error when it cannot be read."""
     try:
         with open(path, "rb") as fh:
-            for number, raw in enumerate(fh, start=1):
-                line = raw.strip()
-                if not line:
-                    continue
-                if ID_RE.match(line) and int(line) <= MAX_ID:
-                    count += 1
-                    digest.update(line + b"\n")
-                    continue
-                bad += 1
-                if len(problems) < MAX_REPORTED:
-                    shown = line[:40].decode("utf-8", "replace")
-                    problems.append({"line": number, "message":
-                                     f"{shown!r} is not a Post/User ID (a positive decimal "
-                                     "integer below 2^63)"})
+            return select_ids(fh, str(path), kind, deleted)
     except OSError as exc:
         raise BadInput(f"{path}: cannot read the ID file ({exc.strerror})") from None
-    if bad:
-        more = f" (first {MAX_REPORTED} listed)" if bad > len(problems) else ""
-        first = problems[0]
-        raise BadInput(
-            f"{path}: {bad:,} invalid line(s){more}, e.g. line {first['line']}: "
-            f"{first['message']}; nothing was counted",
-            details=problems, invalid_lines=bad,
-        )
-    return IdList(path=path, count=count, digest=digest.hexdigest())
 
 
-@dataclass(frozen=True)
-class ShareResult:
-    share_id: str
-    status: str  # granted | partial | replay
+def select_from_dataset(gate: Any, dataset: str, filters: Any, kind: str,
+                        deleted: Deleted) -> Selection:
+    """Dehydrate a dataset selection: its Post IDs, or its distinct author User IDs (R9-free)."""
+    sel = Selection(f"dataset {dataset}")
+    try:
+        if kind == "users":
+            for author in gate.datasets.author_ids(dataset, filters):
+                if int(author) in deleted.users:
+                    sel.removed += 1
+                else:
+                    sel.add(author.encode())
+        elif not deleted.users:
+            # Fast path: only post IDs matter, so the dataset need not build whole posts.
+            for ident in gate.datasets.post_ids(dataset, filters):
+                if deleted.posts and int(ident) in deleted.posts:
+                    sel.removed += 1
+                else:
+                    sel.add(ident.encode())
+        else:
+            for post in gate.datasets.posts(dataset, filters):
+                if deleted.hides(post):
+                    sel.removed += 1
+                else:
+                    sel.add(str(post["id"]).encode())
+        return sel.seal()
+    except BaseException:
+        sel.close()
+        raise
+
+
+@dataclass
+class Reservation:
+    """A share the ledger granted and that now has to be delivered (or refunded)."""
+
+    ledger: Ledger
+    root: str
     entity: str
     kind: str
-    requested: int
-    granted: int
-    out: Path
-    counters: list[Any]
-    window: str
+    grant: Grant
+    counters: list[Counter]
+    idempotency: Idempotency | None
+    audit: dict[str, Any]
+    removed: int = 0
+    settled: str | None = field(default=None)
+
+    @property
+    def window_days(self) -> int:
+        return self.counters[0].window.length_ms // 86_400_000
+
+    def commit(self) -> None:
+        self.settled = self.ledger.settle(self.root, self.grant.share_id, self.counters,
+                                          delivered=True, audit=self._settle_audit())
+
+    def refund(self) -> None:
+        """Give the reservation back (a replayed grant belongs to its first delivery)."""
+        if self.grant.status == "replay":
+            return
+        with contextlib.suppress(GatekeeperError):
+            self.settled = self.ledger.settle(self.root, self.grant.share_id, self.counters,
+                                              delivered=False, audit=self._settle_audit(),
+                                              idempotency=self.idempotency)
+
+    def deliver(self, write: Callable[[], None]) -> None:
+        """Run `write`; commit if it succeeds, refund if it fails."""
+        try:
+            write()
+        except BaseException:
+            self.refund()
+            raise
+        self.commit()
+
+    def _settle_audit(self) -> dict[str, Any]:
+        return {k: self.audit[k] for k in ("actor", "entity", "recipient", "channel", "kind",
+                                           "request_id") if k in self.audit}
 
     def to_dict(self) -> dict[str, Any]:
-        main = self.counters[0]
+        main = self.grant.counters[0]
         return {
-            "share_id": self.share_id, "status": self.status, "entity": self.entity,
-            "kind": self.kind, "requested": self.requested, "granted": self.granted,
-            "out": str(self.out),
+            "share_id": self.grant.share_id, "status": self.grant.status,
+            "entity": self.entity, "kind": self.kind, "requested": self.grant.requested,
+            "granted": self.grant.granted, "removed_r9": self.removed,
             "quota": {"rule": main.rule, "limit": main.limit, "used": main.used,
-                      "remaining": main.remaining, "window": self.window},
+                      "remaining": main.remaining, "window": self.counters[0].window.name},
         }
 
 
-def _atomic_write(out: Path, ids: IdList, limit: int) -> None:
-    """Write the first `limit` IDs to `out` via a temporary file renamed into place."""
+@dataclass(frozen=True)
+class Authorised:
+    """Who shares with whom, as the policy allowed it."""
+
+    user: User
+    target: Entity
+    root: Entity
+    audit: dict[str, Any]
+
+
+def authorise(gate: Any, *, actor: User | str, entity: str, kind: str, channel: str,
+              purpose: str | None, extra: dict[str, Any] | None = None) -> Authorised:
+    """Check the policy for an ID share; a refusal is audited (R11) and counts nothing."""
+    if kind not in policy.SHARE_KINDS:
+        raise BadInput(f"kind must be one of {', '.join(policy.SHARE_KINDS)}, not {kind!r}")
+    user = gate.users.get(actor) if isinstance(actor, str) else actor
+    target = gate.entities.get(entity)
+    root = gate.entities.get(target.root) if target.root != target.name else target
+    audit = {"actor": user.name, "entity": entity, "recipient": entity, "channel": channel,
+             "kind": f"share.{kind}", "request_id": uuid.uuid4().hex, "purpose": purpose or "",
+             **(extra or {})}
+    try:
+        policy.check_id_share(user, target)
+    except GatekeeperError as refusal:
+        record_denial(gate.ledger, target.root, refusal, audit)
+        raise
+    return Authorised(user, target, root, audit)
+
+
+def reserve(gate: Any, auth: Authorised, selection: Selection, *, kind: str,
+            allow_partial: bool, idempotency_key: str | None,
+            request: tuple[Any, ...] = ()) -> Reservation:
+    """Count a selection in the ledger: R2 for Post IDs (pooled, R10), recorded for User IDs."""
+    if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
+        raise BadInput("an idempotency key is 1-255 printable ASCII characters")
+    counters = policy.id_share_counters(auth.target, auth.root, kind, selection.count,
+                                        gate.config.limits)
+    idempotency = None
+    if idempotency_key:
+        idempotency = Idempotency.of(auth.user.name, idempotency_key, auth.target.name, kind,
+                                     selection.digest, allow_partial, *request)
+    audit = {**auth.audit, "removed_r9": selection.removed or None}
+    grant = gate.ledger.take(auth.target.root, counters, requested=selection.count,
+                             share_id=auth.audit["request_id"], audit=audit,
+                             partial=allow_partial, idempotency=idempotency)
+    return Reservation(gate.ledger, auth.target.root, auth.target.name, kind, grant, counters,
+                       idempotency, audit, removed=selection.removed)
+
+
+def write_file(out: Path, selection: Selection, n: int) -> None:
+    """Write the first `n` IDs to `out` via a temporary file renamed into place."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as fh:
-            if write_ids(ids, fh, limit) != limit:
-                raise OSError(f"{ids.path} changed while it was being shared")
+            if write_ids(selection, fh, n) != n:
+                raise OSError(f"{selection.source} changed while it was being shared")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, out)
@@ -125,78 +299,31 @@ def _atomic_write(out: Path, ids: IdList, limit: int) -> None:
         raise
 
 
-def share_id_file(
-    gate: Any,
-    *,
-    actor: str,
-    entity: str,
-    ids_path: Path,
-    out: Path,
-    kind: str = "posts",
-    allow_partial: bool = False,
-    purpose: str | None = None,
-    idempotency_key: str | None = None,
-    channel: str = "cli",
-) -> ShareResult:
-    """Share an ID file with an entity: R1 (IDs only), R2 (counted), R8 (terms), R10 (purpose)."""
-    if kind not in policy.SHARE_KINDS:
-        raise BadInput(f"--kind must be one of {', '.join(policy.SHARE_KINDS)}, not {kind!r}")
-    if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
-        raise BadInput("an idempotency key is 1-255 printable ASCII characters")
-    user = gate.users.get(actor)
-    target = gate.entities.get(entity)
-    root = gate.entities.get(target.root) if target.root != target.name else target
-    request_id = uuid.uuid4().hex
-    audit = {"actor": actor, "entity": entity, "recipient": entity, "channel": channel,
-             "kind": f"share.{kind}", "request_id": request_id, "purpose": purpose or ""}
-    try:
-        policy.check_id_share(user, target)
-    except GatekeeperError as refusal:
-        record_denial(gate.ledger, target.root, refusal, audit)
-        raise
-    ids = read_id_file(ids_path)
-    counters = policy.id_share_counters(target, root, kind, ids.count, gate.config.limits)
-    idempotency = None
-    if idempotency_key:
-        idempotency = Idempotency.of(actor, idempotency_key, entity, kind, ids.digest,
-                                     allow_partial, purpose)
-    grant = gate.ledger.take(target.root, counters, requested=ids.count, share_id=request_id,
-                             audit=audit, partial=allow_partial, idempotency=idempotency)
-    try:
-        deliver(gate.ledger, target.root, grant, counters, idempotency, audit,
-                lambda: _atomic_write(out, ids, grant.granted))
-    except OSError as exc:
-        after = ("the reservation was refunded and nothing was counted"
-                 if grant.status != "replay" else "the first delivery stays counted, once")
-        raise BadInput(f"{out}: cannot write the ID file ({exc.strerror or exc}); {after}"
-                       ) from exc
-    return ShareResult(share_id=grant.share_id, status=grant.status, entity=entity, kind=kind,
-                       requested=grant.requested, granted=grant.granted, out=out,
-                       counters=grant.counters, window=counters[0].window.name)
-
-
-def deliver(ledger: Ledger, root: str, grant: Grant, counters: list[Counter],
-            idempotency: Idempotency | None, audit: dict[str, Any], write: Any) -> None:
-    """Run `write`; commit the reservation if it succeeds, refund it if it does not.
-
-    A replayed grant was settled by the first attempt (or will be): it is never refunded here.
-    """
-    settle_audit = {k: audit[k] for k in ("actor", "entity", "recipient", "channel", "kind",
-                                          "request_id") if k in audit}
-    try:
-        write()
-    except BaseException:
-        if grant.status != "replay":
-            with contextlib.suppress(GatekeeperError):
-                ledger.settle(root, grant.share_id, counters, delivered=False,
-                              audit=settle_audit, idempotency=idempotency)
-        raise
-    ledger.settle(root, grant.share_id, counters, delivered=True, audit=settle_audit)
-
-
-def record_denial(ledger: Ledger, root: str, refusal: GatekeeperError,
-                  audit: dict[str, Any]) -> None:
-    """Append the audit record of a policy refusal (R11); it changes nothing else."""
-    ledger.record(keys.placeholder(root), keys.audit(root), mode="audit", fields={},
-                  audit={**audit, "outcome": "denied", "rule": refusal.rule or "",
-                         "granted": 0, "message": refusal.message})
+def share_to_file(gate: Any, *, actor: str, entity: str, out: Path, kind: str = "posts",
+                  ids_path: Path | None = None, dataset: str | None = None,
+                  filters: Any = None, allow_partial: bool = False, purpose: str | None = None,
+                  idempotency_key: str | None = None, channel: str = "cli") -> Reservation:
+    """The CLI's share: an ID file or a dataset selection in, the granted ID file out."""
+    shown = filters.to_dict() if filters is not None and not filters.is_empty else None
+    extra = {"dataset": dataset, "filters": json.dumps(shown, sort_keys=True) if shown else None}
+    auth = authorise(gate, actor=actor, entity=entity, kind=kind, channel=channel,
+                     purpose=purpose, extra={k: v for k, v in extra.items() if v})
+    deleted = gate.deletions.current()
+    if dataset is not None:
+        selection = select_from_dataset(gate, dataset, filters, kind, deleted)
+    elif ids_path is not None:
+        selection = select_id_file(ids_path, kind, deleted)
+    else:
+        raise BadInput("give --ids FILE or --dataset NAME")
+    with selection:
+        res = reserve(gate, auth, selection, kind=kind, allow_partial=allow_partial,
+                      idempotency_key=idempotency_key,
+                      request=(dataset, extra["filters"], purpose))
+        try:
+            res.deliver(lambda: write_file(out, selection, res.grant.granted))
+        except OSError as exc:
+            after = ("the reservation was refunded and nothing was counted"
+                     if res.grant.status != "replay" else "the first delivery stays counted")
+            raise BadInput(f"{out}: cannot write the ID file ({exc.strerror or exc}); {after}"
+                           ) from exc
+    return res

@@ -317,3 +317,86 @@ def test_successive_processes_share_one_embedded_store(store_dir: Path) -> None:
     listed = cli("entity", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [e["name"] for e in json.loads(listed.stdout)] == ["acme"]
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+
+
+def sample_pages(name: str) -> list[dict]:
+    """The response pages of a sample file, parsed independently of gatekeeper."""
+    return [json.loads(line) for line in (SAMPLES / name).read_text().splitlines() if line]
+
+
+def test_share_from_a_dataset_dehydrates_the_filtered_selection(run: Run, acme: Path) -> None:
+    run("entity", "add", "uni", "--kind", "academic", "--research")
+    run("entity", "accept-terms", "uni", "--by", "Prof. X")
+    r = run("dataset", "add", "kpop", str(SAMPLES / "kpop.jsonl"), "--json")
+    assert r.exit_code == 0, r.output
+    posts = [p for page in sample_pages("kpop.jsonl") for p in page["data"]]
+    assert json.loads(r.output)["posts"] == len(posts)
+
+    r = run("share", "--as", "dana", "--entity", "uni", "--dataset", "kpop", "--out", "all.txt")
+    assert r.exit_code == 0, r.output
+    assert (acme / "all.txt").read_text().split() == [p["id"] for p in posts]
+
+    r = run("share", "--as", "dana", "--entity", "uni", "--dataset", "kpop", "--lang", "ja",
+            "--out", "ja.txt")
+    assert r.exit_code == 0, r.output
+    assert (acme / "ja.txt").read_text().split() == [p["id"] for p in posts if p["lang"] == "ja"]
+
+    r = run("share", "--as", "dana", "--entity", "uni", "--dataset", "kpop", "--kind", "users",
+            "--out", "users.txt")
+    authors = list(dict.fromkeys(p["author_id"] for p in posts))
+    assert (acme / "users.txt").read_text().split() == authors
+    assert quota(run, "entity", "uni")["user_ids"] == len(authors)
+
+
+def test_deletions_remove_posts_and_posts_by_deleted_users(run: Run, acme: Path) -> None:
+    run("dataset", "add", "kpop", str(SAMPLES / "kpop.jsonl"))
+    posts = [p for page in sample_pages("kpop.jsonl") for p in page["data"]]
+    gone_post = posts[0]["id"]
+    gone_author = posts[1]["author_id"]
+    (acme / "tweets_compliance.jsonl").write_text(
+        json.dumps({"id": gone_post, "action": "delete", "reason": "deleted"}) + "\n")
+    (acme / "gone.txt").write_text(f"{gone_author}\n")
+    r = run("deletions", "add", str(acme / "tweets_compliance.jsonl"), "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)
+    assert (report["kind"], report["listed"], report["datasets"]["kpop"]) == ("posts", 1, 1)
+    assert run("deletions", "add", str(acme / "gone.txt")).exit_code == 2  # posts or users?
+    r = run("deletions", "add", str(acme / "gone.txt"), "--kind", "users", "--json")
+    by_author = sum(1 for p in posts if p["author_id"] == gone_author)
+    assert json.loads(r.output)["datasets"]["kpop"] == by_author + (
+        0 if posts[0]["author_id"] == gone_author else 1)
+
+    ids = acme / "ids.txt"
+    ids.write_text(f"{gone_post}\n42\n")
+    r = run("share", "--as", "dana", "--entity", "acme", "--ids", str(ids), "--out", "x.txt")
+    assert r.exit_code == 0 and "R9: 1 deleted/withheld IDs were left out" in r.output
+    assert (acme / "x.txt").read_text() == "42\n"
+
+    r = run("share", "--as", "dana", "--entity", "acme", "--dataset", "kpop", "--out", "o.txt",
+            "--allow-partial", "--json")
+    assert r.exit_code == 0, r.output
+    shared = (acme / "o.txt").read_text().split()
+    assert gone_post not in shared
+    assert not {p["id"] for p in posts if p["author_id"] == gone_author} & set(shared)
+    expected = [p["id"] for p in posts
+                if p["id"] != gone_post and p["author_id"] != gone_author]
+    assert shared == expected[:99]  # the limit of 100 in this test's config, 1 used above
+    sys_audit = [f for _i, f in db(acme).xrange(keys.SYS_AUDIT)]
+    assert [a["rule"] for a in sys_audit if a["kind"].startswith("deletions.")] == ["R9", "R9"]
+
+
+def test_samples_compliance_files_ingest(run: Run, acme: Path) -> None:
+    r = run("deletions", "add", str(SAMPLES / "tweets_compliance.jsonl"), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["listed"] == 2
+    r = run("deletions", "add", str(SAMPLES / "users_compliance.jsonl"), "--json")
+    assert json.loads(r.output)["kind"] == "users"
+    assert json.loads(r.output)["new"] == 1  # the same user listed twice
+    bad = acme / "bad_tweets.jsonl"
+    bad.write_text('{"id": "12"}\n{"action": "delete"}\nnot json\n')
+    r = run("deletions", "add", str(bad))
+    assert r.exit_code == 2 and "line 2" in r.stderr
+    assert db(acme).scard(keys.deleted("posts")) == 2  # the bad file ingested nothing

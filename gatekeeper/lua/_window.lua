@@ -61,6 +61,47 @@ local function release_at(spec, start)
   return start + spec.width + spec.window
 end
 
+-- The earliest time >= now at which `amount` more fits, given the buckets (oldest first, none
+-- expired) and the limit's segments in time: the base limit, and an R4 permission's limit
+-- inside [permit_from, permit_until). -1 if it never fits.
+local function earliest_fit(spec, now, used, buckets)
+  local segments = {}
+  local function segment(a, b, limit)
+    if b > a then segments[#segments + 1] = {a, b, limit} end
+  end
+  local huge = 2 ^ 52
+  if spec.permit_until > now and spec.permit_from < spec.permit_until then
+    local from = math.max(now, spec.permit_from)
+    segment(now, from, spec.base)
+    segment(from, spec.permit_until, spec.permit)
+    segment(spec.permit_until, huge, spec.base)
+  else
+    segment(now, huge, spec.base)
+  end
+  for _, seg in ipairs(segments) do
+    local a, b, limit = seg[1], seg[2], seg[3]
+    local at = -1
+    if limit < 0 or used + spec.amount <= limit then
+      at = a
+    elseif spec.amount <= limit then
+      -- Walk buckets oldest first until enough has left; a release earlier than the segment
+      -- counts from the segment's start.
+      local need = used + spec.amount - limit
+      local released = 0
+      for _, b_ in ipairs(buckets) do
+        local start, sum = parse_bucket(b_)
+        released = released + sum
+        if released >= need then
+          at = math.max(a, release_at(spec, start))
+          break
+        end
+      end
+    end
+    if at >= 0 and at < b then return at end
+  end
+  return -1
+end
+
 local function remaining(spec, used)
   if spec.limit < 0 then return -1 end
   local r = spec.limit - used

@@ -42,6 +42,8 @@ if fingerprint ~= '' then
   local prior = redis.call('HMGET', KEYS[2], 'fingerprint', 'result')
   if prior[1] then
     if prior[1] ~= fingerprint then
+      audit({outcome = 'conflict', requested = fmt(requested), granted = '0',
+             share_id = share_id})
       return cjson.encode({status = 'conflict', now = fmt(now)})
     end
     local result = cjson.decode(prior[2])
@@ -59,6 +61,11 @@ for c = 1, n do
   local spec = read_spec(9 + 9 * (c - 1), now)
   if spec.err then return spec end
   local total = tonumber(redis.call('GET', key .. ':sum') or '0')
+  if total ~= 0 and redis.call('EXISTS', key) == 0 then
+    -- The bucket list expired with its last bucket: nothing of it is in the window any more.
+    redis.call('DEL', key .. ':sum')
+    total = 0
+  end
   local popped = false
   while true do
     local head = redis.call('LINDEX', key, 0)
@@ -74,7 +81,7 @@ for c = 1, n do
       redis.call('DEL', key .. ':sum')
       total = 0
     else
-      redis.call('SET', key .. ':sum', fmt(total))
+      redis.call('SET', key .. ':sum', fmt(total), 'KEEPTTL')
     end
   end
   spec.key = key
@@ -112,33 +119,17 @@ local out = {status = status, now = fmt(now), requested = fmt(requested), grante
 if refusing ~= nil then out.rule = refusing.rule end
 
 if status == 'refused' then
-  -- The earliest time the whole request fits: per counter, walk buckets oldest first until
-  -- enough would have left the window; the request fits when the last counter does.
+  -- The earliest time the whole request fits: per counter, the earliest time its buckets and
+  -- its limit (which an R4 permission may change) allow; the request fits when all do.
   local at = now
   for c = 1, n do
     local s = specs[c]
-    if s.limit >= 0 and s.used + s.amount > s.limit then
-      if s.amount > s.limit then
-        at = -1
-        break
-      end
-      local need = s.used + s.amount - s.limit
-      local released = 0
-      local when = -1
-      for _, b in ipairs(redis.call('LRANGE', s.key, 0, -1)) do
-        local start, sum = parse_bucket(b)
-        released = released + sum
-        if released >= need then
-          when = release_at(s, start)
-          break
-        end
-      end
-      if when < 0 then
-        at = -1
-        break
-      end
-      if when > at then at = when end
+    local when = earliest_fit(s, now, s.used, redis.call('LRANGE', s.key, 0, -1))
+    if when < 0 then
+      at = -1
+      break
     end
+    if when > at then at = when end
   end
   out.available_at = fmt(at)
 else

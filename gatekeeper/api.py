@@ -1,0 +1,245 @@
+"""The HTTP API for scripts (Bearer tokens): ID shares, quotas, deletions — never hydrated content.
+
+Thin: every decision is the library's (shares, policy, ledger); this module only translates
+HTTP to calls and errors to the JSON of SPEC.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import zlib
+from collections.abc import Iterator
+from typing import IO, Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from gatekeeper import audit, policy, quota, shares
+from gatekeeper.datasets import Filters
+from gatekeeper.errors import (
+    AutomatedHydratedForbidden,
+    BadInput,
+    GatekeeperError,
+    Unauthorized,
+)
+from gatekeeper.openapi import OPENAPI
+from gatekeeper.users import User
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+READ = 1 << 20
+SHARE_FIELDS = {"entity", "dataset", "filters", "kind", "allow_partial", "purpose"}
+
+
+def gate() -> Any:
+    return current_app.extensions["gatekeeper"]
+
+
+def iter_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """Lines of a request body, read in large chunks (readline per ID is far too slow)."""
+    rest = b""
+    while True:
+        chunk = stream.read(READ)
+        if not chunk:
+            break
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
+
+
+def bearer() -> User:
+    """The user whose API token authorises this request."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send an API token: Authorization: Bearer TOKEN")
+    user = gate().users.user_for_token(token.strip())
+    g.actor = user
+    return user
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    if str(value).lower() in ("1", "true", "yes"):
+        return True
+    if str(value).lower() in ("0", "false", "no", ""):
+        return False
+    raise BadInput(f"{name} must be true or false, not {value!r}")
+
+
+@bp.post("/shares")
+def create_share() -> Response:
+    """Share IDs with an entity: a dataset selection (JSON) or an uploaded ID list (text)."""
+    started = time.perf_counter()
+    user = bearer()
+    gk = gate()
+    idem = request.headers.get("Idempotency-Key")
+    if request.mimetype == "application/json":
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise BadInput("the body must be a JSON object")
+        unknown = sorted(set(body) - SHARE_FIELDS)
+        if unknown:
+            raise BadInput(f"unknown field(s): {', '.join(unknown)}",
+                           details=[{"field": f, "message": "unknown field"} for f in unknown])
+        entity, kind = body.get("entity"), body.get("kind", "posts")
+        dataset, purpose = body.get("dataset"), body.get("purpose")
+        if not isinstance(entity, str) or not isinstance(dataset, str):
+            raise BadInput('"entity" and "dataset" are required strings')
+        filters_raw = body.get("filters") or {}
+        if not isinstance(filters_raw, dict):
+            raise BadInput('"filters" must be an object')
+        filters = Filters.parse(filters_raw)
+        allow_partial = _flag(body.get("allow_partial"), "allow_partial")
+        shown = filters.to_dict() if not filters.is_empty else None
+        auth = shares.authorise(gk, actor=user, entity=entity, kind=kind, channel="api",
+                                purpose=purpose, extra={"dataset": dataset,
+                                                        **({"filters": str(shown)} if shown
+                                                           else {})})
+        gk.datasets.path(dataset)  # unknown dataset: 404 before any work
+        selection = shares.select_from_dataset(gk, dataset, filters, kind,
+                                               gk.deletions.current())
+        request_parts: tuple[Any, ...] = (dataset, str(shown), purpose)
+    elif request.mimetype in ("text/plain", ""):
+        entity = request.args.get("entity")
+        kind = request.args.get("kind", "posts")
+        purpose = request.args.get("purpose")
+        allow_partial = _flag(request.args.get("allow_partial"), "allow_partial")
+        if not entity:
+            raise BadInput("?entity=NAME is required with a text/plain ID list")
+        auth = shares.authorise(gk, actor=user, entity=entity, kind=kind, channel="api",
+                                purpose=purpose)
+        selection = shares.select_ids(iter_lines(request.stream), "upload", kind,
+                                      gk.deletions.current())
+        request_parts = (purpose,)
+    else:
+        raise BadInput(f"send application/json or text/plain, not {request.mimetype}")
+    return _deliver(auth, selection, kind, allow_partial, idem, request_parts, started)
+
+
+def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
+             allow_partial: bool, idem: str | None, request_parts: tuple[Any, ...],
+             started: float) -> Response:
+    gk = gate()
+    try:
+        res = shares.reserve(gk, auth, selection, kind=kind, allow_partial=allow_partial,
+                             idempotency_key=idem, request=request_parts)
+        # The IDs are ready in the spool file; once the response starts they are delivered.
+        res.deliver(lambda: None)
+    except BaseException:
+        selection.close()
+        raise
+    gzip = "application/gzip" in request.headers.get("Accept", "")
+    n = res.grant.granted
+
+    def body() -> Iterator[bytes]:
+        try:
+            if gzip:
+                z = zlib.compressobj(6, zlib.DEFLATED, 31)
+                for chunk in selection.head(n):
+                    yield z.compress(chunk)
+                yield z.flush()
+            else:
+                yield from selection.head(n)
+        finally:
+            selection.close()
+
+    main = res.grant.counters[0]
+    headers = {
+        "X-Share-Id": res.grant.share_id,
+        "X-Share-Status": res.grant.status,
+        "X-Share-Requested": str(res.grant.requested),
+        "X-Share-Granted": str(n),
+        "X-Share-Removed-R9": str(res.removed),
+        "X-Quota-Limit": "unlimited" if main.limit is None else str(main.limit),
+        "X-Quota-Remaining": "unlimited" if main.remaining is None else str(main.remaining),
+        "X-Quota-Window-Days": str(res.window_days),
+    }
+    if not gzip and n == selection.count:
+        headers["Content-Length"] = str(selection.path.stat().st_size)
+    m = current_app.extensions["gatekeeper.metrics"]
+    m.decision("api", res.grant.status, main.rule)
+    if res.grant.status != "replay":
+        m.ids_shared.labels(kind).inc(n)
+    m.latency.labels("shares").observe(time.perf_counter() - started)
+    mimetype = "application/gzip" if gzip else "text/plain"
+    return Response(body(), status=200, headers=headers, mimetype=mimetype,
+                    direct_passthrough=True)
+
+
+@bp.get("/quota/entities/<name>")
+def entity_quota(name: str) -> Response:
+    """R2: an entity's Post IDs over the window (data, compliance, admin)."""
+    user = bearer()
+    policy.require_role(user, ("data", *policy.MAY_RECORD_COMPLIANCE), "reading quotas")
+    return jsonify(quota.entity_quota(gate(), name))
+
+
+@bp.get("/quota/users/<name>")
+def user_quota(name: str) -> Response:
+    """R6: a recipient's hydrated objects today (the user themself, compliance, admin)."""
+    user = bearer()
+    if user.name != name:
+        policy.require_role(user, policy.MAY_RECORD_COMPLIANCE, "reading another user's quota")
+    return jsonify(quota.user_quota(gate(), name))
+
+
+@bp.post("/deletions")
+def add_deletions() -> Response:
+    """R9: ingest a deletion list (plain IDs or batch-compliance JSONL); ?kind=posts|users."""
+    user = bearer()
+    policy.require_role(user, policy.MAY_RECORD_COMPLIANCE, "ingesting deletion lists")
+    kind = request.args.get("kind")
+    if kind is None:
+        raise BadInput("?kind=posts or ?kind=users is required", rule="R9")
+    gk = gate()
+    report = gk.deletions.add(iter_lines(request.stream), kind=kind, source="upload",
+                              actor=user.name, channel="api")
+    report.datasets = gk.datasets.affected(gk.deletions.current())
+    return jsonify(report.to_dict())
+
+
+@bp.route("/exports", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@bp.route("/exports/<path:_rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def hydrated_exports(_rest: str = "") -> Response:
+    """R1/R5: hydrated content never leaves through the API — refused and audited."""
+    refuse_automated_hydrated()
+    raise AssertionError("unreachable")
+
+
+def refuse_automated_hydrated() -> None:
+    """Audit and raise the R5 refusal of hydrated content requested with a token."""
+    refusal = AutomatedHydratedForbidden(
+        "R5: hydrated posts and users leave only as a file a person downloads from the export "
+        "form; automated channels (API tokens, scripts) may share IDs only (R1)")
+    actor = None
+    with contextlib.suppress(GatekeeperError):
+        actor = bearer()
+    audit.record_denial(gate().ledger, actor.root if actor else None, refusal, {
+        "actor": actor.name if actor else "unauthenticated", "channel": "api",
+        "kind": "export.hydrated", "recipient": actor.name if actor else "",
+        "entity": actor.entity if actor else "", "path": request.path})
+    current_app.extensions["gatekeeper.metrics"].decision("api", "denied", "R5")
+    raise refusal
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(OPENAPI)
+
+
+def error_response(exc: GatekeeperError) -> Response:
+    """The JSON error of SPEC.md, with Retry-After on a quota refusal."""
+    body = exc.to_dict()
+    retry = body.pop("retry_after", None)
+    resp = jsonify(body)
+    resp.status_code = exc.status
+    if retry is not None:
+        resp.headers["Retry-After"] = str(retry)
+    if exc.status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="gatekeeper"'
+    return resp

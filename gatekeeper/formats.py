@@ -1,0 +1,358 @@
+"""Reading X data files: the formats analysts already have, detected per line, streamed.
+
+- X API v2 response pages as twarc2 writes them, ``{"data": [...], "includes": {...}, ...}``
+  (``data`` may also be one object). Each post gets its author from ``includes.users`` as
+  ``post["author"]``. ``includes.tweets`` are referenced posts, not posts of the file.
+  A user-lookup page (``data`` holds User objects) holds no posts: `iter_posts` skips it and
+  `iter_users` reads it; pages with no ``data`` (zero results, errors only) are skipped too.
+- single v2 post objects (``id``, ``text``, maybe ``author``), e.g. twarc2 ``flatten`` output;
+- v1.1 tweet objects (``id_str``, ``full_text``/``text``, ``user{}``), converted to the v2 shape.
+
+Every post yielded has a decimal string ``id``, a ``text``, ``created_at`` as X writes it
+(``2021-05-18T19:24:56.000Z``) when the line had one, and ``author`` (a User dict or None).
+Files are read in large chunks, gzip detected by its magic bytes, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+
+from gatekeeper.errors import BadInput
+
+CHUNK = 1 << 20  # bytes read at a time: large reads are what make gzip and splitting cheap
+GZIP_MAGIC = b"\x1f\x8b"
+BOM = b"\xef\xbb\xbf"
+X_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")  # sorts as it compares
+MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+Record = tuple[bool, dict[str, Any]]  # (is a post, the object): users come out as False
+
+
+def author_id_of(post: dict[str, Any]) -> Any:
+    return post.get("author_id") or (post.get("author") or {}).get("id")
+
+
+def _bad(name: str, line: int, what: str) -> BadInput:
+    return BadInput(f"{name}, line {line}: {what}", file=name, line=line)
+
+
+def x_time(dt: datetime) -> str:
+    """A time as X writes created_at, rounded up to the millisecond (bounds never widen)."""
+    dt = dt.astimezone(UTC)
+    if dt.microsecond % 1000:
+        dt += timedelta(microseconds=1000 - dt.microsecond % 1000)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO 8601 (date only, naive = UTC) or v1.1's "Wed Oct 10 20:19:24 +0000 2018"."""
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, date):
+        dt = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            # Parsed by hand: strptime's %a/%b follow the process locale.
+            try:
+                _, mon, day, hms, off, year = value.split()
+                h, m, s = map(int, hms.split(":"))
+                sign = -1 if off[0] == "-" else 1
+                tz = timezone(sign * timedelta(hours=int(off[1:3]), minutes=int(off[3:5])))
+                dt = datetime(int(year), MONTHS[mon], int(day), h, m, s, tzinfo=tz)
+            except (ValueError, KeyError, IndexError):
+                return None
+    else:
+        return None
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+# --- reading lines ------------------------------------------------------------------------------
+
+
+def _gunzip(raw: bytes, read: Callable[[int], bytes], name: str) -> Iterator[bytes]:
+    d, eof = zlib.decompressobj(wbits=31), False
+    while True:
+        if not raw and not eof:
+            raw = read(CHUNK)
+            eof = not raw
+        try:
+            out = d.decompress(raw, CHUNK)  # bounded: a gzip bomb cannot blow memory up
+        except zlib.error as exc:
+            raise BadInput(f"{name}: not a valid gzip file ({exc})", file=name) from None
+        if out:
+            yield out
+        if d.eof:  # end of one member; gzip allows several in a row
+            raw = d.unused_data or (b"" if eof else read(CHUNK))
+            if not raw:
+                return
+            d = zlib.decompressobj(wbits=31)
+        else:
+            raw = d.unconsumed_tail
+            if eof and not raw and not out:
+                raise BadInput(f"{name}: the gzip data ends early (truncated file?)", file=name)
+
+
+def _chunks(read: Callable[[int], bytes], name: str) -> Iterator[bytes]:
+    """The decompressed content behind `read`, in large pieces; gzip is told by magic bytes."""
+    head = read(CHUNK)
+    if head[:2] == GZIP_MAGIC:
+        yield from _gunzip(head, read, name)
+        return
+    while head:
+        yield head
+        head = read(CHUNK)
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Non-blank lines with their 1-based numbers; a line may span many chunks."""
+    number, carry = 0, []
+    for chunk in chunks:
+        pieces = chunk.split(b"\n")
+        if len(pieces) == 1:
+            carry.append(chunk)  # joined once, not re-copied per chunk
+            continue
+        if carry:
+            pieces[0] = b"".join([*carry, pieces[0]])
+        last = pieces.pop()
+        carry = [last] if last else []
+        for piece in pieces:
+            number += 1
+            if number == 1 and piece.startswith(BOM):
+                piece = piece[3:]
+            if piece and not piece.isspace():
+                yield number, piece
+    if carry:
+        piece = b"".join(carry)
+        if not piece.isspace():
+            yield number + 1, piece.removeprefix(BOM) if number == 0 else piece
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Callable[[int], bytes]]:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the caller's loop
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read the dataset file ({exc.strerror})",
+                       file=str(path)) from None
+    with fh:
+        yield fh.read
+
+
+def _load(line: bytes, name: str, number: int) -> Any:
+    try:
+        return orjson.loads(line)  # the fastest full parse (msgspec's is ~10% slower here)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses some JSON the stdlib takes (lone surrogates from cut emoji, NaN): take
+    # it, with each lone surrogate replaced visibly by U+FFFD.
+    try:
+        text = json.dumps(json.loads(line), ensure_ascii=False)
+    except ValueError as exc:
+        raise _bad(name, number, f"not valid JSON ({exc})") from None
+    return json.loads(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+
+
+# --- the three formats --------------------------------------------------------------------------
+
+
+def _decimal(obj: dict[str, Any], key: str, where: tuple[str, int], label: str) -> None:
+    """Check (and turn a JSON number into) a decimal ID string: ID files hold nothing else."""
+    value = obj.get(key)
+    if type(value) is int and value > 0:
+        obj[key] = value = str(value)
+    if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+        raise _bad(*where, f'{label}"{key}" must be a decimal ID string, not {value!r}')
+
+
+def _user(user: dict[str, Any], where: tuple[str, int], label: str) -> dict[str, Any]:
+    _decimal(user, "id", where, label)
+    return user
+
+
+def _post(post: dict[str, Any], author: Any, where: tuple[str, int], label: str) -> dict:
+    """A v2 post checked and normalised in place: decimal IDs, X's created_at, author."""
+    _decimal(post, "id", where, label)
+    if post.get("author_id") is not None:
+        _decimal(post, "author_id", where, label)
+    if not isinstance(post.get("text"), str):
+        raise _bad(*where, f'{label}"text" must be a string')
+    created = post.get("created_at")
+    if created is not None and not (isinstance(created, str) and X_TIME.fullmatch(created)):
+        dt = parse_time(created)
+        if dt is None:
+            raise _bad(*where, f'{label}"created_at" {created!r} is not a date and time')
+        post["created_at"] = x_time(dt)
+    if author is not None and not isinstance(author, dict):
+        raise _bad(*where, f'{label}"author" must be a User object')
+    post["author"] = author
+    return post
+
+
+def _page(obj: dict[str, Any], where: tuple[str, int]) -> Iterator[Record]:
+    data = obj.get("data")
+    items = [] if data is None else [data] if isinstance(data, dict) else data
+    includes = obj.get("includes") or {}
+    users = (includes.get("users") or []) if isinstance(includes, dict) else None
+    if not isinstance(items, list) or not isinstance(users, list):
+        raise _bad(*where, '"data" must be a list or an object and "includes.users" a list')
+    by_id: dict[Any, Any] | None = None
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _bad(*where, f"data[{i}] is not a JSON object")
+        if "text" in item:
+            if by_id is None:  # built once per page, and only for pages of posts
+                by_id = {u.get("id"): u for u in users
+                         if isinstance(u, dict) and isinstance(u.get("id"), str)}
+            author = by_id.get(str(item.get("author_id"))) or item.get("author")
+            yield True, _post(item, author, where, f"data[{i}]: ")
+        elif "username" in item and "id" in item:
+            yield False, _user(item, where, f"data[{i}]: ")
+        else:
+            raise _bad(*where, f'data[{i}] is neither a post (no "text") nor a user')
+
+
+def _v1(t: dict[str, Any], where: tuple[str, int]) -> dict[str, Any]:
+    """A v1.1 tweet in the v2 shape (what twarc-csv and the exports expect)."""
+    user = t.get("user")
+    text = t.get("full_text") or (t.get("extended_tweet") or {}).get("full_text") or t.get("text")
+    if not isinstance(user, dict) or not isinstance(text, str):
+        raise _bad(*where, "a v1.1 tweet needs full_text or text and a user object")
+    when = parse_time(t.get("created_at"))
+    author = {
+        "id": user.get("id_str") or str(user.get("id", "")), "username": user.get("screen_name"),
+        "name": user.get("name"), "description": user.get("description"),
+        "location": user.get("location"), "verified": user.get("verified"),
+        "protected": user.get("protected"), "url": user.get("url"),
+        "profile_image_url": user.get("profile_image_url_https"),
+        "created_at": x_time(c) if (c := parse_time(user.get("created_at"))) else None,
+    }
+    counts = {"followers_count": "followers_count", "friends_count": "following_count",
+              "statuses_count": "tweet_count", "listed_count": "listed_count"}
+    if any(k in user for k in counts):
+        author["public_metrics"] = {v: user[k] for k, v in counts.items() if k in user}
+    post: dict[str, Any] = {"id": t.get("id_str") or t.get("id"), "text": text,
+                            "created_at": x_time(when) if when else t.get("created_at"),
+                            "author_id": author["id"], "lang": t.get("lang")}
+    metrics = {"retweet_count": "retweet_count", "reply_count": "reply_count",
+               "favorite_count": "like_count", "quote_count": "quote_count"}
+    if any(k in t for k in metrics):
+        post["public_metrics"] = {v: t[k] for k, v in metrics.items() if k in t}
+    refs = [{"type": kind, "id": ref} for kind, ref in (
+        ("retweeted", (t.get("retweeted_status") or {}).get("id_str")),
+        ("quoted", t.get("quoted_status_id_str")),
+        ("replied_to", t.get("in_reply_to_status_id_str"))) if ref]
+    if refs:
+        post["referenced_tweets"] = refs
+    if t.get("in_reply_to_user_id_str"):
+        post["in_reply_to_user_id"] = t["in_reply_to_user_id_str"]
+    return _post(post, {k: v for k, v in author.items() if v is not None}, where, "")
+
+
+def _records(obj: Any, where: tuple[str, int]) -> Iterator[Record]:
+    """The posts and users one parsed line holds, whatever its format."""
+    if not isinstance(obj, dict):
+        raise _bad(*where, f"expected a JSON object, found {type(obj).__name__}")
+    if "data" in obj or ("id" not in obj and ("meta" in obj or "errors" in obj)):
+        yield from _page(obj, where)
+    elif "id_str" in obj or ("user" in obj and ("full_text" in obj or "text" in obj)):
+        yield True, _v1(obj, where)
+    elif "text" in obj and "id" in obj:
+        yield True, _post(obj, obj.get("author"), where, "")
+    elif "username" in obj and "id" in obj:
+        yield False, _user(obj, where, "")
+    elif "action" in obj and "id" in obj:
+        raise _bad(*where, "this is an X batch-compliance record, not a post "
+                           "(deletion lists go to `gatekeeper deletions add`)")
+    else:
+        shown = ", ".join(sorted(obj)[:8]) or "none"
+        raise _bad(*where, "neither an X API v2 response page, a v2 post nor a v1.1 tweet "
+                           f"(keys: {shown})")
+
+
+def read_records(read: Callable[[int], bytes], name: str) -> Iterator[Record]:
+    for number, line in _lines(_chunks(read, name)):
+        yield from _records(_load(line, name, number), (name, number))
+
+
+def iter_posts(path: Path) -> Iterator[dict[str, Any]]:
+    """Stream the posts of a dataset file (JSONL or gzip), each with ``author`` attached.
+
+    Raises BadInput naming the file and the 1-based line of the first malformed line.
+    """
+    with _opened(path) as read:
+        for is_post, obj in read_records(read, str(path)):
+            if is_post:
+                yield obj
+
+
+def iter_users(path: Path) -> Iterator[dict[str, Any]]:
+    """Stream the distinct User objects of a file: user-lookup pages, or the posts' authors."""
+    seen: set[Any] = set()
+    with _opened(path) as read:
+        for is_post, obj in read_records(read, str(path)):
+            user = obj.get("author") if is_post else obj
+            if user is not None and user.get("id") not in seen:
+                seen.add(user.get("id"))
+                yield user
+
+
+class _Light(msgspec.Struct):
+    """What ID-only work reads of a post; the decoder skips every other field unbuilt."""
+
+    id: Any = None
+    text: Any = None
+    author_id: Any = None
+
+
+class _LightPage(msgspec.Struct):
+    data: list[_Light] | _Light | None = None
+
+
+_decode_light = msgspec.json.Decoder(_LightPage).decode
+
+
+def light_posts(path: Path) -> Iterator[tuple[str, Any]]:
+    """(post ID, author ID) of every post, in file order, building no post or user objects.
+
+    A twarc2 page is decoded against a schema of the three fields needed, which skips
+    context annotations, entities and ``includes`` (most of a line) without allocating them;
+    other lines take the full path. Assumes a file `Datasets.add` has validated.
+    """
+    name = str(path)
+    with _opened(path) as read:
+        for number, line in _lines(_chunks(read, name)):
+            try:
+                data = _decode_light(line).data
+            except msgspec.DecodeError:
+                data = None  # not page-shaped: the full path below says what it is
+            if data is None:
+                for is_post, post in _records(_load(line, name, number), (name, number)):
+                    if is_post:
+                        yield post["id"], author_id_of(post)
+                continue
+            for item in data if type(data) is list else (data,):
+                if item.text is not None:  # users (lookup pages) have none
+                    yield item.id if type(item.id) is str else str(item.id), item.author_id
+
+
+def distinct(ids: Iterator[Any]) -> Iterator[str]:
+    seen: set[str] = set()
+    for value in ids:
+        if value is not None and (value := str(value)) not in seen:
+            seen.add(value)
+            yield value
+
+

@@ -1,0 +1,157 @@
+"""Many processes racing for one entity counter on a real Redis server: never a unit over.
+
+Each worker is a fresh interpreter ("spawn") with its own client and Ledger, and all of them
+wait on one barrier so their requests really interleave on the server.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import random
+import time
+from typing import Any
+
+import pytest
+from conftest import real_client
+
+from gatekeeper import keys
+from gatekeeper.errors import QuotaExceeded
+from gatekeeper.ledger import Counter, Idempotency, Ledger, Limit, Window
+
+pytestmark = [pytest.mark.slow, pytest.mark.real]
+
+WORKERS = 16
+ROOT = "race"
+LIMIT = 5_000
+PREFILLED = 4_000  # the race is for the last thousand
+WINDOW = Window("30d", 30 * 86_400_000, 600_000)  # nothing leaves during the test
+KEY = keys.counter(ROOT, "r2", ROOT)
+TIMEOUT = 60
+
+
+def entity_counter(amount: int = 0) -> Counter:
+    return Counter(KEY, "R2", WINDOW, Limit(LIMIT), amount)
+
+
+def race_for_the_last_units(
+    conn: dict[str, str], worker: int, start: Any, results: Any
+) -> None:
+    """Mix whole and partial takes of random sizes, then drain with partials until refused."""
+    client = real_client(conn)
+    ledger = Ledger(client)
+    rng = random.Random(worker)
+    granted: list[int] = []
+    refused = 0
+    start.wait(TIMEOUT)
+    n = 0
+    while True:
+        n += 1
+        draining = n > 8
+        size = rng.randint(1, 120)
+        try:
+            grant = ledger.take(ROOT, [entity_counter(size)], requested=size,
+                                share_id=f"w{worker}-{n}", audit={"actor": f"w{worker}"},
+                                partial=draining or rng.random() < 0.5)
+        except QuotaExceeded:
+            refused += 1
+            if draining:
+                break  # a partial is refused only when nothing at all is left
+        else:
+            granted.append(grant.granted)
+    client.close()
+    results.put((worker, granted, refused))
+
+
+def same_key_race(conn: dict[str, str], worker: int, start: Any, results: Any) -> None:
+    """Every worker sends the same request with the same Idempotency-Key."""
+    client = real_client(conn)
+    ledger = Ledger(client)
+    start.wait(TIMEOUT)
+    grant = ledger.take(ROOT, [entity_counter(300)], requested=300, share_id=f"w{worker}",
+                        audit={"actor": "alice"},
+                        idempotency=Idempotency.of("alice", "retry-me", "share", 300))
+    client.close()
+    results.put((worker, grant.status, grant.share_id, grant.granted))
+
+
+def run_workers(target: Any, conn: dict[str, str]) -> list[tuple]:
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(WORKERS)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(conn, w, start, results)) for w in range(WORKERS)]
+    for p in procs:
+        p.start()
+    out: list[tuple] = []
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while len(out) < WORKERS and time.monotonic() < deadline:
+            try:
+                out.append(results.get(timeout=0.5))
+            except queue.Empty:
+                if not any(p.is_alive() for p in procs):
+                    break  # a worker died before answering: its exit code says so below
+    finally:
+        for p in procs:
+            p.join(max(0.1, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+    assert [p.exitcode for p in procs] == [0] * WORKERS
+    assert len(out) == WORKERS
+    return out
+
+
+def audit_records(client: Any) -> list[dict[str, str]]:
+    return [
+        {k.decode(): v.decode() for k, v in fields.items()}
+        for _, fields in client.xrange(keys.audit(ROOT))
+    ]
+
+
+@pytest.fixture
+def conn(real_server: dict[str, str]) -> Any:
+    client = real_client(real_server)
+    client.flushall()
+    yield real_server
+    client.flushall()
+    client.close()
+
+
+def test_racing_processes_are_granted_exactly_the_limit_in_total(conn: dict[str, str]) -> None:
+    client = real_client(conn)
+    ledger = Ledger(client)
+    ledger.take(ROOT, [entity_counter(PREFILLED)], requested=PREFILLED, share_id="prefill",
+                audit={"actor": "setup"})
+
+    results = run_workers(race_for_the_last_units, conn)
+
+    raced = sum(sum(granted) for _, granted, _ in results)
+    assert PREFILLED + raced == LIMIT
+    assert all(refused >= 1 for _, _, refused in results)  # everyone ran into the limit
+    _, [state] = ledger.peek([entity_counter()])
+    assert (state.used, state.remaining) == (LIMIT, 0)
+    records = audit_records(client)
+    assert sum(int(r["granted"]) for r in records) == LIMIT
+    assert {r["outcome"] for r in records} <= {"granted", "partial", "refused"}
+    grants = [r for r in records if r["outcome"] in ("granted", "partial")]
+    assert len(grants) == 1 + sum(len(granted) for _, granted, _ in results)
+    client.close()
+
+
+def test_racing_processes_with_one_idempotency_key_are_counted_once(conn: dict[str, str]) -> None:
+    client = real_client(conn)
+    ledger = Ledger(client)
+
+    results = run_workers(same_key_race, conn)
+
+    statuses = sorted(status for _, status, _, _ in results)
+    assert statuses == ["granted"] + ["replay"] * (WORKERS - 1)
+    [first] = [share for _, status, share, _ in results if status == "granted"]
+    assert {share for _, _, share, _ in results} == {first}  # every replay names the same share
+    assert {granted for _, _, _, granted in results} == {300}
+    _, [state] = ledger.peek([entity_counter()])
+    assert state.used == 300
+    records = audit_records(client)
+    assert sorted(r["outcome"] for r in records) == ["granted"] + ["replayed"] * (WORKERS - 1)
+    assert sum(int(r["granted"]) for r in records) == 300
+    client.close()
