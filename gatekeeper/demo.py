@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
+import secrets
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -359,3 +363,61 @@ def write_demo_dataset(path: Path, posts: int = 100_000, seed: int = 0,
         # json.dumps with its defaults is how twarc2 writes a page (ASCII-escaped, spaced).
         for page in demo_pages(posts, seed, anchor):
             out.write(json.dumps(page).encode("ascii") + b"\n")
+
+
+# --- loading the demo into an empty store ---------------------------------------------------------
+
+DEMO_ENTITIES = (
+    # name, kind, research: a commercial customer and an exempt university (R3)
+    ("acme-analytics", "commercial", False),
+    ("northfield-university", "academic", True),
+)
+DEMO_USERS = (("ana", "analyst"), ("dan", "data"), ("carla", "compliance"), ("ada", "admin"))
+
+
+@dataclass
+class Loaded:
+    """What --demo created, with the secrets to print once."""
+
+    dataset: str
+    posts: int
+    entities: list[str]
+    passwords: dict[str, tuple[str, str]]  # user -> (role, password)
+    token: str  # the data-team user's API token
+
+    def describe(self) -> str:
+        users = "\n".join(f"  {name:<6} {role:<11} {password}"
+                          for name, (role, password) in self.passwords.items())
+        return (f"demo loaded: dataset {self.dataset!r} ({self.posts:,} posts), entities "
+                f"{', '.join(self.entities)}\n"
+                f"users of {self.entities[0]} (passwords shown once — note them now):\n{users}\n"
+                f"API token of the data-team user dan (shown once):\n  {self.token}")
+
+
+def load(gate: Any, posts: int = 100_000) -> Loaded | None:
+    """Fill an empty store with demo data; None (and nothing changed) if it holds any."""
+    if gate.entities.names() or gate.datasets.list():
+        return None
+    actor, channel = "demo", "cli"
+    directory = gate.config.datasets_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".demo-", suffix=".jsonl.gz")
+    os.close(fd)
+    try:
+        write_demo_dataset(Path(tmp), posts=posts)
+        info = gate.datasets.add(DEMO_DATASET, Path(tmp), actor=actor, channel=channel)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    for name, kind, research in DEMO_ENTITIES:
+        gate.entities.add(name, kind=kind, research=research, parent=None, actor=actor,
+                          channel=channel)
+        gate.entities.accept_terms(name, by="Demo Signatory", actor=actor, channel=channel)
+    home = DEMO_ENTITIES[0][0]
+    passwords = {}
+    for name, role in DEMO_USERS:
+        password = secrets.token_urlsafe(12)
+        gate.users.add(name, entity=home, role=role, password=password, actor=actor,
+                       channel=channel)
+        passwords[name] = (role, password)
+    token = gate.users.create_token("dan", actor=actor, channel=channel)
+    return Loaded(DEMO_DATASET, info.posts, [e[0] for e in DEMO_ENTITIES], passwords, token)

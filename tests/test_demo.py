@@ -160,3 +160,31 @@ def test_the_demo_registers_as_a_dataset(client: Any, tmp_path: Path) -> None:
     assert info.posts == 1_000 and info.file == "demo.jsonl.gz"
     assert len(info.languages) >= 10
     assert info.users == len(list(iter_users(path)))
+
+
+def test_serve_demo_loads_only_into_an_empty_store(tmp_path: Path) -> None:
+    from gatekeeper import config as config_mod
+    from gatekeeper import demo
+    from gatekeeper.gate import Gate
+    from gatekeeper.store import EmbeddedServer
+
+    (tmp_path / "config.toml").write_text('[redis]\ndata_dir = "var"\n')
+    gate = Gate(config_mod.load(tmp_path / "config.toml"))
+    try:
+        loaded = demo.load(gate, posts=2_000)
+        assert loaded is not None
+        assert loaded.posts == 2_000 and gate.datasets.info("demo").posts == 2_000
+        assert {gate.users.get(u).role for u in loaded.passwords} == {
+            "analyst", "data", "compliance", "admin"}
+        kinds = {e.name: (e.kind, e.exemption() is not None, e.terms is not None)
+                 for e in gate.entities.all()}
+        assert kinds == {"acme-analytics": ("commercial", False, True),
+                         "northfield-university": ("academic", True, True)}
+        role, password = loaded.passwords["dan"]
+        assert gate.users.check_password("dan", password).role == role == "data"
+        assert gate.users.user_for_token(loaded.token).name == "dan"
+        assert password in loaded.describe() and loaded.token in loaded.describe()
+        assert demo.load(gate, posts=10) is None  # never into a store that holds data
+        assert [p.name for p in (tmp_path / "datasets").iterdir()] == ["demo.jsonl.gz"]
+    finally:
+        EmbeddedServer(tmp_path / "var").stop()
