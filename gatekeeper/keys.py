@@ -81,6 +81,16 @@ def idempotency(root: str, actor: str, key: str) -> str:
     return f"{_pool(root)}:idem:{actor}:{key}"
 
 
+def ticket(root: str, ticket_id: str) -> str:
+    """A single-use export ticket (R5), holding the user it was issued to."""
+    return f"{_pool(root)}:ticket:{ticket_id}"
+
+
+def login_failures(name: str) -> str:
+    """Failed sign-ins for a user name (brute-force protection)."""
+    return f"{SYS}:login-failures:{name}"
+
+
 def placeholder(root: str | None) -> str:
     """A key in the pool's (or, for None, the {sys}) slot, where an optional key is absent."""
     return f"{SYS}:none" if root is None else f"{_pool(root)}:none"

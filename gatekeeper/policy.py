@@ -65,6 +65,28 @@ def check_id_share(actor: User, entity: Entity) -> None:
         )
 
 
+def check_hydrated_export(user: User, channel: str) -> None:
+    """May `user` receive hydrated posts now? (R5 channel, R12 role, R8 user's attestation.)"""
+    check_hydrated_channel(channel)
+    require_role(user, MAY_EXPORT_HYDRATED, "exporting hydrated posts")
+    if not user.accepted_terms:
+        raise Forbidden(
+            f"R8: {user.name} has not accepted X's Terms of Service, Privacy Policy, Developer "
+            "Agreement and Developer Policy; accept them on the terms page before exporting",
+            rule="R8",
+        )
+
+
+def export_counters(user: User, entity: Entity, root: Entity, posts: int, users: int,
+                    cfg: LimitsConfig) -> list[Counter]:
+    """What a hydrated export charges: the recipient's R6 counter (posts and User objects),
+    and — with limits.hydrated_counts_toward_post_ids — the entity's R2 Post ID counters."""
+    counters = [hydrated_counter(user, posts + users, cfg)]
+    if cfg.hydrated_counts_toward_post_ids:
+        counters += id_share_counters(entity, root, "posts", posts, cfg)
+    return counters
+
+
 def check_hydrated_channel(channel: str) -> None:
     """R1/R5: hydrated content leaves only through a person clicking export in the web form."""
     if channel != "web":

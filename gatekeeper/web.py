@@ -10,11 +10,13 @@ import os
 import secrets
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, render_template_string, request
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from gatekeeper import api
-from gatekeeper.errors import GatekeeperError, StoreUnavailable
+from gatekeeper import api, pages
+from gatekeeper.errors import GatekeeperError, NotFound, StoreUnavailable
 from gatekeeper.gate import Gate
 from gatekeeper.metrics import Metrics
 from gatekeeper.store import failing_closed
@@ -28,37 +30,69 @@ def create_app(gate: Gate | None = None, test_config: dict[str, Any] | None = No
     gate = gate if gate is not None else Gate.open()
     app = Flask(__name__)
     server = gate.config.server
+    loopback = server.host in ("127.0.0.1", "localhost", "::1")
     app.config.update(
         # R12: the secret comes from the environment; without it sessions last one process.
         SECRET_KEY=os.environ.get(server.secret_key_env) or secrets.token_hex(32),
         MAX_CONTENT_LENGTH=server.max_upload_mb * 2**20,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
-        JSON_SORT_KEYS=False,
+        # Served beyond loopback, cookies travel over HTTPS only (put TLS in front).
+        SESSION_COOKIE_SECURE=not loopback,
+        REMEMBER_COOKIE_SECURE=not loopback,
+        REMEMBER_COOKIE_HTTPONLY=True,
+        WTF_CSRF_TIME_LIMIT=3600,
     )
     if test_config:
         app.config.update(test_config)
     app.extensions["gatekeeper"] = gate
     app.extensions["gatekeeper.metrics"] = Metrics()
-    app.register_blueprint(api.bp)
 
+    # Registered before CSRF protection, so a token at the form is refused as R5 first.
     @app.before_request
     def no_tokens_at_the_export_form() -> None:
         # R5: the export form is for a person with a session; a token there is automation.
         if request.path.startswith("/export") and "Authorization" in request.headers:
             api.refuse_automated_hydrated()
 
+    csrf = CSRFProtect(app)
+    csrf.exempt(api.bp)  # the API authenticates each request with a token, not a cookie
+    logins = LoginManager(app)
+    logins.login_view = "pages.login"
+    logins.session_protection = "strong"
+
+    @logins.user_loader
+    def load_user(name: str) -> pages.WebUser | None:
+        try:
+            return pages.WebUser(gate.users.get(name))
+        except NotFound:
+            return None
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+
+    def wants_json() -> bool:
+        return request.path.startswith("/api/") or "Authorization" in request.headers
+
     @app.errorhandler(GatekeeperError)
-    def gatekeeper_error(exc: GatekeeperError) -> Response:
-        return api.error_response(exc)
+    def gatekeeper_error(exc: GatekeeperError) -> Any:
+        if wants_json():
+            return api.error_response(exc)
+        return render_template_string(ERROR_PAGE, code=exc.status, message=exc.message), \
+            exc.status
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
+    def http_error(exc: HTTPException) -> Any:
         code = exc.code or 500
-        resp = jsonify({"error": HTTP_CODES.get(code, "http_error"), "rule": None,
-                        "message": exc.description})
-        resp.status_code = code
-        return resp
+        message = exc.description
+        if isinstance(exc, CSRFError):
+            message = f"The form was not accepted ({exc.description}); reload the page."
+        if wants_json():
+            resp = jsonify({"error": HTTP_CODES.get(code, "http_error"), "rule": None,
+                            "message": message})
+            resp.status_code = code
+            return resp
+        return render_template_string(ERROR_PAGE, code=code, message=message), code
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -76,18 +110,9 @@ def create_app(gate: Gate | None = None, test_config: dict[str, Any] | None = No
         m: Metrics = app.extensions["gatekeeper.metrics"]
         return Response(m.render(), mimetype=m.content_type)
 
-    @app.get("/")
-    def index() -> Response:
-        return Response(INDEX, mimetype="text/html")
-
     return app
 
 
-INDEX = """<!doctype html><html lang="en"><meta charset="utf-8"><title>gatekeeper</title>
-<h1>gatekeeper</h1>
-<p>Redistribution quotas for X API content (R1–R12).</p>
-<ul>
-<li><a href="/api/v1/openapi.json">API (OpenAPI document)</a> — ID shares, quotas, deletions</li>
-<li><a href="/healthz">health</a> · <a href="/metrics">metrics</a></li>
-</ul>
-"""
+ERROR_PAGE = """{% extends "base.html" %}{% block main %}
+<div class="card"><h1>{{ code }}</h1><p class="error" role="alert">{{ message }}</p>
+<p><a href="/">Back</a></p></div>{% endblock %}"""

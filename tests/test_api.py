@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import http.client
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from live import Server, start_server
 
 from gatekeeper import config as config_mod
 from gatekeeper import keys
@@ -25,62 +21,6 @@ from gatekeeper.store import EmbeddedServer
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 PASSWORD = "correct horse battery"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    port: int
-    gate: Gate
-    dir: Path
-
-    def request(self, method: str, path: str, body: bytes | str | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            data = body.encode() if isinstance(body, str) else body
-            conn.request(method, path, body=data, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-        finally:
-            conn.close()
-
-    def share_text(self, token: str, entity: str, ids: list[int] | str, query: str = "",
-                   headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        body = ids if isinstance(ids, str) else "".join(f"{i}\n" for i in ids)
-        return self.request("POST", f"/api/v1/shares?entity={entity}{query}", body,
-                            {"Authorization": f"Bearer {token}", "Content-Type": "text/plain",
-                             **(headers or {})})
-
-
-def start_server(directory: Path, env_extra: dict[str, str] | None = None) -> subprocess.Popen:
-    port = free_port()
-    env = {**os.environ, config_mod.ENV_CONFIG: str(directory / "config.toml"),
-           "GATEKEEPER_SECRET_KEY": "test-secret"}
-    env.pop(config_mod.ENV_REDIS_URL, None)
-    env.update(env_extra or {})
-    log = directory / f"server-{port}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gatekeeper", "serve", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                proc.port = port  # type: ignore[attr-defined]
-                return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("server did not start")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,231 @@
+"""Pages for people: sign-in, X's terms (R8) and the export form (R5, R6, R7).
+
+Thin: the policy, the ledger and `hydrated` decide; these views translate forms to calls and
+refusals to messages. Every form carries a CSRF token (Flask-WTF); every view checks its role.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import UserMixin, current_user, login_required, login_user, logout_user
+
+from gatekeeper import hydrated, keys, policy
+from gatekeeper.audit import record_denial
+from gatekeeper.datasets import FILTER_FIELDS, Filters
+from gatekeeper.errors import BadInput, Forbidden, GatekeeperError, QuotaExceeded, Unauthorized
+from gatekeeper.ledger import iso
+from gatekeeper.store import failing_closed
+from gatekeeper.users import User
+
+bp = Blueprint("pages", __name__)
+
+MAX_FAILURES = 5  # sign-in failures per user name before a lockout
+LOCKOUT_S = 900
+
+
+class WebUser(UserMixin):
+    """The signed-in person as Flask-Login sees them."""
+
+    def __init__(self, user: User) -> None:
+        self.user = user
+
+    def get_id(self) -> str:
+        return self.user.name
+
+
+def gate() -> Any:
+    return current_app.extensions["gatekeeper"]
+
+
+def me() -> User:
+    return current_user.user  # type: ignore[no-any-return]
+
+
+def role_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Sign-in and one of `roles` (R12) for a page."""
+
+    def wrap(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        @login_required
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            if me().role not in roles:
+                abort(403, f"R12: this page needs role {' or '.join(roles)}")
+            return view(*args, **kwargs)
+
+        return inner
+
+    return wrap
+
+
+@bp.get("/")
+def index() -> Response:
+    if not current_user.is_authenticated:
+        return render_template("index.html")
+    if me().role in policy.MAY_EXPORT_HYDRATED:
+        return redirect(url_for("pages.export_form"))
+    return render_template("index.html")
+
+
+# --- sign-in ------------------------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = None
+    if request.method == "POST":
+        name = request.form.get("username", "").strip()
+        password = request.form.get("password", "")
+        try:
+            user = _check_login(name, password)
+        except GatekeeperError as exc:
+            error = exc.message
+        else:
+            login_user(WebUser(user))
+            target = request.args.get("next", "")
+            # Only same-site paths: never an open redirect.
+            if not target.startswith("/") or target.startswith("//"):
+                target = url_for("pages.index")
+            return redirect(target)
+    return render_template("login.html", error=error), 401 if error else 200
+
+
+def _check_login(name: str, password: str) -> User:
+    """The user if the password is right and the name is not locked out by failures."""
+    g = gate()
+    key = keys.login_failures(name or "-")
+    with failing_closed():
+        failures = int(g.client.get(key) or 0)
+        if failures >= MAX_FAILURES:
+            ttl = max(1, g.client.ttl(key))
+            raise Unauthorized(f"too many failed sign-ins for this name; try again in "
+                               f"{(ttl + 59) // 60} minutes")
+    try:
+        return g.users.check_password(name, password)
+    except Unauthorized:
+        with failing_closed():
+            pipe = g.client.pipeline()
+            pipe.incr(key)
+            pipe.expire(key, LOCKOUT_S)
+            pipe.execute()
+        raise
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    logout_user()
+    return redirect(url_for("pages.login"))
+
+
+# --- terms (R8) ---------------------------------------------------------------------------------
+
+
+@bp.route("/terms", methods=["GET", "POST"])
+@login_required
+def terms() -> Any:
+    if request.method == "POST":
+        if request.form.get("agree") != "yes":
+            return render_template("terms.html", terms=policy.TERMS,
+                                   version=policy.TERMS_VERSION,
+                                   error="Tick the box to accept all four documents."), 400
+        user = gate().users.accept_terms(me().name, actor=me().name, channel="web")
+        login_user(WebUser(user))
+        return redirect(url_for("pages.index"))
+    return render_template("terms.html", terms=policy.TERMS, version=policy.TERMS_VERSION,
+                           error=None)
+
+
+# --- the export form (R5, R6) -------------------------------------------------------------------
+
+
+def _form_selection(form: Any) -> tuple[hydrated.Selection, dict[str, str]]:
+    values = {k: form.get(k, "") for k in FILTER_FIELDS}
+    filters = Filters.parse(values)
+    dataset = form.get("dataset", "")
+    if not dataset:
+        raise BadInput("choose a dataset")
+    gate().datasets.path(dataset)
+    limit = form.get("limit") or None
+    if limit is not None:
+        if not limit.isdigit() or int(limit) <= 0:
+            raise BadInput(f"limit must be a positive number, not {limit!r}")
+        limit = int(limit)
+    return hydrated.Selection(dataset, filters, gate().deletions.current(), limit), values
+
+
+def _render_form(values: dict[str, Any], error: str | None = None,
+                 refusal: dict[str, Any] | None = None, status: int = 200) -> Any:
+    user = me()
+    g = gate()
+    preview = None
+    if values.get("dataset") and not error:
+        try:
+            selection, _ = _form_selection(values)
+            preview = hydrated.preview(g, user, selection, values.get("users") == "1")
+        except GatekeeperError as exc:
+            error = exc.message
+    quota = g.ledger.peek([policy.hydrated_counter(user, 0, g.config.limits)])[1][0]
+    return render_template(
+        "export.html", datasets=g.datasets.list(), values=values, preview=preview,
+        error=error, refusal=refusal, ticket=hydrated.issue_ticket(g, user),
+        quota=quota, window=policy.hydrated_counter(user, 0, g.config.limits).window.name,
+        next_release=iso(quota.releases[0][0]) if quota.releases else None,
+        filter_fields=FILTER_FIELDS,
+    ), status
+
+
+@bp.get("/export")
+@role_required(*policy.MAY_EXPORT_HYDRATED)
+def export_form() -> Any:
+    if not me().accepted_terms:
+        return redirect(url_for("pages.terms"))
+    values = {k: request.args.get(k, "") for k in (*FILTER_FIELDS, "dataset", "format", "users")}
+    return _render_form(values)
+
+
+@bp.post("/export")
+@role_required(*policy.MAY_EXPORT_HYDRATED)
+def export_download() -> Any:
+    user = me()
+    g = gate()
+    form = request.form
+    values = {k: form.get(k, "") for k in (*FILTER_FIELDS, "dataset", "format", "users",
+                                            "limit")}
+    try:
+        hydrated.redeem_ticket(g, user, form.get("ticket"))
+    except Forbidden as refusal:
+        record_denial(g.ledger, user.root, refusal, {
+            "actor": user.name, "entity": user.entity, "recipient": user.name,
+            "channel": "web", "kind": "export.ticket"})
+        values.pop("limit")
+        return _render_form(values, error=refusal.message, status=403)
+    try:
+        selection, _ = _form_selection(values)
+        result = hydrated.export(g, user, selection, fmt=values["format"] or "xlsx",
+                                 with_users=values["users"] == "1", channel="web")
+    except QuotaExceeded as exc:
+        values.pop("limit")
+        return _render_form(values, refusal={**exc.details, "rule": exc.rule,
+                                             "message": exc.message}, status=429)
+    except GatekeeperError as exc:
+        if exc.status >= 500:
+            raise
+        values.pop("limit")
+        return _render_form(values, error=exc.message, status=exc.status)
+    return Response(
+        result.chunks(), mimetype=result.mimetype, direct_passthrough=True,
+        headers={"Content-Disposition": f'attachment; filename="{result.filename}"',
+                 "Content-Length": str(result.size), "Cache-Control": "no-store",
+                 "X-Export-Id": result.share_id})
