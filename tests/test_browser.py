@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from live import start_server
 from openpyxl import load_workbook
 from playwright.sync_api import Browser, Page, sync_playwright
 from pypdf import PdfReader
@@ -21,7 +22,6 @@ from gatekeeper import config as config_mod
 from gatekeeper.formats import iter_posts
 from gatekeeper.gate import Gate
 from gatekeeper.store import EmbeddedServer
-from live import start_server
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

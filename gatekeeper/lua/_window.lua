@@ -5,6 +5,8 @@
 -- *latest* possible member has left, so rounding can delay capacity but never grant it early.
 -- Calendar-day counters instead drop every bucket that started before the current local day.
 
+local DAY = 86400000
+
 local function now_ms(override)
   if override ~= nil and override ~= '' then return tonumber(override) end
   local t = redis.call('TIME')

@@ -34,6 +34,7 @@ if action == 'refund' then
         local back = math.min(amount, bsum)
         redis.call('LSET', key, i, fmt(bstart) .. ':' .. fmt(bsum - back))
         redis.call('DECRBY', key .. ':sum', back)
+        redis.call('HINCRBY', key .. ':daily', fmt(math.floor(bstart / DAY)), -back)
         break
       end
       if bstart < start then break end  -- already expired: it left the counts by itself

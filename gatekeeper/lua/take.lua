@@ -160,6 +160,9 @@ else
       local ttl = release_at(s, start) - now + 1000
       redis.call('PEXPIRE', s.key, ttl)
       redis.call('PEXPIRE', s.key .. ':sum', ttl)
+      -- Usage per UTC day, for charts and the monthly report; kept for 400 days.
+      redis.call('HINCRBY', s.key .. ':daily', fmt(math.floor(start / DAY)), amount)
+      redis.call('PEXPIRE', s.key .. ':daily', 400 * DAY)
       s.used = s.used + amount
     end
     charges[c] = fmt(start) .. ':' .. fmt(amount)
