@@ -18,6 +18,8 @@ Writers decide what their medium cannot hold (XML-illegal characters, cell lengt
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,17 +68,20 @@ def _id(value: Any) -> str | None:
 
 
 def _json(value: Any) -> str | None:
-    return orjson.dumps(value).decode() if value else None
+    if not value:
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # what orjson cannot encode (an int past 64 bits, an object) as text
+        return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def time_of(value: Any) -> datetime | str | None:
     """X's ``created_at`` as a naive UTC datetime; text that is not a time stays as it was."""
     if not isinstance(value, str) or not value:
         return None if value is None or value == "" else str(value)
-    try:
-        if value[-1] == "Z":  # X's own form: UTC already, parsed naive
-            return datetime.fromisoformat(value[:-1])
-        dt = datetime.fromisoformat(value)
+    try:  # X's own form ends in Z: UTC, parsed naive
+        dt = datetime.fromisoformat(value[:-1] if value[-1] == "Z" else value)
     except ValueError:
         return value
     return dt if dt.tzinfo is None else dt.astimezone(UTC).replace(tzinfo=None)
@@ -126,7 +131,7 @@ def row(post: dict[str, Any]) -> list[Any]:
 
     replied = retweeted = quoted = _EMPTY
     for ref in g("referenced_tweets") or ():
-        kind = ref.get("type")
+        kind = ref.get("type") if isinstance(ref, dict) else None
         if kind == "replied_to":
             replied = ref
         elif kind == "retweeted":
@@ -139,12 +144,12 @@ def row(post: dict[str, Any]) -> list[Any]:
     reply_name = (replied.get("author") or _EMPTY).get("username")
     if reply_user and not reply_name:
         reply_name = next((m.get("username") for m in mentions
-                           if str(m.get("id")) == reply_user), None)
+                           if isinstance(m, dict) and str(m.get("id")) == reply_user), None)
     rt_user = retweeted.get("author_id")
     rt_name = (retweeted.get("author") or _EMPTY).get("username")
     if retweeted and rt_user is None and isinstance(text, str) and text.startswith("RT @"):
         first = mentions[0] if mentions else _EMPTY
-        if first.get("start") == 3:
+        if isinstance(first, dict) and first.get("start") == 3:
             rt_user, rt_name = first.get("id"), first.get("username")
 
     post_id = _id(g("id"))
@@ -188,3 +193,43 @@ def user_row(user: dict[str, Any]) -> list[Any]:
         pm.get("tweet_count"),
         _profile_url(user), g("verified"), _json((g("withheld") or _EMPTY).get("country_codes")),
     ]
+
+
+# --- the "About this export" block (R7, R8, R9), the same in every hydrated export ------------
+
+NOTICE: list[tuple[str, str]] = [
+    ("notice", "This file holds X content that {recipient} received under X's Developer Policy, "
+               "by a non-automated download (R5)."),
+    ("R7", "It must not be made publicly available: no attachment to a public post, no public "
+           "repository, website or shared drive."),
+    ("R8", "The recipient has agreed to X's Terms of Service, Privacy Policy, Developer "
+           "Agreement and Developer Policy."),
+    ("R9", "Content deleted, protected, suspended or withheld on X must be deleted from this "
+           "file and every copy of it within 24 hours of a request by X or by its author."),
+]
+
+
+def _is_time(key: str) -> bool:
+    key = key.lower()
+    return "time" in key or key.endswith("_at") or key in ("date", "when")
+
+
+def about_rows(about: Mapping[str, Any], counts: Mapping[str, int]) -> list[tuple[str, Any]]:
+    """(label, value) lines of the About block: what the caller recorded, the counts, the notice.
+
+    ``about`` is written in its own order and words (recipient, time, dataset, filters, …);
+    without a time (a key with "time" in it or ending in "_at") the moment of writing is
+    recorded, in UTC. `counts` (rows written, by sheet) replace the caller's entries of the
+    same name or follow them. A ``notice`` in ``about`` is written instead of NOTICE.
+    """
+    lines: list[tuple[str, Any]] = [(str(k), counts.get(str(k), v)) for k, v in about.items()
+                                    if k != "notice"]
+    if not any(_is_time(str(k)) for k in about):
+        lines.append(("time (UTC)", datetime.now(UTC).replace(tzinfo=None, microsecond=0)))
+    lines += [(name, n) for name, n in counts.items() if name not in about]
+    lines.append(("columns", "named as twarc-csv names them; IDs are text; times are UTC; "
+                             "lists are JSON; url is the post on X"))
+    if about.get("notice"):
+        return [*lines, ("notice", about["notice"])]
+    recipient = about.get("recipient") or "the recipient"
+    return lines + [(label, text.format(recipient=recipient)) for label, text in NOTICE]

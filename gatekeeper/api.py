@@ -137,16 +137,14 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
     n = res.grant.granted
 
     def body() -> Iterator[bytes]:
-        try:
-            if gzip:
-                z = zlib.compressobj(6, zlib.DEFLATED, 31)
-                for chunk in selection.head(n):
-                    yield z.compress(chunk)
-                yield z.flush()
-            else:
-                yield from selection.head(n)
-        finally:
-            selection.close()
+        if gzip:
+            # Level 1: IDs compress nearly as well, five times faster (bench/ids.py).
+            z = zlib.compressobj(1, zlib.DEFLATED, 31)
+            for chunk in selection.head(n):
+                yield z.compress(chunk)
+            yield z.flush()
+        else:
+            yield from selection.head(n)
 
     main = res.grant.counters[0]
     headers = {
@@ -167,8 +165,10 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
         m.ids_shared.labels(kind).inc(n)
     m.latency.labels("shares").observe(time.perf_counter() - started)
     mimetype = "application/gzip" if gzip else "text/plain"
-    return Response(body(), status=200, headers=headers, mimetype=mimetype,
-                    direct_passthrough=True)
+    resp = Response(body(), status=200, headers=headers, mimetype=mimetype)
+    # The spooled IDs are removed when the response closes, however the client leaves.
+    resp.call_on_close(selection.close)
+    return resp
 
 
 @bp.get("/quota/entities/<name>")

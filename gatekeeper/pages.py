@@ -224,8 +224,11 @@ def export_download() -> Any:
             raise
         values.pop("limit")
         return _render_form(values, error=exc.message, status=exc.status)
-    return Response(
-        result.chunks(), mimetype=result.mimetype, direct_passthrough=True,
+    resp = Response(
+        # Not direct_passthrough: Werkzeug then skips close(), and with it call_on_close.
+        result.chunks(), mimetype=result.mimetype,
         headers={"Content-Disposition": f'attachment; filename="{result.filename}"',
                  "Content-Length": str(result.size), "Cache-Control": "no-store",
                  "X-Export-Id": result.share_id})
+    resp.call_on_close(result.file.close)
+    return resp

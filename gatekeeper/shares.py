@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exports.idfile import write_ids
 from gatekeeper import policy
 from gatekeeper.audit import record_denial
 from gatekeeper.deletions import Deleted
@@ -64,11 +63,6 @@ class Selection:
     @property
     def digest(self) -> str:
         return self._digest.hexdigest()
-
-    def __iter__(self) -> Iterator[str]:
-        with open(self.path, "rb") as fh:
-            for line in fh:
-                yield line[:-1].decode("ascii")
 
     def head(self, n: int, chunk: int = 1 << 16) -> Iterator[bytes]:
         """The first `n` IDs as newline-terminated byte chunks."""
@@ -288,7 +282,12 @@ def write_file(out: Path, selection: Selection, n: int) -> None:
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as fh:
-            if write_ids(selection, fh, n) != n:
+            # The spool already holds one ID per line: copy bytes, never decode them.
+            written = 0
+            for chunk in selection.head(n):
+                fh.write(chunk)
+                written += chunk.count(b"\n")
+            if written != n:
                 raise OSError(f"{selection.source} changed while it was being shared")
             fh.flush()
             os.fsync(fh.fileno())

@@ -95,8 +95,9 @@ def test_analyst_exports_xlsx_and_pdf_then_hits_the_allowance(site: str,
         page.click("#export-button")
     xlsx = info.value
     assert xlsx.suggested_filename.endswith(".xlsx")
-    rows = list(load_workbook(io.BytesIO(Path(xlsx.path()).read_bytes()), read_only=True)
-                .worksheets[0].iter_rows(values_only=True))
+    book = load_workbook(io.BytesIO(Path(xlsx.path()).read_bytes()), read_only=True)
+    rows = list(book.worksheets[0].iter_rows(values_only=True))
+    book.close()
     header = list(rows[0])
     assert [r[header.index("id")] for r in rows[1:]] == [p["id"] for p in japanese]
     assert [r[header.index("text")] for r in rows[1:]] == [p["text"] for p in japanese]
@@ -114,7 +115,7 @@ def test_analyst_exports_xlsx_and_pdf_then_hits_the_allowance(site: str,
     left = 60 - len(japanese) - sum(1 for p in posts if p.get("lang") == "in")
     choose(page, site)  # all 100 posts: more than the rest of today's allowance
     downloads: list[object] = []
-    page.on("download", downloads.append)
+    page.on("download", lambda d: downloads.append(d))
     page.click("#export-button")
     page.wait_for_selector("#refusal")
     message = page.inner_text("#refusal")

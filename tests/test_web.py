@@ -84,6 +84,28 @@ def export_form_data(page: str, fmt: str = "xlsx", **extra: str) -> dict[str, st
     return data
 
 
+class Sent:
+    """A response read whole and closed (an export's open file is released on close)."""
+
+    def __init__(self, client: FlaskClient, data: dict[str, str], **kw: object) -> None:
+        resp = client.post("/export", data=data, **kw)
+        try:
+            self.status_code = resp.status_code
+            self.headers = resp.headers
+            self.mimetype = resp.mimetype
+            self.body = resp.get_data()
+        finally:
+            resp.close()
+
+    def get_data(self, as_text: bool = False) -> bytes | str:
+        return self.body.decode() if as_text else self.body
+
+    def get_json(self) -> dict:
+        import json
+
+        return json.loads(self.body)
+
+
 def r6_used(gate: Gate, user: str = "ana") -> int:
     from gatekeeper import quota
 
@@ -103,12 +125,13 @@ def test_export_downloads_an_xlsx_and_counts_it(client: FlaskClient, gate: Gate)
     page = export_page(client, lang="ja")
     japanese = [p for p in KPOP if p.get("lang") == "ja"]
     assert f"{len(japanese)} posts match" in page
-    resp = client.post("/export", data=export_form_data(page))
+    resp = Sent(client, export_form_data(page))
     assert resp.status_code == 200
     assert resp.headers["Content-Disposition"].startswith("attachment;")
     assert resp.headers["Cache-Control"] == "no-store"
     book = load_workbook(io.BytesIO(resp.get_data()), read_only=True)
     rows = list(book.worksheets[0].iter_rows(values_only=True))
+    book.close()
     header = list(rows[0])
     ids = [r[header.index("id")] for r in rows[1:]]
     assert ids == [p["id"] for p in japanese]
@@ -121,7 +144,7 @@ def test_export_downloads_a_pdf(client: FlaskClient, gate: Gate) -> None:
     login(client)
     accept_terms(client)
     page = export_page(client, lang="in")
-    resp = client.post("/export", data=export_form_data(page, fmt="pdf"))
+    resp = Sent(client, export_form_data(page, fmt="pdf"))
     assert resp.status_code == 200
     body = resp.get_data()
     assert body.startswith(b"%PDF-") and resp.mimetype == "application/pdf"
@@ -143,7 +166,7 @@ def test_no_terms_means_no_export(client: FlaskClient, gate: Gate) -> None:
 
     ticket = hydrated.issue_ticket(gate, gate.users.get("ana"))
     page = client.get("/login").get_data(as_text=True)
-    resp = client.post("/export", data={"csrf_token": token_of(page, "csrf_token"),
+    resp = Sent(client, {"csrf_token": token_of(page, "csrf_token"),
                                         "ticket": ticket, "dataset": "kpop", "format": "xlsx"})
     assert resp.status_code == 403
     assert "R8" in resp.get_data(as_text=True)
@@ -157,7 +180,7 @@ def test_export_without_a_ticket_is_refused_r5(client: FlaskClient, gate: Gate) 
     page = export_page(client, lang="ja")
     data = export_form_data(page)
     del data["ticket"]
-    resp = client.post("/export", data=data)
+    resp = Sent(client, data)
     assert resp.status_code == 403 and "R5" in resp.get_data(as_text=True)
     assert r6_used(gate) == 0
     assert audit(gate)[-1]["rule"] == "R5"
@@ -167,16 +190,16 @@ def test_a_replayed_ticket_is_refused_r5(client: FlaskClient, gate: Gate) -> Non
     login(client)
     accept_terms(client)
     data = export_form_data(export_page(client, lang="ja"))
-    assert client.post("/export", data=data).status_code == 200
+    assert Sent(client, data).status_code == 200
     used = r6_used(gate)
-    replay = client.post("/export", data=data)
+    replay = Sent(client, data)
     assert replay.status_code == 403 and "already used" in replay.get_data(as_text=True)
     assert r6_used(gate) == used
 
 
 def test_a_token_instead_of_a_session_is_refused_r5(client: FlaskClient, gate: Gate) -> None:
     token = gate.users.create_token("ana", actor="t", channel="cli")
-    resp = client.post("/export", data={"dataset": "kpop"},
+    resp = Sent(client, {"dataset": "kpop"},
                        headers={"Authorization": f"Bearer {token}"})
     assert resp.status_code == 403
     assert resp.get_json()["error"] == "automated_hydrated_export_forbidden"
@@ -189,7 +212,7 @@ def test_over_the_allowance_says_what_is_left_and_counts_nothing(client: FlaskCl
     accept_terms(client)
     page = export_page(client)  # all 100 posts, allowance 30
     assert "more than you may still receive" in page
-    resp = client.post("/export", data=export_form_data(page))
+    resp = Sent(client, export_form_data(page))
     assert resp.status_code == 429
     html = resp.get_data(as_text=True)
     assert "nothing was counted" in html and "30 of" in html
@@ -200,7 +223,7 @@ def test_over_the_allowance_says_what_is_left_and_counts_nothing(client: FlaskCl
     data = {"csrf_token": token_of(offer, "csrf_token"), "ticket": token_of(offer, "ticket"),
             "dataset": "kpop", "format": "xlsx", "limit": token_of(offer, "limit")}
     assert data["limit"] == "30"
-    assert client.post("/export", data=data).status_code == 200
+    assert Sent(client, data).status_code == 200
     assert r6_used(gate) == 30
 
 
@@ -208,7 +231,7 @@ def test_wrong_role_cannot_export(client: FlaskClient) -> None:
     login(client, "dan")
     assert client.get("/export").status_code == 403
     page = client.get("/terms").get_data(as_text=True)
-    resp = client.post("/export", data={"csrf_token": token_of(page, "csrf_token")})
+    resp = Sent(client, {"csrf_token": token_of(page, "csrf_token")})
     assert resp.status_code == 403
 
 
@@ -239,18 +262,19 @@ def test_login_never_redirects_off_site(client: FlaskClient) -> None:
 
 
 def test_deleted_posts_never_reach_an_export(client: FlaskClient, gate: Gate) -> None:
-    japanese = [p for p in KPOP if p.get("lang") == "ja"]
-    gate.deletions.add(iter([japanese[0]["id"].encode()]), kind="posts", source="t",
+    korean = [p for p in KPOP if p.get("lang") == "ko"]  # 26 posts
+    gate.deletions.add(iter([korean[0]["id"].encode()]), kind="posts", source="t",
                        actor="t", channel="cli")
     login(client)
     accept_terms(client)
-    resp = client.post("/export", data=export_form_data(export_page(client, lang="ja")))
+    resp = Sent(client, export_form_data(export_page(client, lang="ko")))
     from openpyxl import load_workbook
 
-    rows = list(load_workbook(io.BytesIO(resp.get_data()), read_only=True)
-                .worksheets[0].iter_rows(values_only=True))
+    book = load_workbook(io.BytesIO(resp.get_data()), read_only=True)
+    rows = list(book.worksheets[0].iter_rows(values_only=True))
+    book.close()
     ids = [r[list(rows[0]).index("id")] for r in rows[1:]]
-    assert japanese[0]["id"] not in ids and len(ids) == len(japanese) - 1
+    assert korean[0]["id"] not in ids and len(ids) == len(korean) - 1
 
 
 def test_a_failing_writer_refunds_and_leaves_no_file(client: FlaskClient, gate: Gate,
@@ -268,7 +292,7 @@ def test_a_failing_writer_refunds_and_leaves_no_file(client: FlaskClient, gate: 
     login(client)
     accept_terms(client)
     with pytest.raises(OSError):
-        client.post("/export", data=export_form_data(export_page(client, lang="ja")))
+        Sent(client, export_form_data(export_page(client, lang="ja")))
     assert r6_used(gate) == 0
     assert [a["outcome"] for a in audit(gate) if a.get("kind") == "export.xlsx"] == [
         "granted", "refunded"]

@@ -1,0 +1,234 @@
+"""Benchmark the PDF export against reportlab platypus chunked LongTables, side by side.
+
+Both sides read the same generated dataset (50,000 demo posts in fifteen languages, gzipped
+twarc2 JSONL, as an export reads a stored dataset) and write the same rows in the same columns
+with the same embedded fonts, split into the same per-character font runs. The alternative is
+the obvious one: one platypus LongTable per chunk of rows (one big table costs O(n²) to split),
+Paragraph cells, the header row repeated, a page number in the footer, Arabic shaped and put in
+order per paragraph. Each side runs once in a fresh subprocess (fonts loaded inside it) and is
+measured there: wall time of the whole export and peak resident memory. A third subprocess only
+reads the dataset, to show what the reading costs both sides. Prints one table and the goals;
+exits 1 if a goal fails.
+
+Run from the repository root::
+
+    python bench/exports_pdf.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import reportlab
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this tree's exports/, whatever checkout is installed
+
+from exports import pdf  # noqa: E402
+from exports.fonts import fontset  # noqa: E402
+from gatekeeper.demo import write_demo_dataset  # noqa: E402
+from gatekeeper.formats import iter_posts  # noqa: E402
+
+ABOUT = {"recipient": "ana (acme-analytics)", "dataset": "demo", "filters": "none"}
+ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+# --- the alternative: platypus, chunked LongTables ----------------------------------------------
+
+
+def longtable(posts: Any, out: Any, chunk: int) -> tuple[int, int]:
+    """The same rows as platypus LongTables of `chunk` rows each; (rows, pages) written."""
+    import arabic_reshaper
+    from bidi import get_display
+    from reportlab.lib import colors
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.platypus import LongTable, Paragraph, SimpleDocTemplate, Spacer, TableStyle
+
+    fonts = fontset()
+    names = fonts.register()
+    style = ParagraphStyle("cell", fontName=names[0], fontSize=7.5, leading=9.5)
+    right = ParagraphStyle("right", parent=style, alignment=2)
+
+    def markup(text: str) -> str:
+        """Paragraph markup: placeholders, shaped Arabic, a <font> per run, <br/> per line."""
+        paras = []
+        for para in text.replace("\r\n", "\n").split("\n"):
+            if pdf.ARABIC.search(para):
+                para = get_display(arabic_reshaper.reshape(para))
+            para = fonts.clean(para)[0]
+            paras.append("".join(f'<font name="{names[face]}">{escape(run)}</font>'
+                                 for face, run in fonts.runs(para)))
+        return "<br/>".join(paras)
+
+    widths = [c.width or 0 for c in pdf.COLUMNS]
+    widths[pdf.TEXT_COLUMN] = pdf.PAGE_W - 56 - sum(widths)
+    header = [Paragraph(c.title, right if c.right else style) for c in pdf.COLUMNS]
+    table_style = TableStyle([
+        ("VALIGN", (0, 0), (-1, -1), "TOP"), ("LINEBELOW", (0, 0), (-1, -1), 0.4, colors.grey),
+        ("BACKGROUND", (0, 0), (-1, 0), colors.Color(0.94, 0.94, 0.94)),
+        ("LEFTPADDING", (0, 0), (-1, -1), 3), ("RIGHTPADDING", (0, 0), (-1, -1), 3),
+        ("TOPPADDING", (0, 0), (-1, -1), 3), ("BOTTOMPADDING", (0, 0), (-1, -1), 3)])
+    story: list[Any] = [Paragraph("X posts, hydrated: PDF export", style)]
+    story += [Paragraph(markup(f"{k}: {v}"), style) for k, v in ABOUT.items()]
+    story += [Paragraph(markup(pdf.NOTICE.format(recipient=ABOUT["recipient"])), style),
+              Spacer(1, 8)]
+    rows: list[list[Any]] = []
+    written = 0
+
+    def flush() -> None:
+        if rows:
+            story.append(LongTable([header, *rows], colWidths=widths, repeatRows=1,
+                                   style=table_style))
+            rows.clear()
+
+    for post in posts:
+        cells = []
+        for i, c in enumerate(pdf.COLUMNS):
+            text = markup(c.value(post))
+            if i == pdf.TEXT_COLUMN:
+                url = pdf.post_url(post)
+                text += f'<br/><link href="{escape(url)}" color="blue">{escape(url)}</link>'
+            cells.append(Paragraph(text, right if c.right else style))
+        rows.append(cells)
+        written += 1
+        if len(rows) == chunk:
+            flush()
+    flush()
+
+    def footer(canvas: Any, doc: Any) -> None:
+        canvas.setFont(names[0], 6.5)
+        canvas.drawString(28, 28, f"hydrated X content for {ABOUT['recipient']}: not to be "
+                                  "made publicly available (R7)")
+        canvas.drawRightString(pdf.PAGE_W - 28, 28, f"page {doc.page}")
+
+    doc = SimpleDocTemplate(out, pagesize=(pdf.PAGE_W, pdf.PAGE_H), leftMargin=28,
+                            rightMargin=28, topMargin=28, bottomMargin=42)
+    doc.build(story, onFirstPage=footer, onLaterPages=footer)
+    return written, doc.page
+
+
+# --- one side in a fresh process --------------------------------------------------------------
+
+
+def child(side: str, data: Path, out: Path, chunk: int) -> None:
+    """Run one side and print its figures as JSON (measured here, in the fresh process)."""
+    t0 = time.perf_counter()
+    posts = iter_posts(data)
+    size = pages = 0
+    if side == "read":
+        rows = sum(1 for _ in posts)
+    else:
+        with open(out, "wb") as f:
+            if side == "ours":
+                writer = pdf.PdfWriter(f, about=ABOUT)
+                for post in posts:
+                    writer.add(post)
+                rows, pages = writer.close(), len(writer.pages)
+            else:
+                rows, pages = longtable(posts, f, chunk)
+        size = out.stat().st_size
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"rows": rows, "seconds": seconds, "peak_mb": peak, "bytes": size,
+                      "pages": pages}))
+
+
+def run_side(side: str, data: Path, out: Path, chunk: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", side, "--data", str(data), "--out", str(out),
+           "--chunk", str(chunk)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"{side} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def machine() -> list[str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), platform.processor())
+    return [f"machine: nproc={os.cpu_count()}, CPU {cpu}, Linux {platform.release()}",
+            f"software: Python {platform.python_version()}, reportlab {reportlab.Version}"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--posts", type=int, default=50_000, help="generated posts")
+    parser.add_argument("--chunk", type=int, default=500, help="rows per LongTable")
+    parser.add_argument("--child", choices=("ours", "longtable", "read"), help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.data, args.out, args.chunk)
+        return 0
+    command = shlex.join([Path(sys.executable).name, *sys.argv])
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gk-bench-pdf-") as tmp:
+        data = Path(tmp) / "demo.jsonl.gz"
+        write_demo_dataset(data, posts=args.posts, seed=7, anchor=ANCHOR)
+        res = {side: run_side(side, data, Path(tmp) / f"{side}.pdf", args.chunk)
+               for side in ("read", "ours", "longtable")}
+    ours, theirs, read = res["ours"], res["longtable"], res["read"]
+    if not ours["rows"] == theirs["rows"] == read["rows"] == args.posts:
+        raise SystemExit(f"rows differ: {ours['rows']}, {theirs['rows']}, {read['rows']}")
+
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(metric: str, a: float, b: float, fmt: str, better_low: bool = True) -> None:
+        factor = (b / a if better_low else a / b) if a and b else float("nan")
+        rows.append((metric, format(a, fmt), format(b, fmt), f"{factor:,.1f}x"))
+
+    row("wall time, whole export (s)", ours["seconds"], theirs["seconds"], ",.1f")
+    row("posts per second", args.posts / ours["seconds"], args.posts / theirs["seconds"],
+        ",.0f", better_low=False)
+    row("peak resident memory (MB)", ours["peak_mb"], theirs["peak_mb"], ",.0f")
+    row("file size (MB)", ours["bytes"] / 1e6, theirs["bytes"] / 1e6, ",.1f")
+    rows.append(("pages", f"{ours['pages']:,}", f"{theirs['pages']:,}", "-"))
+
+    head = ("metric", "gatekeeper", "LongTables", "factor")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    line = "  ".join("-" * w for w in widths)
+    print(f"gatekeeper PDF export vs reportlab platypus LongTables of {args.chunk:,} rows, "
+          f"{args.posts:,} demo posts")
+    print(f"command: {command}")
+    for fact in machine():
+        print(fact)
+    print()
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w)
+                    for i, (h, w) in enumerate(zip(head, widths, strict=True))))
+    print(line)
+    for r in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    print(line)
+    print("factor: how many times better gatekeeper is (>1 = faster/smaller)")
+    print(f"each side: one run in a fresh subprocess, reading the gzipped JSONL itself; reading "
+          f"alone takes {read['seconds']:.1f} s and {read['peak_mb']:,.0f} MB peak in a third "
+          "process; peak = ru_maxrss of the process (interpreter, fonts and reportlab included)")
+
+    speedup = theirs["seconds"] / ours["seconds"]
+    goals = [
+        (f"PDF >= 6x faster than the chunked LongTables ({speedup:,.1f}x)", speedup >= 6),
+        (f"peak memory <= 200 MB ({ours['peak_mb']:,.0f} MB)", ours["peak_mb"] <= 200),
+    ]
+    print()
+    for text, ok in goals:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    print(f"\ntotal run time {time.perf_counter() - started:.0f} s")
+    return 0 if all(ok for _, ok in goals) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
