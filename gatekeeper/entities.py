@@ -49,6 +49,7 @@ class Entity:
     kind: str
     research: bool
     research_recorded_by: str | None
+    research_evidence: str | None
     research_recorded_at_ms: int | None
     parent: str | None
     root: str
@@ -73,6 +74,7 @@ class Entity:
             kind=h["kind"],
             research=h.get("research") == "1",
             research_recorded_by=h.get("research_recorded_by") or None,
+            research_evidence=h.get("research_evidence") or None,
             research_recorded_at_ms=int(h["research_recorded_at"])
             if h.get("research_recorded_at") else None,
             parent=h.get("parent") or None,
@@ -88,7 +90,8 @@ class Entity:
             return None
         return {"rule": "R3", "kind": "academic", "purpose": "non-commercial research",
                 "recorded_by": self.research_recorded_by,
-                "recorded_at": iso(self.research_recorded_at_ms or 0)}
+                "recorded_at": iso(self.research_recorded_at_ms or 0),
+                "evidence": self.research_evidence}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -168,6 +171,7 @@ class Entities:
         if parent is not None:
             root = self.get(parent).root  # R10: a child is pooled with its parent's pool
         with failing_closed():
+            self.client.sadd(keys.AUDIT_STREAMS, keys.audit(root))  # found by the audit reader
             claimed = self.client.hsetnx(keys.ENTITIES, name, root)
             if not claimed and self.client.exists(keys.entity(self.root_of(name), name)):
                 raise Conflict(f"an entity named {name!r} already exists")
@@ -207,6 +211,43 @@ class Entities:
         shown = "unlimited" if limit is None else f"{limit:,}"
         self._record(entity.root, name, "update", fields, actor, channel, "entity.permit", "R4",
                      f"limit {shown} until {iso(until_ms)}; reference: {reference}")
+        return self.get(name)
+
+    def set_academic(self, name: str, *, kind: str, research: bool, evidence: str, actor: str,
+                     channel: str) -> Entity:
+        """R3: record the entity's kind and research purpose, with evidence, who and when.
+
+        The exemption holds only while kind is academic *and* research is recorded; recording
+        anything else ends it at once.
+        """
+        if kind not in policy.KINDS:
+            raise BadInput(f"entity kind {kind!r} is not one of {', '.join(policy.KINDS)}")
+        if research and kind != "academic":
+            raise BadInput("R3: non-commercial research exempts only academic entities",
+                           rule="R3")
+        if research and not evidence.strip():
+            raise BadInput("R3: say what shows the research purpose (evidence)", rule="R3")
+        entity = self.get(name)
+        fields = {"kind": kind, "research": "1" if research else "0",
+                  "research_evidence": evidence.strip(),
+                  "research_recorded_by": actor if research else "",
+                  "research_recorded_at": "@now" if research else ""}
+        self._record(entity.root, name, "update", fields, actor, channel, "entity.academic",
+                     "R3", f"kind={kind} research={'yes' if research else 'no'}; evidence: "
+                     f"{evidence.strip() or '-'}")
+        return self.get(name)
+
+    def revoke_permit(self, name: str, *, reason: str, actor: str, channel: str) -> Entity:
+        """R4: end a written permission now; R2's limit applies again at once."""
+        entity = self.get(name)
+        if entity.permission is None:
+            raise BadInput(f"R4: {name} has no written permission to revoke", rule="R4")
+        if not reason.strip():
+            raise BadInput("R4: say why the permission is revoked", rule="R4")
+        self._record(entity.root, name, "update",
+                     {"permit_until": "@now", "permit_revoked_by": actor}, actor, channel,
+                     "entity.permit_revoked", "R4",
+                     f"permission {entity.permission.reference} revoked: {reason.strip()}")
         return self.get(name)
 
     def _record(self, root: str, name: str, mode: str, fields: dict[str, Any], actor: str,

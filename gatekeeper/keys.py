@@ -35,6 +35,7 @@ USERS = f"{SYS}:users"  # hash: user name -> entity name
 SYS_AUDIT = f"{SYS}:audit"  # stream: audit records that belong to no pool
 DATASETS = f"{SYS}:datasets"  # hash: dataset name -> JSON of its DatasetInfo
 DELETED_VERSION = f"{SYS}:deleted:version"  # bumped by every R9 ingest
+AUDIT_STREAMS = f"{SYS}:audit-streams"  # set: every pool audit stream ever written
 
 
 def deleted(kind: str) -> str:
