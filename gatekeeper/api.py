@@ -134,7 +134,7 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
         selection.close()
         raise
     gzip = "application/gzip" in request.headers.get("Accept", "")
-    n = res.grant.granted
+    n = res.deliverable(selection)
 
     def body() -> Iterator[bytes]:
         if gzip:

@@ -56,6 +56,12 @@ class Selection:
         self._digest.update(ident + b"\n")
         self.count += 1
 
+    def drop(self, ident: bytes) -> None:
+        """Leave out an ID on a deletion list (R9). It still names the request: a retry
+        after a new deletion list is the same request, not a different one."""
+        self._digest.update(ident + b"\n")
+        self.removed += 1
+
     def seal(self) -> Selection:
         self._fh.close()
         return self
@@ -108,7 +114,7 @@ def select_ids(lines: Iterable[bytes], source: str, kind: str, deleted: Deleted)
                 if bad:
                     continue  # the list is already refused: only collect the problems
                 if hidden and int(line) in hidden:
-                    sel.removed += 1
+                    sel.drop(line)
                 else:
                     sel.add(line)
                 continue
@@ -149,20 +155,20 @@ def select_from_dataset(gate: Any, dataset: str, filters: Any, kind: str,
         if kind == "users":
             for author in gate.datasets.author_ids(dataset, filters):
                 if int(author) in deleted.users:
-                    sel.removed += 1
+                    sel.drop(author.encode())
                 else:
                     sel.add(author.encode())
         elif not deleted.users:
             # Fast path: only post IDs matter, so the dataset need not build whole posts.
             for ident in gate.datasets.post_ids(dataset, filters):
                 if deleted.posts and int(ident) in deleted.posts:
-                    sel.removed += 1
+                    sel.drop(ident.encode())
                 else:
                     sel.add(ident.encode())
         else:
             for post in gate.datasets.posts(dataset, filters):
                 if deleted.hides(post):
-                    sel.removed += 1
+                    sel.drop(str(post["id"]).encode())
                 else:
                     sel.add(str(post["id"]).encode())
         return sel.seal()
@@ -185,6 +191,11 @@ class Reservation:
     audit: dict[str, Any]
     removed: int = 0
     settled: str | None = field(default=None)
+
+    def deliverable(self, selection: Selection) -> int:
+        """How many of the selection's IDs leave: the grant — or, for a replay after a new
+        deletion list, fewer (R9 wins; the first delivery stays counted as it was)."""
+        return min(self.grant.granted, selection.count)
 
     @property
     def window_days(self) -> int:
@@ -319,7 +330,7 @@ def share_to_file(gate: Any, *, actor: str, entity: str, out: Path, kind: str = 
                       idempotency_key=idempotency_key,
                       request=(dataset, extra["filters"], purpose))
         try:
-            res.deliver(lambda: write_file(out, selection, res.grant.granted))
+            res.deliver(lambda: write_file(out, selection, res.deliverable(selection)))
         except OSError as exc:
             after = ("the reservation was refunded and nothing was counted"
                      if res.grant.status != "replay" else "the first delivery stays counted")

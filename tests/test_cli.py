@@ -400,3 +400,18 @@ def test_samples_compliance_files_ingest(run: Run, acme: Path) -> None:
     r = run("deletions", "add", str(bad))
     assert r.exit_code == 2 and "line 2" in r.stderr
     assert db(acme).scard(keys.deleted("posts")) == 2  # the bad file ingested nothing
+
+
+def test_a_retry_after_a_new_deletion_list_is_the_same_request(run: Run, acme: Path) -> None:
+    src = ids_file(acme / "a.txt", 10, 20)
+    args = ("share", "--as", "dana", "--entity", "acme", "--ids", str(src), "--out", "o.txt",
+            "--idempotency-key", "job-7", "--json")
+    first = json.loads(run(*args).output)
+    (acme / "gone.txt").write_text("12\n")
+    assert run("deletions", "add", str(acme / "gone.txt"), "--kind", "posts").exit_code == 0
+    again = run(*args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["share_id"] == first["share_id"]
+    assert "12" not in (acme / "o.txt").read_text().split()  # R9 from the moment of ingest
+    assert len((acme / "o.txt").read_text().split()) == 19
+    assert quota(run, "entity", "acme")["used"] == 20  # the first delivery, counted once
