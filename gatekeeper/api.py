@@ -223,7 +223,6 @@ def refuse_automated_hydrated() -> None:
         "actor": actor.name if actor else "unauthenticated", "channel": "api",
         "kind": "export.hydrated", "recipient": actor.name if actor else "",
         "entity": actor.entity if actor else "", "path": request.path})
-    current_app.extensions["gatekeeper.metrics"].decision("api", "denied", "R5")
     raise refusal
 
 

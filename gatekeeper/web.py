@@ -16,7 +16,13 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from gatekeeper import api, pages
-from gatekeeper.errors import GatekeeperError, NotFound, StoreUnavailable
+from gatekeeper.errors import (
+    Forbidden,
+    GatekeeperError,
+    NotFound,
+    QuotaExceeded,
+    StoreUnavailable,
+)
 from gatekeeper.gate import Gate
 from gatekeeper.metrics import Metrics
 from gatekeeper.store import failing_closed
@@ -76,6 +82,9 @@ def create_app(gate: Gate | None = None, test_config: dict[str, Any] | None = No
 
     @app.errorhandler(GatekeeperError)
     def gatekeeper_error(exc: GatekeeperError) -> Any:
+        if isinstance(exc, QuotaExceeded | Forbidden) and request.path.startswith("/api/"):
+            outcome = "refused" if isinstance(exc, QuotaExceeded) else "denied"
+            app.extensions["gatekeeper.metrics"].decision("api", outcome, exc.rule)
         if wants_json():
             return api.error_response(exc)
         return render_template_string(ERROR_PAGE, code=exc.status, message=exc.message), \

@@ -286,6 +286,8 @@ def test_healthz_metrics_and_openapi(server: Server) -> None:
     assert status == 200 and headers["content-type"].startswith("text/plain")
     assert 'gatekeeper_decisions_total{channel="api",outcome="granted",rule="R2"}' in text
     assert 'gatekeeper_ids_shared_total{kind="posts"}' in text
+    assert 'gatekeeper_decisions_total{channel="api",outcome="refused",rule="R2"}' in text
+    assert 'gatekeeper_decisions_total{channel="api",outcome="denied",rule="R5"}' in text
     assert "gatekeeper_request_seconds_bucket" in text
     status, _, body = server.request("GET", "/api/v1/openapi.json")
     assert status == 200 and json.loads(body)["openapi"].startswith("3.")
