@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import shlex
@@ -36,6 +35,8 @@ import reportlab
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this tree's exports/, whatever checkout is installed
+
+from common import machine_line, print_goals, print_table  # noqa: E402
 
 from exports import pdf  # noqa: E402
 from exports.fonts import fontset  # noqa: E402
@@ -156,9 +157,7 @@ def run_side(side: str, data: Path, out: Path, chunk: int) -> dict[str, Any]:
 
 
 def machine() -> list[str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), platform.processor())
-    return [f"machine: nproc={os.cpu_count()}, CPU {cpu}, Linux {platform.release()}",
+    return [machine_line(),
             f"software: Python {platform.python_version()}, reportlab {reportlab.Version}"]
 
 
@@ -198,21 +197,13 @@ def main() -> int:
     rows.append(("pages", f"{ours['pages']:,}", f"{theirs['pages']:,}", "-"))
 
     head = ("metric", "gatekeeper", "LongTables", "factor")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
-    line = "  ".join("-" * w for w in widths)
     print(f"gatekeeper PDF export vs reportlab platypus LongTables of {args.chunk:,} rows, "
           f"{args.posts:,} demo posts")
     print(f"command: {command}")
     for fact in machine():
         print(fact)
     print()
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w)
-                    for i, (h, w) in enumerate(zip(head, widths, strict=True))))
-    print(line)
-    for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-    print(line)
+    print_table(head, rows)
     print("factor: how many times better gatekeeper is (>1 = faster/smaller)")
     print(f"each side: one run in a fresh subprocess, reading the gzipped JSONL itself; reading "
           f"alone takes {read['seconds']:.1f} s and {read['peak_mb']:,.0f} MB peak in a third "
@@ -223,11 +214,9 @@ def main() -> int:
         (f"PDF >= 6x faster than the chunked LongTables ({speedup:,.1f}x)", speedup >= 6),
         (f"peak memory <= 200 MB ({ours['peak_mb']:,.0f} MB)", ours["peak_mb"] <= 200),
     ]
-    print()
-    for text, ok in goals:
-        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    code = print_goals(goals)
     print(f"\ntotal run time {time.perf_counter() - started:.0f} s")
-    return 0 if all(ok for _, ok in goals) else 1
+    return code
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import re
 import resource
@@ -43,6 +42,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the repository's packages, wherever Python was started from
     sys.path.insert(0, str(ROOT))
+
+from common import machine_line, print_goals, print_table  # noqa: E402
 
 from exports.columns import COLUMNS, row  # noqa: E402
 from gatekeeper.formats import iter_posts  # noqa: E402
@@ -162,8 +163,6 @@ def main() -> int:
     except ImportError:
         lxml_version = "not installed"
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), platform.processor())
     pd_s = res["pandas"]["seconds"]
     head = ("metric", *SIDES.values())
     rows = [
@@ -173,25 +172,14 @@ def main() -> int:
         ("file size (MB)", *(f"{r['size_mb']:.1f}" for r in res.values())),
         ("rows written", *(f"{r['rows']:,}" for r in res.values())),
     ]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    line = "  ".join("-" * w for w in widths)
-
-    def show(cells: tuple[str, ...]) -> None:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(cells, widths, strict=True))))
-
     print(f"XLSX export of {args.posts:,} generated posts ({len(COLUMNS)} twarc-csv columns), "
           "each side in a fresh process")
     print(f"command: {command}")
-    print(f"machine: nproc={os.cpu_count()}, CPU {cpu}, Linux {platform.release()}")
+    print(machine_line())
     print(f"software: Python {platform.python_version()}, openpyxl {openpyxl.__version__}, "
           f"lxml {lxml_version}, pandas {pandas.__version__}")
     print()
-    show(head)
-    print(line)
-    for r in rows:
-        show(r)
-    print(line)
+    print_table(head, rows)
     print(f"every side reads the same gzipped JSONL and flattens with exports.columns.row: "
           f"{floor:.2f} s of each figure (measured alone, in the parent)")
     print(f"gatekeeper at {args.small:,} posts: {small['seconds']:.2f} s, peak RSS "
@@ -209,11 +197,9 @@ def main() -> int:
         (f"every post written and readable ({counted:,} of {args.posts:,})",
          counted == ours["rows"] == args.posts),
     ]
-    print()
-    for text, ok in goals:
-        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    code = print_goals(goals)
     print(f"\ntotal run time {time.perf_counter() - started:.0f} s")
-    return 0 if all(ok for _, ok in goals) else 1
+    return code
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing as mp
-import os
 import platform
 import shlex
 import subprocess
@@ -30,6 +29,7 @@ from typing import Any
 
 import limits
 import redis
+from common import machine_line, print_goals, print_table
 from limits import RateLimitItemPerDay
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -182,13 +182,11 @@ def run_processes(target: Callable[..., None], argsets: list[tuple[Any, ...]]) -
 
 
 def machine(client: redis.Redis, data_dir: Path) -> list[str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), platform.processor())
     fs = subprocess.run(["df", "--output=fstype", str(data_dir)], capture_output=True,
                         text=True, check=False).stdout.split()[-1:] or ["?"]
     cfg = {k: client.config_get(k)[k] for k in ("appendonly", "appendfsync")}
     return [
-        f"machine: nproc={os.cpu_count()}, CPU {cpu}, Linux {platform.release()}",
+        machine_line(),
         f"software: Python {platform.python_version()}, redis-server "
         f"{client.info('server')['redis_version']} ({redis_server_binary()}), "
         f"redis-py {redis.__version__}, limits {limits.__version__}",
@@ -300,21 +298,13 @@ def main() -> int:
                  f"{ours['over']:,}", f"{theirs['over']:,}", "-"))
 
     head = ("metric", "gatekeeper", "limits MW", "factor")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
-    line = "  ".join("-" * w for w in widths)
     print("gatekeeper ledger vs limits MovingWindowRateLimiter, "
           f"{LIMIT:,} IDs per 30 days (R2)")
     print(f"command: {command}")
     for fact in facts:
         print(fact)
     print()
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w)
-                    for i, (h, w) in enumerate(zip(head, widths, strict=True))))
-    print(line)
-    for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-    print(line)
+    print_table(head, rows)
     print("factor: how many times better gatekeeper is (>1 = gatekeeper faster/smaller/more)")
     print(f"samples: cost 1 {len(ours['small'])} vs {len(theirs['small'])} grants; cost 100,000 "
           f"{len(ours['big'])} vs {len(theirs['big'])} grants on fresh entities "
@@ -343,11 +333,9 @@ def main() -> int:
         (f"IDs over-granted = 0 ({ours['over']}; counter {ours_used:,} <= {LIMIT:,})",
          ours["over"] == 0 and ours_used <= LIMIT),
     ]
-    print()
-    for text, ok in goals:
-        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    code = print_goals(goals)
     print(f"\ntotal run time {time.perf_counter() - started:.0f} s")
-    return 0 if all(ok for _, ok in goals) else 1
+    return code
 
 
 if __name__ == "__main__":

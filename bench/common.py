@@ -1,0 +1,47 @@
+"""What every benchmark prints the same way: the machine, a side-by-side table, the goals."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    return next((line.split(":", 1)[1].strip() for line in lines
+                 if line.startswith("model name")), platform.processor())
+
+
+def machine_line() -> str:
+    """One line: cores, CPU and kernel."""
+    return f"machine: nproc={os.cpu_count()}, CPU {cpu_model()}, Linux {platform.release()}"
+
+
+def print_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table, first column left-aligned and the others right-aligned, ruled above and below."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    line = "  ".join("-" * w for w in widths)
+
+    def show(cells: Sequence[str]) -> None:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(cells, widths, strict=True))))
+
+    show(head)
+    print(line)
+    for r in rows:
+        show(r)
+    print(line)
+
+
+def print_goals(goals: Sequence[tuple[str, bool]]) -> int:
+    """PASS/FAIL per goal; the exit code: 0 when every goal holds."""
+    print()
+    for text, ok in goals:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    return 0 if all(ok for _, ok in goals) else 1
