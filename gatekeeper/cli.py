@@ -22,10 +22,12 @@ import click
 
 from gatekeeper import config as config_mod
 from gatekeeper import policy, quota, shares, store
+from gatekeeper.audit import audit_cli
 from gatekeeper.datasets import Filters
 from gatekeeper.errors import BadInput, GatekeeperError
 from gatekeeper.gate import Gate, ingest_deletions
 from gatekeeper.ledger import iso
+from gatekeeper.report import report_cli
 
 
 def _actor() -> str:
@@ -424,6 +426,10 @@ def quota_user(obj: Context, name: str, as_json: bool) -> None:
     """R6: a recipient's hydrated objects in the day window."""
     q = quota.user_quota(obj.gate, name)
     emit(obj, q, _quota_text(q))
+
+
+main.add_command(audit_cli)
+main.add_command(report_cli)
 
 
 # --- the embedded store -----------------------------------------------------------------------

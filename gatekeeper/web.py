@@ -15,7 +15,7 @@ from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from gatekeeper import api, pages
+from gatekeeper import api, auditlog_pages, compliance_pages, dashboard, pages
 from gatekeeper.errors import (
     Forbidden,
     GatekeeperError,
@@ -25,6 +25,7 @@ from gatekeeper.errors import (
 )
 from gatekeeper.gate import Gate
 from gatekeeper.metrics import Metrics
+from gatekeeper.report import report_bp
 from gatekeeper.store import failing_closed
 
 HTTP_CODES = {413: "too_large", 404: "not_found", 405: "method_not_allowed",
@@ -53,6 +54,7 @@ def create_app(gate: Gate | None = None, test_config: dict[str, Any] | None = No
         app.config.update(test_config)
     app.extensions["gatekeeper"] = gate
     app.extensions["gatekeeper.metrics"] = Metrics()
+    app.extensions["gatekeeper.metrics"].watch_entities(lambda: dashboard.entity_gauges(gate))
 
     # Registered before CSRF protection, so a token at the form is refused as R5 first.
     @app.before_request
@@ -76,6 +78,9 @@ def create_app(gate: Gate | None = None, test_config: dict[str, Any] | None = No
 
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(compliance_pages.bp)
+    app.register_blueprint(auditlog_pages.bp)
+    app.register_blueprint(report_bp)
 
     def wants_json() -> bool:
         return request.path.startswith("/api/") or "Authorization" in request.headers

@@ -1,0 +1,461 @@
+"""Benchmark the compliance pages and the monthly report on a realistic store.
+
+Builds, on a real redis-server (the embedded store, in a temporary directory), 1,000 entities
+(pools, academic exemptions, written permissions, a few without R8 terms), 10,000 users and a
+month of traffic that makes 100,000 audit records — ID shares, hydrated exports, refunds,
+replays, idempotency conflicts, R2/R6 refusals, R8 denials and deletion ingests — through the
+library's own paths (Entities, Ledger.take/settle with the policy's counters, shares.authorise,
+Deletions.add). Only the 10,000 users are written directly with pipelines, shaped exactly as
+Users.add writes them, because hashing 10,000 passwords with scrypt would take minutes.
+
+Then times, as a signed-in compliance officer through Flask's test client: ``/dashboard``,
+the first page of ``/audit`` (median of N after warm-up), and the monthly report for the month
+of that history (data and PDF). Prints one table and the goals; exits 1 if a goal fails. A route
+that is not there yet is reported as "route missing" (FAIL) instead of stopping the run.
+
+Run from the repository root::
+
+    python bench/dashboard.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import os
+import platform
+import random
+import re
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+import reportlab
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.security import generate_password_hash
+
+from gatekeeper import config as config_mod
+from gatekeeper import keys, policy, shares
+from gatekeeper.entities import Entity
+from gatekeeper.errors import Conflict, Forbidden, QuotaExceeded
+from gatekeeper.gate import Gate
+from gatekeeper.ledger import DAY_MS, Idempotency
+from gatekeeper.report import month_bounds, month_report
+from gatekeeper.store import EmbeddedServer, redis_server_binary
+from gatekeeper.users import User
+from gatekeeper.web import create_app
+
+PASSWORD = "bench password 1"
+GOALS = {"/dashboard": 300.0, "/audit": 100.0}  # ms, median
+REPORT_GOAL_S = 10.0
+BLUEPRINTS = (("gatekeeper.compliance_pages", "bp"), ("gatekeeper.auditlog_pages", "bp"),
+              ("gatekeeper.report", "report_bp"))
+
+
+@dataclass
+class Event:
+    at_ms: int
+    kind: str  # share | export | refused | refused6 | denied | replay | conflict
+    who: int  # entity index (shares) or user index (exports)
+    amount: int = 0
+    key: str | None = None
+    refund: bool = False
+
+
+# --- building the history ------------------------------------------------------------------
+
+
+def entity_name(i: int) -> str:
+    return f"org-{i:04d}"
+
+
+def build_entities(gate: Gate, n: int) -> list[Entity]:
+    """Pools (every 10th a child of the one before), academic exemptions, permissions, terms."""
+    e = gate.entities
+    for i in range(n):
+        parent = entity_name(i - 1) if i % 10 == 9 else None
+        academic = i % 20 == 3
+        e.add(entity_name(i), kind="academic" if academic else "commercial", research=academic,
+              parent=parent, actor="bench", channel="cli")
+        if i % 100 != 42:  # ten entities never attest: shares to them are denied (R8)
+            e.accept_terms(entity_name(i), by="Legal Team", actor="bench", channel="cli")
+    seconds, _ = gate.client.time()
+    until = (int(seconds) * 1000 // DAY_MS + 40) * DAY_MS
+    for i in range(7, n, 50):
+        e.permit(entity_name(i), limit=3_000_000, until_ms=until, reference=f"X-LGL-{i}",
+                 actor="bench", channel="cli")
+    return e.all()
+
+
+def build_users(gate: Gate, entities: list[Entity], n: int) -> list[User]:
+    """n users, one data-team member per entity and analysts, written as Users.add does."""
+    digest = generate_password_hash(PASSWORD)  # one scrypt hash, shared: this is a bench
+    seconds, _ = gate.client.time()
+    now = int(seconds) * 1000
+    gate.users.add("cora", entity=entities[0].name, role="compliance", password=PASSWORD,
+                   actor="bench", channel="cli")
+    users: list[User] = []
+    pipe = gate.client.pipeline(transaction=False)
+    for j in range(n - 1):
+        ent = entities[j % len(entities)]
+        role = "data" if j < len(entities) else "analyst"
+        name = f"user-{j:05d}"
+        pipe.hsetnx(keys.USERS, name, ent.name)
+        pipe.hset(keys.user(ent.root, name), mapping={
+            "name": name, "entity": ent.name, "role": role, "password_hash": digest,
+            "created_at": now, "created_by": "bench", "terms_version": policy.TERMS_VERSION,
+            "terms_at": now})
+        pipe.xadd(keys.audit(ent.root), {
+            "time": now, "actor": "bench", "entity": ent.name, "recipient": name,
+            "channel": "cli", "kind": "user.add", "outcome": "changed", "rule": "R12",
+            "message": f"role={role}"})
+        users.append(User(name, ent.name, ent.root, role, now, policy.TERMS_VERSION, now))
+        if len(pipe) >= 3000:
+            pipe.execute()
+    pipe.execute()
+    return users
+
+
+def plan(rng: random.Random, n_entities: int, analysts: int, budget: int, start: int,
+         end: int) -> list[Event]:
+    """Events that append `budget` audit records between start and end, oldest first."""
+    def t() -> int:
+        return rng.randrange(start, end)
+
+    def no_terms(i: int) -> bool:
+        return i % 100 == 42
+
+    def limited(i: int) -> bool:  # neither exempt (R3) nor permitted (R4): R2 refuses 2M
+        return not (i % 20 == 3 or i % 50 == 7 or no_terms(i))
+
+    # A few heavy entities get most Post IDs, so the dashboard has some near their limits.
+    order = [i for i in range(n_entities) if not no_terms(i)]
+    rng.shuffle(order)
+    weights = [1.0 / (1 + i) ** 0.8 for i in range(len(order))]
+    capped = [i for i in range(n_entities) if limited(i)]
+    def share_of(per_100k: int) -> int:  # event counts scale with the records asked for
+        return max(1, per_100k * budget // 88_000)
+
+    events: list[Event] = []
+    events += [Event(t(), "export", n_entities + rng.randrange(analysts),
+                     rng.randrange(50, 3000), refund=rng.random() < 0.02)
+               for _ in range(share_of(12_000))]
+    events += [Event(t(), "refused", rng.choice(capped), 2_000_000)
+               for _ in range(share_of(1000))]
+    events += [Event(t(), "refused6", n_entities + rng.randrange(analysts), 60_000)
+               for _ in range(share_of(200))]
+    events += [Event(t(), "denied", rng.randrange(42, n_entities, 100), 100)
+               for _ in range(share_of(500))]
+    keyed: list[Event] = []
+    replays = share_of(400)
+    for _ in range(replays + share_of(100)):
+        first = Event(rng.randrange(start, start + (end - start) // 2), "share",
+                      rng.choice(order), rng.randrange(100, 5000), key=uuid.uuid4().hex)
+        keyed.append(first)
+        later = first.at_ms + rng.randrange(60_000, 2 * DAY_MS)
+        events.append(Event(min(later, end - 1), "replay" if len(keyed) <= replays
+                            else "conflict", first.who, first.amount, key=first.key))
+    events += keyed
+    fixed = sum(2 if e.kind in ("share", "export") else 1 for e in events)
+    for _ in range(max(0, (budget - fixed) // 2)):
+        who = order[rng.choices(range(len(order)), weights)[0]]
+        # ~21M Post IDs over ~15 weight units: the heaviest entity nears R2's 1.5M
+        events.append(Event(t(), "share", who, rng.randrange(100, 1300),
+                            refund=rng.random() < 0.01))
+    events.sort(key=lambda e: e.at_ms)
+    return events
+
+
+def run_traffic(gate: Gate, entities: list[Entity], users: list[User],
+                events: list[Event]) -> dict[str, int]:
+    cfg = gate.config.limits
+    by_name = {e.name: e for e in entities}
+    data_users = [u for u in users if u.role == "data"]
+    analysts = [u for u in users if u.role == "analyst"]
+    ledger = gate.ledger
+    counts: dict[str, int] = {}
+    for ev in events:
+        counts[ev.kind] = counts.get(ev.kind, 0) + 1
+        if ev.kind == "denied":
+            try:
+                shares.authorise(gate, actor=data_users[ev.who], entity=entity_name(ev.who),
+                                 kind="posts", channel="api", purpose="bench")
+            except Forbidden:
+                continue  # audited by authorise
+            raise SystemExit("a share to an entity without R8 terms was not denied")
+        if ev.kind in ("export", "refused6"):
+            user = analysts[ev.who - len(entities)]
+            entity = by_name[user.entity]
+            root = by_name[entity.root]
+            counters = policy.export_counters(user, entity, root, ev.amount, 0, cfg)
+            audit = {"actor": user.name, "entity": user.entity, "recipient": user.name,
+                     "channel": "web", "kind": "export.xlsx", "request_id": uuid.uuid4().hex,
+                     "dataset": "bench"}
+        else:
+            entity = by_name[entity_name(ev.who)]
+            if entity.terms is None:
+                continue
+            root = by_name[entity.root]
+            counters = policy.id_share_counters(entity, root, "posts", ev.amount, cfg)
+            audit = {"actor": data_users[ev.who].name, "entity": entity.name,
+                     "recipient": entity.name, "channel": "api", "kind": "share.posts",
+                     "request_id": uuid.uuid4().hex, "purpose": "bench"}
+        idem = None
+        if ev.key:
+            amount = ev.amount + (1 if ev.kind == "conflict" else 0)
+            idem = Idempotency.of(audit["actor"], ev.key, entity.name, "posts", amount)
+        try:
+            grant = ledger.take(entity.root, counters, requested=ev.amount,
+                                share_id=audit["request_id"], audit=audit, idempotency=idem,
+                                now_ms=ev.at_ms)
+        except (QuotaExceeded, Conflict):  # refused whole / key reused: audited, counts nothing
+            continue
+        if grant.status == "replay":
+            continue
+        settle = {k: audit[k] for k in ("actor", "entity", "recipient", "channel", "kind",
+                                        "request_id")}
+        ledger.settle(entity.root, grant.share_id, counters, delivered=not ev.refund,
+                      audit=settle, idempotency=idem, now_ms=ev.at_ms + 50)
+    return counts
+
+
+def ingest_deletions(gate: Gate, rng: random.Random) -> None:
+    for n in (50, 500, 5000):
+        lines = "".join(f"{rng.randrange(10**17, 10**18)}\n" for _ in range(n)).encode()
+        gate.deletions.add(io.BytesIO(lines), kind="posts", source=f"tweets_{n}.txt",
+                           actor="cora", channel="web")
+
+
+def audit_records(client: redis.Redis) -> int:
+    streams = {keys.SYS_AUDIT, *(s.decode() for s in client.smembers(keys.AUDIT_STREAMS))}
+    pipe = client.pipeline(transaction=False)
+    for s in sorted(streams):
+        pipe.xlen(s)
+    return sum(pipe.execute())
+
+
+# --- timing --------------------------------------------------------------------------------
+
+
+def app_for(gate: Gate) -> tuple[Flask, list[str]]:
+    """The app as `gatekeeper serve` builds it, plus any blueprint web.py does not wire yet."""
+    app = create_app(gate, {"TESTING": True, "SECRET_KEY": "bench"})
+    added = []
+    for module, attr in BLUEPRINTS:
+        try:
+            bp = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            continue
+        if bp.name not in app.blueprints:
+            app.register_blueprint(bp)
+            added.append(bp.name)
+    return app, added
+
+
+def login(client: FlaskClient, name: str) -> None:
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    resp = client.post("/login", data={"username": name, "password": PASSWORD,
+                                       "csrf_token": token.group(1) if token else ""})
+    if resp.status_code != 302:
+        raise SystemExit(f"could not sign in as {name}: HTTP {resp.status_code}")
+
+
+def has_route(app: Flask, path: str) -> bool:
+    return any(rule.rule == path for rule in app.url_map.iter_rules())
+
+
+def time_page(client: FlaskClient, path: str, reps: int, warm: int = 2
+              ) -> tuple[list[float], str | None]:
+    """Milliseconds per GET (after `warm` untimed ones); an error text if one was not 200."""
+    samples = []
+    for i in range(warm + reps):
+        t0 = time.perf_counter()
+        resp = client.get(path)
+        resp.get_data()
+        elapsed = (time.perf_counter() - t0) * 1000
+        resp.close()
+        if resp.status_code != 200:
+            return samples, f"HTTP {resp.status_code}"
+        if i >= warm:
+            samples.append(elapsed)
+    return samples, None
+
+
+def timed(f: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = f()
+    return out, time.perf_counter() - t0
+
+
+def machine(client: redis.Redis) -> list[str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), platform.processor())
+    return [
+        f"machine: nproc={os.cpu_count()}, CPU {cpu}, Linux {platform.release()}",
+        f"software: Python {platform.python_version()}, redis-server "
+        f"{client.info('server')['redis_version']} ({redis_server_binary()}), "
+        f"redis-py {redis.__version__}, reportlab {reportlab.Version}",
+        "store: embedded redis-server on a Unix socket; appendfsync no while building the "
+        "history, always (the default) while timing",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entities", type=int, default=1000)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--records", type=int, default=100_000, help="audit records to make")
+    parser.add_argument("--reps", type=int, default=7, help="timed requests per page")
+    parser.add_argument("--report-reps", type=int, default=3, help="timed monthly reports")
+    parser.add_argument("--seed", type=int, default=5)
+    args = parser.parse_args()
+    command = shlex.join([Path(sys.executable).name, *sys.argv])
+    rng = random.Random(args.seed)
+    started = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="gk-bench-dash-") as tmp:
+        root = Path(tmp)
+        (root / "config.toml").write_text('[redis]\ndata_dir = "var"\n')
+        server = EmbeddedServer(root / "var")
+        server.start()
+        try:
+            client = server.client()
+            facts = machine(client)
+            client.config_set("appendfsync", "no")
+            gate = Gate(config_mod.load(root / "config.toml"), client=client)
+
+            t0 = time.perf_counter()
+            entities = build_entities(gate, args.entities)
+            users = build_users(gate, entities, args.users)
+            seconds, _ = client.time()
+            now = int(seconds) * 1000
+            month = datetime.fromtimestamp(now / 1000, UTC).strftime("%Y-%m")
+            start, _end = month_bounds(month)
+            if now - start < DAY_MS:  # the first day of a month: spread over the last 30 days
+                start = now - 30 * DAY_MS
+                month = datetime.fromtimestamp(start / 1000, UTC).strftime("%Y-%m")
+            ingest_deletions(gate, rng)
+            budget = args.records - audit_records(client)
+            events = plan(rng, args.entities, sum(u.role == "analyst" for u in users),
+                          budget, start, now - 60_000)
+            counts = run_traffic(gate, entities, users, events)
+            # Refusals append one record where a share appends two: top up to the target with
+            # small shares (two records) or a denial (one), after every planned event.
+            with_terms = [i for i in range(args.entities) if i % 100 != 42]
+            while (short := args.records - audit_records(client)) > 0:
+                extra = [Event(now - 60_000 + i, "share", rng.choice(with_terms), 100)
+                         for i in range(short // 2)]
+                if short % 2:
+                    extra.append(Event(now - 1, "denied", 42, 100))
+                for k, v in run_traffic(gate, entities, users, extra).items():
+                    counts[k] = counts.get(k, 0) + v
+            records = audit_records(client)
+            build_s = time.perf_counter() - t0
+            client.config_set("appendfsync", "always")
+
+            app, added = app_for(gate)
+            rows: list[tuple[str, str, str, bool]] = []
+            with app.test_client() as web:
+                login(web, "cora")
+                for path in ("/dashboard", "/audit"):
+                    label = (f"{path} render, median of {args.reps} after 2 warm-up (ms)"
+                             if path == "/dashboard" else f"{path} first page, median of "
+                             f"{args.reps} after 2 warm-up (ms)")
+                    if not has_route(app, path):
+                        rows.append((label, "route missing", f"<= {GOALS[path]:.0f}", False))
+                        continue
+                    samples, error = time_page(web, path, args.reps)
+                    if error:
+                        rows.append((label, error, f"<= {GOALS[path]:.0f}", False))
+                        continue
+                    med = statistics.median(samples)
+                    rows.append((label, f"{med:,.1f} (min {min(samples):,.1f}, max "
+                                        f"{max(samples):,.1f})", f"<= {GOALS[path]:.0f}",
+                                 med <= GOALS[path]))
+
+                from exports.report_pdf import write_report_pdf
+
+                totals, data_s, pdf_s, pages = [], [], [], 0
+                for _ in range(args.report_reps):
+                    report, d = timed(lambda: month_report(gate, month, actor="cora"))
+                    buf = io.BytesIO()
+                    pages, p = timed(lambda r=report, b=buf: write_report_pdf(r, b))
+                    data_s.append(d)
+                    pdf_s.append(p)
+                    totals.append(d + p)
+                med = statistics.median(totals)
+                rows.append((f"monthly report {month}: data, median (s)",
+                             f"{statistics.median(data_s):.2f}", "", True))
+                rows.append((f"monthly report {month}: PDF of {pages} pages, "
+                             f"{len(buf.getvalue()) / 1e6:.1f} MB, median (s)",
+                             f"{statistics.median(pdf_s):.2f}", "", True))
+                rows.append((f"monthly report {month}: data + PDF, median of "
+                             f"{args.report_reps} (s)",
+                             f"{med:.2f} ({', '.join(f'{x:.2f}' for x in totals)})",
+                             f"<= {REPORT_GOAL_S:.0f}", med <= REPORT_GOAL_S))
+                if has_route(app, "/report"):
+                    (status, _size), web_s = timed(lambda: _get_report(web, month))
+                    rows.append((f"GET /report?month={month} (s, HTTP {status})",
+                                 f"{web_s:.2f}", f"<= {REPORT_GOAL_S:.0f}",
+                                 status == 200 and web_s <= REPORT_GOAL_S))
+                else:
+                    rows.append(("GET /report (s)", "route missing", f"<= {REPORT_GOAL_S:.0f}",
+                                 False))
+        finally:
+            server.stop()
+
+    head = ("metric", "result", "goal", "")
+    table = [(m, r, g, ("PASS" if ok else "FAIL") if g else "") for m, r, g, ok in rows]
+    widths = [max(len(r[i]) for r in [head, *table]) for i in range(4)]
+    line = "  ".join("-" * w for w in widths)
+    print(f"gatekeeper compliance pages and monthly report: {args.entities:,} entities, "
+          f"{args.users:,} users, {records:,} audit records")
+    print(f"command: {command}")
+    for fact in facts:
+        print(fact)
+    print(f"history: built in {build_s:.0f} s through the library; events "
+          + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
+          + ", 3 deletion ingests; month "
+          f"{month}; blueprints registered by the bench: {', '.join(added) or 'none'}")
+    summary = report.summary()
+    print(f"report: {summary['records']:,} records in the month, "
+          f"{summary['entities_active']:,} active entities, {summary['recipients_active']:,} "
+          f"recipients, {summary['share.posts']:,} Post IDs, {report.refusal_count:,} "
+          f"refusals; audit records and ledger counters agree: "
+          f"{'yes' if summary['checks_ok'] else 'NO'}")
+    print()
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
+    print(line)
+    for r in table:
+        print("  ".join(c.ljust(w) if i != 1 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+    print(line)
+    goals = [(m, r, g, ok) for m, r, g, ok in rows if g]
+    print()
+    for metric, result, goal, ok in goals:
+        print(f"{'PASS' if ok else 'FAIL'}  {metric}: {result} (goal {goal})")
+    print(f"\ntotal run time {time.perf_counter() - started:.0f} s")
+    return 0 if all(ok for *_, ok in goals) else 1
+
+
+def _get_report(web: FlaskClient, month: str) -> tuple[int, int]:
+    resp = web.get("/report", query_string={"month": month})
+    size = len(resp.get_data())
+    resp.close()
+    return resp.status_code, size
+
+
+if __name__ == "__main__":
+    sys.exit(main())

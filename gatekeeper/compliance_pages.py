@@ -1,0 +1,237 @@
+"""The compliance officer's pages: the quota dashboard and one entity's facts (R2-R4, R6, R8-R11).
+
+Thin like `pages`: `dashboard` gathers, `charts` draws, the `Entities` methods change facts and
+audit each change in the same script (R11). Every form carries a CSRF token (CSRFProtect on the
+app) and every view checks the role (R12): compliance officers and administrators only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from markupsafe import Markup
+
+from gatekeeper import charts, dashboard, policy
+from gatekeeper.errors import BadInput, GatekeeperError
+from gatekeeper.pages import gate, me, role_required
+from gatekeeper.store import failing_closed
+
+bp = Blueprint("compliance", __name__)
+
+PER_PAGE = 100
+ALLOWED = policy.MAY_RECORD_COMPLIANCE
+
+# The look both pages add to base.html's: tables, badges, the toolbar.
+STYLE = Markup("""<style>
+  main { max-width:1280px; }
+  table.data { width:100%; border-collapse:collapse; font-size:.9rem; }
+  table.data th { text-align:left; font-weight:600; font-size:.8rem; color:var(--muted);
+                  border-bottom:2px solid var(--line); padding:.35rem .5rem; white-space:nowrap; }
+  table.data td { border-bottom:1px solid #eef0f4; padding:.45rem .5rem; vertical-align:middle; }
+  table.data .num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
+  table.data tr.near td { background:#fffaf0; }
+  table.data tr.over td { background:#fdf4f4; }
+  .scroll { overflow-x:auto; }
+  .badge { display:inline-block; font-size:.72rem; line-height:1.5; padding:0 .45rem;
+           border-radius:9px; background:#eef1f6; color:var(--muted); white-space:nowrap;
+           font-weight:600; }
+  .badge.near { background:#fff0cc; color:#7a4a00; }
+  .badge.over { background:#fbdada; color:var(--bad); }
+  .badge.exempt { background:#e3f3ea; color:var(--ok); }
+  .badge.permit { background:#e6eefb; color:var(--accent); }
+  .badge.missing { background:#fbdada; color:var(--bad); }
+  .entity-name { font-weight:600; }
+  .sub { display:block; color:var(--muted); font-size:.78rem; }
+  .toolbar { display:flex; gap:.6rem; align-items:end; flex-wrap:wrap; margin-bottom:.8rem; }
+  .toolbar input[type=text] { width:18rem; }
+  .toolbar select { width:auto; }
+  .pager { display:flex; gap:1rem; align-items:center; margin-top:.6rem; }
+  .head { display:flex; justify-content:space-between; align-items:baseline;
+          gap:1rem; flex-wrap:wrap; }
+  .figures div b.warn { color:#7a4a00; }
+  .figures div b.bad { color:var(--bad); }
+  .flags li { margin-bottom:.6rem; }
+  .flags ul { margin:.2rem 0 0; }
+  td.message { max-width:28rem; font-size:.82rem; color:var(--muted); }
+</style>""")
+
+
+def _int_arg(name: str, default: int = 1) -> int:
+    value = request.args.get(name, "")
+    return int(value) if value.isdigit() else default
+
+
+def when(ms: int | None) -> str:
+    """Epoch ms as shown on the pages: 2026-11-24 15:04 UTC."""
+    if ms is None:
+        return "—"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def figure(n: int | None, none: str = "no limit") -> str:
+    return none if n is None else f"{n:,}"
+
+
+def percent(ratio: float | None) -> str:
+    return "—" if ratio is None else f"{ratio:.0%}" if ratio < 10 else ">999%"
+
+
+def _helpers() -> dict[str, Any]:
+    return {"style": STYLE, "charts": charts, "figure": figure, "percent": percent, "when": when,
+            "near": dashboard.NEAR_LIMIT}
+
+
+# --- /dashboard ---------------------------------------------------------------------------------
+
+
+@bp.get("/dashboard")
+@role_required(*ALLOWED)
+def dashboard_page() -> Any:
+    q = request.args.get("q", "").strip()
+    sort = request.args.get("sort", "ratio")
+    ov = dashboard.overview(gate())
+    table = dashboard.entity_table(ov, q=q, sort=sort, page=_int_arg("page"),
+                                   per_page=PER_PAGE)
+    users = dashboard.user_table(ov, q=q, page=_int_arg("upage"), per_page=PER_PAGE)
+    dashboard.read_roles(gate(), users.rows)
+    now = datetime.fromtimestamp(ov.now_ms / 1000, UTC)
+    last_month = (now.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+    summary = {
+        "entities": len(ov.entities),
+        "near": sum(1 for r in ov.entities if r.near_limit),
+        "at_limit": sum(1 for r in ov.entities if r.ratio is not None and r.ratio >= 1),
+        "exempt": sum(1 for r in ov.entities if r.exempt),
+        "permissions": sum(1 for r in ov.entities if r.permission_state == "active"),
+        "users_near": sum(1 for r in ov.users if r.near_limit),
+        "users_idle": sum(1 for r in ov.users if not r.usage.used),
+    }
+    return render_template(
+        "dashboard.html", ov=ov, table=table, users=users, q=q, sort=sort, summary=summary,
+        month=now.strftime("%Y-%m"), last_month=last_month, end_day=ov.days[-1],
+        **_helpers())
+
+
+# --- /entities/NAME -----------------------------------------------------------------------------
+
+
+def _render_entity(name: str, *, error: GatekeeperError | None = None,
+                   form: str | None = None, values: dict[str, str] | None = None,
+                   status: int = 200) -> Any:
+    detail = dashboard.entity_detail(gate(), name)
+    return render_template(
+        "entity.html", d=detail, row=detail.row, e=detail.row.entity, ov=detail.overview,
+        error=error, error_form=form, values=values or {}, end_day=detail.overview.days[-1],
+        kinds=policy.KINDS, terms=policy.TERMS, terms_version=policy.TERMS_VERSION,
+        **_helpers()), status
+
+
+@bp.get("/entities/<name>")
+@role_required(*ALLOWED)
+def entity_page(name: str) -> Any:
+    return _render_entity(name)
+
+
+def _change(name: str, form: str, change: Any, done: str) -> Any:
+    """Apply one change through the Entities methods (each audited, R11); on a refusal show
+    the page again with the rule and change nothing."""
+    values = {k: v for k, v in request.form.items() if k != "csrf_token"}
+    try:
+        change()
+    except GatekeeperError as exc:
+        if exc.status >= 500:
+            raise
+        return _render_entity(name, error=exc, form=form, values=values, status=exc.status)
+    flash(done, "ok")
+    return redirect(url_for("compliance.entity_page", name=name) + f"#{form}")
+
+
+@bp.post("/entities/<name>/academic")
+@role_required(*ALLOWED)
+def record_academic(name: str) -> Any:
+    f = request.form
+    research = f.get("research") == "yes"
+
+    def change() -> None:
+        gate().entities.set_academic(name, kind=f.get("kind", ""), research=research,
+                                     evidence=f.get("evidence", ""), actor=me().name,
+                                     channel="web")
+
+    kind = f.get("kind", "")
+    done = (f"R3: {name} recorded as {kind}"
+            + (" doing non-commercial research" if research else ", no research purpose"))
+    return _change(name, "academic", change, done)
+
+
+def parse_limit(text: str) -> int | None:
+    """A permission's limit as typed: a number (1,500,000 or 1_500_000) or 'unlimited'."""
+    text = text.strip()
+    if text.lower() == "unlimited":
+        return None
+    digits = text.replace(",", "").replace("_", "").replace(" ", "")
+    if not digits.isdigit() or int(digits) <= 0:
+        raise BadInput(f"R4: the limit must be a positive number or 'unlimited', not {text!r}",
+                       rule="R4")
+    return int(digits)
+
+
+def end_of_day_ms(day: str, timezone: str) -> int:
+    """The end of the last valid day (the permission holds through `day`, in the zone)."""
+    try:
+        d = date.fromisoformat(day.strip())
+    except ValueError:
+        raise BadInput(f"R4: 'valid until' must be a date YYYY-MM-DD, not {day!r}",
+                       rule="R4") from None
+    return int(datetime.combine(d + timedelta(days=1), dtime(0), ZoneInfo(timezone))
+               .timestamp() * 1000)
+
+
+def _redis_now_ms() -> int:
+    with failing_closed():
+        seconds, micros = gate().client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+@bp.post("/entities/<name>/permission")
+@role_required(*ALLOWED)
+def record_permission(name: str) -> Any:
+    f = request.form
+
+    def change() -> None:
+        limit = parse_limit(f.get("limit", ""))
+        until_ms = end_of_day_ms(f.get("until", ""), gate().config.limits.timezone)
+        if until_ms <= _redis_now_ms():
+            raise BadInput(f"R4: valid until {f.get('until')} is already over; a permission "
+                           "must end in the future", rule="R4")
+        gate().entities.permit(name, limit=limit, until_ms=until_ms,
+                               reference=f.get("reference", ""), actor=me().name,
+                               channel="web")
+
+    return _change(name, "permission", change,
+                   f"R4: written permission recorded for {name} "
+                   f"({f.get('limit', '').strip()} until {f.get('until', '').strip()})")
+
+
+@bp.post("/entities/<name>/permission/revoke")
+@role_required(*ALLOWED)
+def revoke_permission(name: str) -> Any:
+    def change() -> None:
+        gate().entities.revoke_permit(name, reason=request.form.get("reason", ""),
+                                      actor=me().name, channel="web")
+
+    return _change(name, "revoke", change,
+                   f"R4: the written permission of {name} is revoked; R2 applies again now")
+
+
+@bp.post("/entities/<name>/terms")
+@role_required(*ALLOWED)
+def record_terms(name: str) -> Any:
+    by = request.form.get("by", "")
+
+    def change() -> None:
+        gate().entities.accept_terms(name, by=by, actor=me().name, channel="web")
+
+    return _change(name, "terms", change, f"R8: attestation by {by.strip()} recorded for {name}")

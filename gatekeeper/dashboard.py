@@ -1,0 +1,660 @@
+"""What the compliance dashboard shows, read in a few pipelined round trips (R2-R4, R6, R8-R11).
+
+`overview` reads every entity, every recipient, their counters, the latest refusals and daily
+usage with four round trips whatever the number of entities: directories and the Redis clock;
+entity and user hashes; one peek script call per pool (batched) plus the audit streams; daily
+usage. Pages and the Prometheus collector only present it. Nothing here decides a quota: limits
+come from the policy, usage from the ledger's peek script on the Redis clock.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from gatekeeper import keys, policy
+from gatekeeper.entities import Attestation, Entity
+from gatekeeper.ledger import DAY_MS, Counter
+from gatekeeper.store import failing_closed
+from gatekeeper.users import User
+
+NEAR_LIMIT = 0.8  # a ratio from which the dashboard (and alerting) calls a limit near
+HISTORY_DAYS = 30
+REFUSED = ("refused", "denied", "conflict")
+RECENT_PER_STREAM = 200  # records read at most from each audit stream for "latest refusals"
+FIRST_READ_BUDGET = 3_000  # records read first from all streams together (3 each of 1,000)
+RECENT_REFUSALS = 20
+ENTITY_RECORDS = 1000  # newest records of a pool's stream read for one entity's page
+PEEK_BATCH = 500  # counters per script call, so that no single call holds the server long
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One counter as peeked now: used against its limit (None = counted, never enforced)."""
+
+    used: int
+    limit: int | None
+    remaining: int | None
+    releases: tuple[tuple[int, int], ...] = ()  # (at ms, amount), oldest first
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.limit is None else self.used / max(self.limit, 1)
+
+    @property
+    def next_release(self) -> tuple[int, int] | None:
+        return self.releases[0] if self.releases else None
+
+
+@dataclass
+class EntityRow:
+    """One entity with its R2 usage, the facts that lift or change its limit, and its pool."""
+
+    entity: Entity
+    own: Usage  # the entity's own R2 counter; for a pool's root this *is* the pool's
+    pool: Usage | None  # the pool's counter, for a child entity (R10)
+    user_ids: int  # User IDs shared: recorded, not capped (R2)
+    children: list[str]
+    members: list[str]  # every entity of the pool, root first
+    users: list[str]
+    permission_state: str | None  # active | future | expired | revoked | None
+    daily: dict[int, int] = field(default_factory=dict)  # epoch day -> Post IDs
+
+    @property
+    def name(self) -> str:
+        return self.entity.name
+
+    @property
+    def exempt(self) -> bool:
+        return policy.exempt(self.entity)
+
+    @property
+    def ratio(self) -> float | None:
+        """The binding ratio: a share charges the entity's own counter and its pool's."""
+        ratios = [u.ratio for u in (self.own, self.pool) if u is not None and u.ratio is not None]
+        return max(ratios) if ratios else None
+
+    @property
+    def near_limit(self) -> bool:
+        return self.ratio is not None and self.ratio >= NEAR_LIMIT
+
+
+@dataclass
+class UserRow:
+    """One recipient's hydrated objects in the current R6 window."""
+
+    user: User  # from the directory: name, entity, pool (role is read only for shown rows)
+    usage: Usage
+    role: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.user.name
+
+    @property
+    def near_limit(self) -> bool:
+        return self.usage.ratio is not None and self.usage.ratio >= NEAR_LIMIT
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One audit record (R11) as read from a stream."""
+
+    id: str
+    pool: str | None  # the pool whose stream holds it; None for the system stream
+    fields: dict[str, str]
+    stream: str = ""
+
+    @property
+    def time_ms(self) -> int:
+        return int(self.fields.get("time") or self.id.split("-")[0])
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.fields.get(name, default)
+
+    def order(self) -> tuple[int, int]:
+        ms, _, seq = self.id.partition("-")
+        return int(ms), int(seq or 0)
+
+
+@dataclass
+class Overview:
+    """Everything /dashboard shows, as of one instant on the Redis clock."""
+
+    now_ms: int
+    post_window: str
+    hydrated_window: str
+    hydrated_limit: int
+    entities: list[EntityRow]
+    users: list[UserRow]
+    refusals: list[AuditRecord]
+    flags: list[SplitFlag]
+    days: list[int]  # the epoch days of the charts, oldest first
+
+    def daily_total(self) -> dict[int, int]:
+        """Post IDs per day over every pool (roots only: a child's IDs are in its pool's)."""
+        total: dict[int, int] = {}
+        for row in self.entities:
+            if row.entity.root == row.name:
+                for day, n in row.daily.items():
+                    total[day] = total.get(day, 0) + n
+        return total
+
+    def row(self, name: str) -> EntityRow | None:
+        return next((r for r in self.entities if r.name == name), None)
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a server-side sorted, searched table."""
+
+    rows: list[T]
+    number: int
+    pages: int
+    total: int
+
+
+@dataclass
+class EntityDetail:
+    """What /entities/NAME shows: the entity, its pool, its recent activity and changes."""
+
+    overview: Overview  # restricted to the entity's pool (flags cover every entity)
+    row: EntityRow
+    activity: list[AuditRecord]  # shares and exports, newest first
+    changes: list[AuditRecord]  # entity.* records about this entity, newest first
+    records_read: int
+
+
+@dataclass(frozen=True)
+class SplitFlag:
+    """Entities in different pools that may be one entity split up (R10), and why."""
+
+    entities: tuple[str, ...]
+    reasons: tuple[str, ...]
+
+
+def _text(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _stream_root(stream: str) -> str | None:
+    prefix, suffix = f"{keys.PREFIX}:{{e:", "}:audit"
+    if stream.startswith(prefix) and stream.endswith(suffix):
+        return stream[len(prefix):-len(suffix)]
+    return None
+
+
+@dataclass
+class _Snapshot:
+    now_ms: int
+    entities: list[Entity]
+    revoked: set[str]
+    users: list[User]  # name, entity and pool only (see _snapshot)
+    streams: list[str]
+
+
+def _snapshot(gate: Any, *, with_users: bool) -> _Snapshot:
+    """Round trips 1-2: the Redis clock, the directories, every entity's and user's facts."""
+    client = gate.client
+    with failing_closed():
+        pipe = client.pipeline(transaction=False)
+        pipe.time()
+        pipe.hgetall(keys.ENTITIES)
+        pipe.hgetall(keys.USERS)
+        pipe.smembers(keys.AUDIT_STREAMS)
+        (seconds, micros), entity_dir, user_dir, streams = pipe.execute()
+        roots = {k.decode(): v.decode() for k, v in entity_dir.items()}
+        names = sorted(roots)
+        user_names = sorted((k.decode(), v.decode()) for k, v in user_dir.items()
+                            if v.decode() in roots) if with_users else []
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(keys.entity(roots[name], name))
+        rows = pipe.execute()
+    entities, revoked = [], set()
+    for raw in rows:
+        if raw:
+            h = _text(raw)
+            entities.append(Entity.from_hash(h))
+            if h.get("permit_revoked_by"):
+                revoked.add(h["name"])
+    # Users as the directory knows them: counting R6 needs only name and pool, and reading
+    # 10,000 user hashes would cost more than everything else together.
+    users = [User(name=name, entity=entity, root=roots[entity], role="", created_at_ms=0,
+                  terms_version=None, terms_at_ms=None) for name, entity in user_names]
+    stream_names = sorted(s.decode() for s in streams)
+    return _Snapshot(seconds * 1000 + micros // 1000, entities, revoked, users, stream_names)
+
+
+def _permission_state(entity: Entity, revoked: set[str], now_ms: int) -> str | None:
+    p = entity.permission
+    if p is None:
+        return None
+    if now_ms < p.valid_from_ms:
+        return "future"
+    if now_ms < p.valid_until_ms:
+        return "active"
+    return "revoked" if entity.name in revoked else "expired"
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    def n(v: str) -> int | None:
+        return None if int(v) < 0 else int(v)
+
+    return Usage(used=int(raw["used"]), limit=n(raw["limit"]), remaining=n(raw["remaining"]),
+                 releases=tuple((int(at), int(amount)) for at, amount in raw["releases"]))
+
+
+def _peek_all(gate: Any, pipe: Any, counters: list[Counter], now_ms: int) -> Callable[
+        [list[Any]], list[Usage]]:
+    """Queue peeks of `counters` (all in one pool's slot) on `pipe`; returns their decoder."""
+    start = len(pipe)
+    calls = 0
+    for i in range(0, len(counters), PEEK_BATCH):
+        batch = counters[i:i + PEEK_BATCH]
+        args: list[Any] = ["", len(batch)]
+        for c in batch:
+            args += c.args(now_ms)
+        gate.ledger.scripts.peek(keys=[c.key for c in batch], args=args, client=pipe)
+        calls += 1
+
+    def decode(results: list[Any]) -> list[Usage]:
+        out: list[Usage] = []
+        for raw in results[start:start + calls]:
+            out += [_usage(c) for c in json.loads(raw)["counters"]]
+        return out
+
+    return decode
+
+
+def _measure(gate: Any, snap: _Snapshot, entities: list[Entity], users: list[User],
+             streams: list[str], per_stream: int, *, history: bool) -> tuple[
+        list[EntityRow], list[UserRow], list[AuditRecord]]:
+    """Round trips 3-4: every counter of the given entities and users, streams, daily usage."""
+    cfg = gate.config.limits
+    by_name = {e.name: e for e in snap.entities}
+    pools: dict[str, list[tuple[str, Counter]]] = {}
+    for e in entities:
+        root = by_name.get(e.root, e)
+        posts = policy.id_share_counters(e, root, "posts", 0, cfg)[-1]
+        ids = policy.id_share_counters(e, root, "users", 0, cfg)[0]
+        pools.setdefault(e.root, []).extend([(f"e:{e.name}", posts), (f"u:{e.name}", ids)])
+    for u in users:
+        pools.setdefault(u.root, []).append((f"r6:{u.name}", policy.hydrated_counter(u, 0, cfg)))
+    with failing_closed():
+        pipe = gate.client.pipeline(transaction=False)
+        decoders = [(items, _peek_all(gate, pipe, [c for _, c in items], snap.now_ms))
+                    for items in pools.values()]
+        first_stream = len(pipe)
+        for stream in streams:
+            pipe.xrevrange(stream, count=per_stream)
+        results = pipe.execute() if len(pipe) else []
+    usage: dict[str, Usage] = {}
+    for items, decode in decoders:
+        usage.update(zip((tag for tag, _ in items), decode(results), strict=True))
+    records = [AuditRecord(rid.decode(), _stream_root(stream), _text(fields), stream)
+               for stream, rows in zip(streams, results[first_stream:], strict=True)
+               for rid, fields in rows]
+    daily: list[dict[int, int]] = []
+    if history and entities:
+        daily = gate.ledger.daily([policy.id_share_counters(e, by_name.get(e.root, e), "posts",
+                                                            0, cfg)[-1] for e in entities])
+    first_day = snap.now_ms // DAY_MS - HISTORY_DAYS + 1
+    members: dict[str, list[str]] = {}
+    children: dict[str, list[str]] = {}
+    for e in sorted(snap.entities, key=lambda e: (e.name != e.root, e.name)):
+        members.setdefault(e.root, []).append(e.name)
+        if e.parent:
+            children.setdefault(e.parent, []).append(e.name)
+    users_of: dict[str, list[str]] = {}
+    for u in snap.users:
+        users_of.setdefault(u.entity, []).append(u.name)
+    rows = []
+    for i, e in enumerate(entities):
+        rows.append(EntityRow(
+            entity=e, own=usage[f"e:{e.name}"],
+            pool=usage.get(f"e:{e.root}") if e.root != e.name else None,
+            user_ids=usage[f"u:{e.name}"].used, children=children.get(e.name, []),
+            members=members.get(e.root, [e.name]), users=users_of.get(e.name, []),
+            permission_state=_permission_state(e, snap.revoked, snap.now_ms),
+            daily={d: n for d, n in daily[i].items() if d >= first_day} if daily else {}))
+    user_rows = [UserRow(u, usage[f"r6:{u.name}"]) for u in users]
+    return rows, user_rows, records
+
+
+def _overview(gate: Any, snap: _Snapshot, rows: list[EntityRow], users: list[UserRow],
+              refusals: list[AuditRecord], flags: list[SplitFlag]) -> Overview:
+    cfg = gate.config.limits
+    today = snap.now_ms // DAY_MS
+    return Overview(
+        now_ms=snap.now_ms, post_window=f"{cfg.post_ids_window_days}d",
+        hydrated_window=cfg.hydrated_window, hydrated_limit=cfg.hydrated_per_recipient,
+        entities=rows, users=users, refusals=refusals, flags=flags,
+        days=list(range(today - HISTORY_DAYS + 1, today + 1)))
+
+
+def overview(gate: Any, *, users: bool = True, history: bool = True) -> Overview:
+    """Every entity's R2 usage and facts, every recipient's R6 usage, the latest refusals,
+    daily usage and possible splitting (R10). `users`/`history` off: entities' usage only."""
+    snap = _snapshot(gate, with_users=users or history)
+    streams = [*snap.streams, keys.SYS_AUDIT] if history else []
+    first = max(3, min(RECENT_PER_STREAM, FIRST_READ_BUDGET // max(len(streams), 1)))
+    rows, user_rows, records = _measure(gate, snap, snap.entities,
+                                        snap.users if users else [], streams, first,
+                                        history=history)
+    refusals = _latest_refusals(gate, streams, records, first)
+    flags = _flags(snap) if history else []
+    return _overview(gate, snap, rows, user_rows, refusals, flags)
+
+
+def _refused(records: Iterable[AuditRecord]) -> list[AuditRecord]:
+    return sorted((r for r in records if r.get("outcome") in REFUSED), key=AuditRecord.order,
+                  reverse=True)
+
+
+def _latest_refusals(gate: Any, streams: list[str], records: list[AuditRecord],
+                     first: int) -> list[AuditRecord]:
+    """The newest refusals across every stream, given each stream's newest `first` records.
+
+    Only the streams that may still hide a refusal newer than the 20th found so far are read
+    further back (up to RECENT_PER_STREAM records each): with 1,000 pools that is a few, where
+    reading 200 records of every stream would cost seconds.
+    """
+    found = _refused(records)
+    bound = found[RECENT_REFUSALS - 1].order() if len(found) >= RECENT_REFUSALS else None
+    last: dict[str, AuditRecord] = {}
+    count: dict[str, int] = {}
+    for r in records:  # each stream's records come newest first
+        last[r.stream] = r
+        count[r.stream] = count.get(r.stream, 0) + 1
+    deeper = [s for s in streams if count.get(s, 0) == first < RECENT_PER_STREAM
+              and (bound is None or last[s].order() > bound)]
+    if deeper:
+        low = "-" if bound is None else f"{bound[0]}-{bound[1]}"
+        with failing_closed():
+            pipe = gate.client.pipeline(transaction=False)
+            for s in deeper:
+                pipe.xrevrange(s, max=f"({last[s].id}", min=low,
+                               count=RECENT_PER_STREAM - first)
+            more = pipe.execute()
+        found = _refused([*found, *(AuditRecord(rid.decode(), _stream_root(s), _text(f), s)
+                                    for s, rows in zip(deeper, more, strict=True)
+                                    for rid, f in rows)])
+    return found[:RECENT_REFUSALS]
+
+
+def entity_detail(gate: Any, name: str) -> EntityDetail:
+    """One entity's page: its pool's usage, its users, its pool's recent shares and changes."""
+    snap = _snapshot(gate, with_users=True)
+    entity = next((e for e in snap.entities if e.name == name), None)
+    if entity is None:
+        gate.entities.get(name)  # raises NotFound with the usual message
+        raise AssertionError("unreachable")
+    pool = [e for e in snap.entities if e.root == entity.root]
+    pool_users = [u for u in snap.users if u.root == entity.root]
+    stream = keys.audit(entity.root)
+    rows, user_rows, records = _measure(gate, snap, pool, pool_users, [stream],
+                                        ENTITY_RECORDS, history=True)
+    flags = [f for f in _flags(snap) if name in f.entities]
+    ov = _overview(gate, snap, rows, user_rows, _refused(records)[:RECENT_REFUSALS], flags)
+    row = next(r for r in rows if r.name == name)
+    shown = set(row.members) if entity.root == name else {name}
+    activity = [r for r in records if r.get("entity") in shown
+                and r.get("kind").startswith(("share.", "export."))]
+    changes = [r for r in records if r.get("entity") == name
+               and r.get("kind").startswith("entity.")]
+    return EntityDetail(ov, row, activity[:50], changes, len(records))
+
+
+# --- tables: server-side search, sort and paging ------------------------------------------------
+
+SORTS = ("ratio", "used", "name")
+
+
+def _entity_key(sort: str) -> Callable[[EntityRow], Any]:
+    if sort == "name":
+        return lambda r: r.name
+    if sort == "used":
+        return lambda r: (-r.own.used, r.name)
+    # Near the limit first, then by ratio; entities without a limit (exempt) after, by usage.
+    return lambda r: (not r.near_limit, r.ratio is None, -(r.ratio or 0.0), -r.own.used, r.name)
+
+
+def paginate(rows: Sequence[T], page: int, per_page: int) -> Page[T]:
+    pages = max(1, -(-len(rows) // per_page))
+    number = min(max(page, 1), pages)
+    start = (number - 1) * per_page
+    return Page(list(rows[start:start + per_page]), number, pages, len(rows))
+
+
+def _matches(q: str, *texts: str | None) -> bool:
+    q = q.strip().casefold()
+    return not q or any(q in (t or "").casefold() for t in texts)
+
+
+def entity_table(ov: Overview, *, q: str = "", sort: str = "ratio", page: int = 1,
+                 per_page: int = 100) -> Page[EntityRow]:
+    """The entities whose name contains `q`, near-limit first (or by usage, or by name)."""
+    rows = [r for r in ov.entities if _matches(q, r.name)]
+    rows.sort(key=_entity_key(sort if sort in SORTS else "ratio"))
+    return paginate(rows, page, per_page)
+
+
+def user_table(ov: Overview, *, q: str = "", page: int = 1,
+               per_page: int = 100) -> Page[UserRow]:
+    """Recipients who received hydrated objects in the window (name or entity contains `q`),
+    most first: with one limit for all (R6), that is also nearest the limit first."""
+    rows = [r for r in ov.users if r.usage.used and _matches(q, r.name, r.user.entity)]
+    rows.sort(key=lambda r: (-r.usage.used, r.name))
+    return paginate(rows, page, per_page)
+
+
+def read_roles(gate: Any, rows: list[UserRow]) -> None:
+    """Fill in the role of the rows shown (one pipelined round trip)."""
+    with failing_closed():
+        pipe = gate.client.pipeline(transaction=False)
+        for r in rows:
+            pipe.hget(keys.user(r.user.root, r.name), "role")
+        for r, role in zip(rows, pipe.execute() if rows else [], strict=True):
+            r.role = role.decode() if role else None
+
+
+def entity_gauges(gate: Any) -> Iterable[tuple[str, int, int | None, float | None]]:
+    """(entity, Post IDs used, limit or None when unlimited, binding ratio) for alerting."""
+    for row in overview(gate, users=False, history=False).entities:
+        yield row.name, row.own.used, row.own.limit, row.ratio
+
+
+# --- possible splitting (R10) -------------------------------------------------------------------
+
+# Words that name a legal form or "university", not who an organisation is.
+SUFFIXES = frozenset({"inc", "incorporated", "ltd", "limited", "llc", "llp", "lp", "gmbh", "ag",
+                      "sa", "sas", "sarl", "bv", "nv", "plc", "corp", "corporation", "co",
+                      "company", "the", "university", "univ", "uni"})
+MIN_PREFIX = 5  # "acme" is a prefix of too many names to mean anything
+MAX_REASONS = 8
+_WORD = re.compile(r"[^\W_]+")
+
+
+def normalise_entity(name: str) -> str:
+    """An entity name as compared for R10: casefolded, without punctuation or legal suffixes."""
+    words = _WORD.findall(name.casefold())
+    kept = [w for w in words if w not in SUFFIXES]
+    return "".join(kept or words)
+
+
+def normalise_person(name: str) -> str:
+    """A user name or attesting person as compared for R10: letters and digits, casefolded;
+    an address's local part ("jane.doe@x.org" and "Jane Doe" compare equal)."""
+    return "".join(_WORD.findall(name.casefold().partition("@")[0]))
+
+
+def _distance(a: str, b: str, most: int) -> int:
+    """Levenshtein distance, or most + 1 as soon as it is known to exceed `most`."""
+    if abs(len(a) - len(b)) > most:
+        return most + 1
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (ca != cb)))
+        if min(current) > most:
+            return most + 1
+        previous = current
+    return previous[-1]
+
+
+def _deletions(word: str, depth: int) -> set[str]:
+    out, frontier = {word}, {word}
+    for _ in range(depth):
+        frontier = {w[:i] + w[i + 1:] for w in frontier for i in range(len(w))}
+        out |= frontier
+    return out
+
+
+class _Groups:
+    """Entities linked so far (union by relabelling the smaller group: lookups are one dict
+    read, which matters when every pair of a thousand numbered names is a candidate)."""
+
+    def __init__(self) -> None:
+        self.of: dict[str, int] = {}
+        self.members: dict[int, list[str]] = {}
+        self.reasons: dict[int, list[str]] = {}
+
+    def same(self, a: str, b: str) -> bool:
+        ga = self.of.get(a)
+        return ga is not None and ga == self.of.get(b)
+
+    def link(self, a: str, b: str, why: str) -> None:
+        for x in (a, b):
+            if x not in self.of:
+                self.of[x] = len(self.of)
+                self.members[self.of[x]] = [x]
+        ga, gb = self.of[a], self.of[b]
+        if ga == gb:
+            return  # a link inside a group already found explains nothing new
+        if len(self.members[ga]) < len(self.members[gb]):
+            ga, gb = gb, ga
+        for x in self.members[gb]:
+            self.of[x] = ga
+        self.members[ga] += self.members.pop(gb)
+        self.reasons[ga] = [*self.reasons.get(ga, []), *self.reasons.pop(gb, []), why]
+
+
+def _name_links(names: dict[str, str], groups: _Groups) -> Iterable[tuple[str, str, str]]:
+    """Pairs of entity names that look alike, with why: equal once normalised, within a few
+    edits (2 for names of 5+ characters, 1 for 3-4: short names are all a few edits apart),
+    or one a prefix of the other (5+ characters). Pairs already grouped are not checked."""
+    by_norm: dict[str, list[str]] = {}
+    for name, norm in names.items():
+        by_norm.setdefault(norm, []).append(name)
+    norms = sorted(by_norm)
+    for norm in norms:
+        group = sorted(by_norm[norm])
+        for other in group[1:]:
+            yield group[0], other, (f"{group[0]} and {other} are the same name once case, "
+                                    f"punctuation and legal suffixes are set aside ({norm!r})")
+    # Names within 2 edits share a string left after deleting up to 2 characters from each
+    # (then checked exactly): near-linear where comparing every pair would be quadratic.
+    buckets: dict[str, list[str]] = {}
+    for norm in norms:
+        if len(norm) >= 3:
+            for variant in _deletions(norm, 2 if len(norm) >= MIN_PREFIX else 1):
+                buckets.setdefault(variant, []).append(by_norm[norm][0])
+    failed: set[tuple[str, str]] = set()
+    for bucket in buckets.values():
+        for i, a in enumerate(bucket):
+            for b in bucket[i + 1:]:
+                if groups.same(a, b) or (a, b) in failed:
+                    continue
+                na, nb = names[a], names[b]
+                most = 2 if min(len(na), len(nb)) >= MIN_PREFIX else 1
+                d = _distance(na, nb, most)
+                if d <= most:
+                    yield a, b, f"{a} and {b} are {d} edit{'s' * (d > 1)} apart"
+                else:
+                    failed.add((a, b))
+    for i, a in enumerate(norms):
+        if len(a) < MIN_PREFIX:
+            continue
+        for b in norms[i + 1:]:
+            if not b.startswith(a):
+                break
+            first, second = by_norm[a][0], by_norm[b][0]
+            if not groups.same(first, second):
+                yield first, second, f"{first} is the start of {second}"
+
+
+def _people_links(entities: list[Entity], users: list[User]) -> Iterable[tuple[str, str, str]]:
+    """Entities that share a person: users whose names differ only in case or punctuation,
+    or the same person attesting to X's terms (R8) for both."""
+    seen: dict[str, tuple[str, str]] = {}
+    for u in sorted(users, key=lambda u: u.name):
+        norm = normalise_person(u.name)
+        if not norm:
+            continue
+        if norm in seen and seen[norm][1] != u.entity:
+            other, entity = seen[norm]
+            yield entity, u.entity, (f"user {other} of {entity} and user {u.name} of "
+                                     f"{u.entity} look like the same person")
+        seen.setdefault(norm, (u.name, u.entity))
+    attested: dict[str, tuple[str, str]] = {}
+    for e in entities:
+        norm = normalise_person(e.terms.by) if e.terms is not None else ""
+        if not norm:
+            continue
+        if norm in attested:
+            by, first = attested[norm]
+            same = by == e.terms.by  # type: ignore[union-attr]
+            yield first, e.name, (
+                f"{by!r} attested to X's terms (R8) for both {first} and {e.name}" if same
+                else f"{by!r} attested to X's terms (R8) for {first} and "
+                     f"{e.terms.by!r} for {e.name}")  # type: ignore[union-attr]
+        else:
+            attested[norm] = (e.terms.by, e.name)  # type: ignore[union-attr]
+
+
+def _flags(snap: _Snapshot) -> list[SplitFlag]:
+    key = (tuple((e.name, e.root, e.terms.by if e.terms else "") for e in snap.entities),
+           tuple((u.name, u.entity) for u in snap.users))
+    return list(_splitting_of(key))
+
+
+@functools.lru_cache(maxsize=4)
+def _splitting_of(key: tuple[tuple[tuple[str, str, str], ...], tuple[tuple[str, str], ...]]
+                  ) -> tuple[SplitFlag, ...]:
+    """possible_splitting, remembered while names, pools, attestations and users stay the
+    same (comparing 1,000 numbered names takes a few hundred milliseconds)."""
+    entities = [Entity(name, "", False, None, None, None, None, root, 0,
+                       Attestation(by, "", 0, "") if by else None, None)
+                for name, root, by in key[0]]
+    users = [User(name, entity, "", "", 0, None, None) for name, entity in key[1]]
+    return tuple(possible_splitting(entities, users))
+
+
+def possible_splitting(entities: list[Entity], users: list[User]) -> list[SplitFlag]:
+    """Groups of entities in different pools whose names or people overlap (R10), each with
+    the links that put it together. Entities already pooled count as one: never flagged."""
+    root = {e.name: e.root for e in entities}
+    names = {e.name: normalise_entity(e.name) for e in entities}
+    groups = _Groups()
+    links = itertools.chain(_name_links(names, groups), _people_links(entities, users))
+    for a, b, why in links:
+        if root.get(a) != root.get(b):
+            groups.link(a, b, why)
+    flags = []
+    for gid, members in groups.members.items():
+        why = groups.reasons.get(gid, [])
+        shown = why[:MAX_REASONS]
+        if len(why) > MAX_REASONS:
+            shown.append(f"… and {len(why) - MAX_REASONS:,} more links")
+        flags.append(SplitFlag(tuple(sorted(members)), tuple(shown)))
+    return sorted(flags, key=lambda f: (-len(f.entities), f.entities))
