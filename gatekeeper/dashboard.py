@@ -252,16 +252,14 @@ def _usage(raw: dict[str, Any]) -> Usage:
                  releases=tuple((int(at), int(amount)) for at, amount in raw["releases"]))
 
 
-def _peek_all(gate: Any, pipe: Any, counters: list[Counter], now_ms: int) -> Callable[
+def _peek_all(gate: Any, pipe: Any, counters: list[Counter], next_only: bool) -> Callable[
         [list[Any]], list[Usage]]:
     """Queue peeks of `counters` (all in one pool's slot) on `pipe`; returns their decoder."""
     start = len(pipe)
     calls = 0
     for i in range(0, len(counters), PEEK_BATCH):
         batch = counters[i:i + PEEK_BATCH]
-        args: list[Any] = ["", len(batch)]
-        for c in batch:
-            args += c.args(now_ms)
+        args = gate.ledger.peek_args(batch, next_only=next_only)
         gate.ledger.scripts.peek(keys=[c.key for c in batch], args=args, client=pipe)
         calls += 1
 
@@ -275,7 +273,8 @@ def _peek_all(gate: Any, pipe: Any, counters: list[Counter], now_ms: int) -> Cal
 
 
 def _measure(gate: Any, snap: _Snapshot, entities: list[Entity], users: list[User],
-             streams: list[str], per_stream: int, *, history: bool) -> tuple[
+             streams: list[str], per_stream: int, *, history: bool,
+             next_only: bool = True) -> tuple[
         list[EntityRow], list[UserRow], list[AuditRecord]]:
     """Round trips 3-4: every counter of the given entities and users, streams, daily usage."""
     cfg = gate.config.limits
@@ -290,7 +289,7 @@ def _measure(gate: Any, snap: _Snapshot, entities: list[Entity], users: list[Use
         pools.setdefault(u.root, []).append((f"r6:{u.name}", policy.hydrated_counter(u, 0, cfg)))
     with failing_closed():
         pipe = gate.client.pipeline(transaction=False)
-        decoders = [(items, _peek_all(gate, pipe, [c for _, c in items], snap.now_ms))
+        decoders = [(items, _peek_all(gate, pipe, [c for _, c in items], next_only))
                     for items in pools.values()]
         first_stream = len(pipe)
         for stream in streams:
@@ -401,7 +400,7 @@ def entity_detail(gate: Any, name: str) -> EntityDetail:
     pool_users = [u for u in snap.users if u.root == entity.root]
     stream = keys.audit(entity.root)
     rows, user_rows, records = _measure(gate, snap, pool, pool_users, [stream],
-                                        ENTITY_RECORDS, history=True)
+                                        ENTITY_RECORDS, history=True, next_only=False)
     flags = [f for f in _flags(snap) if name in f.entities]
     ov = _overview(gate, snap, rows, user_rows, _refused(records)[:RECENT_REFUSALS], flags)
     row = next(r for r in rows if r.name == name)

@@ -10,6 +10,7 @@ buckets plus a running total, and memory is bounded by the number of buckets in 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -50,11 +51,13 @@ class Window:
         )
 
 
+@functools.cache
 def post_id_window(cfg: LimitsConfig) -> Window:
     """R2's window: the last N days (30), in 10-minute buckets."""
     return Window(f"{cfg.post_ids_window_days}d", cfg.post_ids_window_days * DAY_MS, 600_000)
 
 
+@functools.cache
 def hydrated_window(cfg: LimitsConfig) -> Window:
     """R6's window: any rolling 24 hours (1-minute buckets) or the calendar day in a zone."""
     if cfg.hydrated_window == "calendar-day":
@@ -292,13 +295,14 @@ class Ledger:
         return out["status"]
 
     def peek(
-        self, counters: list[Counter], *, now_ms: int | None = None
+        self, counters: list[Counter], *, now_ms: int | None = None, next_only: bool = False
     ) -> tuple[int, list[CounterState]]:
-        """Read counters as of now (Redis clock) without changing them."""
-        around = now_ms if now_ms is not None else int(time.time() * 1000)
-        args: list[Any] = ["" if now_ms is None else now_ms, len(counters)]
-        for c in counters:
-            args += c.args(around)
+        """Read counters as of now (Redis clock) without changing them.
+
+        With ``next_only`` each counter's releases hold only the next one, and the used total
+        comes from the running sum instead of every bucket (what a dashboard row needs).
+        """
+        args = self.peek_args(counters, now_ms=now_ms, next_only=next_only)
         out = self.scripts.run("peek", [c.key for c in counters], args)
         states = [
             CounterState(
@@ -311,6 +315,20 @@ class Ledger:
             for i, c in enumerate(out["counters"])
         ]
         return int(out["now"]), states
+
+    @staticmethod
+    def peek_args(counters: list[Counter], *, now_ms: int | None = None,
+                  next_only: bool = False) -> list[Any]:
+        """The ARGV of peek.lua for `counters` (for callers that pipeline many peeks)."""
+        around = now_ms if now_ms is not None else int(time.time() * 1000)
+        specs: dict[tuple[Any, ...], int] = {}  # counters sharing window and limit share a spec
+        index = [specs.setdefault((c.window, c.limit, c.rule), len(specs) + 1)
+                 for c in counters]
+        args: list[Any] = ["" if now_ms is None else now_ms, "1" if next_only else "0",
+                           len(specs)]
+        for window, limit, rule in specs:
+            args += Counter("", rule, window, limit).args(around)
+        return args + index
 
     def daily(self, counters: list[Counter]) -> list[dict[int, int]]:
         """Usage per UTC day (epoch day -> amount) of each counter, for charts and reports."""

@@ -29,3 +29,20 @@ def test_daily_usage_counts_grants_per_utc_day_and_takes_back_refunds(
                   now_ms=T0 + DAY_MS + 3)
     day = T0 // DAY_MS
     assert ledger.daily([counter(0)]) == [{day: 17, day + 1: 3}]
+
+
+def test_peek_next_only_agrees_with_the_full_peek(client: redis.Redis) -> None:
+    ledger = Ledger(client)
+    for i, amount in enumerate((10, 0, 7, 3)):
+        if amount:
+            ledger.take("acme", [counter(amount)], requested=amount, share_id=f"s{i}", audit={},
+                        now_ms=T0 + i * 3_600_000)
+    ledger.take("acme", [counter(5)], requested=5, share_id="r", audit={}, now_ms=T0 + 5)
+    ledger.settle("acme", "r", [counter(5)], delivered=False, audit={}, now_ms=T0 + 6)
+    for at in (T0 + 7_200_000, T0 + 30 * DAY_MS + 700_000, T0 + 30 * DAY_MS + 3_700_000,
+               T0 + 40 * DAY_MS):
+        _, [full] = ledger.peek([counter(0)], now_ms=at)
+        _, [brief] = ledger.peek([counter(0)], now_ms=at, next_only=True)
+        assert (brief.used, brief.limit, brief.remaining) == (full.used, full.limit,
+                                                              full.remaining)
+        assert brief.releases == full.releases[:1]

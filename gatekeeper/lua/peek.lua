@@ -2,21 +2,51 @@
 --
 -- KEYS[1..N] bucket lists
 -- ARGV[1]    now in ms, or '' for the Redis clock
--- ARGV[2]    N
--- ARGV[3 .. 3+9N-1] per counter, the same 9 values take.lua reads (amount ignored)
+-- ARGV[2]    '1' to return only the next release of each counter (dashboard rows)
+-- ARGV[3]    S, the number of distinct counter specs (a pool's counters share a few)
+-- ARGV[4 .. 4+9S-1]        the specs: the same 9 values take.lua reads (amount ignored)
+-- ARGV[4+9S .. 4+9S+N-1]   for each key, the 1-based index of its spec
 -- Returns JSON {now, counters:[{limit, used, remaining, releases:[[at, amount], ...]}]}
 --   releases: when used capacity leaves the window, oldest first.
 
 local now = now_ms(ARGV[1])
-local n = tonumber(ARGV[2])
-local out = {now = fmt(now), counters = {}}
-for c = 1, n do
-  local spec = read_spec(3 + 9 * (c - 1), now)
+local next_only = ARGV[2] == '1'
+local s = tonumber(ARGV[3])
+local specs = {}
+for j = 1, s do
+  local spec = read_spec(4 + 9 * (j - 1), now)
   if spec.err then return spec end
+  specs[j] = spec
+end
+local index_from = 4 + 9 * s
+local out = {now = fmt(now), counters = {}}
+for c = 1, #KEYS do
+  local spec = specs[tonumber(ARGV[index_from + c - 1])]
   local used = 0
   local releases = {}
   local last_at = nil
-  for _, b in ipairs(redis.call('LRANGE', KEYS[c], 0, -1)) do
+  if next_only then
+    -- The running total less the expired head: no need to read every bucket.
+    local i = 0
+    if redis.call('EXISTS', KEYS[c]) == 1 then
+      used = tonumber(redis.call('GET', KEYS[c] .. ':sum') or '0')
+    else
+      i = -1  -- nothing counted (most recipients on most days): skip the walk
+    end
+    while i >= 0 do
+      local head = redis.call('LINDEX', KEYS[c], i)
+      if not head then break end
+      local start, sum = parse_bucket(head)
+      if not expired(spec, now, start) and sum > 0 then
+        -- Calendar days release everything at once; rolling buckets one by one.
+        releases[1] = {fmt(release_at(spec, start)), fmt(spec.calendar and used or sum)}
+        break
+      end
+      if expired(spec, now, start) then used = used - sum end
+      i = i + 1
+    end
+  end
+  for _, b in ipairs(next_only and {} or redis.call('LRANGE', KEYS[c], 0, -1)) do
     local start, sum = parse_bucket(b)
     if not expired(spec, now, start) and sum > 0 then
       used = used + sum
