@@ -8,14 +8,13 @@ saved to test-artifacts/export-page.png.
 from __future__ import annotations
 
 import io
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live import start_server
+from live import ARTIFACTS, start_server
 from openpyxl import load_workbook
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from pypdf import PdfReader
 
 from gatekeeper import config as config_mod
@@ -24,13 +23,7 @@ from gatekeeper.gate import Gate
 from gatekeeper.store import EmbeddedServer
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
-# Without these, chromium reaches for Google's hosts at start; only loopback is allowed here.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +44,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.terminate()
         proc.wait(10)
         EmbeddedServer(directory / "var").stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium not found at {CHROMIUM}: .ci/run installs Debian's chromium")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def choose(page: Page, site: str, **filters: str) -> None:

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import fakeredis
 import pytest
-from live import free_port, start_server
-from playwright.sync_api import Browser, sync_playwright
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from live import ARTIFACTS, free_port, start_server
+from playwright.sync_api import Browser
 
 from gatekeeper import config as config_mod
 from gatekeeper import demo, policy, shares
@@ -120,16 +119,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
         proc.terminate()
         proc.wait(10)
         EmbeddedServer(directory / "var").stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium not found at {CHROMIUM}: .ci/run installs Debian's chromium")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def test_compliance_officer_reads_the_dashboard_and_records_a_permission(
