@@ -22,7 +22,7 @@ import redis.client
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gatekeeper import charts, compliance_pages, dashboard, keys, policy, shares
+from gatekeeper import charts, compliance_pages, dashboard, keys, policy, shares, splitting
 from gatekeeper import config as config_mod
 from gatekeeper.errors import GatekeeperError, QuotaExceeded
 from gatekeeper.gate import Gate
@@ -313,9 +313,9 @@ def test_splitting_rules() -> None:
         return Entity(name, "commercial", False, None, None, None, None, root or name, 0, None,
                       None)
 
-    assert dashboard.normalise_entity("Northfield University") == "northfield"
-    assert dashboard.normalise_entity("ACME, Inc.") == "acme"
-    flags = dashboard.possible_splitting(
+    assert splitting.normalise_entity("Northfield University") == "northfield"
+    assert splitting.normalise_entity("ACME, Inc.") == "acme"
+    flags = splitting.possible_splitting(
         [e("northfield-univ"), e("Northfield_University"), e("contoso"), e("contoso-eu"),
          e("fabrikam"), e("fabrikan"), e("ibm"), e("hp"), e("ab"), e("cd"),
          e("initech"), e("initech-labs", "initech")], [])
@@ -330,7 +330,7 @@ def test_splitting_stays_fast_with_a_thousand_numbered_names() -> None:
     from gatekeeper.entities import Entity
 
     names = [f"client-{i:04d}" for i in range(1000)]
-    flags = dashboard.possible_splitting(
+    flags = splitting.possible_splitting(
         [Entity(n, "commercial", False, None, None, None, None, n, 0, None, None)
          for n in names], [])
     assert len(flags) == 1 and len(flags[0].entities) == 1000
