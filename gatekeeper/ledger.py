@@ -188,6 +188,8 @@ class Ledger:
         """
         if partial and any(c.amount != requested for c in counters):
             raise ValueError("a partial take charges every counter the requested amount")
+        # The local clock only picks which midnights to send (calendar-day windows); the
+        # script decides by the Redis clock.
         around = now_ms if now_ms is not None else int(time.time() * 1000)
         ttl_share = max(c.window.length_ms for c in counters) // 1000 + 86_400
         idem_key = (
