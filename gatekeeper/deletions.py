@@ -9,7 +9,6 @@ keeps the lists in memory and reloads them when their version number changes, so
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,10 +20,10 @@ import redis
 
 from gatekeeper import keys
 from gatekeeper.errors import BadInput
+from gatekeeper.formats import is_id
 from gatekeeper.store import failing_closed
 
 KINDS = ("posts", "users")
-ID_RE = re.compile(rb"^[1-9][0-9]{0,18}$")
 BATCH = 10_000
 MAX_REPORTED = 1000
 
@@ -93,7 +92,7 @@ def parse(lines: Iterable[bytes], source: str) -> tuple[list[int], dict[str, int
             except (orjson.JSONDecodeError, AttributeError):
                 value = None
             value = value.encode() if isinstance(value, str) else None
-        if value is not None and ID_RE.match(value) and int(value) < 2**63:
+        if value is not None and is_id(value):
             ids.append(int(value))
             reasons[reason] = reasons.get(reason, 0) + 1
             continue

@@ -29,6 +29,14 @@ import orjson
 
 from gatekeeper.errors import BadInput
 
+_ID = re.compile(rb"[1-9][0-9]{0,18}")
+
+
+def is_id(token: bytes) -> bool:
+    """Whether `token` is a Post/User ID as X writes them: a positive decimal below 2^63."""
+    return _ID.fullmatch(token) is not None and int(token) < 2**63
+
+
 CHUNK = 1 << 20  # bytes read at a time: large reads are what make gzip and splitting cheap
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"

@@ -30,11 +30,10 @@ from gatekeeper.audit import record_denial
 from gatekeeper.deletions import Deleted
 from gatekeeper.entities import Entity
 from gatekeeper.errors import BadInput, GatekeeperError
+from gatekeeper.formats import is_id
 from gatekeeper.ledger import Counter, Grant, Idempotency, Ledger
 from gatekeeper.users import User
 
-ID_RE = re.compile(rb"^[1-9][0-9]{0,18}$")
-MAX_ID = 2**63 - 1
 MAX_REPORTED = 1000  # bad lines listed in full; past this only counted
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -110,7 +109,7 @@ def select_ids(lines: Iterable[bytes], source: str, kind: str, deleted: Deleted)
             line = raw.strip()
             if not line:
                 continue
-            if ID_RE.match(line) and int(line) <= MAX_ID:
+            if is_id(line):
                 if bad:
                     continue  # the list is already refused: only collect the problems
                 if hidden and int(line) in hidden:
