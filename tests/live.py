@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gatekeeper import config as config_mod
 from gatekeeper.gate import Gate
@@ -79,3 +81,18 @@ def start_server(directory: Path, env_extra: dict[str, str] | None = None) -> su
     raise RuntimeError("server did not start")
 
 
+
+
+def form_token(html: str, name: str = "csrf_token") -> str:
+    """The value of a hidden form field (the CSRF token, an export ticket) in a page."""
+    m = re.search(rf'name="{name}" value="([^"]+)"', html)
+    assert m, f"no {name} in page"
+    return m.group(1)
+
+
+def sign_in(client: Any, name: str, password: str) -> int:
+    """Sign in through /login with its CSRF token; the response status (302 when it worked)."""
+    page = client.get("/login").get_data(as_text=True)
+    resp = client.post("/login", data={"username": name, "password": password,
+                                       "csrf_token": form_token(page)})
+    return resp.status_code

@@ -22,6 +22,7 @@ import redis
 from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
+from live import sign_in
 
 from exports import auditlog as writers
 from exports.xlsx import FORMULA_START
@@ -558,13 +559,9 @@ def test_writers_stream_as_records_arrive(write: Callable[..., int]) -> None:
 
 @pytest.fixture
 def app(history: Gate) -> Flask:
-    from gatekeeper import auditlog_pages
     from gatekeeper.web import create_app
 
-    app = create_app(history, {"TESTING": True, "SECRET_KEY": "test"})
-    if "auditlog" not in app.blueprints:  # until web.create_app registers it
-        app.register_blueprint(auditlog_pages.bp)
-    return app
+    return create_app(history, {"TESTING": True, "SECRET_KEY": "test"})
 
 
 @pytest.fixture
@@ -574,12 +571,7 @@ def web(app: Flask) -> Iterator[FlaskClient]:
 
 
 def login(web: FlaskClient, name: str) -> None:
-    page = web.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert token
-    resp = web.post("/login", data={"username": name, "password": PASSWORD,
-                                     "csrf_token": token.group(1)})
-    assert resp.status_code == 302
+    assert sign_in(web, name, PASSWORD) == 302
 
 
 def rows_of(html: str) -> list[str]:

@@ -21,6 +21,7 @@ import pytest
 import redis.client
 from flask import Flask
 from flask.testing import FlaskClient
+from live import form_token, sign_in
 
 from gatekeeper import charts, compliance_pages, dashboard, keys, policy, shares, splitting
 from gatekeeper import config as config_mod
@@ -98,10 +99,7 @@ def gate(tmp_path: Path) -> Gate:
 
 @pytest.fixture
 def app(gate: Gate) -> Flask:
-    app = create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})
-    if "compliance" not in app.blueprints:  # until web.py registers it
-        app.register_blueprint(compliance_pages.bp)
-    return app
+    return create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})
 
 
 @pytest.fixture
@@ -111,16 +109,11 @@ def client(app: Flask) -> Iterator[FlaskClient]:
 
 
 def csrf(client: FlaskClient) -> str:
-    page = client.get("/login").get_data(as_text=True)
-    m = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert m
-    return m.group(1)
+    return form_token(client.get("/login").get_data(as_text=True))
 
 
 def login(client: FlaskClient, name: str = "cora") -> None:
-    resp = client.post("/login", data={"username": name, "password": PASSWORD,
-                                       "csrf_token": csrf(client)})
-    assert resp.status_code == 302
+    assert sign_in(client, name, PASSWORD) == 302
 
 
 class Tables(HTMLParser):

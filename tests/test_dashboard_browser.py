@@ -9,68 +9,21 @@ an entity's page. Screenshots go to test-artifacts/dashboard.png and entity-page
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import fakeredis
 import pytest
-from live import ARTIFACTS, free_port, start_server
+from live import ARTIFACTS, start_server
 from playwright.sync_api import Browser
 
 from gatekeeper import config as config_mod
 from gatekeeper import demo, policy, shares
 from gatekeeper.gate import Gate
 from gatekeeper.store import EmbeddedServer
-from gatekeeper.web import create_app
 
 LIMIT = 6_000  # small enough that the demo's 5,000 posts bring a pool near it
-
-# Serves the app with the compliance blueprint registered even before web.py does it.
-LAUNCH = """
-import sys, waitress
-from gatekeeper import compliance_pages
-from gatekeeper.gate import Gate
-from gatekeeper.web import create_app
-app = create_app(Gate.open())
-if "compliance" not in app.blueprints:
-    app.register_blueprint(compliance_pages.bp)
-waitress.serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=4)
-"""
-
-
-def _registered_by_web(config: Path) -> bool:
-    probe = Gate(config_mod.load(config), client=fakeredis.FakeRedis())
-    return "compliance" in create_app(probe, {"TESTING": True}).blueprints
-
-
-def _serve(directory: Path) -> subprocess.Popen:
-    if _registered_by_web(directory / "config.toml"):
-        return start_server(directory)
-    port = free_port()
-    env = {**os.environ, config_mod.ENV_CONFIG: str(directory / "config.toml"),
-           "GATEKEEPER_SECRET_KEY": "test-secret"}
-    env.pop(config_mod.ENV_REDIS_URL, None)
-    with open(directory / f"server-{port}.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", LAUNCH, str(port)], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError((directory / f"server-{port}.log").read_text())
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            proc.port = port  # type: ignore[attr-defined]
-            return proc
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("server did not start")
-
 
 def _share(gate: Gate, directory: Path, entity: str, n: int, start: int = 1) -> None:
     ids = directory / f"ids-{entity}.txt"
@@ -112,7 +65,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
                      requested=41_000, share_id=uuid.uuid4().hex,
                      audit={"actor": "ana", "entity": ana.entity, "recipient": "ana",
                             "channel": "web", "kind": "export.xlsx"})
-    proc = _serve(directory)
+    proc = start_server(directory)
     try:
         yield f"http://127.0.0.1:{proc.port}", loaded.passwords["carla"][1]  # type: ignore
     finally:

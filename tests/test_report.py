@@ -23,6 +23,7 @@ import pypdf
 import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
+from live import sign_in
 
 from gatekeeper import cli, keys, shares
 from gatekeeper import config as config_mod
@@ -30,7 +31,7 @@ from gatekeeper.datasets import Filters
 from gatekeeper.errors import BadInput, Conflict, Forbidden, QuotaExceeded
 from gatekeeper.gate import Gate, ingest_deletions
 from gatekeeper.hydrated import Selection, export
-from gatekeeper.report import month_report, report_bp, report_cli
+from gatekeeper.report import month_report, report_cli
 from gatekeeper.web import create_app
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
@@ -474,19 +475,12 @@ def test_cli_defaults_to_the_previous_full_month_and_prints_json(run: Any,
 @pytest.fixture
 def web(history: Gate) -> Iterator[FlaskClient]:
     app = create_app(history, {"TESTING": True, "SECRET_KEY": "test"})
-    if "report" not in app.blueprints:
-        app.register_blueprint(report_bp)
     with app.test_client() as c:
         yield c
 
 
 def login(client: FlaskClient, name: str) -> None:
-    page = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert token
-    resp = client.post("/login", data={"username": name, "password": PASSWORD,
-                                       "csrf_token": token.group(1)})
-    assert resp.status_code == 302
+    assert sign_in(client, name, PASSWORD) == 302
 
 
 def test_page_sends_the_pdf_to_compliance_as_an_attachment(web: FlaskClient) -> None:

@@ -11,6 +11,7 @@ import fakeredis
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from live import form_token, sign_in
 
 from gatekeeper import config as config_mod
 from gatekeeper import keys
@@ -48,17 +49,11 @@ def client(app: Flask) -> Iterator[FlaskClient]:
         yield c
 
 
-def token_of(html: str, name: str) -> str:
-    m = re.search(rf'name="{name}" value="([^"]+)"', html)
-    assert m, f"no {name} in page"
-    return m.group(1)
+token_of = form_token
 
 
 def login(client: FlaskClient, name: str = "ana", password: str = PASSWORD) -> int:
-    page = client.get("/login").get_data(as_text=True)
-    resp = client.post("/login", data={"username": name, "password": password,
-                                       "csrf_token": token_of(page, "csrf_token")})
-    return resp.status_code
+    return sign_in(client, name, password)
 
 
 def accept_terms(client: FlaskClient) -> None:
