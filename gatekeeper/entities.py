@@ -252,12 +252,9 @@ class Entities:
 
     def _record(self, root: str, name: str, mode: str, fields: dict[str, Any], actor: str,
                 channel: str, kind: str, rule: str, message: str) -> None:
-        out = self.ledger.record(
+        self.ledger.record(
             keys.entity(root, name), keys.audit(root), mode=mode, fields=fields,
             audit={"actor": actor, "entity": name, "channel": channel, "kind": kind,
                    "outcome": "changed", "rule": rule, "message": message},
+            subject=f"entity {name!r}",
         )
-        if out["status"] == "exists":
-            raise Conflict(f"an entity named {name!r} already exists")
-        if out["status"] == "missing":
-            raise NotFound(f"no entity named {name!r}")

@@ -23,7 +23,7 @@ import redis
 
 from gatekeeper import keys
 from gatekeeper.config import LimitsConfig
-from gatekeeper.errors import Conflict, QuotaExceeded
+from gatekeeper.errors import Conflict, NotFound, QuotaExceeded
 from gatekeeper.store import Scripts, failing_closed
 
 DAY_MS = 86_400_000
@@ -350,12 +350,22 @@ class Ledger:
         fields: dict[str, Any],
         audit: dict[str, Any],
         now_ms: int | None = None,
+        subject: str | None = None,
     ) -> dict[str, Any]:
-        """Apply an administrative change and append its audit record in one step (R11)."""
+        """Apply an administrative change and append its audit record in one step (R11).
+
+        With `subject` (e.g. "entity 'acme'"), a create of something that exists raises
+        Conflict and an update of something missing raises NotFound.
+        """
         pairs = _audit_args(fields)
-        return self.scripts.run(
+        out = self.scripts.run(
             "record",
             [hash_key, audit_key],
             ["" if now_ms is None else now_ms, mode, len(pairs) // 2, *pairs,
              *_audit_args(audit)],
         )
+        if subject is not None and out["status"] == "exists":
+            raise Conflict(f"{subject} already exists")
+        if subject is not None and out["status"] == "missing":
+            raise NotFound(f"no {subject}")
+        return out

@@ -148,13 +148,10 @@ class Users:
     def _record(self, root: str, hash_key: str, mode: str, fields: dict[str, Any], actor: str,
                 channel: str, recipient: str, entity: str, kind: str, rule: str,
                 message: str) -> None:
-        out = self.ledger.record(
+        self.ledger.record(
             hash_key, keys.audit(root), mode=mode, fields=fields,
             audit={"actor": actor, "entity": entity, "recipient": recipient,
                    "channel": channel, "kind": kind, "outcome": "changed", "rule": rule,
                    "message": message},
+            subject=f"user {recipient!r}",
         )
-        if out["status"] == "exists":
-            raise Conflict(f"a user named {recipient!r} already exists")
-        if out["status"] == "missing":
-            raise NotFound(f"no user named {recipient!r}")
