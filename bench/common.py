@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,3 +48,14 @@ def print_goals(goals: Sequence[tuple[str, bool]]) -> int:
     for text, ok in goals:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
     return 0 if all(ok for _, ok in goals) else 1
+
+
+def run_child(label: str, args: Sequence[str], cwd: Path) -> dict:
+    """Run this Python on `args` in a fresh process; its last stdout line, read as JSON.
+
+    Each side of a comparison runs alone, so its peak memory is its own."""
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False,
+                          cwd=cwd)
+    if done.returncode != 0:
+        raise SystemExit(f"{label} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -22,7 +22,6 @@ import json
 import platform
 import resource
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import reportlab
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this tree's exports/, whatever checkout is installed
 
-from common import machine_line, print_goals, print_table  # noqa: E402
+from common import machine_line, print_goals, print_table, run_child  # noqa: E402
 
 from exports import pdf  # noqa: E402
 from exports.fonts import fontset  # noqa: E402
@@ -148,12 +147,8 @@ def child(side: str, data: Path, out: Path, chunk: int) -> None:
 
 
 def run_side(side: str, data: Path, out: Path, chunk: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", side, "--data", str(data), "--out", str(out),
-           "--chunk", str(chunk)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
-    if done.returncode != 0:
-        raise SystemExit(f"{side} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(side, [__file__, "--child", side, "--data", str(data), "--out", str(out),
+                            "--chunk", str(chunk)], ROOT)
 
 
 def machine() -> list[str]:

@@ -28,7 +28,6 @@ import platform
 import re
 import resource
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the repository's packages, wherever Python was started from
     sys.path.insert(0, str(ROOT))
 
-from common import machine_line, print_goals, print_table  # noqa: E402
+from common import machine_line, print_goals, print_table, run_child  # noqa: E402
 
 from exports.columns import COLUMNS, row  # noqa: E402
 from gatekeeper.formats import iter_posts  # noqa: E402
@@ -98,12 +97,8 @@ def run_side(side: str, data: Path, out: Path, limit: int) -> dict[str, Any]:
 
 
 def spawn(side: str, data: Path, out: Path, limit: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--side", side, "--data", str(data), "--out", str(out),
-           "--posts", str(limit)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
-    if done.returncode != 0:
-        raise SystemExit(f"{side} failed:\n{done.stderr}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_child(side, [__file__, "--side", side, "--data", str(data), "--out", str(out),
+                              "--posts", str(limit)], ROOT)
     result["size_mb"] = out.stat().st_size / 1e6
     return result
 
