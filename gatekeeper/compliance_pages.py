@@ -107,7 +107,7 @@ def dashboard_page() -> Any:
         "exempt": sum(1 for r in ov.entities if r.exempt),
         "permissions": sum(1 for r in ov.entities if r.permission_state == "active"),
         "users_near": sum(1 for r in ov.users if r.near_limit),
-        "users_idle": sum(1 for r in ov.users if not r.usage.used),
+        "users_idle": ov.recipients - sum(1 for r in ov.users if r.usage.used),
     }
     return render_template(
         "dashboard.html", ov=ov, table=table, users=users, q=q, sort=sort, summary=summary,

@@ -27,6 +27,7 @@ from gatekeeper.users import User
 NEAR_LIMIT = 0.8  # a ratio from which the dashboard (and alerting) calls a limit near
 HISTORY_DAYS = 30
 REFUSED = ("refused", "denied", "conflict")
+_REFUSED_RAW = frozenset(o.encode() for o in REFUSED)
 RECENT_PER_STREAM = 200  # records read at most from each audit stream for "latest refusals"
 FIRST_READ_BUDGET = 3_000  # records read first from all streams together (3 each of 1,000)
 RECENT_REFUSALS = 20
@@ -134,7 +135,8 @@ class Overview:
     hydrated_window: str
     hydrated_limit: int
     entities: list[EntityRow]
-    users: list[UserRow]
+    users: list[UserRow]  # recipients whose R6 counter may hold usage (the active index)
+    recipients: int  # every user of the entities shown, idle or not
     refusals: list[AuditRecord]
     flags: list[SplitFlag]
     days: list[int]  # the epoch days of the charts, oldest first
@@ -189,13 +191,25 @@ class _Snapshot:
     now_ms: int
     entities: list[Entity]
     revoked: set[str]
-    users: list[User]  # name, entity and pool only (see _snapshot)
+    directory: list[tuple[str, str, str]]  # every user: (name, entity, pool root)
+    active: set[str]  # counters that may hold usage now (the pools' active indexes)
     streams: list[str]
+
+    def users(self, *, active_only: bool) -> list[User]:
+        """Users as the directory knows them: counting R6 needs only name and pool (reading
+        10,000 user hashes would cost more than everything else together). `active_only`:
+        those whose R6 counter holds usage, from the pools' indexes of active counters."""
+        return [User(name=name, entity=entity, root=root, role="", created_at_ms=0,
+                     terms_version=None, terms_at_ms=None)
+                for name, entity, root in self.directory
+                if not active_only or keys.counter(root, "r6", name) in self.active]
 
 
 def _snapshot(gate: Any, *, with_users: bool) -> _Snapshot:
-    """Round trips 1-2: the Redis clock, the directories, every entity's and user's facts."""
+    """Round trips 1-2: the Redis clock and the directories; every entity's facts and every
+    pool's index of active counters."""
     client = gate.client
+    gate.ledger.index_active_counters()  # a store from before the index: once, then one GET
     with failing_closed():
         pipe = client.pipeline(transaction=False)
         pipe.time()
@@ -203,27 +217,29 @@ def _snapshot(gate: Any, *, with_users: bool) -> _Snapshot:
         pipe.hgetall(keys.USERS)
         pipe.smembers(keys.AUDIT_STREAMS)
         (seconds, micros), entity_dir, user_dir, streams = pipe.execute()
+        now_ms = seconds * 1000 + micros // 1000
         roots = {k.decode(): v.decode() for k, v in entity_dir.items()}
         names = sorted(roots)
-        user_names = sorted((k.decode(), v.decode()) for k, v in user_dir.items()
-                            if v.decode() in roots) if with_users else []
+        directory = sorted((k.decode(), v.decode(), roots[v.decode()])
+                           for k, v in user_dir.items()
+                           if v.decode() in roots) if with_users else []
         pipe = client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(keys.entity(roots[name], name))
+        pools = sorted(set(roots.values()))
+        for root in pools:
+            pipe.zrangebyscore(keys.active(root), f"({now_ms}", "+inf")
         rows = pipe.execute()
     entities, revoked = [], set()
-    for raw in rows:
+    for raw in rows[:len(names)]:
         if raw:
             h = _text(raw)
             entities.append(Entity.from_hash(h))
             if h.get("permit_revoked_by"):
                 revoked.add(h["name"])
-    # Users as the directory knows them: counting R6 needs only name and pool, and reading
-    # 10,000 user hashes would cost more than everything else together.
-    users = [User(name=name, entity=entity, root=roots[entity], role="", created_at_ms=0,
-                  terms_version=None, terms_at_ms=None) for name, entity in user_names]
+    active = {k.decode() for members in rows[len(names):] for k in members}
     stream_names = sorted(s.decode() for s in streams)
-    return _Snapshot(seconds * 1000 + micros // 1000, entities, revoked, users, stream_names)
+    return _Snapshot(now_ms, entities, revoked, directory, active, stream_names)
 
 
 def _permission_state(entity: Entity, revoked: set[str], now_ms: int) -> str | None:
@@ -265,25 +281,43 @@ def _peek_all(gate: Any, pipe: Any, counters: list[Counter], next_only: bool) ->
     return decode
 
 
+@dataclass
+class _Measured:
+    rows: list[EntityRow]
+    users: list[UserRow]
+    records: list[AuditRecord]  # newest first per stream (only refusals if asked)
+    tails: dict[str, tuple[int, str]]  # stream -> (records read, id of the oldest read)
+
+
 def _measure(gate: Any, snap: _Snapshot, entities: list[Entity], users: list[User],
              streams: list[str], per_stream: int, *, history: bool,
-             next_only: bool = True) -> tuple[
-        list[EntityRow], list[UserRow], list[AuditRecord]]:
-    """Round trips 3-4: every counter of the given entities and users, streams, daily usage."""
+             next_only: bool = True, refusals_only: bool = False) -> _Measured:
+    """Round trips 3-4: every counter of the given entities and users, streams, daily usage.
+
+    `refusals_only` keeps only refused records (decoding thousands of others costs more than
+    all the counters together)."""
     cfg = gate.config.limits
     by_name = {e.name: e for e in snap.entities}
     pools: dict[str, list[tuple[str, Counter]]] = {}
     for e in entities:
         root = by_name.get(e.root, e)
-        posts = policy.id_share_counters(e, root, "posts", 0, cfg)[-1]
+        # Every entity's R2 counter is read (its row shows the limit); the User IDs counter
+        # only when the pool's index says it holds usage.
+        pools.setdefault(e.root, []).append(
+            (f"e:{e.name}", policy.id_share_counters(e, root, "posts", 0, cfg)[-1]))
         ids = policy.id_share_counters(e, root, "users", 0, cfg)[0]
-        pools.setdefault(e.root, []).extend([(f"e:{e.name}", posts), (f"u:{e.name}", ids)])
+        if ids.key in snap.active:
+            pools[e.root].append((f"u:{e.name}", ids))
     for u in users:
         pools.setdefault(u.root, []).append((f"r6:{u.name}", policy.hydrated_counter(u, 0, cfg)))
+    # A script may touch one slot of a Redis Cluster: there, one call per pool. A single
+    # server takes any keys, so many small pools share a call (1,000 calls cost ~30 ms more).
+    batches = list(pools.values()) if gate.config.redis.cluster else [
+        [item for items in pools.values() for item in items]]
     with failing_closed():
         pipe = gate.client.pipeline(transaction=False)
         decoders = [(items, _peek_all(gate, pipe, [c for _, c in items], next_only))
-                    for items in pools.values()]
+                    for items in batches]
         first_stream = len(pipe)
         for stream in streams:
             pipe.xrevrange(stream, count=per_stream)
@@ -291,14 +325,20 @@ def _measure(gate: Any, snap: _Snapshot, entities: list[Entity], users: list[Use
     usage: dict[str, Usage] = {}
     for items, decode in decoders:
         usage.update(zip((tag for tag, _ in items), decode(results), strict=True))
-    records = [AuditRecord(rid.decode(), _stream_root(stream), _text(fields), stream)
-               for stream, rows in zip(streams, results[first_stream:], strict=True)
-               for rid, fields in rows]
+    records = []
+    tails: dict[str, tuple[int, str]] = {}
+    for stream, raw_rows in zip(streams, results[first_stream:], strict=True):
+        if raw_rows:
+            tails[stream] = (len(raw_rows), raw_rows[-1][0].decode())
+        records += [AuditRecord(rid.decode(), _stream_root(stream), _text(fields), stream)
+                    for rid, fields in raw_rows
+                    if not refusals_only or fields.get(b"outcome") in _REFUSED_RAW]
     daily: list[dict[int, int]] = []
+    first_day = snap.now_ms // DAY_MS - HISTORY_DAYS + 1
     if history and entities:
         daily = gate.ledger.daily([policy.id_share_counters(e, by_name.get(e.root, e), "posts",
-                                                            0, cfg)[-1] for e in entities])
-    first_day = snap.now_ms // DAY_MS - HISTORY_DAYS + 1
+                                                            0, cfg)[-1] for e in entities],
+                                  range(first_day, first_day + HISTORY_DAYS))
     members: dict[str, list[str]] = {}
     children: dict[str, list[str]] = {}
     for e in sorted(snap.entities, key=lambda e: (e.name != e.root, e.name)):
@@ -306,29 +346,33 @@ def _measure(gate: Any, snap: _Snapshot, entities: list[Entity], users: list[Use
         if e.parent:
             children.setdefault(e.parent, []).append(e.name)
     users_of: dict[str, list[str]] = {}
-    for u in snap.users:
-        users_of.setdefault(u.entity, []).append(u.name)
+    for name, entity, _ in snap.directory:
+        users_of.setdefault(entity, []).append(name)
     rows = []
     for i, e in enumerate(entities):
         rows.append(EntityRow(
             entity=e, own=usage[f"e:{e.name}"],
             pool=usage.get(f"e:{e.root}") if e.root != e.name else None,
-            user_ids=usage[f"u:{e.name}"].used, children=children.get(e.name, []),
+            user_ids=usage[f"u:{e.name}"].used if f"u:{e.name}" in usage else 0,
+            children=children.get(e.name, []),
             members=members.get(e.root, [e.name]), users=users_of.get(e.name, []),
             permission_state=_permission_state(e, snap.revoked, snap.now_ms),
-            daily={d: n for d, n in daily[i].items() if d >= first_day} if daily else {}))
+            daily=daily[i] if daily else {}))
     user_rows = [UserRow(u, usage[f"r6:{u.name}"]) for u in users]
-    return rows, user_rows, records
+    return _Measured(rows, user_rows, records, tails)
 
 
 def _overview(gate: Any, snap: _Snapshot, rows: list[EntityRow], users: list[UserRow],
               refusals: list[AuditRecord], flags: list[SplitFlag]) -> Overview:
     cfg = gate.config.limits
     today = snap.now_ms // DAY_MS
+    pools = {r.entity.root for r in rows}
     return Overview(
         now_ms=snap.now_ms, post_window=f"{cfg.post_ids_window_days}d",
         hydrated_window=cfg.hydrated_window, hydrated_limit=cfg.hydrated_per_recipient,
-        entities=rows, users=users, refusals=refusals, flags=flags,
+        entities=rows, users=users, refusals=refusals,
+        recipients=sum(1 for *_, root in snap.directory if root in pools),
+        flags=flags,
         days=list(range(today - HISTORY_DAYS + 1, today + 1)))
 
 
@@ -338,12 +382,11 @@ def overview(gate: Any, *, users: bool = True, history: bool = True) -> Overview
     snap = _snapshot(gate, with_users=users or history)
     streams = [*snap.streams, keys.SYS_AUDIT] if history else []
     first = max(3, min(RECENT_PER_STREAM, FIRST_READ_BUDGET // max(len(streams), 1)))
-    rows, user_rows, records = _measure(gate, snap, snap.entities,
-                                        snap.users if users else [], streams, first,
-                                        history=history)
-    refusals = _latest_refusals(gate, streams, records, first)
+    m = _measure(gate, snap, snap.entities, snap.users(active_only=True) if users else [],
+                 streams, first, history=history, refusals_only=True)
+    refusals = _latest_refusals(gate, streams, m, first)
     flags = _flags(snap) if history else []
-    return _overview(gate, snap, rows, user_rows, refusals, flags)
+    return _overview(gate, snap, m.rows, m.users, refusals, flags)
 
 
 def _refused(records: Iterable[AuditRecord]) -> list[AuditRecord]:
@@ -351,7 +394,7 @@ def _refused(records: Iterable[AuditRecord]) -> list[AuditRecord]:
                   reverse=True)
 
 
-def _latest_refusals(gate: Any, streams: list[str], records: list[AuditRecord],
+def _latest_refusals(gate: Any, streams: list[str], m: _Measured,
                      first: int) -> list[AuditRecord]:
     """The newest refusals across every stream, given each stream's newest `first` records.
 
@@ -359,21 +402,21 @@ def _latest_refusals(gate: Any, streams: list[str], records: list[AuditRecord],
     further back (up to RECENT_PER_STREAM records each): with 1,000 pools that is a few, where
     reading 200 records of every stream would cost seconds.
     """
-    found = _refused(records)
+    found = _refused(m.records)
     bound = found[RECENT_REFUSALS - 1].order() if len(found) >= RECENT_REFUSALS else None
-    last: dict[str, AuditRecord] = {}
-    count: dict[str, int] = {}
-    for r in records:  # each stream's records come newest first
-        last[r.stream] = r
-        count[r.stream] = count.get(r.stream, 0) + 1
-    deeper = [s for s in streams if count.get(s, 0) == first < RECENT_PER_STREAM
-              and (bound is None or last[s].order() > bound)]
+
+    def order(rid: str) -> tuple[int, int]:
+        ms, _, seq = rid.partition("-")
+        return int(ms), int(seq or 0)
+
+    deeper = [s for s in streams if s in m.tails and m.tails[s][0] == first < RECENT_PER_STREAM
+              and (bound is None or order(m.tails[s][1]) > bound)]
     if deeper:
         low = "-" if bound is None else f"{bound[0]}-{bound[1]}"
         with failing_closed():
             pipe = gate.client.pipeline(transaction=False)
             for s in deeper:
-                pipe.xrevrange(s, max=f"({last[s].id}", min=low,
+                pipe.xrevrange(s, max=f"({m.tails[s][1]}", min=low,
                                count=RECENT_PER_STREAM - first)
             more = pipe.execute()
         found = _refused([*found, *(AuditRecord(rid.decode(), _stream_root(s), _text(f), s)
@@ -390,13 +433,14 @@ def entity_detail(gate: Any, name: str) -> EntityDetail:
         gate.entities.get(name)  # raises NotFound with the usual message
         raise AssertionError("unreachable")
     pool = [e for e in snap.entities if e.root == entity.root]
-    pool_users = [u for u in snap.users if u.root == entity.root]
+    pool_users = [u for u in snap.users(active_only=True) if u.root == entity.root]
     stream = keys.audit(entity.root)
-    rows, user_rows, records = _measure(gate, snap, pool, pool_users, [stream],
-                                        ENTITY_RECORDS, history=True, next_only=False)
+    m = _measure(gate, snap, pool, pool_users, [stream], ENTITY_RECORDS, history=True,
+                 next_only=False)
+    records = m.records
     flags = [f for f in _flags(snap) if name in f.entities]
-    ov = _overview(gate, snap, rows, user_rows, _refused(records)[:RECENT_REFUSALS], flags)
-    row = next(r for r in rows if r.name == name)
+    ov = _overview(gate, snap, m.rows, m.users, _refused(records)[:RECENT_REFUSALS], flags)
+    row = next(r for r in m.rows if r.name == name)
     shown = set(row.members) if entity.root == name else {name}
     activity = [r for r in records if r.get("entity") in shown
                 and r.get("kind").startswith(("share.", "export."))]
@@ -466,5 +510,5 @@ def entity_gauges(gate: Any) -> Iterable[tuple[str, int, int | None, float | Non
 
 def _flags(snap: _Snapshot) -> list[SplitFlag]:
     key = (tuple((e.name, e.root, e.terms.by if e.terms else "") for e in snap.entities),
-           tuple((u.name, u.entity) for u in snap.users))
+           tuple((name, entity) for name, entity, _ in snap.directory))
     return list(splitting_of(key))

@@ -61,6 +61,18 @@ class Conflict(GatekeeperError):
     code = "conflict"
 
 
+class PoolMoved(GatekeeperError):
+    """The pool joined another pool (R10) while the request was made; nothing was changed.
+
+    Callers re-read the entity (and so its new pool) and try once more.
+    """
+
+    status = 409
+    exit_code = 2
+    code = "pool_moved"
+    rule = "R10"
+
+
 class Unauthorized(GatekeeperError):
     """No valid credentials were presented."""
 

@@ -22,7 +22,7 @@ from gatekeeper import keys, policy
 from gatekeeper.audit import record_denial
 from gatekeeper.datasets import Filters
 from gatekeeper.deletions import Deleted
-from gatekeeper.errors import BadInput, Forbidden, GatekeeperError
+from gatekeeper.errors import BadInput, Forbidden, GatekeeperError, PoolMoved
 from gatekeeper.ledger import iso
 from gatekeeper.store import failing_closed
 from gatekeeper.users import User
@@ -157,10 +157,17 @@ def export(gate: Any, user: User, selection: Selection, *, fmt: str, with_users:
     posts, authors = selection.count(gate, with_users)
     if posts == 0:
         raise BadInput("no posts match this selection; nothing was exported or counted")
-    counters = _counters(gate, user, posts, len(authors))
-    grant = gate.ledger.take(user.root, counters, requested=posts + len(authors),
-                             share_id=audit["request_id"],
-                             audit={k: v for k, v in audit.items() if v})
+    for attempt in (1, 2):
+        counters = _counters(gate, user, posts, len(authors))
+        try:
+            grant = gate.ledger.take(user.root, counters, requested=posts + len(authors),
+                                     share_id=audit["request_id"],
+                                     audit={k: v for k, v in audit.items() if v})
+            break
+        except PoolMoved:
+            if attempt == 2:
+                raise
+            user = gate.users.get(user.name)  # R10: the user's entity joined another pool
     settle_audit = {k: audit[k] for k in ("actor", "entity", "recipient", "channel", "kind",
                                           "request_id")}
     mimetype, suffix = FORMATS[fmt]

@@ -36,6 +36,7 @@ SYS_AUDIT = f"{SYS}:audit"  # stream: audit records that belong to no pool
 DATASETS = f"{SYS}:datasets"  # hash: dataset name -> JSON of its DatasetInfo
 DELETED_VERSION = f"{SYS}:deleted:version"  # bumped by every R9 ingest
 AUDIT_STREAMS = f"{SYS}:audit-streams"  # set: every pool audit stream ever written
+LAYOUT = f"{SYS}:layout"  # version of the stored layout (see ledger.LAYOUT)
 
 
 def deleted(kind: str) -> str:
@@ -63,6 +64,14 @@ def audit(root: str) -> str:
     return f"{_pool(root)}:audit"
 
 
+def root_of_key(key: str) -> str | None:
+    """The pool root named by a key's hash tag, or None for a {sys} key."""
+    head = f"{PREFIX}:{{e:"
+    if not key.startswith(head):
+        return None
+    return key[len(head):key.index("}", len(head))]
+
+
 def counter(root: str, scope: str, owner: str) -> str:
     """A windowed counter: list of ``start_ms:sum`` buckets; its total lives at ``+ ':sum'``.
 
@@ -70,6 +79,26 @@ def counter(root: str, scope: str, owner: str) -> str:
     or ``r6`` (hydrated objects per user).
     """
     return f"{_pool(root)}:ctr:{scope}:{owner}"
+
+
+def active(root: str) -> str:
+    """Sorted set of the pool's counters that may hold usage: counter key -> the ms at which
+    its newest bucket leaves the window. Written by take.lua; readers skip idle counters."""
+    return f"{_pool(root)}:active"
+
+
+def moved(root: str) -> str:
+    """Set (to the new root) once the pool has joined another pool (R10, move.lua): no take
+    or record is made in a moved pool any more."""
+    return f"{_pool(root)}:moved"
+
+
+def moved_of(audit_key: str) -> str:
+    """The moved marker of the pool whose audit stream is `audit_key` (the {sys} stream has
+    none: its placeholder, never set, stands in)."""
+    if audit_key == SYS_AUDIT:
+        return placeholder(None)
+    return audit_key.removesuffix(":audit") + ":moved"
 
 
 def share(root: str, share_id: str) -> str:

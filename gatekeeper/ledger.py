@@ -23,7 +23,7 @@ import redis
 
 from gatekeeper import keys
 from gatekeeper.config import LimitsConfig
-from gatekeeper.errors import Conflict, NotFound, QuotaExceeded
+from gatekeeper.errors import Conflict, NotFound, PoolMoved, QuotaExceeded
 from gatekeeper.store import Scripts, failing_closed
 
 DAY_MS = 86_400_000
@@ -161,6 +161,10 @@ def _audit_args(audit: dict[str, Any]) -> list[str]:
     return out
 
 
+# The stored layout: 2 = each pool keeps an index of its active counters (keys.active).
+LAYOUT = 2
+
+
 class Ledger:
     """Counts against limits in Redis; every answer carries limit, used and remaining."""
 
@@ -212,10 +216,14 @@ class Ledger:
         args += _audit_args(audit)
         out = self.scripts.run(
             "take",
-            [keys.audit(root), idem_key, keys.share(root, share_id), *(c.key for c in counters)],
+            [keys.audit(root), idem_key, keys.share(root, share_id), keys.active(root),
+             keys.moved(root), *(c.key for c in counters)],
             args,
         )
         status = out["status"]
+        if status == "moved":
+            raise PoolMoved(f"R10: the pool of {root!r} joined the pool of {out['root']!r} "
+                            "while this request was made; nothing was counted, try again")
         if status == "conflict":
             raise Conflict(
                 f"Idempotency-Key {idempotency.key!r} was already used for a different request",
@@ -332,13 +340,45 @@ class Ledger:
             args += Counter("", rule, window, limit).args(around)
         return args + index
 
-    def daily(self, counters: list[Counter]) -> list[dict[int, int]]:
-        """Usage per UTC day (epoch day -> amount) of each counter, for charts and reports."""
+    def index_active_counters(self) -> int:
+        """Bring a store written before LAYOUT 2 up to date: put every counter that still
+        exists into its pool's active index, scored by when it expires (take.lua scores by
+        when its newest bucket leaves the window, a second earlier). Idempotent; a take
+        running meanwhile adds its own entry. Returns the number of counters indexed."""
+        with failing_closed():
+            if int(self.client.get(keys.LAYOUT) or 0) >= LAYOUT:
+                return 0
+            seconds, micros = self.client.time()
+            now = seconds * 1000 + micros // 1000
+            found = [k.decode() for k in self.client.scan_iter(
+                match=f"{keys.PREFIX}:{{e:*}}:ctr:*", count=1000, _type="list")]
+            pipe = self.client.pipeline(transaction=False)
+            for key in found:
+                pipe.pttl(key)
+            ttls = pipe.execute() if found else []
+            pipe = self.client.pipeline(transaction=False)
+            for key, ttl in zip(found, ttls, strict=True):
+                root = keys.root_of_key(key)
+                if root is not None and ttl != -2:  # -2: expired since the scan
+                    pipe.zadd(keys.active(root), {key: now + ttl if ttl >= 0 else "+inf"})
+            pipe.set(keys.LAYOUT, LAYOUT)
+            pipe.execute()
+        return len(found)
+
+    def daily(self, counters: list[Counter], days: range | None = None) -> list[dict[int, int]]:
+        """Usage per UTC day (epoch day -> amount) of each counter, for charts and reports:
+        the given epoch `days` only, or every day kept (400)."""
         with failing_closed():
             pipe = self.client.pipeline(transaction=False)
             for c in counters:
-                pipe.hgetall(c.key + ":daily")
+                if days is None:
+                    pipe.hgetall(c.key + ":daily")
+                else:
+                    pipe.hmget(c.key + ":daily", list(days))
             rows = pipe.execute()
+        if days is not None:
+            return [{day: int(n) for day, n in zip(days, row, strict=True) if n and int(n)}
+                    for row in rows]
         return [{int(day): int(n) for day, n in row.items() if int(n)} for row in rows]
 
     def record(
@@ -360,10 +400,14 @@ class Ledger:
         pairs = _audit_args(fields)
         out = self.scripts.run(
             "record",
-            [hash_key, audit_key],
+            [hash_key, audit_key, keys.moved_of(audit_key)],
             ["" if now_ms is None else now_ms, mode, len(pairs) // 2, *pairs,
              *_audit_args(audit)],
         )
+        if out["status"] == "moved":
+            raise PoolMoved(f"R10: {subject or 'this'} now belongs to the pool of "
+                            f"{out['root']!r} (it moved just now); nothing was changed, "
+                            "try again")
         if subject is not None and out["status"] == "exists":
             raise Conflict(f"{subject} already exists")
         if subject is not None and out["status"] == "missing":

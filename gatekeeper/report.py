@@ -392,7 +392,8 @@ class _Days:
     r6: dict[str, dict[int, int]]
 
     @staticmethod
-    def read(gate: Any, entities: list[Entity], people: list[tuple[str, str]]) -> _Days:
+    def read(gate: Any, entities: list[Entity], people: list[tuple[str, str]],
+             days: range) -> _Days:
         cfg = gate.config.limits
         r2w, r6w = post_id_window(cfg), hydrated_window(cfg)
         counters = [Counter(keys.counter(e.root, "r2", e.name), "R2", r2w, Limit(None))
@@ -401,7 +402,7 @@ class _Days:
                      for e in entities]
         counters += [Counter(keys.counter(root, "r6", n), "R6", r6w, Limit(None))
                      for n, root in people]
-        daily = gate.ledger.daily(counters)
+        daily = gate.ledger.daily(counters, days)
         n = len(entities)
         names = [e.name for e in entities]
         return _Days(dict(zip(names, daily[:n], strict=True)),
@@ -435,8 +436,10 @@ def month_report(gate: Any, month: str, *, actor: str = "", now_ms: int | None =
     exemptions = _exemptions(tally.changes, entities, start, end)
     permissions = _permissions(tally.changes, entities, start, end)
     ents = sorted(entities.values(), key=lambda e: e.name)
+    # The month's days, and a window before it for the rolling R2 peaks.
     ledger = _Days.read(gate, ents, [(n, entities[e].root) for n, e in sorted(user_entity.items())
-                                     if e in entities])
+                                     if e in entities],
+                        range(first_day - cfg.post_ids_window_days, first_day + len(days)))
 
     limits = _Limits(cfg.post_ids_per_entity, exemptions, permissions)
     rows: list[EntityMonth] = []

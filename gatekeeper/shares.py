@@ -29,7 +29,7 @@ from gatekeeper import policy
 from gatekeeper.audit import record_denial
 from gatekeeper.deletions import Deleted
 from gatekeeper.entities import Entity
-from gatekeeper.errors import BadInput, GatekeeperError
+from gatekeeper.errors import BadInput, GatekeeperError, PoolMoved
 from gatekeeper.formats import is_id
 from gatekeeper.ledger import Counter, Grant, Idempotency, Ledger
 from gatekeeper.users import User
@@ -272,17 +272,27 @@ def reserve(gate: Any, auth: Authorised, selection: Selection, *, kind: str,
     """Count a selection in the ledger: R2 for Post IDs (pooled, R10), recorded for User IDs."""
     if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
         raise BadInput("an idempotency key is 1-255 printable ASCII characters")
-    counters = policy.id_share_counters(auth.target, auth.root, kind, selection.count,
-                                        gate.config.limits)
     idempotency = None
     if idempotency_key:
         idempotency = Idempotency.of(auth.user.name, idempotency_key, auth.target.name, kind,
                                      selection.digest, allow_partial, *request)
     audit = {**auth.audit, "removed_r9": selection.removed or None}
-    grant = gate.ledger.take(auth.target.root, counters, requested=selection.count,
-                             share_id=auth.audit["request_id"], audit=audit,
-                             partial=allow_partial, idempotency=idempotency)
-    return Reservation(gate.ledger, auth.target.root, auth.target.name, kind, grant, counters,
+    target, root = auth.target, auth.root
+    for attempt in (1, 2):
+        counters = policy.id_share_counters(target, root, kind, selection.count,
+                                            gate.config.limits)
+        try:
+            grant = gate.ledger.take(target.root, counters, requested=selection.count,
+                                     share_id=auth.audit["request_id"], audit=audit,
+                                     partial=allow_partial, idempotency=idempotency)
+            break
+        except PoolMoved:
+            if attempt == 2:
+                raise
+            # R10: the entity joined another pool just now; count in the pool it is in.
+            target = gate.entities.get(target.name)
+            root = gate.entities.get(target.root)
+    return Reservation(gate.ledger, target.root, target.name, kind, grant, counters,
                        idempotency, audit, removed=selection.removed)
 
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from gatekeeper import keys
-from gatekeeper.errors import Conflict, QuotaExceeded
+from gatekeeper.errors import Conflict, PoolMoved, QuotaExceeded
 from gatekeeper.ledger import (
     DAY_MS,
     Counter,
@@ -650,3 +650,38 @@ def test_counter_left_idle_after_a_refusal_comes_back_empty(
     assert used(ledger, r2(0, ten, tiny), later) == 0
     grant = take(ledger, [r2(10, ten, tiny)], later, "d")  # the whole limit is free again
     assert grant.counters[0].used == 10
+
+
+# --- the active index and moved pools (R10) -------------------------------------------------
+
+
+def test_a_take_indexes_each_counter_until_its_newest_bucket_leaves(
+    client: redis.Redis, ledger: Ledger
+) -> None:
+    take(ledger, [r2(5), r6(5)], T0 + 10, "a")
+    take(ledger, [r2(5)], T0 + 2_500, "b")  # bucket T0+2000 leaves at T0+13000
+    index = dict(client.zrange(keys.active(ROOT), 0, -1, withscores=True))
+    assert index == {ENTITY_KEY.encode(): T0 + 2_000 + WIDTH + LENGTH,
+                     USER_KEY.encode(): T0 + WIDTH + LENGTH}
+    # A later take drops what has left the window by then.
+    take(ledger, [r2(1)], T0 + 11_000, "c")
+    assert client.zrange(keys.active(ROOT), 0, -1) == [ENTITY_KEY.encode()]
+    # A refusal charges nothing and indexes nothing new.
+    with pytest.raises(QuotaExceeded):
+        ledger.take(ROOT, [r6(500)], requested=500, share_id="d", audit={}, now_ms=T0 + 11_000)
+    assert client.zrange(keys.active(ROOT), 0, -1) == [ENTITY_KEY.encode()]
+
+
+def test_a_moved_pool_takes_and_records_nothing(client: redis.Redis, ledger: Ledger) -> None:
+    take(ledger, [r2(5)], T0, "a")
+    before = client.xlen(AUDIT_KEY)
+    client.set(keys.moved(ROOT), "bigco")
+    with pytest.raises(PoolMoved) as refused:
+        take(ledger, [r2(5)], T0 + 10, "b")
+    assert refused.value.rule == "R10" and "'bigco'" in refused.value.message
+    with pytest.raises(PoolMoved):
+        ledger.record(keys.entity(ROOT, ROOT), AUDIT_KEY, mode="set", fields={"x": "1"},
+                      audit={"kind": "entity.test"})
+    assert used(ledger, r2(), T0 + 10) == 5
+    assert client.xlen(AUDIT_KEY) == before
+    assert not client.exists(keys.share(ROOT, "b"), keys.entity(ROOT, ROOT))

@@ -3,15 +3,18 @@
 --
 -- KEYS[1]  the hash to change (entity, user or token hash), or a placeholder (audit only)
 -- KEYS[2]  the audit stream in the same slot
+-- KEYS[3]  the pool's moved marker (R10, move.lua), or a placeholder that is never set
 -- ARGV[1]  now in ms, or '' for the Redis clock
 -- ARGV[2]  'create' (the hash must not exist), 'update' (it must), 'set' (either way),
 --          or 'audit' (record only, change nothing)
 -- ARGV[3]  F, the number of field/value pairs to set; then those pairs; then audit pairs
--- Returns JSON {status: ok | exists | missing, now}
+-- Returns JSON {status: ok | exists | missing | moved, now}; moved carries the new root
 
 local now = now_ms(ARGV[1])
 local mode = ARGV[2]
 local f = tonumber(ARGV[3])
+local moved = redis.call('GET', KEYS[3])
+if moved then return cjson.encode({status = 'moved', root = moved, now = fmt(now)}) end
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 if mode == 'create' and exists then return cjson.encode({status = 'exists', now = fmt(now)}) end
 if mode == 'update' and not exists then

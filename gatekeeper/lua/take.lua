@@ -4,7 +4,10 @@
 -- KEYS[1]   the pool's audit stream
 -- KEYS[2]   idempotency record, or the pool's placeholder key when there is no key
 -- KEYS[3]   share record to create (status 'reserved' until settle.lua)
--- KEYS[4..] one bucket list per counter
+-- KEYS[4]   the pool's index of active counters (sorted set: counter key -> ms at which its
+--           newest bucket leaves the window), so that readers skip idle counters
+-- KEYS[5]   the pool's moved marker: set when the pool joined another (R10, move.lua)
+-- KEYS[6..] one bucket list per counter
 -- ARGV[1]   now in ms, or '' for the Redis clock (only tests pass a value)
 -- ARGV[2]   '1': grant exactly the remaining allowance when the whole does not fit
 -- ARGV[3]   request fingerprint, '' when there is no idempotency key
@@ -19,6 +22,7 @@
 -- Returns JSON: {status, now, requested, granted, share_id, rule, refusing (1-based counter,
 --   0 if none), available_at (-1: never), counters:[{limit, used, remaining, rule}], audit_id}
 --   status: granted | partial | refused | replay | conflict   (numbers as decimal strings)
+--   or {status: 'moved', root} when the pool has joined the pool `root` (nothing changed)
 
 local now = now_ms(ARGV[1])
 local partial = ARGV[2] == '1'
@@ -27,6 +31,11 @@ local requested = tonumber(ARGV[6])
 local share_id = ARGV[7]
 local n = tonumber(ARGV[8])
 local audit_from = 9 + 9 * n
+local FIRST = 5  -- KEYS[FIRST + c] is counter c
+
+-- A pool that joined another (R10) takes nothing more: its keys live in the new pool now.
+local moved = redis.call('GET', KEYS[5])
+if moved then return cjson.encode({status = 'moved', root = moved, now = fmt(now)}) end
 
 local function audit(fields)
   local args = {'XADD', KEYS[1], '*', 'time', fmt(now)}
@@ -57,7 +66,7 @@ end
 -- Expire old buckets (amortised O(1)), then read each counter's usage.
 local specs = {}
 for c = 1, n do
-  local key = KEYS[3 + c]
+  local key = KEYS[FIRST + c]
   local spec = read_spec(9 + 9 * (c - 1), now)
   if spec.err then return spec end
   local total = tonumber(redis.call('GET', key .. ':sum') or '0')
@@ -160,6 +169,7 @@ else
       local ttl = release_at(s, start) - now + 1000
       redis.call('PEXPIRE', s.key, ttl)
       redis.call('PEXPIRE', s.key .. ':sum', ttl)
+      redis.call('ZADD', KEYS[4], fmt(release_at(s, start)), s.key)
       -- Usage per UTC day, for charts and the monthly report; kept for 400 days.
       redis.call('HINCRBY', s.key .. ':daily', fmt(math.floor(start / DAY)), amount)
       redis.call('PEXPIRE', s.key .. ':daily', 400 * DAY)
@@ -167,6 +177,7 @@ else
     end
     charges[c] = fmt(start) .. ':' .. fmt(amount)
   end
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', fmt(now))
   redis.call('HSET', KEYS[3], 'status', 'reserved', 'created', fmt(now),
              'requested', fmt(requested), 'granted', fmt(granted),
              'charges', table.concat(charges, ','))
