@@ -434,10 +434,13 @@ def entity_detail(gate: Any, name: str) -> EntityDetail:
         raise AssertionError("unreachable")
     pool = [e for e in snap.entities if e.root == entity.root]
     pool_users = [u for u in snap.users(active_only=True) if u.root == entity.root]
-    stream = keys.audit(entity.root)
-    m = _measure(gate, snap, pool, pool_users, [stream], ENTITY_RECORDS, history=True,
+    # The pool's stream, and the streams of pools its members were the roots of before they
+    # joined it (R10): their history stays there (R11).
+    streams = [keys.audit(entity.root), *sorted({keys.audit(e.former_root) for e in pool
+                                                if e.former_root})]
+    m = _measure(gate, snap, pool, pool_users, streams, ENTITY_RECORDS, history=True,
                  next_only=False)
-    records = m.records
+    records = sorted(m.records, key=AuditRecord.order, reverse=True)
     flags = [f for f in _flags(snap) if name in f.entities]
     ov = _overview(gate, snap, m.rows, m.users, _refused(records)[:RECENT_REFUSALS], flags)
     row = next(r for r in m.rows if r.name == name)

@@ -13,7 +13,7 @@ import redis
 
 from gatekeeper import keys, policy
 from gatekeeper.errors import BadInput, Conflict, NotFound
-from gatekeeper.ledger import Ledger, iso
+from gatekeeper.ledger import Ledger, Window, iso
 from gatekeeper.store import failing_closed
 
 
@@ -56,6 +56,7 @@ class Entity:
     created_at_ms: int
     terms: Attestation | None
     permission: Permission | None
+    former_root: str | None = None  # the pool it was the root of before joining this one (R10)
 
     @staticmethod
     def from_hash(h: dict[str, str]) -> Entity:
@@ -82,6 +83,7 @@ class Entity:
             created_at_ms=int(h["created_at"]),
             terms=terms,
             permission=permission,
+            former_root=h.get("former_root") or None,
         )
 
     def exemption(self) -> dict[str, Any] | None:
@@ -96,13 +98,17 @@ class Entity:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "kind": self.kind, "research": self.research,
-            "parent": self.parent, "pool": self.root, "created_at": iso(self.created_at_ms),
+            "parent": self.parent, "pool": self.root, "former_pool": self.former_root,
+            "created_at": iso(self.created_at_ms),
             "exemption": self.exemption(),
             "terms": None if self.terms is None else {
                 "by": self.terms.by, "version": self.terms.version,
                 "at": iso(self.terms.at_ms), "recorded_by": self.terms.recorded_by},
             "permission": None if self.permission is None else self.permission.to_dict(),
         }
+
+
+IN_FLIGHT_MS = 15 * 60 * 1000  # a reservation younger than this may still be settled
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
@@ -248,6 +254,55 @@ class Entities:
                      {"permit_until": "@now", "permit_revoked_by": actor}, actor, channel,
                      "entity.permit_revoked", "R4",
                      f"permission {entity.permission.reference} revoked: {reason.strip()}")
+        return self.get(name)
+
+    def set_parent(self, name: str, *, parent: str, reason: str, r2_window: Window,
+                   cluster: bool, actor: str, channel: str) -> Entity:
+        """R10: link an existing entity to a parent, so its Post IDs are pooled with the
+        parent's pool from now on — including what it received in the current window.
+
+        The entity must be the root of its own pool, without children. Its pool's keys move
+        into the parent's pool in one script (move.lua); its old audit stream stays.
+        """
+        if not reason.strip():
+            raise BadInput("R10: say why these entities are one (the reason is audited)",
+                           rule="R10")
+        entity, target = self.get(name), self.get(parent)
+        if name == parent:
+            raise BadInput(f"R10: {name} cannot be its own parent", rule="R10")
+        if target.root == entity.root:
+            raise BadInput(f"R10: {parent} is already in the pool of {entity.root}; "
+                           f"{name} cannot be its child", rule="R10")
+        if entity.root != name:
+            raise BadInput(f"R10: {name} is already pooled with {entity.root} (parent "
+                           f"{entity.parent}); its usage belongs to that pool and cannot move "
+                           "out of it", rule="R10")
+        if cluster:
+            raise BadInput(f"R10: moving {name}'s pool needs a single Redis server (its keys "
+                           "change Cluster slot); on Redis Cluster, link an entity when it is "
+                           "created (entity add --parent)", rule="R10")
+        message = (f"{name} joined the pool of {target.root} as a child of {parent}: "
+                   f"{reason.strip()}")
+        out = self.ledger.scripts.run(
+            "move",
+            [keys.ENTITIES, keys.moved(name), keys.audit(name), keys.audit(target.root),
+             keys.moved(target.root), keys.active(target.root)],
+            ["", name, parent, target.root, IN_FLIGHT_MS, keys.PREFIX, r2_window.length_ms,
+             r2_window.width_ms,
+             "actor", actor, "entity", name, "channel", channel, "kind", "entity.parent",
+             "outcome", "changed", "rule", "R10", "parent", parent, "message", message])
+        status = out["status"]
+        if status == "has_children":
+            raise BadInput(f"R10: {name} is the parent of {', '.join(out['children'])}; a pool "
+                           "has one root, so link those to the new parent instead",
+                           rule="R10")
+        if status == "in_flight":
+            raise Conflict(f"R10: a share or export for {name}'s pool is being delivered now "
+                           f"(share {out['share']}); nothing was changed, try again in a "
+                           "minute", rule="R10")
+        if status != "ok":  # not_root, parent_moved, exists: changed under our feet
+            raise Conflict(f"R10: {name} or {parent} changed while linking them ({status}); "
+                           "nothing was changed, try again", rule="R10")
         return self.get(name)
 
     def _record(self, root: str, name: str, mode: str, fields: dict[str, Any], actor: str,

@@ -11,8 +11,8 @@ from gatekeeper import store
 from gatekeeper.config import Config
 from gatekeeper.datasets import Datasets
 from gatekeeper.deletions import Deletions, Ingest
-from gatekeeper.entities import Entities
-from gatekeeper.ledger import Ledger
+from gatekeeper.entities import Entities, Entity
+from gatekeeper.ledger import Ledger, post_id_window
 from gatekeeper.users import Users
 
 
@@ -40,3 +40,12 @@ def ingest_deletions(gate: Gate, path: Path, *, kind: str | None, actor: str,
     report = gate.deletions.add_file(path, kind=kind, actor=actor, channel=channel)
     report.datasets = gate.datasets.affected(gate.deletions.current())
     return report
+
+
+def set_parent(gate: Gate, name: str, *, parent: str, reason: str, actor: str,
+               channel: str) -> Entity:
+    """R10: pool an existing entity with a parent's pool (see Entities.set_parent)."""
+    return gate.entities.set_parent(name, parent=parent, reason=reason,
+                                    r2_window=post_id_window(gate.config.limits),
+                                    cluster=gate.config.redis.cluster, actor=actor,
+                                    channel=channel)

@@ -1,0 +1,151 @@
+-- move.lua: an existing entity joins another entity's pool as its child (R10), atomically.
+--
+-- The entity must be the root of its own pool with no children. Every key of its old pool
+-- (entity, users, tokens, counters, shares, idempotency records, tickets) is renamed into the
+-- new pool; its Post ID buckets are added to the new pool's counter, so everything it received
+-- in the window counts against the pool at once (a merge can only lower headroom, never raise
+-- it). The old pool's audit stream stays where it is (R11: no record is moved or rewritten) and
+-- the old pool is marked moved, so take.lua and record.lua refuse to act there (PoolMoved).
+--
+-- Needs a single Redis server: the keys of two pools and the directory are in different Cluster
+-- slots. Python checks the request first for clear messages; this script re-checks everything
+-- it relies on, so a concurrent change can only make it refuse.
+--
+-- KEYS[1]  the entity directory (name -> root)
+-- KEYS[2]  the old pool's moved marker
+-- KEYS[3]  the old pool's audit stream (gets an entity.pool_closed record)
+-- KEYS[4]  the new pool's audit stream
+-- KEYS[5]  the new pool's moved marker (must not be set)
+-- KEYS[6]  the new pool's active index
+-- ARGV[1]  now in ms, or '' for the Redis clock
+-- ARGV[2]  the entity; ARGV[3] its new parent; ARGV[4] the new pool's root
+-- ARGV[5]  ms within which a reserved share counts as in flight (the move waits for it)
+-- ARGV[6]  the key prefix ('gk')
+-- ARGV[7]  R2's window and ARGV[8] its bucket width, in ms (buckets already out are dropped)
+-- ARGV[9..] audit field/value pairs (both records)
+-- Returns JSON {status, ...}: ok {moved, merged, pool_used} | not_root {root} | has_children
+--   {children} | parent_moved | in_flight {share} | exists {key}
+
+local now = now_ms(ARGV[1])
+local name, parent, root = ARGV[2], ARGV[3], ARGV[4]
+local in_flight_ms = tonumber(ARGV[5])
+local r2 = {calendar = false, window = tonumber(ARGV[7]), width = tonumber(ARGV[8])}
+local old_prefix = ARGV[6] .. ':{e:' .. name .. '}:'
+local new_prefix = ARGV[6] .. ':{e:' .. root .. '}:'
+
+if redis.call('GET', KEYS[2]) then return cjson.encode({status = 'not_root', root = '?'}) end
+if redis.call('GET', KEYS[5]) or redis.call('HGET', KEYS[1], parent) ~= root
+    or redis.call('HGET', KEYS[1], root) ~= root then
+  return cjson.encode({status = 'parent_moved'})
+end
+local current = redis.call('HGET', KEYS[1], name)
+if current ~= name then return cjson.encode({status = 'not_root', root = current or ''}) end
+local directory = redis.call('HGETALL', KEYS[1])
+local children = {}
+for i = 1, #directory, 2 do
+  if directory[i + 1] == name and directory[i] ~= name then children[#children + 1] = directory[i] end
+end
+if #children > 0 then return cjson.encode({status = 'has_children', children = children}) end
+
+-- Everything of the old pool but its audit stream, its active index and placeholders.
+local keep = {[old_prefix .. 'audit'] = true, [old_prefix .. 'active'] = true,
+              [old_prefix .. 'none'] = true, [old_prefix .. 'moved'] = true}
+local moving = {}
+for _, key in ipairs(redis.call('KEYS', old_prefix .. '*')) do
+  if not keep[key] then moving[#moving + 1] = key end
+end
+table.sort(moving)
+for _, key in ipairs(moving) do
+  local suffix = string.sub(key, #old_prefix + 1)
+  if string.sub(suffix, 1, 6) == 'share:' then
+    local share = redis.call('HMGET', key, 'status', 'created')
+    if share[1] == 'reserved' and now - tonumber(share[2] or '0') < in_flight_ms then
+      return cjson.encode({status = 'in_flight', share = string.sub(suffix, 7)})
+    end
+  end
+  if redis.call('EXISTS', new_prefix .. suffix) == 1 then
+    return cjson.encode({status = 'exists', key = new_prefix .. suffix})
+  end
+end
+
+-- Rename, carrying each counter's place in the active index along.
+local old_index = old_prefix .. 'active'
+for _, key in ipairs(moving) do
+  local new_key = new_prefix .. string.sub(key, #old_prefix + 1)
+  redis.call('RENAME', key, new_key)
+  local score = redis.call('ZSCORE', old_index, key)
+  if score then redis.call('ZADD', KEYS[6], score, new_key) end
+end
+redis.call('DEL', old_index)
+
+-- The entity's Post ID buckets join the pool's counter: same widths, so equal starts add up.
+local own = new_prefix .. 'ctr:r2:' .. name
+local pool = new_prefix .. 'ctr:r2:' .. root
+local merged = 0
+if redis.call('EXISTS', own) == 1 then
+  local sums = {}
+  local starts = {}
+  for _, key in ipairs({pool, own}) do
+    for _, b in ipairs(redis.call('LRANGE', key, 0, -1)) do
+      local start, sum = parse_bucket(b)
+      if not expired(r2, now, start) and sum > 0 then
+        if not sums[start] then
+          sums[start] = 0
+          starts[#starts + 1] = start
+        end
+        sums[start] = sums[start] + sum
+        if key == own then merged = merged + sum end
+      end
+    end
+  end
+  table.sort(starts)
+  -- The pool's list is rebuilt from the buckets still in the window, its total with it.
+  redis.call('DEL', pool, pool .. ':sum')
+  local total = 0
+  for _, start in ipairs(starts) do
+    redis.call('RPUSH', pool, fmt(start) .. ':' .. fmt(sums[start]))
+    total = total + sums[start]
+  end
+  if #starts > 0 then
+    local newest = starts[#starts]
+    local ttl = release_at(r2, newest) - now + 1000  -- as take.lua sets it
+    redis.call('SET', pool .. ':sum', fmt(total))
+    redis.call('PEXPIRE', pool, ttl)
+    redis.call('PEXPIRE', pool .. ':sum', ttl)
+    redis.call('ZADD', KEYS[6], fmt(release_at(r2, newest)), pool)
+  end
+  local daily = redis.call('HGETALL', own .. ':daily')
+  for i = 1, #daily, 2 do redis.call('HINCRBY', pool .. ':daily', daily[i], daily[i + 1]) end
+  if #daily > 0 then redis.call('PEXPIRE', pool .. ':daily', 400 * DAY) end
+end
+
+local entity = new_prefix .. 'entity:' .. name
+redis.call('HSET', entity, 'parent', parent, 'root', root, 'former_root', name,
+           'parent_set_at', fmt(now))
+redis.call('HSET', KEYS[1], name, root)
+redis.call('SET', KEYS[2], root)
+
+-- One record in the new pool's stream; in the old one, a record that closes it and says where
+-- the entity's records continue.
+local function audit(stream, extra)
+  local args = {'XADD', stream, '*', 'time', fmt(now)}
+  for i = 9, #ARGV, 2 do
+    if extra[ARGV[i]] == nil then
+      args[#args + 1] = ARGV[i]
+      args[#args + 1] = ARGV[i + 1]
+    end
+  end
+  for k, v in pairs(extra) do
+    args[#args + 1] = k
+    args[#args + 1] = v
+  end
+  return redis.call(unpack(args))
+end
+local facts = {moved_keys = fmt(#moving), merged_post_ids = fmt(merged), pool = root,
+               former_pool = name}
+local id = audit(KEYS[4], facts)
+facts.kind = 'entity.pool_closed'
+facts.message = 'pool ' .. name .. ' closed: ' .. name .. ' joined the pool of ' .. root ..
+                '; its records continue in that pool'
+audit(KEYS[3], facts)
+return cjson.encode({status = 'ok', moved = fmt(#moving), merged = fmt(merged), audit_id = id})
