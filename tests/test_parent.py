@@ -224,3 +224,16 @@ def test_idempotency_records_move_with_the_pool(gate: Gate) -> None:
     link(gate)
     assert gate.client.exists(keys.idempotency("acme", "dan", "k1"))
     assert not gate.client.exists(key)
+
+
+def test_an_idempotency_key_used_with_both_pools_is_never_counted_twice(
+        gate: Gate, tmp_path: Path) -> None:
+    share(gate, tmp_path, "acme", 10, key="k1", start=3000)  # dan's k1, now with acme too
+    link(gate)
+    assert records(gate, "acme")[-1]["idempotency_keys_left"] == "1"
+    assert used(gate, keys.counter("acme", "r2", "acme")) == 910
+    with pytest.raises(Conflict):
+        share(gate, tmp_path, "globex", 200, key="k1")  # the retry meets acme's record
+    assert used(gate, keys.counter("acme", "r2", "acme")) == 910
+    again = share(gate, tmp_path, "acme", 10, key="k1", start=3000)
+    assert again.grant.status == "replay"

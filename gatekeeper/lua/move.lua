@@ -63,16 +63,24 @@ for _, key in ipairs(moving) do
       return cjson.encode({status = 'in_flight', share = string.sub(suffix, 7)})
     end
   end
-  if redis.call('EXISTS', new_prefix .. suffix) == 1 then
+  if redis.call('EXISTS', new_prefix .. suffix) == 1 and string.sub(suffix, 1, 5) ~= 'idem:' then
     return cjson.encode({status = 'exists', key = new_prefix .. suffix})
   end
 end
 
--- Rename, carrying each counter's place in the active index along.
+-- Rename, carrying each counter's place in the active index along. Names are global and share
+-- ids random, so only an idempotency record can meet its like: the same person used the same
+-- key with both pools. The pool's record stays; the moved one is left behind, so a retry of
+-- the moved request is answered 'conflict' (409), never counted twice.
 local old_index = old_prefix .. 'active'
+local left = 0
 for _, key in ipairs(moving) do
   local new_key = new_prefix .. string.sub(key, #old_prefix + 1)
-  redis.call('RENAME', key, new_key)
+  if redis.call('EXISTS', new_key) == 1 then
+    left = left + 1
+  else
+    redis.call('RENAME', key, new_key)
+  end
   local score = redis.call('ZSCORE', old_index, key)
   if score then redis.call('ZADD', KEYS[6], score, new_key) end
 end
@@ -141,11 +149,12 @@ local function audit(stream, extra)
   end
   return redis.call(unpack(args))
 end
-local facts = {moved_keys = fmt(#moving), merged_post_ids = fmt(merged), pool = root,
+local facts = {moved_keys = fmt(#moving - left), merged_post_ids = fmt(merged), pool = root,
                former_pool = name}
+if left > 0 then facts.idempotency_keys_left = fmt(left) end
 local id = audit(KEYS[4], facts)
 facts.kind = 'entity.pool_closed'
 facts.message = 'pool ' .. name .. ' closed: ' .. name .. ' joined the pool of ' .. root ..
                 '; its records continue in that pool'
 audit(KEYS[3], facts)
-return cjson.encode({status = 'ok', moved = fmt(#moving), merged = fmt(merged), audit_id = id})
+return cjson.encode({status = 'ok', moved = fmt(#moving - left), merged = fmt(merged), audit_id = id})
