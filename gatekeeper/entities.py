@@ -6,6 +6,7 @@ together with its audit record by record.lua, so no fact exists without who reco
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -307,9 +308,12 @@ class Entities:
 
     def _record(self, root: str, name: str, mode: str, fields: dict[str, Any], actor: str,
                 channel: str, kind: str, rule: str, message: str) -> None:
+        # The facts as written, for readers (the monthly report) that must not parse messages;
+        # '@now' values are the record's own time.
+        facts = json.dumps({k: v for k, v in fields.items() if v != "@now"}, sort_keys=True)
         self.ledger.record(
             keys.entity(root, name), keys.audit(root), mode=mode, fields=fields,
             audit={"actor": actor, "entity": name, "channel": channel, "kind": kind,
-                   "outcome": "changed", "rule": rule, "message": message},
+                   "outcome": "changed", "rule": rule, "message": message, "facts": facts},
             subject=f"entity {name!r}",
         )

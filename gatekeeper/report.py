@@ -19,6 +19,7 @@ is a calendar month in UTC, the ledger's days; every time in the report is UTC.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -546,22 +547,56 @@ def _peaks(row: EntityMonth, d: dict[int, int], first_day: int, days: list[str],
             row.peak_window, row.peak_window_day, row.peak_window_limit = total, days[i], limit
 
 
+def _facts(r: dict[str, str]) -> dict[str, str] | None:
+    """The facts an entity.* record wrote (its "facts" field), None for records written
+    before records carried them."""
+    return json.loads(r["facts"]) if r.get("facts") else None
+
+
+def _academic(r: dict[str, str]) -> tuple[bool, str] | None:
+    """(exempt, evidence) recorded by an R3 record; older records are read from the message."""
+    facts = _facts(r)
+    if facts is not None:
+        if "research" not in facts:
+            return None
+        return (facts.get("kind") == "academic" and facts["research"] == "1",
+                facts.get("research_evidence", "").strip())
+    m = ACADEMIC_RE.search(r.get("message", ""))
+    if not m:
+        return None
+    return m[1] == "academic" and m[2] == "yes", (m[3] or "").strip()
+
+
+def _permit(r: dict[str, str]) -> tuple[int | None, int, str] | None:
+    """(limit or None for unlimited, until ms, reference) of an entity.permit record."""
+    facts = _facts(r)
+    if facts is not None:
+        limit = facts["permit_limit"]
+        return (None if limit == "unlimited" else int(limit), int(facts["permit_until"]),
+                facts["permit_reference"])
+    m = PERMIT_RE.match(r.get("message", ""))
+    if not m:
+        return None
+    until = int(datetime.fromisoformat(m[2].replace("Z", "+00:00")).timestamp() * 1000)
+    return None if m[1] == "unlimited" else int(m[1].replace(",", "")), until, m[3]
+
+
 def _exemptions(changes: list[dict[str, str]], entities: dict[str, Entity], start: int,
                 end: int) -> list[Exemption]:
     """R3 periods overlapping the month, from entity.add/entity.academic records."""
     spans: list[Exemption] = []
     open_: dict[str, Exemption] = {}
     for r in changes:
-        m = ACADEMIC_RE.search(r.get("message", ""))
-        if r.get("rule") != "R3" or not m:
+        fact = _academic(r) if r.get("rule") == "R3" else None
+        if fact is None:
             continue
         name, t = r.get("entity", ""), _ms(r)
-        exempt = m[1] == "academic" and m[2] == "yes"
+        exempt, evidence = fact
         if exempt and name not in open_:
-            open_[name] = Exemption(name, t, None, r.get("actor", ""), (m[3] or "").strip())
+            open_[name] = Exemption(name, t, None, r.get("actor", ""), evidence)
             spans.append(open_[name])
         elif exempt:
-            open_[name].evidence = (m[3] or "").strip() or open_[name].evidence
+            open_[name].evidence = evidence or open_[name].evidence
         elif name in open_:
             ended = open_.pop(name)
             ended.until_ms, ended.ended_by = t, r.get("actor", "")
@@ -582,14 +617,14 @@ def _permissions(changes: list[dict[str, str]], entities: dict[str, Entity], sta
         name, t, kind = r.get("entity", ""), _ms(r), r.get("kind", "")
         before = current.get(name)
         if kind == "entity.permit":
-            m = PERMIT_RE.match(r.get("message", ""))
-            if not m:
+            fact = _permit(r)
+            if fact is None:
                 continue
             if before is not None and before.until_ms > t:
                 before.until_ms, before.ended, before.ended_by = t, "replaced", r.get("actor", "")
-            until = int(datetime.fromisoformat(m[2].replace("Z", "+00:00")).timestamp() * 1000)
-            limit = None if m[1] == "unlimited" else int(m[1].replace(",", ""))
-            current[name] = PermissionPeriod(name, limit, t, until, m[3], r.get("actor", ""))
+            limit, until, reference = fact
+            current[name] = PermissionPeriod(name, limit, t, until, reference,
+                                             r.get("actor", ""))
             spans.append(current[name])
         elif kind == "entity.permit_revoked" and before is not None and before.until_ms > t:
             before.until_ms, before.ended, before.ended_by = t, "revoked", r.get("actor", "")

@@ -504,3 +504,19 @@ def test_page_is_refused_to_other_roles_and_to_strangers(web: FlaskClient) -> No
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]
     login(web, "ana")
     assert web.get("/report", query_string={"month": MONTH}).status_code == 403
+
+
+def test_r3_r4_facts_come_from_the_records_fields_and_old_records_from_their_message() -> None:
+    from gatekeeper.report import _academic, _permit
+
+    new = {"rule": "R3", "message": "anything at all",
+           "facts": '{"kind": "academic", "research": "1", "research_evidence": " NU-7 "}'}
+    assert _academic(new) == (True, "NU-7")
+    old = {"rule": "R3", "message": "kind=academic research=no; evidence: -"}
+    assert _academic(old) == (False, "-")
+    assert _academic({"rule": "R3", "facts": '{"terms_by": "x"}'}) is None
+    permit = {"facts": '{"permit_limit": "3000000", "permit_until": "1798761600000", '
+                       '"permit_reference": "X-1; with: colons"}', "message": "changed later"}
+    assert _permit(permit) == (3_000_000, 1_798_761_600_000, "X-1; with: colons")
+    old_permit = {"message": "limit unlimited until 2026-12-31T00:00:00Z; reference: X-2"}
+    assert _permit(old_permit) == (None, 1_798_675_200_000, "X-2")
