@@ -25,7 +25,7 @@ from gatekeeper import policy, quota, shares, store
 from gatekeeper.audit import audit_cli
 from gatekeeper.datasets import Filters
 from gatekeeper.errors import BadInput, GatekeeperError
-from gatekeeper.gate import Gate, ingest_deletions
+from gatekeeper.gate import Gate, ingest_deletions, set_parent
 from gatekeeper.ledger import iso
 from gatekeeper.report import report_cli
 
@@ -132,6 +132,24 @@ def entity_accept_terms(obj: Context, name: str, by: str, as_json: bool) -> None
     """R8: record the entity's attestation of X's terms."""
     e = obj.gate.entities.accept_terms(name, by=by, actor=_actor(), channel="cli")
     emit(obj, e.to_dict(), f"R8: {name} attested by {by} ({policy.TERMS_VERSION})")
+
+
+@entity.command("set-parent")
+@click.argument("name")
+@click.option("--parent", required=True, help="The entity whose pool NAME joins.")
+@click.option("--reason", required=True, help="Why they are one entity (audited).")
+@json_option
+@pass_ctx
+def entity_set_parent(obj: Context, name: str, parent: str, reason: str, as_json: bool) -> None:
+    """R10: pool an existing entity with a parent; its usage so far counts against the pool.
+
+    NAME must be the root of its own pool, without children. Its users, counters and shares
+    move into the parent's pool; this cannot be undone.
+    """
+    link = set_parent(obj.gate, name, parent=parent, reason=reason, actor=_actor(),
+                      channel="cli")
+    emit(obj, {**link.entity.to_dict(), "merged_post_ids": link.merged_post_ids},
+         link.describe())
 
 
 def _parse_limit(value: str) -> int | None:

@@ -7,6 +7,7 @@ app) and every view checks the role (R12): compliance officers and administrator
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from typing import Any
@@ -16,13 +17,16 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from markupsafe import Markup
 
 from gatekeeper import charts, dashboard, policy
+from gatekeeper.entities import Link
 from gatekeeper.errors import BadInput, GatekeeperError
+from gatekeeper.gate import set_parent
 from gatekeeper.pages import gate, me, role_required
 from gatekeeper.store import failing_closed
 
 bp = Blueprint("compliance", __name__)
 
 PER_PAGE = 100
+PARENT_CHOICES = 1000  # names offered as parents in the form; any other can still be typed
 ALLOWED = policy.MAY_RECORD_COMPLIANCE
 
 # The look both pages add to base.html's: tables, badges, the toolbar.
@@ -122,9 +126,14 @@ def _render_entity(name: str, *, error: GatekeeperError | None = None,
                    form: str | None = None, values: dict[str, str] | None = None,
                    status: int = 200) -> Any:
     detail = dashboard.entity_detail(gate(), name)
+    row = detail.row
+    may_link = row.entity.root == name and not row.children
+    parents = ([n for n in gate().entities.names() if n not in row.members][:PARENT_CHOICES]
+               if may_link else [])
     return render_template(
-        "entity.html", d=detail, row=detail.row, e=detail.row.entity, ov=detail.overview,
+        "entity.html", d=detail, row=row, e=row.entity, ov=detail.overview,
         error=error, error_form=form, values=values or {}, end_day=detail.overview.days[-1],
+        parents=parents,
         kinds=policy.KINDS, terms=policy.TERMS, terms_version=policy.TERMS_VERSION,
         **_helpers()), status
 
@@ -135,9 +144,10 @@ def entity_page(name: str) -> Any:
     return _render_entity(name)
 
 
-def _change(name: str, form: str, change: Any, done: str) -> Any:
+def _change(name: str, form: str, change: Any, done: str | Callable[[], str]) -> Any:
     """Apply one change through the Entities methods (each audited, R11); on a refusal show
-    the page again with the rule and change nothing."""
+    the page again with the rule and change nothing. `done` may be a function when the
+    message needs what the change did."""
     values = {k: v for k, v in request.form.items() if k != "csrf_token"}
     try:
         change()
@@ -145,7 +155,7 @@ def _change(name: str, form: str, change: Any, done: str) -> Any:
         if exc.status >= 500:
             raise
         return _render_entity(name, error=exc, form=form, values=values, status=exc.status)
-    flash(done, "ok")
+    flash(done() if callable(done) else done, "ok")
     return redirect(url_for("compliance.entity_page", name=name) + f"#{form}")
 
 
@@ -235,3 +245,16 @@ def record_terms(name: str) -> Any:
         gate().entities.accept_terms(name, by=by, actor=me().name, channel="web")
 
     return _change(name, "terms", change, f"R8: attestation by {by.strip()} recorded for {name}")
+
+
+@bp.post("/entities/<name>/parent")
+@role_required(*ALLOWED)
+def record_parent(name: str) -> Any:
+    f = request.form
+    linked: list[Link] = []
+
+    def change() -> None:
+        linked.append(set_parent(gate(), name, parent=f.get("parent", "").strip(),
+                                 reason=f.get("reason", ""), actor=me().name, channel="web"))
+
+    return _change(name, "parent", change, lambda: linked[0].describe())

@@ -447,8 +447,10 @@ def entity_detail(gate: Any, name: str) -> EntityDetail:
     shown = set(row.members) if entity.root == name else {name}
     activity = [r for r in records if r.get("entity") in shown
                 and r.get("kind").startswith(("share.", "export."))]
+    # A link (R10) writes twin records, entity.parent in the pool and entity.pool_closed in
+    # the stream it left; the page shows the first.
     changes = [r for r in records if r.get("entity") == name
-               and r.get("kind").startswith("entity.")]
+               and r.get("kind").startswith("entity.") and r.get("kind") != "entity.pool_closed"]
     return EntityDetail(ov, row, activity[:50], changes, len(records))
 
 

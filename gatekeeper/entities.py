@@ -109,6 +109,24 @@ class Entity:
         }
 
 
+@dataclass(frozen=True)
+class Link:
+    """What linking an entity to a parent did (R10)."""
+
+    entity: Entity
+    merged_post_ids: int  # Post IDs in the window now counted against the pool
+    moved_keys: int
+
+    def describe(self) -> str:
+        e = self.entity
+        text = f"R10: {e.name} now pools its Post IDs with {e.root} (parent {e.parent})"
+        if not self.merged_post_ids:
+            return f"{text}; it received no Post IDs in the window, so pool usage is unchanged"
+        n = self.merged_post_ids
+        return (f"{text}; {n:,} Post ID{'' if n == 1 else 's'} it received in the window now "
+                "count against the pool")
+
+
 IN_FLIGHT_MS = 15 * 60 * 1000  # a reservation younger than this may still be settled
 
 
@@ -258,17 +276,19 @@ class Entities:
         return self.get(name)
 
     def set_parent(self, name: str, *, parent: str, reason: str, r2_window: Window,
-                   cluster: bool, actor: str, channel: str) -> Entity:
+                   cluster: bool, actor: str, channel: str) -> Link:
         """R10: link an existing entity to a parent, so its Post IDs are pooled with the
         parent's pool from now on — including what it received in the current window.
 
         The entity must be the root of its own pool, without children. Its pool's keys move
         into the parent's pool in one script (move.lua); its old audit stream stays.
         """
+        if not parent.strip():
+            raise BadInput(f"R10: name the entity {name} is to be linked to", rule="R10")
+        entity, target = self.get(name), self.get(parent)
         if not reason.strip():
             raise BadInput("R10: say why these entities are one (the reason is audited)",
                            rule="R10")
-        entity, target = self.get(name), self.get(parent)
         if name == parent:
             raise BadInput(f"R10: {name} cannot be its own parent", rule="R10")
         if target.root == entity.root:
@@ -304,7 +324,7 @@ class Entities:
         if status != "ok":  # not_root, parent_moved, exists: changed under our feet
             raise Conflict(f"R10: {name} or {parent} changed while linking them ({status}); "
                            "nothing was changed, try again", rule="R10")
-        return self.get(name)
+        return Link(self.get(name), int(out["merged"]), int(out["moved"]))
 
     def _record(self, root: str, name: str, mode: str, fields: dict[str, Any], actor: str,
                 channel: str, kind: str, rule: str, message: str) -> None:

@@ -11,7 +11,7 @@ from gatekeeper import store
 from gatekeeper.config import Config
 from gatekeeper.datasets import Datasets
 from gatekeeper.deletions import Deletions, Ingest
-from gatekeeper.entities import Entities, Entity
+from gatekeeper.entities import Entities, Link
 from gatekeeper.ledger import Ledger, post_id_window
 from gatekeeper.users import Users
 
@@ -43,7 +43,7 @@ def ingest_deletions(gate: Gate, path: Path, *, kind: str | None, actor: str,
 
 
 def set_parent(gate: Gate, name: str, *, parent: str, reason: str, actor: str,
-               channel: str) -> Entity:
+               channel: str) -> Link:
     """R10: pool an existing entity with a parent's pool (see Entities.set_parent)."""
     return gate.entities.set_parent(name, parent=parent, reason=reason,
                                     r2_window=post_id_window(gate.config.limits),

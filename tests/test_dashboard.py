@@ -408,7 +408,7 @@ def test_entity_page_carries_its_figures_and_facts(client: FlaskClient) -> None:
     assert t.ids["remaining"] == "150" and t.ids["ratio"] == "85%"
     assert "Pool acme R10: 850 of 1,000 Post IDs used (85%)" in t.ids["pool-usage"]
     assert t.ids["fact-pool"].startswith("child of acme; its Post IDs also count toward pool")
-    assert "gatekeeper entity add NAME --parent P" in t.ids["fact-pool"]
+    assert "A child cannot move to another pool." in t.ids["fact-pool"]
     assert t.ids["fact-terms"].startswith("attested by Pat Signer")
     activity = t.rows("activity")
     assert [(r[1], r[2], r[6], r[7]) for r in activity] == [
@@ -541,7 +541,8 @@ FORMS = [("/entities/acme/academic", {"kind": "academic", "research": "yes",
          ("/entities/acme/permission", {"limit": "5", "until": "2099-01-01",
                                         "reference": "r"}),
          ("/entities/globex/permission/revoke", {"reason": "r"}),
-         ("/entities/acme/terms", {"by": "someone"})]
+         ("/entities/acme/terms", {"by": "someone"}),
+         ("/entities/globex/parent", {"parent": "acme", "reason": "r"})]
 
 
 @pytest.mark.parametrize("who", ["ana", "dan"])
@@ -580,7 +581,7 @@ def test_every_form_carries_the_csrf_token(client: FlaskClient) -> None:
     login(client)
     html = client.get("/entities/globex").get_data(as_text=True)
     forms = re.findall(r'<form method="post" action="/entities/.*?</form>', html, re.S)
-    assert len(forms) == 4
+    assert len(forms) == 5  # academic, permission, revoke, terms, parent
     assert all('name="csrf_token"' in f for f in forms)
 
 
