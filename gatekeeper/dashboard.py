@@ -209,7 +209,8 @@ def _snapshot(gate: Any, *, with_users: bool) -> _Snapshot:
     """Round trips 1-2: the Redis clock and the directories; every entity's facts and every
     pool's index of active counters."""
     client = gate.client
-    gate.ledger.index_active_counters()  # a store from before the index: once, then one GET
+    # A store from before the index is indexed once; after that this is one GET.
+    gate.ledger.index_active_counters(gate.config.limits)
     with failing_closed():
         pipe = client.pipeline(transaction=False)
         pipe.time()

@@ -340,27 +340,30 @@ class Ledger:
             args += Counter("", rule, window, limit).args(around)
         return args + index
 
-    def index_active_counters(self) -> int:
+    def index_active_counters(self, limits: LimitsConfig) -> int:
         """Bring a store written before LAYOUT 2 up to date: put every counter that still
-        exists into its pool's active index, scored by when it expires (take.lua scores by
-        when its newest bucket leaves the window, a second earlier). Idempotent; a take
-        running meanwhile adds its own entry. Returns the number of counters indexed."""
+        exists into its pool's active index, scored as take.lua scores it — when its newest
+        bucket leaves the window (for a calendar day, an upper bound: a day later). Idempotent;
+        a take running meanwhile adds its own entry. Returns the number of counters indexed."""
+        windows = {"r2": post_id_window(limits), "uid": post_id_window(limits),
+                   "r6": hydrated_window(limits)}
         with failing_closed():
             if int(self.client.get(keys.LAYOUT) or 0) >= LAYOUT:
                 return 0
-            seconds, micros = self.client.time()
-            now = seconds * 1000 + micros // 1000
             found = [k.decode() for k in self.client.scan_iter(
                 match=f"{keys.PREFIX}:{{e:*}}:ctr:*", count=1000, _type="list")]
             pipe = self.client.pipeline(transaction=False)
             for key in found:
-                pipe.pttl(key)
-            ttls = pipe.execute() if found else []
+                pipe.lindex(key, -1)
+            newest = pipe.execute() if found else []
             pipe = self.client.pipeline(transaction=False)
-            for key, ttl in zip(found, ttls, strict=True):
-                root = keys.root_of_key(key)
-                if root is not None and ttl != -2:  # -2: expired since the scan
-                    pipe.zadd(keys.active(root), {key: now + ttl if ttl >= 0 else "+inf"})
+            for key, bucket in zip(found, newest, strict=True):
+                root, scope = keys.root_of_key(key), key.split(":ctr:", 1)[1].split(":", 1)[0]
+                if root is None or bucket is None or scope not in windows:
+                    continue  # gone since the scan, or not a counter this version knows
+                w, start = windows[scope], int(bucket.split(b":", 1)[0])
+                release = start + w.length_ms + (DAY_MS if w.timezone else w.width_ms)
+                pipe.zadd(keys.active(root), {key: release})
             pipe.set(keys.LAYOUT, LAYOUT)
             pipe.execute()
         return len(found)

@@ -272,7 +272,6 @@ def test_recipients_show_hydrated_objects_against_r6(client: FlaskClient) -> Non
 def test_only_recipients_in_the_active_index_are_read(gate: Gate) -> None:
     """A recipient whose last export left the R6 window is not peeked at all: the pool's
     index of active counters (take.lua) no longer lists them."""
-    gate.ledger.index_active_counters()  # the store is on the current layout
     dan = gate.users.get("dan")
     counter = policy.hydrated_counter(dan, 7, gate.config.limits)
     long_ago = int((datetime.now(UTC) - timedelta(days=2)).timestamp() * 1000)
@@ -287,9 +286,10 @@ def test_only_recipients_in_the_active_index_are_read(gate: Gate) -> None:
 def test_a_store_from_before_the_index_is_indexed_once(gate: Gate) -> None:
     ana = gate.users.get("ana")
     gate.client.delete(keys.active(ana.root), keys.LAYOUT)
-    assert gate.ledger.index_active_counters() >= 4  # ana's R6 and the pools' R2/User IDs
+    limits = gate.config.limits
+    assert gate.ledger.index_active_counters(limits) >= 4  # ana's R6, the pools' R2/User IDs
     assert int(gate.client.get(keys.LAYOUT)) == 2
-    assert gate.ledger.index_active_counters() == 0  # done once
+    assert gate.ledger.index_active_counters(limits) == 0  # done once
     gate.client.delete(keys.active(ana.root), keys.LAYOUT)
     ov = dashboard.overview(gate)  # the dashboard brings the store up to date itself
     assert [(u.name, u.usage.used) for u in ov.users] == [("ana", 12)]
