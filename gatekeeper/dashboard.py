@@ -122,8 +122,13 @@ class AuditRecord:
         return self.fields.get(name, default)
 
     def order(self) -> tuple[int, int]:
-        ms, _, seq = self.id.partition("-")
-        return int(ms), int(seq or 0)
+        return _order(self.id)
+
+
+def _order(stream_id: str) -> tuple[int, int]:
+    """A stream ID ("ms-seq") as a sortable pair."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 @dataclass
@@ -405,13 +410,8 @@ def _latest_refusals(gate: Any, streams: list[str], m: _Measured,
     """
     found = _refused(m.records)
     bound = found[RECENT_REFUSALS - 1].order() if len(found) >= RECENT_REFUSALS else None
-
-    def order(rid: str) -> tuple[int, int]:
-        ms, _, seq = rid.partition("-")
-        return int(ms), int(seq or 0)
-
     deeper = [s for s in streams if s in m.tails and m.tails[s][0] == first < RECENT_PER_STREAM
-              and (bound is None or order(m.tails[s][1]) > bound)]
+              and (bound is None or _order(m.tails[s][1]) > bound)]
     if deeper:
         low = "-" if bound is None else f"{bound[0]}-{bound[1]}"
         with failing_closed():
