@@ -16,12 +16,12 @@ from typing import Any, Generic, TypeVar
 
 from gatekeeper import keys, policy
 from gatekeeper.entities import Entity
-from gatekeeper.ledger import DAY_MS, Counter
+from gatekeeper.ledger import DAY_MS, LAYOUT, Counter
 from gatekeeper.splitting import (
     SplitFlag,
     splitting_of,
 )
-from gatekeeper.store import failing_closed
+from gatekeeper.store import Batch, failing_closed
 from gatekeeper.users import User
 
 NEAR_LIMIT = 0.8  # a ratio from which the dashboard (and alerting) calls a limit near
@@ -214,16 +214,17 @@ def _snapshot(gate: Any, *, with_users: bool) -> _Snapshot:
     """Round trips 1-2: the Redis clock and the directories; every entity's facts and every
     pool's index of active counters."""
     client = gate.client
-    # A store from before the index is indexed once; after that this is one GET.
-    gate.ledger.index_active_counters(gate.config.limits)
     with failing_closed():
+        seconds, micros = client.time()  # on its own: a cluster pipeline refuses TIME
+        now_ms = seconds * 1000 + micros // 1000
         pipe = client.pipeline(transaction=False)
-        pipe.time()
         pipe.hgetall(keys.ENTITIES)
         pipe.hgetall(keys.USERS)
         pipe.smembers(keys.AUDIT_STREAMS)
-        (seconds, micros), entity_dir, user_dir, streams = pipe.execute()
-        now_ms = seconds * 1000 + micros // 1000
+        pipe.get(keys.LAYOUT)
+        entity_dir, user_dir, streams, layout = pipe.execute()
+        if int(layout or 0) < LAYOUT:  # a store from before the active index: index it once
+            gate.ledger.index_active_counters(gate.config.limits)
         roots = {k.decode(): v.decode() for k, v in entity_dir.items()}
         names = sorted(roots)
         directory = sorted((k.decode(), v.decode(), roots[v.decode()])
@@ -267,15 +268,17 @@ def _usage(raw: dict[str, Any]) -> Usage:
                  releases=tuple((int(at), int(amount)) for at, amount in raw["releases"]))
 
 
-def _peek_all(gate: Any, pipe: Any, counters: list[Counter], next_only: bool) -> Callable[
+def _peek_all(gate: Any, batch: Batch, counters: list[Counter], next_only: bool) -> Callable[
         [list[Any]], list[Usage]]:
-    """Queue peeks of `counters` (all in one pool's slot) on `pipe`; returns their decoder."""
-    start = len(pipe)
+    """Queue peeks of `counters` (on a cluster: all in one slot) on `batch`; returns their
+    decoder."""
+    start = len(batch)
     calls = 0
     for i in range(0, len(counters), PEEK_BATCH):
-        batch = counters[i:i + PEEK_BATCH]
-        args = gate.ledger.peek_args(batch, next_only=next_only)
-        gate.ledger.scripts.peek(keys=[c.key for c in batch], args=args, client=pipe)
+        part = counters[i:i + PEEK_BATCH]
+        args = gate.ledger.peek_args(part, next_only=next_only)
+        batch.add(part[0].key, lambda pipe, part=part, args=args: gate.ledger.scripts.peek(
+            keys=[c.key for c in part], args=args, client=pipe))
         calls += 1
 
     def decode(results: list[Any]) -> list[Usage]:
@@ -321,13 +324,14 @@ def _measure(gate: Any, snap: _Snapshot, entities: list[Entity], users: list[Use
     batches = list(pools.values()) if gate.config.redis.cluster else [
         [item for items in pools.values() for item in items]]
     with failing_closed():
-        pipe = gate.client.pipeline(transaction=False)
-        decoders = [(items, _peek_all(gate, pipe, [c for _, c in items], next_only))
+        batch = Batch(gate.client)
+        decoders = [(items, _peek_all(gate, batch, [c for _, c in items], next_only))
                     for items in batches]
-        first_stream = len(pipe)
+        first_stream = len(batch)
         for stream in streams:
-            pipe.xrevrange(stream, count=per_stream)
-        results = pipe.execute() if len(pipe) else []
+            batch.add(stream, lambda pipe, stream=stream: pipe.xrevrange(stream,
+                                                                         count=per_stream))
+        results = batch.execute()
     usage: dict[str, Usage] = {}
     for items, decode in decoders:
         usage.update(zip((tag for tag, _ in items), decode(results), strict=True))

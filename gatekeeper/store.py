@@ -14,7 +14,7 @@ import json
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -168,6 +168,40 @@ def connect(cfg: RedisConfig) -> redis.Redis:
 
             return RedisCluster.from_url(cfg.url, socket_timeout=SOCKET_TIMEOUT)
         return redis.Redis.from_url(cfg.url, socket_timeout=SOCKET_TIMEOUT, retry=_retry())
+
+
+class Batch:
+    """Commands queued by key and sent in one round trip per server, answers in queue order.
+
+    A Redis Cluster pipeline refuses EVALSHA (and TIME); a batch sends each command on a plain
+    pipeline to the node that owns its key instead — on a single server, one pipeline.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._pipes: dict[str, Any] = {}
+        self._order: list[tuple[str, int]] = []
+
+    def add(self, key: str, call: Callable[[Any], Any]) -> None:
+        """Queue `call(pipeline)`, whose command touches `key` (and only keys in its slot)."""
+        node = ""
+        if hasattr(self.client, "get_node_from_key"):
+            owner = self.client.get_node_from_key(key)
+            node = owner.name
+            if node not in self._pipes:
+                self._pipes[node] = owner.redis_connection.pipeline(transaction=False)
+        elif node not in self._pipes:
+            self._pipes[node] = self.client.pipeline(transaction=False)
+        pipe = self._pipes[node]
+        self._order.append((node, len(pipe)))
+        call(pipe)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def execute(self) -> list[Any]:
+        answers = {node: pipe.execute() for node, pipe in self._pipes.items()}
+        return [answers[node][i] for node, i in self._order]
 
 
 class Scripts:
