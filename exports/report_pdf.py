@@ -61,6 +61,7 @@ RULES = ("R1 IDs only to third parties · R2 {r2} Post IDs per entity per {days}
          "R5 hydrated content only by hand · R6 {r6} hydrated objects per recipient per day · "
          "R7 never public · R8 terms before receipt · R9 deletions within 24 hours · "
          "R10 no circumvention · R11 records kept · R12 credentials protected")
+JOINED = {"created": "created as a child", "linked": "linked"}
 KIND_LABELS = (("share.posts", "Post IDs"), ("share.users", "User IDs"),
                ("export.xlsx", "XLSX objects"), ("export.pdf", "PDF objects"))
 
@@ -271,8 +272,8 @@ class _Report:
         s.append(Spacer(1, 14))
         s.append(self.p("Contents: 1 Summary · 2 Daily usage · 3 Entities · 4 Peak usage "
                         "against the limits · 5 Recipients of hydrated exports · 6 Refusals · "
-                        "7 Exemptions (R3) and permissions (R4) · 8 Deletion lists (R9) · "
-                        "9 How the figures are made",
+                        "7 Exemptions (R3) and permissions (R4) · 8 Pools (R10) · "
+                        "9 Deletion lists (R9) · 10 How the figures are made",
                         self.body))
         s.append(PageBreak())
 
@@ -290,6 +291,12 @@ class _Report:
                                                  "(idempotency key reused)"),
             ("Exemptions in force (R3)", f"{len(d.exemptions):,}", ""),
             ("Permissions in force (R4)", f"{len(d.permissions):,}", ""),
+            ("Pools at the month's end (R10)", f"{len(d.pools):,}",
+             f"{_count(sum(len(p.members) for p in d.pools), 'member')} besides the roots, "
+             "each counted against its root's R2 limit"),
+            ("Pool links made (R10)", f"{d.joined('linked'):,}",
+             f"existing entities linked to a parent; {d.joined('created'):,} created as "
+             "children"),
             ("Deletion lists ingested (R9)", f"{len(d.deletions):,}",
              f"{d.withheld_r9:,} IDs withheld from {_count(d.shares_with_withheld, 'share')}"),
         ]
@@ -477,7 +484,7 @@ class _Report:
                        [(_when(e.at_ms), e.entity or "-", e.recipient or "-", e.kind,
                          f"{e.requested:,}", e.rule or "-", e.outcome, e.message)
                         for e in d.refusal_events],
-                       (78, 80, 80, 60, 50, 55, 45, 322), numeric=(4,))
+                       (84, 80, 80, 60, 50, 55, 45, 316), numeric=(4,))
 
     def exemptions(self) -> None:
         d = self.d
@@ -499,9 +506,31 @@ class _Report:
                    (110, 75, 95, 95, 110, 185, 100), numeric=(1,),
                    empty="No permission was in force this month.")
 
+    def pools(self) -> None:
+        d = self.d
+        self.heading("8 Pools (R10)")
+        self.story.append(self.p(
+            "Entities linked as one so that their Post IDs count against one R2 limit, the "
+            "root's: as they stood at the end of the month (a link made later is not shown), "
+            "rebuilt from the audit records.", self.small))
+        self.story.append(Paragraph("Pools at the end of the month", self.h2))
+        self.table(("pool (root)", "member", "parent", "in the pool since (UTC)", "joined"),
+                   [(p.root, m.entity, m.parent, _when(m.since_ms), JOINED[m.how])
+                    for p in d.pools for m in p.members],
+                   (140, 140, 140, 110, 150), empty="No pool had children at the month's end.")
+        self.story.append(Paragraph("Entities that joined a pool this month", self.h2))
+        self.table(("time (UTC)", "entity", "parent", "pool", "joined", "former pool",
+                    "merged Post IDs", "by", "channel", "record"),
+                   [(_when(j.at_ms), j.entity, j.parent, j.pool, JOINED[j.how],
+                     j.former_pool or "-",
+                     f"{j.merged_post_ids:,}" if j.how == "linked" else "-", j.actor,
+                     j.channel, j.message) for j in d.pool_joins],
+                   (84, 75, 75, 75, 72, 60, 68, 60, 40, 156), numeric=(6,),
+                   empty="No entity joined a pool this month.")
+
     def deletions(self) -> None:
         d = self.d
-        self.heading("8 Deletion lists (R9)")
+        self.heading("9 Deletion lists (R9)")
         self.table(("time (UTC)", "list", "IDs listed", "by", "channel", "record"),
                    [(_when(e.at_ms), e.kind, f"{e.requested:,}", e.actor, e.channel, e.message)
                     for e in d.deletions],
@@ -518,7 +547,7 @@ class _Report:
             f"posts (posts affected): {affected or 'none'}."))
 
     def method(self) -> None:
-        self.heading("9 How the figures are made")
+        self.heading("10 How the figures are made")
         for text in (
             "Audit records: every answer the ledger gave is appended to an append-only Redis "
             "stream in the same atomic step as the decision (R11). Totals add the units of "
@@ -531,14 +560,18 @@ class _Report:
             "Limits in force: an R4 permission applies from its recording to its end date, its "
             "revocation or its successor; an R3 exemption from the recording of both facts "
             "(academic, non-commercial research) until either is withdrawn.",
+            "Pools (R10): an entity joins a pool when it is created with a parent or linked "
+            "to one; a link adds the Post IDs it received in the R2 window to the pool's "
+            "counter at once. Nothing leaves a pool, so the pools at a month's end are the "
+            "joins recorded before it.",
         ):
             self.story.append(self.p(text))
             self.story.append(Spacer(1, 4))
 
     def build(self) -> list[Flowable]:
         for section in (self.title_page, self.summary, self.charts, self.entities, self.peaks,
-                        self.recipients, self.refusals, self.exemptions, self.deletions,
-                        self.method):
+                        self.recipients, self.refusals, self.exemptions, self.pools,
+                        self.deletions, self.method):
             section()
         return self.story
 

@@ -11,6 +11,9 @@ is a calendar month in UTC, the ledger's days; every time in the report is UTC.
   a day, against the limit in force at that moment (R3 exemption, R4 permission, or R2).
 - Exemptions (R3) and permissions (R4) in force at any time in the month, rebuilt from their
   audit records and checked against the entity's current facts.
+- Pools (R10) as they stood at the month's end, and every entity that joined one in the month
+  (created with a parent, or linked later), rebuilt from the records before the month's end:
+  an entity linked after it was still its own pool then.
 
 `month_report` returns plain data; `exports.report_pdf` lays it out. `report_cli` is
 ``gatekeeper report``, `report_bp` serves ``/report`` to compliance officers and admins.
@@ -48,6 +51,7 @@ GRACE_MS = DAY_MS  # a refund settles moments after its grant; read this far pas
 MAX_LISTED = 200  # refusals listed one by one; past this only counted
 PERMIT_RE = re.compile(r"^limit (unlimited|[\d,]+) until (\S+); reference: (.*)$", re.S)
 ACADEMIC_RE = re.compile(r"kind=(\w+) research=(yes|no)(?:; evidence: (.*))?", re.S)
+ADD_PARENT_RE = re.compile(r"\bparent=(\S+)")  # entity.add records written before "facts"
 
 
 # --- the data ---------------------------------------------------------------------------------
@@ -184,6 +188,40 @@ class PermissionPeriod:
 
 
 @dataclass(frozen=True)
+class PoolLink:
+    """R10: an entity that joined a pool, created as a child or linked to a parent later."""
+
+    at_ms: int
+    actor: str
+    channel: str
+    entity: str
+    parent: str
+    pool: str  # the root whose R2 limit the entity's Post IDs count against from then on
+    how: str  # "created" (entity add --parent) | "linked" (entity set-parent)
+    former_pool: str  # linked: the pool it was the root of; created: ""
+    merged_post_ids: int  # linked: Post IDs it had received in the R2 window, now the pool's
+    message: str  # a link's message carries its reason
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """R10: an entity in a pool at the month's end, and how and since when it was."""
+
+    entity: str
+    parent: str
+    since_ms: int
+    how: str  # "created" | "linked"
+
+
+@dataclass
+class Pool:
+    """R10: a root with children at the month's end; all its members share its R2 limit."""
+
+    root: str
+    members: list[PoolMember]
+
+
+@dataclass(frozen=True)
 class Check:
     """Audit records against ledger counters for the month; `ok` says they agree."""
 
@@ -211,6 +249,8 @@ class ReportData:
     refusal_count: int
     exemptions: list[Exemption]
     permissions: list[PermissionPeriod]
+    pools: list[Pool]  # at the month's end
+    pool_joins: list[PoolLink]  # entities that joined a pool in the month, oldest first
     deletions: list[Event]
     withheld_r9: int  # IDs left out of shares in the month because of the R9 lists
     shares_with_withheld: int
@@ -230,6 +270,10 @@ class ReportData:
         ranked = sorted(self.entities, key=lambda e: (-sum(e.daily), e.name))
         return [e for e in ranked if sum(e.daily)][:n]
 
+    def joined(self, how: str) -> int:
+        """Entities that joined a pool in the month `how` ("linked" or "created")."""
+        return sum(j.how == how for j in self.pool_joins)
+
     def summary(self) -> dict[str, Any]:
         """The headline figures (what `gatekeeper report --json` prints)."""
         return {
@@ -239,6 +283,8 @@ class ReportData:
             **{kind: self.total(kind) for kind in USAGE_KINDS},
             "refusals": {f"{g.rule}/{g.outcome}": g.count for g in self.refusals},
             "exemptions": len(self.exemptions), "permissions": len(self.permissions),
+            "pools": len(self.pools), "pool_links": self.joined("linked"),
+            "pool_children_created": self.joined("created"),
             "deletion_ingests": len(self.deletions), "withheld_r9": self.withheld_r9,
             "checks_ok": all(c.ok for c in self.checks),
         }
@@ -309,7 +355,8 @@ def records(gate: Any, since_ms: int | None, until_ms: int) -> Iterator[dict[str
 
 
 class _Tally:
-    """One pass over the audit records: totals, refusals, deletion ingests, R3/R4 changes."""
+    """One pass over the audit records: totals, refusals, deletion ingests, R3/R4 changes,
+    R10 pool joins."""
 
     def __init__(self, start: int, end: int) -> None:
         self.start, self.end = start, end
@@ -321,12 +368,16 @@ class _Tally:
         self.refusal_events: list[Event] = []
         self.deletions: list[Event] = []
         self.changes: list[dict[str, str]] = []  # R3 and R4 records up to the month's end
+        self.joins: list[PoolLink] = []  # R10, up to the month's end
+        self.pool_of: dict[str, str] = {}  # entity -> pool, as the joins so far left it
         self.withheld = self.with_withheld = self.count = 0
 
     def add(self, r: dict[str, str]) -> None:
         t, outcome, kind = _ms(r), r.get("outcome", ""), r.get("kind", "")
         if outcome == "changed" and r.get("rule") in ("R3", "R4") and t < self.end:
             self.changes.append(r)
+        if outcome == "changed" and t < self.end:
+            self._join(r)
         if t < self.start:
             return
         if t >= self.end:  # the grace period: only refunds of the month's grants
@@ -357,6 +408,12 @@ class _Tally:
             self._refusal(r, entity, recipient)
         elif kind.startswith("deletions.") and outcome == "ingested":
             self.deletions.append(Event.of(r))
+
+    def _join(self, r: dict[str, str]) -> None:
+        join = _pool_link(r, self.pool_of)
+        if join is not None:
+            self.joins.append(join)
+            self.pool_of[join.entity] = join.pool
 
     def _refund(self, r: dict[str, str]) -> None:
         """Take a refund back from the grant it returns (one before the month: not ours)."""
@@ -436,6 +493,8 @@ def month_report(gate: Any, month: str, *, actor: str = "", now_ms: int | None =
         tally.add(r)
     exemptions = _exemptions(tally.changes, entities, start, end)
     permissions = _permissions(tally.changes, entities, start, end)
+    pools = _pools(tally.joins, entities, end)
+    pool_at_end = {m.entity: p.root for p in pools for m in p.members}
     ents = sorted(entities.values(), key=lambda e: e.name)
     # The month's days, and a window before it for the rolling R2 peaks.
     ledger = _Days.read(gate, ents, [(n, entities[e].root) for n, e in sorted(user_entity.items())
@@ -447,7 +506,9 @@ def month_report(gate: Any, month: str, *, actor: str = "", now_ms: int | None =
     idle: list[str] = []
     for e in ents:
         totals, d = tally.by_entity.get(e.name, Totals()), ledger.r2[e.name]
-        row = EntityMonth(e.name, e.kind, e.root, totals, month_series(d),
+        # The pool it was in then: a link after the month does not reach back into it.
+        row = EntityMonth(e.name, e.kind, pool_at_end.get(e.name, e.name), totals,
+                          month_series(d),
                           limits.at(e.name, end - 1))
         if not (totals.active or any(row.daily)):
             idle.append(e.name)
@@ -488,7 +549,8 @@ def month_report(gate: Any, month: str, *, actor: str = "", now_ms: int | None =
         refusals=sorted(tally.groups.values(), key=lambda g: (g.rule, g.outcome)),
         refusal_events=tally.refusal_events,
         refusal_count=sum(g.count for g in tally.groups.values()),
-        exemptions=exemptions, permissions=permissions, deletions=tally.deletions,
+        exemptions=exemptions, permissions=permissions, pools=pools,
+        pool_joins=[j for j in tally.joins if j.at_ms >= start], deletions=tally.deletions,
         withheld_r9=tally.withheld, shares_with_withheld=tally.with_withheld,
         deleted_now=_deleted_now(gate), datasets_affected=_affected(gate),
         post_ids_daily=post_ids, user_ids_daily=user_ids, hydrated_daily=hydrated,
@@ -634,6 +696,54 @@ def _permissions(changes: list[dict[str, str]], entities: dict[str, Entity], sta
             p.limit, p.until_ms, p.reference = fact.limit, fact.valid_until_ms, fact.reference
     return sorted((p for p in spans if p.until_ms > start and p.from_ms < end),
                   key=lambda p: (p.entity, p.from_ms))
+
+
+def _pool_link(r: dict[str, str], pool_of: dict[str, str]) -> PoolLink | None:
+    """The pool join an entity.add (with a parent) or entity.parent record made, else None.
+    An entity.pool_closed record is the same link seen from the old pool: not a join."""
+    kind, name = r.get("kind", ""), r.get("entity", "")
+    if kind == "entity.parent":
+        return PoolLink(_ms(r), r.get("actor", ""), r.get("channel", ""), name,
+                        r.get("parent", ""), r.get("pool", ""), "linked",
+                        r.get("former_pool", name), _int(r.get("merged_post_ids")),
+                        r.get("message", ""))
+    if kind != "entity.add":
+        return None
+    parent, root = _created_parent(r)
+    if not parent:
+        return None
+    # A parent is in its pool already, so an old record's root is the parent's pool so far.
+    return PoolLink(_ms(r), r.get("actor", ""), r.get("channel", ""), name, parent,
+                    root or pool_of.get(parent, parent), "created", "", 0, r.get("message", ""))
+
+
+def _created_parent(r: dict[str, str]) -> tuple[str, str]:
+    """(parent, root) an entity.add record wrote ("" for none); old records name no root."""
+    facts = _facts(r)
+    if facts is not None:
+        return facts.get("parent", ""), facts.get("root", "")
+    m = ADD_PARENT_RE.search(r.get("message", ""))
+    return ("" if m is None or m[1] == "-" else m[1]), ""
+
+
+def _pools(joins: list[PoolLink], entities: dict[str, Entity], end: int) -> list[Pool]:
+    """R10 pools at the month's end, from the joins recorded before it.
+
+    Pools only grow: a link moves a root without children, and nothing leaves a pool, so the
+    last join of each entity before the end places it. A child on file that no record names
+    (a store older than its records) counts from its creation; a linked one is trusted only
+    to its record, since its link may be later than the month."""
+    placed: dict[str, tuple[str, PoolMember]] = {
+        j.entity: (j.pool, PoolMember(j.entity, j.parent, j.at_ms, j.how)) for j in joins}
+    for e in entities.values():
+        if (e.parent and e.former_root is None and e.name not in placed
+                and e.created_at_ms < end):
+            placed[e.name] = (e.root, PoolMember(e.name, e.parent, e.created_at_ms, "created"))
+    members: dict[str, list[PoolMember]] = defaultdict(list)
+    for root, member in placed.values():
+        members[root].append(member)
+    return [Pool(root, sorted(ms, key=lambda m: (m.since_ms, m.entity)))
+            for root, ms in sorted(members.items())]
 
 
 def _deleted_now(gate: Any) -> dict[str, int]:

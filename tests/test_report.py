@@ -29,9 +29,9 @@ from gatekeeper import cli, keys, shares
 from gatekeeper import config as config_mod
 from gatekeeper.datasets import Filters
 from gatekeeper.errors import BadInput, Conflict, Forbidden, QuotaExceeded
-from gatekeeper.gate import Gate, ingest_deletions
+from gatekeeper.gate import Gate, ingest_deletions, set_parent
 from gatekeeper.hydrated import Selection, export
-from gatekeeper.report import month_report, report_cli
+from gatekeeper.report import Pool, PoolLink, PoolMember, month_report, report_cli
 from gatekeeper.web import create_app
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
@@ -409,6 +409,132 @@ def test_a_name_too_wide_for_its_column_wraps_inside_it(gate: Gate, clock: Clock
                       key=lambda w: w["top"])[:2]
         assert "".join(w["text"] for w in cell) == name
         assert max(w["x1"] for w in cell) <= 36 + 130
+
+
+# --- pools (R10) ------------------------------------------------------------------------------
+
+REASON = ("one company: globex has been acme's trading name since the merger (board minutes "
+          "2026/3, §4; Überprüfung durch die Rechtsabteilung)")
+LINKED = f"globex joined the pool of acme as a child of acme-labs: {REASON}"
+
+
+@pytest.fixture
+def pooled(gate: Gate, clock: Clock) -> Gate:
+    """Pools made every way: a child in February; a child and an exempt child (R3) created in
+    March; globex linked in March after 500 Post IDs; initech linked on April 1 inside the
+    report's grace period, and hooli on April 5 after it."""
+    e = gate.entities
+    clock.at("2026-02-10T09:00:00")
+    for name, parent in (("acme", None), ("acme-labs", "acme"), ("globex", None),
+                         ("initech", None), ("hooli", None)):
+        e.add(name, kind="commercial", research=False, parent=parent, actor="root",
+              channel="cli")
+    e.add("uni", kind="academic", research=True, parent=None, actor="root", channel="cli")
+    for name in ("globex", "initech"):
+        e.accept_terms(name, by="Pat Signer", actor="root", channel="cli")
+    gate.users.add("dana", entity="acme", role="data", password=PASSWORD, actor="root",
+                   channel="cli")
+    clock.at("2026-02-25T12:00:00")
+    share(gate, "globex", ids(10_000, 300))
+    clock.at("2026-03-03T10:00:00")
+    e.add("acme-eu", kind="commercial", research=False, parent="acme-labs", actor="root",
+          channel="cli")
+    clock.at("2026-03-04T10:00:00")
+    e.add("uni-med", kind="academic", research=True, parent="uni", actor="root", channel="web")
+    clock.at("2026-03-05T10:00:00")
+    share(gate, "globex", ids(20_000, 200))  # delivered: a link waits for shares in flight
+    clock.at("2026-03-09T10:00:00")
+    link = set_parent(gate, "globex", parent="acme-labs", reason=REASON, actor="cora",
+                      channel="cli")
+    assert link.merged_post_ids == 500
+    clock.at("2026-03-20T10:00:00")
+    share(gate, "initech", ids(30_000, 100))
+    clock.at("2026-04-01T00:30:00")
+    set_parent(gate, "initech", parent="acme", reason="same owners", actor="cora",
+               channel="cli")
+    clock.at("2026-04-05T10:00:00")
+    set_parent(gate, "hooli", parent="acme", reason="a brand of acme", actor="cora",
+               channel="web")
+    return gate
+
+
+def test_pools_at_the_months_end_leave_out_links_made_after_it(pooled: Gate) -> None:
+    r = month_report(pooled, MONTH)
+    assert r.pools == [
+        Pool("acme", [PoolMember("acme-labs", "acme", ms("2026-02-10T09:00:00"), "created"),
+                      PoolMember("acme-eu", "acme-labs", ms("2026-03-03T10:00:00"), "created"),
+                      PoolMember("globex", "acme-labs", ms("2026-03-09T10:00:00"), "linked")]),
+        Pool("uni", [PoolMember("uni-med", "uni", ms("2026-03-04T10:00:00"), "created")])]
+    rows = {e.name: e for e in r.entities}
+    assert (rows["globex"].pool, rows["initech"].pool) == ("acme", "initech")
+    assert all(c.ok for c in r.checks), r.checks
+    april = month_report(pooled, "2026-04")
+    assert [(m.entity, m.since_ms) for p in april.pools for m in p.members if p.root == "acme"
+            ][-2:] == [("initech", ms("2026-04-01T00:30:00")),
+                       ("hooli", ms("2026-04-05T10:00:00"))]
+    assert [p.root for p in month_report(pooled, "2026-02").pools] == ["acme"]
+
+
+def test_each_pool_join_of_the_month_is_listed_once_with_its_reason(pooled: Gate) -> None:
+    r = month_report(pooled, MONTH)
+    assert r.pool_joins == [
+        PoolLink(ms("2026-03-03T10:00:00"), "root", "cli", "acme-eu", "acme-labs", "acme",
+                 "created", "", 0, "kind=commercial research=no parent=acme-labs"),
+        PoolLink(ms("2026-03-04T10:00:00"), "root", "web", "uni-med", "uni", "uni", "created",
+                 "", 0, "kind=academic research=yes parent=uni"),
+        PoolLink(ms("2026-03-09T10:00:00"), "cora", "cli", "globex", "acme-labs", "acme",
+                 "linked", "globex", 500, LINKED)]
+    summary = r.summary()
+    assert (summary["pools"], summary["pool_links"], summary["pool_children_created"]) == \
+        (2, 1, 2)
+    april = month_report(pooled, "2026-04")
+    assert [(j.entity, j.how, j.merged_post_ids) for j in april.pool_joins] == \
+        [("initech", "linked", 100), ("hooli", "linked", 0)]
+    assert april.summary()["pool_links"] == 2
+
+
+def test_the_pdf_lists_the_pools_and_the_months_joins(pooled: Gate) -> None:
+    from exports.report_pdf import write_report_pdf
+
+    buf = io.BytesIO()
+    write_report_pdf(month_report(pooled, MONTH), buf)
+    lines = pdf_lines(buf.getvalue())
+    text = " ".join(lines)
+    assert "8 Pools (R10)" in lines
+    # pools at the month's end: root, member, parent, since, joined
+    row(lines, "acme acme-labs acme 2026-02-10 09:00:00 created as a child")
+    row(lines, "acme acme-eu acme-labs 2026-03-03 10:00:00 created as a child")
+    row(lines, "acme globex acme-labs 2026-03-09 10:00:00 linked")
+    row(lines, "uni uni-med uni 2026-03-04 10:00:00 created as a child")
+    assert not [line for line in lines if "initech" in line and "linked" in line]
+    assert text.count("hooli") == 1  # in the idle entities' list only
+    # the month's joins: time, entity, parent, pool, joined, former pool, merged, by, channel
+    row(lines, "2026-03-03 10:00:00 acme-eu acme-labs acme created as a child - - root cli")
+    row(lines, "2026-03-04 10:00:00 uni-med uni uni created as a child - - root web")
+    row(lines, "2026-03-09 10:00:00 globex acme-labs acme linked globex 500 cora cli")
+    assert LINKED in text  # the reason, whole, in its own scripts
+    assert not any(REASON in line for line in lines)  # wrapped inside its column
+    row(lines, "Pools at the month's end (R10)", "2", "4 members besides the roots")
+    row(lines, "Pool links made (R10)", "1", "existing entities linked to a parent; 2 created")
+    row(lines, "globex commercial acme", "200")
+    row(lines, "initech commercial initech", "100")
+
+
+def test_pool_joins_come_from_add_and_link_records_and_old_messages() -> None:
+    from gatekeeper.report import _pool_link
+
+    old_child = {"kind": "entity.add", "entity": "b", "time": "5", "outcome": "changed",
+                 "message": "kind=commercial research=no parent=a"}
+    assert _pool_link(old_child, {"a": "root"}) == PoolLink(5, "", "", "b", "a", "root",
+                                                            "created", "", 0,
+                                                            old_child["message"])
+    old_root = {**old_child, "message": "kind=commercial research=no parent=-"}
+    assert _pool_link(old_root, {}) is None
+    new_root = {**old_child, "facts": '{"parent": "", "root": "b"}'}
+    assert _pool_link(new_root, {}) is None
+    closed = {"kind": "entity.pool_closed", "entity": "b", "time": "6", "parent": "a",
+              "pool": "root", "former_pool": "b", "merged_post_ids": "3"}
+    assert _pool_link(closed, {}) is None  # the link's twin in the old pool's stream
 
 
 # --- the command and the page -------------------------------------------------------------------
