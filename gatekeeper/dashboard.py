@@ -147,11 +147,12 @@ class Overview:
     days: list[int]  # the epoch days of the charts, oldest first
 
     def daily_total(self) -> dict[int, int]:
-        """Post IDs per day over every pool (roots only: a child's IDs are in its pool's)."""
+        """Post IDs per day over every pool: the roots of each day (a child's IDs are in its
+        pool's; a linked entity's were its own until the day of its link, R10)."""
         total: dict[int, int] = {}
         for row in self.entities:
-            if row.entity.root == row.name:
-                for day, n in row.daily.items():
+            for day, n in row.daily.items():
+                if row.entity.root_on(day):
                     total[day] = total.get(day, 0) + n
         return total
 

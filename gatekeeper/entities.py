@@ -14,7 +14,7 @@ import redis
 
 from gatekeeper import keys, policy
 from gatekeeper.errors import BadInput, Conflict, NotFound
-from gatekeeper.ledger import Ledger, Window, iso
+from gatekeeper.ledger import DAY_MS, Ledger, Window, iso
 from gatekeeper.store import failing_closed
 
 
@@ -58,6 +58,7 @@ class Entity:
     terms: Attestation | None
     permission: Permission | None
     former_root: str | None = None  # the pool it was the root of before joining this one (R10)
+    linked_at_ms: int | None = None  # when it joined this pool, if it was linked (R10)
 
     @staticmethod
     def from_hash(h: dict[str, str]) -> Entity:
@@ -85,7 +86,16 @@ class Entity:
             terms=terms,
             permission=permission,
             former_root=h.get("former_root") or None,
+            linked_at_ms=int(h["linked_at"]) if h.get("linked_at") else None,
         )
+
+    def root_on(self, day: int) -> bool:
+        """Whether its own R2 counter was a pool's on this UTC epoch day (R10): always for a
+        root, before the day it was linked for a linked entity, never for a child created so.
+        Summing the own days of the roots of each day counts every pool's usage once."""
+        if self.root == self.name:
+            return True
+        return self.linked_at_ms is not None and day < self.linked_at_ms // DAY_MS
 
     def exemption(self) -> dict[str, Any] | None:
         """The R3 exemption as shown in the quota object, or None."""

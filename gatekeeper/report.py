@@ -535,7 +535,11 @@ def month_report(gate: Any, month: str, *, actor: str = "", now_ms: int | None =
     recipients.sort(key=lambda r: (not r.person, -r.totals.units, r.name))
 
     n = len(days)
-    post_ids = _sum_series([month_series(ledger.r2[e.name]) for e in ents if e.root == e.name], n)
+    # Every pool once a day: the own days of that day's roots (R10: a linked entity's until
+    # its link; from the link's day its pool's days hold it).
+    post_ids = _sum_series([[v if e.root_on(first_day + i) else 0
+                             for i, v in enumerate(month_series(ledger.r2[e.name]))]
+                            for e in ents], n)
     user_ids = _sum_series([month_series(d) for d in ledger.uid.values()], n)
     hydrated = _sum_series(list(r6.values()), n)
     report = ReportData(

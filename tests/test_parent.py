@@ -237,3 +237,36 @@ def test_an_idempotency_key_used_with_both_pools_is_never_counted_twice(
     assert used(gate, keys.counter("acme", "r2", "acme")) == 910
     again = share(gate, tmp_path, "acme", 10, key="k1", start=3000)
     assert again.grant.status == "replay"
+
+
+def test_a_link_keeps_the_pools_past_days_and_counts_each_day_once(gate: Gate,
+                                                                  tmp_path: Path) -> None:
+    """Days are history: the pool's earlier days stay as charged (an earlier month's report
+    must not change), hooli's own days show its usage as its own pool, and today's part so
+    far joins the pool's today."""
+    day_ms = 86_400_000
+    seconds, _ = gate.client.time()
+    today = seconds * 1000 // day_ms
+    gate.entities.add("hooli", kind="commercial", research=False, parent=None, actor="t",
+                      channel="cli")
+    gate.entities.accept_terms("hooli", by="Pat Signer", actor="t", channel="cli")
+    hooli = gate.entities.get("hooli")
+    counters = policy.id_share_counters(hooli, hooli, "posts", 40, gate.config.limits)
+    three_days_ago = (today - 3) * day_ms + 3_600_000
+    gate.ledger.take("hooli", counters, requested=40, share_id="old", audit={},
+                     now_ms=three_days_ago)
+    gate.ledger.settle("hooli", "old", counters, delivered=True, audit={},
+                       now_ms=three_days_ago)
+    share(gate, tmp_path, "hooli", 7, start=8000)  # today, before the link
+    link(gate, "hooli")
+    share(gate, tmp_path, "hooli", 5, start=8100)  # today, after it
+
+    def days(key: str) -> dict[int, int]:
+        return gate.ledger.daily([Counter(key, "R2", post_id_window(gate.config.limits),
+                                          Limit(None))], range(today - 5, today + 1))[0]
+
+    assert days(keys.counter("acme", "r2", "acme")) == {today: 600 + 7 + 5}
+    assert days(keys.counter("acme", "r2", "hooli")) == {today - 3: 40, today: 7 + 5}
+    total = dashboard.overview(gate).daily_total()
+    assert (total.get(today - 3), total.get(today)) == (40, 600 + 300 + 7 + 5)
+    assert gate.entities.get("hooli").linked_at_ms // day_ms == today

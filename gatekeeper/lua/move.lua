@@ -122,14 +122,21 @@ if redis.call('EXISTS', own) == 1 then
     redis.call('PEXPIRE', pool .. ':sum', ttl)
     redis.call('ZADD', KEYS[6], fmt(release_at(r2, newest)), pool)
   end
-  local daily = redis.call('HGETALL', own .. ':daily')
-  for i = 1, #daily, 2 do redis.call('HINCRBY', pool .. ':daily', daily[i], daily[i + 1]) end
-  if #daily > 0 then redis.call('PEXPIRE', pool .. ':daily', 400 * DAY) end
+end
+-- Usage per day is history: the pool's days before this one stay as they were charged (a
+-- report for an earlier month must not change), and the entity's own days show its usage
+-- while it was a pool of its own. Today's part so far joins the pool's today, so that from
+-- today on the pool's days alone hold everything the pool received.
+local today = fmt(math.floor(now / DAY))
+local so_far = tonumber(redis.call('HGET', own .. ':daily', today) or '0')
+if so_far ~= 0 then
+  redis.call('HINCRBY', pool .. ':daily', today, so_far)
+  redis.call('PEXPIRE', pool .. ':daily', 400 * DAY)
 end
 
 local entity = new_prefix .. 'entity:' .. name
 redis.call('HSET', entity, 'parent', parent, 'root', root, 'former_root', name,
-           'parent_set_at', fmt(now))
+           'linked_at', fmt(now))
 redis.call('HSET', KEYS[1], name, root)
 redis.call('SET', KEYS[2], root)
 
