@@ -27,7 +27,7 @@ import os
 import re
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -513,7 +513,9 @@ def month_report(gate: Any, month: str, *, actor: str = "", now_ms: int | None =
         if not (totals.active or any(row.daily)):
             idle.append(e.name)
             continue
-        _peaks(row, d, first_day, days, cfg.post_ids_window_days, limits)
+        linked = [(m.linked_at_ms // DAY_MS, ledger.r2[m.name]) for m in ents
+                  if m.root == e.name and m.linked_at_ms is not None and m.linked_at_ms < end]
+        _peaks(row, d, first_day, days, cfg.post_ids_window_days, limits, linked)
         rows.append(row)
     for name in sorted(set(tally.by_entity) - set(entities) - {""}):  # named, not on file
         rows.append(EntityMonth(name, "-", "-", tally.by_entity[name], [0] * len(days),
@@ -593,8 +595,13 @@ class _Limits:
 
 
 def _peaks(row: EntityMonth, d: dict[int, int], first_day: int, days: list[str],
-           window_days: int, limits: _Limits) -> None:
-    """The highest day, and the highest 30-day total at a day's end against its limit then."""
+           window_days: int, limits: _Limits,
+           linked: Sequence[tuple[int, dict[int, int]]] = ()) -> None:
+    """The highest day, and the highest 30-day total at a day's end against its limit then.
+
+    `linked`: (day of the link, own days) of entities linked into this pool (R10). From the
+    day of its link, what a linked entity received before it — still in the window — counts
+    against the pool, as the ledger merged it then."""
     if any(row.daily):
         peak = max(range(len(days)), key=lambda i: (row.daily[i], -i))
         row.peak_day, row.peak_day_amount = days[peak], row.daily[peak]
@@ -604,13 +611,15 @@ def _peaks(row: EntityMonth, d: dict[int, int], first_day: int, days: list[str],
     for i in range(len(days)):
         day = first_day + i
         total += d.get(day, 0) - d.get(day - window_days, 0)
-        if not total:
+        pooled = total + sum(own.get(x, 0) for link_day, own in linked if link_day <= day
+                             for x in range(day - window_days + 1, link_day))
+        if not pooled:
             continue
         limit = limits.at(row.name, (day + 1) * DAY_MS - 1)
-        key = (total / limit if limit else -1.0, total, -i)
+        key = (pooled / limit if limit else -1.0, pooled, -i)
         if best is None or key > best:
             best = key
-            row.peak_window, row.peak_window_day, row.peak_window_limit = total, days[i], limit
+            row.peak_window, row.peak_window_day, row.peak_window_limit = pooled, days[i], limit
 
 
 def _facts(r: dict[str, str]) -> dict[str, str] | None:

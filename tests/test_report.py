@@ -646,3 +646,32 @@ def test_r3_r4_facts_come_from_the_records_fields_and_old_records_from_their_mes
     assert _permit(permit) == (3_000_000, 1_798_761_600_000, "X-1; with: colons")
     old_permit = {"message": "limit unlimited until 2026-12-31T00:00:00Z; reference: X-2"}
     assert _permit(old_permit) == (None, 1_798_675_200_000, "X-2")
+
+
+def test_a_pools_peak_counts_what_a_linked_entity_brought_from_its_link_on(
+        gate: Gate, clock: Clock) -> None:
+    """R10: the ledger merged globex's 300 Post IDs into acme's pool counter at the link, so
+    acme's 30-day peak holds them from that day; before it, acme's own days are the pool."""
+    clock.at("2026-03-01T09:00:00")
+    for name in ("acme", "globex"):
+        gate.entities.add(name, kind="commercial", research=False, parent=None, actor="root",
+                          channel="cli")
+        gate.entities.accept_terms(name, by="Pat Signer", actor="root", channel="cli")
+    gate.users.add("dana", entity="acme", role="data", password=PASSWORD, actor="root",
+                   channel="cli")
+    clock.at("2026-03-02T10:00:00")
+    share(gate, "acme", ids(1, 50))
+    clock.at("2026-03-03T10:00:00")
+    share(gate, "globex", ids(10_000, 300))
+    clock.at("2026-03-05T10:00:00")
+    set_parent(gate, "globex", parent="acme", reason="one firm", actor="cora", channel="cli")
+    clock.at("2026-03-06T10:00:00")
+    share(gate, "acme", ids(100, 100))
+    r = month_report(gate, MONTH)
+    rows = {e.name: e for e in r.entities}
+    acme = rows["acme"]
+    assert acme.daily[1] == 50 and acme.daily[5] == 100 and sum(acme.daily) == 150
+    assert (acme.peak_window, acme.peak_window_day, acme.peak_window_limit) == (
+        450, "2026-03-06", 1000)
+    assert rows["globex"].peak_window == 300
+    assert all(c.ok for c in r.checks), r.checks
