@@ -27,7 +27,7 @@ from gatekeeper.datasets import Filters
 from gatekeeper.errors import BadInput, GatekeeperError
 from gatekeeper.gate import Gate, ingest_deletions, set_parent
 from gatekeeper.ledger import iso
-from gatekeeper.report import report_cli
+from gatekeeper.report_pages import report_cli
 
 
 def _actor() -> str:

@@ -15,32 +15,33 @@ is a calendar month in UTC, the ledger's days; every time in the report is UTC.
   (created with a parent, or linked later), rebuilt from the records before the month's end:
   an entity linked after it was still its own pool then.
 
-`month_report` returns plain data; `exports.report_pdf` lays it out. `report_cli` is
-``gatekeeper report``, `report_bp` serves ``/report`` to compliance officers and admins.
+`month_report` returns plain data; `exports.report_pdf` lays it out; `report_pages` delivers
+it (``gatekeeper report`` and ``/report``). The periods of R3, R4 and R10 facts are rebuilt by
+`periods`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import click
-from flask import Blueprint, Response, request
-
-from gatekeeper import keys, pages, policy
+from gatekeeper import keys, periods
 from gatekeeper.audit import AuditFilter, AuditLog
 from gatekeeper.entities import Entity
 from gatekeeper.errors import BadInput
 from gatekeeper.ledger import DAY_MS, Counter, Limit, hydrated_window, iso, post_id_window
+from gatekeeper.periods import (
+    Exemption,
+    PermissionPeriod,
+    Pool,
+    PoolLink,
+    number,
+    record_ms,
+)
 from gatekeeper.store import failing_closed
 
 USAGE_KINDS = ("share.posts", "share.users", "export.xlsx", "export.pdf")
@@ -49,9 +50,6 @@ GRANTS = ("granted", "partial")
 MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 GRACE_MS = DAY_MS  # a refund settles moments after its grant; read this far past the month
 MAX_LISTED = 200  # refusals listed one by one; past this only counted
-PERMIT_RE = re.compile(r"^limit (unlimited|[\d,]+) until (\S+); reference: (.*)$", re.S)
-ACADEMIC_RE = re.compile(r"kind=(\w+) research=(yes|no)(?:; evidence: (.*))?", re.S)
-ADD_PARENT_RE = re.compile(r"\bparent=(\S+)")  # entity.add records written before "facts"
 
 
 # --- the data ---------------------------------------------------------------------------------
@@ -143,13 +141,13 @@ class Event:
         if not message and outcome == "conflict":
             message = "Idempotency-Key already used for a different request; nothing counted"
         elif not message and outcome == "refused":
-            at = _int(r.get("available_at"))
+            at = number(r.get("available_at"))
             message = (f"over the {rule} limit, refused whole; nothing counted; "
                        + (f"the whole request fits from {iso(at)}" if at > 0 else
                           "no release of capacity makes the whole request fit"))
-        return Event(_ms(r), r.get("actor", ""), r.get("entity", ""), r.get("recipient", ""),
+        return Event(record_ms(r), r.get("actor", ""), r.get("entity", ""), r.get("recipient", ""),
                      r.get("channel", ""), r.get("kind", ""), outcome, rule,
-                     _int(r.get("requested")), _int(r.get("granted")), message)
+                     number(r.get("requested")), number(r.get("granted")), message)
 
 
 @dataclass
@@ -159,66 +157,6 @@ class RefusalGroup:
     count: int = 0
     requested: int = 0
     entities: set[str] = field(default_factory=set)
-
-
-@dataclass
-class Exemption:
-    """R3: an entity recorded as academic doing non-commercial research, for a period."""
-
-    entity: str
-    from_ms: int
-    until_ms: int | None  # None: still in force
-    recorded_by: str
-    evidence: str
-    ended_by: str = ""
-
-
-@dataclass
-class PermissionPeriod:
-    """R4: X's written permission, from its recording until its end, revocation or successor."""
-
-    entity: str
-    limit: int | None
-    from_ms: int
-    until_ms: int  # when it stops applying (exclusive)
-    reference: str
-    recorded_by: str
-    ended: str = "expiry"  # expiry | revoked | replaced
-    ended_by: str = ""
-
-
-@dataclass(frozen=True)
-class PoolLink:
-    """R10: an entity that joined a pool, created as a child or linked to a parent later."""
-
-    at_ms: int
-    actor: str
-    channel: str
-    entity: str
-    parent: str
-    pool: str  # the root whose R2 limit the entity's Post IDs count against from then on
-    how: str  # "created" (entity add --parent) | "linked" (entity set-parent)
-    former_pool: str  # linked: the pool it was the root of; created: ""
-    merged_post_ids: int  # linked: Post IDs it had received in the R2 window, now the pool's
-    message: str  # a link's message carries its reason
-
-
-@dataclass(frozen=True)
-class PoolMember:
-    """R10: an entity in a pool at the month's end, and how and since when it was."""
-
-    entity: str
-    parent: str
-    since_ms: int
-    how: str  # "created" | "linked"
-
-
-@dataclass
-class Pool:
-    """R10: a root with children at the month's end; all its members share its R2 limit."""
-
-    root: str
-    members: list[PoolMember]
 
 
 @dataclass(frozen=True)
@@ -325,20 +263,6 @@ def _day(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
 
 
-def _ms(r: dict[str, str]) -> int:
-    t = r.get("time")
-    if t and t.isdigit():
-        return int(t)
-    return int(r["id"].split("-")[0])
-
-
-def _int(v: str | None) -> int:
-    try:
-        return int(v or 0)
-    except ValueError:
-        return 0
-
-
 # --- reading the audit streams ----------------------------------------------------------------
 
 
@@ -346,7 +270,7 @@ def records(gate: Any, since_ms: int | None, until_ms: int) -> Iterator[dict[str
     """Audit records of every stream, oldest first, in [since_ms, until_ms) by their time."""
     log = AuditLog(gate.client).records(AuditFilter(since_ms=since_ms, until_ms=until_ms))
     for r in log:
-        t = _ms(r)
+        t = record_ms(r)
         if (since_ms is None or t >= since_ms) and t < until_ms:
             yield r
 
@@ -373,7 +297,7 @@ class _Tally:
         self.withheld = self.with_withheld = self.count = 0
 
     def add(self, r: dict[str, str]) -> None:
-        t, outcome, kind = _ms(r), r.get("outcome", ""), r.get("kind", "")
+        t, outcome, kind = record_ms(r), r.get("outcome", ""), r.get("kind", "")
         if outcome == "changed" and r.get("rule") in ("R3", "R4") and t < self.end:
             self.changes.append(r)
         if outcome == "changed" and t < self.end:
@@ -387,7 +311,7 @@ class _Tally:
         self.count += 1
         entity, recipient = r.get("entity", ""), r.get("recipient", "")
         if kind in USAGE_KINDS and outcome in GRANTS:
-            granted = _int(r.get("granted"))
+            granted = number(r.get("granted"))
             for totals in (self.by_entity[entity], self.by_recipient[recipient]):
                 totals.net[kind] += granted
                 totals.requests += 1
@@ -396,7 +320,7 @@ class _Tally:
             if r.get("share_id"):
                 self.grants[r["share_id"]] = (kind, entity, recipient)
             if r.get("removed_r9"):
-                self.withheld += _int(r["removed_r9"])
+                self.withheld += number(r["removed_r9"])
                 self.with_withheld += 1
         elif kind in USAGE_KINDS and outcome == "replayed":
             self.by_entity[entity].replays += 1
@@ -410,7 +334,7 @@ class _Tally:
             self.deletions.append(Event.of(r))
 
     def _join(self, r: dict[str, str]) -> None:
-        join = _pool_link(r, self.pool_of)
+        join = periods.pool_link(r, self.pool_of)
         if join is not None:
             self.joins.append(join)
             self.pool_of[join.entity] = join.pool
@@ -421,7 +345,7 @@ class _Tally:
         if grant is None:
             return
         kind, entity, recipient = grant
-        back = _int(r.get("granted"))
+        back = number(r.get("granted"))
         for totals in (self.by_entity[entity], self.by_recipient[recipient]):
             totals.net[kind] -= back
             totals.refunded += back
@@ -491,9 +415,9 @@ def month_report(gate: Any, month: str, *, actor: str = "", now_ms: int | None =
     tally = _Tally(start, end)
     for r in records(gate, None, end + GRACE_MS):
         tally.add(r)
-    exemptions = _exemptions(tally.changes, entities, start, end)
-    permissions = _permissions(tally.changes, entities, start, end)
-    pools = _pools(tally.joins, entities, end)
+    exemptions = periods.exemptions(tally.changes, entities, start, end)
+    permissions = periods.permissions(tally.changes, entities, start, end)
+    pools = periods.pools(tally.joins, entities, end)
     pool_at_end = {m.entity: p.root for p in pools for m in p.members}
     ents = sorted(entities.values(), key=lambda e: e.name)
     # The month's days, and a window before it for the rolling R2 peaks.
@@ -622,143 +546,6 @@ def _peaks(row: EntityMonth, d: dict[int, int], first_day: int, days: list[str],
             row.peak_window, row.peak_window_day, row.peak_window_limit = pooled, days[i], limit
 
 
-def _facts(r: dict[str, str]) -> dict[str, str] | None:
-    """The facts an entity.* record wrote (its "facts" field), None for records written
-    before records carried them."""
-    return json.loads(r["facts"]) if r.get("facts") else None
-
-
-def _academic(r: dict[str, str]) -> tuple[bool, str] | None:
-    """(exempt, evidence) recorded by an R3 record; older records are read from the message."""
-    facts = _facts(r)
-    if facts is not None:
-        if "research" not in facts:
-            return None
-        return (facts.get("kind") == "academic" and facts["research"] == "1",
-                facts.get("research_evidence", "").strip())
-    m = ACADEMIC_RE.search(r.get("message", ""))
-    if not m:
-        return None
-    return m[1] == "academic" and m[2] == "yes", (m[3] or "").strip()
-
-
-def _permit(r: dict[str, str]) -> tuple[int | None, int, str] | None:
-    """(limit or None for unlimited, until ms, reference) of an entity.permit record."""
-    facts = _facts(r)
-    if facts is not None:
-        limit = facts["permit_limit"]
-        return (None if limit == "unlimited" else int(limit), int(facts["permit_until"]),
-                facts["permit_reference"])
-    m = PERMIT_RE.match(r.get("message", ""))
-    if not m:
-        return None
-    until = int(datetime.fromisoformat(m[2].replace("Z", "+00:00")).timestamp() * 1000)
-    return None if m[1] == "unlimited" else int(m[1].replace(",", "")), until, m[3]
-
-
-def _exemptions(changes: list[dict[str, str]], entities: dict[str, Entity], start: int,
-                end: int) -> list[Exemption]:
-    """R3 periods overlapping the month, from entity.add/entity.academic records."""
-    spans: list[Exemption] = []
-    open_: dict[str, Exemption] = {}
-    for r in changes:
-        fact = _academic(r) if r.get("rule") == "R3" else None
-        if fact is None:
-            continue
-        name, t = r.get("entity", ""), _ms(r)
-        exempt, evidence = fact
-        if exempt and name not in open_:
-            open_[name] = Exemption(name, t, None, r.get("actor", ""), evidence)
-            spans.append(open_[name])
-        elif exempt:
-            open_[name].evidence = evidence or open_[name].evidence
-        elif name in open_:
-            ended = open_.pop(name)
-            ended.until_ms, ended.ended_by = t, r.get("actor", "")
-    for e in entities.values():  # the current facts: an exemption with no record found
-        if policy.exempt(e) and e.name not in open_ and (e.research_recorded_at_ms or 0) < end:
-            spans.append(Exemption(e.name, e.research_recorded_at_ms or 0, None,
-                                   e.research_recorded_by or "", e.research_evidence or ""))
-    return sorted((x for x in spans if x.until_ms is None or x.until_ms > start),
-                  key=lambda x: (x.entity, x.from_ms))
-
-
-def _permissions(changes: list[dict[str, str]], entities: dict[str, Entity], start: int,
-                 end: int) -> list[PermissionPeriod]:
-    """R4 periods overlapping the month, from entity.permit/permit_revoked records."""
-    spans: list[PermissionPeriod] = []
-    current: dict[str, PermissionPeriod] = {}
-    for r in changes:
-        name, t, kind = r.get("entity", ""), _ms(r), r.get("kind", "")
-        before = current.get(name)
-        if kind == "entity.permit":
-            fact = _permit(r)
-            if fact is None:
-                continue
-            if before is not None and before.until_ms > t:
-                before.until_ms, before.ended, before.ended_by = t, "replaced", r.get("actor", "")
-            limit, until, reference = fact
-            current[name] = PermissionPeriod(name, limit, t, until, reference,
-                                             r.get("actor", ""))
-            spans.append(current[name])
-        elif kind == "entity.permit_revoked" and before is not None and before.until_ms > t:
-            before.until_ms, before.ended, before.ended_by = t, "revoked", r.get("actor", "")
-    for name, p in current.items():  # the current facts are exact (the message rounds)
-        fact = entities[name].permission if name in entities else None
-        if fact is not None and fact.valid_from_ms == p.from_ms and p.ended == "expiry":
-            p.limit, p.until_ms, p.reference = fact.limit, fact.valid_until_ms, fact.reference
-    return sorted((p for p in spans if p.until_ms > start and p.from_ms < end),
-                  key=lambda p: (p.entity, p.from_ms))
-
-
-def _pool_link(r: dict[str, str], pool_of: dict[str, str]) -> PoolLink | None:
-    """The pool join an entity.add (with a parent) or entity.parent record made, else None.
-    An entity.pool_closed record is the same link seen from the old pool: not a join."""
-    kind, name = r.get("kind", ""), r.get("entity", "")
-    if kind == "entity.parent":
-        return PoolLink(_ms(r), r.get("actor", ""), r.get("channel", ""), name,
-                        r.get("parent", ""), r.get("pool", ""), "linked",
-                        r.get("former_pool", name), _int(r.get("merged_post_ids")),
-                        r.get("message", ""))
-    if kind != "entity.add":
-        return None
-    parent, root = _created_parent(r)
-    if not parent:
-        return None
-    # A parent is in its pool already, so an old record's root is the parent's pool so far.
-    return PoolLink(_ms(r), r.get("actor", ""), r.get("channel", ""), name, parent,
-                    root or pool_of.get(parent, parent), "created", "", 0, r.get("message", ""))
-
-
-def _created_parent(r: dict[str, str]) -> tuple[str, str]:
-    """(parent, root) an entity.add record wrote ("" for none); old records name no root."""
-    facts = _facts(r)
-    if facts is not None:
-        return facts.get("parent", ""), facts.get("root", "")
-    m = ADD_PARENT_RE.search(r.get("message", ""))
-    return ("" if m is None or m[1] == "-" else m[1]), ""
-
-
-def _pools(joins: list[PoolLink], entities: dict[str, Entity], end: int) -> list[Pool]:
-    """R10 pools at the month's end, from the joins recorded before it.
-
-    Pools only grow: a link moves a root without children, and nothing leaves a pool, so the
-    last join of each entity before the end places it. A child on file that no record names
-    (a store older than its records) counts from its creation; a linked one is trusted only
-    to its record, since its link may be later than the month."""
-    placed: dict[str, tuple[str, PoolMember]] = {
-        j.entity: (j.pool, PoolMember(j.entity, j.parent, j.at_ms, j.how)) for j in joins}
-    for e in entities.values():
-        if (e.parent and e.former_root is None and e.name not in placed
-                and e.created_at_ms < end):
-            placed[e.name] = (e.root, PoolMember(e.name, e.parent, e.created_at_ms, "created"))
-    members: dict[str, list[PoolMember]] = defaultdict(list)
-    for root, member in placed.values():
-        members[root].append(member)
-    return [Pool(root, sorted(ms, key=lambda m: (m.since_ms, m.entity)))
-            for root, ms in sorted(members.items())]
-
-
 def _deleted_now(gate: Any) -> dict[str, int]:
     with failing_closed():
         pipe = gate.client.pipeline(transaction=False)
@@ -795,114 +582,4 @@ def _checks(report: ReportData, r2: int, uid: int, r6: int, exports_count: bool)
               "must be equal"),
     ]
 
-
-# --- the PDF, written atomically ----------------------------------------------------------------
-
-
-def write_pdf(report: ReportData, stream: IO[bytes]) -> int:
-    """Lay the report out as a PDF into `stream`; the number of pages."""
-    from exports.report_pdf import write_report_pdf
-
-    return write_report_pdf(report, stream)
-
-
-def write_file(report: ReportData, out: Path) -> int:
-    """Write the PDF beside `out` and rename it into place: `out` is whole or untouched."""
-    tmp = None
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-        with os.fdopen(fd, "wb") as fh:
-            pages_written = write_pdf(report, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException as exc:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise BadInput(f"{out}: cannot write the report ({exc.strerror or exc}); "
-                           "nothing was written") from exc
-        raise
-    return pages_written
-
-
-# --- the command --------------------------------------------------------------------------------
-
-
-def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
-    from gatekeeper.cli import Context  # late: gatekeeper.cli adds this command at its end
-
-    ctx.ensure_object(Context).json = value
-    return value
-
-
-@click.command("report")
-@click.option("--month", help="YYYY-MM, a calendar month in UTC (default: the previous full "
-                              "month).")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="The PDF to write (written beside it, then renamed into place).")
-@click.option("--json", "as_json", is_flag=True, callback=_set_json,
-              help="Print the headline figures as JSON.")
-@click.pass_context
-def report_cli(ctx: click.Context, month: str | None, out: Path, as_json: bool) -> None:
-    """R11: the auditor's monthly compliance report as a PDF."""
-    import json
-
-    from gatekeeper.cli import Context, _actor
-
-    obj = ctx.find_object(Context) or Context(None)
-    gate = obj.gate
-    if month is not None:
-        month_bounds(month)  # a bad month is refused before anything is read
-    now = redis_now_ms(gate)
-    report = month_report(gate, month or previous_month(now), actor=_actor(), now_ms=now)
-    n = write_file(report, out)
-    data = {**report.summary(), "out": str(out), "pages": n}
-    if as_json:
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-        return
-    click.echo(f"R11: compliance report for {report.month} -> {out} ({n} pages; "
-               f"{report.records:,} audit records, {len(report.entities):,} active entities, "
-               f"{report.refusal_count:,} refusals)")
-    for c in report.checks:
-        if not c.ok:
-            click.echo(f"warning: {c.what}: audit {c.audit:,} vs ledger {c.ledger:,}", err=True)
-
-
-# --- the page -----------------------------------------------------------------------------------
-
-report_bp = Blueprint("report", __name__)
-
-
-@report_bp.get("/report")
-@pages.role_required(*policy.MAY_RECORD_COMPLIANCE)
-def report_download() -> Response:
-    """The month's report as a PDF download (?month=YYYY-MM; default the previous month)."""
-    gate = pages.gate()
-    month = request.args.get("month") or None
-    if month is not None:
-        month_bounds(month)
-    now = redis_now_ms(gate)
-    report = month_report(gate, month or previous_month(now), actor=pages.me().name,
-                          now_ms=now)
-    spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - the response closes it
-    try:
-        write_pdf(report, spool)
-        size = spool.tell()
-        spool.seek(0)
-    except BaseException:
-        spool.close()
-        raise
-
-    def chunks() -> Iterator[bytes]:
-        while chunk := spool.read(1 << 16):
-            yield chunk
-
-    resp = Response(chunks(), mimetype="application/pdf", headers={
-        "Content-Disposition": f'attachment; filename="gatekeeper-report-{report.month}.pdf"',
-        "Content-Length": str(size), "Cache-Control": "no-store"})
-    resp.call_on_close(spool.close)
-    return resp
 

@@ -25,7 +25,7 @@ from gatekeeper.errors import (
 )
 from gatekeeper.gate import Gate
 from gatekeeper.metrics import Metrics
-from gatekeeper.report import report_bp
+from gatekeeper.report_pages import report_bp
 from gatekeeper.store import failing_closed
 
 HTTP_CODES = {413: "too_large", 404: "not_found", 405: "method_not_allowed",

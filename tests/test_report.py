@@ -31,7 +31,8 @@ from gatekeeper.datasets import Filters
 from gatekeeper.errors import BadInput, Conflict, Forbidden, QuotaExceeded
 from gatekeeper.gate import Gate, ingest_deletions, set_parent
 from gatekeeper.hydrated import Selection, export
-from gatekeeper.report import Pool, PoolLink, PoolMember, month_report, report_cli
+from gatekeeper.periods import Pool, PoolLink, PoolMember
+from gatekeeper.report import month_report
 from gatekeeper.web import create_app
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
@@ -521,20 +522,20 @@ def test_the_pdf_lists_the_pools_and_the_months_joins(pooled: Gate) -> None:
 
 
 def test_pool_joins_come_from_add_and_link_records_and_old_messages() -> None:
-    from gatekeeper.report import _pool_link
+    from gatekeeper.periods import pool_link
 
     old_child = {"kind": "entity.add", "entity": "b", "time": "5", "outcome": "changed",
                  "message": "kind=commercial research=no parent=a"}
-    assert _pool_link(old_child, {"a": "root"}) == PoolLink(5, "", "", "b", "a", "root",
+    assert pool_link(old_child, {"a": "root"}) == PoolLink(5, "", "", "b", "a", "root",
                                                             "created", "", 0,
                                                             old_child["message"])
     old_root = {**old_child, "message": "kind=commercial research=no parent=-"}
-    assert _pool_link(old_root, {}) is None
+    assert pool_link(old_root, {}) is None
     new_root = {**old_child, "facts": '{"parent": "", "root": "b"}'}
-    assert _pool_link(new_root, {}) is None
+    assert pool_link(new_root, {}) is None
     closed = {"kind": "entity.pool_closed", "entity": "b", "time": "6", "parent": "a",
               "pool": "root", "former_pool": "b", "merged_post_ids": "3"}
-    assert _pool_link(closed, {}) is None  # the link's twin in the old pool's stream
+    assert pool_link(closed, {}) is None  # the link's twin in the old pool's stream
 
 
 # --- the command and the page -------------------------------------------------------------------
@@ -543,7 +544,6 @@ def test_pool_joins_come_from_add_and_link_records_and_old_messages() -> None:
 @pytest.fixture
 def run(history: Gate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(cli, "Gate", lambda _config: history)
-    monkeypatch.setitem(cli.main.commands, "report", report_cli)  # until cli.py adds it
 
     def invoke(*args: str) -> Any:
         return CliRunner().invoke(cli.main, ["--config", str(tmp_path / "config.toml"),
@@ -633,19 +633,19 @@ def test_page_is_refused_to_other_roles_and_to_strangers(web: FlaskClient) -> No
 
 
 def test_r3_r4_facts_come_from_the_records_fields_and_old_records_from_their_message() -> None:
-    from gatekeeper.report import _academic, _permit
+    from gatekeeper.periods import academic_fact, permit_fact
 
     new = {"rule": "R3", "message": "anything at all",
            "facts": '{"kind": "academic", "research": "1", "research_evidence": " NU-7 "}'}
-    assert _academic(new) == (True, "NU-7")
+    assert academic_fact(new) == (True, "NU-7")
     old = {"rule": "R3", "message": "kind=academic research=no; evidence: -"}
-    assert _academic(old) == (False, "-")
-    assert _academic({"rule": "R3", "facts": '{"terms_by": "x"}'}) is None
+    assert academic_fact(old) == (False, "-")
+    assert academic_fact({"rule": "R3", "facts": '{"terms_by": "x"}'}) is None
     permit = {"facts": '{"permit_limit": "3000000", "permit_until": "1798761600000", '
                        '"permit_reference": "X-1; with: colons"}', "message": "changed later"}
-    assert _permit(permit) == (3_000_000, 1_798_761_600_000, "X-1; with: colons")
+    assert permit_fact(permit) == (3_000_000, 1_798_761_600_000, "X-1; with: colons")
     old_permit = {"message": "limit unlimited until 2026-12-31T00:00:00Z; reference: X-2"}
-    assert _permit(old_permit) == (None, 1_798_675_200_000, "X-2")
+    assert permit_fact(old_permit) == (None, 1_798_675_200_000, "X-2")
 
 
 def test_a_pools_peak_counts_what_a_linked_entity_brought_from_its_link_on(
