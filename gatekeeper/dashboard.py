@@ -1,11 +1,12 @@
 """What the compliance dashboard shows, read in a few pipelined round trips (R2-R4, R6, R8-R11).
 
-`overview` reads every entity, every recipient, their counters, the latest refusals and daily
-usage with four round trips whatever the number of entities: directories and the Redis clock;
-entity and user hashes; one peek script call per pool (batched) plus the audit streams; daily
-usage. Pages and the Prometheus collector only present it. Nothing here decides a quota: limits
-come from the policy, usage from the ledger's peek script on the Redis clock.
-"""
+`overview` reads every entity, the recipients active in the R6 window, their counters, the
+latest refusals and daily usage in five round trips whatever the number of entities: the Redis
+clock; the directories; entity hashes and the pools' indexes of active counters; the peeks
+(batched), each refusal index's newest entry and the daily usage; the few refusal indexes that
+may hold more of the newest twenty. Pages and the Prometheus collector only present it. Nothing
+here decides a quota: limits come from the policy, usage from the ledger's peek script on the
+Redis clock."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from gatekeeper import keys, policy
 from gatekeeper.entities import Entity
-from gatekeeper.ledger import DAY_MS, LAYOUT, Counter
+from gatekeeper.ledger import DAY_MS, LAYOUT, Counter, decode_daily
 from gatekeeper.splitting import (
     SplitFlag,
     splitting_of,
@@ -27,9 +28,6 @@ from gatekeeper.users import User
 NEAR_LIMIT = 0.8  # a ratio from which the dashboard (and alerting) calls a limit near
 HISTORY_DAYS = 30
 REFUSED = ("refused", "denied", "conflict")
-_REFUSED_RAW = frozenset(o.encode() for o in REFUSED)
-RECENT_PER_STREAM = 200  # records read at most from each audit stream for "latest refusals"
-FIRST_READ_BUDGET = 3_000  # records read first from all streams together (3 each of 1,000)
 RECENT_REFUSALS = 20
 ENTITY_RECORDS = 1000  # newest records of a pool's stream read for one entity's page
 PEEK_BATCH = 500  # counters per script call, so that no single call holds the server long
@@ -186,10 +184,8 @@ def _text(raw: dict[bytes, bytes]) -> dict[str, str]:
 
 
 def _stream_root(stream: str) -> str | None:
-    prefix, suffix = f"{keys.PREFIX}:{{e:", "}:audit"
-    if stream.startswith(prefix) and stream.endswith(suffix):
-        return stream[len(prefix):-len(suffix)]
-    return None
+    """The pool of an audit stream or refusal index; None for the {sys} ones."""
+    return keys.root_of_key(stream)
 
 
 @dataclass
@@ -227,8 +223,8 @@ def _snapshot(gate: Any, *, with_users: bool) -> _Snapshot:
         pipe.smembers(keys.AUDIT_STREAMS)
         pipe.get(keys.LAYOUT)
         entity_dir, user_dir, streams, layout = pipe.execute()
-        if int(layout or 0) < LAYOUT:  # a store from before the active index: index it once
-            gate.ledger.index_active_counters(gate.config.limits)
+        if int(layout or 0) < LAYOUT:  # a store written by an older version: indexed once
+            gate.ledger.upgrade(gate.config.limits)
         roots = {k.decode(): v.decode() for k, v in entity_dir.items()}
         names = sorted(roots)
         directory = sorted((k.decode(), v.decode(), roots[v.decode()])
@@ -298,17 +294,14 @@ def _peek_all(gate: Any, batch: Batch, counters: list[Counter], next_only: bool)
 class _Measured:
     rows: list[EntityRow]
     users: list[UserRow]
-    records: list[AuditRecord]  # newest first per stream (only refusals if asked)
-    tails: dict[str, tuple[int, str]]  # stream -> (records read, id of the oldest read)
+    records: list[AuditRecord]  # newest first per stream
 
 
 def _measure(gate: Any, snap: _Snapshot, entities: list[Entity], users: list[User],
              streams: list[str], per_stream: int, *, history: bool,
-             next_only: bool = True, refusals_only: bool = False) -> _Measured:
-    """Round trips 3-4: every counter of the given entities and users, streams, daily usage.
-
-    `refusals_only` keeps only refused records (decoding thousands of others costs more than
-    all the counters together)."""
+             next_only: bool = True) -> _Measured:
+    """Round trip 4: every counter of the given entities and users, the newest `per_stream`
+    records of `streams`, and (with `history`) the entities' daily usage, in one batch."""
     cfg = gate.config.limits
     by_name = {e.name: e for e in snap.entities}
     pools: dict[str, list[tuple[str, Counter]]] = {}
@@ -335,24 +328,21 @@ def _measure(gate: Any, snap: _Snapshot, entities: list[Entity], users: list[Use
         for stream in streams:
             batch.add(stream, lambda pipe, stream=stream: pipe.xrevrange(stream,
                                                                          count=per_stream))
+        first_day = snap.now_ms // DAY_MS - HISTORY_DAYS + 1
+        days = range(first_day, first_day + HISTORY_DAYS)
+        first_daily = len(batch)
+        for e in entities if history else []:
+            key = policy.id_share_counters(e, by_name.get(e.root, e), "posts", 0, cfg)[-1].key
+            batch.add(key, lambda pipe, key=key: pipe.hmget(key + ":daily", list(days)))
         results = batch.execute()
     usage: dict[str, Usage] = {}
     for items, decode in decoders:
         usage.update(zip((tag for tag, _ in items), decode(results), strict=True))
-    records = []
-    tails: dict[str, tuple[int, str]] = {}
-    for stream, raw_rows in zip(streams, results[first_stream:], strict=True):
-        if raw_rows:
-            tails[stream] = (len(raw_rows), raw_rows[-1][0].decode())
-        records += [AuditRecord(rid.decode(), _stream_root(stream), _text(fields), stream)
-                    for rid, fields in raw_rows
-                    if not refusals_only or fields.get(b"outcome") in _REFUSED_RAW]
-    daily: list[dict[int, int]] = []
-    first_day = snap.now_ms // DAY_MS - HISTORY_DAYS + 1
-    if history and entities:
-        daily = gate.ledger.daily([policy.id_share_counters(e, by_name.get(e.root, e), "posts",
-                                                            0, cfg)[-1] for e in entities],
-                                  range(first_day, first_day + HISTORY_DAYS))
+    records = [AuditRecord(rid.decode(), _stream_root(stream), _text(fields), stream)
+               for stream, raw_rows in zip(streams, results[first_stream:first_daily],
+                                           strict=True)
+               for rid, fields in raw_rows]
+    daily = [decode_daily(days, row) for row in results[first_daily:]]
     members: dict[str, list[str]] = {}
     children: dict[str, list[str]] = {}
     for e in sorted(snap.entities, key=lambda e: (e.name != e.root, e.name)):
@@ -373,7 +363,7 @@ def _measure(gate: Any, snap: _Snapshot, entities: list[Entity], users: list[Use
             permission_state=_permission_state(e, snap.revoked, snap.now_ms),
             daily=daily[i] if daily else {}))
     user_rows = [UserRow(u, usage[f"r6:{u.name}"]) for u in users]
-    return _Measured(rows, user_rows, records, tails)
+    return _Measured(rows, user_rows, records)
 
 
 def _overview(gate: Any, snap: _Snapshot, rows: list[EntityRow], users: list[UserRow],
@@ -394,11 +384,11 @@ def overview(gate: Any, *, users: bool = True, history: bool = True) -> Overview
     """Every entity's R2 usage and facts, every recipient's R6 usage, the latest refusals,
     daily usage and possible splitting (R10). `users`/`history` off: entities' usage only."""
     snap = _snapshot(gate, with_users=users or history)
-    streams = [*snap.streams, keys.SYS_AUDIT] if history else []
-    first = max(3, min(RECENT_PER_STREAM, FIRST_READ_BUDGET // max(len(streams), 1)))
+    # The newest refusal of every stream, from the refusal index written beside it.
+    indexes = [keys.refusals_of(s) for s in [*snap.streams, keys.SYS_AUDIT]] if history else []
     m = _measure(gate, snap, snap.entities, snap.users(active_only=True) if users else [],
-                 streams, first, history=history, refusals_only=True)
-    refusals = _latest_refusals(gate, streams, m, first)
+                 indexes, 1, history=history)
+    refusals = _latest_refusals(gate, m.records)
     flags = _flags(snap) if history else []
     return _overview(gate, snap, m.rows, m.users, refusals, flags)
 
@@ -408,30 +398,25 @@ def _refused(records: Iterable[AuditRecord]) -> list[AuditRecord]:
                   reverse=True)
 
 
-def _latest_refusals(gate: Any, streams: list[str], m: _Measured,
-                     first: int) -> list[AuditRecord]:
-    """The newest refusals across every stream, given each stream's newest `first` records.
+def _latest_refusals(gate: Any, newest: list[AuditRecord]) -> list[AuditRecord]:
+    """The newest refusals across every refusal index, given each index's newest entry.
 
-    Only the streams that may still hide a refusal newer than the 20th found so far are read
-    further back (up to RECENT_PER_STREAM records each): with 1,000 pools that is a few, where
-    reading 200 records of every stream would cost seconds.
+    The 20 newest come from at most 20 indexes, each of which has its newest among the 20
+    newest of `newest`; only those are read further back, and only to the 20th found so far.
     """
-    found = _refused(m.records)
-    bound = found[RECENT_REFUSALS - 1].order() if len(found) >= RECENT_REFUSALS else None
-    deeper = [s for s in streams if s in m.tails and m.tails[s][0] == first < RECENT_PER_STREAM
-              and (bound is None or _order(m.tails[s][1]) > bound)]
-    if deeper:
-        low = "-" if bound is None else f"{bound[0]}-{bound[1]}"
-        with failing_closed():
-            pipe = gate.client.pipeline(transaction=False)
-            for s in deeper:
-                pipe.xrevrange(s, max=f"({m.tails[s][1]}", min=low,
-                               count=RECENT_PER_STREAM - first)
-            more = pipe.execute()
-        found = _refused([*found, *(AuditRecord(rid.decode(), _stream_root(s), _text(f), s)
-                                    for s, rows in zip(deeper, more, strict=True)
-                                    for rid, f in rows)])
-    return found[:RECENT_REFUSALS]
+    found = _refused(newest)
+    top = found[:RECENT_REFUSALS]
+    bound = top[-1].order() if len(found) >= RECENT_REFUSALS else None
+    low = "-" if bound is None else f"{bound[0]}-{bound[1]}"
+    with failing_closed():
+        batch = Batch(gate.client)
+        for r in top:
+            batch.add(r.stream, lambda pipe, r=r: pipe.xrevrange(
+                r.stream, max=f"({r.id}", min=low, count=RECENT_REFUSALS - 1))
+        more = batch.execute()
+    return _refused([*found, *(AuditRecord(rid.decode(), r.pool, _text(f), r.stream)
+                               for r, rows in zip(top, more, strict=True)
+                               for rid, f in rows)])[:RECENT_REFUSALS]
 
 
 def entity_detail(gate: Any, name: str) -> EntityDetail:

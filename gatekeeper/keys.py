@@ -93,6 +93,12 @@ def moved(root: str) -> str:
     return f"{_pool(root)}:moved"
 
 
+def refusals_of(audit_key: str) -> str:
+    """The refusal index beside an audit stream: a capped stream holding a copy of each of its
+    latest refused, denied or conflict records, under the same ID (written with the record)."""
+    return audit_key.removesuffix(":audit") + ":refusals"
+
+
 def moved_of(audit_key: str) -> str:
     """The moved marker of the pool whose audit stream is `audit_key` (the {sys} stream has
     none: its placeholder, never set, stands in)."""

@@ -161,8 +161,16 @@ def _audit_args(audit: dict[str, Any]) -> list[str]:
     return out
 
 
-# The stored layout: 2 = each pool keeps an index of its active counters (keys.active).
-LAYOUT = 2
+# The stored layout: 2 = each pool keeps an index of its active counters (keys.active);
+# 3 = each audit stream keeps an index of its latest refusals (keys.refusals_of).
+LAYOUT = 3
+REFUSED = frozenset({b"refused", b"denied", b"conflict"})
+REFUSAL_INDEX_LENGTH = 100  # as _window.lua keeps it
+
+
+def decode_daily(days: range, row: list[bytes | None]) -> dict[int, int]:
+    """An HMGET of a counter's ``:daily`` hash for `days`, as epoch day -> amount."""
+    return {day: int(n) for day, n in zip(days, row, strict=True) if n and int(n)}
 
 
 class Ledger:
@@ -217,7 +225,7 @@ class Ledger:
         out = self.scripts.run(
             "take",
             [keys.audit(root), idem_key, keys.share(root, share_id), keys.active(root),
-             keys.moved(root), *(c.key for c in counters)],
+             keys.moved(root), keys.refusals_of(keys.audit(root)), *(c.key for c in counters)],
             args,
         )
         status = out["status"]
@@ -340,33 +348,71 @@ class Ledger:
             args += Counter("", rule, window, limit).args(around)
         return args + index
 
-    def index_active_counters(self, limits: LimitsConfig) -> int:
-        """Bring a store written before LAYOUT 2 up to date: put every counter that still
-        exists into its pool's active index, scored as take.lua scores it — when its newest
-        bucket leaves the window (for a calendar day, an upper bound: a day later). Idempotent;
-        a take running meanwhile adds its own entry. Returns the number of counters indexed."""
+    def upgrade(self, limits: LimitsConfig) -> dict[str, int]:
+        """Bring a store written by an older version to LAYOUT, once: index the counters that
+        hold usage (2) and the latest refusals of every audit stream (3). Safe to run twice or
+        beside live traffic (what a script indexes meanwhile is kept). Returns what it did."""
+        with failing_closed():
+            layout = int(self.client.get(keys.LAYOUT) or 0)
+            done = {"counters": 0, "refusals": 0}
+            if layout >= LAYOUT:
+                return done
+            if layout < 2:
+                done["counters"] = self._index_active_counters(limits)
+            if layout < 3:
+                done["refusals"] = self._index_refusals()
+            self.client.set(keys.LAYOUT, LAYOUT)
+        return done
+
+    def _index_active_counters(self, limits: LimitsConfig) -> int:
+        """Every counter that still exists, in its pool's active index, scored as take.lua
+        scores it — when its newest bucket leaves the window (for a calendar day, an upper
+        bound: a day later)."""
         windows = {"r2": post_id_window(limits), "uid": post_id_window(limits),
                    "r6": hydrated_window(limits)}
-        with failing_closed():
-            if int(self.client.get(keys.LAYOUT) or 0) >= LAYOUT:
-                return 0
-            found = [k.decode() for k in self.client.scan_iter(
-                match=f"{keys.PREFIX}:{{e:*}}:ctr:*", count=1000, _type="list")]
-            pipe = self.client.pipeline(transaction=False)
-            for key in found:
-                pipe.lindex(key, -1)
-            newest = pipe.execute() if found else []
-            pipe = self.client.pipeline(transaction=False)
-            for key, bucket in zip(found, newest, strict=True):
-                root, scope = keys.root_of_key(key), key.split(":ctr:", 1)[1].split(":", 1)[0]
-                if root is None or bucket is None or scope not in windows:
-                    continue  # gone since the scan, or not a counter this version knows
-                w, start = windows[scope], int(bucket.split(b":", 1)[0])
-                release = start + w.length_ms + (DAY_MS if w.timezone else w.width_ms)
-                pipe.zadd(keys.active(root), {key: release})
-            pipe.set(keys.LAYOUT, LAYOUT)
-            pipe.execute()
+        found = [k.decode() for k in self.client.scan_iter(
+            match=f"{keys.PREFIX}:{{e:*}}:ctr:*", count=1000, _type="list")]
+        pipe = self.client.pipeline(transaction=False)
+        for key in found:
+            pipe.lindex(key, -1)
+        newest = pipe.execute() if found else []
+        pipe = self.client.pipeline(transaction=False)
+        for key, bucket in zip(found, newest, strict=True):
+            root, scope = keys.root_of_key(key), key.split(":ctr:", 1)[1].split(":", 1)[0]
+            if root is None or bucket is None or scope not in windows:
+                continue  # gone since the scan, or not a counter this version knows
+            w, start = windows[scope], int(bucket.split(b":", 1)[0])
+            release = start + w.length_ms + (DAY_MS if w.timezone else w.width_ms)
+            pipe.zadd(keys.active(root), {key: release})
+        pipe.execute()
         return len(found)
+
+    def _index_refusals(self) -> int:
+        """Each audit stream's latest refusals, copied under their IDs into its refusal index
+        (a stream whose index a script has started already keeps what the script wrote)."""
+        streams = sorted(s.decode() for s in self.client.smembers(keys.AUDIT_STREAMS))
+        copied = 0
+        for stream in [*streams, keys.SYS_AUDIT]:
+            index = keys.refusals_of(stream)
+            if self.client.exists(index):
+                continue
+            found: list[tuple[bytes, dict[bytes, bytes]]] = []
+            high = "+"
+            while len(found) < REFUSAL_INDEX_LENGTH:
+                batch = self.client.xrevrange(stream, max=high, count=1000)
+                found += [(rid, f) for rid, f in batch if f.get(b"outcome") in REFUSED]
+                if len(batch) < 1000:
+                    break
+                high = f"({batch[-1][0].decode()}"
+            pipe = self.client.pipeline(transaction=False)
+            for rid, fields in reversed(found[:REFUSAL_INDEX_LENGTH]):
+                pipe.xadd(index, fields, id=rid)
+            try:
+                pipe.execute()
+            except redis.exceptions.ResponseError:
+                continue  # a refusal was indexed meanwhile: older IDs cannot go before it
+            copied += min(len(found), REFUSAL_INDEX_LENGTH)
+        return copied
 
     def daily(self, counters: list[Counter], days: range | None = None) -> list[dict[int, int]]:
         """Usage per UTC day (epoch day -> amount) of each counter, for charts and reports:
@@ -380,8 +426,7 @@ class Ledger:
                     pipe.hmget(c.key + ":daily", list(days))
             rows = pipe.execute()
         if days is not None:
-            return [{day: int(n) for day, n in zip(days, row, strict=True) if n and int(n)}
-                    for row in rows]
+            return [decode_daily(days, row) for row in rows]
         return [{int(day): int(n) for day, n in row.items() if int(n)} for row in rows]
 
     def record(
@@ -403,7 +448,7 @@ class Ledger:
         pairs = _audit_args(fields)
         out = self.scripts.run(
             "record",
-            [hash_key, audit_key, keys.moved_of(audit_key)],
+            [hash_key, audit_key, keys.moved_of(audit_key), keys.refusals_of(audit_key)],
             ["" if now_ms is None else now_ms, mode, len(pairs) // 2, *pairs,
              *_audit_args(audit)],
         )

@@ -287,13 +287,65 @@ def test_a_store_from_before_the_index_is_indexed_once(gate: Gate) -> None:
     ana = gate.users.get("ana")
     gate.client.delete(keys.active(ana.root), keys.LAYOUT)
     limits = gate.config.limits
-    assert gate.ledger.index_active_counters(limits) >= 4  # ana's R6, the pools' R2/User IDs
-    assert int(gate.client.get(keys.LAYOUT)) == 2
-    assert gate.ledger.index_active_counters(limits) == 0  # done once
+    done = gate.ledger.upgrade(limits)
+    assert done["counters"] >= 4  # ana's R6, the pools' R2/User IDs
+    assert int(gate.client.get(keys.LAYOUT)) == 3
+    assert gate.ledger.upgrade(limits) == {"counters": 0, "refusals": 0}  # done once
     gate.client.delete(keys.active(ana.root), keys.LAYOUT)
     ov = dashboard.overview(gate)  # the dashboard brings the store up to date itself
     assert [(u.name, u.usage.used) for u in ov.users] == [("ana", 12)]
     assert ov.row("acme-labs").own.used == 850
+
+
+def test_latest_refusals_come_from_the_refusal_indexes_whatever_came_after(
+        gate: Gate, tmp_path: Path) -> None:
+    """A busy day of grants after the refusals does not hide them or slow the page: each
+    stream's refusal index holds copies of its latest refusals under the same IDs."""
+    acme_audit = keys.audit("acme")
+    index = {rid: f for rid, f in gate.client.xrange(keys.refusals_of(acme_audit))}
+    for rid, fields in gate.client.xrange(acme_audit):
+        if fields[b"outcome"] in (b"refused", b"denied", b"conflict"):
+            assert index.pop(rid) == fields
+    assert index == {}  # nothing but refusals, each the same record
+    for i in range(30):
+        share(gate, tmp_path, "globex", 1, start=100_000 + i)
+    ov = dashboard.overview(gate)
+    assert [(r.get("outcome"), r.get("rule"), r.get("entity")) for r in ov.refusals] == [
+        ("denied", "R8", "initech"), ("refused", "R2", "acme")]
+
+
+def test_latest_refusals_across_many_streams_are_the_newest_twenty(gate: Gate) -> None:
+    made = []
+    for i in range(30):
+        root = ("acme", "globex", "umbrella")[i % 3]
+        out = gate.ledger.record(keys.placeholder(root), keys.audit(root), mode="audit",
+                                 fields={}, audit={"outcome": "denied", "rule": "R1",
+                                                   "kind": f"n{i}", "entity": root})
+        made.append(out["audit_id"])
+    ov = dashboard.overview(gate)
+    assert [r.id for r in ov.refusals] == made[::-1][:dashboard.RECENT_REFUSALS]
+
+
+def test_a_refusal_index_keeps_the_latest_hundred(gate: Gate) -> None:
+    for i in range(130):
+        gate.ledger.record(keys.placeholder(None), keys.SYS_AUDIT, mode="audit", fields={},
+                           audit={"outcome": "denied", "rule": "R1", "kind": f"n{i}"})
+    kept = gate.client.xrange(keys.refusals_of(keys.SYS_AUDIT))
+    assert len(kept) == 100 and kept[-1][1][b"kind"] == b"n129"
+    assert gate.client.xlen(keys.SYS_AUDIT) >= 130  # the audit stream keeps every record
+
+
+def test_a_store_from_before_the_refusal_index_is_indexed_once(gate: Gate) -> None:
+    gate.ledger.upgrade(gate.config.limits)
+    before = gate.client.xrange(keys.refusals_of(keys.audit("acme")))
+    assert before  # the fixture's R2 refusal
+    gate.client.delete(keys.refusals_of(keys.audit("acme")),
+                       keys.refusals_of(keys.audit("initech")))
+    gate.client.set(keys.LAYOUT, 2)
+    assert gate.ledger.upgrade(gate.config.limits)["refusals"] == 2
+    assert gate.client.xrange(keys.refusals_of(keys.audit("acme"))) == before
+    ov = dashboard.overview(gate)
+    assert [r.get("entity") for r in ov.refusals] == ["initech", "acme"]
 
 
 def test_latest_refusals_newest_first(client: FlaskClient) -> None:

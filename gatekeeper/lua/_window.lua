@@ -110,3 +110,15 @@ local function remaining(spec, used)
   if r < 0 then return 0 end
   return r
 end
+
+-- The refusal index beside an audit stream keeps a copy of its latest refusals under the same
+-- IDs, so that a dashboard finds the newest refusals without reading every record. `args` is
+-- the XADD argument list of the record ('XADD', stream, '*', field, value, ...).
+local REFUSAL_INDEX_LENGTH = 100
+local function index_refusal(index, id, args)
+  local copy = {'XADD', index, 'MAXLEN', REFUSAL_INDEX_LENGTH, id}
+  for i = 4, #args do copy[#copy + 1] = args[i] end
+  redis.call(unpack(copy))
+end
+
+local REFUSED = {refused = true, denied = true, conflict = true}

@@ -47,8 +47,10 @@ for i = 1, #directory, 2 do
 end
 if #children > 0 then return cjson.encode({status = 'has_children', children = children}) end
 
--- Everything of the old pool but its audit stream, its active index and placeholders.
-local keep = {[old_prefix .. 'audit'] = true, [old_prefix .. 'active'] = true,
+-- Everything of the old pool but its audit stream and refusal index (history, R11), its
+-- active index and placeholders.
+local keep = {[old_prefix .. 'audit'] = true, [old_prefix .. 'refusals'] = true,
+              [old_prefix .. 'active'] = true,
               [old_prefix .. 'none'] = true, [old_prefix .. 'moved'] = true}
 local moving = {}
 for _, key in ipairs(redis.call('KEYS', old_prefix .. '*')) do

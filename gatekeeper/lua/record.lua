@@ -4,6 +4,8 @@
 -- KEYS[1]  the hash to change (entity, user or token hash), or a placeholder (audit only)
 -- KEYS[2]  the audit stream in the same slot
 -- KEYS[3]  the pool's moved marker (R10, move.lua), or a placeholder that is never set
+-- KEYS[4]  the stream's refusal index: a record whose outcome is refused, denied or conflict
+--          is copied there
 -- ARGV[1]  now in ms, or '' for the Redis clock
 -- ARGV[2]  'create' (the hash must not exist), 'update' (it must), 'set' (either way),
 --          or 'audit' (record only, change nothing)
@@ -32,6 +34,13 @@ if mode ~= 'audit' and f > 0 then
   redis.call(unpack(args))
 end
 local args = {'XADD', KEYS[2], '*', 'time', fmt(now)}
-for i = 4 + 2 * f, #ARGV do args[#args + 1] = value(ARGV[i]) end
+local refused = false
+for i = 4 + 2 * f, #ARGV do
+  args[#args + 1] = value(ARGV[i])
+  if ARGV[i - 1] == 'outcome' and (i - 4 - 2 * f) % 2 == 1 and REFUSED[ARGV[i]] then
+    refused = true
+  end
+end
 local id = redis.call(unpack(args))
+if refused then index_refusal(KEYS[4], id, args) end
 return cjson.encode({status = 'ok', now = fmt(now), audit_id = id})

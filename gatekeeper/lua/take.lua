@@ -7,7 +7,8 @@
 -- KEYS[4]   the pool's index of active counters (sorted set: counter key -> ms at which its
 --           newest bucket leaves the window), so that readers skip idle counters
 -- KEYS[5]   the pool's moved marker: set when the pool joined another (R10, move.lua)
--- KEYS[6..] one bucket list per counter
+-- KEYS[6]   the pool's refusal index (refused and conflict answers are copied there)
+-- KEYS[7..] one bucket list per counter
 -- ARGV[1]   now in ms, or '' for the Redis clock (only tests pass a value)
 -- ARGV[2]   '1': grant exactly the remaining allowance when the whole does not fit
 -- ARGV[3]   request fingerprint, '' when there is no idempotency key
@@ -31,7 +32,7 @@ local requested = tonumber(ARGV[6])
 local share_id = ARGV[7]
 local n = tonumber(ARGV[8])
 local audit_from = 9 + 9 * n
-local FIRST = 5  -- KEYS[FIRST + c] is counter c
+local FIRST = 6  -- KEYS[FIRST + c] is counter c
 
 -- A pool that joined another (R10) takes nothing more: its keys live in the new pool now.
 local moved = redis.call('GET', KEYS[5])
@@ -44,7 +45,9 @@ local function audit(fields)
     args[#args + 1] = k
     args[#args + 1] = v
   end
-  return redis.call(unpack(args))
+  local id = redis.call(unpack(args))
+  if REFUSED[fields.outcome] then index_refusal(KEYS[6], id, args) end
+  return id
 end
 
 if fingerprint ~= '' then
