@@ -828,13 +828,28 @@ def test_no_python_code_path_deletes_trims_or_expires_an_audit_stream() -> None:
     assert problems == []
 
 
+# The one trimmed stream: a refusal index, a capped copy of an audit stream's latest refusals
+# (for the dashboard), trimmed in _window.lua's index_refusal and nowhere else.
+INDEX_FUNCTION = re.compile(r"local function index_refusal\(.*?\nend\n", re.S)
+INDEX_CALL = re.compile(r"\bindex_refusal\(KEYS\[(\d+)\]")
+
+
 def test_no_lua_script_deletes_trims_or_expires_its_audit_stream() -> None:
     problems = []
     scripts = package_files(".lua")
     assert len(scripts) >= 4
+    definitions, calls = 0, []
     for path in scripts:
         text = path.read_text()
         audit_keys = {m.group(1) for m in re.finditer(r"--\s*KEYS\[(\d+)\][^\n]*audit", text)}
+        documented = {m.group(1): m.group(2)
+                      for m in re.finditer(r"--\s*KEYS\[(\d+)\]\s+([^\n]*)", text)}
+        for m in INDEX_CALL.finditer(text):
+            calls.append(path.name)
+            if m.group(1) in audit_keys or "refusal index" not in documented.get(m.group(1), ""):
+                problems.append(f"{path.name}: {m.group(0)} is not a refusal index")
+        text, found = INDEX_FUNCTION.subn("", text)
+        definitions += found
         if re.search(r"\b(XDEL|XTRIM|MAXLEN|MINID|FLUSHALL|FLUSHDB)\b", text, re.IGNORECASE):
             problems.append(f"{path.name}: XDEL/XTRIM/MAXLEN/MINID/FLUSH")
         for m in re.finditer(r"redis\.p?call\(\s*'(\w+)'\s*,\s*([^,)]+)", text):
@@ -844,6 +859,7 @@ def test_no_lua_script_deletes_trims_or_expires_its_audit_stream() -> None:
                                                or "audit" in target.lower()):
                 problems.append(f"{path.name}: {m.group(0)}")
     assert problems == []
+    assert definitions == 1 and sorted(calls) == ["record.lua", "take.lua"]
 
 
 READS_AND_APPENDS = {"XADD", "XRANGE", "XREVRANGE", "XLEN", "XINFO", "SADD", "SMEMBERS",
