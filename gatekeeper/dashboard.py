@@ -120,13 +120,9 @@ class AuditRecord:
         return self.fields.get(name, default)
 
     def order(self) -> tuple[int, int]:
-        return _order(self.id)
-
-
-def _order(stream_id: str) -> tuple[int, int]:
-    """A stream ID ("ms-seq") as a sortable pair."""
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
+        """Its stream ID ("ms-seq") as a sortable pair."""
+        ms, _, seq = self.id.partition("-")
+        return int(ms), int(seq or 0)
 
 
 @dataclass
