@@ -64,14 +64,14 @@ def bar(used: int, limit: int | None, *, width: int = 160, height: int = 12,
 
 
 def _nice_ceiling(n: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 times a power of ten that is at least n."""
-    if n <= 0:
-        return 1
-    power = 10 ** (len(str(int(n))) - 1)
-    for step in (1, 2, 2.5, 5, 10):
-        if step * power >= n:
-            return step * power
-    return 10 * power
+    """The smallest 1, 2, 2.5, 4 or 5 times a power of ten that is at least n and whose half is
+    whole: the axis is labelled at 0, half and top, and counts have no halves (at least 2)."""
+    power = 10 ** (len(str(int(max(n, 1)))) - 1)
+    for step in (1, 2, 2.5, 4, 5, 10, 20):
+        top = step * power
+        if top >= max(n, 2) and (top / 2).is_integer():
+            return top
+    raise AssertionError("unreachable: 20 times a power of ten is even and at least n")
 
 
 def _days(series: dict[int, int], days: int, end_day: int | None) -> list[tuple[int, int]]:

@@ -692,3 +692,12 @@ def test_metrics_say_when_the_store_is_down(gate: Gate) -> None:
     m.watch_entities(down)
     text = m.render().decode()
     assert "gatekeeper_entity_usage_up 0.0" in text
+
+
+@pytest.mark.parametrize("peak,labels", [(0, ["0", "1", "2"]), (1, ["0", "1", "2"]),
+                                         (3, ["0", "2", "4"]), (24, ["0", "20", "40"]),
+                                         (250, ["0", "125", "250"]),
+                                         (5_400, ["0", "5k", "10k"])])
+def test_a_daily_chart_labels_whole_numbers(peak: int, labels: list[str]) -> None:
+    svg = str(charts.daily({100: peak}, 30, end_day=100))
+    assert re.findall(r'<text x="42"[^>]*>([^<]+)</text>', svg) == labels  # 0, middle, top

@@ -134,3 +134,32 @@ def test_compliance_officer_reads_the_dashboard_and_records_a_permission(
     assert "entity.permit" in page.inner_text("#changes")
     page.screenshot(path=str(ARTIFACTS / "entity-page.png"), full_page=True)
     context.close()
+
+
+def test_compliance_officer_links_a_flagged_entity_to_its_parent(
+        site: tuple[str, str], browser: Browser) -> None:
+    """The splitting flag (R10) names Acme_Analytics_Ltd; the officer links it to
+    acme-analytics from its page, and the dashboard shows it pooled."""
+    url, password = site
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    page.goto(f"{url}/login?next=/entities/Acme_Analytics_Ltd")
+    page.fill("#username", "carla")
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/entities/Acme_Analytics_Ltd")
+    assert "Acme_Analytics_Ltd" in page.inner_text("#entity-flags")
+    page.fill("#parent-input", "acme-analytics")
+    page.fill("#parent-reason", "the same company under its legal name")
+    page.click("#parent-button")
+    page.wait_for_selector("#flash")
+    assert "now pools its Post IDs with acme-analytics" in page.inner_text("#flash")
+    assert "child of acme-analytics" in page.inner_text("#fact-pool")
+    assert "Formerly the root of its own pool (Acme_Analytics_Ltd)" in page.inner_text(
+        "#fact-pool")
+    assert "entity.parent" in page.inner_text("#changes")
+    page.screenshot(path=str(ARTIFACTS / "entity-linked.png"), full_page=True)
+    page.goto(f"{url}/dashboard?q=acme")
+    ltd = page.locator('tr[data-entity="Acme_Analytics_Ltd"]')
+    assert ltd.locator(".pool").inner_text().startswith("acme-analytics: ")
+    context.close()
