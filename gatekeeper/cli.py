@@ -22,7 +22,7 @@ import click
 
 from gatekeeper import config as config_mod
 from gatekeeper import policy, quota, shares, store
-from gatekeeper.audit import audit_cli
+from gatekeeper.audit_export import audit_cli
 from gatekeeper.datasets import Filters
 from gatekeeper.errors import BadInput, GatekeeperError
 from gatekeeper.gate import Gate, ingest_deletions, set_parent
