@@ -61,6 +61,18 @@ def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
+def quick_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scrypt takes 0.1 s a user; tests that are not about password storage use a cheap hash
+    (`pytestmark = pytest.mark.usefixtures("quick_password_hashes")`)."""
+    from werkzeug.security import generate_password_hash
+
+    from gatekeeper import users
+
+    monkeypatch.setattr(users, "generate_password_hash",
+                        lambda p: generate_password_hash(p, method="pbkdf2:sha256:1000"))
+
+
+@pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     """A config.toml in a temporary directory whose embedded store lives beside it."""
     path = tmp_path / "config.toml"

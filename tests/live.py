@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,28 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
+
+
+def share_ids(gate: Gate, directory: Path, entity: str, n: int, start: int = 1,
+              key: str | None = None, purpose: str = "test") -> Any:
+    """An ID share by the data-team user dan of IDs start..start+n-1 to `entity`, as the CLI
+    makes one (an ID file in, the granted ID file out); its Reservation."""
+    from gatekeeper import shares
+
+    ids = directory / f"ids-{uuid.uuid4().hex}.txt"
+    ids.write_text("".join(f"{i}\n" for i in range(start, start + n)))
+    return shares.share_to_file(gate, actor="dan", entity=entity, ids_path=ids,
+                                out=directory / "out.txt", purpose=purpose,
+                                idempotency_key=key)
+
+
+def sign_in_page(page: Any, url: str, name: str, password: str, then: str) -> None:
+    """Sign in through the login form of a real browser page and land on `then`."""
+    page.goto(f"{url}/login?next={then}")
+    page.fill("#username", name)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}{then}")
 
 
 def free_port() -> int:

@@ -8,19 +8,18 @@ over the three nodes, and check the figures, not just that nothing raised.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cluster import redis_cluster
-from live import sign_in
+from live import share_ids, sign_in
 from redis.cluster import RedisCluster
 from test_dashboard import entity_rows
 
 from gatekeeper import config as config_mod
-from gatekeeper import dashboard, keys, policy, quota, shares
+from gatekeeper import dashboard, keys, policy, quota
 from gatekeeper.audit import AuditFilter, AuditLog
 from gatekeeper.datasets import Filters
 from gatekeeper.errors import BadInput, QuotaExceeded
@@ -34,6 +33,9 @@ SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 POOLS = ["acme", "globex", "initech", "umbrella", "hooli", "stark"]
 
 
+pytestmark = pytest.mark.usefixtures("quick_password_hashes")
+
+
 @pytest.fixture(scope="module")
 def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with redis_cluster(tmp_path_factory.mktemp("cluster")) as ports:
@@ -41,13 +43,7 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def gate(cluster_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
-    from werkzeug.security import generate_password_hash
-
-    from gatekeeper import users
-
-    monkeypatch.setattr(users, "generate_password_hash",
-                        lambda p: generate_password_hash(p, method="pbkdf2:sha256:1000"))
+def gate(cluster_url: str, tmp_path: Path) -> Iterator[Gate]:
     (tmp_path / "config.toml").write_text(
         f'[redis]\nurl = "{cluster_url}"\ncluster = true\n'
         '[limits]\npost_ids_per_entity = 1000\nhydrated_per_recipient = 30\n'
@@ -58,14 +54,6 @@ def gate(cluster_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
     yield g
     g.client.flushall(target_nodes=RedisCluster.PRIMARIES)
     g.client.close()
-
-
-def share(gate: Gate, tmp: Path, entity: str, n: int, key: str | None = None,
-          start: int = 1) -> shares.Reservation:
-    ids = tmp / f"ids-{uuid.uuid4().hex}.txt"
-    ids.write_text("".join(f"{i}\n" for i in range(start, start + n)))
-    return shares.share_to_file(gate, actor="dan", entity=entity, ids_path=ids,
-                                out=tmp / "out.txt", purpose="cluster", idempotency_key=key)
 
 
 def build(gate: Gate) -> None:
@@ -90,12 +78,12 @@ def test_the_pools_land_on_more_than_one_node(gate: Gate) -> None:
 
 def test_shares_quotas_and_idempotency(gate: Gate, tmp_path: Path) -> None:
     build(gate)
-    share(gate, tmp_path, "acme-labs", 600, key="k1")
+    share_ids(gate, tmp_path, "acme-labs", 600, key="k1")
     for name in POOLS[1:]:
-        share(gate, tmp_path, name, 100)
-    assert share(gate, tmp_path, "acme-labs", 600, key="k1").grant.status == "replay"
+        share_ids(gate, tmp_path, name, 100)
+    assert share_ids(gate, tmp_path, "acme-labs", 600, key="k1").grant.status == "replay"
     with pytest.raises(QuotaExceeded) as refused:
-        share(gate, tmp_path, "acme", 500, start=9000)  # the pool has 400 left (R2, R10)
+        share_ids(gate, tmp_path, "acme", 500, start=9000)  # the pool has 400 left (R2, R10)
     assert refused.value.rule == "R2" and refused.value.details["remaining"] == 400
     q = quota.entity_quota(gate, "acme")
     assert (q["used"], q["remaining"]) == (600, 400)
@@ -104,8 +92,8 @@ def test_shares_quotas_and_idempotency(gate: Gate, tmp_path: Path) -> None:
 
 def test_hydrated_counters_and_the_dashboard(gate: Gate, tmp_path: Path) -> None:
     build(gate)
-    share(gate, tmp_path, "acme-labs", 850)
-    share(gate, tmp_path, "stark", 300)
+    share_ids(gate, tmp_path, "acme-labs", 850)
+    share_ids(gate, tmp_path, "stark", 300)
     ana = gate.users.get("ana")
     r6 = [policy.hydrated_counter(ana, 12, gate.config.limits)]
     gate.ledger.take(ana.root, r6, requested=12, share_id="x1", audit={"actor": "ana"})
@@ -121,7 +109,7 @@ def test_hydrated_counters_and_the_dashboard(gate: Gate, tmp_path: Path) -> None
 def test_the_audit_log_and_the_report_read_every_node(gate: Gate, tmp_path: Path) -> None:
     build(gate)
     for name in POOLS:
-        share(gate, tmp_path, name, 10)
+        share_ids(gate, tmp_path, name, 10)
     found = list(AuditLog(gate.client).records(AuditFilter(outcome="granted")))
     granted = [r for r in found if r.get("kind") == "share.posts"]
     assert sorted(r.get("entity") for r in granted) == sorted(POOLS)
@@ -137,7 +125,7 @@ def test_deletions_apply_on_a_cluster(gate: Gate, tmp_path: Path) -> None:
     listed = tmp_path / "deleted.txt"
     listed.write_text("5\n6\n")
     gate.deletions.add_file(listed, kind="posts", actor="cora", channel="cli")
-    res = share(gate, tmp_path, "globex", 10)
+    res = share_ids(gate, tmp_path, "globex", 10)
     assert res.grant.granted == 8
 
 
@@ -153,7 +141,7 @@ def test_linking_an_existing_entity_is_refused_on_a_cluster(gate: Gate) -> None:
 def test_the_compliance_pages_render_from_a_cluster(gate: Gate, tmp_path: Path) -> None:
 
     build(gate)
-    share(gate, tmp_path, "acme-labs", 850)
+    share_ids(gate, tmp_path, "acme-labs", 850)
     app = create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})
     with app.test_client() as web:
         assert sign_in(web, "cora", PASSWORD) == 302

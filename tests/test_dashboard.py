@@ -21,9 +21,9 @@ import pytest
 import redis.client
 from flask import Flask
 from flask.testing import FlaskClient
-from live import form_token, sign_in
+from live import form_token, share_ids, sign_in
 
-from gatekeeper import charts, compliance_pages, dashboard, keys, policy, shares, splitting
+from gatekeeper import charts, compliance_pages, dashboard, keys, policy, splitting
 from gatekeeper import config as config_mod
 from gatekeeper.errors import GatekeeperError, QuotaExceeded
 from gatekeeper.gate import Gate
@@ -33,11 +33,7 @@ from gatekeeper.web import create_app
 PASSWORD = "correct horse battery"
 
 
-def share(gate: Gate, tmp: Path, entity: str, n: int, start: int = 1) -> None:
-    ids = tmp / f"ids-{uuid.uuid4().hex}.txt"
-    ids.write_text("".join(f"{i}\n" for i in range(start, start + n)))
-    shares.share_to_file(gate, actor="dan", entity=entity, ids_path=ids, out=tmp / "out.txt",
-                         purpose="test")
+pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 
 
 def add(gate: Gate, name: str, kind: str = "commercial", research: bool = False,
@@ -46,17 +42,6 @@ def add(gate: Gate, name: str, kind: str = "commercial", research: bool = False,
                       channel="cli")
     if terms:
         gate.entities.accept_terms(name, by=terms, actor="t", channel="cli")
-
-
-@pytest.fixture(autouse=True)
-def quick_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """scrypt takes 0.1 s a user; these tests are about the pages, not password storage."""
-    from werkzeug.security import generate_password_hash
-
-    from gatekeeper import users
-
-    monkeypatch.setattr(users, "generate_password_hash",
-                        lambda p: generate_password_hash(p, method="pbkdf2:sha256:1000"))
 
 
 @pytest.fixture
@@ -83,13 +68,13 @@ def gate(tmp_path: Path) -> Gate:
                                ("J_Smith", "analyst", "umbrella")):
         g.users.add(name, entity=entity, role=role, password=PASSWORD, actor="t",
                     channel="cli")
-    share(g, tmp_path, "acme-labs", 850)
-    share(g, tmp_path, "globex", 300)
-    share(g, tmp_path, "northfield-university", 5000)
+    share_ids(g, tmp_path, "acme-labs", 850)
+    share_ids(g, tmp_path, "globex", 300)
+    share_ids(g, tmp_path, "northfield-university", 5000)
     with pytest.raises(QuotaExceeded):
-        share(g, tmp_path, "acme", 200)  # only 150 left in the pool: refused whole (R2)
+        share_ids(g, tmp_path, "acme", 200)  # only 150 left in the pool: refused whole (R2)
     with pytest.raises(GatekeeperError):
-        share(g, tmp_path, "initech", 10)  # no attestation: denied (R8)
+        share_ids(g, tmp_path, "initech", 10)  # no attestation: denied (R8)
     ana = g.users.get("ana")
     g.ledger.take(ana.root, [policy.hydrated_counter(ana, 12, g.config.limits)], requested=12,
                   share_id=uuid.uuid4().hex, audit={"actor": "ana", "kind": "export.xlsx",
@@ -308,7 +293,7 @@ def test_latest_refusals_come_from_the_refusal_indexes_whatever_came_after(
             assert index.pop(rid) == fields
     assert index == {}  # nothing but refusals, each the same record
     for i in range(30):
-        share(gate, tmp_path, "globex", 1, start=100_000 + i)
+        share_ids(gate, tmp_path, "globex", 1, start=100_000 + i)
     ov = dashboard.overview(gate)
     assert [(r.get("outcome"), r.get("rule"), r.get("entity")) for r in ov.refusals] == [
         ("denied", "R8", "initech"), ("refused", "R2", "acme")]

@@ -12,10 +12,9 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from live import ARTIFACTS, start_server
+from live import ARTIFACTS, share_ids, sign_in_page, start_server
 from playwright.sync_api import Browser
 
 from gatekeeper import config as config_mod
@@ -24,13 +23,6 @@ from gatekeeper.gate import Gate
 from gatekeeper.store import EmbeddedServer
 
 LIMIT = 6_000  # small enough that the demo's 5,000 posts bring a pool near it
-
-def _share(gate: Gate, directory: Path, entity: str, n: int, start: int = 1) -> None:
-    ids = directory / f"ids-{entity}.txt"
-    ids.write_text("".join(f"{i}\n" for i in range(start, start + n)))
-    shares.share_to_file(gate, actor="dan", entity=entity, ids_path=ids,
-                         out=directory / "out.txt", purpose="browser test")
-
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
@@ -48,8 +40,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
                                channel="cli")
     shares.share_to_file(gate, actor="dan", entity="acme-analytics", dataset="demo",
                          out=directory / "demo-ids.txt", purpose="browser test")
-    _share(gate, directory, "acme-analytics-eu", 400)
-    _share(gate, directory, "northfield-university", 12_000)
+    share_ids(gate, directory, "acme-analytics-eu", 400)
+    share_ids(gate, directory, "northfield-university", 12_000)
     for name in ("globex", "Acme_Analytics_Ltd"):
         gate.entities.add(name, kind="commercial", research=False, parent=None, actor="t",
                           channel="cli")
@@ -57,9 +49,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     until = int((datetime.now(UTC) + timedelta(days=90)).timestamp() * 1000)
     gate.entities.permit("globex", limit=20_000, until_ms=until, reference="X-PERM-7",
                          actor="t", channel="cli")
-    _share(gate, directory, "globex", 2_500)
+    share_ids(gate, directory, "globex", 2_500)
     with contextlib.suppress(Exception):
-        _share(gate, directory, "acme-analytics", 1_000)  # over the limit: refused (R2)
+        share_ids(gate, directory, "acme-analytics", 1_000)  # over the limit: refused (R2)
     ana = gate.users.get("ana")  # an analyst's hydrated objects today (R6)
     gate.ledger.take(ana.root, [policy.hydrated_counter(ana, 41_000, gate.config.limits)],
                      requested=41_000, share_id=uuid.uuid4().hex,
@@ -79,11 +71,7 @@ def test_compliance_officer_reads_the_dashboard_and_records_a_permission(
     url, password = site
     context = browser.new_context(viewport={"width": 1360, "height": 900})
     page = context.new_page()
-    page.goto(f"{url}/login?next=/dashboard")
-    page.fill("#username", "carla")
-    page.fill("#password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{url}/dashboard")
+    sign_in_page(page, url, "carla", password, "/dashboard")
 
     rows = page.locator("#entities tbody tr")
     names = [rows.nth(i).get_attribute("data-entity") for i in range(rows.count())]
@@ -143,11 +131,7 @@ def test_compliance_officer_links_a_flagged_entity_to_its_parent(
     url, password = site
     context = browser.new_context(viewport={"width": 1360, "height": 900})
     page = context.new_page()
-    page.goto(f"{url}/login?next=/entities/Acme_Analytics_Ltd")
-    page.fill("#username", "carla")
-    page.fill("#password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{url}/entities/Acme_Analytics_Ltd")
+    sign_in_page(page, url, "carla", password, "/entities/Acme_Analytics_Ltd")
     assert "Acme_Analytics_Ltd" in page.inner_text("#entity-flags")
     page.fill("#parent-input", "acme-analytics")
     page.fill("#parent-reason", "the same company under its legal name")

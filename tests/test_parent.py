@@ -8,11 +8,11 @@ stream. After `set_parent(globex, acme)` every one of those facts must be where 
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 import redis
+from live import share_ids
 
 from gatekeeper import config as config_mod
 from gatekeeper import dashboard, keys, policy, shares
@@ -23,22 +23,7 @@ from gatekeeper.ledger import Counter, Limit, post_id_window
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture(autouse=True)
-def quick_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from werkzeug.security import generate_password_hash
-
-    from gatekeeper import users
-
-    monkeypatch.setattr(users, "generate_password_hash",
-                        lambda p: generate_password_hash(p, method="pbkdf2:sha256:1000"))
-
-
-def share(gate: Gate, tmp: Path, entity: str, n: int, key: str | None = None,
-          start: int = 1) -> shares.Reservation:
-    ids = tmp / f"ids-{uuid.uuid4().hex}.txt"
-    ids.write_text("".join(f"{i}\n" for i in range(start, start + n)))
-    return shares.share_to_file(gate, actor="dan", entity=entity, ids_path=ids,
-                                out=tmp / "out.txt", purpose="test", idempotency_key=key)
+pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 
 
 @pytest.fixture
@@ -54,9 +39,9 @@ def gate(client: redis.Redis, tmp_path: Path) -> Gate:
                                ("gia", "analyst", "globex")):
         g.users.add(name, entity=entity, role=role, password=PASSWORD, actor="t",
                     channel="cli")
-    share(g, tmp_path, "acme-labs", 600)
-    share(g, tmp_path, "globex", 200, key="k1")
-    share(g, tmp_path, "globex", 100, start=500)
+    share_ids(g, tmp_path, "acme-labs", 600)
+    share_ids(g, tmp_path, "globex", 200, key="k1")
+    share_ids(g, tmp_path, "globex", 100, start=500)
     gia = g.users.get("gia")
     r6 = [policy.hydrated_counter(gia, 12, g.config.limits)]
     g.ledger.take(gia.root, r6, requested=12, share_id="x1", audit={"actor": "gia"})
@@ -105,14 +90,14 @@ def test_the_entity_joins_the_pool_with_its_usage(gate: Gate) -> None:
 def test_shares_after_the_link_charge_the_pool_and_the_child(gate: Gate,
                                                              tmp_path: Path) -> None:
     link(gate)
-    share(gate, tmp_path, "globex", 50, start=900)
+    share_ids(gate, tmp_path, "globex", 50, start=900)
     assert used(gate, keys.counter("acme", "r2", "acme")) == 950
     assert used(gate, keys.counter("acme", "r2", "globex")) == 350
     with pytest.raises(QuotaExceeded) as refused:
-        share(gate, tmp_path, "acme", 100, start=2000)  # 950 + 100 > the pool's 1,000
+        share_ids(gate, tmp_path, "acme", 100, start=2000)  # 950 + 100 > the pool's 1,000
     assert refused.value.rule == "R2"
     # A retry of a share made before the link is replayed from the pool, counted once.
-    again = share(gate, tmp_path, "globex", 200, key="k1")
+    again = share_ids(gate, tmp_path, "globex", 200, key="k1")
     assert again.grant.status == "replay"
     assert used(gate, keys.counter("acme", "r2", "acme")) == 950
 
@@ -228,14 +213,14 @@ def test_idempotency_records_move_with_the_pool(gate: Gate) -> None:
 
 def test_an_idempotency_key_used_with_both_pools_is_never_counted_twice(
         gate: Gate, tmp_path: Path) -> None:
-    share(gate, tmp_path, "acme", 10, key="k1", start=3000)  # dan's k1, now with acme too
+    share_ids(gate, tmp_path, "acme", 10, key="k1", start=3000)  # dan's k1, now with acme too
     link(gate)
     assert records(gate, "acme")[-1]["idempotency_keys_left"] == "1"
     assert used(gate, keys.counter("acme", "r2", "acme")) == 910
     with pytest.raises(Conflict):
-        share(gate, tmp_path, "globex", 200, key="k1")  # the retry meets acme's record
+        share_ids(gate, tmp_path, "globex", 200, key="k1")  # the retry meets acme's record
     assert used(gate, keys.counter("acme", "r2", "acme")) == 910
-    again = share(gate, tmp_path, "acme", 10, key="k1", start=3000)
+    again = share_ids(gate, tmp_path, "acme", 10, key="k1", start=3000)
     assert again.grant.status == "replay"
 
 
@@ -257,9 +242,9 @@ def test_a_link_keeps_the_pools_past_days_and_counts_each_day_once(gate: Gate,
                      now_ms=three_days_ago)
     gate.ledger.settle("hooli", "old", counters, delivered=True, audit={},
                        now_ms=three_days_ago)
-    share(gate, tmp_path, "hooli", 7, start=8000)  # today, before the link
+    share_ids(gate, tmp_path, "hooli", 7, start=8000)  # today, before the link
     link(gate, "hooli")
-    share(gate, tmp_path, "hooli", 5, start=8100)  # today, after it
+    share_ids(gate, tmp_path, "hooli", 5, start=8100)  # today, after it
 
     def days(key: str) -> dict[int, int]:
         return gate.ledger.daily([Counter(key, "R2", post_id_window(gate.config.limits),

@@ -11,7 +11,6 @@ store.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,11 @@ import fakeredis
 import pytest
 from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
-from live import form_token, sign_in
+from live import form_token, share_ids, sign_in
 from test_dashboard import Tables, entity_rows
 
 from gatekeeper import config as config_mod
-from gatekeeper import keys, shares
+from gatekeeper import keys
 from gatekeeper.cli import main
 from gatekeeper.gate import Gate
 from gatekeeper.store import EmbeddedServer
@@ -34,22 +33,7 @@ PASSWORD = "correct horse battery"
 REASON = "same company, contract C-12"
 
 
-@pytest.fixture(autouse=True)
-def quick_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """scrypt takes 0.1 s a user; these tests are about the pages, not password storage."""
-    from werkzeug.security import generate_password_hash
-
-    from gatekeeper import users
-
-    monkeypatch.setattr(users, "generate_password_hash",
-                        lambda p: generate_password_hash(p, method="pbkdf2:sha256:1000"))
-
-
-def share(gate: Gate, tmp: Path, entity: str, n: int, start: int = 1) -> None:
-    ids = tmp / f"ids-{uuid.uuid4().hex}.txt"
-    ids.write_text("".join(f"{i}\n" for i in range(start, start + n)))
-    shares.share_to_file(gate, actor="dan", entity=entity, ids_path=ids, out=tmp / "out.txt",
-                         purpose="test")
+pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 
 
 @pytest.fixture
@@ -65,9 +49,9 @@ def gate(tmp_path: Path) -> Gate:
                                ("dan", "data", "acme"), ("gus", "data", "globex")):
         g.users.add(name, entity=entity, role=role, password=PASSWORD, actor="t",
                     channel="cli")
-    share(g, tmp_path, "acme-labs", 400)
-    share(g, tmp_path, "acme", 100, start=1000)
-    share(g, tmp_path, "globex", 300, start=5000)
+    share_ids(g, tmp_path, "acme-labs", 400)
+    share_ids(g, tmp_path, "acme", 100, start=1000)
+    share_ids(g, tmp_path, "globex", 300, start=5000)
     return g
 
 
