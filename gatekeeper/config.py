@@ -58,6 +58,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, Any]]] = {
         "hydrated_window": (str, "rolling-24h", _window),
         "timezone": (str, "UTC", _timezone),
         "hydrated_counts_toward_post_ids": (bool, True, None),
+        "reservation_timeout_minutes": (int, 15, _positive),
     },
     "server": {
         "host": (str, "127.0.0.1", None),
@@ -68,6 +69,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, Any]]] = {
     },
     "datasets": {
         "dir": (str, "datasets", None),
+        "max_line_mb": (int, 16, _positive),
     },
 }
 
@@ -87,6 +89,7 @@ class LimitsConfig:
     hydrated_window: str
     timezone: str
     hydrated_counts_toward_post_ids: bool
+    reservation_timeout_minutes: int = 15
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class Config:
     limits: LimitsConfig
     server: ServerConfig
     datasets_dir: Path
+    max_line_bytes: int = 16 << 20  # the longest line any reader accepts (datasets.max_line_mb)
 
 
 def _validate(raw: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
@@ -172,4 +176,5 @@ def load(path: str | os.PathLike[str] | None = None, *, use_default: bool = True
         limits=LimitsConfig(**values["limits"]),
         server=ServerConfig(**values["server"]),
         datasets_dir=(base / values["datasets"]["dir"]).resolve(),
+        max_line_bytes=values["datasets"]["max_line_mb"] << 20,
     )

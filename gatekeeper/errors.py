@@ -73,6 +73,18 @@ class PoolMoved(GatekeeperError):
     rule = "R10"
 
 
+class InProgress(GatekeeperError):
+    """A request with this idempotency key is still being delivered; retry later (R2).
+
+    Nothing is delivered or counted for the retry: the first attempt may still be refunded.
+    """
+
+    status = 409
+    exit_code = 4
+    code = "in_progress"
+    rule = "R2"
+
+
 class Unauthorized(GatekeeperError):
     """No valid credentials were presented."""
 
