@@ -137,7 +137,6 @@ class Link:
                 "count against the pool")
 
 
-IN_FLIGHT_MS = 15 * 60 * 1000  # a reservation younger than this may still be settled
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
@@ -318,7 +317,7 @@ class Entities:
             "move",
             [keys.ENTITIES, keys.moved(name), keys.audit(name), keys.audit(target.root),
              keys.moved(target.root), keys.active(target.root)],
-            ["", name, parent, target.root, IN_FLIGHT_MS, keys.PREFIX, r2_window.length_ms,
+            ["", name, parent, target.root, self.ledger.reservation_timeout_ms, keys.PREFIX, r2_window.length_ms,
              r2_window.width_ms,
              "actor", actor, "entity", name, "channel", channel, "kind", "entity.parent",
              "outcome", "changed", "rule", "R10", "parent", parent, "message", message])

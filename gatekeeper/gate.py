@@ -22,7 +22,9 @@ class Gate:
     def __init__(self, config: Config, client: redis.Redis | None = None) -> None:
         self.config = config
         self.client = client if client is not None else store.connect(config.redis)
-        self.ledger = Ledger(self.client)
+        self.ledger = Ledger(
+            self.client,
+            reservation_timeout_ms=config.limits.reservation_timeout_minutes * 60_000)
         self.entities = Entities(self.client, self.ledger)
         self.users = Users(self.client, self.ledger, self.entities)
         self.deletions = Deletions(self.client)

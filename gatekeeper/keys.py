@@ -87,6 +87,12 @@ def active(root: str) -> str:
     return f"{_pool(root)}:active"
 
 
+def reserved(root: str) -> str:
+    """The pool's open reservations (sorted set: share id -> ms reserved), so that one left
+    unsettled by a crash is found and closed as counted (take.lua, sweep.lua)."""
+    return f"{_pool(root)}:reserved"
+
+
 def moved(root: str) -> str:
     """Set (to the new root) once the pool has joined another pool (R10, move.lua): no take
     or record is made in a moved pool any more."""

@@ -23,11 +23,12 @@ import redis
 
 from gatekeeper import keys
 from gatekeeper.config import LimitsConfig
-from gatekeeper.errors import Conflict, NotFound, PoolMoved, QuotaExceeded
+from gatekeeper.errors import Conflict, InProgress, NotFound, PoolMoved, QuotaExceeded
 from gatekeeper.store import Scripts, failing_closed
 
 DAY_MS = 86_400_000
 IDEMPOTENCY_TTL_S = 7 * 86_400  # a client retrying for a week still gets its first answer
+RESERVATION_TIMEOUT_MS = 15 * 60_000  # limits.reservation_timeout_minutes' default
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class CounterState:
 class Grant:
     """A reservation the ledger made (or, for a replay, made earlier)."""
 
-    status: str  # granted | partial | replay
+    status: str  # granted | partial | replay (of a first request counted for good)
     first_status: str  # granted | partial: what the original answer was
     share_id: str
     requested: int
@@ -176,9 +177,12 @@ def decode_daily(days: range, row: list[bytes | None]) -> dict[int, int]:
 class Ledger:
     """Counts against limits in Redis; every answer carries limit, used and remaining."""
 
-    def __init__(self, client: redis.Redis, scripts: Scripts | None = None) -> None:
+    def __init__(self, client: redis.Redis, scripts: Scripts | None = None, *,
+                 reservation_timeout_ms: int = RESERVATION_TIMEOUT_MS) -> None:
         self.client = client
         self.scripts = scripts or Scripts(client)
+        # An open reservation older than this is closed as counted (abandon_stale).
+        self.reservation_timeout_ms = reservation_timeout_ms
 
     def take(
         self,
@@ -195,8 +199,10 @@ class Ledger:
         """Check every counter and reserve the request on all of them, or refuse it whole.
 
         With ``partial``, exactly the remaining allowance is granted instead (every counter
-        must then be charged the requested amount). Raises QuotaExceeded (nothing counted)
-        or Conflict (idempotency key reused for another request).
+        must then be charged the requested amount). Raises QuotaExceeded (nothing counted),
+        Conflict (idempotency key reused for another request) or InProgress (the key's first
+        request is reserved but not yet settled: a replay now could deliver IDs that are then
+        refunded). A replay is returned only for a first request counted for good.
         """
         if partial and any(c.amount != requested for c in counters):
             raise ValueError("a partial take charges every counter the requested amount")
@@ -218,6 +224,7 @@ class Ledger:
             requested,
             share_id,
             len(counters),
+            self.reservation_timeout_ms,
         ]
         for c in counters:
             args += c.args(around)
@@ -225,13 +232,24 @@ class Ledger:
         out = self.scripts.run(
             "take",
             [keys.audit(root), idem_key, keys.share(root, share_id), keys.active(root),
-             keys.moved(root), keys.refusals_of(keys.audit(root)), *(c.key for c in counters)],
+             keys.moved(root), keys.refusals_of(keys.audit(root)), keys.reserved(root),
+             *(c.key for c in counters)],
             args,
         )
         status = out["status"]
         if status == "moved":
             raise PoolMoved(f"R10: the pool of {root!r} joined the pool of {out['root']!r} "
                             "while this request was made; nothing was counted, try again")
+        if status == "in_progress":
+            closes = int(out["closes_at"])
+            raise InProgress(
+                f"R2: the first request with Idempotency-Key "
+                f"{idempotency.key if idempotency else ''!r} (share {out['share_id']}) is still being delivered; nothing was delivered "
+                "or counted for this retry — try again in a few seconds (if that delivery "
+                f"stopped, it is closed as counted at {iso(closes)} and a retry then gets it)",
+                share_id=out["share_id"], closes_at=iso(closes),
+                retry_after=max(1, -(-int(out["retry_after_ms"]) // 1000)),
+            )
         if status == "conflict":
             raise Conflict(
                 f"Idempotency-Key {idempotency.key!r} was already used for a different request",
@@ -297,20 +315,35 @@ class Ledger:
     ) -> str:
         """Commit a reservation (delivered, stays counted) or refund it exactly.
 
-        Returns the new status, or ``already_…``/``missing`` when there was nothing to settle.
+        Returns what happened (settle.lua): ``delivered``/``refunded``; ``recounted`` when a
+        commit found the reservation refunded or gone and counted the delivery again; for a
+        refund, ``already_<status>`` (``already_delivered``/``already_abandoned``: it stays
+        counted) or ``missing``.
         """
         idem_key = (
             keys.idempotency(root, idempotency.actor, idempotency.key)
             if idempotency
             else keys.placeholder(root)
         )
+        args: list[Any] = ["" if now_ms is None else now_ms, "commit" if delivered else "refund",
+                           len(counters)]
+        for c in counters:
+            args += [c.amount, c.window.width_ms]
         out = self.scripts.run(
             "settle",
-            [keys.share(root, share_id), keys.audit(root), idem_key, *(c.key for c in counters)],
-            ["" if now_ms is None else now_ms, "commit" if delivered else "refund",
-             *_audit_args({"share_id": share_id, **audit})],
+            [keys.share(root, share_id), keys.audit(root), idem_key, keys.reserved(root),
+             *(c.key for c in counters)],
+            [*args, *_audit_args({"share_id": share_id, **audit})],
         )
         return out["status"]
+
+    def sweep(self, root: str, *, now_ms: int | None = None) -> dict[str, int]:
+        """Close the pool's reservations left unsettled past the timeout, as counted
+        (``share.abandoned``); returns how many it closed and how many are still open."""
+        out = self.scripts.run(
+            "sweep", [keys.reserved(root), keys.audit(root), keys.share(root, "")],
+            ["" if now_ms is None else now_ms, self.reservation_timeout_ms])
+        return {"abandoned": int(out["abandoned"]), "open": int(out["open"])}
 
     def peek(
         self, counters: list[Counter], *, now_ms: int | None = None, next_only: bool = False

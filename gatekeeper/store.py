@@ -211,7 +211,7 @@ class Scripts:
     to each of them so that each rule lives in one place.
     """
 
-    NAMES = ("take", "settle", "peek", "record", "move")
+    NAMES = ("take", "settle", "peek", "record", "move", "sweep")
 
     def __init__(self, client: redis.Redis) -> None:
         lua = resources.files("gatekeeper") / "lua"

@@ -16,7 +16,7 @@ import pytest
 from conftest import real_client
 
 from gatekeeper import keys
-from gatekeeper.errors import QuotaExceeded
+from gatekeeper.errors import InProgress, QuotaExceeded
 from gatekeeper.ledger import Counter, Idempotency, Ledger, Limit, Window
 
 pytestmark = [pytest.mark.slow, pytest.mark.real]
@@ -64,15 +64,57 @@ def race_for_the_last_units(
 
 
 def same_key_race(conn: dict[str, str], worker: int, start: Any, results: Any) -> None:
-    """Every worker sends the same request with the same Idempotency-Key."""
+    """Every worker sends the same request with the same Idempotency-Key and, like a client,
+    retries while the first is in progress; whoever is granted delivers, then commits."""
     client = real_client(conn)
     ledger = Ledger(client)
     start.wait(TIMEOUT)
-    grant = ledger.take(ROOT, [entity_counter(300)], requested=300, share_id=f"w{worker}",
-                        audit={"actor": "alice"},
-                        idempotency=Idempotency.of("alice", "retry-me", "share", 300))
+    answers = _take_until_settled(ledger, worker, fail=False)
     client.close()
-    results.put((worker, grant.status, grant.share_id, grant.granted))
+    results.put((worker, *answers))
+
+
+def same_key_race_one_writer_failing(conn: dict[str, str], worker: int, start: Any,
+                                     results: Any) -> None:
+    """The race of issue 9: the first writer to be granted fails to write (disk full) and
+    refunds; the others retry meanwhile. Whatever is delivered must be counted."""
+    client = real_client(conn)
+    ledger = Ledger(client)
+    start.wait(TIMEOUT)
+    answers = _take_until_settled(ledger, worker, fail=True)
+    client.close()
+    results.put((worker, *answers))
+
+
+def _take_until_settled(ledger: Ledger, worker: int, fail: bool) -> tuple[list[str], int]:
+    """Take (retrying on InProgress), deliver, settle; the statuses seen and IDs delivered."""
+    seen: list[str] = []
+    deadline = time.monotonic() + TIMEOUT / 2
+    while time.monotonic() < deadline:
+        try:
+            grant = ledger.take(ROOT, [entity_counter(300)], requested=300,
+                                share_id=f"w{worker}-{len(seen)}", audit={"actor": "alice"},
+                                idempotency=Idempotency.of("alice", "retry-me", "share", 300))
+        except InProgress:
+            seen.append("in_progress")
+            time.sleep(0.005)
+            continue
+        seen.append(grant.status)
+        if grant.status == "replay":
+            return seen, grant.granted  # a replay delivers the first answer's IDs again
+        time.sleep(0.02)  # writing the file: the others race meanwhile
+        # The first grant ever (share w?-0 of the lowest worker to win) fails when asked to.
+        if fail and ledger.client.set(f"{ROOT}:failed-once", worker, nx=True):
+            ledger.settle(ROOT, grant.share_id, [entity_counter(300)], delivered=False,
+                          audit={"actor": "alice"},
+                          idempotency=Idempotency.of("alice", "retry-me", "share", 300))
+            seen.append("write-failed")
+            continue
+        status = ledger.settle(ROOT, grant.share_id, [entity_counter(300)], delivered=True,
+                               audit={"actor": "alice"})
+        assert status == "delivered"
+        return seen, grant.granted
+    return seen, 0
 
 
 def run_workers(target: Any, conn: dict[str, str]) -> list[tuple]:
@@ -144,14 +186,40 @@ def test_racing_processes_with_one_idempotency_key_are_counted_once(conn: dict[s
 
     results = run_workers(same_key_race, conn)
 
-    statuses = sorted(status for _, status, _, _ in results)
-    assert statuses == ["granted"] + ["replay"] * (WORKERS - 1)
-    [first] = [share for _, status, share, _ in results if status == "granted"]
-    assert {share for _, _, share, _ in results} == {first}  # every replay names the same share
-    assert {granted for _, _, _, granted in results} == {300}
+    finals = [seen[-1] for _, seen, _ in results]
+    assert sorted(finals) == ["granted"] + ["replay"] * (WORKERS - 1)
+    # A retry is answered "in progress" until the first is settled, never replayed before.
+    assert all(set(seen[:-1]) <= {"in_progress"} for _, seen, _ in results)
+    assert {delivered for _, _, delivered in results} == {300}
     _, [state] = ledger.peek([entity_counter()])
     assert state.used == 300
     records = audit_records(client)
-    assert sorted(r["outcome"] for r in records) == ["granted"] + ["replayed"] * (WORKERS - 1)
-    assert sum(int(r["granted"]) for r in records) == 300
+    outcomes = [r["outcome"] for r in records]
+    assert outcomes.count("granted") == 1 and outcomes.count("delivered") == 1
+    assert outcomes.count("replayed") == WORKERS - 1
+    assert set(outcomes) <= {"granted", "delivered", "replayed", "in_progress"}
+    assert sum(int(r["granted"]) for r in records if r["outcome"] == "granted") == 300
+    client.close()
+
+
+def test_same_key_race_with_one_writer_failing_leaks_nothing(conn: dict[str, str]) -> None:
+    client = real_client(conn)
+    ledger = Ledger(client)
+
+    results = run_workers(same_key_race_one_writer_failing, conn)
+
+    delivered = [d for _, _, d in results]
+    assert all(d == 300 for d in delivered)  # everyone ended up with the IDs...
+    _, [state] = ledger.peek([entity_counter()])
+    assert state.used == 300  # ...counted exactly once: 0 delivered uncounted, 0 over
+    failed = [seen for _, seen, _ in results if "write-failed" in seen]
+    assert len(failed) == 1
+    # Nobody was served a replay of the reservation that was then refunded.
+    records = audit_records(client)
+    refunded = {r["share_id"] for r in records if r["outcome"] == "refunded"}
+    replayed = {r["share_id"] for r in records if r["outcome"] == "replayed"}
+    assert len(refunded) == 1 and not refunded & replayed
+    grants = sum(int(r["granted"]) for r in records if r["outcome"] == "granted")
+    back = sum(int(r["granted"]) for r in records if r["outcome"] == "refunded")
+    assert grants - back == state.used == 300
     client.close()

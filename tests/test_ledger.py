@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from gatekeeper import keys
-from gatekeeper.errors import Conflict, PoolMoved, QuotaExceeded
+from gatekeeper.errors import Conflict, InProgress, PoolMoved, QuotaExceeded
 from gatekeeper.ledger import (
     DAY_MS,
     Counter,
@@ -360,7 +360,7 @@ def test_refund_gives_back_exactly_what_was_charged_even_after_other_grants_merg
     assert take(ledger, [r6(93), r2(20)], T0 + 400, "again", requested=93).granted == 93
 
 
-def test_second_settle_of_a_refunded_reservation_changes_nothing(
+def test_second_refund_of_a_refunded_reservation_changes_nothing(
     client: redis.Redis, ledger: Ledger
 ) -> None:
     take(ledger, [r2(30)], T0 + 100, "export")
@@ -371,10 +371,41 @@ def test_second_settle_of_a_refunded_reservation_changes_nothing(
 
     assert ledger.settle(ROOT, "export", [r2()], delivered=False, audit={},
                          now_ms=T0 + 300) == "already_refunded"
-    assert ledger.settle(ROOT, "export", [r2()], delivered=True, audit={},
-                         now_ms=T0 + 300) == "already_refunded"
     assert used(ledger, r2(), T0 + 300) == 10
     assert len(audit_records(client)) == audited
+
+
+def test_commit_of_a_refunded_reservation_counts_the_delivery_again(
+    client: redis.Redis, ledger: Ledger
+) -> None:
+    # Something was delivered against a reservation the ledger had already given back (the
+    # race of issue 9): the delivery must not stay uncounted (R2).
+    take(ledger, [r2(30)], T0 + 100, "export")
+    take(ledger, [r2(10)], T0 + 150, "other")
+    assert ledger.settle(ROOT, "export", [r2()], delivered=False, audit={},
+                         now_ms=T0 + 200) == "refunded"
+    assert used(ledger, r2(), T0 + 200) == 10
+
+    assert ledger.settle(ROOT, "export", [r2(30)], delivered=True, audit={"actor": "bob"},
+                         now_ms=T0 + 300) == "recounted"
+    assert used(ledger, r2(), T0 + 300) == 40
+    record = audit_records(client)[-1]
+    assert (record["outcome"], record["granted"], record["rule"]) == ("recounted", "30", "R2")
+    # Settled for good now: a late refund gives nothing back.
+    assert ledger.settle(ROOT, "export", [r2(30)], delivered=False, audit={},
+                         now_ms=T0 + 400) == "already_delivered"
+    assert used(ledger, r2(), T0 + 400) == 40
+
+
+def test_commit_of_a_reservation_whose_record_is_gone_counts_the_delivery(
+    client: redis.Redis, ledger: Ledger
+) -> None:
+    take(ledger, [r2(30)], T0 + 100, "export")
+    client.delete(keys.share(ROOT, "export"))  # tampered with, or lost
+
+    assert ledger.settle(ROOT, "export", [r2(30)], delivered=True, audit={},
+                         now_ms=T0 + 300) == "recounted"
+    assert used(ledger, r2(), T0 + 300) == 60
 
 
 def test_refund_of_a_partial_grant_gives_back_only_what_was_granted(ledger: Ledger) -> None:
@@ -427,6 +458,8 @@ def test_same_idempotency_key_and_request_replays_the_first_answer_and_counts_on
 ) -> None:
     key = Idempotency.of("alice", "k-1", "share", 30)
     first = take(ledger, [r2(30)], T0 + 100, "share-1", idempotency=key)
+    assert ledger.settle(ROOT, "share-1", [r2(30)], delivered=True, audit={},
+                         now_ms=T0 + 150) == "delivered"
     again = take(ledger, [r2(30)], T0 + 200, "share-2", idempotency=key)
 
     assert first.status == "granted"
@@ -443,10 +476,79 @@ def test_replay_of_a_partial_grant_says_it_was_partial(ledger: Ledger) -> None:
     take(ledger, [r2(95)], T0, "fill")
     key = Idempotency.of("alice", "k-1", "share", 30)
     take(ledger, [r2(30)], T0 + 100, "share-1", idempotency=key, partial=True)
+    ledger.settle(ROOT, "share-1", [r2(30)], delivered=True, audit={}, now_ms=T0 + 150)
 
     again = take(ledger, [r2(30)], T0 + 200, "share-2", idempotency=key, partial=True)
 
     assert (again.status, again.first_status, again.granted) == ("replay", "partial", 5)
+
+
+def test_retry_while_the_first_is_unsettled_is_in_progress_and_counts_nothing(
+    client: redis.Redis, ledger: Ledger
+) -> None:
+    # Issue 9, item 1: a retry answered "already shared" while the first could still be
+    # refunded delivered 1,499,900 IDs with 0 counted.
+    key = Idempotency.of("alice", "k-1", "share", 30)
+    take(ledger, [r2(30)], T0 + 100, "share-1", idempotency=key)
+
+    with pytest.raises(InProgress) as refused:
+        take(ledger, [r2(30)], T0 + 200, "share-2", idempotency=key)
+
+    assert refused.value.status == 409 and refused.value.exit_code in (3, 4)
+    assert refused.value.details["retry_after"] >= 1
+    assert refused.value.details["share_id"] == "share-1"
+    assert "in progress" in refused.value.message or "still being delivered" in refused.value.message
+    assert used(ledger, r2(), T0 + 200) == 30
+    assert not client.exists(keys.share(ROOT, "share-2"))
+    assert audit_records(client)[-1]["outcome"] == "in_progress"
+    # The first fails and is refunded: the retry is then a new request, counted once.
+    assert ledger.settle(ROOT, "share-1", [r2(30)], delivered=False, audit={},
+                         idempotency=key, now_ms=T0 + 300) == "refunded"
+    again = take(ledger, [r2(30)], T0 + 400, "share-3", idempotency=key)
+    assert (again.status, again.share_id) == ("granted", "share-3")
+    assert used(ledger, r2(), T0 + 400) == 30
+
+
+def test_a_reservation_left_open_is_closed_as_counted_and_then_replayed(
+    client: redis.Redis
+) -> None:
+    ledger = Ledger(client, reservation_timeout_ms=5_000)  # inside the 10 s test window
+    key = Idempotency.of("alice", "k-1", "share", 30)
+    take(ledger, [r2(30)], T0 + 100, "share-1", idempotency=key)  # ...and the process dies
+    timeout = ledger.reservation_timeout_ms
+
+    with pytest.raises(InProgress):
+        take(ledger, [r2(30)], T0 + 100 + timeout - 1, "share-2", idempotency=key)
+    again = take(ledger, [r2(30)], T0 + 100 + timeout, "share-3", idempotency=key)
+
+    assert (again.status, again.share_id, again.granted) == ("replay", "share-1", 30)
+    assert used(ledger, r2(), T0 + 100 + timeout) == 30  # counted, once
+    assert client.hget(keys.share(ROOT, "share-1"), "status") == b"abandoned"
+    [closed] = [r for r in audit_records(client) if r["outcome"] == "abandoned"]
+    assert (closed["kind"], closed["share_id"], closed["granted"], closed["rule"]) == (
+        "share.abandoned", "share-1", "30", "R2")
+    assert not client.zcard(keys.reserved(ROOT))
+    # A late settle of the abandoned reservation changes nothing: it stays counted.
+    assert ledger.settle(ROOT, "share-1", [r2(30)], delivered=False, audit={},
+                         idempotency=key) == "already_abandoned"
+    assert used(ledger, r2(), T0 + 100 + timeout) == 30
+
+
+def test_sweep_closes_stale_reservations_of_a_pool_and_leaves_fresh_ones(
+    client: redis.Redis
+) -> None:
+    ledger = Ledger(client, reservation_timeout_ms=5_000)
+    take(ledger, [r2(10)], T0, "old")
+    take(ledger, [r2(20)], T0 + ledger.reservation_timeout_ms - 1, "fresh")
+
+    swept = ledger.sweep(ROOT, now_ms=T0 + ledger.reservation_timeout_ms + 1)
+
+    assert swept == {"abandoned": 1, "open": 1}
+    assert client.hget(keys.share(ROOT, "old"), "status") == b"abandoned"
+    assert client.hget(keys.share(ROOT, "fresh"), "status") == b"reserved"
+    assert used(ledger, r2(), T0 + ledger.reservation_timeout_ms + 1) == 30
+    assert ledger.settle(ROOT, "fresh", [r2(20)], delivered=True, audit={}) == "delivered"
+    assert not client.zcard(keys.reserved(ROOT))
 
 
 def test_same_idempotency_key_with_a_different_request_conflicts_and_counts_nothing(

@@ -122,3 +122,44 @@ local function index_refusal(index, id, args)
 end
 
 local REFUSED = {refused = true, denied = true, conflict = true}
+
+-- A reservation is 'reserved' from take.lua until settle.lua commits or refunds it. One left
+-- unsettled longer than `timeout` ms (the process died between counting and delivering) is
+-- closed as counted: it may have been delivered, and IDs delivered must stay counted (R2,
+-- conservative). `reserved` is the pool's index (share id -> ms reserved); `prefix` the pool's
+-- key prefix ('gk:{e:ROOT}:'); each closing appends a 'share.abandoned' record to `audit_key`.
+local SHARE_OWNER = {'actor', 'entity', 'recipient', 'channel', 'kind', 'request_id'}
+local function abandon_stale(reserved, audit_key, prefix, now, timeout)
+  local stale = redis.call('ZRANGEBYSCORE', reserved, '-inf', string.format('%d', now - timeout),
+                           'LIMIT', 0, 1000)
+  local closed = 0
+  for _, id in ipairs(stale) do
+    local key = prefix .. 'share:' .. id
+    local r = redis.call('HMGET', key, 'status', 'requested', 'granted', 'created')
+    if r[1] == 'reserved' then
+      redis.call('HSET', key, 'status', 'abandoned', 'settled', string.format('%d', now))
+      closed = closed + 1
+      local args = {'XADD', audit_key, '*', 'time', string.format('%d', now),
+                    'outcome', 'abandoned', 'rule', 'R2', 'share_id', id,
+                    'requested', r[2] or '0', 'granted', r[3] or '0'}
+      local owner = redis.call('HMGET', key, unpack(SHARE_OWNER))
+      for i, field in ipairs(SHARE_OWNER) do
+        if field == 'kind' then
+          args[#args + 1] = 'kind'
+          args[#args + 1] = 'share.abandoned'
+          args[#args + 1] = 'of'
+          args[#args + 1] = owner[i] or ''
+        elseif owner[i] then
+          args[#args + 1] = field
+          args[#args + 1] = owner[i]
+        end
+      end
+      args[#args + 1] = 'message'
+      args[#args + 1] = 'reserved at ' .. (r[4] or '?') .. ' ms and never settled (the process '
+        .. 'delivering it stopped): closed as counted, since it may have been delivered (R2)'
+      redis.call(unpack(args))
+    end
+    redis.call('ZREM', reserved, id)
+  end
+  return closed
+end

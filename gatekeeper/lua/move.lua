@@ -19,7 +19,8 @@
 -- KEYS[6]  the new pool's active index
 -- ARGV[1]  now in ms, or '' for the Redis clock
 -- ARGV[2]  the entity; ARGV[3] its new parent; ARGV[4] the new pool's root
--- ARGV[5]  ms within which a reserved share counts as in flight (the move waits for it)
+-- ARGV[5]  the reservation timeout in ms: an older open reservation is closed as counted
+--          first (abandon_stale); a younger one is in flight (the move waits for it)
 -- ARGV[6]  the key prefix ('gk')
 -- ARGV[7]  R2's window and ARGV[8] its bucket width, in ms (buckets already out are dropped)
 -- ARGV[9..] audit field/value pairs (both records)
@@ -47,10 +48,13 @@ for i = 1, #directory, 2 do
 end
 if #children > 0 then return cjson.encode({status = 'has_children', children = children}) end
 
+-- A reservation left open by a crash does not block the link: it is closed, counted, first.
+abandon_stale(old_prefix .. 'reserved', KEYS[3], old_prefix, now, in_flight_ms)
+
 -- Everything of the old pool but its audit stream and refusal index (history, R11), its
 -- active index and placeholders.
 local keep = {[old_prefix .. 'audit'] = true, [old_prefix .. 'refusals'] = true,
-              [old_prefix .. 'active'] = true,
+              [old_prefix .. 'active'] = true, [old_prefix .. 'reserved'] = true,
               [old_prefix .. 'none'] = true, [old_prefix .. 'moved'] = true}
 local moving = {}
 for _, key in ipairs(redis.call('KEYS', old_prefix .. '*')) do

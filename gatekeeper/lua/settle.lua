@@ -1,19 +1,107 @@
 -- settle.lua: end a reservation made by take.lua — delivered (it stays counted) or refunded
--- (the export failed before delivery: give back exactly what was charged).
+-- (the delivery failed before anything left: give back exactly what was charged).
 --
 -- KEYS[1]   share record
 -- KEYS[2]   the pool's audit stream
 -- KEYS[3]   idempotency record, or the pool's placeholder key (a refund frees a retry)
--- KEYS[4..] the counters charged, in the order take.lua was given them
+-- KEYS[4]   the pool's index of open reservations (the share leaves it)
+-- KEYS[5..] the counters charged, in the order take.lua was given them
 -- ARGV[1]   now in ms, or '' for the Redis clock
 -- ARGV[2]   'commit' or 'refund'
--- ARGV[3..] audit field/value pairs
--- Returns JSON {status}: delivered | refunded | missing (no such reservation)
---   | already_<status> (settled before; nothing changes)
+-- ARGV[3]   N, the number of counters; then per counter: amount charged, bucket width ms
+--           (used only to count again a delivery whose reservation is gone, see below)
+-- ARGV[4+2N..] audit field/value pairs
+-- Returns JSON {status}:
+--   delivered | refunded                  the reservation was open and is now settled
+--   recounted                             a commit found the reservation refunded or gone:
+--                                         what was delivered is charged again (R2: IDs
+--                                         delivered always count), audited
+--   already_<status>                      a refund found it settled before (delivered,
+--                                         abandoned: it stays counted; refunded): no change
+--   missing                               a refund found no reservation: no change
 
 local now = now_ms(ARGV[1])
 local action = ARGV[2]
+local n = tonumber(ARGV[3])
+local audit_from = 4 + 2 * n
+local FIRST = 4  -- KEYS[FIRST + c] is counter c
 local record = redis.call('HMGET', KEYS[1], 'status', 'charges', 'granted', 'requested')
+local share_id = string.match(KEYS[1], 'share:(.*)$')
+
+-- Add `amount` to (sign 1) or take it from (sign -1) the bucket starting at `start`; a
+-- bucket already out of the window left the counts by itself. Charging back inserts the
+-- bucket in order when it is gone (a refund leaves buckets at 0, so that is rare).
+local function adjust(key, start, amount, sign)
+  local len = redis.call('LLEN', key)
+  local i = -1
+  while -i <= len do
+    local bstart, bsum = parse_bucket(redis.call('LINDEX', key, i))
+    if bstart == start then
+      local delta = amount
+      if sign < 0 then delta = -math.min(amount, bsum) end
+      redis.call('LSET', key, i, fmt(bstart) .. ':' .. fmt(bsum + delta))
+      redis.call('INCRBY', key .. ':sum', delta)
+      redis.call('HINCRBY', key .. ':daily', fmt(math.floor(bstart / DAY)), delta)
+      return
+    end
+    if bstart < start then
+      if sign > 0 then
+        local pivot = redis.call('LINDEX', key, i)
+        redis.call('LINSERT', key, 'AFTER', pivot, fmt(start) .. ':' .. fmt(amount))
+        redis.call('INCRBY', key .. ':sum', amount)
+        redis.call('HINCRBY', key .. ':daily', fmt(math.floor(start / DAY)), amount)
+      end
+      return
+    end
+    i = i - 1
+  end
+  if sign > 0 then
+    redis.call('LPUSH', key, fmt(start) .. ':' .. fmt(amount))
+    redis.call('INCRBY', key .. ':sum', amount)
+    redis.call('HINCRBY', key .. ':daily', fmt(math.floor(start / DAY)), amount)
+  end
+end
+
+local function audit(outcome, granted, extra)
+  local args = {'XADD', KEYS[2], '*', 'time', fmt(now), 'outcome', outcome,
+                'requested', record[4] or granted, 'granted', granted}
+  for i = audit_from, #ARGV do args[#args + 1] = ARGV[i] end
+  for k, v in pairs(extra or {}) do
+    args[#args + 1] = k
+    args[#args + 1] = v
+  end
+  redis.call(unpack(args))
+end
+
+redis.call('ZREM', KEYS[4], share_id)
+
+if action == 'commit' and record[1] ~= 'reserved' and record[1] ~= 'delivered'
+    and record[1] ~= 'abandoned' then
+  -- Delivered, but the ledger no longer holds the reservation (refunded, or the record is
+  -- gone): count it again, so that no delivered ID stays uncounted.
+  local total = 0
+  if record[1] == 'refunded' then
+    local c = 0
+    for charge in string.gmatch(record[2], '[^,]+') do
+      c = c + 1
+      local start, amount = parse_bucket(charge)
+      if amount > 0 then adjust(KEYS[FIRST + c], start, amount, 1) end
+      if c == 1 then total = amount end
+    end
+  else
+    for c = 1, n do
+      local amount = tonumber(ARGV[4 + 2 * (c - 1)])
+      local width = tonumber(ARGV[5 + 2 * (c - 1)])
+      if amount > 0 then adjust(KEYS[FIRST + c], math.floor(now / width) * width, amount, 1) end
+      if c == 1 then total = amount end
+    end
+  end
+  redis.call('HSET', KEYS[1], 'status', 'delivered', 'settled', fmt(now), 'recounted', '1')
+  audit('recounted', fmt(total), {rule = 'R2', message = 'delivered although its reservation was '
+        .. (record[1] or 'gone') .. ': counted again (R2: every ID delivered counts)'})
+  return cjson.encode({status = 'recounted', was = record[1] or 'missing'})
+end
+
 if not record[1] then return cjson.encode({status = 'missing'}) end
 if record[1] ~= 'reserved' then return cjson.encode({status = 'already_' .. record[1]}) end
 
@@ -23,30 +111,11 @@ if action == 'refund' then
   local c = 0
   for charge in string.gmatch(record[2], '[^,]+') do
     c = c + 1
-    local key = KEYS[3 + c]
     local start, amount = parse_bucket(charge)
-    -- Buckets are sorted by start; a recent reservation sits at or near the tail.
-    local len = redis.call('LLEN', key)
-    local i = -1
-    while amount > 0 and -i <= len do
-      local bstart, bsum = parse_bucket(redis.call('LINDEX', key, i))
-      if bstart == start then
-        local back = math.min(amount, bsum)
-        redis.call('LSET', key, i, fmt(bstart) .. ':' .. fmt(bsum - back))
-        redis.call('DECRBY', key .. ':sum', back)
-        redis.call('HINCRBY', key .. ':daily', fmt(math.floor(bstart / DAY)), -back)
-        break
-      end
-      if bstart < start then break end  -- already expired: it left the counts by itself
-      i = i - 1
-    end
+    if amount > 0 then adjust(KEYS[FIRST + c], start, amount, -1) end
   end
   redis.call('DEL', KEYS[3])
 end
 redis.call('HSET', KEYS[1], 'status', status, 'settled', fmt(now))
-
-local args = {'XADD', KEYS[2], '*', 'time', fmt(now), 'outcome', status,
-              'requested', record[4], 'granted', record[3]}
-for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
-redis.call(unpack(args))
+audit(status, record[3])
 return cjson.encode({status = status})

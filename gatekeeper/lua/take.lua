@@ -8,7 +8,8 @@
 --           newest bucket leaves the window), so that readers skip idle counters
 -- KEYS[5]   the pool's moved marker: set when the pool joined another (R10, move.lua)
 -- KEYS[6]   the pool's refusal index (refused and conflict answers are copied there)
--- KEYS[7..] one bucket list per counter
+-- KEYS[7]   the pool's index of open reservations (share id -> ms reserved)
+-- KEYS[8..] one bucket list per counter
 -- ARGV[1]   now in ms, or '' for the Redis clock (only tests pass a value)
 -- ARGV[2]   '1': grant exactly the remaining allowance when the whole does not fit
 -- ARGV[3]   request fingerprint, '' when there is no idempotency key
@@ -17,13 +18,20 @@
 -- ARGV[6]   requested units (rows or IDs)
 -- ARGV[7]   share id
 -- ARGV[8]   N, the number of counters
--- ARGV[9 .. 9+9N-1]  per counter: amount, base limit, permit limit, permit from, permit until,
---                    window ms, bucket width ms, calendar boundaries ('' = rolling), rule
--- ARGV[9+9N ..]      audit field/value pairs
+-- ARGV[9]   ms after which an unsettled reservation is closed as counted (abandoned)
+-- ARGV[10 .. 10+9N-1] per counter: amount, base limit, permit limit, permit from, permit until,
+--                     window ms, bucket width ms, calendar boundaries ('' = rolling), rule
+-- ARGV[10+9N ..]      audit field/value pairs
 -- Returns JSON: {status, now, requested, granted, share_id, rule, refusing (1-based counter,
 --   0 if none), available_at (-1: never), counters:[{limit, used, remaining, rule}], audit_id}
 --   status: granted | partial | refused | replay | conflict   (numbers as decimal strings)
 --   or {status: 'moved', root} when the pool has joined the pool `root` (nothing changed)
+--   or {status: 'in_progress', share_id, retry_after_ms, closes_at} when the key's first request is still
+--   reserved: it may yet be refunded, so a retry may deliver nothing until it is settled (R2)
+-- A replay is answered only for a first request that is counted for good (delivered, or
+-- abandoned and so counted); one that was refunded, or whose record is gone, is forgotten and
+-- the retry is counted as a new request. Before anything, stale reservations of the pool are
+-- closed as counted (abandon_stale).
 
 local now = now_ms(ARGV[1])
 local partial = ARGV[2] == '1'
@@ -31,8 +39,11 @@ local fingerprint = ARGV[3]
 local requested = tonumber(ARGV[6])
 local share_id = ARGV[7]
 local n = tonumber(ARGV[8])
-local audit_from = 9 + 9 * n
-local FIRST = 6  -- KEYS[FIRST + c] is counter c
+local timeout = tonumber(ARGV[9])
+local audit_from = 10 + 9 * n
+local FIRST = 7  -- KEYS[FIRST + c] is counter c
+-- The pool's key prefix, from the share key keys.py built ('gk:{e:ROOT}:share:ID').
+local prefix = string.sub(KEYS[3], 1, #KEYS[3] - #share_id - #'share:')
 
 -- A pool that joined another (R10) takes nothing more: its keys live in the new pool now.
 local moved = redis.call('GET', KEYS[5])
@@ -50,8 +61,29 @@ local function audit(fields)
   return id
 end
 
+abandon_stale(KEYS[7], KEYS[1], prefix, now, timeout)
+
 if fingerprint ~= '' then
   local prior = redis.call('HMGET', KEYS[2], 'fingerprint', 'result')
+  if prior[1] and prior[1] == fingerprint then
+    local first = cjson.decode(prior[2])
+    local state = redis.call('HMGET', prefix .. 'share:' .. first.share_id, 'status', 'created')
+    if state[1] == 'reserved' then
+      audit({outcome = 'in_progress', requested = fmt(requested), granted = '0',
+             share_id = first.share_id, rule = 'R2'})
+      -- Most deliveries settle in seconds; one whose process died is closed at `closes_at`.
+      local closes = tonumber(state[2] or fmt(now)) + timeout
+      return cjson.encode({status = 'in_progress', share_id = first.share_id, now = fmt(now),
+                           retry_after_ms = fmt(math.min(2000, math.max(closes - now, 1))),
+                           closes_at = fmt(closes)})
+    end
+    if state[1] ~= 'delivered' and state[1] ~= 'abandoned' then
+      -- Refunded, or its record is gone: nothing vouches that it was counted. Forget it and
+      -- count this request as new (counting twice is the safe side, R2).
+      redis.call('DEL', KEYS[2])
+      prior = {false, false}
+    end
+  end
   if prior[1] then
     if prior[1] ~= fingerprint then
       audit({outcome = 'conflict', requested = fmt(requested), granted = '0',
@@ -70,7 +102,7 @@ end
 local specs = {}
 for c = 1, n do
   local key = KEYS[FIRST + c]
-  local spec = read_spec(9 + 9 * (c - 1), now)
+  local spec = read_spec(10 + 9 * (c - 1), now)
   if spec.err then return spec end
   local total = tonumber(redis.call('GET', key .. ':sum') or '0')
   if total ~= 0 and redis.call('EXISTS', key) == 0 then
@@ -181,10 +213,21 @@ else
     charges[c] = fmt(start) .. ':' .. fmt(amount)
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', fmt(now))
-  redis.call('HSET', KEYS[3], 'status', 'reserved', 'created', fmt(now),
-             'requested', fmt(requested), 'granted', fmt(granted),
-             'charges', table.concat(charges, ','))
+  local record = {'HSET', KEYS[3], 'status', 'reserved', 'created', fmt(now),
+                  'requested', fmt(requested), 'granted', fmt(granted),
+                  'charges', table.concat(charges, ',')}
+  -- Whose it is, for the record abandon_stale writes if it is never settled.
+  for i = audit_from, #ARGV - 1, 2 do
+    for _, field in ipairs(SHARE_OWNER) do
+      if ARGV[i] == field then
+        record[#record + 1] = field
+        record[#record + 1] = ARGV[i + 1]
+      end
+    end
+  end
+  redis.call(unpack(record))
   redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]))
+  redis.call('ZADD', KEYS[7], fmt(now), share_id)
 end
 
 for c = 1, n do
