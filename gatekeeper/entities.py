@@ -317,8 +317,8 @@ class Entities:
             "move",
             [keys.ENTITIES, keys.moved(name), keys.audit(name), keys.audit(target.root),
              keys.moved(target.root), keys.active(target.root)],
-            ["", name, parent, target.root, self.ledger.reservation_timeout_ms, keys.PREFIX, r2_window.length_ms,
-             r2_window.width_ms,
+            ["", name, parent, target.root, self.ledger.reservation_timeout_ms, keys.PREFIX,
+             r2_window.length_ms, r2_window.width_ms,
              "actor", actor, "entity", name, "channel", channel, "kind", "entity.parent",
              "outcome", "changed", "rule", "R10", "parent", parent, "message", message])
         status = out["status"]

@@ -242,9 +242,10 @@ class Ledger:
                             "while this request was made; nothing was counted, try again")
         if status == "in_progress":
             closes = int(out["closes_at"])
+            key = idempotency.key if idempotency else ""
             raise InProgress(
-                f"R2: the first request with Idempotency-Key "
-                f"{idempotency.key if idempotency else ''!r} (share {out['share_id']}) is still being delivered; nothing was delivered "
+                f"R2: in progress — the first request with Idempotency-Key {key!r} (share "
+                f"{out['share_id']}) is still being delivered; nothing was delivered "
                 "or counted for this retry — try again in a few seconds (if that delivery "
                 f"stopped, it is closed as counted at {iso(closes)} and a retry then gets it)",
                 share_id=out["share_id"], closes_at=iso(closes),
