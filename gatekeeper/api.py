@@ -128,8 +128,9 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
     try:
         res = shares.reserve(gk, auth, selection, kind=kind, allow_partial=allow_partial,
                              idempotency_key=idem, request=request_parts)
-        # The IDs are ready in the spool file; once the response starts they are delivered.
-        res.deliver(lambda: None)
+        # The IDs are ready in the spool; once the response starts they are delivered, so
+        # the share is settled first (refunded if the store fails before a byte is sent).
+        res.commit_before_sending()
     except BaseException:
         selection.close()
         raise
@@ -158,7 +159,7 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
         "X-Quota-Window-Days": str(res.window_days),
     }
     if not gzip and n == selection.count:
-        headers["Content-Length"] = str(selection.path.stat().st_size)
+        headers["Content-Length"] = str(selection.size)
     m = current_app.extensions["gatekeeper.metrics"]
     m.decision("api", res.grant.status, main.rule)
     if res.grant.status != "replay":

@@ -28,7 +28,7 @@ MIMETYPES = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 OUTCOMES = ("granted", "partial", "refused", "denied", "delivered", "refunded", "replayed",
-            "conflict", "changed", "ingested")
+            "in_progress", "abandoned", "recounted", "conflict", "changed", "ingested")
 
 
 def _log() -> AuditLog:

@@ -7,6 +7,7 @@ There is deliberately no command that writes hydrated content (R1, R5).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -24,7 +25,7 @@ from gatekeeper import config as config_mod
 from gatekeeper import policy, quota, shares, store
 from gatekeeper.audit_export import audit_cli
 from gatekeeper.datasets import Filters
-from gatekeeper.errors import BadInput, GatekeeperError
+from gatekeeper.errors import BadInput, GatekeeperError, StoreUnavailable
 from gatekeeper.gate import Gate, ingest_deletions, set_parent
 from gatekeeper.ledger import iso
 from gatekeeper.report_pages import report_cli
@@ -52,6 +53,9 @@ class Context:
     def gate(self) -> Gate:
         if self._gate is None:
             self._gate = Gate(self.config)
+            # Refunds owed from a time the store was away go first (no-op when none are).
+            with contextlib.suppress(GatekeeperError):
+                self._gate.recover()
         return self._gate
 
 
@@ -493,6 +497,23 @@ def store_status(obj: Context) -> None:
         sys.exit(5)
 
 
+@store_cmd.command("sweep")
+@json_option
+@pass_ctx
+def store_sweep(obj: Context, as_json: bool) -> None:
+    """Clean up after crashes: partial files and spools, refunds owed, open reservations."""
+    done = obj.gate.sweep()
+    emit(obj, done, (
+        f"removed {len(done['files_removed'])} leftover file(s)"
+        + "".join(f"\n  {p}" for p in done["files_removed"])
+        + f"\nrefunds sent {done['refunds_sent']}, still owed {done['refunds_owed']}"
+        f"\n{done['abandoned']} reservation(s) left open past "
+        f"{obj.gate.config.limits.reservation_timeout_minutes} min closed as counted "
+        f"(share.abandoned, R2); {done['open']} open now, in {done['pools']} pool(s)"))
+    if done["refunds_owed"]:
+        sys.exit(5)
+
+
 # --- the service --------------------------------------------------------------------------------
 
 
@@ -511,6 +532,17 @@ def serve(obj: Context, host: str | None, port: int | None, demo: bool) -> None:
 
     gate = obj.gate
     cfg = gate.config.server
+    # Whatever a crash of an earlier run left: partial files, refunds owed, open reservations.
+    try:
+        swept = gate.sweep()
+    except StoreUnavailable as exc:  # fail closed: every request refuses until it is back
+        click.echo(f"start-up sweep skipped: {exc.message}", err=True)
+        swept = {"files_removed": [], "abandoned": 0, "refunds_sent": 0}
+    if swept["files_removed"] or swept["abandoned"] or swept["refunds_sent"]:
+        click.echo(f"start-up sweep: {len(swept['files_removed'])} leftover file(s) removed, "
+                   f"{swept['refunds_sent']} refund(s) sent, {swept['abandoned']} open "
+                   "reservation(s) closed as counted", err=True)
+    gate.recover_in_background()
     if demo:
         loaded = demo_mod.load(gate)
         click.echo(loaded.describe() if loaded else

@@ -117,6 +117,15 @@ class StoreUnavailable(GatekeeperError):
     code = "store_unavailable"
 
 
+class WriteFailed(GatekeeperError):
+    """A file could not be written (disk full, no permission); nothing half-written is left,
+    and what was reserved for it is given back."""
+
+    status = 507
+    exit_code = 5
+    code = "write_failed"
+
+
 class AutomatedHydratedForbidden(Forbidden):
     """Hydrated content was asked for over an automated channel (R1, R5)."""
 

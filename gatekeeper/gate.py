@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from gatekeeper import config as config_mod
-from gatekeeper import store
+from gatekeeper import keys, pending, spool, store
 from gatekeeper.config import Config
 from gatekeeper.datasets import Datasets
 from gatekeeper.deletions import Deletions, Ingest
@@ -29,6 +32,42 @@ class Gate:
         self.users = Users(self.client, self.ledger, self.entities)
         self.deletions = Deletions(self.client)
         self.datasets = Datasets(self.client, self.ledger, config.datasets_dir)
+        # Refunds owed while the store was away (gatekeeper.pending).
+        self.pending_dir = config.redis.data_dir / "pending"
+
+    def recover(self) -> dict[str, int]:
+        """Send the refunds owed from when the store was away (a directory check when none)."""
+        if not pending.count(self.pending_dir):
+            return {"settled": 0, "left": 0}
+        return pending.retry(self.ledger, self.pending_dir)
+
+    def recover_in_background(self, every_s: float = 5.0) -> threading.Thread:
+        """A server's daemon thread: owed refunds go as soon as the store answers again."""
+        def loop() -> None:
+            stop = threading.Event()
+            while not stop.wait(every_s):
+                with contextlib.suppress(Exception):  # never let the retry loop die
+                    self.recover()
+
+        thread = threading.Thread(target=loop, name="gatekeeper-recover", daemon=True)
+        thread.start()
+        return thread
+
+    def sweep(self) -> dict[str, Any]:
+        """What a crash may have left: partial files and spools removed, refunds owed sent,
+        and every pool's reservations left open past the timeout closed as counted."""
+        removed = spool.sweep([self.config.datasets_dir, self.config.redis.data_dir])
+        refunds = pending.retry(self.ledger, self.pending_dir)
+        with store.failing_closed():
+            roots = sorted({root.decode() for root in self.client.hvals(keys.ENTITIES)})
+        closed = still_open = 0
+        for root in roots:
+            swept = self.ledger.sweep(root)
+            closed += swept["abandoned"]
+            still_open += swept["open"]
+        return {"files_removed": [str(p) for p in removed], "refunds_sent": refunds["settled"],
+                "refunds_owed": refunds["left"], "abandoned": closed, "open": still_open,
+                "pools": len(roots)}
 
     @classmethod
     def open(cls, config_path: str | Path | None = None) -> Gate:

@@ -2,28 +2,28 @@
 
 Only the web form calls this, with a session and a single-use ticket (R5). The order keeps the
 ledger exact and nothing public (R7): count the selection, reserve it (R6 per recipient and, by
-default, R2 for the entity), write the file into a private temporary file, commit, and hand the
-open file to the response with its path already removed. If writing fails first, the
-reservation is refunded and the temporary file removed.
+default, R2 for the entity), write the file into an anonymous spool (no path ever names it),
+commit, and hand the open file to the response. If writing fails first, the reservation is
+refunded; if the store fails before the commit, nothing is sent and the refund follows as soon
+as the store answers (gatekeeper.pending).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from gatekeeper import keys, policy
+from gatekeeper import keys, policy, spool
 from gatekeeper.audit import record_denial
 from gatekeeper.datasets import Filters
 from gatekeeper.deletions import Deleted
-from gatekeeper.errors import BadInput, Forbidden, GatekeeperError, PoolMoved
+from gatekeeper.errors import BadInput, Forbidden, GatekeeperError, PoolMoved, WriteFailed
 from gatekeeper.ledger import iso
+from gatekeeper.reservation import Reservation
 from gatekeeper.store import failing_closed
 from gatekeeper.users import User
 
@@ -168,31 +168,33 @@ def export(gate: Any, user: User, selection: Selection, *, fmt: str, with_users:
             if attempt == 2:
                 raise
             user = gate.users.get(user.name)  # R10: the user's entity joined another pool
-    settle_audit = {k: audit[k] for k in ("actor", "entity", "recipient", "channel", "kind",
-                                          "request_id")}
+    res = Reservation(gate.ledger, user.root, user.entity, f"export.{fmt}", grant, counters,
+                      None, audit, pending_dir=gate.pending_dir)
     mimetype, suffix = FORMATS[fmt]
     about = {"recipient": user.name, "entity": user.entity, "exported_at": iso(grant.now_ms),
              "dataset": selection.dataset, "filters": str(selection.filters.to_dict() or "none"),
              "posts": str(posts), "export_id": grant.share_id,
              "notice": NOTICE}
-    private = tempfile.mkdtemp(prefix="gatekeeper-export-")  # mode 0700
-    path = os.path.join(private, f"export{suffix}")
+    # R7: the file has no name from its first byte (O_TMPFILE), so neither a crash nor an
+    # error can leave hydrated content on disk; the response reads and closes the handle.
+    handle = spool.anonymous()
     try:
-        with open(path, "wb") as out:
-            _write(fmt, selection.posts(gate), out, about, authors if with_users else None)
-        handle = open(path, "rb")  # noqa: SIM115 - handed to the response, which closes it
-    except BaseException:
-        with contextlib.suppress(GatekeeperError):
-            gate.ledger.settle(user.root, grant.share_id, counters, delivered=False,
-                               audit=settle_audit)
+        _write(fmt, selection.posts(gate), handle, about, authors if with_users else None)
+        handle.flush()
+        size = handle.tell()
+        handle.seek(0)
+    except BaseException as exc:
+        handle.close()
+        res.refund()
+        if isinstance(exc, OSError):
+            raise WriteFailed(f"the export could not be written ({exc.strerror or exc}); "
+                              f"{res.refund_words()}", rule="R7") from exc
         raise
-    finally:
-        # The open handle keeps the bytes until the response is sent; no path remains (R7).
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        os.rmdir(private)
-    size = os.fstat(handle.fileno()).st_size
-    gate.ledger.settle(user.root, grant.share_id, counters, delivered=True, audit=settle_audit)
+    try:
+        res.commit_before_sending()
+    except BaseException:
+        handle.close()
+        raise
     stamp = iso(grant.now_ms).replace(":", "").replace("-", "")[:15]
     filename = f"{selection.dataset}-{user.name}-{stamp}{suffix}"
     return Export(handle, size, filename, mimetype, grant.share_id, posts, len(authors))

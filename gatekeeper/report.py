@@ -328,6 +328,8 @@ class _Tally:
             self.recipient_entity[recipient] = entity
         elif outcome == "refunded":
             self._refund(r)
+        elif outcome == "recounted":
+            self._refund(r, sign=-1)  # a delivery counted again after its refund
         elif outcome in REFUSALS:
             self._refusal(r, entity, recipient)
         elif kind.startswith("deletions.") and outcome == "ingested":
@@ -339,13 +341,14 @@ class _Tally:
             self.joins.append(join)
             self.pool_of[join.entity] = join.pool
 
-    def _refund(self, r: dict[str, str]) -> None:
-        """Take a refund back from the grant it returns (one before the month: not ours)."""
+    def _refund(self, r: dict[str, str], sign: int = 1) -> None:
+        """Take a refund back from the grant it returns (one before the month: not ours);
+        with sign -1, add back a delivery the ledger counted again after refunding it."""
         grant = self.grants.get(r.get("share_id", ""))
         if grant is None:
             return
         kind, entity, recipient = grant
-        back = number(r.get("granted"))
+        back = sign * number(r.get("granted"))
         for totals in (self.by_entity[entity], self.by_recipient[recipient]):
             totals.net[kind] -= back
             totals.refunded += back

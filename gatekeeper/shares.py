@@ -18,20 +18,20 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from gatekeeper import policy
+from gatekeeper import policy, spool
 from gatekeeper.audit import record_denial
 from gatekeeper.deletions import Deleted
 from gatekeeper.entities import Entity
 from gatekeeper.errors import BadInput, GatekeeperError, PoolMoved
 from gatekeeper.formats import is_id
-from gatekeeper.ledger import Counter, Grant, Idempotency, Ledger
+from gatekeeper.ledger import Idempotency
+from gatekeeper.reservation import Reservation
 from gatekeeper.users import User
 
 MAX_REPORTED = 1000  # bad lines listed in full; past this only counted
@@ -39,12 +39,10 @@ IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 class Selection:
-    """IDs ready to share: validated, R9-filtered, spooled to a private temporary file."""
+    """IDs ready to share: validated, R9-filtered, spooled to a file no path names (R7)."""
 
     def __init__(self, source: str) -> None:
-        fd, name = tempfile.mkstemp(prefix="gatekeeper-ids-", suffix=".txt")  # mode 0600
-        self.path = Path(name)
-        self._fh = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._fh = spool.anonymous()
         self.source = source
         self.count = 0
         self.removed = 0  # dropped by R9
@@ -62,30 +60,33 @@ class Selection:
         self.removed += 1
 
     def seal(self) -> Selection:
-        self._fh.close()
+        self._fh.flush()
         return self
 
     @property
     def digest(self) -> str:
         return self._digest.hexdigest()
 
+    @property
+    def size(self) -> int:
+        """Bytes of the spooled ID file."""
+        return os.fstat(self._fh.fileno()).st_size
+
     def head(self, n: int, chunk: int = 1 << 16) -> Iterator[bytes]:
-        """The first `n` IDs as newline-terminated byte chunks."""
-        with open(self.path, "rb") as fh:
-            left = n
-            while left > 0:
-                lines = fh.readlines(chunk)
-                if not lines:
-                    return
-                lines = lines[:left]
-                left -= len(lines)
-                yield b"".join(lines)
+        """The first `n` IDs as newline-terminated byte chunks (one reader at a time)."""
+        self._fh.seek(0)
+        left = n
+        while left > 0:
+            lines = self._fh.readlines(chunk)
+            if not lines:
+                return
+            lines = lines[:left]
+            left -= len(lines)
+            yield b"".join(lines)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._fh.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
 
     def __enter__(self) -> Selection:
         return self
@@ -176,67 +177,6 @@ def select_from_dataset(gate: Any, dataset: str, filters: Any, kind: str,
         raise
 
 
-@dataclass
-class Reservation:
-    """A share the ledger granted and that now has to be delivered (or refunded)."""
-
-    ledger: Ledger
-    root: str
-    entity: str
-    kind: str
-    grant: Grant
-    counters: list[Counter]
-    idempotency: Idempotency | None
-    audit: dict[str, Any]
-    removed: int = 0
-    settled: str | None = field(default=None)
-
-    def deliverable(self, selection: Selection) -> int:
-        """How many of the selection's IDs leave: the grant — or, for a replay after a new
-        deletion list, fewer (R9 wins; the first delivery stays counted as it was)."""
-        return min(self.grant.granted, selection.count)
-
-    @property
-    def window_days(self) -> int:
-        return self.counters[0].window.length_ms // 86_400_000
-
-    def commit(self) -> None:
-        self.settled = self.ledger.settle(self.root, self.grant.share_id, self.counters,
-                                          delivered=True, audit=self._settle_audit())
-
-    def refund(self) -> None:
-        """Give the reservation back (a replayed grant belongs to its first delivery)."""
-        if self.grant.status == "replay":
-            return
-        with contextlib.suppress(GatekeeperError):
-            self.settled = self.ledger.settle(self.root, self.grant.share_id, self.counters,
-                                              delivered=False, audit=self._settle_audit(),
-                                              idempotency=self.idempotency)
-
-    def deliver(self, write: Callable[[], None]) -> None:
-        """Run `write`; commit if it succeeds, refund if it fails."""
-        try:
-            write()
-        except BaseException:
-            self.refund()
-            raise
-        self.commit()
-
-    def _settle_audit(self) -> dict[str, Any]:
-        return {k: self.audit[k] for k in ("actor", "entity", "recipient", "channel", "kind",
-                                           "request_id") if k in self.audit}
-
-    def to_dict(self) -> dict[str, Any]:
-        main = self.grant.counters[0]
-        return {
-            "share_id": self.grant.share_id, "status": self.grant.status,
-            "entity": self.entity, "kind": self.kind, "requested": self.grant.requested,
-            "granted": self.grant.granted, "removed_r9": self.removed,
-            "quota": {"rule": main.rule, "limit": main.limit, "used": main.used,
-                      "remaining": main.remaining, "window": self.counters[0].window.name},
-        }
-
-
 @dataclass(frozen=True)
 class Authorised:
     """Who shares with whom, as the policy allowed it."""
@@ -293,29 +233,23 @@ def reserve(gate: Any, auth: Authorised, selection: Selection, *, kind: str,
             target = gate.entities.get(target.name)
             root = gate.entities.get(target.root)
     return Reservation(gate.ledger, target.root, target.name, kind, grant, counters,
-                       idempotency, audit, removed=selection.removed)
+                       idempotency, audit, removed=selection.removed,
+                       pending_dir=gate.pending_dir)
 
 
 def write_file(out: Path, selection: Selection, n: int) -> None:
-    """Write the first `n` IDs to `out` via a temporary file renamed into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            # The spool already holds one ID per line: copy bytes, never decode them.
-            written = 0
-            for chunk in selection.head(n):
-                fh.write(chunk)
-                written += chunk.count(b"\n")
-            if written != n:
-                raise OSError(f"{selection.source} changed while it was being shared")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write the first `n` IDs to `out`; the file appears there only once complete."""
+
+    def write(fh: IO[bytes]) -> None:
+        # The spool already holds one ID per line: copy bytes, never decode them.
+        written = 0
+        for chunk in selection.head(n):
+            fh.write(chunk)
+            written += chunk.count(b"\n")
+        if written != n:
+            raise OSError(f"{selection.source} changed while it was being shared")
+
+    spool.publish(out, write)
 
 
 def share_to_file(gate: Any, *, actor: str, entity: str, out: Path, kind: str = "posts",
@@ -338,11 +272,10 @@ def share_to_file(gate: Any, *, actor: str, entity: str, out: Path, kind: str = 
         res = reserve(gate, auth, selection, kind=kind, allow_partial=allow_partial,
                       idempotency_key=idempotency_key,
                       request=(dataset, extra["filters"], purpose))
+        n = res.deliverable(selection)
         try:
-            res.deliver(lambda: write_file(out, selection, res.deliverable(selection)))
+            res.deliver(lambda: write_file(out, selection, n), f"{n:,} IDs at {out}")
         except OSError as exc:
-            after = ("the reservation was refunded and nothing was counted"
-                     if res.grant.status != "replay" else "the first delivery stays counted")
-            raise BadInput(f"{out}: cannot write the ID file ({exc.strerror or exc}); {after}"
-                           ) from exc
+            raise BadInput(f"{out}: cannot write the ID file ({exc.strerror or exc}); "
+                           f"{res.refund_words()}", settled=res.settled) from exc
     return res
