@@ -44,10 +44,15 @@ class Context:
         self.config_path = config_path
         self.json = False
         self._gate: Gate | None = None
+        self._config: config_mod.Config | None = None
 
     @property
     def config(self) -> config_mod.Config:
-        return config_mod.load(self.config_path)
+        """The config file named by --config, else found (config.load): never the defaults,
+        which would open a second, empty store in the working directory."""
+        if self._config is None:
+            self._config = config_mod.load(self.config_path)
+        return self._config
 
     @property
     def gate(self) -> Gate:
@@ -94,8 +99,10 @@ pass_ctx = click.make_pass_decorator(Context)
 
 
 @click.group(cls=Group)
-@click.option("--config", "config_path", envvar=config_mod.ENV_CONFIG,
-              type=click.Path(dir_okay=False), help="config.toml to use (default ./config.toml).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="config.toml to use. Without it: $GATEKEEPER_CONFIG, ./config.toml, "
+                   "$XDG_CONFIG_HOME/gatekeeper/config.toml, /etc/gatekeeper/config.toml.")
+@click.version_option(package_name="gatekeeper", message="gatekeeper %(version)s")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
     """gatekeeper — redistribution quotas and exports for X API content (R1-R12)."""
@@ -487,13 +494,18 @@ def store_stop(obj: Context) -> None:
 
 
 @store_cmd.command("status")
+@json_option
 @pass_ctx
-def store_status(obj: Context) -> None:
-    """Whether the embedded server answers."""
-    server = _embedded(obj)
-    up = server.running()
-    click.echo(f"{'running' if up else 'not running'}: {server.socket}")
-    if not up:
+def store_status(obj: Context, as_json: bool) -> None:
+    """Which config file and store are in use, and whether the store answers (else exit 5).
+
+    Never starts the embedded server; the URL's password is masked.
+    """
+    from gatekeeper import store_status as status_mod
+
+    report = status_mod.status(obj.config)
+    emit(obj, report, status_mod.describe(report))
+    if not report["reachable"]:
         sys.exit(5)
 
 
@@ -512,6 +524,25 @@ def store_sweep(obj: Context, as_json: bool) -> None:
         f"(share.abandoned, R2); {done['open']} open now, in {done['pools']} pool(s)"))
     if done["refunds_owed"]:
         sys.exit(5)
+
+
+# --- a config file of one's own -------------------------------------------------------------
+
+
+@main.command("init")
+@click.option("--path", "path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write (default $XDG_CONFIG_HOME/gatekeeper/config.toml).")
+@click.option("--data-dir", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="The embedded store's directory, written absolute "
+                   "(default $XDG_DATA_HOME/gatekeeper); datasets go in DATA_DIR/datasets.")
+@json_option
+@pass_ctx
+def init(obj: Context, path: Path | None, data_dir: Path | None, as_json: bool) -> None:
+    """Write a commented config file that every command finds; never overwrites one."""
+    from gatekeeper import config_init
+
+    written = config_init.write(path, data_dir)
+    emit(obj, written.to_dict(), written.describe())
 
 
 # --- the service --------------------------------------------------------------------------------

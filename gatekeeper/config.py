@@ -1,4 +1,10 @@
-"""config.toml: defaults, the file, then the environment — validated, never guessed."""
+"""config.toml: defaults, the file, then the environment — validated, never guessed.
+
+Which file: `--config PATH`, else $GATEKEEPER_CONFIG, else ./config.toml, else the per-user
+file ($XDG_CONFIG_HOME/gatekeeper/config.toml), else the system one (/etc/gatekeeper/). With
+none, loading refuses: falling back to the defaults would open a second, empty store in the
+working directory, where every quota starts again from zero (R2).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,17 @@ from gatekeeper.errors import ConfigError
 
 ENV_CONFIG = "GATEKEEPER_CONFIG"
 ENV_REDIS_URL = "GATEKEEPER_REDIS_URL"
+SYSTEM_CONFIG = Path("/etc/gatekeeper/config.toml")
+
+# How a Config's file was found (Config.source), in the order of discovery.
+SOURCES = {
+    "flag": "--config",
+    "env": f"${ENV_CONFIG}",
+    "cwd": "./config.toml",
+    "user": "per-user file",
+    "system": "system file",
+    "defaults": "built-in defaults",  # load(use_default=False): no file at all
+}
 
 WINDOWS = ("rolling-24h", "calendar-day")
 
@@ -109,6 +126,7 @@ class Config:
     server: ServerConfig
     datasets_dir: Path
     max_line_bytes: int = 16 << 20  # the longest line any reader accepts (datasets.max_line_mb)
+    source: str = "flag"  # how the file was found: a key of SOURCES
 
 
 def _validate(raw: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
@@ -137,18 +155,65 @@ def _validate(raw: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
     return merged
 
 
-def default_path() -> Path | None:
-    """The config file to use when none is named: $GATEKEEPER_CONFIG, else ./config.toml."""
+def _xdg_home(variable: str, fallback: str) -> Path:
+    # The XDG spec ignores a relative value: it would name a different place in every cwd.
+    value = os.environ.get(variable, "")
+    return Path(value) if os.path.isabs(value) else Path.home() / fallback
+
+
+def user_config_path() -> Path:
+    """The per-user config file: $XDG_CONFIG_HOME/gatekeeper/config.toml (~/.config/...)."""
+    return _xdg_home("XDG_CONFIG_HOME", ".config") / "gatekeeper" / "config.toml"
+
+
+def user_data_dir() -> Path:
+    """Where `gatekeeper init` puts the store by default: $XDG_DATA_HOME/gatekeeper."""
+    return _xdg_home("XDG_DATA_HOME", ".local/share") / "gatekeeper"
+
+
+def find(path: str | os.PathLike[str] | None = None) -> tuple[Path, str] | None:
+    """The config file to use and how it was found (a key of SOURCES), or None.
+
+    A file named by --config or $GATEKEEPER_CONFIG is returned even when it does not exist:
+    loading then says so, rather than quietly reading a file lower in the order.
+    """
+    if path is not None:
+        return Path(path), "flag"
     env = os.environ.get(ENV_CONFIG)
     if env:
-        return Path(env)
-    local = Path("config.toml")
-    return local if local.is_file() else None
+        return Path(env), "env"
+    for file, source in ((Path("config.toml"), "cwd"), (user_config_path(), "user"),
+                         (SYSTEM_CONFIG, "system")):
+        if file.is_file():
+            return file, source
+    return None
+
+
+def _not_found() -> ConfigError:
+    looked = [Path("config.toml").absolute(), user_config_path(), SYSTEM_CONFIG]
+    lines = ["  --config PATH        not given", f"  {SOURCES['env']:<20} not set"]
+    lines += [f"  {SOURCES[s]:<20} {p}" for s, p in zip(("cwd", "user", "system"), looked,
+                                                        strict=True)]
+    return ConfigError(
+        "no config file found, so no store was opened (defaults would start a second, empty "
+        "one here). Looked for, in this order:\n" + "\n".join(lines) + "\n"
+        f"Point at one with --config PATH or {ENV_CONFIG}=PATH, or write one with "
+        "`gatekeeper init`.",
+        looked=[str(p) for p in looked],
+    )
 
 
 def load(path: str | os.PathLike[str] | None = None, *, use_default: bool = True) -> Config:
-    """Load and validate a config file (or the defaults); raise ConfigError naming the key."""
-    file = Path(path) if path is not None else (default_path() if use_default else None)
+    """Load and validate a config file; raise ConfigError naming the key.
+
+    Without `path`, the file is found as the module docstring says, and none found is a
+    ConfigError. `use_default=False` skips the search and loads the built-in defaults alone
+    (paths relative to the cwd): for library code and tests that mean exactly that.
+    """
+    found = find(path) if use_default or path is not None else None
+    if use_default and found is None:
+        raise _not_found()
+    file, source = found if found is not None else (None, "defaults")
     raw: dict[str, Any] = {}
     base = Path.cwd()
     if file is not None:
@@ -156,7 +221,8 @@ def load(path: str | os.PathLike[str] | None = None, *, use_default: bool = True
             with open(file, "rb") as fh:
                 raw = tomllib.load(fh)
         except FileNotFoundError:
-            raise ConfigError(f"{file}: config file not found") from None
+            raise ConfigError(f"{file}: config file not found (named by "
+                              f"{SOURCES[source]})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from None
         base = file.resolve().parent
@@ -177,4 +243,5 @@ def load(path: str | os.PathLike[str] | None = None, *, use_default: bool = True
         server=ServerConfig(**values["server"]),
         datasets_dir=(base / values["datasets"]["dir"]).resolve(),
         max_line_bytes=values["datasets"]["max_line_mb"] << 20,
+        source=source,
     )
