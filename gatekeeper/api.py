@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from gatekeeper import audit, policy, quota, shares
+from gatekeeper import audit, faults, policy, quota, shares
 from gatekeeper.datasets import Filters
 from gatekeeper.errors import (
     AutomatedHydratedForbidden,
@@ -131,6 +131,7 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
         # The IDs are ready in the spool; once the response starts they are delivered, so
         # the share is settled first (refunded if the store fails before a byte is sent).
         res.commit_before_sending()
+        faults.point("api.committed")
     except BaseException:
         selection.close()
         raise
@@ -138,14 +139,14 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
     n = res.deliverable(selection)
 
     def body() -> Iterator[bytes]:
-        if gzip:
+        z = zlib.compressobj(1, zlib.DEFLATED, 31) if gzip else None
+        for i, chunk in enumerate(selection.head(n)):
+            if i == 1:
+                faults.point("api.streaming")
             # Level 1: IDs compress nearly as well, five times faster (bench/ids.py).
-            z = zlib.compressobj(1, zlib.DEFLATED, 31)
-            for chunk in selection.head(n):
-                yield z.compress(chunk)
+            yield z.compress(chunk) if z is not None else chunk
+        if z is not None:
             yield z.flush()
-        else:
-            yield from selection.head(n)
 
     main = res.grant.counters[0]
     headers = {

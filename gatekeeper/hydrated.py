@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from gatekeeper import keys, policy, spool
+from gatekeeper import faults, keys, policy, spool
 from gatekeeper.audit import record_denial
 from gatekeeper.datasets import Filters
 from gatekeeper.deletions import Deleted
@@ -135,7 +135,11 @@ class Export:
 
     def chunks(self, size: int = 1 << 16) -> Iterator[bytes]:
         """The file's bytes; the response closes the file (call_on_close) however it ends."""
+        sent = 0
         while chunk := self.file.read(size):
+            if sent == 1:
+                faults.point("export.streaming")
+            sent += 1
             yield chunk
 
 
@@ -178,8 +182,10 @@ def export(gate: Any, user: User, selection: Selection, *, fmt: str, with_users:
     # R7: the file has no name from its first byte (O_TMPFILE), so neither a crash nor an
     # error can leave hydrated content on disk; the response reads and closes the handle.
     handle = spool.anonymous()
+    faults.point("export.reserved")
     try:
-        _write(fmt, selection.posts(gate), handle, about, authors if with_users else None)
+        _write(fmt, _failing_midway(selection.posts(gate)), handle, about,
+               authors if with_users else None)
         handle.flush()
         size = handle.tell()
         handle.seek(0)
@@ -190,14 +196,23 @@ def export(gate: Any, user: User, selection: Selection, *, fmt: str, with_users:
             raise WriteFailed(f"the export could not be written ({exc.strerror or exc}); "
                               f"{res.refund_words()}", rule="R7") from exc
         raise
+    faults.point("export.written")
     try:
         res.commit_before_sending()
+        faults.point("export.committed")
     except BaseException:
         handle.close()
         raise
     stamp = iso(grant.now_ms).replace(":", "").replace("-", "")[:15]
     filename = f"{selection.dataset}-{user.name}-{stamp}{suffix}"
     return Export(handle, size, filename, mimetype, grant.share_id, posts, len(authors))
+
+
+def _failing_midway(posts: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for i, post in enumerate(posts):
+        if i == 100:
+            faults.point("export.writing")
+        yield post
 
 
 def _write(fmt: str, posts: Iterator[dict[str, Any]], out: IO[bytes], about: dict[str, str],

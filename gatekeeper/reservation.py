@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gatekeeper import pending
+from gatekeeper import faults, pending
 from gatekeeper.errors import StoreUnavailable
 from gatekeeper.ledger import Counter, Grant, Idempotency, Ledger
 
@@ -82,6 +82,7 @@ class Reservation:
         except BaseException:
             self.refund()
             raise
+        faults.point("deliver.written")
         try:
             self.commit()
         except StoreUnavailable as exc:
@@ -92,6 +93,7 @@ class Reservation:
                 f"{self.grant.share_id} was settled, so it stays counted as reserved and is "
                 "closed as counted when the store is back", rule="R2",
                 share_id=self.grant.share_id, delivered=True) from exc
+        faults.point("deliver.committed")
 
     def commit_before_sending(self) -> None:
         """Commit before the first byte is sent (API responses, exports). If the store fails

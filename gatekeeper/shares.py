@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from gatekeeper import policy, spool
+from gatekeeper import faults, policy, spool
 from gatekeeper.audit import record_denial
 from gatekeeper.deletions import Deleted
 from gatekeeper.entities import Entity
@@ -246,6 +246,7 @@ def write_file(out: Path, selection: Selection, n: int) -> None:
         for chunk in selection.head(n):
             fh.write(chunk)
             written += chunk.count(b"\n")
+            faults.point("share.writing")
         if written != n:
             raise OSError(f"{selection.source} changed while it was being shared")
 
@@ -273,6 +274,7 @@ def share_to_file(gate: Any, *, actor: str, entity: str, out: Path, kind: str = 
                       idempotency_key=idempotency_key,
                       request=(dataset, extra["filters"], purpose))
         n = res.deliverable(selection)
+        faults.point("share.reserved")
         try:
             res.deliver(lambda: write_file(out, selection, n), f"{n:,} IDs at {out}")
         except OSError as exc:
