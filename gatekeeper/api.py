@@ -128,6 +128,7 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
     try:
         res = shares.reserve(gk, auth, selection, kind=kind, allow_partial=allow_partial,
                              idempotency_key=idem, request=request_parts)
+        faults.point("share.reserved")
         # The IDs are ready in the spool; once the response starts they are delivered, so
         # the share is settled first (refunded if the store fails before a byte is sent).
         res.commit_before_sending()
