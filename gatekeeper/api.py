@@ -128,12 +128,18 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
     try:
         res = shares.reserve(gk, auth, selection, kind=kind, allow_partial=allow_partial,
                              idempotency_key=idem, request=request_parts)
+    except BaseException:
+        selection.close()
+        raise
+    try:
         faults.point("share.reserved")
         # The IDs are ready in the spool; once the response starts they are delivered, so
         # the share is settled first (refunded if the store fails before a byte is sent).
         res.commit_before_sending()
         faults.point("api.committed")
     except BaseException:
+        if res.settled is None:  # failed before settling: nothing was sent
+            res.refund()
         selection.close()
         raise
     gzip = "application/gzip" in request.headers.get("Accept", "")

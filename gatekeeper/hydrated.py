@@ -182,8 +182,8 @@ def export(gate: Any, user: User, selection: Selection, *, fmt: str, with_users:
     # R7: the file has no name from its first byte (O_TMPFILE), so neither a crash nor an
     # error can leave hydrated content on disk; the response reads and closes the handle.
     handle = spool.anonymous()
-    faults.point("export.reserved")
     try:
+        faults.point("export.reserved")
         _write(fmt, _failing_midway(selection.posts(gate)), handle, about,
                authors if with_users else None)
         handle.flush()

@@ -240,6 +240,8 @@ def reserve(gate: Any, auth: Authorised, selection: Selection, *, kind: str,
 def write_file(out: Path, selection: Selection, n: int) -> None:
     """Write the first `n` IDs to `out`; the file appears there only once complete."""
 
+    faults.point("share.reserved")
+
     def write(fh: IO[bytes]) -> None:
         # The spool already holds one ID per line: copy bytes, never decode them.
         written = 0
@@ -274,7 +276,6 @@ def share_to_file(gate: Any, *, actor: str, entity: str, out: Path, kind: str = 
                       idempotency_key=idempotency_key,
                       request=(dataset, extra["filters"], purpose))
         n = res.deliverable(selection)
-        faults.point("share.reserved")
         try:
             res.deliver(lambda: write_file(out, selection, n), f"{n:,} IDs at {out}")
         except OSError as exc:

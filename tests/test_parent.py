@@ -194,6 +194,25 @@ def test_a_link_waits_for_a_delivery_in_flight(gate: Gate, tmp_path: Path) -> No
     assert gate.entities.get("globex").root == "acme" and gus.root == "globex"
 
 
+def test_a_reservation_left_open_by_a_crash_does_not_block_a_link(gate: Gate) -> None:
+    counters = policy.id_share_counters(gate.entities.get("globex"),
+                                        gate.entities.get("globex"), "posts", 5,
+                                        gate.config.limits)
+    now = int(gate.client.time()[0]) * 1000
+    # Reserved longer ago than the timeout, and never settled: its process died.
+    gate.ledger.take("globex", counters, requested=5, share_id="crashed", audit={},
+                     now_ms=now - gate.ledger.reservation_timeout_ms - 1000)
+
+    link(gate)
+
+    assert gate.entities.get("globex").root == "acme"
+    assert gate.client.hget(keys.share("acme", "crashed"), "status") == b"abandoned"
+    assert used(gate, keys.counter("acme", "r2", "acme")) == 600 + 300 + 5  # counted
+    closed = [f for _, f in gate.client.xrange(keys.audit("globex"))
+              if f[b"outcome"] == b"abandoned"]
+    assert [f[b"kind"] for f in closed] == [b"share.abandoned"]
+
+
 def test_cluster_mode_says_to_link_at_creation(gate: Gate) -> None:
     with pytest.raises(BadInput) as refused:
         gate.entities.set_parent("globex", parent="acme", reason="x",

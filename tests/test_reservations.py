@@ -175,3 +175,40 @@ def test_the_id_spool_and_the_published_file_never_have_a_partial_name(
 
     assert names and all(listing == ["config.toml", "ids.txt"] for listing in names)
     assert sorted(os.listdir(tmp_path)) == ["config.toml", "ids.txt", "out.txt"]
+
+
+def test_an_api_retry_while_the_first_is_unsettled_is_409_with_retry_after(
+    gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gatekeeper.reservation import Reservation
+    from gatekeeper.web import create_app
+
+    client = create_app(gate).test_client()
+    token = gate.users.create_token("dan", actor="t", channel="cli")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain",
+               "Idempotency-Key": "job-7"}
+    body = "".join(f"{i}\n" for i in range(1, N + 1))
+    commit = Reservation.commit_before_sending
+    retried: list[Any] = []
+
+    def retry_first(self: Reservation) -> None:
+        if not retried:  # the same request arrives while the first is not yet settled
+            retried.append(client.post("/api/v1/shares?entity=acme", data=body,
+                                       headers=headers))
+        commit(self)
+
+    monkeypatch.setattr(Reservation, "commit_before_sending", retry_first)
+    first = client.post("/api/v1/shares?entity=acme", data=body, headers=headers)
+
+    [retry] = retried
+    assert retry.status_code == 409 and int(retry.headers["Retry-After"]) >= 1
+    assert retry.get_json()["error"] == "in_progress" and retry.get_json()["rule"] == "R2"
+    assert retry.get_data() and b"\n1\n" not in retry.get_data()  # no ID file
+    assert first.status_code == 200 and len(first.get_data().split()) == N
+    assert r2_used(gate) == N
+    # Once the first is settled, a retry gets its IDs again, counted once.
+    again = client.post("/api/v1/shares?entity=acme", data=body, headers=headers)
+    assert again.status_code == 200 and again.headers["X-Share-Status"] == "replay"
+    assert again.get_data() == first.get_data() and r2_used(gate) == N
+    for resp in (retry, first, again):
+        resp.close()  # releases the spooled IDs (call_on_close)
