@@ -115,8 +115,13 @@ class Reservation:
             "pending": "nothing was delivered; the store could not be reached to give the "
                        "reservation back, so it is refunded as soon as the store is back",
             "replay": "nothing more was counted (the first delivery stays counted)",
-        }.get(self.settled or "", f"nothing was delivered; the reservation was {self.settled} "
-                                  "and stays as it was")
+            "already_refunded": "nothing was delivered or counted (it had been refunded)",
+            "already_delivered": "nothing more was delivered; the reservation had already "
+                                 "been settled as delivered and stays counted",
+            "already_abandoned": "nothing was delivered, but the reservation had already been "
+                                 "closed as counted (abandoned) and stays counted",
+            "missing": "nothing was delivered; the ledger held no reservation to give back",
+        }.get(self.settled or "", "nothing was delivered")
 
     def _settle_audit(self) -> dict[str, Any]:
         return {k: self.audit[k] for k in ("actor", "entity", "recipient", "channel", "kind",
