@@ -6,6 +6,7 @@ wait on one barrier so their requests really interleave on the server.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import queue
 import random
@@ -63,25 +64,16 @@ def race_for_the_last_units(
     results.put((worker, granted, refused))
 
 
-def same_key_race(conn: dict[str, str], worker: int, start: Any, results: Any) -> None:
+def same_key_race(conn: dict[str, str], worker: int, start: Any, results: Any,
+                  fail: bool = False) -> None:
     """Every worker sends the same request with the same Idempotency-Key and, like a client,
-    retries while the first is in progress; whoever is granted delivers, then commits."""
+    retries while the first is in progress; whoever is granted delivers, then commits. With
+    `fail`, the race of issue 9: the first writer to be granted fails to write (disk full) and
+    refunds while the others retry. Whatever is delivered must be counted."""
     client = real_client(conn)
     ledger = Ledger(client)
     start.wait(TIMEOUT)
-    answers = _take_until_settled(ledger, worker, fail=False)
-    client.close()
-    results.put((worker, *answers))
-
-
-def same_key_race_one_writer_failing(conn: dict[str, str], worker: int, start: Any,
-                                     results: Any) -> None:
-    """The race of issue 9: the first writer to be granted fails to write (disk full) and
-    refunds; the others retry meanwhile. Whatever is delivered must be counted."""
-    client = real_client(conn)
-    ledger = Ledger(client)
-    start.wait(TIMEOUT)
-    answers = _take_until_settled(ledger, worker, fail=True)
+    answers = _take_until_settled(ledger, worker, fail=fail)
     client.close()
     results.put((worker, *answers))
 
@@ -206,7 +198,7 @@ def test_same_key_race_with_one_writer_failing_leaks_nothing(conn: dict[str, str
     client = real_client(conn)
     ledger = Ledger(client)
 
-    results = run_workers(same_key_race_one_writer_failing, conn)
+    results = run_workers(functools.partial(same_key_race, fail=True), conn)
 
     delivered = [d for _, _, d in results]
     assert all(d == 300 for d in delivered)  # everyone ended up with the IDs...
