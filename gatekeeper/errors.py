@@ -2,7 +2,7 @@
 
 Web, API and CLI all translate these the same way, so one refusal reads the same everywhere.
 Exit codes (SPEC.md): 2 bad input or usage, 3 refused by a quota, 4 refused by policy,
-5 store unavailable.
+5 store (or the disk under it) unavailable.
 """
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ class BadInput(GatekeeperError):
     status = 400
     exit_code = 2
     code = "bad_request"
+
+
+class LineTooLong(BadInput):
+    """A line of a file or upload is longer than ``datasets.max_line_mb``; nothing was read
+    past it, counted or written."""
+
+    status = 413
+    code = "too_large"
 
 
 class NotFound(GatekeeperError):
@@ -115,6 +123,14 @@ class StoreUnavailable(GatekeeperError):
     status = 503
     exit_code = 5
     code = "store_unavailable"
+
+
+class InsufficientStorage(GatekeeperError):
+    """The disk is full (or the quota on it): the file being written was removed whole."""
+
+    status = 507
+    exit_code = 5
+    code = "insufficient_storage"
 
 
 class AutomatedHydratedForbidden(Forbidden):

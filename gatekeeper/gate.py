@@ -25,8 +25,9 @@ class Gate:
         self.ledger = Ledger(self.client)
         self.entities = Entities(self.client, self.ledger)
         self.users = Users(self.client, self.ledger, self.entities)
-        self.deletions = Deletions(self.client)
-        self.datasets = Datasets(self.client, self.ledger, config.datasets_dir)
+        self.deletions = Deletions(self.client, max_line_bytes=config.max_line_bytes)
+        self.datasets = Datasets(self.client, self.ledger, config.datasets_dir,
+                                 max_line_bytes=config.max_line_bytes)
 
     @classmethod
     def open(cls, config_path: str | Path | None = None) -> Gate:

@@ -32,6 +32,8 @@ from gatekeeper.entities import Entity
 from gatekeeper.errors import BadInput, GatekeeperError, PoolMoved
 from gatekeeper.formats import is_id
 from gatekeeper.ledger import Counter, Grant, Idempotency, Ledger
+from gatekeeper.lines import MAX_LINE_BYTES
+from gatekeeper.lines import read as read_lines
 from gatekeeper.users import User
 
 MAX_REPORTED = 1000  # bad lines listed in full; past this only counted
@@ -137,11 +139,14 @@ def select_ids(lines: Iterable[bytes], source: str, kind: str, deleted: Deleted)
         raise
 
 
-def select_id_file(path: Path, kind: str, deleted: Deleted) -> Selection:
+def select_id_file(path: Path, kind: str, deleted: Deleted,
+                   max_line_bytes: int = MAX_LINE_BYTES) -> Selection:
     """select_ids over a file, with a clear error when it cannot be read."""
     try:
         with open(path, "rb") as fh:
-            return select_ids(fh, str(path), kind, deleted)
+            # Not `for line in fh`: that reads a line whole, however long.
+            return select_ids(read_lines(fh.read, str(path), max_line_bytes), str(path), kind,
+                              deleted)
     except OSError as exc:
         raise BadInput(f"{path}: cannot read the ID file ({exc.strerror})") from None
 
@@ -252,6 +257,7 @@ def authorise(gate: Any, *, actor: User | str, entity: str, kind: str, channel: 
     """Check the policy for an ID share; a refusal is audited (R11) and counts nothing."""
     if kind not in policy.SHARE_KINDS:
         raise BadInput(f"kind must be one of {', '.join(policy.SHARE_KINDS)}, not {kind!r}")
+    policy.check_purpose(purpose)
     user = gate.users.get(actor) if isinstance(actor, str) else actor
     target = gate.entities.get(entity)
     root = gate.entities.get(target.root) if target.root != target.name else target
