@@ -88,7 +88,12 @@ def parse_time(value: Any) -> datetime | None:
                 return None
     else:
         return None
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+    dt = dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+    try:
+        x_time(dt)  # every time taken can be written in UTC as X writes it...
+    except OverflowError:  # ...but not 9999-12-31T23:59:59.9999 or 0001-01-01T00:00+01:00
+        return None
+    return dt
 
 
 # --- reading lines ------------------------------------------------------------------------------

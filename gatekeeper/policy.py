@@ -73,8 +73,9 @@ def check_purpose(purpose: object) -> None:
     """The purpose of a share, from any channel: none, or text of at most MAX_PURPOSE."""
     if purpose is None or (isinstance(purpose, str) and len(purpose) <= MAX_PURPOSE):
         return
+    json_types = {"dict": "an object", "list": "an array", "bool": "true or false"}
     shown = f"{len(purpose):,} characters" if isinstance(purpose, str) else \
-        f"a JSON {type(purpose).__name__}"
+        json_types.get(type(purpose).__name__, "a number")
     raise BadInput(f"purpose must be text of at most {MAX_PURPOSE:,} characters, not {shown}",
                    field="purpose")
 

@@ -603,6 +603,30 @@ def test_filters_that_are_not_an_object_are_400(gate: Gate, web: FlaskClient,
     assert used(gate) == 0
 
 
+EDGE_TIMES = ["9999-12-31T23:59:59.9999", "0001-01-01T00:00:00+01:00",
+              "9999-12-31T23:59:59-14:00"]
+
+
+@pytest.mark.parametrize("when", EDGE_TIMES)
+def test_a_filter_time_at_the_end_of_the_calendar_is_400(gate: Gate, web: FlaskClient,
+                                                         when: str) -> None:
+    resp = web.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop",
+                                            "filters": {"since": when}},
+                    headers=token(gate, "dan"))
+    assert resp.status_code == 400 and resp.get_json()["field"] == "since"
+    sign_in(web, "ana", PASSWORD)
+    assert web.get("/export", query_string={"dataset": "kpop", "until": when}
+                   ).status_code < 500
+
+
+@pytest.mark.parametrize("when", EDGE_TIMES)
+def test_a_created_at_at_the_end_of_the_calendar_is_refused_naming_the_line(
+        tmp_path: Path, when: str) -> None:
+    source = jsonl(tmp_path / "d.jsonl", post("1"), post("2", created_at=when))
+    with pytest.raises(BadInput, match=r"line 2: \"created_at\""):
+        list(formats.iter_posts(source))
+
+
 @pytest.mark.parametrize("body", [{"entity": 5, "dataset": "kpop"},
                                   {"entity": None, "dataset": "kpop"},
                                   {"entity": "acme", "dataset": ["kpop"]},
