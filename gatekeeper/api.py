@@ -12,9 +12,10 @@ import zlib
 from collections.abc import Iterator
 from typing import IO, Any
 
+import orjson
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from gatekeeper import audit, faults, policy, quota, shares
+from gatekeeper import audit, faults, lines, policy, quota, shares
 from gatekeeper.datasets import Filters
 from gatekeeper.errors import (
     AutomatedHydratedForbidden,
@@ -34,18 +35,28 @@ def gate() -> Any:
     return current_app.extensions["gatekeeper"]
 
 
-def iter_lines(stream: IO[bytes]) -> Iterator[bytes]:
-    """Lines of a request body, read in large chunks (readline per ID is far too slow)."""
-    rest = b""
-    while True:
-        chunk = stream.read(READ)
-        if not chunk:
-            break
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        yield from lines
-    if rest:
-        yield rest
+def iter_lines(stream: IO[bytes], source: str = "upload",
+               max_bytes: int = lines.MAX_LINE_BYTES) -> Iterator[bytes]:
+    """Lines of a request body, read in large chunks (readline per ID is far too slow); a
+    line longer than `max_bytes` is refused (413) once it passes the cap."""
+    return lines.read(stream.read, source, max_bytes, READ)
+
+
+def uploaded_lines() -> Iterator[bytes]:
+    """The lines of this request's body, under the configured cap (datasets.max_line_mb)."""
+    return iter_lines(request.stream, "upload", gate().config.max_line_bytes)
+
+
+def json_body() -> dict[str, Any]:
+    """This request's JSON object; 400 for anything else (deep nesting included: orjson
+    stops at 1,024 levels where the stdlib parser would exhaust the stack)."""
+    try:
+        body = orjson.loads(request.get_data(cache=False).removeprefix(lines.BOM))
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"the body is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise BadInput("the body must be a JSON object")
+    return body
 
 
 def bearer() -> User:
@@ -79,9 +90,7 @@ def create_share() -> Response:
     gk = gate()
     idem = request.headers.get("Idempotency-Key")
     if request.mimetype == "application/json":
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise BadInput("the body must be a JSON object")
+        body = json_body()
         unknown = sorted(set(body) - SHARE_FIELDS)
         if unknown:
             raise BadInput(f"unknown field(s): {', '.join(unknown)}",
@@ -90,9 +99,9 @@ def create_share() -> Response:
         dataset, purpose = body.get("dataset"), body.get("purpose")
         if not isinstance(entity, str) or not isinstance(dataset, str):
             raise BadInput('"entity" and "dataset" are required strings')
-        filters_raw = body.get("filters") or {}
-        if not isinstance(filters_raw, dict):
-            raise BadInput('"filters" must be an object')
+        filters_raw = body.get("filters")
+        if filters_raw is not None and not isinstance(filters_raw, dict):
+            raise BadInput('"filters" must be an object', field="filters")
         filters = Filters.parse(filters_raw)
         allow_partial = _flag(body.get("allow_partial"), "allow_partial")
         shown = filters.to_dict() if not filters.is_empty else None
@@ -113,8 +122,7 @@ def create_share() -> Response:
             raise BadInput("?entity=NAME is required with a text/plain ID list")
         auth = shares.authorise(gk, actor=user, entity=entity, kind=kind, channel="api",
                                 purpose=purpose)
-        selection = shares.select_ids(iter_lines(request.stream), "upload", kind,
-                                      gk.deletions.current())
+        selection = shares.select_ids(uploaded_lines(), "upload", kind, gk.deletions.current())
         request_parts = (purpose,)
     else:
         raise BadInput(f"send application/json or text/plain, not {request.mimetype}")
@@ -206,7 +214,7 @@ def add_deletions() -> Response:
     if kind is None:
         raise BadInput("?kind=posts or ?kind=users is required", rule="R9")
     gk = gate()
-    report = gk.deletions.add(iter_lines(request.stream), kind=kind, source="upload",
+    report = gk.deletions.add(uploaded_lines(), kind=kind, source="upload",
                               actor=user.name, channel="api")
     report.datasets = gk.datasets.affected(gk.deletions.current())
     return jsonify(report.to_dict())

@@ -179,9 +179,10 @@ def _parse_limit(value: str) -> int | None:
 def _end_of_day_ms(day: str, timezone: str) -> int:
     try:
         d = date.fromisoformat(day)
-    except ValueError:
-        raise BadInput(f"--until must be a date YYYY-MM-DD, not {day!r}", rule="R4") from None
-    end = datetime.combine(d + timedelta(days=1), dtime(0), ZoneInfo(timezone))
+        end = datetime.combine(d + timedelta(days=1), dtime(0), ZoneInfo(timezone))
+    except (ValueError, OverflowError):  # 9999-12-31 has no next day
+        raise BadInput(f"--until must be a date YYYY-MM-DD before 9999-12-31, not {day!r}",
+                       rule="R4") from None
     return int(end.timestamp() * 1000)
 
 
@@ -325,6 +326,17 @@ def dataset_add(obj: Context, name: str, path: Path, as_json: bool) -> None:
     info = obj.gate.datasets.add(name, path, actor=_actor(), channel="cli")
     data = info.to_dict()
     emit(obj, data, f"dataset {name}: {data['posts']:,} posts registered")
+
+
+@dataset.command("remove")
+@click.argument("name")
+@json_option
+@pass_ctx
+def dataset_remove(obj: Context, name: str, as_json: bool) -> None:
+    """Unregister dataset NAME and delete its file (audited, R11)."""
+    info = obj.gate.datasets.remove(name, actor=_actor(), channel="cli")
+    emit(obj, info.to_dict(), f"dataset {name} removed: {info.posts:,} posts, {info.file} "
+                              "deleted")
 
 
 @dataset.command("list")

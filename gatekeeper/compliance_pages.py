@@ -17,7 +17,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from markupsafe import Markup
 
 from gatekeeper import charts, dashboard, policy
-from gatekeeper.entities import Link
+from gatekeeper.entities import MAX_LIMIT, Link
 from gatekeeper.errors import BadInput, GatekeeperError
 from gatekeeper.gate import set_parent
 from gatekeeper.pages import gate, me, role_required
@@ -66,7 +66,8 @@ STYLE = Markup("""<style>
 
 def _int_arg(name: str, default: int = 1) -> int:
     value = request.args.get(name, "")
-    return int(value) if value.isdigit() else default
+    # isdigit() alone takes "²" and 5,000-digit strings, which int() refuses.
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else default
 
 
 def when(ms: int | None) -> str:
@@ -182,9 +183,9 @@ def parse_limit(text: str) -> int | None:
     if text.lower() == "unlimited":
         return None
     digits = text.replace(",", "").replace("_", "").replace(" ", "")
-    if not digits.isdigit() or int(digits) <= 0:
-        raise BadInput(f"R4: the limit must be a positive number or 'unlimited', not {text!r}",
-                       rule="R4")
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 16) or int(digits) <= 0:
+        raise BadInput(f"R4: the limit must be a positive number up to {MAX_LIMIT:,} or "
+                       f"'unlimited', not {text[:40]!r}", rule="R4")
     return int(digits)
 
 
@@ -192,11 +193,11 @@ def end_of_day_ms(day: str, timezone: str) -> int:
     """The end of the last valid day (the permission holds through `day`, in the zone)."""
     try:
         d = date.fromisoformat(day.strip())
-    except ValueError:
-        raise BadInput(f"R4: 'valid until' must be a date YYYY-MM-DD, not {day!r}",
-                       rule="R4") from None
-    return int(datetime.combine(d + timedelta(days=1), dtime(0), ZoneInfo(timezone))
-               .timestamp() * 1000)
+        end = datetime.combine(d + timedelta(days=1), dtime(0), ZoneInfo(timezone))
+    except (ValueError, OverflowError):  # 9999-12-31 has no next day
+        raise BadInput(f"R4: 'valid until' must be a date YYYY-MM-DD before 9999-12-31, not "
+                       f"{day[:40]!r}", rule="R4") from None
+    return int(end.timestamp() * 1000)
 
 
 def _redis_now_ms() -> int:

@@ -8,6 +8,7 @@ what an R9 deletion list hides in them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -24,7 +25,7 @@ import redis
 
 from gatekeeper import keys
 from gatekeeper.entities import check_name
-from gatekeeper.errors import BadInput, Conflict, NotFound
+from gatekeeper.errors import BadInput, Conflict, InsufficientStorage, NotFound
 from gatekeeper.formats import (
     GZIP_MAGIC,
     X_TIME,
@@ -37,6 +38,7 @@ from gatekeeper.formats import (
     x_time,
 )
 from gatekeeper.ledger import Ledger, iso
+from gatekeeper.lines import MAX_LINE_BYTES
 from gatekeeper.store import failing_closed
 
 FILTER_FIELDS = ("since", "until", "lang", "contains", "author")
@@ -45,13 +47,14 @@ AUTHOR_RE = re.compile(r"[A-Za-z0-9_]{1,50}")
 SUFFIXES = (".jsonl", ".jsonl.gz")
 
 
-def iter_post_ids(path: Path, filters: Filters | None = None) -> Iterator[str]:
+def iter_post_ids(path: Path, filters: Filters | None = None,
+                  max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[str]:
     """Every post's ID in file order (repeats kept, as `twarc2 dehydrate`), optionally filtered."""
     if filters is None or filters.is_empty:
-        for pid, _ in light_posts(path):
+        for pid, _ in light_posts(path, max_line_bytes):
             yield pid
         return
-    for post in iter_posts(path):
+    for post in iter_posts(path, max_line_bytes):
         if filters.matches(post):
             yield post["id"]
 
@@ -207,14 +210,18 @@ class DatasetInfo:
 class _Tee:
     """A reader that copies every byte it reads into `out` and hashes it."""
 
-    def __init__(self, src: Any, out: Any) -> None:
-        self.src, self.out = src, out
+    def __init__(self, src: Any, out: Any, name: str) -> None:
+        self.src, self.out, self.name = src, out, name
         self.sha = hashlib.sha256()
         self.size = 0
         self.head = b""  # the first bytes: gzip or not
 
     def read(self, n: int) -> bytes:
-        data = self.src.read(n)
+        try:
+            data = self.src.read(n)
+        except OSError as exc:
+            raise BadInput(f"{self.name}: cannot read the dataset file ({exc.strerror})",
+                           file=self.name) from None
         if not self.size:
             self.head = data[:2]
         self.out.write(data)
@@ -226,10 +233,13 @@ class _Tee:
 class Datasets:
     """The registered datasets: files in one directory, described in Redis (``{sys}`` slot)."""
 
-    def __init__(self, client: redis.Redis, ledger: Ledger, directory: Path) -> None:
+    def __init__(self, client: redis.Redis, ledger: Ledger, directory: Path,
+                 max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self.client = client
         self.ledger = ledger
         self.directory = Path(directory)
+        # One cap for validating and for reading back: a file added under it reads under it.
+        self.max_line_bytes = max_line_bytes
 
     def add(self, name: str, source: Path, *, actor: str, channel: str) -> DatasetInfo:
         """Validate `source` whole, copy it in atomically and register it, audited (R11).
@@ -243,7 +253,7 @@ class Datasets:
         fd, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp")
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with self._writing(name, source), os.fdopen(fd, "wb") as out:
                 scan = self._scan(Path(source), out)
                 out.flush()
                 os.fsync(out.fileno())
@@ -265,6 +275,37 @@ class Datasets:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def remove(self, name: str, *, actor: str, channel: str) -> DatasetInfo:
+        """Unregister a dataset and delete its file, audited (R11); what it was.
+
+        Unregistered first, in one transaction with its audit record; the file goes after.
+        A crash in between leaves a file that nothing serves (`path` reads the registry) and
+        the next `add` of the name replaces; never a registered dataset without its file.
+        A share already reading the file finishes: an open file outlives its unlink.
+        """
+        self.info(name)  # NotFound before taking the lock
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self._locked() as dir_fd:  # not between another add's rename and registration
+            info = self.info(name)
+            with failing_closed():
+                seconds, micros = self.client.time()
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hdel(keys.DATASETS, name)
+                pipe.xadd(keys.SYS_AUDIT, {
+                    "time": seconds * 1000 + micros // 1000, "actor": actor,
+                    "channel": channel, "kind": "dataset.remove", "outcome": "changed",
+                    "rule": "R11", "dataset": name,
+                    "message": f"dataset {name}: removed ({info.posts:,} posts by "
+                               f"{info.users:,} users in {info.file}, sha256 "
+                               f"{info.sha256[:12]})"})
+                pipe.execute()
+            root = self.directory.resolve()
+            path = (root / info.file).resolve()
+            if path.parent == root:  # never delete outside the directory, whatever is recorded
+                path.unlink(missing_ok=True)
+                os.fsync(dir_fd)
+        return info
+
     def _scan(self, source: Path, out: Any) -> dict[str, Any]:
         """Copy `source` into `out` while checking every line; what add() records about it."""
         posts, langs, first, last = 0, set(), None, None
@@ -275,8 +316,8 @@ class Datasets:
             raise BadInput(f"{source}: cannot read the dataset file ({exc.strerror})",
                            file=str(source)) from None
         with src:
-            tee = _Tee(src, out)
-            for is_post, post in read_records(tee.read, str(source)):
+            tee = _Tee(src, out, str(source))
+            for is_post, post in read_records(tee.read, str(source), self.max_line_bytes):
                 if not is_post:
                     continue
                 posts += 1
@@ -295,6 +336,18 @@ class Datasets:
         return {"suffix": ".jsonl.gz" if gz else ".jsonl", "posts": posts,
                 "users": len(authors), "languages": tuple(sorted(langs)), "first": first,
                 "last": last, "sha256": tee.sha.hexdigest(), "bytes": tee.size}
+
+    @contextlib.contextmanager
+    def _writing(self, name: str, source: Path) -> Iterator[None]:
+        """Writing the copy: a full disk is said plainly (the caller removes the copy)."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            raise InsufficientStorage(
+                f"{self.directory}: cannot write the copy of {source} for dataset {name} "
+                f"({exc.strerror}); nothing was registered", file=str(source)) from None
 
     def _register(self, name: str, file: str, scan: dict[str, Any], actor: str,
                   channel: str) -> DatasetInfo:
@@ -363,21 +416,24 @@ class Datasets:
     def posts(self, name: str, filters: Filters | None = None) -> Iterator[dict[str, Any]]:
         """The dataset's posts that match `filters`, authors attached, in file order."""
         path = self.path(name)  # here, so an unknown name fails at the call, not later
+        posts = iter_posts(path, self.max_line_bytes)
         if filters is None or filters.is_empty:
-            return iter_posts(path)
-        return (post for post in iter_posts(path) if filters.matches(post))
+            return posts
+        return (post for post in posts if filters.matches(post))
 
     def post_ids(self, name: str, filters: Filters | None = None) -> Iterator[str]:
         """The IDs of the matching posts in file order (a post stored twice comes twice)."""
-        return iter_post_ids(self.path(name), filters)
+        return iter_post_ids(self.path(name), filters, self.max_line_bytes)
 
     def author_ids(self, name: str, filters: Filters | None = None) -> Iterator[str]:
         """The distinct author User IDs of the matching posts, in first-seen order."""
         path = self.path(name)
         if filters is None or filters.is_empty:
-            authors: Iterator[Any] = (author for _, author in light_posts(path))
+            authors: Iterator[Any] = (author for _, author in
+                                      light_posts(path, self.max_line_bytes))
         else:
-            authors = (author_id_of(p) for p in iter_posts(path) if filters.matches(p))
+            authors = (author_id_of(p) for p in iter_posts(path, self.max_line_bytes)
+                       if filters.matches(p))
         return distinct(authors)
 
     def affected(self, deleted: Any) -> dict[str, int]:
@@ -389,7 +445,7 @@ class Datasets:
         if not deleted.posts and not deleted.users:
             return out
         for info in self.list():
-            n = sum(1 for pid, author in light_posts(self.path(info.name))
+            n = sum(1 for pid, author in light_posts(self.path(info.name), self.max_line_bytes)
                     if int(pid) in deleted.posts
                     or (author is not None and int(author) in deleted.users))
             if n:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 import redis
@@ -21,6 +21,8 @@ import redis
 from gatekeeper import keys
 from gatekeeper.errors import BadInput
 from gatekeeper.formats import is_id
+from gatekeeper.lines import MAX_LINE_BYTES
+from gatekeeper.lines import read as read_lines
 from gatekeeper.store import failing_closed
 
 KINDS = ("posts", "users")
@@ -111,8 +113,9 @@ def parse(lines: Iterable[bytes], source: str) -> tuple[list[int], dict[str, int
 class Deletions:
     """The R9 deletion lists in Redis, cached per process by version."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self.client = client
+        self.max_line_bytes = max_line_bytes
         self._cache = Deleted(-1, frozenset(), frozenset())
         self._lock = threading.Lock()
 
@@ -133,12 +136,13 @@ class Deletions:
                                           frozenset(map(int, users)))
                 return self._cache
 
-    def add(self, stream: IO[bytes], *, kind: str, source: str, actor: str,
+    def add(self, lines: Iterable[bytes], *, kind: str, source: str, actor: str,
             channel: str) -> Ingest:
-        """Validate a deletion list and add it with its audit record in one transaction."""
+        """Validate a deletion list (its lines, as `gatekeeper.lines` reads them) and add it
+        with its audit record in one transaction."""
         if kind not in KINDS:
             raise BadInput(f"deletion kind must be posts or users, not {kind!r}", rule="R9")
-        ids, reasons = parse(stream, source)
+        ids, reasons = parse(lines, source)
         report = Ingest(kind=kind, listed=len(ids), reasons=reasons)
         with failing_closed():
             seconds, micros = self.client.time()
@@ -164,7 +168,8 @@ class Deletions:
             raise BadInput(f"{path}: say whether it lists posts or users (--kind)", rule="R9")
         try:
             with open(path, "rb") as fh:
-                return self.add(fh, kind=kind, source=str(path), actor=actor, channel=channel)
+                return self.add(read_lines(fh.read, str(path), self.max_line_bytes), kind=kind,
+                                source=str(path), actor=actor, channel=channel)
         except OSError as exc:
             raise BadInput(f"{path}: cannot read the deletion list ({exc.strerror})",
                            rule="R9") from None

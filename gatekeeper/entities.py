@@ -137,6 +137,7 @@ class Link:
                 "count against the pool")
 
 
+MAX_LIMIT = 2**53 - 1  # R4 limits: the Lua scripts count in doubles, exact up to here
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
@@ -235,9 +236,9 @@ class Entities:
         """R4: record X's written permission: a new limit until `until_ms` (exclusive)."""
         if not reference.strip():
             raise BadInput("R4: --reference must identify X's written permission", rule="R4")
-        if limit is not None and limit <= 0:
-            raise BadInput(f"R4: --limit must be a positive number or 'unlimited', not {limit}",
-                           rule="R4")
+        if limit is not None and not 0 < limit <= MAX_LIMIT:
+            raise BadInput(f"R4: --limit must be a positive number up to {MAX_LIMIT:,} or "
+                           f"'unlimited', not {limit}", rule="R4")
         entity = self.get(name)
         fields = {"permit_limit": "unlimited" if limit is None else str(limit),
                   "permit_from": "@now", "permit_until": str(until_ms),

@@ -2,7 +2,7 @@
 
 Web, API and CLI all translate these the same way, so one refusal reads the same everywhere.
 Exit codes (SPEC.md): 2 bad input or usage, 3 refused by a quota, 4 refused by policy,
-5 store unavailable.
+5 store (or the disk under it) unavailable.
 """
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ class BadInput(GatekeeperError):
     status = 400
     exit_code = 2
     code = "bad_request"
+
+
+class LineTooLong(BadInput):
+    """A line of a file or upload is longer than ``datasets.max_line_mb``; nothing was read
+    past it, counted or written."""
+
+    status = 413
+    code = "too_large"
 
 
 class NotFound(GatekeeperError):
@@ -117,13 +125,13 @@ class StoreUnavailable(GatekeeperError):
     code = "store_unavailable"
 
 
-class WriteFailed(GatekeeperError):
-    """A file could not be written (disk full, no permission); nothing half-written is left,
-    and what was reserved for it is given back."""
+class InsufficientStorage(GatekeeperError):
+    """A file could not be written (the disk or its quota is full, an I/O error): nothing
+    half-written is left, and what was reserved for it is given back."""
 
     status = 507
     exit_code = 5
-    code = "write_failed"
+    code = "insufficient_storage"
 
 
 class AutomatedHydratedForbidden(Forbidden):

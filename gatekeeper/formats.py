@@ -10,7 +10,9 @@
 
 Every post yielded has a decimal string ``id``, a ``text``, ``created_at`` as X writes it
 (``2021-05-18T19:24:56.000Z``) when the line had one, and ``author`` (a User dict or None).
-Files are read in large chunks, gzip detected by its magic bytes, so memory stays flat.
+Files are read in large chunks, gzip detected by its magic bytes, so memory stays flat; a line
+longer than ``datasets.max_line_mb`` is refused (`gatekeeper.lines`). Every Post and User ID is
+checked to be what ID files hold (`is_id`), since shares, R9 and the exports rely on it.
 """
 
 from __future__ import annotations
@@ -27,9 +29,13 @@ from typing import Any
 import msgspec
 import orjson
 
+from gatekeeper import lines
 from gatekeeper.errors import BadInput
+from gatekeeper.lines import CHUNK, MAX_LINE_BYTES
 
 _ID = re.compile(rb"[1-9][0-9]{0,18}")
+_ID_TEXT = re.compile(r"[1-9][0-9]{0,18}")  # [0-9]: ASCII digits only, unlike \d
+_MAX_ID_TEXT = str(2**63 - 1)  # 19-digit strings compare as their numbers do
 
 
 def is_id(token: bytes) -> bool:
@@ -37,9 +43,7 @@ def is_id(token: bytes) -> bool:
     return _ID.fullmatch(token) is not None and int(token) < 2**63
 
 
-CHUNK = 1 << 20  # bytes read at a time: large reads are what make gzip and splitting cheap
 GZIP_MAGIC = b"\x1f\x8b"
-BOM = b"\xef\xbb\xbf"
 X_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")  # sorts as it compares
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -84,7 +88,12 @@ def parse_time(value: Any) -> datetime | None:
                 return None
     else:
         return None
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+    dt = dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+    try:
+        x_time(dt)  # every time taken can be written in UTC as X writes it...
+    except OverflowError:  # ...but not 9999-12-31T23:59:59.9999 or 0001-01-01T00:00+01:00
+        return None
+    return dt
 
 
 # --- reading lines ------------------------------------------------------------------------------
@@ -124,28 +133,11 @@ def _chunks(read: Callable[[int], bytes], name: str) -> Iterator[bytes]:
         head = read(CHUNK)
 
 
-def _lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
+def _lines(chunks: Iterator[bytes], name: str, max_bytes: int) -> Iterator[tuple[int, bytes]]:
     """Non-blank lines with their 1-based numbers; a line may span many chunks."""
-    number, carry = 0, []
-    for chunk in chunks:
-        pieces = chunk.split(b"\n")
-        if len(pieces) == 1:
-            carry.append(chunk)  # joined once, not re-copied per chunk
-            continue
-        if carry:
-            pieces[0] = b"".join([*carry, pieces[0]])
-        last = pieces.pop()
-        carry = [last] if last else []
-        for piece in pieces:
-            number += 1
-            if number == 1 and piece.startswith(BOM):
-                piece = piece[3:]
-            if piece and not piece.isspace():
-                yield number, piece
-    if carry:
-        piece = b"".join(carry)
-        if not piece.isspace():
-            yield number + 1, piece.removeprefix(BOM) if number == 0 else piece
+    for number, line in enumerate(lines.split(chunks, name, max_bytes), 1):
+        if line and not line.isspace():
+            yield number, line
 
 
 @contextlib.contextmanager
@@ -170,19 +162,37 @@ def _load(line: bytes, name: str, number: int) -> Any:
         text = json.dumps(json.loads(line), ensure_ascii=False)
     except ValueError as exc:
         raise _bad(name, number, f"not valid JSON ({exc})") from None
+    except RecursionError:  # orjson stops at 1024 levels; the stdlib at the stack's end
+        raise _bad(name, number, "not valid JSON (nested too deeply)") from None
     return json.loads(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
 
 
 # --- the three formats --------------------------------------------------------------------------
 
 
-def _decimal(obj: dict[str, Any], key: str, where: tuple[str, int], label: str) -> None:
-    """Check (and turn a JSON number into) a decimal ID string: ID files hold nothing else."""
-    value = obj.get(key)
-    if type(value) is int and value > 0:
-        obj[key] = value = str(value)
-    if not (isinstance(value, str) and value.isascii() and value.isdigit()):
-        raise _bad(*where, f'{label}"{key}" must be a decimal ID string, not {value!r}')
+def _id(value: Any, where: tuple[str, int], label: str, key: str) -> str:
+    """`value` as the decimal ID string an ID file holds (a JSON number is taken as its digits).
+
+    Exactly `is_id`: shares, R9 lookups and the exports' Users sheet all rely on it, so a
+    dataset holding anything else ("007", "0", "bob") is refused at `dataset add`.
+    """
+    text = str(value) if type(value) is int else value
+    if type(text) is str and _ID_TEXT.fullmatch(text) is not None and (
+            len(text) < 19 or text <= _MAX_ID_TEXT):
+        return text
+    shown = value[:40] + "…" if isinstance(value, str) and len(value) > 40 else value
+    field = f"{label.rstrip(': ')}.{key}" if label else key
+    raise BadInput(
+        f'{where[0]}, line {where[1]}: {label}"{key}" must be a decimal ID as X writes it '
+        f"(1-19 digits, no leading zero, below 2^63), not {shown!r}",
+        file=where[0], line=where[1], field=field,
+        value=shown if isinstance(shown, str) else repr(shown)[:60])
+
+
+def _decimal(obj: dict[str, Any], key: str, where: tuple[str, int], label: str) -> str:
+    """Check `obj[key]` is an ID and store it as its decimal string."""
+    obj[key] = _id(obj.get(key), where, label, key)
+    return obj[key]
 
 
 def _user(user: dict[str, Any], where: tuple[str, int], label: str) -> dict[str, Any]:
@@ -193,8 +203,21 @@ def _user(user: dict[str, Any], where: tuple[str, int], label: str) -> dict[str,
 def _post(post: dict[str, Any], author: Any, where: tuple[str, int], label: str) -> dict:
     """A v2 post checked and normalised in place: decimal IDs, X's created_at, author."""
     _decimal(post, "id", where, label)
+    author_id = None
     if post.get("author_id") is not None:
-        _decimal(post, "author_id", where, label)
+        author_id = _decimal(post, "author_id", where, label)
+    if author is not None:
+        if not isinstance(author, dict):
+            raise _bad(*where, f'{label}"author" must be a User object')
+        # The exports show this author while R9 checks author_id: they must be one user.
+        embedded = author.get("id")
+        if embedded != author_id or author_id is None:  # else checked as author_id
+            author["id"] = embedded = _id(embedded, where, label, "author.id")
+        if author_id is None:
+            post["author_id"] = embedded  # R9 and the exports look for the author here
+        elif embedded != author_id:
+            raise _bad(*where, f'{label}"author.id" {embedded!r} is not the post\'s '
+                               f'"author_id" {author_id!r}')
     if not isinstance(post.get("text"), str):
         raise _bad(*where, f'{label}"text" must be a string')
     created = post.get("created_at")
@@ -203,8 +226,6 @@ def _post(post: dict[str, Any], author: Any, where: tuple[str, int], label: str)
         if dt is None:
             raise _bad(*where, f'{label}"created_at" {created!r} is not a date and time')
         post["created_at"] = x_time(dt)
-    if author is not None and not isinstance(author, dict):
-        raise _bad(*where, f'{label}"author" must be a User object')
     post["author"] = author
     return post
 
@@ -222,8 +243,11 @@ def _page(obj: dict[str, Any], where: tuple[str, int]) -> Iterator[Record]:
             raise _bad(*where, f"data[{i}] is not a JSON object")
         if "text" in item:
             if by_id is None:  # built once per page, and only for pages of posts
-                by_id = {u.get("id"): u for u in users
-                         if isinstance(u, dict) and isinstance(u.get("id"), str)}
+                by_id = {}
+                for j, u in enumerate(users):
+                    if not isinstance(u, dict):
+                        raise _bad(*where, f"includes.users[{j}] is not a JSON object")
+                    by_id[_decimal(u, "id", where, f"includes.users[{j}]: ")] = u
             author = by_id.get(str(item.get("author_id"))) or item.get("author")
             yield True, _post(item, author, where, f"data[{i}]: ")
         elif "username" in item and "id" in item:
@@ -239,8 +263,9 @@ def _v1(t: dict[str, Any], where: tuple[str, int]) -> dict[str, Any]:
     if not isinstance(user, dict) or not isinstance(text, str):
         raise _bad(*where, "a v1.1 tweet needs full_text or text and a user object")
     when = parse_time(t.get("created_at"))
+    uid, pid = ("id_str" if "id_str" in user else "id"), ("id_str" if "id_str" in t else "id")
     author = {
-        "id": user.get("id_str") or str(user.get("id", "")), "username": user.get("screen_name"),
+        "id": _id(user.get(uid), where, "", f"user.{uid}"), "username": user.get("screen_name"),
         "name": user.get("name"), "description": user.get("description"),
         "location": user.get("location"), "verified": user.get("verified"),
         "protected": user.get("protected"), "url": user.get("url"),
@@ -251,7 +276,7 @@ def _v1(t: dict[str, Any], where: tuple[str, int]) -> dict[str, Any]:
               "statuses_count": "tweet_count", "listed_count": "listed_count"}
     if any(k in user for k in counts):
         author["public_metrics"] = {v: user[k] for k, v in counts.items() if k in user}
-    post: dict[str, Any] = {"id": t.get("id_str") or t.get("id"), "text": text,
+    post: dict[str, Any] = {"id": _id(t.get(pid), where, "", pid), "text": text,
                             "created_at": x_time(when) if when else t.get("created_at"),
                             "author_id": author["id"], "lang": t.get("lang")}
     metrics = {"retweet_count": "retweet_count", "reply_count": "reply_count",
@@ -290,31 +315,38 @@ def _records(obj: Any, where: tuple[str, int]) -> Iterator[Record]:
                            f"(keys: {shown})")
 
 
-def read_records(read: Callable[[int], bytes], name: str) -> Iterator[Record]:
-    for number, line in _lines(_chunks(read, name)):
+def read_records(read: Callable[[int], bytes], name: str,
+                 max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Record]:
+    """The posts and users of a whole input, line by line (see `iter_posts`)."""
+    for number, line in _lines(_chunks(read, name), name, max_line_bytes):
         yield from _records(_load(line, name, number), (name, number))
 
 
-def iter_posts(path: Path) -> Iterator[dict[str, Any]]:
+def iter_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict[str, Any]]:
     """Stream the posts of a dataset file (JSONL or gzip), each with ``author`` attached.
 
-    Raises BadInput naming the file and the 1-based line of the first malformed line.
+    Raises BadInput naming the file and the 1-based line of the first malformed line, and
+    LineTooLong for a line longer than `max_line_bytes`.
     """
     with _opened(path) as read:
-        for is_post, obj in read_records(read, str(path)):
+        for is_post, obj in read_records(read, str(path), max_line_bytes):
             if is_post:
                 yield obj
 
 
-def iter_users(path: Path) -> Iterator[dict[str, Any]]:
+def iter_users(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict[str, Any]]:
     """Stream the distinct User objects of a file: user-lookup pages, or the posts' authors."""
     seen: set[Any] = set()
     with _opened(path) as read:
-        for is_post, obj in read_records(read, str(path)):
+        for is_post, obj in read_records(read, str(path), max_line_bytes):
             user = obj.get("author") if is_post else obj
             if user is not None and user.get("id") not in seen:
                 seen.add(user.get("id"))
                 yield user
+
+
+class _LightUser(msgspec.Struct):
+    id: Any = None
 
 
 class _Light(msgspec.Struct):
@@ -323,6 +355,7 @@ class _Light(msgspec.Struct):
     id: Any = None
     text: Any = None
     author_id: Any = None
+    author: _LightUser | None = None  # the author, when embedded without an author_id
 
 
 class _LightPage(msgspec.Struct):
@@ -332,16 +365,16 @@ class _LightPage(msgspec.Struct):
 _decode_light = msgspec.json.Decoder(_LightPage).decode
 
 
-def light_posts(path: Path) -> Iterator[tuple[str, Any]]:
+def light_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[str, Any]]:
     """(post ID, author ID) of every post, in file order, building no post or user objects.
 
-    A twarc2 page is decoded against a schema of the three fields needed, which skips
+    A twarc2 page is decoded against a schema of the few fields needed, which skips
     context annotations, entities and ``includes`` (most of a line) without allocating them;
     other lines take the full path. Assumes a file `Datasets.add` has validated.
     """
     name = str(path)
     with _opened(path) as read:
-        for number, line in _lines(_chunks(read, name)):
+        for number, line in _lines(_chunks(read, name), name, max_line_bytes):
             try:
                 data = _decode_light(line).data
             except msgspec.DecodeError:
@@ -353,7 +386,9 @@ def light_posts(path: Path) -> Iterator[tuple[str, Any]]:
                 continue
             for item in data if type(data) is list else (data,):
                 if item.text is not None:  # users (lookup pages) have none
-                    yield item.id if type(item.id) is str else str(item.id), item.author_id
+                    author = item.author_id if item.author_id is not None else (
+                        item.author.id if item.author is not None else None)
+                    yield item.id if type(item.id) is str else str(item.id), author
 
 
 def distinct(ids: Iterator[Any]) -> Iterator[str]:

@@ -30,8 +30,9 @@ class Gate:
             reservation_timeout_ms=config.limits.reservation_timeout_minutes * 60_000)
         self.entities = Entities(self.client, self.ledger)
         self.users = Users(self.client, self.ledger, self.entities)
-        self.deletions = Deletions(self.client)
-        self.datasets = Datasets(self.client, self.ledger, config.datasets_dir)
+        self.deletions = Deletions(self.client, max_line_bytes=config.max_line_bytes)
+        self.datasets = Datasets(self.client, self.ledger, config.datasets_dir,
+                                 max_line_bytes=config.max_line_bytes)
         # Refunds owed while the store was away (gatekeeper.pending).
         self.pending_dir = config.redis.data_dir / "pending"
 

@@ -21,7 +21,7 @@ from gatekeeper import faults, keys, policy, spool
 from gatekeeper.audit import record_denial
 from gatekeeper.datasets import Filters
 from gatekeeper.deletions import Deleted
-from gatekeeper.errors import BadInput, Forbidden, GatekeeperError, PoolMoved, WriteFailed
+from gatekeeper.errors import BadInput, Forbidden, GatekeeperError, InsufficientStorage, PoolMoved
 from gatekeeper.ledger import iso
 from gatekeeper.reservation import Reservation
 from gatekeeper.store import failing_closed
@@ -193,7 +193,7 @@ def export(gate: Any, user: User, selection: Selection, *, fmt: str, with_users:
         handle.close()
         res.refund()
         if isinstance(exc, OSError):
-            raise WriteFailed(f"the export could not be written ({exc.strerror or exc}); "
+            raise InsufficientStorage(f"the export could not be written ({exc.strerror or exc}); "
                               f"{res.refund_words()}", rule="R7") from exc
         raise
     faults.point("export.written")

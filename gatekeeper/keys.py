@@ -15,12 +15,13 @@ from __future__ import annotations
 import re
 
 PREFIX = "gk"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def valid_name(name: str) -> bool:
-    """Whether `name` may name an entity or user (it is embedded in keys and hash tags)."""
-    return bool(NAME_RE.match(name))
+    """Whether `name` may name an entity, user or dataset (it is embedded in keys and hash
+    tags). The whole string: `$` would let "acme\\n" pass as a second, separate acme."""
+    return isinstance(name, str) and NAME_RE.fullmatch(name) is not None
 
 
 def _pool(root: str) -> str:

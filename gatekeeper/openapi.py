@@ -12,9 +12,11 @@ def _errors(*codes: int) -> dict[str, Any]:
             401: "No valid API token", 403: "Refused by policy (R1, R5, R8, role)",
             404: "No such entity, user or dataset",
             409: "Idempotency-Key reused for a different request",
-            413: "Upload larger than server.max_upload_mb",
+            413: "Upload larger than server.max_upload_mb, or a line of it longer than "
+                 "datasets.max_line_mb (`file`, `line`, `limit_bytes`)",
             429: "Refused by a quota (R2); nothing was counted",
-            503: "Store unavailable: fail closed, nothing released"}
+            503: "Store unavailable: fail closed, nothing released",
+            507: "The server's disk is full; nothing was delivered"}
     out: dict[str, Any] = {}
     for c in codes:
         out[str(c)] = {"description": text[c],
@@ -88,7 +90,8 @@ OPENAPI: dict[str, Any] = {
                     "filters": {"$ref": "#/components/schemas/Filters"},
                     "kind": {"enum": ["posts", "users"], "default": "posts"},
                     "allow_partial": {"type": "boolean", "default": False},
-                    "purpose": {"type": "string", "description": "Recorded (R10)"},
+                    "purpose": {"type": "string", "maxLength": 1000,
+                                "description": "Recorded (R10)"},
                 },
             },
             "Quota": {
@@ -125,7 +128,8 @@ OPENAPI: dict[str, Any] = {
                      "description": "Recipient entity (text/plain uploads)"},
                     {"name": "kind", "in": "query", "schema": {"enum": ["posts", "users"]}},
                     {"name": "allow_partial", "in": "query", "schema": {"type": "boolean"}},
-                    {"name": "purpose", "in": "query", "schema": {"type": "string"}},
+                    {"name": "purpose", "in": "query",
+                     "schema": {"type": "string", "maxLength": 1000}},
                 ],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/ShareRequest"}},
@@ -138,7 +142,7 @@ OPENAPI: dict[str, Any] = {
                             "content": {"text/plain": {"schema": {"type": "string"}},
                                         "application/gzip": {"schema": {
                                             "type": "string", "format": "binary"}}}},
-                    **_errors(400, 401, 403, 404, 409, 413, 429, 503),
+                    **_errors(400, 401, 403, 404, 409, 413, 429, 503, 507),
                 },
             }
         },

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from gatekeeper import keys
 from gatekeeper.config import LimitsConfig
-from gatekeeper.errors import AutomatedHydratedForbidden, Forbidden
+from gatekeeper.errors import AutomatedHydratedForbidden, BadInput, Forbidden
 from gatekeeper.ledger import Counter, Limit, hydrated_window, post_id_window
 
 if TYPE_CHECKING:
@@ -36,6 +36,10 @@ MAY_SHARE_IDS = ("data",)
 MAY_EXPORT_HYDRATED = ("analyst",)
 MAY_ADMINISTER = ("admin",)
 MAY_RECORD_COMPLIANCE = ("compliance", "admin")
+
+# A share's purpose is copied into its audit records (R11) and the report: a sentence or a
+# paragraph, never a file.
+MAX_PURPOSE = 1000
 
 
 def require_role(user: User, allowed: tuple[str, ...], action: str) -> None:
@@ -63,6 +67,17 @@ def check_id_share(actor: User, entity: Entity) -> None:
             f"`gatekeeper entity accept-terms {entity.name} --by PERSON` before sharing",
             rule="R8",
         )
+
+
+def check_purpose(purpose: object) -> None:
+    """The purpose of a share, from any channel: none, or text of at most MAX_PURPOSE."""
+    if purpose is None or (isinstance(purpose, str) and len(purpose) <= MAX_PURPOSE):
+        return
+    json_types = {"dict": "an object", "list": "an array", "bool": "true or false"}
+    shown = f"{len(purpose):,} characters" if isinstance(purpose, str) else \
+        json_types.get(type(purpose).__name__, "a number")
+    raise BadInput(f"purpose must be text of at most {MAX_PURPOSE:,} characters, not {shown}",
+                   field="purpose")
 
 
 def check_hydrated_export(user: User, channel: str) -> None:

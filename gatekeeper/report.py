@@ -47,7 +47,8 @@ from gatekeeper.store import failing_closed
 USAGE_KINDS = ("share.posts", "share.users", "export.xlsx", "export.pdf")
 REFUSALS = ("refused", "denied", "conflict")
 GRANTS = ("granted", "partial")
-MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+MONTH_RE = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
+FIRST_MONTH, LAST_MONTH = "1970-01", "9999-11"  # the epoch; the last whose end a date can hold
 GRACE_MS = DAY_MS  # a refund settles moments after its grant; read this far past the month
 MAX_LISTED = 200  # refusals listed one by one; past this only counted
 
@@ -239,9 +240,13 @@ class ReportData:
 
 def month_bounds(month: str) -> tuple[int, int]:
     """[start, end) of a "YYYY-MM" month in UTC, epoch ms; BadInput for anything else."""
-    m = MONTH_RE.match(month or "")
+    m = MONTH_RE.fullmatch(month or "")
     if not m:
-        raise BadInput(f"month must be YYYY-MM (e.g. 2026-10), not {month!r}")
+        raise BadInput(f"month must be YYYY-MM (e.g. 2026-10), not {month!r}", field="month",
+                       value=str(month))
+    if not FIRST_MONTH <= month <= LAST_MONTH:
+        raise BadInput(f"month must be from {FIRST_MONTH} to {LAST_MONTH}, not {month!r}",
+                       field="month", value=month)
     first = datetime(int(m[1]), int(m[2]), 1, tzinfo=UTC)
     nxt = (first + timedelta(days=32)).replace(day=1)
     return int(first.timestamp() * 1000), int(nxt.timestamp() * 1000)

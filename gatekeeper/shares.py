@@ -28,14 +28,16 @@ from gatekeeper import faults, policy, spool
 from gatekeeper.audit import record_denial
 from gatekeeper.deletions import Deleted
 from gatekeeper.entities import Entity
-from gatekeeper.errors import BadInput, GatekeeperError, PoolMoved
+from gatekeeper.errors import BadInput, GatekeeperError, InsufficientStorage, PoolMoved
 from gatekeeper.formats import is_id
 from gatekeeper.ledger import Idempotency
+from gatekeeper.lines import MAX_LINE_BYTES
+from gatekeeper.lines import read as read_lines
 from gatekeeper.reservation import Reservation
 from gatekeeper.users import User
 
 MAX_REPORTED = 1000  # bad lines listed in full; past this only counted
-IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: no trailing newline
 
 
 class Selection:
@@ -138,13 +140,21 @@ def select_ids(lines: Iterable[bytes], source: str, kind: str, deleted: Deleted)
         raise
 
 
-def select_id_file(path: Path, kind: str, deleted: Deleted) -> Selection:
-    """select_ids over a file, with a clear error when it cannot be read."""
+def select_id_file(path: Path, kind: str, deleted: Deleted,
+                   max_line_bytes: int = MAX_LINE_BYTES) -> Selection:
+    """select_ids over a file, with a clear error when it cannot be read or spooled."""
     try:
-        with open(path, "rb") as fh:
-            return select_ids(fh, str(path), kind, deleted)
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise BadInput(f"{path}: cannot read the ID file ({exc.strerror})") from None
+    with fh:
+        try:
+            # Not `for line in fh`: that reads a line whole, however long.
+            return select_ids(read_lines(fh.read, str(path), max_line_bytes), str(path), kind,
+                              deleted)
+        except OSError as exc:  # reading it, or spooling the selection (a full disk)
+            raise InsufficientStorage(f"{path}: the IDs could not be read and spooled "
+                                      f"({exc.strerror or exc}); nothing was counted") from None
 
 
 def select_from_dataset(gate: Any, dataset: str, filters: Any, kind: str,
@@ -192,6 +202,7 @@ def authorise(gate: Any, *, actor: User | str, entity: str, kind: str, channel: 
     """Check the policy for an ID share; a refusal is audited (R11) and counts nothing."""
     if kind not in policy.SHARE_KINDS:
         raise BadInput(f"kind must be one of {', '.join(policy.SHARE_KINDS)}, not {kind!r}")
+    policy.check_purpose(purpose)
     user = gate.users.get(actor) if isinstance(actor, str) else actor
     target = gate.entities.get(entity)
     root = gate.entities.get(target.root) if target.root != target.name else target
@@ -210,7 +221,7 @@ def reserve(gate: Any, auth: Authorised, selection: Selection, *, kind: str,
             allow_partial: bool, idempotency_key: str | None,
             request: tuple[Any, ...] = ()) -> Reservation:
     """Count a selection in the ledger: R2 for Post IDs (pooled, R10), recorded for User IDs."""
-    if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.match(idempotency_key):
+    if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key):
         raise BadInput("an idempotency key is 1-255 printable ASCII characters")
     idempotency = None
     if idempotency_key:
@@ -268,7 +279,7 @@ def share_to_file(gate: Any, *, actor: str, entity: str, out: Path, kind: str = 
     if dataset is not None:
         selection = select_from_dataset(gate, dataset, filters, kind, deleted)
     elif ids_path is not None:
-        selection = select_id_file(ids_path, kind, deleted)
+        selection = select_id_file(ids_path, kind, deleted, gate.config.max_line_bytes)
     else:
         raise BadInput("give --ids FILE or --dataset NAME")
     with selection:

@@ -6,6 +6,7 @@ override, then blueprints. `gatekeeper serve` runs it under waitress in producti
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from typing import Any
@@ -19,6 +20,7 @@ from gatekeeper import api, auditlog_pages, compliance_pages, dashboard, pages
 from gatekeeper.errors import (
     Forbidden,
     GatekeeperError,
+    InsufficientStorage,
     NotFound,
     QuotaExceeded,
     StoreUnavailable,
@@ -94,6 +96,16 @@ def create_app(gate: Gate | None = None, test_config: dict[str, Any] | None = No
             return api.error_response(exc)
         return render_template_string(ERROR_PAGE, code=exc.status, message=exc.message), \
             exc.status
+
+    @app.errorhandler(OSError)
+    def disk_full(exc: OSError) -> Any:
+        # A full disk under a spool file or a temporary copy: a clear 507, not a 500. The
+        # writers remove their temporary files on the way out.
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise exc
+        return gatekeeper_error(InsufficientStorage(
+            f"the server cannot write its temporary files ({exc.strerror}); nothing was "
+            "delivered — try again later"))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

@@ -212,3 +212,12 @@ def test_an_api_retry_while_the_first_is_unsettled_is_409_with_retry_after(
     assert again.get_data() == first.get_data() and r2_used(gate) == N
     for resp in (retry, first, again):
         resp.close()  # releases the spooled IDs (call_on_close)
+
+
+def test_an_idempotency_key_ending_in_a_newline_is_refused_and_counts_nothing(
+    gate: Gate, ids: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(BadInput) as refused:
+        share(gate, ids, tmp_path / "out.txt", key="job-1\n")
+    assert "idempotency key" in refused.value.message
+    assert r2_used(gate) == 0 and not (tmp_path / "out.txt").exists()
