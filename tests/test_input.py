@@ -562,6 +562,7 @@ def test_a_purpose_of_1001_characters_is_400_in_the_query_and_1000_is_taken(
     resp = web.post(f"/api/v1/shares?entity=acme&purpose={'x' * 1000}", data="1\n",
                     content_type="text/plain", headers=headers)
     assert resp.status_code == 200 and used(gate) == 1
+    resp.close()  # releases the spooled IDs (call_on_close)
 
 
 def test_cli_refuses_a_purpose_over_1000_characters(run: Run, store_dir: Path) -> None:
@@ -670,6 +671,7 @@ def test_uploads_with_a_utf8_bom_are_read_without_it(gate: Gate, web: FlaskClien
                     content_type="text/plain", headers=token(gate, "dan"))
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert resp.get_data().split() == [b"123", b"456"]
+    resp.close()  # releases the spooled IDs (call_on_close)
     resp = web.post("/api/v1/deletions?kind=posts", data=BOM + b"123\n456\n",
                     content_type="text/plain", headers=token(gate, "cora"))
     assert resp.status_code == 200, resp.get_data(as_text=True)
@@ -730,7 +732,7 @@ def test_a_full_disk_while_writing_the_id_file_is_clear_and_counts_nothing(
         input=PASSWORD + "\n")
     ids = store_dir / "ids.txt"
     ids.write_text("1\n2\n")
-    full_disk_for(monkeypatch, "/out/.o.txt.")
+    full_disk_for(monkeypatch, "/out/")  # the anonymous file (O_TMPFILE) made there
     r = run("share", "--as", "dana", "--entity", "acme", "--ids", str(ids), "--out",
             "out/o.txt")
     assert r.exit_code in (2, 5) and "No space left on device" in r.output
@@ -741,8 +743,11 @@ def test_a_full_disk_while_writing_the_id_file_is_clear_and_counts_nothing(
 
 def test_a_full_disk_under_an_api_upload_is_507(gate: Gate, web: FlaskClient,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatekeeper import spool
+
     headers = token(gate, "dan")
-    full_disk_for(monkeypatch, "gatekeeper-ids-")
+    anonymous = spool.anonymous
+    monkeypatch.setattr(spool, "anonymous", lambda *a: FullDisk(anonymous(*a)))
     resp = web.post("/api/v1/shares?entity=acme", data="1\n2\n", content_type="text/plain",
                     headers=headers)
     assert resp.status_code == 507
