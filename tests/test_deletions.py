@@ -18,11 +18,10 @@ from exports.columns import COLUMNS, row
 from gatekeeper import config as config_mod
 from gatekeeper import formats, keys
 from gatekeeper.datasets import Filters
-from gatekeeper.demo import write_demo_dataset
 from gatekeeper.deletions import Ingest
+from gatekeeper.demo import write_demo_dataset
 from gatekeeper.errors import BadInput, Forbidden, NotFound
-from gatekeeper import gate as gate_mod
-from gatekeeper.gate import Gate, ingest_deletions
+from gatekeeper.gate import Gate, ingest_deletions, lift_deletion
 from gatekeeper.hydrated import Selection, export
 from gatekeeper.shares import select_from_dataset
 
@@ -103,10 +102,6 @@ def kpop() -> list[tuple[str, str | None, str | None]]:
                        if r["type"] == "retweeted"), None)
             out.append((p["id"], rt, authors.get(rt)))
     return out
-
-
-def lift_deletion(gate: Gate, ident: str, **kw: Any) -> dict[str, Any]:
-    return gate_mod.lift_deletion(gate, ident, **kw)  # type: ignore[attr-defined]
 
 
 def page(posts: list[dict[str, Any]], tweets: list[dict[str, Any]] | None = None,
