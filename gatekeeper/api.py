@@ -23,6 +23,7 @@ from gatekeeper.errors import (
     GatekeeperError,
     Unauthorized,
 )
+from gatekeeper.gate import ingest_deletion_stream
 from gatekeeper.openapi import OPENAPI
 from gatekeeper.users import User
 
@@ -213,10 +214,8 @@ def add_deletions() -> Response:
     kind = request.args.get("kind")
     if kind is None:
         raise BadInput("?kind=posts or ?kind=users is required", rule="R9")
-    gk = gate()
-    report = gk.deletions.add(uploaded_lines(), kind=kind, source="upload",
-                              actor=user.name, channel="api")
-    report.datasets = gk.datasets.affected(gk.deletions.current())
+    report = ingest_deletion_stream(gate(), uploaded_lines(), kind=kind,
+                                    source="upload", actor=user.name, channel="api")
     return jsonify(report.to_dict())
 
 

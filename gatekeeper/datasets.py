@@ -29,16 +29,19 @@ from gatekeeper.errors import BadInput, Conflict, InsufficientStorage, NotFound
 from gatekeeper.formats import (
     GZIP_MAGIC,
     X_TIME,
+    Light,
     author_id_of,
     distinct,
     iter_posts,
-    light_posts,
+    light_of,
+    light_records,
     parse_time,
     read_records,
     x_time,
 )
 from gatekeeper.ledger import Ledger, iso
 from gatekeeper.lines import MAX_LINE_BYTES
+from gatekeeper.r9 import Deleted
 from gatekeeper.store import failing_closed
 
 FILTER_FIELDS = ("since", "until", "lang", "contains", "author")
@@ -51,8 +54,8 @@ def iter_post_ids(path: Path, filters: Filters | None = None,
                   max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[str]:
     """Every post's ID in file order (repeats kept, as `twarc2 dehydrate`), optionally filtered."""
     if filters is None or filters.is_empty:
-        for pid, _ in light_posts(path, max_line_bytes):
-            yield pid
+        for light in light_records(path, retweets=False, max_line_bytes=max_line_bytes):
+            yield light[0]
         return
     for post in iter_posts(path, max_line_bytes):
         if filters.matches(post):
@@ -425,29 +428,37 @@ class Datasets:
         """The IDs of the matching posts in file order (a post stored twice comes twice)."""
         return iter_post_ids(self.path(name), filters, self.max_line_bytes)
 
+    def light(self, name: str, filters: Filters | None = None, *,
+              retweets: bool = True) -> Iterator[Light]:
+        """The `Light` records (what R9 decides on) of the matching posts, in file order."""
+        path = self.path(name)
+        if filters is None or filters.is_empty:
+            return light_records(path, retweets=retweets, max_line_bytes=self.max_line_bytes)
+        return (light_of(post) for post in iter_posts(path, self.max_line_bytes)
+                if filters.matches(post))
+
     def author_ids(self, name: str, filters: Filters | None = None) -> Iterator[str]:
         """The distinct author User IDs of the matching posts, in first-seen order."""
         path = self.path(name)
         if filters is None or filters.is_empty:
-            authors: Iterator[Any] = (author for _, author in
-                                      light_posts(path, self.max_line_bytes))
+            authors: Iterator[Any] = (light[1] for light in light_records(
+                path, retweets=False, max_line_bytes=self.max_line_bytes))
         else:
             authors = (author_id_of(p) for p in iter_posts(path, self.max_line_bytes)
                        if filters.matches(p))
         return distinct(authors)
 
-    def affected(self, deleted: Any) -> dict[str, int]:
-        """R9: per dataset, how many stored posts a deletion list hides (post or author listed).
-
-        `deleted` has ``posts`` and ``users``: sets of int IDs (gatekeeper.deletions.Deleted).
-        """
+    def affected(self, deleted: Deleted, before: Deleted | None = None) -> dict[str, int]:
+        """R9: per dataset, how many stored posts `deleted` hides — or, given `before`, how
+        many it hides that `before` did not (what one deletion list newly hides)."""
         out: dict[str, int] = {}
-        if not deleted.posts and not deleted.users:
+        if not deleted.listed:
             return out
         for info in self.list():
-            n = sum(1 for pid, author in light_posts(self.path(info.name), self.max_line_bytes)
-                    if int(pid) in deleted.posts
-                    or (author is not None and int(author) in deleted.users))
+            n = sum(1 for light in light_records(self.path(info.name),
+                                                 max_line_bytes=self.max_line_bytes)
+                    if deleted.hides_light(light)
+                    and (before is None or not before.hides_light(light)))
             if n:
                 out[info.name] = n
         return out

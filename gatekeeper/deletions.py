@@ -1,14 +1,15 @@
-"""R9: content deleted, protected, suspended or withheld on X never leaves again.
+"""R9 deletion lists in Redis: ingested whole or not at all, lifted one ID at a time.
 
 A deletion list — plain IDs, or the JSONL that X's batch-compliance jobs return — is validated
-whole, then added in one Redis transaction together with its audit record. From that moment
-every share and export drops the listed posts and every post by a listed user. Each process
-keeps the lists in memory and reloads them when their version number changes, so checking a
-1.5M-ID share costs one GET.
+whole (what each record means is `gatekeeper.r9`'s decision), then added in one Redis
+transaction together with its audit record: IDs to hide, IDs whose geo is scrubbed, and the
+reversals X reported (recorded, lifting nothing). Each process keeps the lists in memory and
+reloads them when their version number changes, so checking a 1.5M-ID share costs one GET.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,49 +20,51 @@ import orjson
 import redis
 
 from gatekeeper import keys
-from gatekeeper.errors import BadInput
+from gatekeeper.errors import BadInput, NotFound
 from gatekeeper.formats import is_id
 from gatekeeper.lines import MAX_LINE_BYTES
 from gatekeeper.lines import read as read_lines
+from gatekeeper.r9 import HIDE, SCRUB, Deleted, UnknownAction, disposition
 from gatekeeper.store import failing_closed
+
+__all__ = ["KINDS", "Deleted", "Deletions", "Ingest", "Parsed", "infer_kind", "parse"]
 
 KINDS = ("posts", "users")
 BATCH = 10_000
 MAX_REPORTED = 1000
 
 
-@dataclass(frozen=True)
-class Deleted:
-    """The deletion lists as of one version."""
-
-    version: int
-    posts: frozenset[int]
-    users: frozenset[int]
-
-    def hides(self, post: dict[str, Any]) -> bool:
-        """Whether a post may not leave: it, or its author, is on a deletion list."""
-        try:
-            if int(post["id"]) in self.posts:
-                return True
-            author = post.get("author_id")
-            return author is not None and int(author) in self.users
-        except (KeyError, TypeError, ValueError):
-            return True  # a post we cannot identify cannot be shown to be allowed
-
-
 @dataclass
 class Ingest:
-    """What one ingest added and what it affects."""
+    """What one ingest added and what it newly hides."""
 
     kind: str
-    listed: int = 0
-    new: int = 0
+    listed: int = 0  # valid records (or ID lines) in the list
+    new: int = 0  # IDs this list hides that no list hid before
+    scrub_geo: int = 0
+    reversed: int = 0  # reversals recorded (they lift nothing)
     reasons: dict[str, int] = field(default_factory=dict)
-    datasets: dict[str, int] = field(default_factory=dict)  # dataset -> stored posts affected
+    datasets: dict[str, int] = field(default_factory=dict)  # dataset -> posts newly hidden
+    new_ids: frozenset[int] = field(default_factory=frozenset, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "listed": self.listed, "new": self.new,
+                "scrub_geo": self.scrub_geo, "reversed": self.reversed,
                 "reasons": self.reasons, "datasets": self.datasets}
+
+
+@dataclass
+class Parsed:
+    """A deletion list read whole: IDs by what they ask for."""
+
+    hide: list[int] = field(default_factory=list)
+    scrub: list[int] = field(default_factory=list)
+    reversals: list[tuple[int, str, str]] = field(default_factory=list)  # id, action, reason
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def listed(self) -> int:
+        return len(self.hide) + len(self.scrub) + len(self.reversals)
 
 
 def infer_kind(name: str) -> str | None:
@@ -74,40 +77,64 @@ def infer_kind(name: str) -> str | None:
     return None
 
 
-def parse(lines: Iterable[bytes], source: str) -> tuple[list[int], dict[str, int]]:
-    """IDs and reason counts from plain ID lines or batch-compliance JSONL; all-or-nothing."""
-    ids: list[int] = []
-    reasons: dict[str, int] = {}
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else "" if value is None else json.dumps(value)
+
+
+def parse(lines: Iterable[bytes], source: str) -> Parsed:
+    """A plain ID list or batch-compliance JSONL, read whole; all-or-nothing (BadInput)."""
+    out = Parsed()
     problems: list[dict[str, Any]] = []
     bad = 0
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
             continue
-        value: bytes | str | None = line
-        reason = "listed"
+        value: Any = line
+        action = reason = None
         if line.startswith(b"{"):
             try:
                 obj = orjson.loads(line)
-                value, reason = obj.get("id"), str(obj.get("reason") or obj.get("action")
-                                                   or "listed")
+                value, action, reason = obj.get("id"), obj.get("action"), obj.get("reason")
             except (orjson.JSONDecodeError, AttributeError):
                 value = None
             value = value.encode() if isinstance(value, str) else None
-        if value is not None and is_id(value):
-            ids.append(int(value))
-            reasons[reason] = reasons.get(reason, 0) + 1
+        problem: dict[str, Any] | None = None
+        if value is None or not is_id(value):
+            problem = {"line": number, "message":
+                       f"{line[:60].decode('utf-8', 'replace')!r} is neither an ID nor a "
+                       "batch-compliance record with a decimal \"id\""}
+        else:
+            try:
+                meaning = disposition(action, reason)
+            except UnknownAction as unknown:
+                problem = {"line": number, "field": unknown.field, "value": unknown.value,
+                           "message": str(unknown)}
+        if problem is not None:
+            bad += 1
+            if len(problems) < MAX_REPORTED:
+                problems.append(problem)
             continue
-        bad += 1
-        if len(problems) < MAX_REPORTED:
-            problems.append({"line": number, "message":
-                             f"{line[:60].decode('utf-8', 'replace')!r} is neither an ID nor a "
-                             "batch-compliance record with a decimal \"id\""})
+        if bad:
+            continue  # the list is already refused: only collect the problems
+        ident = int(value)
+        label = _text(reason) or _text(action) or "listed"
+        out.reasons[label] = out.reasons.get(label, 0) + 1
+        if meaning == HIDE:
+            out.hide.append(ident)
+        elif meaning == SCRUB:
+            out.scrub.append(ident)
+        else:
+            out.reversals.append((ident, _text(action), _text(reason)))
     if bad:
-        raise BadInput(f"{source}: {bad:,} invalid line(s), e.g. line {problems[0]['line']}: "
-                       f"{problems[0]['message']}; nothing was ingested",
-                       rule="R9", details=problems, invalid_lines=bad)
-    return ids, reasons
+        first = problems[0]
+        more = f" (first {MAX_REPORTED} listed)" if bad > len(problems) else ""
+        named = {k: first[k] for k in ("field", "value") if k in first}
+        raise BadInput(f"{source}: {bad:,} invalid line(s){more}, e.g. line {first['line']}: "
+                       f"{first['message']}; nothing was ingested",
+                       rule="R9", details=problems, invalid_lines=bad, file=source,
+                       line=first["line"], **named)
+    return out
 
 
 class Deletions:
@@ -129,11 +156,13 @@ class Deletions:
                 if version != self._cache.version:
                     pipe = self.client.pipeline(transaction=True)
                     pipe.get(keys.DELETED_VERSION)
-                    pipe.smembers(keys.deleted("posts"))
-                    pipe.smembers(keys.deleted("users"))
-                    v, posts, users = pipe.execute()
-                    self._cache = Deleted(int(v or 0), frozenset(map(int, posts)),
-                                          frozenset(map(int, users)))
+                    for kind in KINDS:
+                        pipe.smembers(keys.deleted(kind))
+                    for kind in KINDS:
+                        pipe.smembers(keys.scrub_geo(kind))
+                    v, *sets = pipe.execute()
+                    posts, users, geo_posts, geo_users = (frozenset(map(int, m)) for m in sets)
+                    self._cache = Deleted(int(v or 0), posts, users, geo_posts, geo_users)
                 return self._cache
 
     def add(self, lines: Iterable[bytes], *, kind: str, source: str, actor: str,
@@ -142,23 +171,36 @@ class Deletions:
         with its audit record in one transaction."""
         if kind not in KINDS:
             raise BadInput(f"deletion kind must be posts or users, not {kind!r}", rule="R9")
-        ids, reasons = parse(lines, source)
-        report = Ingest(kind=kind, listed=len(ids), reasons=reasons)
+        parsed = parse(lines, source)
+        report = Ingest(kind=kind, listed=parsed.listed, scrub_geo=len(parsed.scrub),
+                        reversed=len(parsed.reversals), reasons=parsed.reasons)
+        hide, hidden = parsed.hide, keys.deleted(kind)
         with failing_closed():
             seconds, micros = self.client.time()
-            before = self.client.scard(keys.deleted(kind))
+            now_ms = seconds * 1000 + micros // 1000
             pipe = self.client.pipeline(transaction=True)
-            for i in range(0, len(ids), BATCH):
-                pipe.sadd(keys.deleted(kind), *ids[i:i + BATCH])
+            # Which IDs are new, asked inside the transaction: the report says what *this*
+            # list hides, whatever other lists come in at the same time.
+            for i in range(0, len(hide), BATCH):
+                pipe.smismember(hidden, hide[i:i + BATCH])
+            for i in range(0, len(hide), BATCH):
+                pipe.sadd(hidden, *hide[i:i + BATCH])
+            for i in range(0, len(parsed.scrub), BATCH):
+                pipe.sadd(keys.scrub_geo(kind), *parsed.scrub[i:i + BATCH])
+            for i in range(0, len(parsed.reversals), BATCH):
+                pipe.hset(keys.reversals(kind), mapping={
+                    str(ident): json.dumps({"action": action, "reason": reason,
+                                            "source": source, "actor": actor, "at_ms": now_ms})
+                    for ident, action, reason in parsed.reversals[i:i + BATCH]})
             pipe.incr(keys.DELETED_VERSION)
-            pipe.scard(keys.deleted(kind))
             pipe.xadd(keys.SYS_AUDIT, {
-                "time": seconds * 1000 + micros // 1000, "actor": actor, "channel": channel,
+                "time": now_ms, "actor": actor, "channel": channel,
                 "kind": f"deletions.{kind}", "outcome": "ingested", "rule": "R9",
-                "requested": len(ids), "message": f"{source}: {len(ids):,} {kind} listed "
-                f"({', '.join(f'{k}: {v:,}' for k, v in sorted(reasons.items()))})"})
-            *_, after, _audit_id = pipe.execute()
-        report.new = int(after) - int(before)
+                "requested": parsed.listed, "message": _ingest_message(source, kind, parsed)})
+            answers = pipe.execute()
+        flags = [f for answer in answers[:-(-len(hide) // BATCH)] for f in answer]
+        report.new_ids = frozenset(i for i, known in zip(hide, flags, strict=True) if not known)
+        report.new = len(report.new_ids)
         return report
 
     def add_file(self, path: Path, *, kind: str | None, actor: str, channel: str) -> Ingest:
@@ -173,3 +215,51 @@ class Deletions:
         except OSError as exc:
             raise BadInput(f"{path}: cannot read the deletion list ({exc.strerror})",
                            rule="R9") from None
+
+    def lift(self, ident: str, *, kind: str, reason: str, actor: str,
+             channel: str) -> dict[str, Any]:
+        """Take one ID off a deletion list, with its audit record, in one transaction.
+
+        Only a person decides this (the caller checks the role): X's reversals lift nothing
+        by themselves. The ID's recorded reversal, if any, is named in the audit record.
+        """
+        if kind not in KINDS:
+            raise BadInput(f"deletion kind must be posts or users, not {kind!r}", rule="R9",
+                           field="kind", value=kind)
+        if not is_id(ident.encode()):
+            raise BadInput(f"{ident!r} is not a Post/User ID (a positive decimal integer "
+                           "below 2^63)", rule="R9", field="id", value=ident)
+        reason = reason.strip()
+        if not reason:
+            raise BadInput("say why the ID is lifted (--reason): it is audited", rule="R9",
+                           field="reason", value=reason)
+        with failing_closed():
+            if not self.client.sismember(keys.deleted(kind), ident):
+                raise NotFound(f"{kind[:-1]} ID {ident} is on no R9 deletion list; nothing "
+                               "was lifted", rule="R9")
+            reversal = self.client.hget(keys.reversals(kind), ident)
+            seconds, micros = self.client.time()
+            said = json.loads(reversal) if reversal else None
+            x_said = f" (X reported {said['action'] or said['reason']})" if said else ""
+            pipe = self.client.pipeline(transaction=True)
+            pipe.srem(keys.deleted(kind), ident)
+            pipe.hdel(keys.reversals(kind), ident)
+            pipe.incr(keys.DELETED_VERSION)
+            pipe.xadd(keys.SYS_AUDIT, {
+                "time": seconds * 1000 + micros // 1000, "actor": actor, "channel": channel,
+                "kind": "deletions.lift", "outcome": "changed", "rule": "R9", "requested": 1,
+                "message": f"{kind[:-1]} ID {ident} lifted from the R9 deletion list"
+                           f"{x_said}: {reason}"})
+            pipe.execute()
+        return {"id": ident, "kind": kind, "reason": reason, "lifted_by": actor,
+                "reversal": said}
+
+
+def _ingest_message(source: str, kind: str, parsed: Parsed) -> str:
+    why = ", ".join(f"{k}: {v:,}" for k, v in sorted(parsed.reasons.items()))
+    parts = [f"{len(parsed.hide):,} hidden"]
+    if parsed.scrub:
+        parts.append(f"{len(parsed.scrub):,} geo scrubbed")
+    if parsed.reversals:
+        parts.append(f"{len(parsed.reversals):,} reversal(s) recorded, lifting nothing")
+    return f"{source}: {parsed.listed:,} {kind} listed — {'; '.join(parts)} ({why})"

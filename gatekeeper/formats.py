@@ -9,7 +9,10 @@
 - v1.1 tweet objects (``id_str``, ``full_text``/``text``, ``user{}``), converted to the v2 shape.
 
 Every post yielded has a decimal string ``id``, a ``text``, ``created_at`` as X writes it
-(``2021-05-18T19:24:56.000Z``) when the line had one, and ``author`` (a User dict or None).
+(``2021-05-18T19:24:56.000Z``) when the line had one, and ``author`` (a User dict or None). A
+retweet's ``referenced_tweets`` entry of type ``retweeted`` also carries the original's
+``author_id`` when the line tells it (``includes.tweets``, v1.1 ``retweeted_status.user``), as
+twarc2's flatten writes it: a retweet carries its original's content, so R9 needs both.
 Files are read in large chunks, gzip detected by its magic bytes, so memory stays flat; a line
 longer than ``datasets.max_line_mb`` is refused (`gatekeeper.lines`). Every Post and User ID is
 checked to be what ID files hold (`is_id`), since shares, R9 and the exports rely on it.
@@ -53,6 +56,35 @@ Record = tuple[bool, dict[str, Any]]  # (is a post, the object): users come out 
 
 def author_id_of(post: dict[str, Any]) -> Any:
     return post.get("author_id") or (post.get("author") or {}).get("id")
+
+
+# What ID-only work (and R9) reads of a post: (id, author ID, retweeted original's ID, the
+# original's author ID); IDs are decimal strings, unknown ones None.
+Light = tuple[str, str | None, str | None, str | None]
+
+
+def _str(value: Any) -> str | None:
+    return value if value is None or type(value) is str else str(value)
+
+
+def retweet_of(post: dict[str, Any]) -> tuple[str | None, str | None] | None:
+    """(original's ID, its author's ID) when the post is a retweet, else None."""
+    refs = post.get("referenced_tweets")
+    if not isinstance(refs, list):
+        return None
+    for ref in refs:
+        if isinstance(ref, dict) and ref.get("type") == "retweeted":
+            author = ref.get("author")
+            author_id = ref.get("author_id") or (author.get("id") if isinstance(author, dict)
+                                                 else None)
+            return _str(ref.get("id")), _str(author_id)
+    return None
+
+
+def light_of(post: dict[str, Any]) -> Light:
+    """The `Light` record of a post as the readers yield it."""
+    rt, rt_author = retweet_of(post) or (None, None)
+    return str(post["id"]), _str(author_id_of(post)), rt, rt_author
 
 
 def _bad(name: str, line: int, what: str) -> BadInput:
@@ -238,6 +270,7 @@ def _page(obj: dict[str, Any], where: tuple[str, int]) -> Iterator[Record]:
     if not isinstance(items, list) or not isinstance(users, list):
         raise _bad(*where, '"data" must be a list or an object and "includes.users" a list')
     by_id: dict[Any, Any] | None = None
+    originals: dict[str, Any] | None = None
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise _bad(*where, f"data[{i}] is not a JSON object")
@@ -249,11 +282,39 @@ def _page(obj: dict[str, Any], where: tuple[str, int]) -> Iterator[Record]:
                         raise _bad(*where, f"includes.users[{j}] is not a JSON object")
                     by_id[_decimal(u, "id", where, f"includes.users[{j}]: ")] = u
             author = by_id.get(str(item.get("author_id"))) or item.get("author")
+            ref = _retweet_ref(item)
+            if ref is not None:
+                if originals is None:
+                    originals = _originals(includes)
+                found = originals.get(str(ref.get("id")))
+                if found is not None:
+                    ref["author_id"] = found
             yield True, _post(item, author, where, f"data[{i}]: ")
         elif "username" in item and "id" in item:
             yield False, _user(item, where, f"data[{i}]: ")
         else:
             raise _bad(*where, f'data[{i}] is neither a post (no "text") nor a user')
+
+
+def _retweet_ref(item: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``retweeted`` reference of a v2 post that does not name the original's author."""
+    refs = item.get("referenced_tweets")
+    if isinstance(refs, list):
+        for ref in refs:
+            if isinstance(ref, dict) and ref.get("type") == "retweeted":
+                author = ref.get("author")
+                named = ref.get("author_id") or (isinstance(author, dict) and author.get("id"))
+                return None if named else ref
+    return None
+
+
+def _originals(includes: Any) -> dict[str, Any]:
+    """includes.tweets as original ID -> author ID (the authors of what retweets repeat)."""
+    tweets = includes.get("tweets") if isinstance(includes, dict) else None
+    if not isinstance(tweets, list):
+        return {}
+    return {str(t.get("id")): t["author_id"] for t in tweets
+            if isinstance(t, dict) and t.get("author_id")}
 
 
 def _v1(t: dict[str, Any], where: tuple[str, int]) -> dict[str, Any]:
@@ -284,14 +345,26 @@ def _v1(t: dict[str, Any], where: tuple[str, int]) -> dict[str, Any]:
     if any(k in t for k in metrics):
         post["public_metrics"] = {v: t[k] for k, v in metrics.items() if k in t}
     refs = [{"type": kind, "id": ref} for kind, ref in (
-        ("retweeted", (t.get("retweeted_status") or {}).get("id_str")),
         ("quoted", t.get("quoted_status_id_str")),
         ("replied_to", t.get("in_reply_to_status_id_str"))) if ref]
+    original = t.get("retweeted_status")
+    if isinstance(original, dict) and (rt := _v1_id(original)):
+        by = original.get("user")
+        ref = {"type": "retweeted", "id": rt}
+        if isinstance(by, dict) and (by_id := _v1_id(by)):
+            ref["author_id"] = by_id
+        refs.insert(0, ref)
     if refs:
         post["referenced_tweets"] = refs
     if t.get("in_reply_to_user_id_str"):
         post["in_reply_to_user_id"] = t["in_reply_to_user_id_str"]
     return _post(post, {k: v for k, v in author.items() if v is not None}, where, "")
+
+
+def _v1_id(obj: dict[str, Any]) -> str | None:
+    """A v1.1 object's ID: ``id_str``, or ``id`` as a decimal string."""
+    value = obj.get("id_str") or obj.get("id")
+    return None if value is None or value == "" else str(value)
 
 
 def _records(obj: Any, where: tuple[str, int]) -> Iterator[Record]:
@@ -345,7 +418,7 @@ def iter_users(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dic
                 yield user
 
 
-class _LightUser(msgspec.Struct):
+class _Id(msgspec.Struct):
     id: Any = None
 
 
@@ -355,40 +428,108 @@ class _Light(msgspec.Struct):
     id: Any = None
     text: Any = None
     author_id: Any = None
-    author: _LightUser | None = None  # the author, when embedded without an author_id
+    author: _Id | None = None
 
 
 class _LightPage(msgspec.Struct):
     data: list[_Light] | _Light | None = None
 
 
+class _Ref(msgspec.Struct):
+    type: Any = None
+    id: Any = None
+    author_id: Any = None
+    author: _Id | None = None
+
+
+class _R9Light(_Light):
+    """What R9 reads besides: which post a retweet repeats."""
+
+    referenced_tweets: list[_Ref] | None = None
+
+
+class _Included(msgspec.Struct):
+    id: Any = None
+    author_id: Any = None
+
+
+class _Includes(msgspec.Struct):
+    tweets: list[_Included] | None = None
+
+
+class _R9Page(msgspec.Struct):
+    data: list[_R9Light] | _R9Light | None = None
+    includes: _Includes | None = None
+
+
 _decode_light = msgspec.json.Decoder(_LightPage).decode
+_decode_r9 = msgspec.json.Decoder(_R9Page).decode
 
 
-def light_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[str, Any]]:
-    """(post ID, author ID) of every post, in file order, building no post or user objects.
+def light_records(path: Path, *, retweets: bool = True,
+                  max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Light]:
+    """The `Light` record of every post, in file order, building no post or user objects.
 
-    A twarc2 page is decoded against a schema of the few fields needed, which skips
-    context annotations, entities and ``includes`` (most of a line) without allocating them;
-    other lines take the full path. Assumes a file `Datasets.add` has validated.
+    A twarc2 page is decoded against a schema of the few fields needed, which skips context
+    annotations, entities, users and media (most of a line) without allocating them; other
+    lines take the full path. Gives what `light_of` gives for the posts `iter_posts` yields.
+    With ``retweets=False`` the last two fields are None and references and ``includes`` are
+    skipped too: ID-only work that needs no R9 decision stays as fast as it was. Assumes a
+    file `Datasets.add` has validated.
     """
     name = str(path)
+    decode = _decode_r9 if retweets else _decode_light
     with _opened(path) as read:
         for number, line in _lines(_chunks(read, name), name, max_line_bytes):
             try:
-                data = _decode_light(line).data
+                page: Any = decode(line)
             except msgspec.DecodeError:
-                data = None  # not page-shaped: the full path below says what it is
-            if data is None:
+                page = None  # not page-shaped: the full path below says what it is
+            if page is None or page.data is None:
                 for is_post, post in _records(_load(line, name, number), (name, number)):
                     if is_post:
-                        yield post["id"], author_id_of(post)
+                        yield light_of(post) if retweets else (
+                            post["id"], _str(author_id_of(post)), None, None)
                 continue
-            for item in data if type(data) is list else (data,):
-                if item.text is not None:  # users (lookup pages) have none
-                    author = item.author_id if item.author_id is not None else (
-                        item.author.id if item.author is not None else None)
-                    yield item.id if type(item.id) is str else str(item.id), author
+            data = page.data
+            items = data if type(data) is list else (data,)
+            if not retweets:
+                for item in items:
+                    if item.text is not None:  # users (lookup pages) have none
+                        author = item.author_id or (item.author.id if item.author else None)
+                        yield (item.id if type(item.id) is str else str(item.id),
+                               author if author is None or type(author) is str else str(author),
+                               None, None)
+                continue
+            originals: dict[str, Any] | None = None
+            for item in items:
+                if item.text is None:
+                    continue
+                pid = item.id if type(item.id) is str else str(item.id)
+                author = item.author_id or (item.author.id if item.author else None)
+                if author is not None and type(author) is not str:
+                    author = str(author)
+                refs = item.referenced_tweets
+                ref = next((r for r in refs if r.type == "retweeted"), None) if refs else None
+                if ref is None:
+                    yield pid, author, None, None
+                    continue
+                by = ref.author_id or (ref.author.id if ref.author else None)
+                if not by:
+                    if originals is None:
+                        tweets = page.includes.tweets if page.includes else None
+                        originals = {str(t.id): t.author_id for t in tweets or ()
+                                     if t.author_id}
+                    by = originals.get(str(ref.id))
+                yield pid, author, _str(ref.id), _str(by)
+
+
+def light_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES
+                ) -> Iterator[tuple[str, str | None]]:
+    """(post ID, author ID) of every post, in file order (see `light_records`)."""
+    for pid, author, _, _ in light_records(path, retweets=False,
+                                           max_line_bytes=max_line_bytes):
+        yield pid, author
 
 
 def distinct(ids: Iterator[Any]) -> Iterator[str]:

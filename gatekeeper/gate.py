@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from gatekeeper import config as config_mod
-from gatekeeper import keys, pending, spool, store
+from gatekeeper import keys, pending, policy, spool, store
 from gatekeeper.config import Config
 from gatekeeper.datasets import Datasets
 from gatekeeper.deletions import Deletions, Ingest
@@ -78,10 +79,35 @@ class Gate:
 
 def ingest_deletions(gate: Gate, path: Path, *, kind: str | None, actor: str,
                      channel: str) -> Ingest:
-    """R9: ingest a deletion list and report the stored posts it affects, per dataset."""
-    report = gate.deletions.add_file(path, kind=kind, actor=actor, channel=channel)
-    report.datasets = gate.datasets.affected(gate.deletions.current())
+    """R9: ingest a deletion file and report what it newly hides, per dataset."""
+    return _newly_hidden(gate, gate.deletions.add_file(path, kind=kind, actor=actor,
+                                                        channel=channel))
+
+
+def ingest_deletion_stream(gate: Gate, lines: Iterable[bytes], *, kind: str, source: str,
+                           actor: str, channel: str) -> Ingest:
+    """R9: ingest an uploaded deletion list (see ingest_deletions)."""
+    return _newly_hidden(gate, gate.deletions.add(lines, kind=kind, source=source, actor=actor,
+                                                  channel=channel))
+
+
+def _newly_hidden(gate: Gate, report: Ingest) -> Ingest:
+    # Not a running total: the stored posts hidden now that were not before this list (the
+    # lists as they are now, less the IDs this list added).
+    if report.new_ids:
+        after = gate.deletions.current()
+        report.datasets = gate.datasets.affected(
+            after, before=after.without(report.kind, report.new_ids))
     return report
+
+
+def lift_deletion(gate: Gate, ident: str, *, kind: str, reason: str, actor: str,
+                  channel: str) -> dict[str, Any]:
+    """R9: a compliance officer (or admin) takes one ID off a deletion list, audited (R11)."""
+    user = gate.users.get(actor)
+    policy.require_role(user, policy.MAY_RECORD_COMPLIANCE, "lifting an R9 deletion")
+    return gate.deletions.lift(ident, kind=kind, reason=reason, actor=user.name,
+                               channel=channel)
 
 
 def set_parent(gate: Gate, name: str, *, parent: str, reason: str, actor: str,

@@ -79,10 +79,13 @@ class Selection:
             for post in source:
                 if self.limit is not None and n >= self.limit:
                     return
-                if self.deleted.hides(post):
+                # R9: hidden posts never leave; scrub_geo'd ones leave without their geo,
+                # removed here, before any writer in exports/ sees the row.
+                cleaned = self.deleted.cleaned(post)
+                if cleaned is None:
                     continue
                 n += 1
-                yield post
+                yield cleaned
 
     def count(self, gate: Any, with_users: bool) -> tuple[int, list[dict[str, Any]]]:
         """Posts selected, and their distinct authors when a Users sheet is wanted."""
@@ -92,7 +95,7 @@ class Selection:
             posts += 1
             author = post.get("author")
             if with_users and author and author.get("id") not in authors \
-                    and int(author["id"]) not in self.deleted.users:
+                    and not self.deleted.hides_user(author["id"]):
                 authors[author["id"]] = author
         return posts, list(authors.values())
 

@@ -35,7 +35,7 @@ ENTITIES = f"{SYS}:entities"  # hash: entity name -> pool root
 USERS = f"{SYS}:users"  # hash: user name -> entity name
 SYS_AUDIT = f"{SYS}:audit"  # stream: audit records that belong to no pool
 DATASETS = f"{SYS}:datasets"  # hash: dataset name -> JSON of its DatasetInfo
-DELETED_VERSION = f"{SYS}:deleted:version"  # bumped by every R9 ingest
+DELETED_VERSION = f"{SYS}:deleted:version"  # bumped by every R9 ingest and lift
 AUDIT_STREAMS = f"{SYS}:audit-streams"  # set: every pool audit stream ever written
 LAYOUT = f"{SYS}:layout"  # version of the stored layout (see ledger.LAYOUT)
 
@@ -43,6 +43,17 @@ LAYOUT = f"{SYS}:layout"  # version of the stored layout (see ledger.LAYOUT)
 def deleted(kind: str) -> str:
     """Set of IDs on the R9 deletion list: kind is ``posts`` or ``users``."""
     return f"{SYS}:deleted:{kind}"
+
+
+def scrub_geo(kind: str) -> str:
+    """Set of IDs X listed as scrub_geo (R9): the posts (of these users) leave without geo."""
+    return f"{SYS}:deleted:scrub-geo:{kind}"
+
+
+def reversals(kind: str) -> str:
+    """Hash: ID -> JSON of the latest reversal X reported for it (undelete, unprotect, …);
+    recorded for a compliance officer, lifting nothing until one lifts the ID."""
+    return f"{SYS}:deleted:reversals:{kind}"
 
 
 def entity(root: str, name: str) -> str:

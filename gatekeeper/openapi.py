@@ -177,8 +177,9 @@ OPENAPI: dict[str, Any] = {
                 "requestBody": {"required": True, "content": {
                     "text/plain": {"schema": {"type": "string"}},
                     "application/x-ndjson": {"schema": {"type": "string"}}}},
-                "responses": {"200": {"description": "What was ingested and which stored "
-                                                     "datasets it affects",
+                "responses": {"200": {"description": "What was ingested (hidden, "
+                                                     "scrub_geo, reversals recorded) and, per "
+                                                     "stored dataset, the posts it newly hides",
                                       "content": {"application/json": {"schema": {
                                           "type": "object"}}}},
                               **_errors(400, 401, 403, 413, 503)},

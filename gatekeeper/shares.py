@@ -159,28 +159,25 @@ def select_id_file(path: Path, kind: str, deleted: Deleted,
 
 def select_from_dataset(gate: Any, dataset: str, filters: Any, kind: str,
                         deleted: Deleted) -> Selection:
-    """Dehydrate a dataset selection: its Post IDs, or its distinct author User IDs (R9-free)."""
+    """Dehydrate a dataset selection: its Post IDs, or its distinct author User IDs (R9-free).
+
+    R9 decides on each post's light record (its ID, author, and what it retweets), read
+    without building posts; with nothing listed, references are not even read.
+    """
     sel = Selection(f"dataset {dataset}")
     try:
         if kind == "users":
             for author in gate.datasets.author_ids(dataset, filters):
-                if int(author) in deleted.users:
+                if deleted.hides_user(author):
                     sel.drop(author.encode())
                 else:
                     sel.add(author.encode())
-        elif not deleted.users:
-            # Fast path: only post IDs matter, so the dataset need not build whole posts.
-            for ident in gate.datasets.post_ids(dataset, filters):
-                if deleted.posts and int(ident) in deleted.posts:
-                    sel.drop(ident.encode())
-                else:
-                    sel.add(ident.encode())
         else:
-            for post in gate.datasets.posts(dataset, filters):
-                if deleted.hides(post):
-                    sel.drop(str(post["id"]).encode())
+            for light in gate.datasets.light(dataset, filters, retweets=deleted.listed):
+                if deleted.hides_light(light):
+                    sel.drop(light[0].encode())
                 else:
-                    sel.add(str(post["id"]).encode())
+                    sel.add(light[0].encode())
         return sel.seal()
     except BaseException:
         sel.close()

@@ -365,9 +365,8 @@ def test_deletions_remove_posts_and_posts_by_deleted_users(run: Run, acme: Path)
     assert (report["kind"], report["listed"], report["datasets"]["kpop"]) == ("posts", 1, 1)
     assert run("deletions", "add", str(acme / "gone.txt")).exit_code == 2  # posts or users?
     r = run("deletions", "add", str(acme / "gone.txt"), "--kind", "users", "--json")
-    by_author = sum(1 for p in posts if p["author_id"] == gone_author)
-    assert json.loads(r.output)["datasets"]["kpop"] == by_author + (
-        0 if posts[0]["author_id"] == gone_author else 1)
+    by_author = sum(1 for p in posts if p["author_id"] == gone_author and p["id"] != gone_post)
+    assert json.loads(r.output)["datasets"]["kpop"] == by_author  # newly hidden, not a total
 
     ids = acme / "ids.txt"
     ids.write_text(f"{gone_post}\n42\n")
@@ -400,6 +399,39 @@ def test_samples_compliance_files_ingest(run: Run, acme: Path) -> None:
     r = run("deletions", "add", str(bad))
     assert r.exit_code == 2 and "line 2" in r.stderr
     assert db(acme).scard(keys.deleted("posts")) == 2  # the bad file ingested nothing
+
+
+def test_deletions_lift_is_a_compliance_officers_audited_decision(run: Run, acme: Path) -> None:
+    r = run("user", "add", "cora", "--entity", "acme", "--role", "compliance",
+            "--password-stdin", input=PASSWORD + "\n")
+    assert r.exit_code == 0, r.output
+    (acme / "tweets_job.jsonl").write_text(
+        '{"id": "12", "action": "delete"}\n{"id": "13", "action": "delete"}\n'
+        '{"id": "12", "action": "undelete"}\n')
+    r = run("deletions", "add", str(acme / "tweets_job.jsonl"))
+    assert r.exit_code == 0 and "1 reversal(s) recorded; they lift nothing" in r.output
+    lift = ("deletions", "lift", "12", "--reason", "X reports it undeleted")
+    r = run(*lift, "--as", "dana")
+    assert r.exit_code == 4 and "R12" in r.stderr
+    r = run(*lift, "--as", "cora", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["reversal"]["action"] == "undelete"
+    assert run(*lift, "--as", "cora").exit_code == 2  # no longer listed
+    r = run("share", "--as", "dana", "--entity", "acme", "--ids",
+            str(ids_file(acme / "ids.txt", 12, 2)), "--out", "o.txt")
+    assert r.exit_code == 0 and (acme / "o.txt").read_text() == "12\n"
+    lifts = [a for _i, a in db(acme).xrange(keys.SYS_AUDIT) if a["kind"] == "deletions.lift"]
+    assert [(a["rule"], a["actor"], a["channel"]) for a in lifts] == [("R9", "cora", "cli")]
+    assert "X reports it undeleted" in lifts[0]["message"]
+
+
+def test_an_unknown_compliance_action_is_refused_by_name(run: Run, acme: Path) -> None:
+    bad = acme / "tweets_job.jsonl"
+    bad.write_text('{"id": "12", "action": "delete"}\n{"id": "13", "action": "tweet_edit"}\n')
+    r = run("deletions", "add", str(bad))
+    assert r.exit_code == 2
+    assert f"[R9] {bad}" in r.stderr and "line 2" in r.stderr and "'tweet_edit'" in r.stderr
+    assert db(acme).scard(keys.deleted("posts")) == 0
 
 
 def test_a_retry_after_a_new_deletion_list_is_the_same_request(run: Run, acme: Path) -> None:

@@ -23,7 +23,7 @@ from gatekeeper import dashboard, keys, policy, quota
 from gatekeeper.audit import AuditFilter, AuditLog
 from gatekeeper.datasets import Filters
 from gatekeeper.errors import BadInput, QuotaExceeded
-from gatekeeper.gate import Gate, set_parent
+from gatekeeper.gate import Gate, ingest_deletions, lift_deletion, set_parent
 from gatekeeper.hydrated import Selection, export
 from gatekeeper.report import month_report
 from gatekeeper.web import create_app
@@ -127,6 +127,16 @@ def test_deletions_apply_on_a_cluster(gate: Gate, tmp_path: Path) -> None:
     gate.deletions.add_file(listed, kind="posts", actor="cora", channel="cli")
     res = share_ids(gate, tmp_path, "globex", 10)
     assert res.grant.granted == 8
+    # A compliance job's records (hide, scrub_geo, a reversal), then a lift: one slot, {sys}.
+    job = tmp_path / "tweets_job.jsonl"
+    job.write_text('{"id": "7", "action": "delete", "reason": "suspended"}\n'
+                   '{"id": "8", "action": "scrub_geo"}\n{"id": "5", "action": "undelete"}\n')
+    report = ingest_deletions(gate, job, kind=None, actor="cora", channel="cli")
+    assert (report.new, report.scrub_geo, report.reversed) == (1, 1, 1)
+    lift_deletion(gate, "5", kind="posts", reason="undeleted on X", actor="cora",
+                  channel="cli")
+    deleted = gate.deletions.current()
+    assert (deleted.posts, deleted.geo_posts) == ({6, 7}, {8})
 
 
 def test_linking_an_existing_entity_is_refused_on_a_cluster(gate: Gate) -> None:

@@ -18,6 +18,7 @@ from gatekeeper.datasets import Datasets, Filters, iter_post_ids
 from gatekeeper.errors import BadInput, Conflict, NotFound, StoreUnavailable
 from gatekeeper.formats import iter_posts, iter_users
 from gatekeeper.ledger import Ledger
+from gatekeeper.r9 import Deleted
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 POST_FILES = ["two_tweets.jsonl", "kpop.jsonl", "geo_tweets.jsonl"]
@@ -538,10 +539,10 @@ def test_author_ids_are_distinct_in_first_seen_order(datasets: Datasets, tmp_pat
 
 
 def test_affected_counts_posts_hidden_by_a_deletion_list(datasets: Datasets) -> None:
-    class Deleted:
-        posts = frozenset({1440717170493689866})
-        users = frozenset({int(next(iter_posts(SAMPLES / "geo_tweets.jsonl"))["author_id"])})
-
+    deleted = Deleted(1, posts=frozenset({1440717170493689866}), users=frozenset(
+        {int(next(iter_posts(SAMPLES / "geo_tweets.jsonl"))["author_id"])}))
     datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="admin", channel="cli")
     datasets.add("geo", SAMPLES / "geo_tweets.jsonl", actor="admin", channel="cli")
-    assert datasets.affected(Deleted()) == {"geo": 1, "kpop": 1}
+    assert datasets.affected(deleted) == {"geo": 1, "kpop": 1}
+    assert datasets.affected(deleted, before=deleted.without("users", deleted.users)) == {
+        "geo": 1}
