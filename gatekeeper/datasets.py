@@ -8,13 +8,11 @@ what an R9 deletion list hides in them.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
@@ -42,6 +40,7 @@ from gatekeeper.formats import (
 from gatekeeper.ledger import Ledger, iso
 from gatekeeper.lines import MAX_LINE_BYTES
 from gatekeeper.r9 import Deleted
+from gatekeeper.spool import Unnamed
 from gatekeeper.store import failing_closed
 
 FILTER_FIELDS = ("since", "until", "lang", "contains", "author")
@@ -248,35 +247,32 @@ class Datasets:
         """Validate `source` whole, copy it in atomically and register it, audited (R11).
 
         Nothing is visible until the file is complete and every line has parsed: the copy is
-        written to a temporary file that is renamed into place, and removed on any failure.
+        written to a file no path names (O_TMPFILE), named only under the directory lock.
         """
         check_name(name, "dataset")
         self._refuse_taken(name)  # before reading what may be gigabytes
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp")
-        tmp = Path(tmp_name)
-        try:
-            with self._writing(name, source), os.fdopen(fd, "wb") as out:
-                scan = self._scan(Path(source), out)
-                out.flush()
-                os.fsync(out.fileno())
+        # The copy has no name until it is complete and registered under the lock, so no
+        # crash leaves a partial copy behind (gatekeeper.spool).
+        with Unnamed(self.directory) as copy:
+            with self._writing(name, source):
+                scan = self._scan(Path(source), copy.file)
+                copy.file.flush()
             with self._locked() as dir_fd:
                 self._refuse_taken(name)
                 final = self.directory / (name + scan["suffix"])
                 for suffix in SUFFIXES:
                     # Under the lock, with the name unregistered, such a file can only be left
-                    # over from an add that died between its rename and its registration.
+                    # over from an add that died between its naming and its registration.
                     with contextlib.suppress(FileNotFoundError):
                         (self.directory / (name + suffix)).unlink()
-                os.replace(tmp, final)
+                with self._writing(name, source):
+                    copy.name_as(final)
                 os.fsync(dir_fd)
                 try:
                     return self._register(name, final.name, scan, actor, channel)
                 except BaseException:
                     final.unlink(missing_ok=True)
                     raise
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def remove(self, name: str, *, actor: str, channel: str) -> DatasetInfo:
         """Unregister a dataset and delete its file, audited (R11); what it was.
@@ -346,8 +342,6 @@ class Datasets:
         try:
             yield
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise
             raise InsufficientStorage(
                 f"{self.directory}: cannot write the copy of {source} for dataset {name} "
                 f"({exc.strerror}); nothing was registered", file=str(source)) from None

@@ -46,19 +46,48 @@ def _unnamed(directory: Path) -> int | None:
         raise
 
 
+class Unnamed:
+    """A file being written in `directory` that no path names until `name_as` gives it its
+    name, whole; closed without a name, it is gone (so is it when the process dies)."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = _unnamed(directory)
+        self._tmp: str | None = None
+        if fd is None:  # no O_TMPFILE: a named temporary, removed on any failure
+            fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=".gatekeeper-",
+                                             suffix=".part")
+        self.file: IO[bytes] = os.fdopen(fd, "wb", buffering=BUFFER)
+
+    def name_as(self, out: Path) -> None:
+        """Make the complete, synced file appear at `out` (replacing what is there)."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        if self._tmp is None:
+            _link(self.file.fileno(), out)
+        else:
+            os.replace(self._tmp, out)
+            self._tmp = None
+
+    def close(self) -> None:
+        self.file.close()
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+
+    def __enter__(self) -> Unnamed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def publish(out: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write a file through `write` and make it appear at `out` only once complete and on
     disk: before that no path names it (a crash or an error leaves nothing behind)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd = _unnamed(out.parent)
-    if fd is None:
-        _publish_named(out, write)
-        return
-    with os.fdopen(fd, "wb", buffering=BUFFER) as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-        _link(fh.fileno(), out)
+    with Unnamed(out.parent) as unnamed:
+        write(unnamed.file)
+        unnamed.name_as(out)
 
 
 def _link(fd: int, out: Path) -> None:
@@ -83,20 +112,6 @@ def _link(fd: int, out: Path) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
-
-
-def _publish_named(out: Path, write: Callable[[IO[bytes]], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb", buffering=BUFFER) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def sweep(directories: Iterable[Path]) -> list[Path]:

@@ -715,7 +715,7 @@ def full_disk_for(monkeypatch: pytest.MonkeyPatch, marker: str) -> None:
 
 def test_a_full_disk_during_dataset_add_is_a_clear_exit_5_and_leaves_no_temp_file(
         run: Run, store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    full_disk_for(monkeypatch, "/datasets/.kpop.")
+    full_disk_for(monkeypatch, "/datasets/")  # the unnamed copy (O_TMPFILE) made there
     r = run("dataset", "add", "kpop", str(SAMPLES / "kpop.jsonl"))
     assert r.exit_code == 5, r.output
     assert "No space left on device" in r.output and "nothing was registered" in r.output
