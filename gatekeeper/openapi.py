@@ -11,7 +11,9 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Bad input; `details` lists every bad line or field; nothing was counted",
             401: "No valid API token", 403: "Refused by policy (R1, R5, R8, role)",
             404: "No such entity, user or dataset",
-            409: "Idempotency-Key reused for a different request",
+            409: "in_progress: the first request with this Idempotency-Key is still being "
+                 "delivered (retry after Retry-After; nothing was delivered or counted), or "
+                 "conflict: the key was used for a different request",
             413: "Upload larger than server.max_upload_mb, or a line of it longer than "
                  "datasets.max_line_mb (`file`, `line`, `limit_bytes`)",
             429: "Refused by a quota (R2); nothing was counted",
