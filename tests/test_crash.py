@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from faultkit import Answer, Client, Lab, Run, alert, leftovers
+from faultkit import Answer, Client, Lab, Run, Server, alert, leftovers
 
 from gatekeeper import keys, quota
 from gatekeeper.ledger import Ledger
@@ -109,9 +109,9 @@ def test_the_store_stopping_after_the_id_file_is_written_exits_5_and_keeps_the_i
     run = share(lab, 1000, out, key="k1", failpoint="deliver.written:kill-store")
 
     assert run.status == 5, run.stderr
-    said = words(run.stderr)
-    assert f"1,000 IDs at {out} — delivered" in said and "stays counted" in said, said
-    assert "nothing was released" not in said
+    message = words(run.stderr)
+    assert f"1,000 IDs at {out} — delivered" in message and "stays counted" in message, message
+    assert "nothing was released" not in message
     assert out.read_text() == (lab.work / "ids.txt").read_text()
     assert not lab.store.running()
     lab.store_up()
@@ -124,12 +124,13 @@ def test_the_store_stopping_after_the_id_file_is_written_exits_5_and_keeps_the_i
 
 
 @pytest.mark.parametrize(("point", "recovery"), [
-    ("export.writing", "cli"), ("export.written", "server")])
+    ("export.reserved", "cli"), ("export.writing", "cli"), ("export.written", "server")])
 def test_the_store_stopping_during_an_export_answers_503_and_refunds_once_it_is_back(
         make_lab: MakeLab, point: str, recovery: str) -> None:
     # Old code: an export whose commit failed was answered 503 with "nothing was released"
     # but its reservation stayed charged: 30,000 of the recipient's R6 allowance (and of the
-    # entity's R2) consumed for an export nobody received.
+    # entity's R2) consumed for an export nobody received. (export.reserved: even the new code
+    # answered "nothing was released" without saying nothing was delivered.)
     lab = make_lab(posts=3000)
     server = lab.server()
     browser = Client(server.port)
@@ -169,8 +170,9 @@ def test_a_full_disk_while_writing_the_id_file_delivers_and_counts_nothing(
     run = share(lab, 5000, out, failpoint="share.writing:enospc")
 
     assert run.status in (2, 5), run.stderr
-    said = words(run.stderr)
-    assert "No space left on device" in said and "nothing was delivered or counted" in said
+    message = words(run.stderr)
+    assert "No space left on device" in message, message
+    assert "nothing was delivered or counted" in message, message
     assert not out.exists()
     assert [p.name for p in lab.work.iterdir() if p.name != "ids.txt"] == []
     assert quota.entity_quota(lab.gate, "acme")["used"] == 0
@@ -222,3 +224,27 @@ def test_a_ledger_sweep_closes_only_reservations_older_than_its_timeout(
     assert client.hget(keys.share("acme", share_id.decode()), "status") == b"abandoned"
     assert outcomes(lab, "share.abandoned") == ["abandoned"]
     assert quota.entity_quota(lab.gate, "acme")["used"] == 50
+
+
+def test_an_export_spool_that_cannot_be_created_refunds_and_answers_507(
+        make_lab: MakeLab) -> None:
+    # Found by test_faults (export.reserved:enospc): the spool was created after the
+    # reservation and outside the code that refunds a failed export, so a TMPDIR that could
+    # not take it answered 500 and left the reservation open — counted, then closed as
+    # counted: R6 allowance consumed for nothing delivered.
+    lab = make_lab(posts=500)
+    server: Server = lab.server()
+    browser = Client(server.port)
+    browser.sign_in("ana")
+    fields = browser.export_fields("posts", "xlsx", 500)
+    lab.tmpdir.rmdir()  # the server's TMPDIR is gone: no spool can be created there
+    try:
+        got = browser.form("/export", fields)
+    finally:
+        lab.tmpdir.mkdir()
+
+    assert got.status == 507, said(got)
+    assert "nothing was delivered or counted" in alert(got.text), said(got)
+    assert quota.user_quota(lab.gate, "ana")["used"] == 0
+    assert outcomes(lab, "export.xlsx") == ["granted", "refunded"]
+    assert not server.exited(0)
