@@ -78,6 +78,8 @@ class Lab:
         self.config.write_text(f'[redis]\ndata_dir = "var"\n[limits]\n{limits}\n'
                                '[datasets]\ndir = "var/datasets"\n')
         self.store = EmbeddedServer(self.data_dir)
+        # A deep path puts the socket in the *caller's* TMPDIR, which children do not share.
+        assert self.store.socket.parent == self.data_dir, f"{base} is too deep for a socket"
         self.gate = Gate(config_mod.load(self.config))
         self.dataset_file: Path | None = None
         if dataset_posts:
@@ -110,7 +112,14 @@ class Lab:
     # --- the store --------------------------------------------------------------------------
 
     def store_pid(self) -> int:
-        return int((self.data_dir / "redis.pid").read_text().strip())
+        """The running store's pid (checked: a stale pid file must never name another
+        process for kill-store)."""
+        if not self.store.running():
+            raise RuntimeError("the store is not running")
+        pid = int((self.data_dir / "redis.pid").read_text().strip())
+        if b"redis-server" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            raise RuntimeError(f"pid {pid} is not the lab's redis-server")
+        return pid
 
     def store_up(self) -> bool:
         """Start the store if it is down (as any command would); True if it was down."""
@@ -150,7 +159,7 @@ class Lab:
             finally:
                 os._exit(code)
         status = wait(pid, WAIT_S)
-        run = Run(status, out.read_text(errors="replace"), err.read_text(errors="replace"))
+        run = Run(status, out.read_text("utf-8", "replace"), err.read_text("utf-8", "replace"))
         out.unlink()
         err.unlink()
         return run
@@ -192,8 +201,8 @@ def _become_child(env: dict[str, str | None], out: Path, err: Path) -> None:
         os.dup2(target, fd)
         os.close(target)
     sys.stdin = open(os.devnull)  # noqa: SIM115 - the process ends with os._exit
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
 
 
 def run_main(args: list[str]) -> int:
