@@ -6,8 +6,10 @@ that code did. See test_faults.py for the seeded mix of every fault at every fai
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import stat
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -16,7 +18,8 @@ from pathlib import Path
 import pytest
 from faultkit import Answer, Client, Lab, Run, Server, alert, leftovers
 
-from gatekeeper import keys, quota
+from gatekeeper import keys, quota, shares
+from gatekeeper.errors import BadInput
 from gatekeeper.ledger import Ledger
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
@@ -248,3 +251,30 @@ def test_an_export_spool_that_cannot_be_created_refunds_and_answers_507(
     assert quota.user_quota(lab.gate, "ana")["used"] == 0
     assert outcomes(lab, "export.xlsx") == ["granted", "refunded"]
     assert not server.exited(0)
+
+
+def test_a_directory_fsync_failing_after_the_id_file_is_linked_leaves_no_uncounted_file(
+        make_lab: MakeLab, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found reading spool.publish for the suite: the ID file was linked at --out, then the
+    # directory's fsync failed; the share was refunded and the answer said "nothing was
+    # delivered or counted" — with the 200 IDs at --out, delivered and uncounted (R2).
+    lab = make_lab()
+    out = lab.work / "out.txt"
+    ids = lab.work / "ids.txt"
+    ids.write_text("".join(f"{1_500_000_000_000_000_000 + i}\n" for i in range(200)))
+    fsync = os.fsync
+
+    def failing_on_directories(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_on_directories)
+    with pytest.raises(BadInput, match="nothing was delivered or counted"):
+        shares.share_to_file(lab.gate, actor="dan", entity="acme", ids_path=ids, out=out)
+    monkeypatch.undo()
+
+    assert not out.exists()
+    assert [p.name for p in lab.work.iterdir()] == ["ids.txt"]
+    assert quota.entity_quota(lab.gate, "acme")["used"] == 0
+    assert outcomes(lab, "share.posts") == ["granted", "refunded"]
