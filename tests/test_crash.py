@@ -21,6 +21,7 @@ from faultkit import Answer, Client, Lab, Run, Server, alert, leftovers
 from gatekeeper import keys, quota, shares
 from gatekeeper.errors import BadInput
 from gatekeeper.ledger import Ledger
+from gatekeeper.store import EmbeddedServer
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 
@@ -33,8 +34,11 @@ def make_lab(tmp_path: Path) -> Iterator[MakeLab]:
     server it starts is killed and its store stopped afterwards."""
     labs: list[Lab] = []
 
+    bases: list[Path] = []
+
     def make(posts: int = 0, limits: str = "") -> Lab:
-        lab = Lab(tmp_path / f"lab{len(labs)}", limits=limits, dataset_posts=posts)
+        bases.append(tmp_path / f"lab{len(bases)}")
+        lab = Lab(bases[-1], limits=limits, dataset_posts=posts)
         labs.append(lab)
         lab.entity("acme")
         lab.user("dan", "acme", "data")
@@ -45,7 +49,8 @@ def make_lab(tmp_path: Path) -> Iterator[MakeLab]:
     for lab in labs:
         for server in lab.servers:
             server.stop()
-        lab.store.stop()
+    for base in bases:  # also the store of a lab that failed half-way
+        EmbeddedServer(base / "var").stop()
 
 
 def share(lab: Lab, n: int, out: Path, key: str | None = None,

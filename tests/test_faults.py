@@ -26,6 +26,7 @@ import io
 import json
 import os
 import random
+import threading
 import time
 import zipfile
 from collections import Counter as Tally
@@ -38,6 +39,7 @@ from live import ARTIFACTS
 
 from gatekeeper import keys
 from gatekeeper.ledger import Counter, Limit, hydrated_window, post_id_window
+from gatekeeper.store import EmbeddedServer
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 
@@ -121,13 +123,17 @@ class Books:
 class Suite:
     def __init__(self, base: Path) -> None:
         self.rng = random.Random(SEED)
-        self.lab = Lab(base, dataset_posts=DATASET_POSTS, limits=(
-            "post_ids_per_entity = 100000000\nhydrated_per_recipient = 100000000"))
-        for name in ENTITIES:
-            self.lab.entity(name)
-        self.token = self.lab.user("dan", "acme", "data")
-        for name, entity in ANALYSTS.items():
-            self.lab.user(name, entity, "analyst")
+        try:
+            self.lab = Lab(base, dataset_posts=DATASET_POSTS, limits=(
+                "post_ids_per_entity = 100000000\nhydrated_per_recipient = 100000000"))
+            for name in ENTITIES:
+                self.lab.entity(name)
+            self.token = self.lab.user("dan", "acme", "data")
+            for name, entity in ANALYSTS.items():
+                self.lab.user(name, entity, "analyst")
+        except BaseException:
+            EmbeddedServer(base / "var").stop()  # the lab failed half-way: stop its store
+            raise
         self.books = Books()
         self.attempts: list[Attempt] = []
         self.violations: list[tuple[Attempt, str]] = []
@@ -136,6 +142,9 @@ class Suite:
         self.next_id = 1_500_000_000_000_000_000
         self.server: Server | None = None
         self.browsers: dict[str, Client] = {}
+        # Children are forked from this process: with other threads a fork may copy a lock
+        # one of them holds (shown in the report in case a child ever hangs).
+        self.threads = threading.active_count()
         self.window_r2 = post_id_window(self.lab.gate.config.limits)
         self.window_r6 = hydrated_window(self.lab.gate.config.limits)
 
@@ -429,7 +438,7 @@ class Suite:
 
     def report(self, seconds: float) -> str:
         lines = [f"fault suite: seed {SEED}, {len(self.attempts)} runs in {seconds:.1f} s, "
-                 f"{len(self.violations)} violation(s)"]
+                 f"{len(self.violations)} violation(s); {self.threads} thread(s) forked from"]
         channels = Tally(a.channel for a in self.attempts)
         lines.append("runs per channel: " + ", ".join(f"{k} {v}" for k, v in
                                                       sorted(channels.items())))
@@ -451,8 +460,9 @@ class Suite:
 def test_kill_9_at_every_failpoint_never_leaks_an_uncounted_id_a_lost_record_or_a_byte(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     started = time.monotonic()
-    suite = Suite(tmp_path_factory.mktemp("faults"))
+    base = tmp_path_factory.mktemp("faults")
     print(f"fault suite seed: {SEED}")
+    suite = Suite(base)
     try:
         for n in range(1, RUNS + 1):
             suite.run(n)
