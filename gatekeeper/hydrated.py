@@ -21,7 +21,14 @@ from gatekeeper import faults, keys, policy, spool
 from gatekeeper.audit import record_denial
 from gatekeeper.datasets import Filters
 from gatekeeper.deletions import Deleted
-from gatekeeper.errors import BadInput, Forbidden, GatekeeperError, InsufficientStorage, PoolMoved
+from gatekeeper.errors import (
+    BadInput,
+    Forbidden,
+    GatekeeperError,
+    InsufficientStorage,
+    PoolMoved,
+    StoreUnavailable,
+)
 from gatekeeper.ledger import iso
 from gatekeeper.reservation import Reservation
 from gatekeeper.store import failing_closed
@@ -184,8 +191,11 @@ def export(gate: Any, user: User, selection: Selection, *, fmt: str, with_users:
              "notice": NOTICE}
     # R7: the file has no name from its first byte (O_TMPFILE), so neither a crash nor an
     # error can leave hydrated content on disk; the response reads and closes the handle.
-    handle = spool.anonymous()
+    # Everything from here to the commit is refunded if it fails — creating the spool too
+    # (a full or missing TMPDIR), and the store stopping while the posts are read.
+    handle: IO[bytes] | None = None
     try:
+        handle = spool.anonymous()
         faults.point("export.reserved")
         _write(fmt, _failing_midway(selection.posts(gate)), handle, about,
                authors if with_users else None)
@@ -193,11 +203,17 @@ def export(gate: Any, user: User, selection: Selection, *, fmt: str, with_users:
         size = handle.tell()
         handle.seek(0)
     except BaseException as exc:
-        handle.close()
+        if handle is not None:
+            handle.close()
         res.refund()
         if isinstance(exc, OSError):
-            raise InsufficientStorage(f"the export could not be written ({exc.strerror or exc}); "
-                              f"{res.refund_words()}", rule="R7") from exc
+            raise InsufficientStorage(
+                f"the export could not be written ({exc.strerror or exc}); "
+                f"{res.refund_words()}", rule="R7") from exc
+        if isinstance(exc, StoreUnavailable):
+            raise StoreUnavailable(f"the store stopped answering while the export was being "
+                                   f"written: {res.refund_words()}", rule=counters[0].rule,
+                                   share_id=grant.share_id, delivered=False) from exc
         raise
     faults.point("export.written")
     try:

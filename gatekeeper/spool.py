@@ -109,7 +109,14 @@ def _link(fd: int, out: Path) -> None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp, dir_fd=directory)
                 raise
-        os.fsync(directory)
+        try:
+            os.fsync(directory)
+        except BaseException:
+            # The caller treats a failure as "nothing was written" (a share then refunds):
+            # take the name away again, so that no file is there to be used uncounted.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(out.name, dir_fd=directory)
+            raise
     finally:
         os.close(directory)
 
