@@ -9,15 +9,18 @@ flushed between tests, so never point it at data you keep).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
 import redis
+from click.testing import CliRunner, Result
 from live import CHROMIUM, CHROMIUM_ARGS
 
+from gatekeeper import config as config_mod
+from gatekeeper.cli import main
 from gatekeeper.store import EmbeddedServer
 
 BACKENDS = ["fake", "real"]
@@ -91,3 +94,26 @@ def browser() -> Iterator[Any]:
         b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Iterator[Path]:
+    """A config with small limits and an embedded store that is stopped afterwards."""
+    (tmp_path / "config.toml").write_text(
+        '[redis]\ndata_dir = "var"\n[limits]\npost_ids_per_entity = 100\n'
+    )
+    yield tmp_path
+    EmbeddedServer(tmp_path / "var").stop()
+
+
+@pytest.fixture
+def run(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    """The CLI, in-process, from the store directory with no config from the environment."""
+    monkeypatch.chdir(store_dir)
+    monkeypatch.delenv(config_mod.ENV_CONFIG, raising=False)
+    monkeypatch.delenv(config_mod.ENV_REDIS_URL, raising=False)
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+    return invoke

@@ -6,16 +6,15 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from gatekeeper import config as config_mod
 from gatekeeper import keys
-from gatekeeper.cli import main
 from gatekeeper.store import EmbeddedServer
 
 PASSWORD = "correct horse battery"
@@ -23,26 +22,6 @@ PASSWORD = "correct horse battery"
 Run = Callable[..., Result]
 
 
-@pytest.fixture
-def store_dir(tmp_path: Path) -> Iterator[Path]:
-    """A config with small limits and an embedded store that is stopped afterwards."""
-    (tmp_path / "config.toml").write_text(
-        '[redis]\ndata_dir = "var"\n[limits]\npost_ids_per_entity = 100\n'
-    )
-    yield tmp_path
-    EmbeddedServer(tmp_path / "var").stop()
-
-
-@pytest.fixture
-def run(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
-    monkeypatch.chdir(store_dir)
-    monkeypatch.delenv(config_mod.ENV_CONFIG, raising=False)
-    monkeypatch.delenv(config_mod.ENV_REDIS_URL, raising=False)
-
-    def invoke(*args: str, input: str | None = None) -> Result:
-        return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
-
-    return invoke
 
 
 def db(store_dir: Path) -> redis.Redis:

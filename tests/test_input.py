@@ -20,7 +20,7 @@ from typing import Any
 
 import fakeredis
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,13 +28,11 @@ from live import sign_in
 
 from gatekeeper import api, formats, keys, shares
 from gatekeeper import config as config_mod
-from gatekeeper.cli import main
 from gatekeeper.datasets import Datasets
 from gatekeeper.deletions import Deleted, Deletions
 from gatekeeper.errors import BadInput
 from gatekeeper.gate import Gate
 from gatekeeper.ledger import Ledger
-from gatekeeper.store import EmbeddedServer
 from gatekeeper.web import create_app
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
@@ -87,25 +85,6 @@ def used(gate: Gate, entity: str = "acme") -> int:
     return quota.entity_quota(gate, entity)["used"]
 
 
-@pytest.fixture
-def store_dir(tmp_path: Path) -> Iterator[Path]:
-    (tmp_path / "config.toml").write_text(
-        '[redis]\ndata_dir = "var"\n[limits]\npost_ids_per_entity = 100\n'
-        '[datasets]\ndir = "datasets"\n')
-    yield tmp_path
-    EmbeddedServer(tmp_path / "var").stop()
-
-
-@pytest.fixture
-def run(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
-    monkeypatch.chdir(store_dir)
-    monkeypatch.delenv(config_mod.ENV_CONFIG, raising=False)
-    monkeypatch.delenv(config_mod.ENV_REDIS_URL, raising=False)
-
-    def invoke(*args: str, input: str | None = None) -> Result:
-        return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
-
-    return invoke
 
 
 def cli_gate(store_dir: Path) -> Gate:
