@@ -16,9 +16,9 @@ from typing import Any
 import click
 
 from exports import auditlog as writers
-from gatekeeper import policy
+from gatekeeper import chain, checkpoints, policy
 from gatekeeper.audit import FORMATS, AuditFilter, AuditLog, iso_ms
-from gatekeeper.errors import BadInput
+from gatekeeper.errors import BadInput, ChainBroken
 from gatekeeper.store import failing_closed
 
 
@@ -111,3 +111,97 @@ def audit_export(obj: Any, out: Path, fmt: str | None, as_json: bool,
     data = {"records": n, "format": fmt, "out": str(out), "filters": filters.to_dict()}
     text = f"{n:,} audit record{'s' if n != 1 else ''} written to {out} ({fmt})"
     click.echo(json.dumps(data, indent=2) if as_json else text)
+
+
+# --- tamper evidence: verify, checkpoint, public-key, keygen (gatekeeper.chain, .checkpoints) --
+
+
+def _public_key(obj: Any, given: str | None) -> Any:
+    """The key checkpoints must be signed with: --public-key, else the configured key's."""
+    if given is not None:
+        text = Path(given).read_text() if Path(given).is_file() else given
+        return checkpoints.parse_vkey(text)
+    return checkpoints.load_key(obj.config.audit).public_key()
+
+
+@audit_cli.command("verify")
+@click.option("--since", help="Verify records appended at or after this time (ISO 8601), "
+              "chained onto the record before it.")
+@click.option("--checkpoints", "cp_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Also check every signed checkpoint in DIR: each must be signed by the key "
+              "and still match the log (finds a truncated tail).")
+@click.option("--public-key", "public_key",
+              help="The key checkpoints must be signed with (as `audit public-key` prints it, "
+              "or a file holding it); default: the configured signing key's.")
+@click.option("--json", "as_json", is_flag=True, callback=_mark_json,
+              help="Print the result as JSON.")
+@click.pass_obj
+def audit_verify(obj: Any, since: str | None, cp_dir: Path | None, public_key: str | None,
+                 as_json: bool) -> None:
+    """Recompute every audit stream's hash chain; exit 6 naming the first record that was
+    edited, removed, reordered or inserted (R11)."""
+    since_ms = AuditFilter.parse({"since": since}).since_ms if since else None
+    found = []
+    if cp_dir is not None:
+        found = checkpoints.read_dir(cp_dir, _public_key(obj, public_key))
+    results = chain.verify(obj.gate.client, since_ms=since_ms,
+                           pinned=checkpoints.pinned(found))
+    problems = [r.problem for r in results if r.problem is not None]
+    lines = []
+    for r in results:
+        legacy = (f"; unchained legacy records up to {r.legacy_until}"
+                  if r.legacy_until else "")
+        state = "BROKEN" if r.problem else "ok"
+        lines.append(f"{state:6} {r.stream}: {r.records:,} records, seq {r.seq}{legacy}")
+    total = sum(r.records for r in results)
+    summary = (f"{total:,} audit records in {len(results)} streams verified"
+               f"{f' against {len(found)} signed checkpoints' if cp_dir else ''}")
+    if as_json:
+        click.echo(json.dumps({
+            "ok": not problems, "records": total, "checkpoints": len(found),
+            "streams": [{"stream": r.stream, "records": r.records, "seq": r.seq,
+                         "last_id": r.last_id, "hash": r.hash,
+                         "legacy_until": r.legacy_until,
+                         "problem": None if r.problem is None else {
+                             "id": r.problem.id, "seq": r.problem.seq,
+                             "what": r.problem.what}} for r in results]}, indent=2))
+    else:
+        click.echo("\n".join([*lines, summary if not problems else ""]).rstrip())
+    if problems:
+        raise ChainBroken("the audit log fails verification: " + "; ".join(map(str, problems)),
+                          problems=[str(p) for p in problems])
+
+
+@audit_cli.command("checkpoint")
+@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
+              help="Where to write it (default: audit.checkpoint_dir).")
+@click.option("--json", "as_json", is_flag=True, callback=_mark_json,
+              help="Print the result as JSON.")
+@click.pass_obj
+def audit_checkpoint(obj: Any, directory: Path | None, as_json: bool) -> None:
+    """Sign every audit stream's head (last ID, seq, hash) into a checkpoint file (R11)."""
+    key = checkpoints.load_key(obj.config.audit)
+    cp = checkpoints.write(obj.gate.client, key, directory or obj.config.audit.checkpoint_dir)
+    if as_json:
+        click.echo(json.dumps({"path": str(cp.path), "time": cp.time,
+                               "streams": len(cp.heads)}, indent=2))
+    else:
+        click.echo(f"checkpoint of {len(cp.heads)} audit streams at {cp.time} written to "
+                   f"{cp.path}")
+
+
+@audit_cli.command("public-key")
+@click.pass_obj
+def audit_public_key(obj: Any) -> None:
+    """Print the public key that verifies checkpoints (give it to the auditor)."""
+    click.echo(checkpoints.vkey(checkpoints.load_key(obj.config.audit).public_key()))
+
+
+@audit_cli.command("keygen")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The key file to create (0600; never overwritten).")
+def audit_keygen(out: Path) -> None:
+    """Make an Ed25519 signing key for checkpoints; name it as audit.signing_key_file."""
+    public = checkpoints.generate(out)
+    click.echo(f"signing key written to {out} (mode 0600); public key:\n"
+               f"{checkpoints.vkey(public)}")

@@ -24,6 +24,7 @@ import click
 from gatekeeper import config as config_mod
 from gatekeeper import policy, quota, shares, store
 from gatekeeper.audit_export import audit_cli
+from gatekeeper.checkpoints import in_background as checkpoints_in_background
 from gatekeeper.datasets import Filters
 from gatekeeper.errors import BadInput, GatekeeperError, StoreUnavailable
 from gatekeeper.gate import Gate, ingest_deletions, lift_deletion, set_parent
@@ -606,6 +607,10 @@ def serve(obj: Context, host: str | None, port: int | None, demo: bool) -> None:
                    f"{swept['refunds_sent']} refund(s) sent, {swept['abandoned']} open "
                    "reservation(s) closed as counted", err=True)
     gate.recover_in_background()
+    try:  # R11: signed audit checkpoints every audit.checkpoint_minutes
+        checkpoints_in_background(gate)
+    except GatekeeperError as exc:
+        click.echo(f"note: no audit checkpoints are written: {exc.message}", err=True)
     if demo:
         loaded = demo_mod.load(gate)
         click.echo(loaded.describe() if loaded else

@@ -38,6 +38,10 @@ def _positive(value: int) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def _not_negative(value: int) -> str | None:
+    return None if value >= 0 else "must be 0 (off) or more"
+
+
 def _window(value: str) -> str | None:
     return None if value in WINDOWS else f"must be one of {', '.join(WINDOWS)}"
 
@@ -88,7 +92,24 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, Any]]] = {
         "dir": (str, "datasets", None),
         "max_line_mb": (int, 16, _positive),
     },
+    "audit": {
+        "signing_key_file": (str, "", None),
+        "signing_key_env": (str, "GATEKEEPER_AUDIT_KEY", None),
+        "checkpoint_dir": (str, "checkpoints", None),
+        "checkpoint_minutes": (int, 60, _not_negative),
+    },
 }
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """R11's signed checkpoints: where the Ed25519 key is (a file, else an environment
+    variable), where checkpoints go, and how often the server writes one (0 = never)."""
+
+    signing_key_file: Path | None = None
+    signing_key_env: str = "GATEKEEPER_AUDIT_KEY"
+    checkpoint_dir: Path = Path("checkpoints")
+    checkpoint_minutes: int = 60
 
 
 @dataclass(frozen=True)
@@ -127,6 +148,7 @@ class Config:
     datasets_dir: Path
     max_line_bytes: int = 16 << 20  # the longest line any reader accepts (datasets.max_line_mb)
     source: str = "flag"  # how the file was found: a key of SOURCES
+    audit: AuditConfig = AuditConfig()
 
 
 def _validate(raw: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
@@ -244,4 +266,11 @@ def load(path: str | os.PathLike[str] | None = None, *, use_default: bool = True
         datasets_dir=(base / values["datasets"]["dir"]).resolve(),
         max_line_bytes=values["datasets"]["max_line_mb"] << 20,
         source=source,
+        audit=AuditConfig(
+            signing_key_file=((base / values["audit"]["signing_key_file"]).resolve()
+                              if values["audit"]["signing_key_file"] else None),
+            signing_key_env=values["audit"]["signing_key_env"],
+            checkpoint_dir=(base / values["audit"]["checkpoint_dir"]).resolve(),
+            checkpoint_minutes=values["audit"]["checkpoint_minutes"],
+        ),
     )

@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from gatekeeper import keys
+from gatekeeper import chain, keys
 from gatekeeper.entities import check_name
 from gatekeeper.errors import BadInput, Conflict, InsufficientStorage, NotFound
 from gatekeeper.formats import (
@@ -290,7 +290,7 @@ class Datasets:
                 seconds, micros = self.client.time()
                 pipe = self.client.pipeline(transaction=True)
                 pipe.hdel(keys.DATASETS, name)
-                pipe.xadd(keys.SYS_AUDIT, {
+                chain.append(pipe, keys.SYS_AUDIT, {
                     "time": seconds * 1000 + micros // 1000, "actor": actor,
                     "channel": channel, "kind": "dataset.remove", "outcome": "changed",
                     "rule": "R11", "dataset": name,

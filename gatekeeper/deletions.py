@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import redis
 
-from gatekeeper import keys
+from gatekeeper import chain, keys
 from gatekeeper.errors import BadInput, NotFound
 from gatekeeper.formats import is_id
 from gatekeeper.lines import MAX_LINE_BYTES
@@ -193,7 +193,7 @@ class Deletions:
                                             "source": source, "actor": actor, "at_ms": now_ms})
                     for ident, action, reason in parsed.reversals[i:i + BATCH]})
             pipe.incr(keys.DELETED_VERSION)
-            pipe.xadd(keys.SYS_AUDIT, {
+            chain.append(pipe, keys.SYS_AUDIT, {
                 "time": now_ms, "actor": actor, "channel": channel,
                 "kind": f"deletions.{kind}", "outcome": "ingested", "rule": "R9",
                 "requested": parsed.listed, "message": _ingest_message(source, kind, parsed)})
@@ -245,7 +245,7 @@ class Deletions:
             pipe.srem(keys.deleted(kind), ident)
             pipe.hdel(keys.reversals(kind), ident)
             pipe.incr(keys.DELETED_VERSION)
-            pipe.xadd(keys.SYS_AUDIT, {
+            chain.append(pipe, keys.SYS_AUDIT, {
                 "time": seconds * 1000 + micros // 1000, "actor": actor, "channel": channel,
                 "kind": "deletions.lift", "outcome": "changed", "rule": "R9", "requested": 1,
                 "message": f"{kind[:-1]} ID {ident} lifted from the R9 deletion list"

@@ -30,6 +30,16 @@ class GatekeeperError(Exception):
         return {"error": self.code, "rule": self.rule, "message": self.message, **self.details}
 
 
+class ChainBroken(GatekeeperError):
+    """The audit log fails verification (R11): a record was edited, removed, reordered or
+    inserted, or a checkpoint is not signed by the configured key. Exit 6, apart from every
+    refusal, so a scheduled `gatekeeper audit verify` can alert on it alone."""
+
+    exit_code = 6
+    code = "audit_chain_broken"
+    rule = "R11"
+
+
 class ConfigError(GatekeeperError):
     """The configuration file or environment is invalid; start-up stops."""
 

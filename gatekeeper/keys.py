@@ -117,6 +117,12 @@ def refusals_of(audit_key: str) -> str:
     return audit_key.removesuffix(":audit") + ":refusals"
 
 
+def chain_of(audit_key: str) -> str:
+    """The head of an audit stream's hash chain (R11): a hash of seq, hash and id of its last
+    record, beside the stream in its slot. _window.lua's append_audit builds the same name."""
+    return audit_key + ":chain"
+
+
 def moved_of(audit_key: str) -> str:
     """The moved marker of the pool whose audit stream is `audit_key` (the {sys} stream has
     none: its placeholder, never set, stands in)."""

@@ -200,6 +200,7 @@ class ReportData:
     hydrated_daily: list[int]
     checks: list[Check]
     records: int  # audit records read for the month
+    checkpoint: str = "not taken"  # the signed audit checkpoint written with it (R11)
 
     def total(self, kind: str) -> int:
         return sum(e.totals.net[kind] for e in self.entities)

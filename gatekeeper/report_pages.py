@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from typing import IO
 import click
 from flask import Blueprint, Response, request
 
-from gatekeeper import pages, policy
+from gatekeeper import checkpoints, pages, policy
 from gatekeeper.errors import BadInput
 from gatekeeper.report import (
     ReportData,
@@ -86,6 +87,7 @@ def report_cli(ctx: click.Context, month: str | None, out: Path, as_json: bool) 
         month_bounds(month)  # a bad month is refused before anything is read
     now = redis_now_ms(gate)
     report = month_report(gate, month or previous_month(now), actor=_actor(), now_ms=now)
+    report = dataclasses.replace(report, checkpoint=checkpoints.after_report(gate))
     n = write_file(report, out)
     data = {**report.summary(), "out": str(out), "pages": n}
     if as_json:
@@ -115,6 +117,7 @@ def report_download() -> Response:
     now = redis_now_ms(gate)
     report = month_report(gate, month or previous_month(now), actor=pages.me().name,
                           now_ms=now)
+    report = dataclasses.replace(report, checkpoint=checkpoints.after_report(gate))
     spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - the response closes it
     try:
         write_pdf(report, spool)

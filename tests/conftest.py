@@ -8,6 +8,7 @@ flushed between tests, so never point it at data you keep).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,22 @@ from gatekeeper.cli import main
 from gatekeeper.store import EmbeddedServer
 
 BACKENDS = ["fake", "real"]
+
+
+def _with_sha1hex(get_runtime: Callable[..., Any]) -> Callable[..., Any]:
+    """fakeredis's Lua lacks `redis.sha1hex`, which Redis has had since 2.6 and the audit
+    chain's append uses (lua/_window.lua): give its runtime the same function."""
+    def runtime(self: Any, server: Any) -> Any:
+        lua = get_runtime(self, server)
+        table = lua.globals().redis
+        if table.sha1hex is None:
+            table.sha1hex = lambda data: hashlib.sha1(data).hexdigest().encode()
+        return lua
+    return runtime
+
+
+_scripting = fakeredis.commands_mixins.scripting_mixin.ScriptingCommandsMixin
+_scripting._get_server_runtime = _with_sha1hex(_scripting._get_server_runtime)
 
 
 @pytest.fixture(scope="session")

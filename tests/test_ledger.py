@@ -118,6 +118,7 @@ def test_grant_audit_record_carries_time_outcome_request_and_grant(
                                                                               T0 + 42)
     assert grant.counters == [CounterState(rule="R2", limit=100, used=7, remaining=93)]
     [record] = audit_records(client)
+    assert len(record.pop("hash")) == 40  # R11's chain (tests/test_chain.py)
     assert record == {
         "time": str(T0 + 42),
         "actor": "bob",  # purpose=None is left out, not written as "None"
@@ -125,6 +126,7 @@ def test_grant_audit_record_carries_time_outcome_request_and_grant(
         "requested": "7",
         "granted": "7",
         "share_id": "s1",
+        "seq": "1",
     }
 
 

@@ -111,9 +111,41 @@ local function remaining(spec, used)
   return r
 end
 
+-- Tamper evidence (R11): every audit record is appended here, nowhere else. Each carries its
+-- stream's sequence number `seq` (1, 2, ...) and `hash` = SHA-1 of the previous record's hash
+-- (empty for seq 1) and the record's own fields, seq included, in the order stored:
+--   prev_hash .. '\n' .. len(f1) .. ',' .. len(v1) .. ',' .. ... .. '\n' .. f1 .. v1 .. ...
+-- (the lengths make the encoding unambiguous; gatekeeper/chain.py recomputes exactly this).
+-- The chain's head (seq, hash, id) lives in a hash beside the stream, `STREAM:chain`: the same
+-- hash tag, so the same Cluster slot (keys.chain_of builds the same name). `args` is the XADD
+-- argument list ('XADD', stream, '*', field, value, ...); seq and hash are added to it, so a
+-- refusal-index copy made from it carries them too. Returns the record's ID.
+local function append_audit(args)
+  local chain = args[2] .. ':chain'
+  local head = redis.call('HMGET', chain, 'seq', 'hash')
+  local seq = fmt(tonumber(head[1] or '0') + 1)
+  args[#args + 1] = 'seq'
+  args[#args + 1] = seq
+  local lengths, values = {}, {}
+  for i = 4, #args do
+    local v = tostring(args[i])
+    args[i] = v
+    lengths[#lengths + 1] = #v
+    values[#values + 1] = v
+  end
+  local hash = redis.sha1hex((head[2] or '') .. '\n' .. table.concat(lengths, ',') .. '\n'
+                             .. table.concat(values))
+  args[#args + 1] = 'hash'
+  args[#args + 1] = hash
+  local id = redis.call(unpack(args))
+  redis.call('HSET', chain, 'seq', seq, 'hash', hash, 'id', id)
+  return id
+end
+
 -- The refusal index beside an audit stream keeps a copy of its latest refusals under the same
 -- IDs, so that a dashboard finds the newest refusals without reading every record. `args` is
--- the XADD argument list of the record ('XADD', stream, '*', field, value, ...).
+-- the XADD argument list of the record ('XADD', stream, '*', field, value, ...). A copy keeps
+-- the original's seq and hash but is not itself a chain: the index is capped and trimmed.
 local REFUSAL_INDEX_LENGTH = 100
 local function index_refusal(index, id, args)
   local copy = {'XADD', index, 'MAXLEN', REFUSAL_INDEX_LENGTH, id}
@@ -157,7 +189,7 @@ local function abandon_stale(reserved, audit_key, prefix, now, timeout)
       args[#args + 1] = 'message'
       args[#args + 1] = 'reserved at ' .. (r[4] or '?') .. ' ms and never settled (the process '
         .. 'delivering it stopped): closed as counted, since it may have been delivered (R2)'
-      redis.call(unpack(args))
+      append_audit(args)
     end
     redis.call('ZREM', reserved, id)
   end

@@ -51,9 +51,10 @@ if #children > 0 then return cjson.encode({status = 'has_children', children = c
 -- A reservation left open by a crash does not block the link: it is closed, counted, first.
 abandon_stale(old_prefix .. 'reserved', KEYS[3], old_prefix, now, in_flight_ms)
 
--- Everything of the old pool but its audit stream and refusal index (history, R11), its
--- active index and placeholders.
-local keep = {[old_prefix .. 'audit'] = true, [old_prefix .. 'refusals'] = true,
+-- Everything of the old pool but its audit stream, the stream's chain head and refusal index
+-- (history, R11), its active index and placeholders.
+local keep = {[old_prefix .. 'audit'] = true, [old_prefix .. 'audit:chain'] = true,
+              [old_prefix .. 'refusals'] = true,
               [old_prefix .. 'active'] = true, [old_prefix .. 'reserved'] = true,
               [old_prefix .. 'none'] = true, [old_prefix .. 'moved'] = true}
 local moving = {}
@@ -160,7 +161,7 @@ local function audit(stream, extra)
     args[#args + 1] = k
     args[#args + 1] = v
   end
-  return redis.call(unpack(args))
+  return append_audit(args)
 end
 local facts = {moved_keys = fmt(#moving - left), merged_post_ids = fmt(merged), pool = root,
                former_pool = name}

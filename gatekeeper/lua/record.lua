@@ -41,6 +41,6 @@ for i = 4 + 2 * f, #ARGV do
     refused = true
   end
 end
-local id = redis.call(unpack(args))
+local id = append_audit(args)
 if refused then index_refusal(KEYS[4], id, args) end
 return cjson.encode({status = 'ok', now = fmt(now), audit_id = id})

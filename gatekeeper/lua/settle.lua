@@ -70,7 +70,7 @@ local function audit(outcome, granted, extra)
     args[#args + 1] = k
     args[#args + 1] = v
   end
-  redis.call(unpack(args))
+  append_audit(args)
 end
 
 redis.call('ZREM', KEYS[4], share_id)

@@ -56,7 +56,7 @@ local function audit(fields)
     args[#args + 1] = k
     args[#args + 1] = v
   end
-  local id = redis.call(unpack(args))
+  local id = append_audit(args)
   if REFUSED[fields.outcome] then index_refusal(KEYS[6], id, args) end
   return id
 end

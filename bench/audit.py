@@ -1,0 +1,141 @@
+"""Benchmark the audit hash chain (R11): what it adds to a grant, and how fast it verifies.
+
+Two measurements on one embedded redis-server (Unix socket, ``appendonly yes``):
+
+1. Grant latency with and without the chain: the same take.lua, once as shipped and once with
+   ``append_audit`` replaced by a plain XADD, in alternating rounds (A B B A …) in one process,
+   each round on a fresh entity, so drift (AOF growth, page cache) hits both sides alike. Every
+   write is fsynced (``appendfsync always``), as in production.
+2. ``audit verify`` throughput: 1,000,000 chained records (a take's fields) appended by the
+   shipped ``append_audit`` (in batches of 10,000 per script call, fsync off for the load only),
+   then ``chain.verify_stream`` over all of them, reading from Redis included.
+
+Prints medians and the goals (chain adds ≤ 10 % to a grant; verify ≥ 200,000 records/s); exits
+1 if a goal fails. Run from the repository root::
+
+    python bench/audit.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+
+import redis
+from common import machine_line, print_goals, print_table
+
+from gatekeeper import chain, keys
+from gatekeeper.ledger import DAY_MS, Counter, Ledger, Limit, Window
+from gatekeeper.store import EmbeddedServer, Scripts
+
+WINDOW = Window("30d", 30 * DAY_MS, 600_000)
+AUDIT = {"actor": "bench", "entity": "bench", "recipient": "bench", "channel": "api",
+         "kind": "share", "request_id": "0123456789abcdef"}
+PLAIN = "\nlocal function append_audit(args) return redis.call(unpack(args)) end\n"
+LOAD = """
+for i = 1, tonumber(ARGV[1]) do
+  append_audit({'XADD', KEYS[1], '*', 'time', '1795910000000', 'actor', 'analyst-0042',
+                'entity', 'acme-research', 'recipient', 'analyst-0042', 'channel', 'api',
+                'kind', 'share', 'requested', '100000', 'granted', '100000', 'rule', 'R2',
+                'outcome', 'granted', 'request_id', 'f3b2c1d0e9a8b7c6', 'share_id',
+                'a1b2c3d4e5f60718293a4b5c6d7e8f90'})
+end
+return 1
+"""
+
+
+class Unchained(Scripts):
+    """The shipped scripts with append_audit shadowed by a plain XADD: the grant before R11."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        lua = resources.files("gatekeeper") / "lua"
+        prelude = (lua / "_window.lua").read_text() + PLAIN
+        for name in self.NAMES:
+            body = (lua / f"{name}.lua").read_text()
+            setattr(self, name, client.register_script(prelude + "\n" + body))
+
+
+def grant_round(ledger: Ledger, entity: str, n: int) -> list[float]:
+    """n cost-1 grants on a fresh entity; each one's latency in ms."""
+    counter = Counter(keys.counter(entity, "r2", entity), "R2", WINDOW, Limit(10**9), amount=1)
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        ledger.take(entity, [counter], requested=1, share_id=uuid.uuid4().hex, audit=AUDIT)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grants", type=int, default=500, help="grants per round")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds (half per side)")
+    parser.add_argument("--records", type=int, default=1_000_000, help="records to verify")
+    args = parser.parse_args()
+    command = shlex.join([Path(sys.executable).name, *sys.argv])
+
+    with tempfile.TemporaryDirectory(prefix="gk-bench-") as tmp:
+        server = EmbeddedServer(Path(tmp))
+        server.start()
+        try:
+            client = server.client()
+            fsync = client.config_get("appendfsync")["appendfsync"]
+            sides = {"chained": Ledger(client), "unchained": Ledger(client, Unchained(client))}
+            for name, ledger in sides.items():  # load the scripts, warm the connection
+                grant_round(ledger, f"warm-{name}", 100)
+            lat: dict[str, list[float]] = {name: [] for name in sides}
+            order = ["chained", "unchained", "unchained", "chained"]
+            for r in range(args.rounds):
+                name = order[r % 4]
+                lat[name] += grant_round(sides[name], f"{name}-{r}", args.grants)
+
+            client.config_set("appendfsync", "no")  # the load only; verify reads
+            stream = keys.audit("verify-bench")
+            load = client.register_script((resources.files("gatekeeper") / "lua" /
+                                           "_window.lua").read_text() + LOAD)
+            left = args.records
+            while left:
+                n = min(10_000, left)
+                load(keys=[stream], args=[n])
+                left -= n
+            t = time.perf_counter()
+            result = chain.verify_stream(client, stream)
+            seconds = time.perf_counter() - t
+            version = client.info("server")["redis_version"]
+        finally:
+            server.stop()
+
+    assert result.problem is None and result.records == args.records, result
+    med = {name: statistics.median(v) for name, v in lat.items()}
+    p90 = {name: statistics.quantiles(v, n=10)[-1] for name, v in lat.items()}
+    extra = med["chained"] / med["unchained"] - 1
+    rate = result.records / seconds
+    print(machine_line())
+    print(f"software: Python {platform.python_version()}, redis-server {version}, "
+          f"redis-py {redis.__version__}; grants with appendfsync {fsync}")
+    print(f"command: {command}")
+    print()
+    print_table(["grant (take.lua, cost 1)", "median ms", "p90 ms", "grants"], [
+        [name, f"{med[name]:.3f}", f"{p90[name]:.3f}", f"{len(lat[name]):,}"] for name in lat])
+    print(f"the chain adds {extra * 100:+.1f} % to the median grant")
+    print()
+    print_table(["audit verify", "records", "seconds", "records/s"], [
+        ["one stream, read from Redis and rehashed", f"{result.records:,}", f"{seconds:.2f}",
+         f"{rate:,.0f}"]])
+    return print_goals([
+        (f"the chain adds <= 10 % to a grant's median latency ({extra * 100:+.1f} %)",
+         extra <= 0.10),
+        (f"audit verify >= 200,000 records/s ({rate:,.0f})", rate >= 200_000),
+    ])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

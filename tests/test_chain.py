@@ -1,0 +1,292 @@
+"""R11: the audit streams are hash chains; `audit verify` names the first record tampered with,
+and signed checkpoints catch a truncated tail and refuse another key's signature."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from click.testing import Result
+from conftest import real_client
+
+from gatekeeper import chain, checkpoints, keys
+from gatekeeper.config import ENV_REDIS_URL, AuditConfig
+from gatekeeper.errors import QuotaExceeded
+from gatekeeper.ledger import Counter, Ledger, Limit, Window
+
+POOL = keys.audit("acme")
+WINDOW = Window("30d", 30 * 86_400_000, 600_000)
+
+
+def write_log(client: redis.Redis, n: int = 6) -> Ledger:
+    """n records in acme's stream through record.lua, plus take/settle and a Python append."""
+    client.sadd(keys.AUDIT_STREAMS, POOL)
+    ledger = Ledger(client)
+    for i in range(n):
+        ledger.record(keys.placeholder("acme"), POOL, mode="audit", fields={},
+                      audit={"actor": "ann", "kind": "test", "outcome": "changed", "n": i})
+    pipe = client.pipeline(transaction=True)
+    chain.append(pipe, keys.SYS_AUDIT, {"actor": "ann", "kind": "deletions.lift", "n": 1})
+    pipe.execute()
+    return ledger
+
+
+def entries(client: redis.Redis, stream: str = POOL) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    return client.xrange(stream)
+
+
+def rewrite(client: redis.Redis, stream: str,
+            records: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    """What someone with Redis access does: a stream only grows at its end, so to change the
+    past they delete it and add the records back under the IDs they choose."""
+    client.delete(stream)
+    for rid, fields in records:
+        client.xadd(stream, fields, id=rid)
+
+
+def problem(client: redis.Redis, **kw: Any) -> chain.Problem | None:
+    found = [r.problem for r in chain.verify(client, **kw) if r.problem is not None]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def test_every_script_appends_records_with_a_sequence_and_a_chained_hash(
+        client: redis.Redis) -> None:
+    ledger = write_log(client, 2)
+    counter = Counter(keys.counter("acme", "r2", "acme"), "R2", WINDOW, Limit(10), amount=5)
+    ledger.take("acme", [counter], requested=5, share_id="s1", audit={"actor": "ann"})
+    ledger.settle("acme", "s1", [counter], delivered=True, audit={"actor": "ann"})
+    more = Counter(counter.key, "R2", WINDOW, Limit(10), amount=6)
+    with pytest.raises(QuotaExceeded):
+        ledger.take("acme", [more], requested=6, share_id="s2", audit={"actor": "ann"})
+    records = entries(client)
+    assert [int(f[b"seq"]) for _, f in records] == [1, 2, 3, 4, 5]
+    prev = b""
+    for _, f in records:
+        flat = [x for kv in f.items() for x in kv][:-2]
+        assert f[b"hash"] == chain.record_hash(prev, flat)
+        prev = f[b"hash"]
+    head = client.hgetall(keys.chain_of(POOL))
+    assert head == {b"seq": b"5", b"hash": prev, b"id": records[-1][0]}
+    # The refusal index copies the refused record whole, its seq and hash included.
+    copy = client.xrange(keys.refusals_of(POOL))[-1]
+    assert copy == records[-1]
+    assert problem(client) is None
+
+
+def test_a_clean_log_verifies_with_counts(client: redis.Redis) -> None:
+    write_log(client)
+    results = {r.stream: r for r in chain.verify(client)}
+    assert results[POOL].records == 6 and results[POOL].seq == 6
+    assert results[keys.SYS_AUDIT].seq == 1
+    assert all(r.problem is None for r in results.values())
+
+
+def test_an_edited_field_is_named(client: redis.Redis) -> None:
+    write_log(client)
+    records = entries(client)
+    records[2][1][b"actor"] = b"mallory"
+    rewrite(client, POOL, records)
+    p = problem(client)
+    assert p is not None and (p.stream, p.id, p.seq) == (POOL, records[2][0].decode(), 3)
+    assert "edited" in p.what
+
+
+def test_a_deleted_record_is_named_by_the_one_after_it(client: redis.Redis) -> None:
+    write_log(client)
+    records = entries(client)
+    client.xdel(POOL, records[3][0])
+    p = problem(client)
+    assert p is not None and (p.id, p.seq) == (records[4][0].decode(), 5)
+    assert "seq 4–4 are missing" in p.what and "removed" in p.what
+
+
+def test_reordered_records_are_named(client: redis.Redis) -> None:
+    write_log(client)
+    records = entries(client)
+    swapped = list(records)
+    swapped[1], swapped[2] = (records[1][0], records[2][1]), (records[2][0], records[1][1])
+    rewrite(client, POOL, swapped)
+    p = problem(client)
+    assert p is not None and (p.id, p.seq) == (records[1][0].decode(), 3)
+
+
+def test_an_inserted_record_is_named(client: redis.Redis) -> None:
+    write_log(client)
+    records = entries(client)
+    fake = dict(records[2][1])
+    fake[b"actor"] = b"mallory"  # a copy of record 3, seq and hash included, edited
+    renumbered = [(f"{i + 1}-0".encode(), f) for i, (_, f) in
+                  enumerate([*records[:3], (b"", fake), *records[3:]])]
+    rewrite(client, POOL, renumbered)
+    p = problem(client)
+    assert p is not None and (p.id, p.seq) == ("4-0", 3)
+    assert "reordered or inserted" in p.what
+
+
+def test_an_inserted_record_without_chain_fields_is_named(client: redis.Redis) -> None:
+    write_log(client)
+    records = entries(client)
+    client.xadd(POOL, {"time": "1", "actor": "mallory", "outcome": "changed"})
+    p = problem(client)
+    assert p is not None and p.seq is None and "no seq/hash after the chain began" in p.what
+    assert p.id > records[-1][0].decode()
+
+
+def test_a_truncated_tail_is_found_by_the_chain_head(client: redis.Redis) -> None:
+    write_log(client)
+    records = entries(client)
+    client.xdel(POOL, records[-1][0], records[-2][0])
+    p = problem(client)
+    assert p is not None and (p.id, p.seq) == (records[-3][0].decode(), 4)
+    assert "chain head says seq 6" in p.what
+
+
+def test_a_truncated_tail_with_its_head_rewritten_is_found_only_by_a_checkpoint(
+        client: redis.Redis) -> None:
+    write_log(client)
+    pinned = {POOL: {6: client.hget(keys.chain_of(POOL), "hash").decode()}}
+    records = entries(client)
+    client.xdel(POOL, records[-1][0], records[-2][0])
+    client.hset(keys.chain_of(POOL), mapping={"seq": 4, "hash": records[-3][1][b"hash"],
+                                              "id": records[-3][0]})
+    assert problem(client) is None  # the hole a chain alone cannot show
+    p = problem(client, pinned=pinned)
+    assert p is not None and p.seq == 4 and "truncated tail" in p.what
+    assert "checkpoint recorded seq 6" in p.what
+
+
+def test_records_from_before_the_chain_are_legacy_not_a_failure(client: redis.Redis) -> None:
+    old = [client.xadd(POOL, {"time": "1", "actor": "old"}) for _ in range(3)]
+    write_log(client, 2)
+    result = next(r for r in chain.verify(client) if r.stream == POOL)
+    assert result.problem is None and result.legacy_until == old[-1].decode()
+    assert result.seq == 2
+
+
+def test_since_verifies_from_a_time_onto_the_record_before(client: redis.Redis) -> None:
+    write_log(client)
+    records = entries(client)
+    records[1][1][b"actor"] = b"mallory"  # before --since: not read
+    rewrite(client, POOL, records)
+    since = int(records[3][0].split(b"-")[0])
+    result = next(r for r in chain.verify(client, since_ms=since) if r.stream == POOL)
+    assert result.problem is None and result.seq == 6
+    assert problem(client) is not None
+
+
+# --- the CLI on a real server ----------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(run: Callable[..., Result], real_server: dict[str, str], store_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> tuple[Callable[..., Result], redis.Redis]:
+    """`gatekeeper` on the session's real Redis server, with a signing key configured."""
+    url = real_server.get("url") or f"unix://{real_server['unix_socket_path']}"
+    monkeypatch.setenv(ENV_REDIS_URL, url)
+    run("audit", "keygen", "--out", str(store_dir / "audit.key"))
+    with open(store_dir / "config.toml", "a") as fh:
+        fh.write('[audit]\nsigning_key_file = "audit.key"\ncheckpoint_dir = "cps"\n')
+    r = real_client(real_server)
+    r.flushall()
+    yield run, r
+    r.flushall()
+    r.close()
+
+
+def test_cli_verify_passes_a_clean_log_and_names_an_edited_record(cli: Any) -> None:
+    run, r = cli
+    write_log(r)
+    ok = run("audit", "verify")
+    assert ok.exit_code == 0, ok.output
+    assert "7 audit records in 2 streams verified" in ok.output
+    records = entries(r)
+    records[4][1][b"outcome"] = b"refused"
+    rewrite(r, POOL, records)
+    bad = run("audit", "verify")
+    assert bad.exit_code == 6
+    assert f"{POOL}: record {records[4][0].decode()}, seq 5: its fields do not hash" in bad.output
+
+
+def test_cli_checkpoint_finds_a_truncated_tail(cli: Any, store_dir: Path) -> None:
+    run, r = cli
+    write_log(r)
+    out = run("audit", "checkpoint")
+    assert out.exit_code == 0, out.output
+    [cp] = (store_dir / "cps").glob("checkpoint-*.txt")
+    text = cp.read_text()
+    assert text.startswith(checkpoints.ORIGIN + "\n") and "\n\n\u2014 gatekeeper-audit " in text
+    assert f"stream {POOL} " in text
+    records = entries(r)
+    r.xdel(POOL, records[-1][0])
+    r.hset(keys.chain_of(POOL), mapping={"seq": 5, "hash": records[-2][1][b"hash"]})
+    assert run("audit", "verify").exit_code == 0  # without the checkpoint, nothing shows
+    bad = run("audit", "verify", "--checkpoints", str(store_dir / "cps"))
+    assert bad.exit_code == 6 and "truncated tail" in bad.output
+
+
+def test_cli_refuses_a_checkpoint_signed_with_another_key(cli: Any, store_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    run, r = cli
+    write_log(r)
+    other = store_dir / "other.key"
+    checkpoints.generate(other)
+    key = checkpoints.load_key(AuditConfig(signing_key_file=other))
+    checkpoints.write(r, key, store_dir / "cps")
+    bad = run("audit", "verify", "--checkpoints", str(store_dir / "cps"))
+    assert bad.exit_code == 6 and "not signed by the configured key" in bad.output
+
+
+def test_cli_refuses_a_checkpoint_altered_after_signing(cli: Any, store_dir: Path) -> None:
+    run, r = cli
+    write_log(r)
+    run("audit", "checkpoint")
+    [cp] = (store_dir / "cps").glob("checkpoint-*.txt")
+    cp.write_text(cp.read_text().replace(" 6 ", " 7 ", 1))
+    bad = run("audit", "verify", "--checkpoints", str(store_dir / "cps"))
+    assert bad.exit_code == 6 and "signature does not verify" in bad.output
+
+
+def test_cli_public_key_lets_an_auditor_verify_without_the_private_key(
+        cli: Any, store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, r = cli
+    write_log(r)
+    run("audit", "checkpoint")
+    vkey = run("audit", "public-key").output.strip()
+    assert vkey.startswith("gatekeeper-audit+")
+    (store_dir / "config.toml").write_text('[redis]\ndata_dir = "var"\n')  # no key here
+    ok = run("audit", "verify", "--checkpoints", str(store_dir / "cps"), "--public-key", vkey)
+    assert ok.exit_code == 0, ok.output
+    assert "against 1 signed checkpoints" in ok.output
+
+
+def test_checkpoint_without_a_key_says_how_to_make_one(
+        run: Callable[..., Result], store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GATEKEEPER_AUDIT_KEY", raising=False)
+    out = run("audit", "checkpoint")
+    assert out.exit_code == 2
+    assert "gatekeeper audit keygen --out FILE" in out.output
+    assert not (store_dir / "checkpoints").exists()
+
+
+def test_keygen_writes_a_0600_key_and_never_overwrites_it(run: Callable[..., Result],
+                                                          store_dir: Path) -> None:
+    out = run("audit", "keygen", "--out", str(store_dir / "k.pem"))
+    assert out.exit_code == 0 and "gatekeeper-audit+" in out.output
+    assert stat.S_IMODE(os.stat(store_dir / "k.pem").st_mode) == 0o600
+    again = run("audit", "keygen", "--out", str(store_dir / "k.pem"))
+    assert again.exit_code == 2 and "never overwritten" in again.output
+
+
+def test_a_signing_key_from_the_environment_as_a_base64_seed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GK_TEST_KEY", base64.b64encode(bytes(range(32))).decode())
+    key = checkpoints.load_key(AuditConfig(signing_key_env="GK_TEST_KEY"))
+    public = checkpoints.parse_vkey(checkpoints.vkey(key.public_key()))
+    assert checkpoints.key_id(public) == checkpoints.key_id(key.public_key())
