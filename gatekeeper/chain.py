@@ -15,9 +15,13 @@ pin the chain heads with Ed25519 outside Redis.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -30,13 +34,19 @@ from gatekeeper.store import failing_closed
 BATCH = 10_000  # records read per XRANGE
 
 
+def _stuff(value: bytes) -> bytes:
+    return value.replace(b"\1", b"\1\1").replace(b"\0", b"\1\2")
+
+
 def record_hash(prev: bytes, flat: list[bytes]) -> bytes:
     """The hash a record carries: `flat` is its fields and values in stored order, seq
     included, hash excluded; `prev` the previous record's hash (b"" for seq 1). Hex, as bytes.
-    The same bytes as append_audit hashes: prev, newline, the lengths comma-separated, newline,
-    then every field and value concatenated."""
-    lengths = ",".join(map(str, map(len, flat))).encode()
-    return hashlib.sha1(b"%s\n%s\n%s" % (prev, lengths, b"".join(flat))).hexdigest().encode()
+    The same bytes as append_audit hashes: prev and each field and value, joined by NUL, with
+    NUL and \\1 inside a value stuffed (\\1 -> \\1\\1, NUL -> \\1\\2)."""
+    body = b"\0".join([prev, *flat])
+    if body.count(b"\0") != len(flat) or b"\1" in body:  # rare: stuff, as the script did
+        body = b"\0".join([prev, *map(_stuff, flat)])
+    return hashlib.sha1(body).hexdigest().encode()
 
 
 @functools.cache
@@ -99,6 +109,40 @@ def _raw(client: redis.Redis) -> redis.Redis:
     return raw
 
 
+def _batches(raw: redis.Redis, stream: str, start: str) -> Iterator[list[Any]]:
+    """The stream's records from `start` in batches, the next one read by a thread while the
+    caller hashes this one (the server and the socket work beside the hashing)."""
+    found: queue.Queue[Any] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def read() -> None:
+        at = start
+        try:
+            while not stop.is_set():
+                batch = raw.execute_command("XRANGE", stream, at, "+", "COUNT", BATCH)
+                found.put(batch)
+                if len(batch) < BATCH:
+                    break
+                at = "(" + batch[-1][0].decode()
+            found.put(None)
+        except Exception as exc:  # handed to the caller, which raises it
+            found.put(exc)
+
+    reader = threading.Thread(target=read, name="gatekeeper-verify-read", daemon=True)
+    reader.start()
+    try:
+        while (batch := found.get()) is not None:
+            if isinstance(batch, Exception):
+                raise batch
+            yield batch
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                found.get_nowait()  # unblock a reader waiting to put
+        reader.join()
+
+
 def _is_chained(flat: list[bytes]) -> bool:
     return len(flat) >= 4 and flat[-2] == b"hash" and flat[-4] == b"seq"
 
@@ -109,6 +153,7 @@ def verify_stream(client: redis.Redis, stream: str, *, since_ms: int | None = No
     record at or after that time, chained onto the record before it. `pinned` maps seq -> hash
     that a signed checkpoint recorded: each must still be there, with that hash."""
     raw = _raw(client)
+    sha1 = hashlib.sha1
     out = StreamResult(stream)
     pinned = dict(pinned or {})
     prev, expected, chained = b"", 1, False
@@ -122,11 +167,10 @@ def verify_stream(client: redis.Redis, stream: str, *, since_ms: int | None = No
                 flat = before[0][1]
                 prev, expected, chained = flat[-1], int(flat[-3]) + 1, True
             pinned = {s: h for s, h in pinned.items() if s >= expected}
-        while out.problem is None:
-            batch = raw.execute_command("XRANGE", stream, start, "+", "COUNT", BATCH)
+        last_id = b""
+        for batch in _batches(raw, stream, start):
             for rid, flat in batch:
-                out.records += 1
-                if not _is_chained(flat):
+                if len(flat) < 4 or flat[-2] != b"hash" or flat[-4] != b"seq":
                     if chained:
                         out.problem = Problem(stream, rid.decode(), None, (
                             "has no seq/hash after the chain began: inserted (or its chain "
@@ -141,23 +185,29 @@ def verify_stream(client: redis.Redis, stream: str, *, since_ms: int | None = No
                             f"seq {seq} comes after seq {expected - 1}: reordered or inserted")
                     out.problem = Problem(stream, rid.decode(), seq, what)
                     break
-                h = record_hash(prev, flat[:-2])
+                body = b"\0".join(flat[:-2])  # record_hash, inlined: verify's hot loop
+                if body.count(b"\0") != len(flat) - 3 or b"\1" in body:
+                    h = record_hash(prev, flat[:-2])
+                else:
+                    h = sha1(b"%s\0%s" % (prev, body)).hexdigest().encode()
                 if h != flat[-1]:
                     out.problem = Problem(stream, rid.decode(), seq, (
                         "its fields do not hash to its stored hash on the previous record's: "
                         "edited (or replaced)"))
                     break
-                want = pinned.pop(seq, None)
-                if want is not None and want.encode() != h:
+                if pinned and seq in pinned and pinned.pop(seq).encode() != h:
                     out.problem = Problem(stream, rid.decode(), seq, (
-                        f"a signed checkpoint recorded hash {want} for seq {seq}, the log now "
-                        f"holds {h.decode()}: the chain was rewritten"))
+                        "a signed checkpoint recorded another hash for this seq: the chain "
+                        "was rewritten"))
                     break
                 prev, expected, chained = h, seq + 1, True
-                out.last_id, out.seq, out.hash = rid.decode(), seq, h.decode()
-            if len(batch) < BATCH:
+                last_id = rid
+            if out.problem is not None:
+                out.records += next(i for i, e in enumerate(batch, 1) if e[0] is rid)
                 break
-            start = "(" + batch[-1][0].decode()
+            out.records += len(batch)
+        if chained:
+            out.last_id, out.seq, out.hash = last_id.decode() or None, expected - 1, prev.decode()
         if out.problem is None:
             out.problem = _tail(client, out, pinned)
     return out

@@ -113,28 +113,30 @@ end
 
 -- Tamper evidence (R11): every audit record is appended here, nowhere else. Each carries its
 -- stream's sequence number `seq` (1, 2, ...) and `hash` = SHA-1 of the previous record's hash
--- (empty for seq 1) and the record's own fields, seq included, in the order stored:
---   prev_hash .. '\n' .. len(f1) .. ',' .. len(v1) .. ',' .. ... .. '\n' .. f1 .. v1 .. ...
--- (the lengths make the encoding unambiguous; gatekeeper/chain.py recomputes exactly this).
--- The chain's head (seq, hash, id) lives in a hash beside the stream, `STREAM:chain`: the same
--- hash tag, so the same Cluster slot (keys.chain_of builds the same name). `args` is the XADD
--- argument list ('XADD', stream, '*', field, value, ...); seq and hash are added to it, so a
--- refusal-index copy made from it carries them too. Returns the record's ID.
+-- (empty for seq 1) and the record's own fields and values, seq included, in stored order,
+-- each after a NUL byte: prev .. '\0' .. f1 .. '\0' .. v1 .. '\0' .. ... A NUL or \1 inside
+-- a value is stuffed (\1 -> \1\1, NUL -> \1\2), so the encoding is unambiguous and, for
+-- ordinary text (which holds neither byte), costs a verifier no per-field work;
+-- gatekeeper/chain.py recomputes exactly this. The chain's head (seq, hash, id) lives in a hash
+-- beside the stream, `STREAM:chain`: the same hash tag, so the same Cluster slot (keys.chain_of
+-- builds the same name). `args` is the XADD argument list ('XADD', stream, '*', field, value,
+-- ...); seq and hash are added to it, so a refusal-index copy made from it carries them too.
+-- Returns the record's ID.
+local STUFF = {['\0'] = '\1\2', ['\1'] = '\1\1'}
 local function append_audit(args)
   local chain = args[2] .. ':chain'
   local head = redis.call('HMGET', chain, 'seq', 'hash')
   local seq = fmt(tonumber(head[1] or '0') + 1)
   args[#args + 1] = 'seq'
   args[#args + 1] = seq
-  local lengths, values = {}, {}
+  local parts = {head[2] or ''}
   for i = 4, #args do
     local v = tostring(args[i])
     args[i] = v
-    lengths[#lengths + 1] = #v
-    values[#values + 1] = v
+    if string.find(v, '[%z\1]') then v = string.gsub(v, '[%z\1]', STUFF) end
+    parts[#parts + 1] = v
   end
-  local hash = redis.sha1hex((head[2] or '') .. '\n' .. table.concat(lengths, ',') .. '\n'
-                             .. table.concat(values))
+  local hash = redis.sha1hex(table.concat(parts, '\0'))
   args[#args + 1] = 'hash'
   args[#args + 1] = hash
   local id = redis.call(unpack(args))
