@@ -344,3 +344,22 @@ def test_no_server_thread_when_checkpoint_minutes_is_0(tmp_path: Path) -> None:
         config = type("C", (), {"audit": AuditConfig(checkpoint_minutes=0)})
 
     assert checkpoints.in_background(Gate()) is None
+
+
+def test_a_chain_rewritten_with_recomputed_hashes_is_caught_by_a_checkpoint(
+        client: redis.Redis) -> None:
+    write_log(client)
+    pinned = {POOL: {5: entries(client)[4][1][b"hash"].decode()}}
+    records = entries(client)
+    records[1][1][b"actor"] = b"mallory"
+    prev = b""
+    for _, fields in records:  # what someone who knows the scheme does: rehash every record
+        fields.pop(b"hash")
+        fields[b"hash"] = chain.record_hash(prev, [x for kv in fields.items() for x in kv])
+        prev = fields[b"hash"]
+    rewrite(client, POOL, records)
+    client.hset(keys.chain_of(POOL), "hash", prev)
+    assert problem(client) is None  # a consistent chain: only a pinned head shows it
+    p = problem(client, pinned=pinned)
+    assert p is not None and (p.id, p.seq) == (records[4][0].decode(), 5)
+    assert "rewritten" in p.what
