@@ -62,7 +62,8 @@ def append(pipe: Any, stream: str, fields: dict[str, Any]) -> None:
     for k, v in fields.items():
         if v is not None:
             flat += [k, str(v)]
-    pipe.eval(_append_source(), 1, stream, *flat)
+    # execute_command, not .eval(): a cluster pipeline has no eval() but routes EVAL by its key
+    pipe.execute_command("EVAL", _append_source(), 1, stream, *flat)
 
 
 @dataclass
@@ -102,11 +103,22 @@ def streams(client: redis.Redis) -> list[str]:
 def _raw(client: redis.Redis) -> redis.Redis:
     """A client on the same connections that answers XRANGE as the server sends it — fields
     as a flat list, in order, duplicates kept — instead of a dict."""
+    if not hasattr(client, "response_callbacks"):
+        return client  # a cluster client: its replies come as dicts (see _flat)
     raw = copy.copy(client)
     raw.response_callbacks = copy.copy(client.response_callbacks)
     for name in ("XRANGE", "XREVRANGE"):
         raw.response_callbacks.pop(name, None)
     return raw
+
+
+def _flat(batch: list[Any]) -> list[Any]:
+    """XRANGE entries as (id, [field, value, ...]) whatever the client made of them: a cluster
+    client parses replies on its node clients, whose callbacks `_raw` cannot reach, into dicts
+    (which keep stored order but not a repeated field: such a record then fails to verify)."""
+    if batch and isinstance(batch[0][1], dict):
+        return [(rid, [x for kv in f.items() for x in kv]) for rid, f in batch]
+    return batch
 
 
 def _batches(raw: redis.Redis, stream: str, start: str) -> Iterator[list[Any]]:
@@ -119,7 +131,7 @@ def _batches(raw: redis.Redis, stream: str, start: str) -> Iterator[list[Any]]:
         at = start
         try:
             while not stop.is_set():
-                batch = raw.execute_command("XRANGE", stream, at, "+", "COUNT", BATCH)
+                batch = _flat(raw.execute_command("XRANGE", stream, at, "+", "COUNT", BATCH))
                 found.put(batch)
                 if len(batch) < BATCH:
                     break
@@ -161,8 +173,8 @@ def verify_stream(client: redis.Redis, stream: str, *, since_ms: int | None = No
     with failing_closed():
         if since_ms is not None:
             start = f"{since_ms}-0"
-            before = raw.execute_command("XREVRANGE", stream, f"({since_ms}-0", "-",
-                                         "COUNT", 1)
+            before = _flat(raw.execute_command("XREVRANGE", stream, f"({since_ms}-0", "-",
+                                               "COUNT", 1))
             if before and _is_chained(before[0][1]):
                 flat = before[0][1]
                 prev, expected, chained = flat[-1], int(flat[-3]) + 1, True

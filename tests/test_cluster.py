@@ -18,8 +18,8 @@ from live import share_ids, sign_in
 from redis.cluster import RedisCluster
 from test_dashboard import entity_rows
 
+from gatekeeper import chain, dashboard, keys, policy, quota
 from gatekeeper import config as config_mod
-from gatekeeper import dashboard, keys, policy, quota
 from gatekeeper.audit import AuditFilter, AuditLog
 from gatekeeper.datasets import Filters
 from gatekeeper.errors import BadInput, QuotaExceeded
@@ -118,6 +118,19 @@ def test_the_audit_log_and_the_report_read_every_node(gate: Gate, tmp_path: Path
     report = month_report(gate, month, actor="cora")
     assert report.total("share.posts") == 60
     assert all(c.ok for c in report.checks)
+
+
+
+def test_every_audit_chain_verifies_on_a_cluster(gate: Gate, tmp_path: Path) -> None:
+    build(gate)
+    for name in POOLS:
+        share_ids(gate, tmp_path, name, 10)
+    listed = tmp_path / "deleted.txt"
+    listed.write_text("5\n6\n")
+    gate.deletions.add_file(listed, kind="posts", actor="cora", channel="cli")  # append.lua
+    results = chain.verify(gate.client)
+    assert {r.stream for r in results} >= {keys.audit(p) for p in POOLS}
+    assert all(r.problem is None and r.seq == r.records for r in results if r.records)
 
 
 def test_deletions_apply_on_a_cluster(gate: Gate, tmp_path: Path) -> None:
