@@ -46,6 +46,12 @@ threads = 8                      # WSGI worker threads
 [datasets]
 dir = {datasets_dir}
 max_line_mb = 16                 # longer lines are refused (file, line, size)
+
+[audit]
+signing_key_file = ""            # R11: `gatekeeper audit keygen --out FILE`, then name it here
+signing_key_env = "GATEKEEPER_AUDIT_KEY"   # or the key in this variable (PEM or base64 seed)
+checkpoint_dir = "checkpoints"   # signed checkpoints; keep a copy off the Redis host
+checkpoint_minutes = 60          # `serve` writes one this often (0 = off)
 """
 
 
