@@ -3,9 +3,10 @@
 Two measurements on one embedded redis-server (Unix socket, ``appendonly yes``):
 
 1. Grant latency with and without the chain: the same take.lua, once as shipped and once with
-   ``append_audit`` replaced by a plain XADD, in alternating rounds (A B B A …) in one process,
-   each round on a fresh entity, so drift (AOF growth, page cache) hits both sides alike. Every
-   write is fsynced (``appendfsync always``), as in production.
+   ``append_audit`` replaced by a plain XADD, alternating grant by grant in one process (each
+   side on its own entity), so whatever else the machine does falls on both sides alike. Once
+   with every write fsynced (``appendfsync always``, as deployed), once without (the script's
+   own cost).
 2. ``audit verify`` throughput: 1,000,000 chained records (a take's fields) appended by the
    shipped ``append_audit`` (in batches of 10,000 per script call, fsync off for the load only),
    then ``chain.verify_stream`` over all of them, reading from Redis included.
@@ -63,21 +64,29 @@ class Unchained(Scripts):
             setattr(self, name, client.register_script(prelude + "\n" + body))
 
 
-def grant_round(ledger: Ledger, entity: str, n: int) -> list[float]:
-    """n cost-1 grants on a fresh entity; each one's latency in ms."""
-    counter = Counter(keys.counter(entity, "r2", entity), "R2", WINDOW, Limit(10**9), amount=1)
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        ledger.take(entity, [counter], requested=1, share_id=uuid.uuid4().hex, audit=AUDIT)
-        out.append((time.perf_counter() - t) * 1000)
+def one_grant(ledger: Ledger, counter: Counter, entity: str) -> float:
+    t = time.perf_counter()
+    ledger.take(entity, [counter], requested=1, share_id=uuid.uuid4().hex, audit=AUDIT)
+    return (time.perf_counter() - t) * 1000
+
+
+def paired(sides: dict[str, Ledger], tag: str, n: int) -> dict[str, list[float]]:
+    """n grants per side, alternating grant by grant (A B, B A, A B, …), each side on its own
+    fresh entity: whatever the machine does meanwhile (other processes, fsync stalls) falls on
+    both sides alike. Latencies in ms."""
+    counters = {name: Counter(keys.counter(f"{tag}-{name}", "r2", f"{tag}-{name}"), "R2",
+                              WINDOW, Limit(10**9), amount=1) for name in sides}
+    out: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    for i in range(n):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            out[name].append(one_grant(sides[name], counters[name], f"{tag}-{name}"))
     return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grants", type=int, default=500, help="grants per round")
-    parser.add_argument("--rounds", type=int, default=8, help="rounds (half per side)")
+    parser.add_argument("--grants", type=int, default=3000, help="grants per side and setting")
     parser.add_argument("--records", type=int, default=1_000_000, help="records to verify")
     args = parser.parse_args()
     command = shlex.join([Path(sys.executable).name, *sys.argv])
@@ -87,17 +96,12 @@ def main() -> int:
         server.start()
         try:
             client = server.client()
-            fsync = client.config_get("appendfsync")["appendfsync"]
             sides = {"chained": Ledger(client), "unchained": Ledger(client, Unchained(client))}
-            for name, ledger in sides.items():  # load the scripts, warm the connection
-                grant_round(ledger, f"warm-{name}", 100)
-            lat: dict[str, list[float]] = {name: [] for name in sides}
-            order = ["chained", "unchained", "unchained", "chained"]
-            for r in range(args.rounds):
-                name = order[r % 4]
-                lat[name] += grant_round(sides[name], f"{name}-{r}", args.grants)
+            paired(sides, "warm", 100)  # load the scripts, warm the connection
+            lat = {"always": paired(sides, "fsync", args.grants)}
+            client.config_set("appendfsync", "no")  # the script's own cost, without the disk
+            lat["no"] = paired(sides, "nofsync", args.grants)
 
-            client.config_set("appendfsync", "no")  # the load only; verify reads
             stream = keys.audit("verify-bench")
             load = client.register_script((resources.files("gatekeeper") / "lua" /
                                            "_window.lua").read_text() + LOAD)
@@ -114,25 +118,29 @@ def main() -> int:
             server.stop()
 
     assert result.problem is None and result.records == args.records, result
-    med = {name: statistics.median(v) for name, v in lat.items()}
-    p90 = {name: statistics.quantiles(v, n=10)[-1] for name, v in lat.items()}
-    extra = med["chained"] / med["unchained"] - 1
+    rows, extra = [], {}
+    for fsync, sides_lat in lat.items():
+        med = {name: statistics.median(v) for name, v in sides_lat.items()}
+        for name, v in sides_lat.items():
+            rows.append([f"{name}, appendfsync {fsync}", f"{med[name]:.3f}",
+                         f"{statistics.quantiles(v, n=10)[-1]:.3f}", f"{len(v):,}"])
+        extra[fsync] = med["chained"] / med["unchained"] - 1
     rate = result.records / seconds
     print(machine_line())
     print(f"software: Python {platform.python_version()}, redis-server {version}, "
-          f"redis-py {redis.__version__}; grants with appendfsync {fsync}")
+          f"redis-py {redis.__version__}; the embedded store (Unix socket, appendonly yes)")
     print(f"command: {command}")
     print()
-    print_table(["grant (take.lua, cost 1)", "median ms", "p90 ms", "grants"], [
-        [name, f"{med[name]:.3f}", f"{p90[name]:.3f}", f"{len(lat[name]):,}"] for name in lat])
-    print(f"the chain adds {extra * 100:+.1f} % to the median grant")
+    print_table(["grant (take.lua, cost 1)", "median ms", "p90 ms", "grants"], rows)
+    for fsync, e in extra.items():
+        print(f"the chain adds {e * 100:+.1f} % to the median grant (appendfsync {fsync})")
     print()
     print_table(["audit verify", "records", "seconds", "records/s"], [
         ["one stream, read from Redis and rehashed", f"{result.records:,}", f"{seconds:.2f}",
          f"{rate:,.0f}"]])
     return print_goals([
-        (f"the chain adds <= 10 % to a grant's median latency ({extra * 100:+.1f} %)",
-         extra <= 0.10),
+        ("the chain adds <= 10 % to a grant's median latency, as deployed (appendfsync "
+         f"always): {extra['always'] * 100:+.1f} %", extra["always"] <= 0.10),
         (f"audit verify >= 200,000 records/s ({rate:,.0f})", rate >= 200_000),
     ])
 
