@@ -1,9 +1,10 @@
 """The audit trail (R11): append-only Redis streams, one per pool plus one for the system.
 
 Records are only ever appended (XADD, inside the same script or transaction as the decision they
-record); no code path edits or deletes them. This module appends refusals (`record_denial`) and
-reads the log back (`AuditLog`): every stream merged into one history, oldest first for exports
-and reports, newest first in pages for people.
+record); no code path edits or deletes them, and each carries `seq` and `hash`, its place in its
+stream's hash chain (gatekeeper/chain.py), so an edit or deletion by other means shows. This
+module appends refusals (`record_denial`) and reads the log back (`AuditLog`): every stream
+merged into one history, oldest first for exports and reports, newest first in pages for people.
 
 Order is the stream entry ID — the Redis clock in ms when the record was appended, then its
 sequence — and, for records of different streams with the same ID, the stream's key. That order

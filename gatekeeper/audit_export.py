@@ -156,20 +156,21 @@ def audit_verify(obj: Any, since: str | None, cp_dir: Path | None, public_key: s
     total = sum(r.records for r in results)
     summary = (f"{total:,} audit records in {len(results)} streams verified"
                f"{f' against {len(found)} signed checkpoints' if cp_dir else ''}")
-    if as_json:
-        click.echo(json.dumps({
-            "ok": not problems, "records": total, "checkpoints": len(found),
-            "streams": [{"stream": r.stream, "records": r.records, "seq": r.seq,
-                         "last_id": r.last_id, "hash": r.hash,
-                         "legacy_until": r.legacy_until,
-                         "problem": None if r.problem is None else {
-                             "id": r.problem.id, "seq": r.problem.seq,
-                             "what": r.problem.what}} for r in results]}, indent=2))
-    else:
-        click.echo("\n".join([*lines, summary if not problems else ""]).rstrip())
-    if problems:
+    streams = [{"stream": r.stream, "records": r.records, "seq": r.seq, "last_id": r.last_id,
+                "hash": r.hash, "legacy_until": r.legacy_until,
+                "problem": None if r.problem is None else {
+                    "id": r.problem.id, "seq": r.problem.seq, "what": r.problem.what}}
+               for r in results]
+    if problems:  # with --json, the error object carries the streams too (one JSON document)
+        if not as_json:
+            click.echo("\n".join(lines))
         raise ChainBroken("the audit log fails verification: " + "; ".join(map(str, problems)),
-                          problems=[str(p) for p in problems])
+                          problems=[str(p) for p in problems], streams=streams)
+    if as_json:
+        click.echo(json.dumps({"ok": True, "records": total, "checkpoints": len(found),
+                               "streams": streams}, indent=2))
+    else:
+        click.echo("\n".join([*lines, summary]))
 
 
 @audit_cli.command("checkpoint")

@@ -367,3 +367,26 @@ def test_a_chain_rewritten_with_recomputed_hashes_is_caught_by_a_checkpoint(
     p = problem(client, pinned=pinned)
     assert p is not None and (p.id, p.seq) == (records[4][0].decode(), 5)
     assert "rewritten" in p.what
+
+
+def test_cli_verify_json_is_one_document_either_way_and_reports_legacy(cli: Any) -> None:
+    import json
+
+    run, r = cli
+    old = r.xadd(POOL, {"time": "1", "actor": "old"}).decode()
+    write_log(r)
+    ok = run("audit", "verify", "--json")
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(ok.output)
+    pool = next(s for s in data["streams"] if s["stream"] == POOL)
+    assert data["ok"] and pool["legacy_until"] == old and pool["seq"] == 6
+    text = run("audit", "verify").output
+    assert f"unchained legacy records up to {old}" in text
+    records = entries(r)
+    r.xdel(POOL, records[3][0])
+    bad = run("audit", "verify", "--json")
+    assert bad.exit_code == 6
+    err = json.loads(bad.stdout)  # the message goes to stderr as well
+    assert err["error"] == "audit_chain_broken" and err["rule"] == "R11"
+    assert err["problems"] == [f"{POOL}: record {records[4][0].decode()}, seq 4: records seq "
+                               "3–3 are missing before it: removed"]
