@@ -13,8 +13,8 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import fakeredis
 import pytest
+import redis
 from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskClient
@@ -32,9 +32,9 @@ PASSWORD = "correct horse battery"
 NEW_PASSWORD = "another horse, stapled"
 
 
-def _gate(tmp_path: Path, server: str = "") -> Gate:
+def _gate(tmp_path: Path, client: redis.Redis, server: str = "") -> Gate:
     (tmp_path / "config.toml").write_text(f"[server]\n{server}\n")
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=fakeredis.FakeRedis())
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=client)
     g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
                    channel="cli")
     for name, role in (("ana", "analyst"), ("dan", "data"), ("cora", "compliance"),
@@ -44,8 +44,8 @@ def _gate(tmp_path: Path, server: str = "") -> Gate:
 
 
 @pytest.fixture
-def gate(tmp_path: Path) -> Gate:
-    return _gate(tmp_path)
+def gate(tmp_path: Path, client: redis.Redis) -> Gate:
+    return _gate(tmp_path, client)  # fakeredis and a real server (conftest's `client`)
 
 
 @pytest.fixture
@@ -298,8 +298,9 @@ def test_metrics_answer_loopback_only_by_default_and_healthz_stays_open(app: Fla
     assert web.get("/healthz", environ_base=far).status_code == 200
 
 
-def test_metrics_with_token_access_need_a_compliance_or_admin_token(tmp_path: Path) -> None:
-    gate = _gate(tmp_path, 'metrics = "token"')
+def test_metrics_with_token_access_need_a_compliance_or_admin_token(tmp_path: Path,
+                                                                    client: redis.Redis) -> None:
+    gate = _gate(tmp_path, client, 'metrics = "token"')
     app = create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})
     web = app.test_client()
     assert web.get("/metrics").status_code == 401
