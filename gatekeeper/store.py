@@ -111,6 +111,8 @@ class EmbeddedServer:
                 return
             with contextlib.suppress(FileNotFoundError):
                 self.socket.unlink()  # stale socket of a server that died
+            for path in self.data_dir.rglob("*"):  # files of an older version: tighten them
+                path.chmod(0o700 if path.is_dir() else 0o600)
             conf = self.data_dir / "redis.conf"
             conf.write_text(self._config())
             conf.chmod(0o600)

@@ -264,6 +264,9 @@ def test_cli_user_and_token_lifecycle_is_audited(run: Callable[..., Result],
 
 def test_the_embedded_stores_files_are_0600_in_a_0700_directory(tmp_path: Path) -> None:
     data = tmp_path / "var"
+    data.mkdir(mode=0o755)
+    (data / "redis.log").write_text("left by an older version\n")
+    (data / "redis.log").chmod(0o644)
     server = EmbeddedServer(data)
     server.start()
     try:
