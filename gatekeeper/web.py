@@ -18,15 +18,8 @@ from flask_login import LoginManager, logout_user, user_logged_in
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from gatekeeper import (
-    account_pages,
-    api,
-    auditlog_pages,
-    compliance_pages,
-    dashboard,
-    pages,
-    policy,
-)
+from gatekeeper import api, auditlog_pages, compliance_pages, dashboard, pages
+from gatekeeper.account_pages import bp as account_bp
 from gatekeeper.errors import (
     Forbidden,
     GatekeeperError,
@@ -37,6 +30,7 @@ from gatekeeper.errors import (
 )
 from gatekeeper.gate import Gate
 from gatekeeper.metrics import Metrics
+from gatekeeper.policy import MAY_READ_METRICS, require_role
 from gatekeeper.report_pages import report_bp
 from gatekeeper.store import failing_closed
 
@@ -124,7 +118,7 @@ def create_app(gate: Gate | None = None, test_config: dict[str, Any] | None = No
     app.register_blueprint(compliance_pages.bp)
     app.register_blueprint(auditlog_pages.bp)
     app.register_blueprint(report_bp)
-    app.register_blueprint(account_pages.bp)
+    app.register_blueprint(account_bp)
 
     def wants_json() -> bool:
         return request.path.startswith("/api/") or "Authorization" in request.headers
@@ -177,7 +171,7 @@ def create_app(gate: Gate | None = None, test_config: dict[str, Any] | None = No
     def metrics() -> Response:
         # Every entity's usage is in there: server.metrics says who may read it.
         if server.metrics == "token":
-            policy.require_role(api.bearer(), policy.MAY_READ_METRICS, "reading /metrics")
+            require_role(api.bearer(), MAY_READ_METRICS, "reading /metrics")
         elif server.metrics == "loopback" and not _loopback(request.remote_addr):
             raise Forbidden("/metrics answers only on loopback (server.metrics = "
                             '"loopback"); scrape it from this host or set it to "token"',
