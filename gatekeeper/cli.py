@@ -290,6 +290,91 @@ def token_create(obj: Context, user_name: str, as_json: bool) -> None:
     emit(obj, {"user": user_name, "token": tok}, tok)
 
 
+# --- the credential lifecycle (R12): each change is audited and ends the user's sessions ----
+
+
+@user.command("list")
+@json_option
+@pass_ctx
+def user_list(obj: Context, as_json: bool) -> None:
+    """Every user: entity, role, enabled or disabled."""
+    users = obj.gate.users.list_users()
+    emit(obj, [u.to_dict() for u in users], "\n".join(
+        f"{u.name}\t{u.entity}\t{u.role}\t{'disabled' if u.disabled else 'enabled'}"
+        for u in users) or "no users")
+
+
+@user.command("disable")
+@click.argument("name")
+@json_option
+@pass_ctx
+def user_disable(obj: Context, name: str, as_json: bool) -> None:
+    """Disable NAME: no sign-in, no API token, and their sessions end at once."""
+    u = obj.gate.users.set_disabled(name, True, actor=_actor(), channel="cli")
+    emit(obj, u.to_dict(), f"user {name} disabled")
+
+
+@user.command("enable")
+@click.argument("name")
+@json_option
+@pass_ctx
+def user_enable(obj: Context, name: str, as_json: bool) -> None:
+    """Enable NAME again (their tokens work again unless revoked)."""
+    u = obj.gate.users.set_disabled(name, False, actor=_actor(), channel="cli")
+    emit(obj, u.to_dict(), f"user {name} enabled")
+
+
+@user.command("set-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@json_option
+@pass_ctx
+def user_set_password(obj: Context, name: str, password_stdin: bool, as_json: bool) -> None:
+    """Set NAME's password (generated and printed once without --password-stdin); their
+    sessions end."""
+    generated = not password_stdin
+    password = secrets.token_urlsafe(15) if generated else sys.stdin.readline().rstrip("\r\n")
+    u = obj.gate.users.set_password(name, password, actor=_actor(), channel="cli")
+    data, text = u.to_dict(), f"password of {name} changed; their sessions ended"
+    if generated:
+        data["password"] = password
+        text += f"\npassword (shown once): {password}"
+    emit(obj, data, text)
+
+
+@user.command("set-role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(policy.ROLES))
+@json_option
+@pass_ctx
+def user_set_role(obj: Context, name: str, role: str, as_json: bool) -> None:
+    """Give NAME another role; their sessions end."""
+    u = obj.gate.users.set_role(name, role, actor=_actor(), channel="cli")
+    emit(obj, u.to_dict(), f"user {name} now has role {role}; their sessions ended")
+
+
+@token.command("list")
+@click.option("--user", "user_name", help="Only this user's tokens.")
+@json_option
+@pass_ctx
+def token_list(obj: Context, user_name: str | None, as_json: bool) -> None:
+    """Live API tokens: owner, id (for `token revoke`), prefix, created, last used."""
+    rows = obj.gate.users.list_tokens(user_name)
+    emit(obj, rows, "\n".join(
+        f"{t['user']}\t{t['id']}\t{t['prefix']}…\tcreated {t['created_at']}\t"
+        f"last used {t['last_used'] or 'never'}" for t in rows) or "no live tokens")
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="TOKEN_ID")
+@json_option
+@pass_ctx
+def token_revoke(obj: Context, token_id: str, as_json: bool) -> None:
+    """Revoke the token with TOKEN_ID (as `token list` shows it): refused from now on."""
+    out = obj.gate.users.revoke_token(token_id, actor=_actor(), channel="cli")
+    emit(obj, out, f"token {out['id']} of {out['user']} revoked")
+
+
 # --- datasets and deletions ------------------------------------------------------------------
 
 FILTER_HELP = {

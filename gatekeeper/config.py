@@ -64,6 +64,14 @@ def _port(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be a TCP port (0-65535)"
 
 
+METRICS_ACCESS = ("loopback", "token", "open")
+
+
+def _metrics_access(value: str) -> str | None:
+    # Who may read /metrics, which names every entity and its usage (see README).
+    return None if value in METRICS_ACCESS else f"is not one of {', '.join(METRICS_ACCESS)}"
+
+
 # section -> key -> (type, default, check). The README's configuration table is checked
 # against this schema by a test, so documentation and code cannot drift apart.
 SCHEMA: dict[str, dict[str, tuple[type, Any, Any]]] = {
@@ -87,6 +95,9 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, Any]]] = {
         "secret_key_env": (str, "GATEKEEPER_SECRET_KEY", None),
         "max_upload_mb": (int, 100, _positive),
         "threads": (int, 8, _positive),
+        "session_idle_minutes": (int, 30, _positive),
+        "session_max_hours": (int, 12, _positive),
+        "metrics": (str, "loopback", _metrics_access),
     },
     "datasets": {
         "dir": (str, "datasets", None),
@@ -137,6 +148,9 @@ class ServerConfig:
     secret_key_env: str
     max_upload_mb: int
     threads: int
+    session_idle_minutes: int = 30
+    session_max_hours: int = 12
+    metrics: str = "loopback"
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,9 @@ port = 8000
 secret_key_env = "GATEKEEPER_SECRET_KEY"   # R12: secrets from the environment
 max_upload_mb = 100              # larger API uploads are refused with 413
 threads = 8                      # WSGI worker threads
+session_idle_minutes = 30        # R12: a web session unused this long ends
+session_max_hours = 12           # R12: and this long after sign-in, used or not
+metrics = "loopback"             # who reads /metrics: "loopback", "token" or "open"
 
 [datasets]
 dir = {datasets_dir}

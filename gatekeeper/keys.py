@@ -71,6 +71,16 @@ def tokens(root: str, name: str) -> str:
     return f"{_pool(root)}:tokens:{name}"
 
 
+def tokens_revoked(root: str, name: str) -> str:
+    """Hash of one user's revoked API tokens: sha256(token) -> revocation time."""
+    return f"{_pool(root)}:tokens-revoked:{name}"
+
+
+def tokens_used(root: str, name: str) -> str:
+    """Hash of when each of one user's API tokens was last used: sha256(token) -> time (ms)."""
+    return f"{_pool(root)}:tokens-used:{name}"
+
+
 def audit(root: str) -> str:
     """The pool's append-only audit stream (R11)."""
     return f"{_pool(root)}:audit"

@@ -203,8 +203,9 @@ OPENAPI: dict[str, Any] = {
                                   "503": {"description": "store unavailable"}}}
         },
         "/metrics": {
-            "get": {"summary": "Prometheus text format",
-                    "responses": {"200": {"description": "metrics"}}}
+            "get": {"summary": "Prometheus text format; who may read it is server.metrics "
+                               "(loopback by default, or a compliance/admin token)",
+                    "responses": {"200": {"description": "metrics"}, **_errors(401, 403)}}
         },
     },
 }

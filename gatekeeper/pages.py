@@ -43,7 +43,9 @@ class WebUser(UserMixin):
         self.user = user
 
     def get_id(self) -> str:
-        return self.user.name
+        # The session generation rides in the session: a new one (sign-out, password or role
+        # change, disabling) makes every older session fail the user_loader (R12).
+        return f"{self.user.name}|{self.user.session}"
 
 
 def gate() -> Any:
@@ -125,6 +127,9 @@ def _check_login(name: str, password: str) -> User:
 
 @bp.post("/logout")
 def logout() -> Response:
+    if current_user.is_authenticated:
+        # Server-side: a copy of this session cookie kept elsewhere opens nothing any more.
+        gate().users.end_sessions(me().name, actor=me().name, channel="web")
     logout_user()
     return redirect(url_for("pages.login"))
 

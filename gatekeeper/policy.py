@@ -36,6 +36,9 @@ MAY_SHARE_IDS = ("data",)
 MAY_EXPORT_HYDRATED = ("analyst",)
 MAY_ADMINISTER = ("admin",)
 MAY_RECORD_COMPLIANCE = ("compliance", "admin")
+# /metrics names every entity and its usage: with server.metrics = "token", the same people
+# who see the dashboard may scrape it.
+MAY_READ_METRICS = ("compliance", "admin")
 
 # A share's purpose is copied into its audit records (R11) and the report: a sentence or a
 # paragraph, never a file.

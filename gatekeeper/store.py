@@ -100,17 +100,25 @@ class EmbeddedServer:
         """Start the daemon unless it answers already; safe when many processes race."""
         if self.running():
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Data at rest: the AOF, the socket and the log are the organisation's records and
+        # counts; only the owner may read them (0700 directory, files 0600 via the umask).
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        (self.data_dir / "redis.lock").touch(mode=0o600)
         with open(self.data_dir / "redis.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time
             if self.running():
                 return
             with contextlib.suppress(FileNotFoundError):
                 self.socket.unlink()  # stale socket of a server that died
+            for path in self.data_dir.rglob("*"):  # files of an older version: tighten them
+                path.chmod(0o700 if path.is_dir() else 0o600)
             conf = self.data_dir / "redis.conf"
             conf.write_text(self._config())
+            conf.chmod(0o600)
             proc = subprocess.run(
-                [redis_server_binary(), str(conf)], capture_output=True, text=True, check=False
+                [redis_server_binary(), str(conf)], capture_output=True, text=True, check=False,
+                umask=0o077,
             )
             if proc.returncode != 0:
                 raise StoreUnavailable(
@@ -131,7 +139,7 @@ class EmbeddedServer:
                 "daemonize yes",
                 "port 0",  # no TCP: only processes that can open the socket reach the data
                 f"unixsocket {json.dumps(str(self.socket))}",
-                "unixsocketperm 700",
+                "unixsocketperm 600",
                 f"dir {json.dumps(str(d))}",
                 f"pidfile {json.dumps(str(d / 'redis.pid'))}",
                 f"logfile {json.dumps(str(d / 'redis.log'))}",

@@ -7,16 +7,19 @@ override, then blueprints. `gatekeeper serve` runs it under waitress in producti
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import secrets
+import time
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template_string, request
-from flask_login import LoginManager
+from flask import Flask, Response, jsonify, render_template_string, request, session
+from flask_login import LoginManager, logout_user, user_logged_in
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from gatekeeper import api, auditlog_pages, compliance_pages, dashboard, pages
+from gatekeeper.account_pages import bp as account_bp
 from gatekeeper.errors import (
     Forbidden,
     GatekeeperError,
@@ -27,6 +30,7 @@ from gatekeeper.errors import (
 )
 from gatekeeper.gate import Gate
 from gatekeeper.metrics import Metrics
+from gatekeeper.policy import MAY_READ_METRICS, require_role
 from gatekeeper.report_pages import report_bp
 from gatekeeper.store import failing_closed
 
@@ -72,17 +76,49 @@ def create_app(gate: Gate | None = None, test_config: dict[str, Any] | None = No
     logins.session_protection = "strong"
 
     @logins.user_loader
-    def load_user(name: str) -> pages.WebUser | None:
+    def load_user(user_id: str) -> pages.WebUser | None:
+        # R12: a session lives only as long as its user's session generation and while the
+        # user is enabled; an older cookie (kept across a sign-out) opens nothing.
+        name, _, generation = user_id.partition("|")
         try:
-            return pages.WebUser(gate.users.get(name))
+            user = gate.users.get(name)
         except NotFound:
             return None
+        if user.disabled or not secrets.compare_digest(generation, user.session):
+            return None
+        return pages.WebUser(user)
+
+    idle_s = server.session_idle_minutes * 60
+    max_s = server.session_max_hours * 3600
+
+    @user_logged_in.connect_via(app)
+    def session_started(_app: Flask, user: pages.WebUser, **_: Any) -> None:
+        # Re-signing in the same session (after accepting the terms) keeps its start time.
+        if session.get("gk_for") != user.get_id():
+            session["gk_for"] = user.get_id()
+            session["gk_start"] = session["gk_seen"] = _now()
+
+    @app.before_request
+    def session_lifetime() -> None:
+        # Idle and absolute lifetimes (server.session_idle_minutes, session_max_hours). The
+        # times are in the signed cookie; an old copy only looks older, never younger.
+        if "_user_id" not in session:
+            return
+        now = _now()
+        start, seen = session.get("gk_start", 0), session.get("gk_seen", 0)
+        if now - start >= max_s or now - seen >= idle_s:
+            logout_user()
+            for key in ("gk_for", "gk_start", "gk_seen"):
+                session.pop(key, None)
+        elif now - seen >= 60:  # rewrite the cookie at most once a minute
+            session["gk_seen"] = now
 
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(compliance_pages.bp)
     app.register_blueprint(auditlog_pages.bp)
     app.register_blueprint(report_bp)
+    app.register_blueprint(account_bp)
 
     def wants_json() -> bool:
         return request.path.startswith("/api/") or "Authorization" in request.headers
@@ -133,10 +169,29 @@ def create_app(gate: Gate | None = None, test_config: dict[str, Any] | None = No
 
     @app.get("/metrics")
     def metrics() -> Response:
+        # Every entity's usage is in there: server.metrics says who may read it.
+        if server.metrics == "token":
+            require_role(api.bearer(), MAY_READ_METRICS, "reading /metrics")
+        elif server.metrics == "loopback" and not _loopback(request.remote_addr):
+            raise Forbidden("/metrics answers only on loopback (server.metrics = "
+                            '"loopback"); scrape it from this host or set it to "token"',
+                            rule="R12")
         m: Metrics = app.extensions["gatekeeper.metrics"]
         return Response(m.render(), mimetype=m.content_type)
 
     return app
+
+
+def _now() -> int:
+    """Seconds since the epoch (a function, so tests can move the clock of sessions only)."""
+    return int(time.time())
+
+
+def _loopback(addr: str | None) -> bool:
+    try:
+        return addr is not None and ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
 
 
 ERROR_PAGE = """{% extends "base.html" %}{% block main %}
