@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatekeeper.errors import ConfigError
@@ -60,6 +61,19 @@ def _port(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be a TCP port (0-65535)"
 
 
+def _public_url(value: str) -> str | None:
+    # The address people type: its scheme decides the cookies' Secure flag (web.py).
+    parts = urlsplit(value)
+    if value == "" or (parts.scheme in ("http", "https") and parts.hostname
+                       and not parts.query and not parts.fragment):
+        return None
+    return 'must be "" or an http:// or https:// URL with a host (no query)'
+
+
+def _non_negative(value: int) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
 # section -> key -> (type, default, check). The README's configuration table is checked
 # against this schema by a test, so documentation and code cannot drift apart.
 SCHEMA: dict[str, dict[str, tuple[type, Any, Any]]] = {
@@ -83,6 +97,8 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, Any]]] = {
         "secret_key_env": (str, "GATEKEEPER_SECRET_KEY", None),
         "max_upload_mb": (int, 100, _positive),
         "threads": (int, 8, _positive),
+        "public_url": (str, "", _public_url),
+        "trusted_proxies": (int, 0, _non_negative),
     },
     "datasets": {
         "dir": (str, "datasets", None),
@@ -116,6 +132,8 @@ class ServerConfig:
     secret_key_env: str
     max_upload_mb: int
     threads: int
+    public_url: str = ""  # "https://..." when people reach the service over TLS (a proxy)
+    trusted_proxies: int = 0  # proxies in front whose X-Forwarded-* headers are believed
 
 
 @dataclass(frozen=True)
