@@ -216,6 +216,24 @@ def test_the_bind_address_alone_does_not_set_the_cookie_flags(tmp_path: Path,
     assert "Strict-Transport-Security" not in resp.headers
 
 
+def test_signing_in_over_https_through_a_trusted_proxy_works(tmp_path: Path,
+                                                             client: redis.Redis) -> None:
+    """Behind a TLS proxy the request reads as https, so Flask-WTF wants a same-site Referer
+    on the form post: Referrer-Policy same-origin sends it, and the Secure cookie comes back."""
+    gate = make_gate(tmp_path, client, 'public_url = "https://gk.example.org"\n'
+                                       'trusted_proxies = 1')
+    web = create_app(gate, {"SECRET_KEY": "t"}).test_client()
+    proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "gk.example.org"}
+    page = web.get("/login", headers=proxy)
+    assert "; Secure" in session_cookie(page)
+    data = {"username": "ana", "password": PASSWORD,
+            "csrf_token": form_token(page.get_data(as_text=True))}
+    assert web.post("/login", data=data, headers=proxy).status_code == 400  # no Referer
+    resp = web.post("/login", data=data,
+                    headers={**proxy, "Referer": "https://gk.example.org/login"})
+    assert resp.status_code == 302 and resp.headers["Location"] == "/"
+
+
 @pytest.mark.parametrize("value", ["gatekeeper.example.org", "ftp://gatekeeper.example.org",
                                    "https://", "https://gk.example.org/?next=x"])
 def test_a_public_url_that_is_not_an_http_url_is_refused(tmp_path: Path, value: str) -> None:
