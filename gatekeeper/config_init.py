@@ -42,6 +42,8 @@ port = 8000
 secret_key_env = "GATEKEEPER_SECRET_KEY"   # R12: secrets from the environment
 max_upload_mb = 100              # larger API uploads are refused with 413
 threads = 8                      # WSGI worker threads
+public_url = ""                  # "https://..." behind a TLS proxy: cookies Secure (README)
+trusted_proxies = 0              # proxies whose X-Forwarded-* headers are believed
 
 [datasets]
 dir = {datasets_dir}
