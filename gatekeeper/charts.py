@@ -101,7 +101,7 @@ def daily(series: dict[int, int], days: int = 30, limit: int | None = None, *,
         return top + plot_h - plot_h * v / top_value
 
     parts = [
-        f'<svg class="chart-daily" width="100%" style="max-width:{width}px" '
+        f'<svg class="chart-daily" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{_e(summary)}" xmlns="http://www.w3.org/2000/svg" '
         f'font-family="system-ui, sans-serif" font-size="12">',

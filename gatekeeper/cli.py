@@ -706,6 +706,10 @@ def serve(obj: Context, host: str | None, port: int | None, demo: bool) -> None:
                    "stops (R12: set it from a secret store)", err=True)
     app = create_app(gate)
     host, port = host or cfg.host, port if port is not None else cfg.port
+    if host not in ("127.0.0.1", "localhost", "::1") and not app.config["SESSION_COOKIE_SECURE"]:
+        click.echo(f"note: listening on {host} but server.public_url is not https://…: session "
+                   "cookies are sent without Secure; put TLS in front and set it (README: "
+                   "Behind a TLS proxy)", err=True)
     click.echo(f"gatekeeper serving on http://{host}:{port}/ (waitress, {cfg.threads} threads)")
     waitress.serve(app, host=host, port=port, threads=cfg.threads, ident="gatekeeper",
                    # The app answers 413 in JSON up to twice the limit; waitress refuses

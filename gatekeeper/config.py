@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatekeeper.errors import ConfigError
@@ -72,6 +73,19 @@ def _metrics_access(value: str) -> str | None:
     return None if value in METRICS_ACCESS else f"is not one of {', '.join(METRICS_ACCESS)}"
 
 
+def _public_url(value: str) -> str | None:
+    # The address people type: its scheme decides the cookies' Secure flag (web.py).
+    parts = urlsplit(value)
+    if value == "" or (parts.scheme in ("http", "https") and parts.hostname
+                       and not parts.query and not parts.fragment):
+        return None
+    return 'must be "" or an http:// or https:// URL with a host (no query)'
+
+
+def _non_negative(value: int) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
 # section -> key -> (type, default, check). The README's configuration table is checked
 # against this schema by a test, so documentation and code cannot drift apart.
 SCHEMA: dict[str, dict[str, tuple[type, Any, Any]]] = {
@@ -98,6 +112,8 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, Any]]] = {
         "session_idle_minutes": (int, 30, _positive),
         "session_max_hours": (int, 12, _positive),
         "metrics": (str, "loopback", _metrics_access),
+        "public_url": (str, "", _public_url),
+        "trusted_proxies": (int, 0, _non_negative),
     },
     "datasets": {
         "dir": (str, "datasets", None),
@@ -151,6 +167,8 @@ class ServerConfig:
     session_idle_minutes: int = 30
     session_max_hours: int = 12
     metrics: str = "loopback"
+    public_url: str = ""  # "https://..." when people reach the service over TLS (a proxy)
+    trusted_proxies: int = 0  # proxies in front whose X-Forwarded-* headers are believed
 
 
 @dataclass(frozen=True)

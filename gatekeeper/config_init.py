@@ -45,6 +45,8 @@ threads = 8                      # WSGI worker threads
 session_idle_minutes = 30        # R12: a web session unused this long ends
 session_max_hours = 12           # R12: and this long after sign-in, used or not
 metrics = "loopback"             # who reads /metrics: "loopback", "token" or "open"
+public_url = ""                  # "https://..." behind a TLS proxy: cookies Secure (README)
+trusted_proxies = 0              # proxies whose X-Forwarded-* headers are believed
 
 [datasets]
 dir = {datasets_dir}

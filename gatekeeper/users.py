@@ -30,6 +30,8 @@ from gatekeeper.store import failing_closed
 TOKEN_PREFIX = "gk."
 MIN_PASSWORD = 12
 TOKEN_ID_LEN = 12
+MAX_FAILURES = 5  # password checks per user name per LOCKOUT_S before a lockout
+LOCKOUT_S = 900
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Users:
         self.client = client
         self.ledger = ledger
         self.entities = entities
+        self._dummy: str | None = None
 
     def _locate(self, name: str) -> tuple[str, str]:
         with failing_closed():
@@ -137,12 +140,17 @@ class Users:
         return self.get(name)
 
     def check_password(self, name: str, password: str) -> User:
-        """The user, if the password is right; Unauthorized otherwise (same answer either way)."""
+        """The user, if the password is right; Unauthorized otherwise (same answer either way).
+
+        An unknown name is checked against a dummy hash of the same method, so it costs the
+        same time as a wrong password: the answer's timing does not say which names exist.
+        """
         try:
             h, _ = self._hash(name)
         except NotFound:
             h = None
-        if h is None or not check_password_hash(h["password_hash"], password):
+        stored = h["password_hash"] if h is not None else self._dummy_hash()
+        if not check_password_hash(stored, password) or h is None:
             raise Unauthorized("wrong user name or password")
         user = self.get(name)
         if user.disabled:
@@ -227,6 +235,44 @@ class Users:
                                  f"token sha256:{digest[:TOKEN_ID_LEN]}… revoked")
                     return {"user": user.name, "id": digest[:TOKEN_ID_LEN], "revoked": True}
         raise NotFound(f"no live API token with id {token_id!r} (see `gatekeeper token list`)")
+
+
+    def _dummy_hash(self) -> str:
+        # Made on first use (not at start-up: every CLI command opens a Users) with the same
+        # function and defaults as add(), so it costs what a real user's check costs.
+        if self._dummy is None:
+            self._dummy = generate_password_hash(secrets.token_urlsafe(24))
+        return self._dummy
+
+    def sign_in(self, name: str, password: str) -> User:
+        """check_password behind a lockout: at most MAX_FAILURES checks per name per LOCKOUT_S.
+
+        Each attempt takes its number atomically (INCR) before the slow hash, so N
+        simultaneous attempts run at most MAX_FAILURES hash checks, not N (a read-then-count
+        let every attempt that read the count before the first failure was counted through).
+        """
+        key = keys.login_failures(name or "-")
+        with failing_closed():
+            # One MULTI: the counter is born with its expiry, so a crash cannot leave it
+            # without one (EXPIRE ... NX needs Redis 7).
+            pipe = self.client.pipeline()
+            pipe.set(key, 0, ex=LOCKOUT_S, nx=True)
+            pipe.incr(key)
+            pipe.ttl(key)
+            _, attempt, ttl = pipe.execute()
+        if attempt > MAX_FAILURES:
+            raise Unauthorized(f"too many failed sign-ins for this name; try again in "
+                               f"{(max(1, ttl) + 59) // 60} minutes")
+        try:
+            user = self.check_password(name, password)
+        except Unauthorized:
+            with failing_closed():
+                self.client.expire(key, LOCKOUT_S)  # each failure restarts the clock
+            raise
+        with failing_closed():
+            # A success proves the password: earlier failures no longer count against it.
+            self.client.delete(key)
+        return user
 
     def create_token(self, name: str, *, actor: str, channel: str) -> str:
         """A new API token for `name`, returned once; only its SHA-256 is stored (R12)."""

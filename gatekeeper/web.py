@@ -12,11 +12,13 @@ import os
 import secrets
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify, render_template_string, request, session
 from flask_login import LoginManager, logout_user, user_logged_in
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gatekeeper import api, auditlog_pages, compliance_pages, dashboard, pages
 from gatekeeper.account_pages import bp as account_bp
@@ -34,6 +36,19 @@ from gatekeeper.policy import MAY_READ_METRICS, require_role
 from gatekeeper.report_pages import report_bp
 from gatekeeper.store import failing_closed
 
+# On every answer. No inline script or style anywhere (the styles live in static/), so the CSP
+# needs no 'unsafe-inline'. Referrer-Policy is same-origin, not no-referrer: Flask-WTF refuses
+# a form posted over HTTPS without a same-site Referer.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+                               "form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
 HTTP_CODES = {413: "too_large", 404: "not_found", 405: "method_not_allowed",
               415: "unsupported_media_type", 400: "bad_request"}
 
@@ -43,21 +58,36 @@ def create_app(gate: Gate | None = None, test_config: dict[str, Any] | None = No
     gate = gate if gate is not None else Gate.open()
     app = Flask(__name__)
     server = gate.config.server
-    loopback = server.host in ("127.0.0.1", "localhost", "::1")
+    # Cookie flags follow the address people use, not the bind address: `serve --host 0.0.0.0`
+    # behind a TLS proxy is reached over https, and a bare http URL must not pretend to be.
+    https = urlsplit(server.public_url).scheme == "https"
     app.config.update(
         # R12: the secret comes from the environment; without it sessions last one process.
         SECRET_KEY=os.environ.get(server.secret_key_env) or secrets.token_hex(32),
         MAX_CONTENT_LENGTH=server.max_upload_mb * 2**20,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
-        # Served beyond loopback, cookies travel over HTTPS only (put TLS in front).
-        SESSION_COOKIE_SECURE=not loopback,
-        REMEMBER_COOKIE_SECURE=not loopback,
+        SESSION_COOKIE_SECURE=https,
+        REMEMBER_COOKIE_SECURE=https,
+        PREFERRED_URL_SCHEME="https" if https else "http",
         REMEMBER_COOKIE_HTTPONLY=True,
         WTF_CSRF_TIME_LIMIT=3600,
     )
     if test_config:
         app.config.update(test_config)
+    if server.trusted_proxies:
+        # Believe X-Forwarded-For/-Proto/-Host from exactly that many proxies (the scheme
+        # then reads https, so Flask-WTF's HTTPS referrer check applies); never by default.
+        n = server.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+
+    @app.after_request
+    def security_headers(resp: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            resp.headers.setdefault(name, value)
+        if https:
+            resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return resp
     app.extensions["gatekeeper"] = gate
     app.extensions["gatekeeper.metrics"] = Metrics()
     app.extensions["gatekeeper.metrics"].watch_entities(lambda: dashboard.entity_gauges(gate))
