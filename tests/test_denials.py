@@ -181,3 +181,25 @@ def test_a_summary_is_written_once_by_whichever_source_comes_next(
         assert anonymous.get("/api/v1/quota/entities/acme").status_code == 401
     assert len([r for r in denied(gate) if r["kind"] == "access.suppressed"]) == 1
 
+
+
+def test_a_plain_werkzeug_403_is_recorded_too(gate: Gate) -> None:
+    # A route another module adds with abort(403) still leaves a record (the HTTP handler).
+    from flask import abort
+
+    app = create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})
+    app.add_url_rule("/closed", "closed", lambda: abort(403, "closed for you"))
+    assert app.test_client().get("/closed").status_code == 403
+    [rec] = denied(gate, None)
+    assert (rec["path"], rec["rule"], rec["message"]) == ("/closed", "R12", "closed for you")
+
+
+def test_a_store_that_cannot_take_the_record_still_answers_the_denial(
+        web: FlaskClient, gate: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatekeeper.errors import StoreUnavailable
+
+    def down(*_a: object, **_k: object) -> None:
+        raise StoreUnavailable("store away")
+
+    monkeypatch.setattr(denials, "record", down)
+    assert web.get("/api/v1/quota/entities/acme").status_code == 401
