@@ -7,7 +7,7 @@ every CSRF failure is recorded by the error handlers in web.py (and the sign-in 
 `answered`, at the one place where it is answered.
 
 Flood bound: each source (``user:NAME`` once someone is identified, else ``ip:ADDRESS``) has a
-one-minute window, `SET key 0 EX 60 NX` then `INCR` in one MULTI/EXEC (no Lua: this is a plain
+one-minute window, `SET key 0 PX 60000 NX` then `INCR` in one MULTI/EXEC (no Lua: this is a plain
 counter, and the pair can never leave a key without expiry). The first `limit()` denials of a
 window are recorded; later ones are only counted (HINCRBY in one hash, the window's end in a
 sorted set). Before the next record is written — from any source, once that window has ended —
