@@ -85,14 +85,16 @@ def record(gate: Any, refusal: GatekeeperError, actor: User | None,
         f"ip:{(request.remote_addr or '-')[:MAX_FIELD]}"
     root = actor.root if actor else None
     window = keys.denial_window(source)
+    now = now_ms()
     with failing_closed():
         pipe = gate.client.pipeline(transaction=True)
         pipe.set(window, 0, px=WINDOW_MS, nx=True)
         pipe.incr(window)
         pipe.pttl(window)
-        _, count, ttl = pipe.execute()
+        # The summaries due, read in the same round trip (most of the time there are none).
+        pipe.zrangebyscore(keys.DENIALS_DUE, "-inf", now, start=0, num=FLUSH_BATCH)
+        _, count, ttl, due = pipe.execute()
     refusal.audited = True
-    now = now_ms()
     if count > limit():
         member = f"{root or ''}|{fields.get('channel', '')}|{source}"
         with failing_closed():
@@ -101,16 +103,13 @@ def record(gate: Any, refusal: GatekeeperError, actor: User | None,
             pipe.zadd(keys.DENIALS_DUE, {member: now + max(int(ttl), 0)})
             pipe.execute()
         return False
-    flush_due(gate, now)
+    flush(gate, due)
     audit.record_denial(gate.ledger, root, refusal, fields)
     return True
 
 
-def flush_due(gate: Any, now: int) -> int:
+def flush(gate: Any, due: list[bytes]) -> int:
     """Write the summary record of each source whose suppressed window has ended."""
-    with failing_closed():
-        due = gate.client.zrangebyscore(keys.DENIALS_DUE, "-inf", now, start=0,
-                                        num=FLUSH_BATCH)
     written = 0
     for raw in due:
         member = raw.decode()
