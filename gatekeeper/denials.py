@@ -128,6 +128,6 @@ def flush(gate: Any, due: list[bytes]) -> int:
                             f"{limit()} are recorded per source per minute)", rule="R11")
         audit.record_denial(gate.ledger, root or None, summary, {
             "actor": name or "unauthenticated", "recipient": name, "channel": chan or "web",
-            "kind": "access.suppressed", "requested": int(n), "source": source})
+            "kind": "access.suppressed", "suppressed": int(n), "source": source})
         written += 1
     return written

@@ -156,7 +156,7 @@ def test_a_flood_from_one_source_is_bounded_and_summarised(
     assert web.get("/api/v1/quota/entities/acme").status_code == 401
     *_, summary, after = denied(gate, None)
     assert summary["kind"] == "access.suppressed" and summary["rule"] == "R11"
-    assert summary["requested"] == "195"
+    assert summary["suppressed"] == "195"
     assert summary["message"].startswith("195 more denials from ip:127.0.0.1 suppressed")
     assert after["kind"] == "access.unauthenticated"
     assert len(denied(gate, None)) == 7
@@ -177,7 +177,7 @@ def test_a_summary_is_written_once_by_whichever_source_comes_next(
     with app.test_client() as anonymous:
         assert anonymous.get("/api/v1/quota/entities/acme").status_code == 401
         summaries = [r for r in denied(gate) if r["kind"] == "access.suppressed"]
-        assert [(s["requested"], s["actor"]) for s in summaries] == [("3", "ana")]
+        assert [(s["suppressed"], s["actor"]) for s in summaries] == [("3", "ana")]
         assert anonymous.get("/api/v1/quota/entities/acme").status_code == 401
     assert len([r for r in denied(gate) if r["kind"] == "access.suppressed"]) == 1
 
