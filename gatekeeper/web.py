@@ -24,6 +24,7 @@ from gatekeeper.errors import (
     NotFound,
     QuotaExceeded,
     StoreUnavailable,
+    Unauthorized,
 )
 from gatekeeper.gate import Gate
 from gatekeeper.metrics import Metrics
@@ -117,7 +118,7 @@ def create_app(gate: Gate | None = None, test_config: dict[str, Any] | None = No
             message = f"The form was not accepted ({exc.description}); reload the page."
             denials.answered(Forbidden(message, rule="R12"), kind="access.csrf")
         elif code in (401, 403):
-            denials.answered(Forbidden(message, rule="R12"))
+            denials.answered((Unauthorized if code == 401 else Forbidden)(message, rule="R12"))
         if wants_json():
             resp = jsonify({"error": HTTP_CODES.get(code, "http_error"), "rule": None,
                             "message": message})
