@@ -15,7 +15,7 @@ from typing import IO, Any
 import orjson
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from gatekeeper import audit, faults, lines, policy, quota, shares
+from gatekeeper import denials, faults, lines, policy, quota, shares
 from gatekeeper.datasets import Filters
 from gatekeeper.errors import (
     AutomatedHydratedForbidden,
@@ -235,7 +235,8 @@ def refuse_automated_hydrated() -> None:
     actor = None
     with contextlib.suppress(GatekeeperError):
         actor = bearer()
-    audit.record_denial(gate().ledger, actor.root if actor else None, refusal, {
+    # Through denials.record: a flood of these is bounded per source like every denial.
+    denials.record(gate(), refusal, actor, {
         "actor": actor.name if actor else "unauthenticated", "channel": "api",
         "kind": "export.hydrated", "recipient": actor.name if actor else "",
         "entity": actor.entity if actor else "", "path": request.path})

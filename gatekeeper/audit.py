@@ -60,6 +60,7 @@ def record_denial(ledger: Ledger, root: str | None, refusal: GatekeeperError,
     ledger.record(keys.placeholder(root), stream(root), mode="audit", fields={},
                   audit={**fields, "outcome": "denied", "rule": refusal.rule or "",
                          "granted": 0, "message": refusal.message})
+    refusal.audited = True
 
 
 # --- filters ------------------------------------------------------------------------------------

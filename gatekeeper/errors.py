@@ -17,6 +17,8 @@ class GatekeeperError(Exception):
     exit_code: int = 1
     code: str = "internal_error"
     rule: str | None = None
+    # Set once the refusal has its audit record (R11), so the error handlers do not add a second.
+    audited: bool = False
 
     def __init__(self, message: str, *, rule: str | None = None, **details: Any) -> None:
         super().__init__(message)
@@ -109,6 +111,7 @@ class Unauthorized(GatekeeperError):
     status = 401
     exit_code = 4
     code = "unauthorized"
+    rule = "R12"  # credentials: so its audit record (R11) can be found by rule
 
 
 class Forbidden(GatekeeperError):

@@ -161,6 +161,17 @@ def login_failures(name: str) -> str:
     return f"{SYS}:login-failures:{name}"
 
 
+def denial_window(source: str) -> str:
+    """Denials recorded for one source (``user:NAME`` or ``ip:ADDRESS``) in its current
+    one-minute window; expires with the window (see denials.py)."""
+    return f"{SYS}:denials:window:{source}"
+
+
+# Denials beyond a source's per-minute bound: counted here, summarised in one record later.
+DENIALS_SUPPRESSED = f"{SYS}:denials:suppressed"  # hash: "root|channel|source" -> count
+DENIALS_DUE = f"{SYS}:denials:due"  # sorted set: same member -> ms its window ends
+
+
 def placeholder(root: str | None) -> str:
     """A key in the pool's (or, for None, the {sys}) slot, where an optional key is absent."""
     return f"{SYS}:none" if root is None else f"{_pool(root)}:none"

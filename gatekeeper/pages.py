@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Response,
-    abort,
     current_app,
     redirect,
     render_template,
@@ -24,7 +23,7 @@ from flask import (
 )
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
 
-from gatekeeper import hydrated, policy
+from gatekeeper import denials, hydrated, policy
 from gatekeeper.audit import record_denial
 from gatekeeper.datasets import FILTER_FIELDS, Filters
 from gatekeeper.errors import BadInput, Forbidden, GatekeeperError, QuotaExceeded
@@ -62,7 +61,8 @@ def role_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., A
         @login_required
         def inner(*args: Any, **kwargs: Any) -> Any:
             if me().role not in roles:
-                abort(403, f"R12: this page needs role {' or '.join(roles)}")
+                # Raised, not abort(): the GatekeeperError handler records it (R11).
+                raise Forbidden(f"R12: this page needs role {' or '.join(roles)}", rule="R12")
             return view(*args, **kwargs)
 
         return inner
@@ -92,6 +92,9 @@ def login() -> Any:
             user = _check_login(name, password)
         except GatekeeperError as exc:
             error = exc.message
+            if exc.status == 401:  # a failed sign-in or a lockout is a denial (R11)
+                denials.answered(exc, kind="access.login",
+                                 fields={"login_name": name[:denials.MAX_FIELD]})
         else:
             login_user(WebUser(user))
             return redirect(safe_next(request.args.get("next", "")) or url_for("pages.index"))

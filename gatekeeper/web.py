@@ -20,7 +20,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from gatekeeper import api, auditlog_pages, compliance_pages, dashboard, pages
+from gatekeeper import api, auditlog_pages, compliance_pages, dashboard, denials, pages
 from gatekeeper.account_pages import bp as account_bp
 from gatekeeper.errors import (
     Forbidden,
@@ -29,6 +29,7 @@ from gatekeeper.errors import (
     NotFound,
     QuotaExceeded,
     StoreUnavailable,
+    Unauthorized,
 )
 from gatekeeper.gate import Gate
 from gatekeeper.metrics import Metrics
@@ -158,6 +159,8 @@ def create_app(gate: Gate | None = None, test_config: dict[str, Any] | None = No
         if isinstance(exc, QuotaExceeded | Forbidden) and request.path.startswith("/api/"):
             outcome = "refused" if isinstance(exc, QuotaExceeded) else "denied"
             app.extensions["gatekeeper.metrics"].decision("api", outcome, exc.rule)
+        if exc.status in (401, 403):
+            denials.answered(exc)  # R11: every denial is a record (once; see denials.py)
         if wants_json():
             return api.error_response(exc)
         return render_template_string(ERROR_PAGE, code=exc.status, message=exc.message), \
@@ -179,6 +182,9 @@ def create_app(gate: Gate | None = None, test_config: dict[str, Any] | None = No
         message = exc.description
         if isinstance(exc, CSRFError):
             message = f"The form was not accepted ({exc.description}); reload the page."
+            denials.answered(Forbidden(message, rule="R12"), kind="access.csrf")
+        elif code in (401, 403):
+            denials.answered((Unauthorized if code == 401 else Forbidden)(message, rule="R12"))
         if wants_json():
             resp = jsonify({"error": HTTP_CODES.get(code, "http_error"), "rule": None,
                             "message": message})

@@ -590,7 +590,11 @@ def test_other_roles_get_403_everywhere(client: FlaskClient, gate: Gate, who: st
     before = gate.client.xlen(keys.audit("acme"))
     for path, data in FORMS:
         assert post(client, path, **data).status_code == 403, path
-    assert gate.client.xlen(keys.audit("acme")) == before
+    # Each denial is one record (R11, R12) in the signed-in user's pool, and nothing else.
+    added = [{k.decode(): v.decode() for k, v in f.items()}
+             for _i, f in gate.client.xrange(keys.audit("acme"))][before:]
+    assert [(r["outcome"], r["rule"], r["kind"], r["actor"], r["path"]) for r in added] == [
+        ("denied", "R12", "access.denied", who, path) for path, _data in FORMS]
 
 
 def test_admin_may_use_the_pages(client: FlaskClient) -> None:
@@ -611,7 +615,10 @@ def test_every_form_needs_the_csrf_token(client: FlaskClient, gate: Gate, path: 
     before = gate.client.xlen(keys.audit("acme")), gate.client.xlen(keys.audit("globex"))
     assert client.post(path, data=data).status_code == 400
     after = gate.client.xlen(keys.audit("acme")), gate.client.xlen(keys.audit("globex"))
-    assert after == before
+    # Nothing changed; the CSRF failure itself is one denial record (R11) in the user's pool.
+    assert after == (before[0] + 1, before[1])
+    [(_i, rec)] = gate.client.xrevrange(keys.audit("acme"), count=1)
+    assert (rec[b"kind"], rec[b"outcome"]) == (b"access.csrf", b"denied")
 
 
 def test_every_form_carries_the_csrf_token(client: FlaskClient) -> None:
