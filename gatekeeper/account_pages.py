@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask_login import login_required, login_user
 
-from gatekeeper import policy
+from gatekeeper import denials, policy
 from gatekeeper.errors import BadInput, GatekeeperError, Unauthorized
 from gatekeeper.pages import WebUser, gate, me, role_required
 
@@ -29,10 +29,14 @@ def account() -> Any:
             if form.get("new_password", "") != form.get("confirm", ""):
                 raise BadInput("the new password and its confirmation differ", rule="R12")
             # The current password again: a session left open is not enough to take over.
-            gate().users.check_password(me().name, form.get("password", ""))
+            # Checked behind the sign-in lockout, and a wrong one is a denial (R11, R12).
+            gate().users.sign_in(me().name, form.get("password", ""))
             user = gate().users.set_password(me().name, form.get("new_password", ""),
                                              actor=me().name, channel="web")
-        except (BadInput, Unauthorized) as exc:
+        except Unauthorized as exc:
+            denials.answered(exc, kind="access.password")
+            error, status = exc.message, exc.status
+        except BadInput as exc:
             error, status = exc.message, exc.status
         else:
             # Every other session of this user has ended; this browser stays signed in.
