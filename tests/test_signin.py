@@ -266,8 +266,8 @@ def pages_as_everyone(app: Flask, gate: Gate) -> Iterator[tuple[str, object]]:
         yield path, resp
         resp.close()  # a static file is answered as an open file
     gate.users.accept_terms("ana", actor="ana", channel="web")
-    for name, paths in (("ana", ("/", "/terms", "/export", "/dashboard")),
-                        ("cora", ("/dashboard", "/audit", "/entities/acme"))):
+    for name, paths in (("ana", ("/", "/terms", "/export", "/dashboard", "/account")),
+                        ("cora", ("/dashboard", "/audit", "/entities/acme", "/account"))):
         c = app.test_client()
         assert post_login(c, name, PASSWORD).status_code == 302
         for path in paths:
