@@ -89,7 +89,8 @@ def login() -> Any:
         name = request.form.get("username", "").strip()
         password = request.form.get("password", "")
         try:
-            user = _check_login(name, password)
+            # Behind the lockout, counted before the slow hash (Users.sign_in).
+            user = gate().users.sign_in(name, password)
         except GatekeeperError as exc:
             error = exc.message
             if exc.status == 401:  # a failed sign-in or a lockout is a denial (R11)
@@ -99,11 +100,6 @@ def login() -> Any:
             login_user(WebUser(user))
             return redirect(safe_next(request.args.get("next", "")) or url_for("pages.index"))
     return render_template("login.html", error=error), 401 if error else 200
-
-
-def _check_login(name: str, password: str) -> User:
-    """The user if the password is right and the name is not locked out by failures."""
-    return gate().users.sign_in(name, password)
 
 
 # What browsers drop from a URL before parsing it (WHATWG URL: tab, LF, CR anywhere) and trim

@@ -134,3 +134,11 @@ def run(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Resul
         return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def app(gate: Any) -> Any:
+    """The web app over the test module's `gate` fixture (flaskr's `app` fixture)."""
+    from gatekeeper.web import create_app
+
+    return create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})

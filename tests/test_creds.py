@@ -49,11 +49,6 @@ def gate(tmp_path: Path, client: redis.Redis) -> Gate:
 
 
 @pytest.fixture
-def app(gate: Gate) -> Flask:
-    return create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})
-
-
-@pytest.fixture
 def web(app: Flask) -> Iterator[FlaskClient]:
     with app.test_client() as c:
         yield c

@@ -28,7 +28,6 @@ from gatekeeper import config as config_mod
 from gatekeeper.errors import GatekeeperError, QuotaExceeded
 from gatekeeper.gate import Gate
 from gatekeeper.metrics import Metrics
-from gatekeeper.web import create_app
 
 PASSWORD = "correct horse battery"
 
@@ -80,11 +79,6 @@ def gate(tmp_path: Path) -> Gate:
                   share_id=uuid.uuid4().hex, audit={"actor": "ana", "kind": "export.xlsx",
                                                     "entity": "acme", "recipient": "ana"})
     return g
-
-
-@pytest.fixture
-def app(gate: Gate) -> Flask:
-    return create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})
 
 
 @pytest.fixture

@@ -32,11 +32,6 @@ def gate(tmp_path: Path, client: redis.Redis) -> Gate:
 
 
 @pytest.fixture
-def app(gate: Gate) -> Flask:
-    return create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})
-
-
-@pytest.fixture
 def web(app: Flask) -> FlaskClient:
     # No `with`: a kept request context would lend its signed-in user to a second client.
     return app.test_client()

@@ -18,7 +18,6 @@ from gatekeeper import config as config_mod
 from gatekeeper import keys
 from gatekeeper.formats import iter_posts
 from gatekeeper.gate import Gate
-from gatekeeper.web import create_app
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 PASSWORD = "correct horse battery"
@@ -37,11 +36,6 @@ def gate(tmp_path: Path) -> Gate:
     for name, role in (("ana", "analyst"), ("dan", "data"), ("cora", "compliance")):
         g.users.add(name, entity="acme", role=role, password=PASSWORD, actor="t", channel="cli")
     return g
-
-
-@pytest.fixture
-def app(gate: Gate) -> Flask:
-    return create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})
 
 
 @pytest.fixture
