@@ -15,13 +15,13 @@ pin the chain heads with Ed25519 outside Redis.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
 import hashlib
-import queue
+import multiprocessing as mp
+import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -30,8 +30,6 @@ import redis
 
 from gatekeeper import keys
 from gatekeeper.store import failing_closed
-
-BATCH = 10_000  # records read per XRANGE
 
 
 def _stuff(value: bytes) -> bytes:
@@ -100,59 +98,207 @@ def streams(client: redis.Redis) -> list[str]:
     return sorted({m.decode() for m in members} | {keys.SYS_AUDIT})
 
 
-def _raw(client: redis.Redis) -> redis.Redis:
-    """A client on the same connections that answers XRANGE as the server sends it — fields
-    as a flat list, in order, duplicates kept — instead of a dict."""
-    if not hasattr(client, "response_callbacks"):
-        return client  # a cluster client: its replies come as dicts (see _flat)
-    raw = copy.copy(client)
-    raw.response_callbacks = copy.copy(client.response_callbacks)
-    for name in ("XRANGE", "XREVRANGE"):
-        raw.response_callbacks.pop(name, None)
-    return raw
+BATCH = 1_000  # records per XRANGE: a reply the client parses while the server builds the next
+READ_SIZE = 1 << 20  # bytes per socket read while verifying (the client's default is 32 KiB)
+PARALLEL_MIN = 100_000  # records a stream needs before it is verified by several processes
 
 
 def _flat(batch: list[Any]) -> list[Any]:
     """XRANGE entries as (id, [field, value, ...]) whatever the client made of them: a cluster
-    client parses replies on its node clients, whose callbacks `_raw` cannot reach, into dicts
-    (which keep stored order but not a repeated field: such a record then fails to verify)."""
+    client parses replies on its node clients into dicts (which keep stored order but not a
+    repeated field: such a record then fails to verify)."""
     if batch and isinstance(batch[0][1], dict):
         return [(rid, [x for kv in f.items() for x in kv]) for rid, f in batch]
     return batch
 
 
-def _batches(raw: redis.Redis, stream: str, start: str) -> Iterator[list[Any]]:
-    """The stream's records from `start` in batches, the next one read by a thread while the
-    caller hashes this one (the server and the socket work beside the hashing)."""
-    found: queue.Queue[Any] = queue.Queue(maxsize=2)
-    stop = threading.Event()
+class _Reader:
+    """Reads a stream as the server sends it — fields as a flat list, in order, duplicates
+    kept — on a connection of its own, asking for the next batch before the caller hashes this
+    one, so that the server builds a reply while the client hashes the last (pipelining)."""
 
-    def read() -> None:
-        at = start
-        try:
-            while not stop.is_set():
-                batch = _flat(raw.execute_command("XRANGE", stream, at, "+", "COUNT", BATCH))
-                found.put(batch)
-                if len(batch) < BATCH:
-                    break
-                at = "(" + batch[-1][0].decode()
-            found.put(None)
-        except Exception as exc:  # handed to the caller, which raises it
-            found.put(exc)
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.conn: Any = None
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None:  # a cluster client has none: it reads one batch at a time
+            self.conn = pool.connection_class(**{**pool.connection_kwargs,
+                                                 "socket_read_size": READ_SIZE})
 
-    reader = threading.Thread(target=read, name="gatekeeper-verify-read", daemon=True)
-    reader.start()
-    try:
-        while (batch := found.get()) is not None:
-            if isinstance(batch, Exception):
-                raise batch
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.disconnect()
+
+    def _ask(self, *args: Any) -> Any:
+        if self.conn is None:
+            return _flat(self.client.execute_command(*args))
+        self.conn.send_command(*args)
+        return None
+
+    def _answer(self, asked: Any) -> list[Any]:
+        return asked if self.conn is None else self.conn.read_response()
+
+    def before(self, stream: str, start: str) -> tuple[bytes, list[bytes]] | None:
+        """The record just before `start` (an inclusive ID), if any."""
+        if start == "-":
+            return None
+        found = self._answer(self._ask("XREVRANGE", stream, "(" + start, "-", "COUNT", 1))
+        return found[0] if found else None
+
+    def batches(self, stream: str, start: str, end: str) -> Iterator[list[Any]]:
+        """The records from `start` to `end` (IDs as XRANGE takes them) in batches."""
+        asked = self._ask("XRANGE", stream, start, end, "COUNT", BATCH)
+        while True:
+            batch = self._answer(asked)
+            more = len(batch) == BATCH
+            if more:  # in flight while the caller hashes this batch
+                asked = self._ask("XRANGE", stream, "(" + batch[-1][0].decode(), end,
+                                  "COUNT", BATCH)
             yield batch
+            if not more:
+                return
+
+
+@dataclass
+class _Part:
+    """What verifying one range of a stream found (a whole stream is one or several)."""
+
+    anchor: str | None  # id of the record before the range, whose hash it chained onto
+    records: int = 0
+    first_id: str | None = None
+    last_id: str | None = None  # of any record read
+    legacy_until: str | None = None
+    chained_id: str | None = None  # of the last chained record verified
+    seq: int = 0
+    hash: str = ""
+    start_seq: int = 1  # the seq the range was to begin with
+    problem: Problem | None = None
+
+
+def _seq_problem(stream: str, rid: bytes, raw: bytes, expected: int) -> Problem:
+    try:
+        seq = int(raw)
+    except ValueError:
+        return Problem(stream, rid.decode(), None, f"its seq {raw!r} is not a number: edited")
+    return Problem(stream, rid.decode(), seq,
+                   f"records seq {expected}–{seq - 1} are missing before it: removed"
+                   if seq > expected else
+                   f"seq {seq} comes after seq {expected - 1}: reordered or inserted")
+
+
+def _verify_part(client: Any, stream: str, start: str, end: str,
+                 pinned: dict[int, str]) -> _Part:
+    """Verify the records from `start` to `end`, each against the stored hash of the record
+    before it (the one before `start` for the first): every record's hash is checked once
+    whichever range reads it, so ranges verified apart verify the whole chain."""
+    reader = _Reader(client)
+    sha1 = hashlib.sha1
+    try:
+        before = reader.before(stream, start)
+        part = _Part(anchor=before[0].decode() if before else None)
+        prev, expected, chained = b"", 1, False
+        if before is not None and _is_chained(before[1]):  # a seq not a number: the range
+            seq = before[1][-3]                            # before reports it, this one can't
+            prev, expected, chained = before[1][-1], int(seq) + 1 if seq.isdigit() else 0, True
+        part.start_seq = expected
+        last = None
+        for batch in reader.batches(stream, start, end):
+            if part.first_id is None and batch:
+                part.first_id = batch[0][0].decode()
+            for rid, flat in batch:
+                n = len(flat)
+                if n < 4 or flat[-2] != b"hash" or flat[-4] != b"seq":
+                    if chained:
+                        part.problem = Problem(stream, rid.decode(), None, (
+                            "has no seq/hash after the chain began: inserted (or its chain "
+                            "fields were stripped)"))
+                        break
+                    part.legacy_until = rid.decode()
+                    continue
+                if flat[-3] != b"%d" % expected:
+                    part.problem = _seq_problem(stream, rid, flat[-3], expected)
+                    break
+                stored = flat[-1]
+                del flat[-2:]
+                flat.insert(0, prev)  # prev, field, value, ..., "seq", seq: record_hash's bytes
+                body = b"\0".join(flat)
+                if body.count(b"\0") != n - 2 or b"\1" in body:  # rare: stuffed, as in Lua
+                    body = b"\0".join([prev, *map(_stuff, flat[1:])])
+                if sha1(body).hexdigest().encode() != stored:
+                    part.problem = Problem(stream, rid.decode(), expected, (
+                        "its fields do not hash to its stored hash on the previous record's: "
+                        "edited (or replaced)"))
+                    break
+                if pinned and expected in pinned and pinned[expected].encode() != stored:
+                    part.problem = Problem(stream, rid.decode(), expected, (
+                        "a signed checkpoint recorded another hash for this seq: the chain "
+                        "was rewritten"))
+                    break
+                prev, expected, chained, last = stored, expected + 1, True, rid
+            if part.problem is not None:
+                part.records += next(i for i, e in enumerate(batch, 1) if e[0] is rid)
+                part.last_id = rid.decode()
+                break
+            part.records += len(batch)
+            if batch:
+                part.last_id = batch[-1][0].decode()
+        if last is not None:
+            part.chained_id, part.seq, part.hash = last.decode(), expected - 1, prev.decode()
+        return part
     finally:
-        stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                found.get_nowait()  # unblock a reader waiting to put
-        reader.join()
+        reader.close()
+
+
+_FORKED: Any = None  # the client a forked verifying process inherits (see _parallel)
+
+
+def _verify_part_in_child(job: tuple[str, str, str, dict[int, str]]) -> _Part:
+    return _verify_part(_FORKED, *job)
+
+
+def _workers(client: Any, stream: str, workers: int | None) -> int:
+    """How many processes verify the stream: one for a short stream, a cluster client or a
+    process with threads (forking one is unsafe); otherwise two per core (while one waits for
+    a reply, another hashes), at most eight."""
+    if workers is not None:
+        return workers
+    if (getattr(client, "connection_pool", None) is None or threading.active_count() > 1
+            or "fork" not in mp.get_all_start_methods()
+            or client.xlen(stream) < PARALLEL_MIN):
+        return 1
+    return max(1, min(8, 2 * (os.cpu_count() or 1)))
+
+
+def _ranges(client: Any, stream: str, start: str, parts: int) -> list[tuple[str, str]]:
+    """`parts` ranges from `start` to the end, cut at milliseconds evenly spread between the
+    first and the last record (IDs are milliseconds; a cut never splits one)."""
+    first = client.execute_command("XRANGE", stream, start, "+", "COUNT", 1)
+    last = client.execute_command("XREVRANGE", stream, "+", "-", "COUNT", 1)
+    if not first or not last or parts < 2:
+        return [(start, "+")]
+    lo = int(first[0][0].split(b"-")[0])
+    hi = int(last[0][0].split(b"-")[0]) + 1
+    cuts = sorted({lo + (hi - lo) * i // parts for i in range(1, parts)} - {lo})
+    bounds = [start, *(f"{c}-0" for c in cuts)]
+    ends = [*(f"({b}" for b in bounds[1:]), "+"]
+    return list(zip(bounds, ends, strict=True))
+
+
+def _parallel(client: Any, stream: str, start: str, pinned: dict[int, str],
+              workers: int) -> list[_Part]:
+    """Verify the stream in ranges, each in a forked process of its own (CPU-bound hashing
+    and reply parsing; the GIL allows one thread at a time)."""
+    global _FORKED
+    if workers <= 1:
+        return [_verify_part(client, stream, start, "+", pinned)]
+    jobs = [(stream, a, b, pinned) for a, b in _ranges(client, stream, start, 4 * workers)]
+    _FORKED = client  # a forked child's connection pool makes connections of its own
+    try:
+        with ProcessPoolExecutor(min(workers, len(jobs)),
+                                 mp_context=mp.get_context("fork")) as pool:
+            return list(pool.map(_verify_part_in_child, jobs))
+    finally:
+        _FORKED = None
 
 
 def _is_chained(flat: list[bytes]) -> bool:
@@ -160,90 +306,62 @@ def _is_chained(flat: list[bytes]) -> bool:
 
 
 def verify_stream(client: redis.Redis, stream: str, *, since_ms: int | None = None,
-                  pinned: dict[int, str] | None = None) -> StreamResult:
+                  pinned: dict[int, str] | None = None,
+                  workers: int | None = None) -> StreamResult:
     """Recompute one stream's chain, from its first record or (`since_ms`) from the first
     record at or after that time, chained onto the record before it. `pinned` maps seq -> hash
-    that a signed checkpoint recorded: each must still be there, with that hash."""
-    raw = _raw(client)
-    sha1 = hashlib.sha1
+    that a signed checkpoint recorded: each must still be there, with that hash. A long stream
+    is verified in ranges by several processes (`workers`, default from the cores)."""
     out = StreamResult(stream)
     pinned = dict(pinned or {})
-    prev, expected, chained = b"", 1, False
-    start = "-"
+    start = "-" if since_ms is None else f"{since_ms}-0"
     with failing_closed():
-        if since_ms is not None:
-            start = f"{since_ms}-0"
-            before = _flat(raw.execute_command("XREVRANGE", stream, f"({since_ms}-0", "-",
-                                               "COUNT", 1))
-            if before and _is_chained(before[0][1]):
-                flat = before[0][1]
-                prev, expected, chained = flat[-1], int(flat[-3]) + 1, True
-            pinned = {s: h for s, h in pinned.items() if s >= expected}
-        last_id = b""
-        for batch in _batches(raw, stream, start):
-            for rid, flat in batch:
-                if len(flat) < 4 or flat[-2] != b"hash" or flat[-4] != b"seq":
-                    if chained:
-                        out.problem = Problem(stream, rid.decode(), None, (
-                            "has no seq/hash after the chain began: inserted (or its chain "
-                            "fields were stripped)"))
-                        break
-                    out.legacy_until = rid.decode()
-                    continue
-                seq = int(flat[-3])
-                if seq != expected:
-                    what = (f"records seq {expected}–{seq - 1} are missing before it: removed"
-                            if seq > expected else
-                            f"seq {seq} comes after seq {expected - 1}: reordered or inserted")
-                    out.problem = Problem(stream, rid.decode(), seq, what)
-                    break
-                body = b"\0".join(flat[:-2])  # record_hash, inlined: verify's hot loop
-                if body.count(b"\0") != len(flat) - 3 or b"\1" in body:
-                    h = record_hash(prev, flat[:-2])
-                else:
-                    h = sha1(b"%s\0%s" % (prev, body)).hexdigest().encode()
-                if h != flat[-1]:
-                    out.problem = Problem(stream, rid.decode(), seq, (
-                        "its fields do not hash to its stored hash on the previous record's: "
-                        "edited (or replaced)"))
-                    break
-                if pinned and seq in pinned and pinned.pop(seq).encode() != h:
-                    out.problem = Problem(stream, rid.decode(), seq, (
-                        "a signed checkpoint recorded another hash for this seq: the chain "
-                        "was rewritten"))
-                    break
-                prev, expected, chained = h, seq + 1, True
-                last_id = rid
-            if out.problem is not None:
-                out.records += next(i for i, e in enumerate(batch, 1) if e[0] is rid)
-                break
-            out.records += len(batch)
-        if chained:
-            out.last_id, out.seq, out.hash = last_id.decode() or None, expected - 1, prev.decode()
-        if out.problem is None:
-            out.problem = _tail(client, out, pinned)
+        head = client.hget(keys.chain_of(stream), "seq")  # before reading: appends may follow
+        parts = _parallel(client, stream, start, pinned, _workers(client, stream, workers))
+    seen_id: str | None = None
+    start_seq = parts[0].start_seq
+    pinned = {s: h for s, h in pinned.items() if s >= start_seq}
+    for part in parts:
+        if part.first_id is not None and seen_id is not None and part.anchor != seen_id:
+            out.problem = Problem(stream, part.first_id, None, (
+                f"the record before it is {part.anchor}, not {seen_id}: the log changed "
+                "while it was verified (run verify again)"))
+            break
+        out.records += part.records
+        out.legacy_until = part.legacy_until or out.legacy_until
+        if part.chained_id is not None:
+            out.last_id, out.seq, out.hash = part.chained_id, part.seq, part.hash
+        seen_id = part.last_id or seen_id
+        if part.problem is not None:
+            out.problem = part.problem
+            break
+    if out.problem is None:  # each part checked the pinned seqs it read; later ones are gone
+        later = {s: h for s, h in pinned.items() if s > out.seq}
+        out.problem = _tail(out, later, None if head is None else int(head))
     return out
 
 
-def _tail(client: redis.Redis, out: StreamResult, pinned: dict[int, str]) -> Problem | None:
-    """Whether records are missing after the last one read: the chain head beside the stream,
-    or a signed checkpoint, knows a later seq (the hole a chain alone cannot show)."""
+def _tail(out: StreamResult, pinned: dict[int, str], head: int | None) -> Problem | None:
+    """Whether records are missing after the last one read: the chain head beside the stream
+    (read before the log was), or a signed checkpoint, knows a later seq (the hole a chain
+    alone cannot show)."""
     if pinned:
         seq = min(pinned)
         return Problem(out.stream, out.last_id or "-", out.seq or None, (
             f"a signed checkpoint recorded seq {seq}, the log ends at seq {out.seq}: "
             "records after it were removed (truncated tail)"))
-    head = client.hget(keys.chain_of(out.stream), "seq")
-    if head is not None and int(head) != out.seq:
+    if head is not None and head > out.seq:
         return Problem(out.stream, out.last_id or "-", out.seq or None, (
-            f"the chain head says seq {int(head)}, the log ends at seq {out.seq}: records "
+            f"the chain head says seq {head}, the log ends at seq {out.seq}: records "
             "after it were removed (truncated tail)"))
     return None
 
 
 def verify(client: redis.Redis, *, since_ms: int | None = None,
-           pinned: dict[str, dict[int, str]] | None = None) -> list[StreamResult]:
+           pinned: dict[str, dict[int, str]] | None = None,
+           workers: int | None = None) -> list[StreamResult]:
     """Verify every audit stream (and each stream a checkpoint names)."""
     pinned = pinned or {}
     names = sorted(set(streams(client)) | set(pinned))
-    return [verify_stream(client, s, since_ms=since_ms, pinned=pinned.get(s)) for s in names]
+    return [verify_stream(client, s, since_ms=since_ms, pinned=pinned.get(s), workers=workers)
+            for s in names]

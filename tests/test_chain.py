@@ -34,6 +34,10 @@ def write_log(client: redis.Redis, n: int = 6) -> Ledger:
     pipe = client.pipeline(transaction=True)
     chain.append(pipe, keys.SYS_AUDIT, {"actor": "ann", "kind": "deletions.lift", "n": 1})
     pipe.execute()
+    # A second apart, as a busy day spreads them: verify's ranges are cut at milliseconds, so
+    # several processes each read some (the IDs are not hashed; the chain stays whole).
+    rewrite(client, POOL, [(f"{(i + 1) * 1000}-0".encode(), f)
+                           for i, (_, f) in enumerate(entries(client))])
     return ledger
 
 
@@ -48,6 +52,13 @@ def rewrite(client: redis.Redis, stream: str,
     client.delete(stream)
     for rid, fields in records:
         client.xadd(stream, fields, id=rid)
+
+
+@pytest.fixture(params=[1, 4], ids=["one-process", "four-processes"])
+def workers(request: pytest.FixtureRequest) -> int:
+    """Verify in one process, and in four forked ones each reading ranges of the stream: every
+    tampering is named the same either way, wherever the ranges are cut."""
+    return request.param
 
 
 def problem(client: redis.Redis, **kw: Any) -> chain.Problem | None:
@@ -80,44 +91,45 @@ def test_every_script_appends_records_with_a_sequence_and_a_chained_hash(
     assert problem(client) is None
 
 
-def test_a_clean_log_verifies_with_counts(client: redis.Redis) -> None:
+def test_a_clean_log_verifies_with_counts(client: redis.Redis, workers: int) -> None:
     write_log(client)
-    results = {r.stream: r for r in chain.verify(client)}
+    results = {r.stream: r for r in chain.verify(client, workers=workers)}
     assert results[POOL].records == 6 and results[POOL].seq == 6
     assert results[keys.SYS_AUDIT].seq == 1
     assert all(r.problem is None for r in results.values())
 
 
-def test_an_edited_field_is_named(client: redis.Redis) -> None:
+def test_an_edited_field_is_named(client: redis.Redis, workers: int) -> None:
     write_log(client)
     records = entries(client)
     records[2][1][b"actor"] = b"mallory"
     rewrite(client, POOL, records)
-    p = problem(client)
+    p = problem(client, workers=workers)
     assert p is not None and (p.stream, p.id, p.seq) == (POOL, records[2][0].decode(), 3)
     assert "edited" in p.what
 
 
-def test_a_deleted_record_is_named_by_the_one_after_it(client: redis.Redis) -> None:
+def test_a_deleted_record_is_named_by_the_one_after_it(client: redis.Redis,
+                                                        workers: int) -> None:
     write_log(client)
     records = entries(client)
     client.xdel(POOL, records[3][0])
-    p = problem(client)
+    p = problem(client, workers=workers)
     assert p is not None and (p.id, p.seq) == (records[4][0].decode(), 5)
     assert "seq 4–4 are missing" in p.what and "removed" in p.what
 
 
-def test_reordered_records_are_named(client: redis.Redis) -> None:
+def test_reordered_records_are_named(client: redis.Redis, workers: int) -> None:
     write_log(client)
     records = entries(client)
     swapped = list(records)
     swapped[1], swapped[2] = (records[1][0], records[2][1]), (records[2][0], records[1][1])
     rewrite(client, POOL, swapped)
-    p = problem(client)
+    p = problem(client, workers=workers)
     assert p is not None and (p.id, p.seq) == (records[1][0].decode(), 3)
 
 
-def test_an_inserted_record_is_named(client: redis.Redis) -> None:
+def test_an_inserted_record_is_named(client: redis.Redis, workers: int) -> None:
     write_log(client)
     records = entries(client)
     fake = dict(records[2][1])
@@ -125,60 +137,127 @@ def test_an_inserted_record_is_named(client: redis.Redis) -> None:
     renumbered = [(f"{i + 1}-0".encode(), f) for i, (_, f) in
                   enumerate([*records[:3], (b"", fake), *records[3:]])]
     rewrite(client, POOL, renumbered)
-    p = problem(client)
+    p = problem(client, workers=workers)
     assert p is not None and (p.id, p.seq) == ("4-0", 3)
     assert "reordered or inserted" in p.what
 
 
-def test_an_inserted_record_without_chain_fields_is_named(client: redis.Redis) -> None:
+def test_an_inserted_record_without_chain_fields_is_named(client: redis.Redis,
+                                                          workers: int) -> None:
     write_log(client)
-    records = entries(client)
-    client.xadd(POOL, {"time": "1", "actor": "mallory", "outcome": "changed"})
-    p = problem(client)
+    added = client.xadd(POOL, {"time": "1", "actor": "mallory", "outcome": "changed"})
+    p = problem(client, workers=workers)
     assert p is not None and p.seq is None and "no seq/hash after the chain began" in p.what
-    assert p.id > records[-1][0].decode()
+    assert p.id == added.decode()
 
 
-def test_a_truncated_tail_is_found_by_the_chain_head(client: redis.Redis) -> None:
+def test_a_truncated_tail_is_found_by_the_chain_head(client: redis.Redis, workers: int) -> None:
     write_log(client)
     records = entries(client)
     client.xdel(POOL, records[-1][0], records[-2][0])
-    p = problem(client)
+    p = problem(client, workers=workers)
     assert p is not None and (p.id, p.seq) == (records[-3][0].decode(), 4)
     assert "chain head says seq 6" in p.what
 
 
 def test_a_truncated_tail_with_its_head_rewritten_is_found_only_by_a_checkpoint(
-        client: redis.Redis) -> None:
+        client: redis.Redis, workers: int) -> None:
     write_log(client)
     pinned = {POOL: {6: client.hget(keys.chain_of(POOL), "hash").decode()}}
     records = entries(client)
     client.xdel(POOL, records[-1][0], records[-2][0])
     client.hset(keys.chain_of(POOL), mapping={"seq": 4, "hash": records[-3][1][b"hash"],
                                               "id": records[-3][0]})
-    assert problem(client) is None  # the hole a chain alone cannot show
-    p = problem(client, pinned=pinned)
+    assert problem(client, workers=workers) is None  # the hole a chain alone cannot show
+    p = problem(client, pinned=pinned, workers=workers)
     assert p is not None and p.seq == 4 and "truncated tail" in p.what
     assert "checkpoint recorded seq 6" in p.what
 
 
-def test_records_from_before_the_chain_are_legacy_not_a_failure(client: redis.Redis) -> None:
-    old = [client.xadd(POOL, {"time": "1", "actor": "old"}) for _ in range(3)]
+def test_records_from_before_the_chain_are_legacy_not_a_failure(client: redis.Redis,
+                                                                 workers: int) -> None:
+    for _ in range(3):
+        client.xadd(POOL, {"time": "1", "actor": "old"})
     write_log(client, 2)
-    result = next(r for r in chain.verify(client) if r.stream == POOL)
-    assert result.problem is None and result.legacy_until == old[-1].decode()
+    old = entries(client)[2][0]  # the third record, renumbered by write_log
+    assert b"seq" not in entries(client)[2][1] and b"seq" in entries(client)[3][1]
+    result = next(r for r in chain.verify(client, workers=workers) if r.stream == POOL)
+    assert result.problem is None and result.legacy_until == old.decode()
     assert result.seq == 2
 
 
-def test_since_verifies_from_a_time_onto_the_record_before(client: redis.Redis) -> None:
+def test_since_verifies_from_a_time_onto_the_record_before(client: redis.Redis,
+                                                           workers: int) -> None:
     write_log(client)
     records = entries(client)
     records[1][1][b"actor"] = b"mallory"  # before --since: not read
     rewrite(client, POOL, records)
     since = int(records[3][0].split(b"-")[0])
-    result = next(r for r in chain.verify(client, since_ms=since) if r.stream == POOL)
+    result = next(r for r in chain.verify(client, since_ms=since, workers=workers)
+                  if r.stream == POOL)
     assert result.problem is None and result.seq == 6
-    assert problem(client) is not None
+    assert problem(client, workers=workers) is not None
+
+
+def test_a_seq_that_is_not_a_number_is_named_not_a_crash(client: redis.Redis,
+                                                         workers: int) -> None:
+    write_log(client)
+    records = entries(client)
+    records[2][1][b"seq"] = b"three"
+    rewrite(client, POOL, records)
+    p = problem(client, workers=workers)
+    assert p is not None and p.id == records[2][0].decode() and "not a number" in p.what
+
+
+def test_every_record_is_checked_whichever_range_reads_it(client: redis.Redis) -> None:
+    """Forty records a second apart in four processes' sixteen ranges: an edit of any one of
+    them — first, last, either side of a cut — is named, and the clean log's counts add up."""
+    write_log(client, 40)
+    clean = entries(client)
+    result = next(r for r in chain.verify(client, workers=4) if r.stream == POOL)
+    assert (result.problem, result.records, result.seq) == (None, 40, 40)
+    assert result.last_id == clean[-1][0].decode()
+    for i in range(40):
+        records = entries(client)
+        records[i][1][b"n"] = b"-1"
+        rewrite(client, POOL, records)
+        p = problem(client, workers=4)
+        assert p is not None and (p.id, p.seq) == (clean[i][0].decode(), i + 1), i
+        rewrite(client, POOL, clean)
+    assert problem(client, workers=4) is None
+
+
+def test_records_appended_while_verifying_are_not_a_truncated_tail(
+        client: redis.Redis, workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chain head is read before the log: a record appended after the log was read (the
+    server keeps working during an audit) is not mistaken for a removed tail."""
+    ledger = write_log(client)
+    parallel = chain._parallel
+
+    def then_append(client: Any, stream: str, *args: Any) -> Any:
+        parts = parallel(client, stream, *args)
+        if stream == POOL:
+                ledger.record(keys.placeholder("acme"), POOL, mode="audit", fields={},
+                          audit={"actor": "ann", "kind": "test", "outcome": "changed"})
+        return parts
+
+    monkeypatch.setattr(chain, "_parallel", then_append)
+    result = next(r for r in chain.verify(client, workers=workers) if r.stream == POOL)
+    assert result.problem is None and result.seq == 6
+    monkeypatch.undo()
+    assert next(r for r in chain.verify(client) if r.stream == POOL).seq == 7
+
+
+def test_a_long_stream_is_verified_by_forked_processes_only_when_forking_is_safe(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_log(client)
+    monkeypatch.setattr(chain.threading, "active_count", lambda: 1)
+    assert chain._workers(client, POOL, None) == 1  # 6 records: not worth a fork
+    assert chain._workers(client, POOL, 3) == 3  # asked for
+    monkeypatch.setattr(chain, "PARALLEL_MIN", 6)
+    assert chain._workers(client, POOL, None) == min(8, 2 * (os.cpu_count() or 1))
+    monkeypatch.setattr(chain.threading, "active_count", lambda: 2)  # e.g. inside the server
+    assert chain._workers(client, POOL, None) == 1
 
 
 # --- the CLI on a real server ----------------------------------------------------------------
@@ -373,8 +452,9 @@ def test_cli_verify_json_is_one_document_either_way_and_reports_legacy(cli: Any)
     import json
 
     run, r = cli
-    old = r.xadd(POOL, {"time": "1", "actor": "old"}).decode()
+    r.xadd(POOL, {"time": "1", "actor": "old"})
     write_log(r)
+    old = entries(r)[0][0].decode()  # renumbered by write_log
     ok = run("audit", "verify", "--json")
     assert ok.exit_code == 0, ok.output
     data = json.loads(ok.output)
