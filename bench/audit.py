@@ -37,9 +37,9 @@ from pathlib import Path
 import redis
 from common import machine_line, print_goals, print_table, run_child
 
-from gatekeeper import chain, keys
-from gatekeeper.ledger import DAY_MS, Counter, Ledger, Limit, Window
-from gatekeeper.store import EmbeddedServer, Scripts
+from gatekeeper.ledger import chain, keys
+from gatekeeper.ledger.ledger import DAY_MS, Counter, Ledger, Limit, Window
+from gatekeeper.ledger.store import EmbeddedServer, Scripts
 
 WINDOW = Window("30d", 30 * DAY_MS, 600_000)
 AUDIT = {"actor": "bench", "entity": "bench", "recipient": "bench", "channel": "api",
@@ -61,7 +61,7 @@ class Unchained(Scripts):
     """The shipped scripts with append_audit shadowed by a plain XADD: the grant before R11."""
 
     def __init__(self, client: redis.Redis) -> None:
-        lua = resources.files("gatekeeper") / "lua"
+        lua = resources.files("gatekeeper.ledger") / "lua"
         prelude = (lua / "_window.lua").read_text() + PLAIN
         for name in self.NAMES:
             body = (lua / f"{name}.lua").read_text()
@@ -138,7 +138,7 @@ def main() -> int:
             lat["no"] = paired(sides, "nofsync", args.grants)
 
             stream = keys.audit("verify-bench")
-            load = client.register_script((resources.files("gatekeeper") / "lua" /
+            load = client.register_script((resources.files("gatekeeper.ledger") / "lua" /
                                            "_window.lua").read_text() + LOAD)
             left = args.records
             while left:

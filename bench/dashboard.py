@@ -44,15 +44,17 @@ from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
 
 from gatekeeper import config as config_mod
-from gatekeeper import keys, policy, shares
-from gatekeeper.entities import Entity
-from gatekeeper.errors import Conflict, Forbidden, QuotaExceeded
-from gatekeeper.gate import Gate
-from gatekeeper.ledger import DAY_MS, Idempotency
-from gatekeeper.report import month_bounds, month_report
-from gatekeeper.store import EmbeddedServer, redis_server_binary
-from gatekeeper.users import User
-from gatekeeper.web import create_app
+from gatekeeper.channels.web.app import create_app
+from gatekeeper.domain import shares
+from gatekeeper.domain.entities import Entity
+from gatekeeper.domain.gate import Gate
+from gatekeeper.domain.report import month_bounds, month_report
+from gatekeeper.domain.users import User
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import DAY_MS, Idempotency
+from gatekeeper.ledger.store import EmbeddedServer, redis_server_binary
+from gatekeeper.rules import policy
+from gatekeeper.rules.errors import Conflict, Forbidden, QuotaExceeded
 
 PASSWORD = "bench password 1"
 GOALS = {"/dashboard": 300.0, "/audit": 100.0}  # ms, median
@@ -286,7 +288,7 @@ def compare_reads(gate: Gate, reps: int) -> list[tuple[str, str, str, bool]]:
     """The dashboard's data read three ways, side by side (ms, median of `reps`): ours (only
     counters in the pools' active indexes, peeks batched); every counter peeked with one script
     call per pool (this code before the index); one peek round trip per counter."""
-    from gatekeeper import dashboard
+    from gatekeeper.domain import dashboard
 
     def every_counter() -> None:
         snap = dashboard._snapshot(gate, with_users=True)

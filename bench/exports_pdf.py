@@ -39,8 +39,8 @@ from common import machine_line, print_goals, print_table, run_child  # noqa: E4
 
 from exports import pdf  # noqa: E402
 from exports.fonts import fontset  # noqa: E402
-from gatekeeper.demo import write_demo_dataset  # noqa: E402
-from gatekeeper.formats import iter_posts  # noqa: E402
+from gatekeeper.domain.demo import write_demo_dataset  # noqa: E402
+from gatekeeper.domain.formats import iter_posts  # noqa: E402
 
 ABOUT = {"recipient": "ana (acme-analytics)", "dataset": "demo", "filters": "none"}
 ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)

@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:  # the repository's packages, wherever Python was 
 from common import machine_line, print_goals, print_table, run_child  # noqa: E402
 
 from exports.columns import COLUMNS, row  # noqa: E402
-from gatekeeper.formats import iter_posts  # noqa: E402
+from gatekeeper.domain.formats import iter_posts  # noqa: E402
 
 SIDES = {
     "gatekeeper": "gatekeeper write_xlsx",
@@ -136,7 +136,7 @@ def main() -> int:
         print(json.dumps(run_side(args.side, args.data, args.out, args.posts)))
         return 0
 
-    from gatekeeper.demo import write_demo_dataset
+    from gatekeeper.domain.demo import write_demo_dataset
 
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     started = time.perf_counter()

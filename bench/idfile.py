@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gatekeeper.deletions import Deleted
-from gatekeeper.shares import select_ids, write_file
+from gatekeeper.domain.deletions import Deleted
+from gatekeeper.domain.shares import select_ids, write_file
 
 N = 1_500_000
 FIRST = 1_460_000_000_000_000_000  # 19-digit snowflakes, as real Post IDs are

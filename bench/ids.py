@@ -56,9 +56,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gatekeeper import config as config_mod  # noqa: E402
-from gatekeeper.demo import PAGE_SIZE, demo_pages  # noqa: E402
-from gatekeeper.gate import Gate  # noqa: E402
-from gatekeeper.store import EmbeddedServer  # noqa: E402
+from gatekeeper.domain.demo import PAGE_SIZE, demo_pages  # noqa: E402
+from gatekeeper.domain.gate import Gate  # noqa: E402
+from gatekeeper.ledger.store import EmbeddedServer  # noqa: E402
 
 POSTS = 1_500_000  # R2's limit: the most one entity may receive in 30 days
 SEED = 0
@@ -124,7 +124,8 @@ def dataset_files(workdir: Path, posts: int) -> tuple[Path, Path, dict[str, Any]
     os.replace(gz_part, gz)
     meta = {**want, "bytes": plain.stat().st_size, "gz_bytes": gz.stat().st_size,
             "pages": -(-posts // PAGE_SIZE), "seconds": round(time.perf_counter() - started, 1),
-            "how": "gatekeeper.demo.demo_pages(posts, seed=0, anchor=2026-01-01T00:00Z), one "
+            "how": "gatekeeper.domain.demo.demo_pages(posts, seed=0, "
+                   "anchor=2026-01-01T00:00Z), one "
                    "json.dumps(page) per line (as twarc2 writes), plain; the .gz by "
                    + ("`gzip -6 -n`" if gzip_bin else "zlib level 6") + " of the same bytes",
             "made_at": datetime.now(UTC).isoformat(timespec="seconds")}

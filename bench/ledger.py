@@ -34,10 +34,10 @@ from limits import RateLimitItemPerDay
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from gatekeeper import keys
-from gatekeeper.errors import QuotaExceeded
-from gatekeeper.ledger import DAY_MS, Counter, Ledger, Limit, Window
-from gatekeeper.store import EmbeddedServer, redis_server_binary
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import DAY_MS, Counter, Ledger, Limit, Window
+from gatekeeper.ledger.store import EmbeddedServer, redis_server_binary
+from gatekeeper.rules.errors import QuotaExceeded
 
 LIMIT = 1_500_000  # R2: Post IDs per entity per 30 days
 BIG = 100_000  # the large share

@@ -1,6 +1,6 @@
 """Audit records (R11) as files: JSONL, CSV and XLSX, streamed.
 
-A record is a flat mapping of field name to text, as `gatekeeper.audit.AuditLog` yields it.
+A record is a flat mapping of field name to text, as `gatekeeper.domain.audit.AuditLog` yields it.
 This module knows nothing of where records come from; each format has a generator of byte
 chunks (``iter_*``, for a web response) and a writer onto a binary stream (``write_*``, for a
 file) that returns the number of records written. Memory holds one batch of rows.

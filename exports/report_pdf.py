@@ -4,7 +4,7 @@ Laid out with reportlab's platypus: a report is tens of pages, not the streamed 
 `exports.pdf`. Long tables are cut into page-sized tables (platypus splits one long table in
 O(n²)). Every string is drawn in the embedded fonts of `exports.fonts`, a run per font, so names,
 references and messages in any script render, and nothing falls back to an unembedded base-14
-font. Knows nothing of Redis or Flask: it reads the plain data `gatekeeper.report` builds.
+font. Knows nothing of Redis or Flask: it reads the plain data `gatekeeper.domain.report` builds.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from exports.fonts import fontset
 from exports.pdf import ARABIC, RTL
 
 if TYPE_CHECKING:
-    from gatekeeper.report import ReportData
+    from gatekeeper.domain.report import ReportData
 
 PAGE = landscape(A4)
 MARGIN = 36.0

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gatekeeper.errors import ConfigError
+from gatekeeper.rules.errors import ConfigError
 
 ENV_CONFIG = "GATEKEEPER_CONFIG"
 ENV_REDIS_URL = "GATEKEEPER_REDIS_URL"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from gatekeeper.store import redis_server_binary
+from gatekeeper.ledger.store import redis_server_binary
 
 SLOTS = 16384
 NODES = 3

@@ -21,8 +21,8 @@ from click.testing import CliRunner, Result
 from live import CHROMIUM, CHROMIUM_ARGS
 
 from gatekeeper import config as config_mod
-from gatekeeper.cli import main
-from gatekeeper.store import EmbeddedServer
+from gatekeeper.channels.cli.main import main
+from gatekeeper.ledger.store import EmbeddedServer
 
 BACKENDS = ["fake", "real"]
 
@@ -86,7 +86,7 @@ def quick_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     (`pytestmark = pytest.mark.usefixtures("quick_password_hashes")`)."""
     from werkzeug.security import generate_password_hash
 
-    from gatekeeper import users
+    from gatekeeper.domain import users
 
     monkeypatch.setattr(users, "generate_password_hash",
                         lambda p: generate_password_hash(p, method="pbkdf2:sha256:1000"))
@@ -139,6 +139,6 @@ def run(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Resul
 @pytest.fixture
 def app(gate: Any) -> Any:
     """The web app over the test module's `gate` fixture (flaskr's `app` fixture)."""
-    from gatekeeper.web import create_app
+    from gatekeeper.channels.web.app import create_app
 
     return create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})

@@ -2,8 +2,9 @@
 `gatekeeper serve`, each in a process that can really be SIGKILLed.
 
 CLI runs and the server are children made with os.fork() from the test process, which has
-imported gatekeeper.cli already (a fresh interpreter costs a second of imports). Each child
-gets its own environment — TMPDIR pointing at the lab's own temporary directory, the
+imported gatekeeper.channels.cli.main already (a fresh interpreter costs a second of
+imports). Each child gets its own environment — TMPDIR pointing at the lab's own temporary
+directory, the
 failpoint — and its own Gate and Redis connections, calls the real `main` and ends with
 os._exit: that is the real CLI code in a real process. The server child also reads failpoint
 changes from a pipe, so one server can stay up across runs with different faults.
@@ -35,8 +36,8 @@ from typing import Any
 
 from gatekeeper import config as config_mod
 from gatekeeper import faults
-from gatekeeper.gate import Gate
-from gatekeeper.store import EmbeddedServer
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger.store import EmbeddedServer
 
 MARKER = "ZQXHYDRATEDMARKERZQX"  # in every post text of a lab dataset: never on disk (R7)
 SECRET = "fault-lab-secret"
@@ -210,7 +211,7 @@ def run_main(args: list[str]) -> int:
     an exception nothing caught, as Python does)."""
     import click
 
-    from gatekeeper.cli import main
+    from gatekeeper.channels.cli.main import main
 
     try:
         rv = main.main(args, prog_name="gatekeeper", standalone_mode=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper import config as config_mod
-from gatekeeper.gate import Gate
+from gatekeeper.domain.gate import Gate
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -30,7 +30,7 @@ def share_ids(gate: Gate, directory: Path, entity: str, n: int, start: int = 1,
               key: str | None = None, purpose: str = "test") -> Any:
     """An ID share by the data-team user dan of IDs start..start+n-1 to `entity`, as the CLI
     makes one (an ID file in, the granted ID file out); its Reservation."""
-    from gatekeeper import shares
+    from gatekeeper.domain import shares
 
     ids = directory / f"ids-{uuid.uuid4().hex}.txt"
     ids.write_text("".join(f"{i}\n" for i in range(start, start + n)))

@@ -14,10 +14,10 @@ import pytest
 from live import Server, start_server
 
 from gatekeeper import config as config_mod
-from gatekeeper import keys
-from gatekeeper.datasets import Filters
-from gatekeeper.gate import Gate
-from gatekeeper.store import EmbeddedServer
+from gatekeeper.domain.datasets import Filters
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.store import EmbeddedServer
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 PASSWORD = "correct horse battery"
@@ -294,8 +294,8 @@ def test_healthz_metrics_and_openapi(server: Server) -> None:
 
 
 def test_openapi_documents_exactly_the_api_routes(server: Server) -> None:
-    from gatekeeper.openapi import OPENAPI
-    from gatekeeper.web import create_app
+    from gatekeeper.channels.web.app import create_app
+    from gatekeeper.channels.web.openapi import OPENAPI
 
     app = create_app(server.gate)
     routes = set()

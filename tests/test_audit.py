@@ -26,12 +26,14 @@ from live import sign_in
 
 from exports import auditlog as writers
 from exports.xlsx import FORMULA_START
-from gatekeeper import audit, cli, keys, shares
 from gatekeeper import config as config_mod
-from gatekeeper.audit import AuditFilter, AuditLog
-from gatekeeper.audit_export import audit_cli
-from gatekeeper.errors import AutomatedHydratedForbidden, BadInput, Forbidden, QuotaExceeded
-from gatekeeper.gate import Gate
+from gatekeeper.channels.cli import main as cli
+from gatekeeper.channels.cli.audit import audit_cli
+from gatekeeper.domain import audit, shares
+from gatekeeper.domain.audit import AuditFilter, AuditLog
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import keys
+from gatekeeper.rules.errors import AutomatedHydratedForbidden, BadInput, Forbidden, QuotaExceeded
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery"
@@ -69,7 +71,7 @@ def without_stream(r: dict[str, str]) -> tuple[str, str, str, str, str]:
 def gate(client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Gate:
     from werkzeug.security import generate_password_hash
 
-    from gatekeeper import users
+    from gatekeeper.domain import users
 
     # Hashing is not under test here; scrypt's 0.1 s per user would dominate the suite.
     monkeypatch.setattr(users, "generate_password_hash",
@@ -560,7 +562,7 @@ def test_writers_stream_as_records_arrive(write: Callable[..., int]) -> None:
 
 @pytest.fixture
 def app(history: Gate) -> Flask:
-    from gatekeeper.web import create_app
+    from gatekeeper.channels.web.app import create_app
 
     return create_app(history, {"TESTING": True, "SECRET_KEY": "test"})
 
@@ -613,7 +615,7 @@ def test_signed_out_visitors_are_sent_to_sign_in(web: FlaskClient) -> None:
 
 def test_older_links_walk_every_filtered_record_exactly_once(
         web: FlaskClient, history: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gatekeeper import auditlog_pages
+    from gatekeeper.channels.web import auditlog as auditlog_pages
 
     monkeypatch.setattr(auditlog_pages, "PAGE_SIZE", 2)
     login(web, "cora")

@@ -18,9 +18,9 @@ from playwright.sync_api import Browser, Page
 from pypdf import PdfReader
 
 from gatekeeper import config as config_mod
-from gatekeeper.formats import iter_posts
-from gatekeeper.gate import Gate
-from gatekeeper.store import EmbeddedServer
+from gatekeeper.domain.formats import iter_posts
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger.store import EmbeddedServer
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 PASSWORD = "correct horse battery"

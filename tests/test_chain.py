@@ -15,10 +15,11 @@ import redis
 from click.testing import Result
 from conftest import real_client
 
-from gatekeeper import chain, checkpoints, keys
 from gatekeeper.config import ENV_REDIS_URL, AuditConfig
-from gatekeeper.errors import QuotaExceeded
-from gatekeeper.ledger import Counter, Ledger, Limit, Window
+from gatekeeper.domain import checkpoints
+from gatekeeper.ledger import chain, keys
+from gatekeeper.ledger.ledger import Counter, Ledger, Limit, Window
+from gatekeeper.rules.errors import QuotaExceeded
 
 POOL = keys.audit("acme")
 WINDOW = Window("30d", 30 * 86_400_000, 600_000)

@@ -14,8 +14,8 @@ import redis
 from click.testing import Result
 
 from gatekeeper import config as config_mod
-from gatekeeper import keys
-from gatekeeper.store import EmbeddedServer
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.store import EmbeddedServer
 
 PASSWORD = "correct horse battery"
 

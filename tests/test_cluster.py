@@ -18,15 +18,17 @@ from live import share_ids, sign_in
 from redis.cluster import RedisCluster
 from test_dashboard import entity_rows
 
-from gatekeeper import chain, dashboard, keys, policy, quota
 from gatekeeper import config as config_mod
-from gatekeeper.audit import AuditFilter, AuditLog
-from gatekeeper.datasets import Filters
-from gatekeeper.errors import BadInput, QuotaExceeded
-from gatekeeper.gate import Gate, ingest_deletions, lift_deletion, set_parent
-from gatekeeper.hydrated import Selection, export
-from gatekeeper.report import month_report
-from gatekeeper.web import create_app
+from gatekeeper.channels.web.app import create_app
+from gatekeeper.domain import dashboard, quota
+from gatekeeper.domain.audit import AuditFilter, AuditLog
+from gatekeeper.domain.datasets import Filters
+from gatekeeper.domain.gate import Gate, ingest_deletions, lift_deletion, set_parent
+from gatekeeper.domain.hydrated import Selection, export
+from gatekeeper.domain.report import month_report
+from gatekeeper.ledger import chain, keys
+from gatekeeper.rules import policy
+from gatekeeper.rules.errors import BadInput, QuotaExceeded
 
 PASSWORD = "correct horse battery"
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"

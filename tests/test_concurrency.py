@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from conftest import real_client
 
-from gatekeeper import keys
-from gatekeeper.errors import InProgress, QuotaExceeded
-from gatekeeper.ledger import Counter, Idempotency, Ledger, Limit, Window
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import Counter, Idempotency, Ledger, Limit, Window
+from gatekeeper.rules.errors import InProgress, QuotaExceeded
 
 pytestmark = [pytest.mark.slow, pytest.mark.real]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gatekeeper import config
-from gatekeeper.errors import ConfigError
+from gatekeeper.rules.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 from faultkit import Answer, Client, Lab, Run, Server, alert, leftovers
 
-from gatekeeper import keys, quota, shares
-from gatekeeper.errors import BadInput
-from gatekeeper.ledger import Ledger
-from gatekeeper.store import EmbeddedServer
+from gatekeeper.domain import quota, shares
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import Ledger
+from gatekeeper.ledger.store import EmbeddedServer
+from gatekeeper.rules.errors import BadInput
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 

@@ -21,10 +21,10 @@ from flask.testing import FlaskClient
 from live import form_token, sign_in
 
 from gatekeeper import config as config_mod
-from gatekeeper import keys
-from gatekeeper.gate import Gate
-from gatekeeper.store import EmbeddedServer
-from gatekeeper.web import create_app
+from gatekeeper.channels.web.app import create_app
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.store import EmbeddedServer
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 
@@ -108,7 +108,7 @@ def test_a_password_or_role_change_or_disabling_ends_the_users_sessions(
 def test_sessions_have_an_idle_and_an_absolute_lifetime(
         gate: Gate, web: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1_800_000_000]
-    monkeypatch.setattr("gatekeeper.web._now", lambda: now[0])
+    monkeypatch.setattr("gatekeeper.channels.web.app._now", lambda: now[0])
     assert gate.config.server.session_idle_minutes == 30
     assert gate.config.server.session_max_hours == 12
     assert sign_in(web, "cora", PASSWORD) == 302

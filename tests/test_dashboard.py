@@ -23,11 +23,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from live import form_token, share_ids, sign_in
 
-from gatekeeper import charts, compliance_pages, dashboard, keys, policy, splitting
 from gatekeeper import config as config_mod
-from gatekeeper.errors import GatekeeperError, QuotaExceeded
-from gatekeeper.gate import Gate
-from gatekeeper.metrics import Metrics
+from gatekeeper.channels.web import charts
+from gatekeeper.channels.web import compliance as compliance_pages
+from gatekeeper.channels.web.metrics import Metrics
+from gatekeeper.domain import dashboard
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import keys
+from gatekeeper.rules import policy, splitting
+from gatekeeper.rules.errors import GatekeeperError, QuotaExceeded
 
 PASSWORD = "correct horse battery"
 
@@ -358,7 +362,7 @@ def test_splitting_flags_explain_names_and_people(client: FlaskClient) -> None:
 
 
 def test_splitting_rules() -> None:
-    from gatekeeper.entities import Entity
+    from gatekeeper.domain.entities import Entity
 
     def e(name: str, root: str | None = None) -> Entity:
         return Entity(name, "commercial", False, None, None, None, None, root or name, 0, None,
@@ -378,7 +382,7 @@ def test_splitting_rules() -> None:
 
 
 def test_splitting_stays_fast_with_a_thousand_numbered_names() -> None:
-    from gatekeeper.entities import Entity
+    from gatekeeper.domain.entities import Entity
 
     names = [f"client-{i:04d}" for i in range(1000)]
     flags = splitting.possible_splitting(
@@ -669,7 +673,7 @@ def test_metrics_export_each_entitys_usage_and_ratio(gate: Gate) -> None:
 
 
 def test_metrics_say_when_the_store_is_down(gate: Gate) -> None:
-    from gatekeeper.errors import StoreUnavailable
+    from gatekeeper.rules.errors import StoreUnavailable
 
     def down() -> Iterator[Any]:
         raise StoreUnavailable("no")

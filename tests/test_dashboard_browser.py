@@ -18,9 +18,10 @@ from live import ARTIFACTS, share_ids, sign_in_page, start_server
 from playwright.sync_api import Browser
 
 from gatekeeper import config as config_mod
-from gatekeeper import demo, policy, shares
-from gatekeeper.gate import Gate
-from gatekeeper.store import EmbeddedServer
+from gatekeeper.domain import demo, shares
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger.store import EmbeddedServer
+from gatekeeper.rules import policy
 
 LIMIT = 6_000  # small enough that the demo's 5,000 posts bring a pool near it
 

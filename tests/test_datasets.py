@@ -11,14 +11,15 @@ from typing import Any
 
 import pytest
 import redis
+from gatekeeper.rules.r9 import Deleted
 
-from gatekeeper import datasets as ds_mod
-from gatekeeper import formats, keys
-from gatekeeper.datasets import Datasets, Filters, iter_post_ids
-from gatekeeper.errors import BadInput, Conflict, NotFound, StoreUnavailable
-from gatekeeper.formats import iter_posts, iter_users
-from gatekeeper.ledger import Ledger
-from gatekeeper.r9 import Deleted
+from gatekeeper.domain import datasets as ds_mod
+from gatekeeper.domain import formats
+from gatekeeper.domain.datasets import Datasets, Filters, iter_post_ids
+from gatekeeper.domain.formats import iter_posts, iter_users
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import Ledger
+from gatekeeper.rules.errors import BadInput, Conflict, NotFound, StoreUnavailable
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 POST_FILES = ["two_tweets.jsonl", "kpop.jsonl", "geo_tweets.jsonl"]

@@ -16,14 +16,15 @@ import redis
 
 from exports.columns import COLUMNS, row
 from gatekeeper import config as config_mod
-from gatekeeper import formats, keys
-from gatekeeper.datasets import Filters
-from gatekeeper.deletions import Ingest
-from gatekeeper.demo import write_demo_dataset
-from gatekeeper.errors import BadInput, Forbidden, NotFound
-from gatekeeper.gate import Gate, ingest_deletions, lift_deletion
-from gatekeeper.hydrated import Selection, export
-from gatekeeper.shares import select_from_dataset
+from gatekeeper.domain import formats
+from gatekeeper.domain.datasets import Filters
+from gatekeeper.domain.deletions import Ingest
+from gatekeeper.domain.demo import write_demo_dataset
+from gatekeeper.domain.gate import Gate, ingest_deletions, lift_deletion
+from gatekeeper.domain.hydrated import Selection, export
+from gatekeeper.domain.shares import select_from_dataset
+from gatekeeper.ledger import keys
+from gatekeeper.rules.errors import BadInput, Forbidden, NotFound
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 PASSWORD = "correct horse battery"

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from gatekeeper.datasets import Datasets
-from gatekeeper.demo import DEMO_DATASET, TWITTER_EPOCH_MS, write_demo_dataset
-from gatekeeper.formats import iter_posts, iter_users
-from gatekeeper.ledger import Ledger
+from gatekeeper.domain.datasets import Datasets
+from gatekeeper.domain.demo import DEMO_DATASET, TWITTER_EPOCH_MS, write_demo_dataset
+from gatekeeper.domain.formats import iter_posts, iter_users
+from gatekeeper.ledger.ledger import Ledger
 
 ANCHOR = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SCRIPTS = {
@@ -164,9 +164,9 @@ def test_the_demo_registers_as_a_dataset(client: Any, tmp_path: Path) -> None:
 
 def test_serve_demo_loads_only_into_an_empty_store(tmp_path: Path) -> None:
     from gatekeeper import config as config_mod
-    from gatekeeper import demo
-    from gatekeeper.gate import Gate
-    from gatekeeper.store import EmbeddedServer
+    from gatekeeper.domain import demo
+    from gatekeeper.domain.gate import Gate
+    from gatekeeper.ledger.store import EmbeddedServer
 
     (tmp_path / "config.toml").write_text('[redis]\ndata_dir = "var"\n')
     gate = Gate(config_mod.load(tmp_path / "config.toml"))

@@ -11,9 +11,10 @@ from flask.testing import FlaskClient
 from live import sign_in
 
 from gatekeeper import config as config_mod
-from gatekeeper import denials, keys
-from gatekeeper.gate import Gate
-from gatekeeper.web import create_app
+from gatekeeper.channels.web.app import create_app
+from gatekeeper.domain import denials
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import keys
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 PASSWORD = "correct horse battery"
@@ -191,7 +192,7 @@ def test_a_plain_werkzeug_403_is_recorded_too(gate: Gate) -> None:
 
 def test_a_store_that_cannot_take_the_record_still_answers_the_denial(
         web: FlaskClient, gate: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gatekeeper.errors import StoreUnavailable
+    from gatekeeper.rules.errors import StoreUnavailable
 
     def down(*_a: object, **_k: object) -> None:
         raise StoreUnavailable("store away")

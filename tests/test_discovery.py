@@ -21,10 +21,11 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from gatekeeper import config, keys, ledger
-from gatekeeper.cli import main
-from gatekeeper.errors import ConfigError
-from gatekeeper.store import EmbeddedServer
+from gatekeeper import config
+from gatekeeper.channels.cli.main import main
+from gatekeeper.ledger import keys, ledger
+from gatekeeper.ledger.store import EmbeddedServer
+from gatekeeper.rules.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 LEVELS = ("flag", "env", "cwd", "user", "system")
@@ -334,6 +335,6 @@ def test_store_status_of_a_redis_url(store_dir: Path, home: Path,
     ("redis://h:6379/0", "redis://h:6379/0"),
 ])
 def test_a_url_is_shown_with_its_password_masked(url: str, shown: str) -> None:
-    from gatekeeper.store_status import mask_url
+    from gatekeeper.ledger.status import mask_url
 
     assert mask_url(url) == shown

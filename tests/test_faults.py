@@ -37,9 +37,9 @@ import pytest
 from faultkit import LEFTOVER, Answer, Client, Lab, Run, Server, alert, leftovers
 from live import ARTIFACTS
 
-from gatekeeper import keys
-from gatekeeper.ledger import Counter, Limit, hydrated_window, post_id_window
-from gatekeeper.store import EmbeddedServer
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import Counter, Limit, hydrated_window, post_id_window
+from gatekeeper.ledger.store import EmbeddedServer
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 

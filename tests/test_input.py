@@ -26,14 +26,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from live import sign_in
 
-from gatekeeper import api, formats, keys, shares
 from gatekeeper import config as config_mod
-from gatekeeper.datasets import Datasets
-from gatekeeper.deletions import Deleted, Deletions
-from gatekeeper.errors import BadInput
-from gatekeeper.gate import Gate
-from gatekeeper.ledger import Ledger
-from gatekeeper.web import create_app
+from gatekeeper.channels.web import api
+from gatekeeper.channels.web.app import create_app
+from gatekeeper.domain import formats, shares
+from gatekeeper.domain.datasets import Datasets
+from gatekeeper.domain.deletions import Deleted, Deletions
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import Ledger
+from gatekeeper.rules.errors import BadInput
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 
@@ -80,7 +82,7 @@ def token(gate: Gate, user: str) -> dict[str, str]:
 
 
 def used(gate: Gate, entity: str = "acme") -> int:
-    from gatekeeper import quota
+    from gatekeeper.domain import quota
 
     return quota.entity_quota(gate, entity)["used"]
 
@@ -145,7 +147,7 @@ def test_the_800_mb_line_file_is_a_valid_gzip_under_one_mb(huge_line_gz: Path) -
 # child would report the test runner's size; VmHWM belongs to the new image alone.
 MEASURE = """
 import json, re, sys
-from gatekeeper.cli import main
+from gatekeeper.channels.cli.main import main
 code = main(sys.argv[1:], prog_name="gatekeeper", standalone_mode=False)
 peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read())[1])
 print(json.dumps({"code": code, "peak_kb": peak}))
@@ -221,7 +223,7 @@ def test_every_reader_refuses_a_line_over_the_cap_naming_file_and_line(
 
 
 def test_a_line_of_exactly_the_cap_is_read(tmp_path: Path) -> None:
-    from gatekeeper import lines
+    from gatekeeper.domain import lines
 
     data = b"1\n" + b"2" * 100 + b"\n3"
     for size in (1, 7, 50, 100, 101, 1000):
@@ -234,7 +236,7 @@ def test_a_line_of_exactly_the_cap_is_read(tmp_path: Path) -> None:
        st.lists(st.integers(1, 9), min_size=1, max_size=10), st.integers(1, 12))
 def test_the_line_reader_splits_like_bytes_split_whatever_the_chunks(
         parts: list[bytes], cuts: list[int], cap: int) -> None:
-    from gatekeeper import lines
+    from gatekeeper.domain import lines
 
     data = b"".join(parts)
     chunks, i, k = [], 0, 0
@@ -722,7 +724,7 @@ def test_a_full_disk_while_writing_the_id_file_is_clear_and_counts_nothing(
 
 def test_a_full_disk_under_an_api_upload_is_507(gate: Gate, web: FlaskClient,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from gatekeeper import spool
+    from gatekeeper.domain import spool
 
     headers = token(gate, "dan")
     anonymous = spool.anonymous

@@ -1,7 +1,8 @@
 """The quota ledger's Lua scripts, through the Python API, on fakeredis and on a real Redis.
 
 Time is driven with ``now_ms`` so every expected value below is worked out by hand from the
-bucket arithmetic of ``gatekeeper/lua/_window.lua``: a bucket starts at floor(now/width)*width
+bucket arithmetic of ``gatekeeper/ledger/lua/_window.lua``: a bucket starts at
+floor(now/width)*width
 and leaves a rolling window at start + width + length (its latest possible member has left).
 """
 
@@ -14,9 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 
-from gatekeeper import keys
-from gatekeeper.errors import Conflict, InProgress, PoolMoved, QuotaExceeded
-from gatekeeper.ledger import (
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import (
     DAY_MS,
     Counter,
     CounterState,
@@ -26,6 +26,7 @@ from gatekeeper.ledger import (
     Window,
     iso,
 )
+from gatekeeper.rules.errors import Conflict, InProgress, PoolMoved, QuotaExceeded
 
 ROOT = "acme"
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z, a multiple of every bucket width used here

@@ -30,9 +30,9 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gatekeeper import keys
-from gatekeeper.errors import QuotaExceeded
-from gatekeeper.ledger import Counter, Ledger, Limit, Window, iso
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import Counter, Ledger, Limit, Window, iso
+from gatekeeper.rules.errors import QuotaExceeded
 
 pytestmark = pytest.mark.slow
 

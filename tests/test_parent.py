@@ -15,10 +15,12 @@ import redis
 from live import share_ids
 
 from gatekeeper import config as config_mod
-from gatekeeper import dashboard, keys, policy, shares
-from gatekeeper.errors import BadInput, Conflict, PoolMoved, QuotaExceeded
-from gatekeeper.gate import Gate, set_parent
-from gatekeeper.ledger import Counter, Limit, post_id_window
+from gatekeeper.domain import dashboard, shares
+from gatekeeper.domain.gate import Gate, set_parent
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import Counter, Limit, post_id_window
+from gatekeeper.rules import policy
+from gatekeeper.rules.errors import BadInput, Conflict, PoolMoved, QuotaExceeded
 
 PASSWORD = "correct horse battery"
 

@@ -19,8 +19,8 @@ from pdfminer.pdftypes import resolve1
 
 from exports.fonts import fontset
 from exports.pdf import COLUMNS, NOTICE, PdfWriter, write_pdf
-from gatekeeper.demo import demo_pages
-from gatekeeper.formats import iter_posts
+from gatekeeper.domain.demo import demo_pages
+from gatekeeper.domain.formats import iter_posts
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 ABOUT = {"recipient": "ana (acme-analytics)", "time": "2025-01-01 12:00:00 UTC",

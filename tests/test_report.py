@@ -25,15 +25,17 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from live import sign_in
 
-from gatekeeper import cli, keys, shares
 from gatekeeper import config as config_mod
-from gatekeeper.datasets import Filters
-from gatekeeper.errors import BadInput, Conflict, Forbidden, QuotaExceeded
-from gatekeeper.gate import Gate, ingest_deletions, set_parent
-from gatekeeper.hydrated import Selection, export
-from gatekeeper.periods import Pool, PoolLink, PoolMember
-from gatekeeper.report import month_report
-from gatekeeper.web import create_app
+from gatekeeper.channels.cli import main as cli
+from gatekeeper.channels.web.app import create_app
+from gatekeeper.domain import shares
+from gatekeeper.domain.datasets import Filters
+from gatekeeper.domain.gate import Gate, ingest_deletions, set_parent
+from gatekeeper.domain.hydrated import Selection, export
+from gatekeeper.domain.report import month_report
+from gatekeeper.ledger import keys
+from gatekeeper.rules.errors import BadInput, Conflict, Forbidden, QuotaExceeded
+from gatekeeper.rules.periods import Pool, PoolLink, PoolMember
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 PASSWORD = "correct horse battery"
@@ -522,7 +524,7 @@ def test_the_pdf_lists_the_pools_and_the_months_joins(pooled: Gate) -> None:
 
 
 def test_pool_joins_come_from_add_and_link_records_and_old_messages() -> None:
-    from gatekeeper.periods import pool_link
+    from gatekeeper.rules.periods import pool_link
 
     old_child = {"kind": "entity.add", "entity": "b", "time": "5", "outcome": "changed",
                  "message": "kind=commercial research=no parent=a"}
@@ -633,7 +635,7 @@ def test_page_is_refused_to_other_roles_and_to_strangers(web: FlaskClient) -> No
 
 
 def test_r3_r4_facts_come_from_the_records_fields_and_old_records_from_their_message() -> None:
-    from gatekeeper.periods import academic_fact, permit_fact
+    from gatekeeper.rules.periods import academic_fact, permit_fact
 
     new = {"rule": "R3", "message": "anything at all",
            "facts": '{"kind": "academic", "research": "1", "research_evidence": " NU-7 "}'}

@@ -18,10 +18,11 @@ import pytest
 import redis
 
 from gatekeeper import config as config_mod
-from gatekeeper import keys, shares
-from gatekeeper.errors import BadInput, InProgress, StoreUnavailable
-from gatekeeper.gate import Gate
-from gatekeeper.ledger import Counter, Ledger, Limit, post_id_window
+from gatekeeper.domain import shares
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import Counter, Ledger, Limit, post_id_window
+from gatekeeper.rules.errors import BadInput, InProgress, StoreUnavailable
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 N = 500
@@ -180,8 +181,8 @@ def test_the_id_spool_and_the_published_file_never_have_a_partial_name(
 def test_an_api_retry_while_the_first_is_unsettled_is_409_with_retry_after(
     gate: Gate, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gatekeeper.reservation import Reservation
-    from gatekeeper.web import create_app
+    from gatekeeper.channels.web.app import create_app
+    from gatekeeper.ledger.reservation import Reservation
 
     client = create_app(gate).test_client()
     token = gate.users.create_token("dan", actor="t", channel="cli")

@@ -24,9 +24,10 @@ from flask.testing import FlaskClient
 from live import form_token, sign_in
 
 from gatekeeper import config as config_mod
-from gatekeeper import keys, policy
-from gatekeeper.gate import Gate
-from gatekeeper.web import create_app
+from gatekeeper.channels.web.app import create_app
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import keys
+from gatekeeper.rules import policy
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 PASSWORD = "correct horse battery"

@@ -23,11 +23,11 @@ from live import form_token, share_ids, sign_in
 from test_dashboard import Tables, entity_rows
 
 from gatekeeper import config as config_mod
-from gatekeeper import keys
-from gatekeeper.cli import main
-from gatekeeper.gate import Gate
-from gatekeeper.store import EmbeddedServer
-from gatekeeper.web import create_app
+from gatekeeper.channels.cli.main import main
+from gatekeeper.channels.web.app import create_app
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.store import EmbeddedServer
 
 PASSWORD = "correct horse battery"
 REASON = "same company, contract C-12"

@@ -20,10 +20,11 @@ from flask.testing import FlaskClient
 from live import form_token
 
 from gatekeeper import config as config_mod
-from gatekeeper import keys, users
-from gatekeeper.errors import ConfigError
-from gatekeeper.gate import Gate
-from gatekeeper.web import create_app
+from gatekeeper.channels.web.app import create_app
+from gatekeeper.domain import users
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import keys
+from gatekeeper.rules.errors import ConfigError
 
 PASSWORD = "correct horse battery"
 

@@ -11,8 +11,8 @@ from live import sign_in_page, start_server
 from playwright.sync_api import Browser
 
 from gatekeeper import config as config_mod
-from gatekeeper.gate import Gate
-from gatekeeper.store import EmbeddedServer
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger.store import EmbeddedServer
 
 PASSWORD = "correct horse battery"
 

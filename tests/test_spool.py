@@ -11,7 +11,7 @@ from typing import IO
 
 import pytest
 
-from gatekeeper import spool
+from gatekeeper.domain import spool
 
 
 def test_an_anonymous_spool_has_no_name_from_its_first_byte(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_an_anonymous_spool_has_no_name_from_its_first_byte(tmp_path: Path) -> N
 
 
 def test_a_killed_process_leaves_no_byte_of_its_spool(tmp_path: Path) -> None:
-    code = ("import os, signal, sys; from gatekeeper import spool\n"
+    code = ("import os, signal, sys; from gatekeeper.domain import spool\n"
             "fh = spool.anonymous(sys.argv[1]); fh.write(b'MARKER-HYDRATED' * 1000); fh.flush()\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=False)

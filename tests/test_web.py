@@ -15,9 +15,9 @@ from flask.testing import FlaskClient
 from live import form_token, sign_in
 
 from gatekeeper import config as config_mod
-from gatekeeper import keys
-from gatekeeper.formats import iter_posts
-from gatekeeper.gate import Gate
+from gatekeeper.domain.formats import iter_posts
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import keys
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 PASSWORD = "correct horse battery"
@@ -97,7 +97,7 @@ class Sent:
 
 
 def r6_used(gate: Gate, user: str = "ana") -> int:
-    from gatekeeper import quota
+    from gatekeeper.domain import quota
 
     return quota.user_quota(gate, user)["used"]
 
@@ -152,7 +152,7 @@ def test_no_terms_means_no_export(client: FlaskClient, gate: Gate) -> None:
     resp = client.get("/export")
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/terms")
     # A forged POST with a valid ticket is still refused by R8 and counts nothing.
-    from gatekeeper import hydrated
+    from gatekeeper.domain import hydrated
 
     ticket = hydrated.issue_ticket(gate, gate.users.get("ana"))
     page = client.get("/login").get_data(as_text=True)
@@ -272,7 +272,7 @@ def test_a_failing_writer_refunds_and_leaves_no_file(client: FlaskClient, gate: 
                                                      tmp_path: Path) -> None:
     import tempfile
 
-    from gatekeeper import hydrated
+    from gatekeeper.domain import hydrated
 
     def broken(*_a: object, **_k: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")

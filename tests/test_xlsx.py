@@ -20,8 +20,8 @@ import pytest
 from exports import xlsx
 from exports.columns import COLUMNS, USER_COLUMNS, row
 from exports.xlsx import write_xlsx
-from gatekeeper.demo import write_demo_dataset
-from gatekeeper.formats import iter_posts, iter_users
+from gatekeeper.domain.demo import write_demo_dataset
+from gatekeeper.domain.formats import iter_posts, iter_users
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 ABOUT = {"recipient": "ana", "time": "2025-01-01T12:00:00Z", "dataset": "kpop",

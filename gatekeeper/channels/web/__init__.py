@@ -1,0 +1,1 @@
+"""The web service: pages, the HTTP API, and the application factory."""

@@ -1,0 +1,263 @@
+"""The HTTP API for scripts (Bearer tokens): ID shares, quotas, deletions — never hydrated content.
+
+Thin: every decision is the library's (shares, policy, ledger); this module only translates
+HTTP to calls and errors to the JSON of SPEC.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import zlib
+from collections.abc import Iterator
+from typing import IO, Any
+
+import orjson
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from gatekeeper import faults
+from gatekeeper.channels.web.openapi import OPENAPI
+from gatekeeper.domain import denials, lines, quota, shares
+from gatekeeper.domain.datasets import Filters
+from gatekeeper.domain.gate import ingest_deletion_stream
+from gatekeeper.domain.users import User
+from gatekeeper.rules import policy
+from gatekeeper.rules.errors import (
+    AutomatedHydratedForbidden,
+    BadInput,
+    GatekeeperError,
+    Unauthorized,
+)
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+READ = 1 << 20
+SHARE_FIELDS = {"entity", "dataset", "filters", "kind", "allow_partial", "purpose"}
+
+
+def gate() -> Any:
+    return current_app.extensions["gatekeeper"]
+
+
+def iter_lines(stream: IO[bytes], source: str = "upload",
+               max_bytes: int = lines.MAX_LINE_BYTES) -> Iterator[bytes]:
+    """Lines of a request body, read in large chunks (readline per ID is far too slow); a
+    line longer than `max_bytes` is refused (413) once it passes the cap."""
+    return lines.read(stream.read, source, max_bytes, READ)
+
+
+def uploaded_lines() -> Iterator[bytes]:
+    """The lines of this request's body, under the configured cap (datasets.max_line_mb)."""
+    return iter_lines(request.stream, "upload", gate().config.max_line_bytes)
+
+
+def json_body() -> dict[str, Any]:
+    """This request's JSON object; 400 for anything else (deep nesting included: orjson
+    stops at 1,024 levels where the stdlib parser would exhaust the stack)."""
+    try:
+        body = orjson.loads(request.get_data(cache=False).removeprefix(lines.BOM))
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"the body is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise BadInput("the body must be a JSON object")
+    return body
+
+
+def bearer() -> User:
+    """The user whose API token authorises this request."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send an API token: Authorization: Bearer TOKEN")
+    user = gate().users.user_for_token(token.strip())
+    g.actor = user
+    return user
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    if str(value).lower() in ("1", "true", "yes"):
+        return True
+    if str(value).lower() in ("0", "false", "no", ""):
+        return False
+    raise BadInput(f"{name} must be true or false, not {value!r}")
+
+
+@bp.post("/shares")
+def create_share() -> Response:
+    """Share IDs with an entity: a dataset selection (JSON) or an uploaded ID list (text)."""
+    started = time.perf_counter()
+    user = bearer()
+    gk = gate()
+    idem = request.headers.get("Idempotency-Key")
+    if request.mimetype == "application/json":
+        body = json_body()
+        unknown = sorted(set(body) - SHARE_FIELDS)
+        if unknown:
+            raise BadInput(f"unknown field(s): {', '.join(unknown)}",
+                           details=[{"field": f, "message": "unknown field"} for f in unknown])
+        entity, kind = body.get("entity"), body.get("kind", "posts")
+        dataset, purpose = body.get("dataset"), body.get("purpose")
+        if not isinstance(entity, str) or not isinstance(dataset, str):
+            raise BadInput('"entity" and "dataset" are required strings')
+        filters_raw = body.get("filters")
+        if filters_raw is not None and not isinstance(filters_raw, dict):
+            raise BadInput('"filters" must be an object', field="filters")
+        filters = Filters.parse(filters_raw)
+        allow_partial = _flag(body.get("allow_partial"), "allow_partial")
+        shown = filters.to_dict() if not filters.is_empty else None
+        auth = shares.authorise(gk, actor=user, entity=entity, kind=kind, channel="api",
+                                purpose=purpose, extra={"dataset": dataset,
+                                                        **({"filters": str(shown)} if shown
+                                                           else {})})
+        gk.datasets.path(dataset)  # unknown dataset: 404 before any work
+        selection = shares.select_from_dataset(gk, dataset, filters, kind,
+                                               gk.deletions.current())
+        request_parts: tuple[Any, ...] = (dataset, str(shown), purpose)
+    elif request.mimetype in ("text/plain", ""):
+        entity = request.args.get("entity")
+        kind = request.args.get("kind", "posts")
+        purpose = request.args.get("purpose")
+        allow_partial = _flag(request.args.get("allow_partial"), "allow_partial")
+        if not entity:
+            raise BadInput("?entity=NAME is required with a text/plain ID list")
+        auth = shares.authorise(gk, actor=user, entity=entity, kind=kind, channel="api",
+                                purpose=purpose)
+        selection = shares.select_ids(uploaded_lines(), "upload", kind, gk.deletions.current())
+        request_parts = (purpose,)
+    else:
+        raise BadInput(f"send application/json or text/plain, not {request.mimetype}")
+    return _deliver(auth, selection, kind, allow_partial, idem, request_parts, started)
+
+
+def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
+             allow_partial: bool, idem: str | None, request_parts: tuple[Any, ...],
+             started: float) -> Response:
+    gk = gate()
+    try:
+        res = shares.reserve(gk, auth, selection, kind=kind, allow_partial=allow_partial,
+                             idempotency_key=idem, request=request_parts)
+    except BaseException:
+        selection.close()
+        raise
+    try:
+        faults.point("share.reserved")
+        # The IDs are ready in the spool; once the response starts they are delivered, so
+        # the share is settled first (refunded if the store fails before a byte is sent).
+        res.commit_before_sending()
+        faults.point("api.committed")
+    except BaseException:
+        if res.settled is None:  # failed before settling: nothing was sent
+            res.refund()
+        selection.close()
+        raise
+    gzip = "application/gzip" in request.headers.get("Accept", "")
+    n = res.deliverable(selection)
+
+    def body() -> Iterator[bytes]:
+        z = zlib.compressobj(1, zlib.DEFLATED, 31) if gzip else None
+        for i, chunk in enumerate(selection.head(n)):
+            if i == 1:
+                faults.point("api.streaming")
+            # Level 1: IDs compress nearly as well, five times faster (bench/ids.py).
+            yield z.compress(chunk) if z is not None else chunk
+        if z is not None:
+            yield z.flush()
+
+    main = res.grant.counters[0]
+    headers = {
+        "X-Share-Id": res.grant.share_id,
+        "X-Share-Status": res.grant.status,
+        "X-Share-Requested": str(res.grant.requested),
+        "X-Share-Granted": str(n),
+        "X-Share-Removed-R9": str(res.removed),
+        "X-Quota-Limit": "unlimited" if main.limit is None else str(main.limit),
+        "X-Quota-Remaining": "unlimited" if main.remaining is None else str(main.remaining),
+        "X-Quota-Window-Days": str(res.window_days),
+    }
+    if not gzip and n == selection.count:
+        headers["Content-Length"] = str(selection.size)
+    m = current_app.extensions["gatekeeper.metrics"]
+    m.decision("api", res.grant.status, main.rule)
+    if res.grant.status != "replay":
+        m.ids_shared.labels(kind).inc(n)
+    m.latency.labels("shares").observe(time.perf_counter() - started)
+    mimetype = "application/gzip" if gzip else "text/plain"
+    resp = Response(body(), status=200, headers=headers, mimetype=mimetype)
+    # The spooled IDs are removed when the response closes, however the client leaves.
+    resp.call_on_close(selection.close)
+    return resp
+
+
+@bp.get("/quota/entities/<name>")
+def entity_quota(name: str) -> Response:
+    """R2: an entity's Post IDs over the window (data, compliance, admin)."""
+    user = bearer()
+    policy.require_role(user, ("data", *policy.MAY_RECORD_COMPLIANCE), "reading quotas")
+    return jsonify(quota.entity_quota(gate(), name))
+
+
+@bp.get("/quota/users/<name>")
+def user_quota(name: str) -> Response:
+    """R6: a recipient's hydrated objects today (the user themself, compliance, admin)."""
+    user = bearer()
+    if user.name != name:
+        policy.require_role(user, policy.MAY_RECORD_COMPLIANCE, "reading another user's quota")
+    return jsonify(quota.user_quota(gate(), name))
+
+
+@bp.post("/deletions")
+def add_deletions() -> Response:
+    """R9: ingest a deletion list (plain IDs or batch-compliance JSONL); ?kind=posts|users."""
+    user = bearer()
+    policy.require_role(user, policy.MAY_RECORD_COMPLIANCE, "ingesting deletion lists")
+    kind = request.args.get("kind")
+    if kind is None:
+        raise BadInput("?kind=posts or ?kind=users is required", rule="R9")
+    report = ingest_deletion_stream(gate(), uploaded_lines(), kind=kind,
+                                    source="upload", actor=user.name, channel="api")
+    return jsonify(report.to_dict())
+
+
+@bp.route("/exports", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@bp.route("/exports/<path:_rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def hydrated_exports(_rest: str = "") -> Response:
+    """R1/R5: hydrated content never leaves through the API — refused and audited."""
+    refuse_automated_hydrated()
+    raise AssertionError("unreachable")
+
+
+def refuse_automated_hydrated() -> None:
+    """Audit and raise the R5 refusal of hydrated content requested with a token."""
+    refusal = AutomatedHydratedForbidden(
+        "R5: hydrated posts and users leave only as a file a person downloads from the export "
+        "form; automated channels (API tokens, scripts) may share IDs only (R1)")
+    actor = None
+    with contextlib.suppress(GatekeeperError):
+        actor = bearer()
+    # Through denials.record: a flood of these is bounded per source like every denial.
+    denials.record(gate(), refusal, actor, {
+        "actor": actor.name if actor else "unauthenticated", "channel": "api",
+        "kind": "export.hydrated", "recipient": actor.name if actor else "",
+        "entity": actor.entity if actor else "", "path": request.path})
+    raise refusal
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(OPENAPI)
+
+
+def error_response(exc: GatekeeperError) -> Response:
+    """The JSON error of SPEC.md, with Retry-After on a quota refusal."""
+    body = exc.to_dict()
+    retry = body.pop("retry_after", None)
+    resp = jsonify(body)
+    resp.status_code = exc.status
+    if retry is not None:
+        resp.headers["Retry-After"] = str(retry)
+    if exc.status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="gatekeeper"'
+    return resp

@@ -1,0 +1,240 @@
+"""Pages for people: sign-in, X's terms (R8) and the export form (R5, R6, R7).
+
+Thin: the policy, the ledger and `hydrated` decide; these views translate forms to calls and
+refusals to messages. Every form carries a CSRF token (Flask-WTF); every view checks its role.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import UserMixin, current_user, login_required, login_user, logout_user
+
+from gatekeeper.domain import denials, hydrated
+from gatekeeper.domain.audit import record_denial
+from gatekeeper.domain.datasets import FILTER_FIELDS, Filters
+from gatekeeper.domain.users import User
+from gatekeeper.ledger.ledger import iso
+from gatekeeper.rules import policy
+from gatekeeper.rules.errors import BadInput, Forbidden, GatekeeperError, QuotaExceeded
+
+bp = Blueprint("pages", __name__)
+
+
+class WebUser(UserMixin):
+    """The signed-in person as Flask-Login sees them."""
+
+    def __init__(self, user: User) -> None:
+        self.user = user
+
+    def get_id(self) -> str:
+        # The session generation rides in the session: a new one (sign-out, password or role
+        # change, disabling) makes every older session fail the user_loader (R12).
+        return f"{self.user.name}|{self.user.session}"
+
+
+def gate() -> Any:
+    return current_app.extensions["gatekeeper"]
+
+
+def me() -> User:
+    return current_user.user  # type: ignore[no-any-return]
+
+
+def role_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Sign-in and one of `roles` (R12) for a page."""
+
+    def wrap(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        @login_required
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            if me().role not in roles:
+                # Raised, not abort(): the GatekeeperError handler records it (R11).
+                raise Forbidden(f"R12: this page needs role {' or '.join(roles)}", rule="R12")
+            return view(*args, **kwargs)
+
+        return inner
+
+    return wrap
+
+
+@bp.get("/")
+def index() -> Response:
+    if not current_user.is_authenticated:
+        return render_template("index.html")
+    if me().role in policy.MAY_EXPORT_HYDRATED:
+        return redirect(url_for("pages.export_form"))
+    return render_template("index.html")
+
+
+# --- sign-in ------------------------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = None
+    if request.method == "POST":
+        name = request.form.get("username", "").strip()
+        password = request.form.get("password", "")
+        try:
+            # Behind the lockout, counted before the slow hash (Users.sign_in).
+            user = gate().users.sign_in(name, password)
+        except GatekeeperError as exc:
+            error = exc.message
+            if exc.status == 401:  # a failed sign-in or a lockout is a denial (R11)
+                denials.answered(exc, kind="access.login",
+                                 fields={"login_name": name[:denials.MAX_FIELD]})
+        else:
+            login_user(WebUser(user))
+            return redirect(safe_next(request.args.get("next", "")) or url_for("pages.index"))
+    return render_template("login.html", error=error), 401 if error else 200
+
+
+# What browsers drop from a URL before parsing it (WHATWG URL: tab, LF, CR anywhere) and trim
+# from its ends (C0 controls and space).
+_DROPPED = re.compile(r"[\t\n\r]")
+_TRIMMED = "".join(map(chr, range(0x21)))
+
+
+def safe_next(target: str) -> str | None:
+    r"""`target` as the redirect will send it, if it is a path on this site; else None.
+
+    Checked after the normalisation a browser applies, so `/\t/evil.example` (which a browser
+    reads as `//evil.example`, another host) is refused rather than followed. A backslash is
+    refused anywhere: browsers read `/\host` as `//host`.
+    """
+    cleaned = _DROPPED.sub("", target).strip(_TRIMMED)
+    if (not cleaned.startswith("/") or cleaned.startswith("//") or "\\" in cleaned
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in cleaned)):
+        return None
+    parts = urlsplit(cleaned)
+    if parts.scheme or parts.netloc:
+        return None
+    return cleaned
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    if current_user.is_authenticated:
+        # Server-side: a copy of this session cookie kept elsewhere opens nothing any more.
+        gate().users.end_sessions(me().name, actor=me().name, channel="web")
+    logout_user()
+    return redirect(url_for("pages.login"))
+
+
+# --- terms (R8) ---------------------------------------------------------------------------------
+
+
+@bp.route("/terms", methods=["GET", "POST"])
+@login_required
+def terms() -> Any:
+    if request.method == "POST":
+        if request.form.get("agree") != "yes":
+            return render_template("terms.html", terms=policy.TERMS,
+                                   version=policy.TERMS_VERSION,
+                                   error="Tick the box to accept all four documents."), 400
+        user = gate().users.accept_terms(me().name, actor=me().name, channel="web")
+        login_user(WebUser(user))
+        return redirect(url_for("pages.index"))
+    return render_template("terms.html", terms=policy.TERMS, version=policy.TERMS_VERSION,
+                           error=None)
+
+
+# --- the export form (R5, R6) -------------------------------------------------------------------
+
+
+def _form_selection(form: Any) -> tuple[hydrated.Selection, dict[str, str]]:
+    values = {k: form.get(k, "") for k in FILTER_FIELDS}
+    filters = Filters.parse(values)
+    dataset = form.get("dataset", "")
+    if not dataset:
+        raise BadInput("choose a dataset")
+    gate().datasets.path(dataset)
+    limit = form.get("limit") or None
+    if limit is not None:
+        if not limit.isdigit() or int(limit) <= 0:
+            raise BadInput(f"limit must be a positive number, not {limit!r}")
+        limit = int(limit)
+    return hydrated.Selection(dataset, filters, gate().deletions.current(), limit), values
+
+
+def _render_form(values: dict[str, Any], error: str | None = None,
+                 refusal: dict[str, Any] | None = None, status: int = 200) -> Any:
+    user = me()
+    g = gate()
+    preview = None
+    if values.get("dataset") and not error:
+        try:
+            selection, _ = _form_selection(values)
+            preview = hydrated.preview(g, user, selection, values.get("users") == "1")
+        except GatekeeperError as exc:
+            error = exc.message
+    quota = g.ledger.peek([policy.hydrated_counter(user, 0, g.config.limits)])[1][0]
+    return render_template(
+        "export.html", datasets=g.datasets.list(), values=values, preview=preview,
+        error=error, refusal=refusal, ticket=hydrated.issue_ticket(g, user),
+        quota=quota, window=policy.hydrated_counter(user, 0, g.config.limits).window.name,
+        next_release=iso(quota.releases[0][0]) if quota.releases else None,
+        filter_fields=FILTER_FIELDS,
+    ), status
+
+
+@bp.get("/export")
+@role_required(*policy.MAY_EXPORT_HYDRATED)
+def export_form() -> Any:
+    if not me().accepted_terms:
+        return redirect(url_for("pages.terms"))
+    values = {k: request.args.get(k, "") for k in (*FILTER_FIELDS, "dataset", "format", "users")}
+    return _render_form(values)
+
+
+@bp.post("/export")
+@role_required(*policy.MAY_EXPORT_HYDRATED)
+def export_download() -> Any:
+    user = me()
+    g = gate()
+    form = request.form
+    values = {k: form.get(k, "") for k in (*FILTER_FIELDS, "dataset", "format", "users",
+                                            "limit")}
+    try:
+        hydrated.redeem_ticket(g, user, form.get("ticket"))
+    except Forbidden as refusal:
+        record_denial(g.ledger, user.root, refusal, {
+            "actor": user.name, "entity": user.entity, "recipient": user.name,
+            "channel": "web", "kind": "export.ticket"})
+        values.pop("limit")
+        return _render_form(values, error=refusal.message, status=403)
+    try:
+        selection, _ = _form_selection(values)
+        result = hydrated.export(g, user, selection, fmt=values["format"] or "xlsx",
+                                 with_users=values["users"] == "1", channel="web")
+    except QuotaExceeded as exc:
+        values.pop("limit")
+        return _render_form(values, refusal={**exc.details, "rule": exc.rule,
+                                             "message": exc.message}, status=429)
+    except GatekeeperError as exc:
+        if exc.status >= 500:
+            raise
+        values.pop("limit")
+        return _render_form(values, error=exc.message, status=exc.status)
+    resp = Response(
+        # Not direct_passthrough: Werkzeug then skips close(), and with it call_on_close.
+        result.chunks(), mimetype=result.mimetype,
+        headers={"Content-Disposition": f'attachment; filename="{result.filename}"',
+                 "Content-Length": str(result.size), "Cache-Control": "no-store",
+                 "X-Export-Id": result.share_id})
+    resp.call_on_close(result.file.close)
+    return resp

@@ -1,0 +1,530 @@
+"""The audit trail (R11): append-only Redis streams, one per pool plus one for the system.
+
+Records are only ever appended (XADD, inside the same script or transaction as the decision they
+record); no code path edits or deletes them, and each carries `seq` and `hash`, its place in its
+stream's hash chain (gatekeeper/ledger/chain.py), so an edit or deletion by other means shows. This
+module appends refusals (`record_denial`) and reads the log back (`AuditLog`): every stream
+merged into one history, oldest first for exports and reports, newest first in pages for people.
+
+Order is the stream entry ID — the Redis clock in ms when the record was appended, then its
+sequence — and, for records of different streams with the same ID, the stream's key. That order
+is total, so a page cursor (the last record's ID and stream) resumes exactly: no record is shown
+twice or skipped, however many records share a millisecond.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import heapq
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import redis
+
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import Ledger
+from gatekeeper.ledger.store import failing_closed
+from gatekeeper.rules import policy
+from gatekeeper.rules.errors import BadInput, GatekeeperError
+
+FIELDS = ("time", "actor", "entity", "recipient", "channel", "kind", "requested", "granted",
+          "rule", "outcome", "request_id")
+FILTERS = ("since", "until", "entity", "user", "channel", "outcome", "rule")
+FORMATS = ("jsonl", "csv", "xlsx")
+MAX_PAGE = 1000
+MAX_SEQ = 2**64 - 1
+RULE_RE = re.compile(r"^R(?:[1-9]|1[0-2])$")
+CURSOR_RE = re.compile(r"^([0-9]{1,20})-([0-9]{1,20}) (.+)$", re.DOTALL)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Id = tuple[int, int]  # a stream entry ID: (ms, sequence)
+Pos = tuple[int, int]  # an entry ID in merge order: (ms, seq), negated when newest comes first
+
+# Per client and filter: where the last first page ended (ms) and how long a page spans (ms).
+# Only where to start reading comes from here, never what a page holds.
+_HINTS: dict[tuple[int, Any], tuple[int | None, int]] = {}
+
+
+def stream(root: str | None) -> str:
+    """The audit stream of a pool, or the system stream for None."""
+    return keys.SYS_AUDIT if root is None else keys.audit(root)
+
+
+def record_denial(ledger: Ledger, root: str | None, refusal: GatekeeperError,
+                  fields: dict[str, Any]) -> None:
+    """Append the audit record of a policy refusal; it changes nothing else."""
+    ledger.record(keys.placeholder(root), stream(root), mode="audit", fields={},
+                  audit={**fields, "outcome": "denied", "rule": refusal.rule or "",
+                         "granted": 0, "message": refusal.message})
+    refusal.audited = True
+
+
+# --- filters ------------------------------------------------------------------------------------
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as ISO 8601 UTC to the millisecond: 2026-11-24T09:30:00.125Z."""
+    dt = EPOCH + timedelta(milliseconds=ms)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _time_ms(name: str, value: Any) -> int:
+    """An ISO 8601 date or time (naive = UTC) as epoch ms; BadInput naming the filter."""
+    dt: datetime | None = None
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, date):
+        dt = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            dt = datetime.fromisoformat(value.strip())
+    if dt is None:
+        raise BadInput(f"audit filter {name}: {value!r} is not an ISO 8601 date or time "
+                       "(e.g. 2026-11-01 or 2026-11-01T12:00:00Z)", field=name, value=str(value))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - EPOCH) // timedelta(milliseconds=1)
+
+
+def _id_of(record: Mapping[str, Any]) -> Id | None:
+    ident = _parse_id(str(record.get("id") or ""))
+    if ident is None:
+        t = str(record.get("time") or "")
+        return (int(t), 0) if t.isdigit() else None
+    return ident
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which audit records to show; every field optional, all given ones must hold.
+
+    since (inclusive) and until (exclusive) bound the time a record was appended (its stream
+    entry ID, on the Redis clock); user matches the actor or the recipient; entity is the
+    record's entity exactly (a parent does not include its children).
+    """
+
+    since_ms: int | None = None
+    until_ms: int | None = None
+    entity: str | None = None
+    user: str | None = None
+    channel: str | None = None
+    outcome: str | None = None
+    rule: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("since_ms", "until_ms"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 0):
+                raise BadInput(f"audit filter {name[:-3]} must be a time", field=name[:-3])
+        if (self.since_ms is not None and self.until_ms is not None
+                and self.since_ms >= self.until_ms):
+            raise BadInput(f"audit filter until ({iso_ms(self.until_ms)}) must be after since "
+                           f"({iso_ms(self.since_ms)})", field="until")
+        for name in ("entity", "user", "channel", "outcome", "rule"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise BadInput(f"audit filter {name} must be non-empty text", field=name)
+        if self.channel is not None:
+            channel = self.channel.strip().lower()
+            if channel not in policy.CHANNELS:
+                raise BadInput(f"audit filter channel: {self.channel!r} is not one of "
+                               f"{', '.join(policy.CHANNELS)}", field="channel")
+            object.__setattr__(self, "channel", channel)
+        if self.rule is not None:
+            rule = self.rule.strip().upper()
+            if not RULE_RE.match(rule):
+                raise BadInput(f"audit filter rule: {self.rule!r} is not a rule id R1…R12",
+                               field="rule")
+            object.__setattr__(self, "rule", rule)
+        if self.outcome is not None:
+            object.__setattr__(self, "outcome", self.outcome.strip().lower())
+        for name in ("entity", "user"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, value.strip())
+
+    @classmethod
+    def parse(cls, mapping: Mapping[str, Any] | None) -> AuditFilter:
+        """Filters from a query string, form or CLI options; empty values mean "any"."""
+        if not mapping:
+            return cls()
+        unknown = sorted(str(k) for k in mapping if k not in FILTERS)
+        if unknown:
+            raise BadInput(f"unknown audit filter {', '.join(unknown)}: the filters are "
+                           f"{', '.join(FILTERS)}", field=unknown[0])
+        values: dict[str, Any] = {}
+        for name in FILTERS:
+            value = mapping.get(name)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            if name in ("since", "until"):
+                values[f"{name}_ms"] = _time_ms(name, value)
+            elif not isinstance(value, str):
+                raise BadInput(f"audit filter {name} must be text, not {type(value).__name__}",
+                               field=name)
+            else:
+                values[name] = value
+        return cls(**values)
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether every record matches."""
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    def to_dict(self) -> dict[str, str]:
+        """The set filters as strings under their parse() names (times ISO 8601 UTC)."""
+        out = {}
+        for name in FILTERS:
+            value = getattr(self, f"{name}_ms" if name in ("since", "until") else name)
+            if value is not None:
+                out[name] = iso_ms(value) if isinstance(value, int) else value
+        return out
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        """Whether a record (as AuditLog yields it) is selected."""
+        if self.since_ms is not None or self.until_ms is not None:
+            ident = _id_of(record)
+            if ident is None:
+                return False  # a record of unknown time is in no time range
+            if self.since_ms is not None and ident[0] < self.since_ms:
+                return False
+            if self.until_ms is not None and ident[0] >= self.until_ms:
+                return False
+        if self.entity is not None and record.get("entity") != self.entity:
+            return False
+        if self.user is not None and self.user not in (record.get("actor"),
+                                                       record.get("recipient")):
+            return False
+        if self.channel is not None and record.get("channel") != self.channel:
+            return False
+        if self.outcome is not None and record.get("outcome") != self.outcome:
+            return False
+        return self.rule is None or record.get("rule") == self.rule
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def _parse_id(text: str | bytes) -> Id | None:
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
+    ms, sep, seq = text.partition("-")
+    if not (sep and ms.isdigit() and seq.isdigit() and ms.isascii() and seq.isascii()):
+        return None
+    return int(ms), int(seq)
+
+
+def _before(i: Id) -> Id | None:
+    if i[1] > 0:
+        return i[0], i[1] - 1
+    return (i[0] - 1, MAX_SEQ) if i[0] > 0 else None
+
+
+def _after(i: Id) -> Id | None:
+    if i[1] < MAX_SEQ:
+        return i[0], i[1] + 1
+    return (i[0] + 1, 0) if i[0] < MAX_SEQ else None
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+
+
+def _record(ident: Id, raw: Mapping[Any, Any]) -> dict[str, str]:
+    """A stream entry as a record: its fields as text, plus "id" and "at"."""
+    rec = {_text(k): _text(v) for k, v in raw.items()}
+    t = rec.get("time", "")
+    rec["id"] = f"{ident[0]}-{ident[1]}"
+    rec["at"] = iso_ms(int(t) if t.isdigit() and len(t) < 16 else ident[0])
+    return rec
+
+
+def encode_cursor(ident: Id, key: str) -> str:
+    """The opaque page cursor for "after the record `ident` of stream `key`"."""
+    raw = f"{ident[0]}-{ident[1]} {key}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[Id, str]:
+    """The (ID, stream) a cursor encodes; BadInput naming `before` when it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    m = CURSOR_RE.match(raw)
+    ident = (int(m.group(1)), int(m.group(2))) if m else None
+    if m is None or ident is None or ident[0] > MAX_SEQ or ident[1] > MAX_SEQ:
+        raise BadInput("the page cursor is not valid; start again from the newest records",
+                       field="before")
+    return ident, m.group(3)
+
+
+
+class _Source:
+    """One stream in a merge: what was fetched and not yet merged, and where reading resumes."""
+
+    __slots__ = ("batch", "buf", "done", "end", "key", "nxt", "queued", "rank")
+
+    def __init__(self, key: str, rank: int, nxt: Pos, end: Pos, batch: int) -> None:
+        self.key = key
+        self.rank = rank  # its place in the sorted list of merged streams
+        self.nxt = nxt  # everything before this position has been fetched
+        self.end = end  # the last position in range
+        self.batch = batch  # entries to ask for next time (doubling up to a cap)
+        self.buf: list[tuple[Pos, Any]] = []  # fetched, not yet merged; the next one last
+        self.done = nxt > end  # nothing left to fetch
+        self.queued = False  # its next record is in the merge heap
+
+
+class _Merge:
+    """A streaming k-way merge of audit streams by (entry ID, stream key), either direction.
+
+    Positions are entry IDs in merge order, negated when newest comes first, so one ascending
+    algorithm serves both. A record is yielded only when no stream can hold anything before
+    it: every stream has its next record in the heap, is done, or was read past it. Streams
+    that would block the heap's top are fetched together in one pipelined round trip, with
+    other streams that ran dry and may hold records before the window's end (read-ahead).
+
+    The window keeps a page cheap. For `want` records the merge first reads one record from
+    every stream (one round trip), then no further than the want-th of them: only the few
+    streams that hold more of the page are read again, together. A `window` hint (where the
+    last such page ended) turns even the first round trip into mostly empty replies. If the
+    merge passes the window (records were filtered out) or finds nothing in it, it reads on
+    in every stream that needs it, batches doubling, and sets a new window the same way.
+    The window changes how much is read, never the result.
+    """
+
+    def __init__(self, client: redis.Redis, sources: list[_Source], *, descending: bool,
+                 cap: int, want: int | None = None, window: Id | None = None,
+                 extras: int = 64) -> None:
+        self.client = client
+        self.sources = sources
+        self.sign = -1 if descending else 1
+        self.cap = cap
+        self.want = want
+        # The window's end; None: read each stream to its end.
+        self.upto: Pos | None = None if window is None else self._pos(window)
+        self.extras = extras
+        self.seq_end = 0 if descending else MAX_SEQ  # the last position within one ms
+        self.origin: int | None = None  # where the window starts (ms, in merge order)
+        self.widen = window is not None  # whether a passed window is widened, not dropped
+        self.dry: dict[int, _Source] = {}  # queued streams with nothing buffered, not done
+        self.waiting: list[tuple[Pos, int]] = []  # (nxt, rank) of unqueued streams not done
+
+    def _pos(self, ident: Id) -> Pos:
+        return self.sign * ident[0], self.sign * ident[1]
+
+    def _id(self, pos: Pos) -> str:
+        return f"{self.sign * pos[0]}-{self.sign * pos[1]}"
+
+    def _next(self, pos: Pos) -> Pos | None:
+        real = (self.sign * pos[0], self.sign * pos[1])
+        after = _after(real) if self.sign > 0 else _before(real)
+        return None if after is None else self._pos(after)
+
+    def _fetch(self, group: list[_Source]) -> int:
+        """Read each stream of `group` from where it stopped to the window's end, at most
+        its batch, all in one round trip."""
+        stops = [s.end if self.upto is None else min(self.upto, s.end) for s in group]
+        with failing_closed():
+            pipe = self.client.pipeline(transaction=False)
+            read = pipe.xrevrange if self.sign < 0 else pipe.xrange
+            for s, stop in zip(group, stops, strict=True):
+                read(s.key, self._id(s.nxt), self._id(stop), count=s.batch)
+            replies = pipe.execute()
+        n = 0
+        for s, stop, entries in zip(group, stops, replies, strict=True):
+            got = []
+            for raw_id, raw in entries:
+                ident = _parse_id(raw_id)
+                if ident is not None:
+                    got.append((self._pos(ident), raw))
+            whole = len(entries) < s.batch or not got  # everything up to `stop` was read
+            nxt = self._next(stop if whole else got[-1][0])
+            s.done = nxt is None or nxt > s.end
+            if nxt is not None:
+                s.nxt = nxt
+            s.batch = min(self.cap, s.batch * 2)
+            got.reverse()
+            s.buf = got
+            n += len(got)
+        return n
+
+    def _place(self, s: _Source, heap: list[tuple[Pos, int, Any]]) -> None:
+        """Queue the stream's next fetched record, or note what it still needs."""
+        if not s.queued and s.buf:
+            pos, raw = s.buf.pop()
+            heapq.heappush(heap, (pos, s.rank, raw))
+            s.queued = True
+        if s.queued and not s.buf and not s.done:
+            self.dry[s.rank] = s
+        else:
+            self.dry.pop(s.rank, None)
+            if not s.queued and not s.done:
+                heapq.heappush(self.waiting, (s.nxt, s.rank))
+
+    def _refill(self, heap: list[tuple[Pos, int, Any]], top: Pos | None) -> int:
+        """Fetch every stream that may hold a record before `top` (None: every waiting one),
+        and read ahead up to `extras` more that ran dry before the window's end."""
+        group = []
+        while self.waiting and (top is None or self.waiting[0][0] <= top):
+            group.append(self.sources[heapq.heappop(self.waiting)[1]])
+        room, end = self.extras, self.upto
+        for s in self.dry.values():
+            if room == 0:
+                break
+            if end is None or s.nxt <= end:
+                group.append(s)
+                room -= 1
+        while room and self.waiting and (end is None or self.waiting[0][0] <= end):
+            group.append(self.sources[heapq.heappop(self.waiting)[1]])
+            room -= 1
+        n = self._fetch(group)
+        for s in group:
+            self._place(s, heap)
+        return n
+
+    def __iter__(self) -> Iterator[tuple[Id, str, Any]]:
+        """(entry ID, stream key, raw fields), in order."""
+        heap: list[tuple[Pos, int, Any]] = []
+        live = [s for s in self.sources if not s.done]
+        self._fetch(live)
+        for s in live:
+            self._place(s, heap)
+        if self.upto is not None:
+            self.origin = heap[0][0][0] if heap else self.upto[0]
+        self._narrow(heap)
+        while heap or self.waiting:
+            top = heap[0][0] if heap else None
+            if top is not None and not (self.waiting and self.waiting[0][0] <= top):
+                pos, rank, raw = heapq.heappop(heap)
+                s = self.sources[rank]
+                s.queued = False
+                yield (self.sign * pos[0], self.sign * pos[1]), s.key, raw
+                self._place(s, heap)
+            elif top is not None and (self.upto is None or top <= self.upto):
+                self._refill(heap, top)  # streams that may hold records before the top
+            elif self.upto is not None and self.widen:
+                # Past the window (records were filtered out) or nothing left in it: twice as
+                # long a window, if the last widening found anything at all.
+                assert self.origin is not None
+                end = (self.upto[0] + max(1, self.upto[0] - self.origin), self.seq_end)
+                self.upto = end if top is None else max(end, top)
+                self.widen = self._refill(heap, top) > 0
+            else:
+                # Long gaps between records: read on in every stream that needs it, batches
+                # doubling, and set a new window as at the start.
+                self.upto = None
+                self._refill(heap, top)
+                self._narrow(heap)
+
+    def _narrow(self, heap: list[tuple[Pos, int, Any]]) -> None:
+        """End the window at the want-th record in hand, if there are that many."""
+        if self.want is not None and len(heap) >= self.want:
+            kth = heapq.nsmallest(self.want, heap)[-1][0]
+            self.upto = kth if self.upto is None else min(self.upto, kth)
+            self.origin = heap[0][0][0]
+            self.widen = True
+
+
+class AuditLog:
+    """The audit log read back: every stream merged in order, filtered, paged (read-only)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def streams(self) -> list[str]:
+        """Every audit stream: each pool's (as registered in AUDIT_STREAMS) and the system's."""
+        with failing_closed():
+            members = self.client.smembers(keys.AUDIT_STREAMS)
+        return sorted({_text(m) for m in members} | {keys.SYS_AUDIT})
+
+    def _streams_for(self, f: AuditFilter) -> list[str]:
+        if f.entity is None:
+            return self.streams()
+        # Records about an entity live in its pool's stream only (keys.py): read just that one.
+        with failing_closed():
+            root = self.client.hget(keys.ENTITIES, f.entity)
+        return [] if root is None else [keys.audit(_text(root))]
+
+    def records(self, filters: AuditFilter | None = None) -> Iterator[dict[str, str]]:
+        """Every matching record, oldest first, streamed (memory holds a batch per stream)."""
+        f = filters or AuditFilter()
+        names = self._streams_for(f)
+        lo, hi = _bounds(f)
+        cap = max(16, min(1000, 50_000 // max(1, len(names))))
+        sources = [_Source(k, i, lo, hi, cap) for i, k in enumerate(names)]
+        for ident, _key, raw in _Merge(self.client, sources, descending=False, cap=cap):
+            rec = _record(ident, raw)
+            if f.matches(rec):
+                yield rec
+
+    def page(self, filters: AuditFilter | None = None, *, before: str | None = None,
+             size: int = 50) -> tuple[list[dict[str, str]], str | None]:
+        """Up to `size` matching records, newest first, after the cursor `before`; and the
+        cursor of the next (older) page, or None when there is none."""
+        if not 1 <= size <= MAX_PAGE:
+            raise BadInput(f"page size must be 1 to {MAX_PAGE}, not {size}", field="size")
+        f = filters or AuditFilter()
+        after = decode_cursor(before) if before else None
+        lo, hi = _bounds(f)
+        sources = []
+        # Newest first is the exact reverse of oldest first: records with the same ID come in
+        # descending stream key order, so streams are ranked from the last key.
+        for key in reversed(self._streams_for(f)):
+            top = hi
+            if after is not None:
+                # Of the records with the cursor's ID, those of streams with a key before the
+                # cursor's stream are still to come.
+                ident, at_key = after
+                bound = ident if key < at_key else _before(ident)
+                if bound is None:
+                    continue
+                top = min(top, bound)
+            sources.append(_Source(key, len(sources), (-top[0], -top[1]), (-lo[0], -lo[1]), 1))
+        # Where the same page ended last time: a window that makes most streams answer with
+        # nothing at all (a hint for speed only; what is read is the same without it).
+        hint_key = (id(self.client), f)
+        floor, span = _HINTS.get(hint_key, (None, None))
+        if after is not None:
+            floor = None if span is None else max(0, after[0][0] - span)
+        merge = _Merge(self.client, sources, descending=True, cap=MAX_PAGE, want=size + 1,
+                       window=None if floor is None else (floor, 0), extras=1024)
+        out: list[dict[str, str]] = []
+        last: tuple[Id, str] | None = None
+        more = False
+        for ident, key, raw in merge:
+            rec = _record(ident, raw)
+            if not f.matches(rec):
+                continue
+            if len(out) == size:  # one more matches: there is an older page
+                more = True
+                floor = ident[0]
+                break
+            out.append(rec)
+            last = (ident, key)
+        if not more or last is None:
+            return out, None
+        span = max(1, int(out[0]["id"].partition("-")[0]) - (floor or 0))
+        if after is not None:  # the first page's floor stays; an older page teaches the span
+            floor = _HINTS.get(hint_key, (None, span))[0]
+        if len(_HINTS) >= 4096:
+            _HINTS.clear()
+        _HINTS[hint_key] = (floor, span)
+        return out, encode_cursor(*last)
+
+
+def _bounds(f: AuditFilter) -> tuple[Id, Id]:
+    """The first and last stream ID in the filter's time range (IDs are Redis ms)."""
+    lo = (0, 0) if f.since_ms is None else (f.since_ms, 0)
+    if f.until_ms is None:
+        return lo, (MAX_SEQ, MAX_SEQ)
+    if f.until_ms == 0:
+        return (0, 1), (0, 0)  # nothing is before the epoch: an empty range
+    return lo, (f.until_ms - 1, MAX_SEQ)

@@ -1,0 +1,510 @@
+"""What the compliance dashboard shows, read in a few pipelined round trips (R2-R4, R6, R8-R11).
+
+`overview` reads every entity, the recipients active in the R6 window, their counters, the
+latest refusals and daily usage in five round trips whatever the number of entities: the Redis
+clock; the directories; entity hashes and the pools' indexes of active counters; the peeks
+(batched), each refusal index's newest entry and the daily usage; the few refusal indexes that
+may hold more of the newest twenty. Pages and the Prometheus collector only present it. Nothing
+here decides a quota: limits come from the policy, usage from the ledger's peek script on the
+Redis clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from gatekeeper.domain.entities import Entity
+from gatekeeper.domain.users import User
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import DAY_MS, LAYOUT, Counter, decode_daily
+from gatekeeper.ledger.store import Batch, failing_closed
+from gatekeeper.rules import policy
+from gatekeeper.rules.splitting import (
+    SplitFlag,
+    splitting_of,
+)
+
+NEAR_LIMIT = 0.8  # a ratio from which the dashboard (and alerting) calls a limit near
+HISTORY_DAYS = 30
+REFUSED = ("refused", "denied", "conflict")
+RECENT_REFUSALS = 20
+ENTITY_RECORDS = 1000  # newest records of a pool's stream read for one entity's page
+PEEK_BATCH = 500  # counters per script call, so that no single call holds the server long
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One counter as peeked now: used against its limit (None = counted, never enforced)."""
+
+    used: int
+    limit: int | None
+    remaining: int | None
+    releases: tuple[tuple[int, int], ...] = ()  # (at ms, amount), oldest first
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.limit is None else self.used / max(self.limit, 1)
+
+    @property
+    def next_release(self) -> tuple[int, int] | None:
+        return self.releases[0] if self.releases else None
+
+
+@dataclass
+class EntityRow:
+    """One entity with its R2 usage, the facts that lift or change its limit, and its pool."""
+
+    entity: Entity
+    own: Usage  # the entity's own R2 counter; for a pool's root this *is* the pool's
+    pool: Usage | None  # the pool's counter, for a child entity (R10)
+    user_ids: int  # User IDs shared: recorded, not capped (R2)
+    children: list[str]
+    members: list[str]  # every entity of the pool, root first
+    users: list[str]
+    permission_state: str | None  # active | future | expired | revoked | None
+    daily: dict[int, int] = field(default_factory=dict)  # epoch day -> Post IDs
+
+    @property
+    def name(self) -> str:
+        return self.entity.name
+
+    @property
+    def exempt(self) -> bool:
+        return policy.exempt(self.entity)
+
+    @property
+    def ratio(self) -> float | None:
+        """The binding ratio: a share charges the entity's own counter and its pool's."""
+        ratios = [u.ratio for u in (self.own, self.pool) if u is not None and u.ratio is not None]
+        return max(ratios) if ratios else None
+
+    @property
+    def near_limit(self) -> bool:
+        return self.ratio is not None and self.ratio >= NEAR_LIMIT
+
+
+@dataclass
+class UserRow:
+    """One recipient's hydrated objects in the current R6 window."""
+
+    user: User  # from the directory: name, entity, pool (role is read only for shown rows)
+    usage: Usage
+    role: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.user.name
+
+    @property
+    def near_limit(self) -> bool:
+        return self.usage.ratio is not None and self.usage.ratio >= NEAR_LIMIT
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One audit record (R11) as read from a stream."""
+
+    id: str
+    pool: str | None  # the pool whose stream holds it; None for the system stream
+    fields: dict[str, str]
+    stream: str = ""
+
+    @property
+    def time_ms(self) -> int:
+        return int(self.fields.get("time") or self.id.split("-")[0])
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.fields.get(name, default)
+
+    def order(self) -> tuple[int, int]:
+        """Its stream ID ("ms-seq") as a sortable pair."""
+        ms, _, seq = self.id.partition("-")
+        return int(ms), int(seq or 0)
+
+
+@dataclass
+class Overview:
+    """Everything /dashboard shows, as of one instant on the Redis clock."""
+
+    now_ms: int
+    post_window: str
+    hydrated_window: str
+    hydrated_limit: int
+    entities: list[EntityRow]
+    users: list[UserRow]  # recipients whose R6 counter may hold usage (the active index)
+    recipients: int  # every user of the entities shown, idle or not
+    refusals: list[AuditRecord]
+    flags: list[SplitFlag]
+    days: list[int]  # the epoch days of the charts, oldest first
+
+    def daily_total(self) -> dict[int, int]:
+        """Post IDs per day over every pool: the roots of each day (a child's IDs are in its
+        pool's; a linked entity's were its own until the day of its link, R10)."""
+        total: dict[int, int] = {}
+        for row in self.entities:
+            for day, n in row.daily.items():
+                if row.entity.root_on(day):
+                    total[day] = total.get(day, 0) + n
+        return total
+
+    def row(self, name: str) -> EntityRow | None:
+        return next((r for r in self.entities if r.name == name), None)
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a server-side sorted, searched table."""
+
+    rows: list[T]
+    number: int
+    pages: int
+    total: int
+
+
+@dataclass
+class EntityDetail:
+    """What /entities/NAME shows: the entity, its pool, its recent activity and changes."""
+
+    overview: Overview  # restricted to the entity's pool (flags cover every entity)
+    row: EntityRow
+    activity: list[AuditRecord]  # shares and exports, newest first
+    changes: list[AuditRecord]  # entity.* records about this entity, newest first
+    records_read: int
+
+
+def _text(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _stream_root(stream: str) -> str | None:
+    """The pool of an audit stream or refusal index; None for the {sys} ones."""
+    return keys.root_of_key(stream)
+
+
+@dataclass
+class _Snapshot:
+    now_ms: int
+    entities: list[Entity]
+    revoked: set[str]
+    directory: list[tuple[str, str, str]]  # every user: (name, entity, pool root)
+    active: set[str]  # counters that may hold usage now (the pools' active indexes)
+    streams: list[str]
+
+    def users(self, *, active_only: bool) -> list[User]:
+        """Users as the directory knows them: counting R6 needs only name and pool (reading
+        10,000 user hashes would cost more than everything else together). `active_only`:
+        those whose R6 counter holds usage, from the pools' indexes of active counters."""
+        marker = ":ctr:r6:"
+        names = {k.rpartition(marker)[2] for k in self.active if marker in k}
+        return [User(name=name, entity=entity, root=root, role="", created_at_ms=0,
+                     terms_version=None, terms_at_ms=None)
+                for name, entity, root in self.directory
+                if not active_only or (name in names
+                                       and keys.counter(root, "r6", name) in self.active)]
+
+
+def _snapshot(gate: Any, *, with_users: bool) -> _Snapshot:
+    """Round trips 1-2: the Redis clock and the directories; every entity's facts and every
+    pool's index of active counters."""
+    client = gate.client
+    with failing_closed():
+        seconds, micros = client.time()  # on its own: a cluster pipeline refuses TIME
+        now_ms = seconds * 1000 + micros // 1000
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(keys.ENTITIES)
+        pipe.hgetall(keys.USERS)
+        pipe.smembers(keys.AUDIT_STREAMS)
+        pipe.get(keys.LAYOUT)
+        entity_dir, user_dir, streams, layout = pipe.execute()
+        if int(layout or 0) < LAYOUT:  # a store written by an older version: indexed once
+            gate.ledger.upgrade(gate.config.limits)
+        roots = {k.decode(): v.decode() for k, v in entity_dir.items()}
+        names = sorted(roots)
+        directory = sorted((k.decode(), v.decode(), roots[v.decode()])
+                           for k, v in user_dir.items()
+                           if v.decode() in roots) if with_users else []
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(keys.entity(roots[name], name))
+        pools = sorted(set(roots.values()))
+        for root in pools:
+            pipe.zrangebyscore(keys.active(root), f"({now_ms}", "+inf")
+        rows = pipe.execute()
+    entities, revoked = [], set()
+    for raw in rows[:len(names)]:
+        if raw:
+            h = _text(raw)
+            entities.append(Entity.from_hash(h))
+            if h.get("permit_revoked_by"):
+                revoked.add(h["name"])
+    active = {k.decode() for members in rows[len(names):] for k in members}
+    stream_names = sorted(s.decode() for s in streams)
+    return _Snapshot(now_ms, entities, revoked, directory, active, stream_names)
+
+
+def _permission_state(entity: Entity, revoked: set[str], now_ms: int) -> str | None:
+    p = entity.permission
+    if p is None:
+        return None
+    if now_ms < p.valid_from_ms:
+        return "future"
+    if now_ms < p.valid_until_ms:
+        return "active"
+    return "revoked" if entity.name in revoked else "expired"
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    def n(v: str) -> int | None:
+        return None if int(v) < 0 else int(v)
+
+    return Usage(used=int(raw["used"]), limit=n(raw["limit"]), remaining=n(raw["remaining"]),
+                 releases=tuple((int(at), int(amount)) for at, amount in raw["releases"]))
+
+
+def _peek_all(gate: Any, batch: Batch, counters: list[Counter], next_only: bool) -> Callable[
+        [list[Any]], list[Usage]]:
+    """Queue peeks of `counters` (on a cluster: all in one slot) on `batch`; returns their
+    decoder."""
+    start = len(batch)
+    calls = 0
+    for i in range(0, len(counters), PEEK_BATCH):
+        part = counters[i:i + PEEK_BATCH]
+        args = gate.ledger.peek_args(part, next_only=next_only)
+        batch.add(part[0].key, lambda pipe, part=part, args=args: gate.ledger.scripts.peek(
+            keys=[c.key for c in part], args=args, client=pipe))
+        calls += 1
+
+    def decode(results: list[Any]) -> list[Usage]:
+        out: list[Usage] = []
+        for raw in results[start:start + calls]:
+            out += [_usage(c) for c in json.loads(raw)["counters"]]
+        return out
+
+    return decode
+
+
+@dataclass
+class _Measured:
+    rows: list[EntityRow]
+    users: list[UserRow]
+    records: list[AuditRecord]  # newest first per stream
+
+
+def _measure(gate: Any, snap: _Snapshot, entities: list[Entity], users: list[User],
+             streams: list[str], per_stream: int, *, history: bool,
+             next_only: bool = True) -> _Measured:
+    """Round trip 4: every counter of the given entities and users, the newest `per_stream`
+    records of `streams`, and (with `history`) the entities' daily usage, in one batch."""
+    cfg = gate.config.limits
+    by_name = {e.name: e for e in snap.entities}
+    pools: dict[str, list[tuple[str, Counter]]] = {}
+    for e in entities:
+        root = by_name.get(e.root, e)
+        # Every entity's R2 counter is read (its row shows the limit); the User IDs counter
+        # only when the pool's index says it holds usage.
+        pools.setdefault(e.root, []).append(
+            (f"e:{e.name}", policy.id_share_counters(e, root, "posts", 0, cfg)[-1]))
+        ids = policy.id_share_counters(e, root, "users", 0, cfg)[0]
+        if ids.key in snap.active:
+            pools[e.root].append((f"u:{e.name}", ids))
+    for u in users:
+        pools.setdefault(u.root, []).append((f"r6:{u.name}", policy.hydrated_counter(u, 0, cfg)))
+    # A script may touch one slot of a Redis Cluster: there, one call per pool. A single
+    # server takes any keys, so many small pools share a call (1,000 calls cost ~30 ms more).
+    batches = list(pools.values()) if gate.config.redis.cluster else [
+        [item for items in pools.values() for item in items]]
+    with failing_closed():
+        batch = Batch(gate.client)
+        decoders = [(items, _peek_all(gate, batch, [c for _, c in items], next_only))
+                    for items in batches]
+        first_stream = len(batch)
+        for stream in streams:
+            batch.add(stream, lambda pipe, stream=stream: pipe.xrevrange(stream,
+                                                                         count=per_stream))
+        first_day = snap.now_ms // DAY_MS - HISTORY_DAYS + 1
+        days = range(first_day, first_day + HISTORY_DAYS)
+        first_daily = len(batch)
+        for e in entities if history else []:
+            key = policy.id_share_counters(e, by_name.get(e.root, e), "posts", 0, cfg)[-1].key
+            batch.add(key, lambda pipe, key=key: pipe.hmget(key + ":daily", list(days)))
+        results = batch.execute()
+    usage: dict[str, Usage] = {}
+    for items, decode in decoders:
+        usage.update(zip((tag for tag, _ in items), decode(results), strict=True))
+    records = [AuditRecord(rid.decode(), _stream_root(stream), _text(fields), stream)
+               for stream, raw_rows in zip(streams, results[first_stream:first_daily],
+                                           strict=True)
+               for rid, fields in raw_rows]
+    daily = [decode_daily(days, row) for row in results[first_daily:]]
+    members: dict[str, list[str]] = {}
+    children: dict[str, list[str]] = {}
+    for e in sorted(snap.entities, key=lambda e: (e.name != e.root, e.name)):
+        members.setdefault(e.root, []).append(e.name)
+        if e.parent:
+            children.setdefault(e.parent, []).append(e.name)
+    users_of: dict[str, list[str]] = {}
+    for name, entity, _ in snap.directory:
+        users_of.setdefault(entity, []).append(name)
+    rows = []
+    for i, e in enumerate(entities):
+        rows.append(EntityRow(
+            entity=e, own=usage[f"e:{e.name}"],
+            pool=usage.get(f"e:{e.root}") if e.root != e.name else None,
+            user_ids=usage[f"u:{e.name}"].used if f"u:{e.name}" in usage else 0,
+            children=children.get(e.name, []),
+            members=members.get(e.root, [e.name]), users=users_of.get(e.name, []),
+            permission_state=_permission_state(e, snap.revoked, snap.now_ms),
+            daily=daily[i] if daily else {}))
+    user_rows = [UserRow(u, usage[f"r6:{u.name}"]) for u in users]
+    return _Measured(rows, user_rows, records)
+
+
+def _overview(gate: Any, snap: _Snapshot, rows: list[EntityRow], users: list[UserRow],
+              refusals: list[AuditRecord], flags: list[SplitFlag]) -> Overview:
+    cfg = gate.config.limits
+    today = snap.now_ms // DAY_MS
+    pools = {r.entity.root for r in rows}
+    return Overview(
+        now_ms=snap.now_ms, post_window=f"{cfg.post_ids_window_days}d",
+        hydrated_window=cfg.hydrated_window, hydrated_limit=cfg.hydrated_per_recipient,
+        entities=rows, users=users, refusals=refusals,
+        recipients=sum(1 for *_, root in snap.directory if root in pools),
+        flags=flags,
+        days=list(range(today - HISTORY_DAYS + 1, today + 1)))
+
+
+def overview(gate: Any, *, users: bool = True, history: bool = True) -> Overview:
+    """Every entity's R2 usage and facts, every recipient's R6 usage, the latest refusals,
+    daily usage and possible splitting (R10). `users`/`history` off: entities' usage only."""
+    snap = _snapshot(gate, with_users=users or history)
+    # The newest refusal of every stream, from the refusal index written beside it.
+    indexes = [keys.refusals_of(s) for s in [*snap.streams, keys.SYS_AUDIT]] if history else []
+    m = _measure(gate, snap, snap.entities, snap.users(active_only=True) if users else [],
+                 indexes, 1, history=history)
+    refusals = _latest_refusals(gate, m.records)
+    flags = _flags(snap) if history else []
+    return _overview(gate, snap, m.rows, m.users, refusals, flags)
+
+
+def _refused(records: Iterable[AuditRecord]) -> list[AuditRecord]:
+    return sorted((r for r in records if r.get("outcome") in REFUSED), key=AuditRecord.order,
+                  reverse=True)
+
+
+def _latest_refusals(gate: Any, newest: list[AuditRecord]) -> list[AuditRecord]:
+    """The newest refusals across every refusal index, given each index's newest entry.
+
+    The 20 newest come from at most 20 indexes, each of which has its newest among the 20
+    newest of `newest`; only those are read further back, and only to the 20th found so far.
+    """
+    found = _refused(newest)
+    top = found[:RECENT_REFUSALS]
+    bound = top[-1].order() if len(found) >= RECENT_REFUSALS else None
+    low = "-" if bound is None else f"{bound[0]}-{bound[1]}"
+    with failing_closed():
+        batch = Batch(gate.client)
+        for r in top:
+            batch.add(r.stream, lambda pipe, r=r: pipe.xrevrange(
+                r.stream, max=f"({r.id}", min=low, count=RECENT_REFUSALS - 1))
+        more = batch.execute()
+    return _refused([*found, *(AuditRecord(rid.decode(), r.pool, _text(f), r.stream)
+                               for r, rows in zip(top, more, strict=True)
+                               for rid, f in rows)])[:RECENT_REFUSALS]
+
+
+def entity_detail(gate: Any, name: str) -> EntityDetail:
+    """One entity's page: its pool's usage, its users, its pool's recent shares and changes."""
+    snap = _snapshot(gate, with_users=True)
+    entity = next((e for e in snap.entities if e.name == name), None)
+    if entity is None:
+        gate.entities.get(name)  # raises NotFound with the usual message
+        raise AssertionError("unreachable")
+    pool = [e for e in snap.entities if e.root == entity.root]
+    pool_users = [u for u in snap.users(active_only=True) if u.root == entity.root]
+    # The pool's stream, and the streams of pools its members were the roots of before they
+    # joined it (R10): their history stays there (R11).
+    streams = [keys.audit(entity.root), *sorted({keys.audit(e.former_root) for e in pool
+                                                if e.former_root})]
+    m = _measure(gate, snap, pool, pool_users, streams, ENTITY_RECORDS, history=True,
+                 next_only=False)
+    records = sorted(m.records, key=AuditRecord.order, reverse=True)
+    flags = [f for f in _flags(snap) if name in f.entities]
+    ov = _overview(gate, snap, m.rows, m.users, _refused(records)[:RECENT_REFUSALS], flags)
+    row = next(r for r in m.rows if r.name == name)
+    shown = set(row.members) if entity.root == name else {name}
+    activity = [r for r in records if r.get("entity") in shown
+                and r.get("kind").startswith(("share.", "export."))]
+    # A link (R10) writes twin records, entity.parent in the pool and entity.pool_closed in
+    # the stream it left; the page shows the first.
+    changes = [r for r in records if r.get("entity") == name
+               and r.get("kind").startswith("entity.") and r.get("kind") != "entity.pool_closed"]
+    return EntityDetail(ov, row, activity[:50], changes, len(records))
+
+
+# --- tables: server-side search, sort and paging ------------------------------------------------
+
+SORTS = ("ratio", "used", "name")
+
+
+def _entity_key(sort: str) -> Callable[[EntityRow], Any]:
+    if sort == "name":
+        return lambda r: r.name
+    if sort == "used":
+        return lambda r: (-r.own.used, r.name)
+    # Near the limit first, then by ratio; entities without a limit (exempt) after, by usage.
+    return lambda r: (not r.near_limit, r.ratio is None, -(r.ratio or 0.0), -r.own.used, r.name)
+
+
+def paginate(rows: Sequence[T], page: int, per_page: int) -> Page[T]:
+    pages = max(1, -(-len(rows) // per_page))
+    number = min(max(page, 1), pages)
+    start = (number - 1) * per_page
+    return Page(list(rows[start:start + per_page]), number, pages, len(rows))
+
+
+def _matches(q: str, *texts: str | None) -> bool:
+    q = q.strip().casefold()
+    return not q or any(q in (t or "").casefold() for t in texts)
+
+
+def entity_table(ov: Overview, *, q: str = "", sort: str = "ratio", page: int = 1,
+                 per_page: int = 100) -> Page[EntityRow]:
+    """The entities whose name contains `q`, near-limit first (or by usage, or by name)."""
+    rows = [r for r in ov.entities if _matches(q, r.name)]
+    rows.sort(key=_entity_key(sort if sort in SORTS else "ratio"))
+    return paginate(rows, page, per_page)
+
+
+def user_table(ov: Overview, *, q: str = "", page: int = 1,
+               per_page: int = 100) -> Page[UserRow]:
+    """Recipients who received hydrated objects in the window (name or entity contains `q`),
+    most first: with one limit for all (R6), that is also nearest the limit first."""
+    rows = [r for r in ov.users if r.usage.used and _matches(q, r.name, r.user.entity)]
+    rows.sort(key=lambda r: (-r.usage.used, r.name))
+    return paginate(rows, page, per_page)
+
+
+def read_roles(gate: Any, rows: list[UserRow]) -> None:
+    """Fill in the role of the rows shown (one pipelined round trip)."""
+    with failing_closed():
+        pipe = gate.client.pipeline(transaction=False)
+        for r in rows:
+            pipe.hget(keys.user(r.user.root, r.name), "role")
+        for r, role in zip(rows, pipe.execute() if rows else [], strict=True):
+            r.role = role.decode() if role else None
+
+
+def entity_gauges(gate: Any) -> Iterable[tuple[str, int, int | None, float | None]]:
+    """(entity, Post IDs used, limit or None when unlimited, binding ratio) for alerting."""
+    for row in overview(gate, users=False, history=False).entities:
+        yield row.name, row.own.used, row.own.limit, row.ratio
+
+
+def _flags(snap: _Snapshot) -> list[SplitFlag]:
+    key = (tuple((e.name, e.root, e.terms.by if e.terms else "") for e in snap.entities),
+           tuple((name, entity) for name, entity, _ in snap.directory))
+    return list(splitting_of(key))

@@ -1,0 +1,458 @@
+"""Datasets: named files of posts in one directory, registered in Redis (SPEC "Datasets").
+
+The files are read by `gatekeeper.domain.formats`; this module names them, keeps them inside the
+dataset directory, selects posts with `Filters` (the same in CLI, API and web form) and reports
+what an R9 deletion list hides in them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from gatekeeper.domain.entities import check_name
+from gatekeeper.domain.formats import (
+    GZIP_MAGIC,
+    X_TIME,
+    Light,
+    author_id_of,
+    distinct,
+    iter_posts,
+    light_of,
+    light_records,
+    parse_time,
+    read_records,
+    x_time,
+)
+from gatekeeper.domain.lines import MAX_LINE_BYTES
+from gatekeeper.domain.spool import Unnamed
+from gatekeeper.ledger import chain, keys
+from gatekeeper.ledger.ledger import Ledger, iso
+from gatekeeper.ledger.store import failing_closed
+from gatekeeper.rules.r9 import Deleted
+from gatekeeper.rules.errors import BadInput, Conflict, InsufficientStorage, NotFound
+
+FILTER_FIELDS = ("since", "until", "lang", "contains", "author")
+LANG_RE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*", re.IGNORECASE)
+AUTHOR_RE = re.compile(r"[A-Za-z0-9_]{1,50}")
+SUFFIXES = (".jsonl", ".jsonl.gz")
+
+
+def iter_post_ids(path: Path, filters: Filters | None = None,
+                  max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[str]:
+    """Every post's ID in file order (repeats kept, as `twarc2 dehydrate`), optionally filtered."""
+    if filters is None or filters.is_empty:
+        for light in light_records(path, retweets=False, max_line_bytes=max_line_bytes):
+            yield light[0]
+        return
+    for post in iter_posts(path, max_line_bytes):
+        if filters.matches(post):
+            yield post["id"]
+
+
+# --- filters ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """A selection of posts; the same object serves the CLI, the HTTP API and the web form.
+
+    since (inclusive) and until (exclusive) bound created_at; lang is exact, case-insensitive;
+    contains is a case-insensitive substring of the text; author is a username (with or
+    without '@', case-insensitive) or a numeric user ID.
+    """
+
+    since: datetime | None = None
+    until: datetime | None = None
+    lang: str | None = None
+    contains: str | None = None
+    author: str | None = None
+    # Derived for matches(): X's created_at strings compare in time order; casefolded text.
+    _since: str | None = field(default=None, init=False, repr=False, compare=False)
+    _until: str | None = field(default=None, init=False, repr=False, compare=False)
+    _needle: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None:
+                dt = parse_time(value)
+                if dt is None:
+                    raise BadInput(f"filter {name}: {value!r} is not an ISO 8601 date or time "
+                                   "(e.g. 2026-11-01 or 2026-11-01T12:00:00Z)",
+                                   field=name, value=str(value))
+                object.__setattr__(self, name, dt.astimezone(UTC))
+        if self.since and self.until and self.since >= self.until:
+            raise BadInput(f"filter until ({x_time(self.until)}) must be after since "
+                           f"({x_time(self.since)})", field="until", value=str(self.until))
+        for name, pattern, hint in (("lang", LANG_RE, "a language code such as en, ja or pt"),
+                                    ("author", AUTHOR_RE, "a username or a numeric user ID")):
+            value = getattr(self, name)
+            if value is not None:
+                text = value.strip().removeprefix("@") if isinstance(value, str) else None
+                if text is None or not pattern.fullmatch(text):
+                    raise BadInput(f"filter {name}: {value!r} is not {hint}", field=name,
+                                   value=str(value))
+                object.__setattr__(self, name, text.lower())
+        if self.contains is not None and not isinstance(self.contains, str):
+            raise BadInput("filter contains must be text", field="contains",
+                           value=str(self.contains))
+        if self.since is not None:
+            object.__setattr__(self, "_since", x_time(self.since))
+        if self.until is not None:
+            object.__setattr__(self, "_until", x_time(self.until))
+        if self.contains is not None:
+            object.__setattr__(self, "_needle", self.contains.casefold())
+
+    @classmethod
+    def parse(cls, mapping: Mapping[str, Any] | None) -> Filters:
+        """Filters from a form, query or JSON object; empty values mean "no filter"."""
+        if not mapping:
+            return cls()
+        if not isinstance(mapping, Mapping):
+            raise BadInput("filters must be an object of since, until, lang, contains, author")
+        unknown = sorted(str(k) for k in mapping if k not in FILTER_FIELDS)
+        if unknown:
+            raise BadInput(f"unknown filter {', '.join(unknown)}: the filters are "
+                           f"{', '.join(FILTER_FIELDS)}", field=unknown[0])
+        values = {}
+        for name in FILTER_FIELDS:
+            value = mapping.get(name)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            if not isinstance(value, str | datetime | date) or (
+                    isinstance(value, date) and name not in ("since", "until")):
+                raise BadInput(f"filter {name} must be text, not {type(value).__name__}",
+                               field=name, value=str(value))
+            values[name] = value
+        return cls(**values)
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether every post matches."""
+        return all(getattr(self, name) is None for name in FILTER_FIELDS)
+
+    def to_dict(self) -> dict[str, str]:
+        """The canonical JSON form: set fields only, times in UTC with Z."""
+        out = {}
+        for name in FILTER_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, datetime):
+                spec = "milliseconds" if value.microsecond else "seconds"
+                value = value.isoformat(timespec=spec).replace("+00:00", "Z")
+            if value is not None:
+                out[name] = value
+        return out
+
+    def matches(self, post: Mapping[str, Any]) -> bool:
+        """Whether a post (as iter_posts yields it) is selected."""
+        if self.lang is not None and str(post.get("lang") or "").lower() != self.lang:
+            return False
+        if self._since is not None or self._until is not None:
+            created = post.get("created_at")
+            if not (isinstance(created, str) and X_TIME.fullmatch(created)):
+                dt = parse_time(created)
+                if dt is None:
+                    return False  # a post of unknown time is in no time range
+                created = x_time(dt)
+            if (self._since is not None and created < self._since) or (
+                    self._until is not None and created >= self._until):
+                return False
+        if self._needle is not None and self._needle not in str(post.get("text") or "").casefold():
+            return False
+        if self.author is not None and post.get("author_id") != self.author:
+            author = post.get("author") or {}
+            return str(author.get("username") or "").lower() == self.author
+        return True
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What `Datasets.add` found in a file and recorded about it."""
+
+    name: str
+    file: str  # NAME.jsonl or NAME.jsonl.gz inside the dataset directory
+    posts: int
+    users: int  # distinct authors
+    languages: tuple[str, ...]
+    first_created_at: str | None
+    last_created_at: str | None
+    sha256: str
+    bytes: int
+    added_at: str
+    added_by: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, as stored in Redis and shown by the CLI and the API."""
+        return {**asdict(self), "languages": list(self.languages)}
+
+    @staticmethod
+    def from_json(raw: bytes | str) -> DatasetInfo:
+        """Read a record as to_dict() stored it (fields added later are ignored)."""
+        data = json.loads(raw)
+        known = {f.name for f in fields(DatasetInfo)}
+        data["languages"] = tuple(data.get("languages") or ())
+        return DatasetInfo(**{k: v for k, v in data.items() if k in known})
+
+
+class _Tee:
+    """A reader that copies every byte it reads into `out` and hashes it."""
+
+    def __init__(self, src: Any, out: Any, name: str) -> None:
+        self.src, self.out, self.name = src, out, name
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.head = b""  # the first bytes: gzip or not
+
+    def read(self, n: int) -> bytes:
+        try:
+            data = self.src.read(n)
+        except OSError as exc:
+            raise BadInput(f"{self.name}: cannot read the dataset file ({exc.strerror})",
+                           file=self.name) from None
+        if not self.size:
+            self.head = data[:2]
+        self.out.write(data)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+
+class Datasets:
+    """The registered datasets: files in one directory, described in Redis (``{sys}`` slot)."""
+
+    def __init__(self, client: redis.Redis, ledger: Ledger, directory: Path,
+                 max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.directory = Path(directory)
+        # One cap for validating and for reading back: a file added under it reads under it.
+        self.max_line_bytes = max_line_bytes
+
+    def add(self, name: str, source: Path, *, actor: str, channel: str) -> DatasetInfo:
+        """Validate `source` whole, copy it in atomically and register it, audited (R11).
+
+        Nothing is visible until the file is complete and every line has parsed: the copy is
+        written to a file no path names (O_TMPFILE), named only under the directory lock.
+        """
+        check_name(name, "dataset")
+        self._refuse_taken(name)  # before reading what may be gigabytes
+        # The copy has no name until it is complete and registered under the lock, so no
+        # crash leaves a partial copy behind (gatekeeper.domain.spool).
+        with Unnamed(self.directory) as copy:
+            with self._writing(name, source):
+                scan = self._scan(Path(source), copy.file)
+                copy.file.flush()
+            with self._locked() as dir_fd:
+                self._refuse_taken(name)
+                final = self.directory / (name + scan["suffix"])
+                for suffix in SUFFIXES:
+                    # Under the lock, with the name unregistered, such a file can only be left
+                    # over from an add that died between its naming and its registration.
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.directory / (name + suffix)).unlink()
+                with self._writing(name, source):
+                    copy.name_as(final)
+                os.fsync(dir_fd)
+                try:
+                    return self._register(name, final.name, scan, actor, channel)
+                except BaseException:
+                    final.unlink(missing_ok=True)
+                    raise
+
+    def remove(self, name: str, *, actor: str, channel: str) -> DatasetInfo:
+        """Unregister a dataset and delete its file, audited (R11); what it was.
+
+        Unregistered first, in one transaction with its audit record; the file goes after.
+        A crash in between leaves a file that nothing serves (`path` reads the registry) and
+        the next `add` of the name replaces; never a registered dataset without its file.
+        A share already reading the file finishes: an open file outlives its unlink.
+        """
+        self.info(name)  # NotFound before taking the lock
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self._locked() as dir_fd:  # not between another add's rename and registration
+            info = self.info(name)
+            with failing_closed():
+                seconds, micros = self.client.time()
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hdel(keys.DATASETS, name)
+                chain.append(pipe, keys.SYS_AUDIT, {
+                    "time": seconds * 1000 + micros // 1000, "actor": actor,
+                    "channel": channel, "kind": "dataset.remove", "outcome": "changed",
+                    "rule": "R11", "dataset": name,
+                    "message": f"dataset {name}: removed ({info.posts:,} posts by "
+                               f"{info.users:,} users in {info.file}, sha256 "
+                               f"{info.sha256[:12]})"})
+                pipe.execute()
+            root = self.directory.resolve()
+            path = (root / info.file).resolve()
+            if path.parent == root:  # never delete outside the directory, whatever is recorded
+                path.unlink(missing_ok=True)
+                os.fsync(dir_fd)
+        return info
+
+    def _scan(self, source: Path, out: Any) -> dict[str, Any]:
+        """Copy `source` into `out` while checking every line; what add() records about it."""
+        posts, langs, first, last = 0, set(), None, None
+        authors: set[Any] = set()
+        try:
+            src = open(source, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise BadInput(f"{source}: cannot read the dataset file ({exc.strerror})",
+                           file=str(source)) from None
+        with src:
+            tee = _Tee(src, out, str(source))
+            for is_post, post in read_records(tee.read, str(source), self.max_line_bytes):
+                if not is_post:
+                    continue
+                posts += 1
+                authors.add(author_id_of(post))
+                if post.get("lang"):
+                    langs.add(str(post["lang"]))
+                created = post.get("created_at")
+                if created is not None:
+                    first = created if first is None or created < first else first
+                    last = created if last is None or created > last else last
+        if posts == 0:
+            raise BadInput(f"{source}: holds no posts (a user-lookup or empty file?); "
+                           "nothing was registered", file=str(source))
+        authors.discard(None)
+        gz = tee.head == GZIP_MAGIC
+        return {"suffix": ".jsonl.gz" if gz else ".jsonl", "posts": posts,
+                "users": len(authors), "languages": tuple(sorted(langs)), "first": first,
+                "last": last, "sha256": tee.sha.hexdigest(), "bytes": tee.size}
+
+    @contextlib.contextmanager
+    def _writing(self, name: str, source: Path) -> Iterator[None]:
+        """Writing the copy: a full disk is said plainly (the caller removes the copy)."""
+        try:
+            yield
+        except OSError as exc:
+            raise InsufficientStorage(
+                f"{self.directory}: cannot write the copy of {source} for dataset {name} "
+                f"({exc.strerror}); nothing was registered", file=str(source)) from None
+
+    def _register(self, name: str, file: str, scan: dict[str, Any], actor: str,
+                  channel: str) -> DatasetInfo:
+        with failing_closed():
+            seconds, micros = self.client.time()
+        now_ms = seconds * 1000 + micros // 1000
+        info = DatasetInfo(name=name, file=file, posts=scan["posts"], users=scan["users"],
+                           languages=scan["languages"], first_created_at=scan["first"],
+                           last_created_at=scan["last"], sha256=scan["sha256"],
+                           bytes=scan["bytes"], added_at=iso(now_ms), added_by=actor)
+        # "set", not "create": record.lua's create refuses when the *hash* exists, and this
+        # hash holds every dataset. The name was checked free under the directory lock.
+        self.ledger.record(
+            keys.DATASETS, keys.SYS_AUDIT, mode="set",
+            fields={name: json.dumps(info.to_dict(), ensure_ascii=False)},
+            audit={"actor": actor, "channel": channel, "kind": "dataset.add",
+                   "outcome": "changed", "rule": "R11", "dataset": name,
+                   "message": f"dataset {name}: {info.posts:,} posts by {info.users:,} users "
+                              f"in {file} (sha256 {info.sha256[:12]})"},
+            now_ms=now_ms)
+        return info
+
+    def _refuse_taken(self, name: str) -> None:
+        with failing_closed():
+            taken = self.client.hexists(keys.DATASETS, name)
+        if taken:
+            raise Conflict(f"a dataset named {name!r} already exists")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[int]:
+        """The dataset directory locked (flock on the directory itself: no lock file to leave
+        behind, and a crashed holder releases it)."""
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield fd
+        finally:
+            os.close(fd)
+
+    def list(self) -> list[DatasetInfo]:
+        """Every registered dataset, by name."""
+        with failing_closed():
+            raw = self.client.hgetall(keys.DATASETS)
+        return sorted((DatasetInfo.from_json(v) for v in raw.values()), key=lambda i: i.name)
+
+    def info(self, name: str) -> DatasetInfo:
+        """One dataset's record; NotFound when no dataset has that name."""
+        if not keys.valid_name(name):
+            raise NotFound(f"no dataset named {name!r}")
+        with failing_closed():
+            raw = self.client.hget(keys.DATASETS, name)
+        if raw is None:
+            raise NotFound(f"no dataset named {name!r}")
+        return DatasetInfo.from_json(raw)
+
+    def path(self, name: str) -> Path:
+        """The dataset's file, which is always inside the dataset directory."""
+        root = self.directory.resolve()
+        path = (root / self.info(name).file).resolve()
+        if path.parent != root:
+            raise NotFound(f"dataset {name!r} is registered outside {root}; refused")
+        if not path.is_file():
+            raise NotFound(f"dataset {name!r} is registered but its file {path} is missing")
+        return path
+
+    def posts(self, name: str, filters: Filters | None = None) -> Iterator[dict[str, Any]]:
+        """The dataset's posts that match `filters`, authors attached, in file order."""
+        path = self.path(name)  # here, so an unknown name fails at the call, not later
+        posts = iter_posts(path, self.max_line_bytes)
+        if filters is None or filters.is_empty:
+            return posts
+        return (post for post in posts if filters.matches(post))
+
+    def post_ids(self, name: str, filters: Filters | None = None) -> Iterator[str]:
+        """The IDs of the matching posts in file order (a post stored twice comes twice)."""
+        return iter_post_ids(self.path(name), filters, self.max_line_bytes)
+
+    def light(self, name: str, filters: Filters | None = None, *,
+              retweets: bool = True) -> Iterator[Light]:
+        """The `Light` records (what R9 decides on) of the matching posts, in file order."""
+        path = self.path(name)
+        if filters is None or filters.is_empty:
+            return light_records(path, retweets=retweets, max_line_bytes=self.max_line_bytes)
+        return (light_of(post) for post in iter_posts(path, self.max_line_bytes)
+                if filters.matches(post))
+
+    def author_ids(self, name: str, filters: Filters | None = None) -> Iterator[str]:
+        """The distinct author User IDs of the matching posts, in first-seen order."""
+        path = self.path(name)
+        if filters is None or filters.is_empty:
+            authors: Iterator[Any] = (light[1] for light in light_records(
+                path, retweets=False, max_line_bytes=self.max_line_bytes))
+        else:
+            authors = (author_id_of(p) for p in iter_posts(path, self.max_line_bytes)
+                       if filters.matches(p))
+        return distinct(authors)
+
+    def affected(self, deleted: Deleted, before: Deleted | None = None) -> dict[str, int]:
+        """R9: per dataset, how many stored posts `deleted` hides — or, given `before`, how
+        many it hides that `before` did not (what one deletion list newly hides)."""
+        out: dict[str, int] = {}
+        if not deleted.listed:
+            return out
+        for info in self.list():
+            n = sum(1 for light in light_records(self.path(info.name),
+                                                 max_line_bytes=self.max_line_bytes)
+                    if deleted.hides_light(light)
+                    and (before is None or not before.hides_light(light)))
+            if n:
+                out[info.name] = n
+        return out

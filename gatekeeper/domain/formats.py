@@ -1,0 +1,542 @@
+"""Reading X data files: the formats analysts already have, detected per line, streamed.
+
+- X API v2 response pages as twarc2 writes them, ``{"data": [...], "includes": {...}, ...}``
+  (``data`` may also be one object). Each post gets its author from ``includes.users`` as
+  ``post["author"]``. ``includes.tweets`` are referenced posts, not posts of the file.
+  A user-lookup page (``data`` holds User objects) holds no posts: `iter_posts` skips it and
+  `iter_users` reads it; pages with no ``data`` (zero results, errors only) are skipped too.
+- single v2 post objects (``id``, ``text``, maybe ``author``), e.g. twarc2 ``flatten`` output;
+- v1.1 tweet objects (``id_str``, ``full_text``/``text``, ``user{}``), converted to the v2 shape.
+
+Every post yielded has a decimal string ``id``, a ``text``, ``created_at`` as X writes it
+(``2021-05-18T19:24:56.000Z``) when the line had one, and ``author`` (a User dict or None). A
+retweet's ``referenced_tweets`` entry of type ``retweeted`` also carries the original's
+``author_id`` when the line tells it (``includes.tweets``, v1.1 ``retweeted_status.user``), as
+twarc2's flatten writes it: a retweet carries its original's content, so R9 needs both.
+Files are read in large chunks, gzip detected by its magic bytes, so memory stays flat; a line
+longer than ``datasets.max_line_mb`` is refused (`gatekeeper.domain.lines`). Every Post and
+User ID is checked to be what ID files hold (`is_id`), since shares, R9 and the exports rely on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+
+from gatekeeper.domain import lines
+from gatekeeper.domain.lines import CHUNK, MAX_LINE_BYTES
+from gatekeeper.rules.errors import BadInput
+
+_ID = re.compile(rb"[1-9][0-9]{0,18}")
+_ID_TEXT = re.compile(r"[1-9][0-9]{0,18}")  # [0-9]: ASCII digits only, unlike \d
+_MAX_ID_TEXT = str(2**63 - 1)  # 19-digit strings compare as their numbers do
+
+
+def is_id(token: bytes) -> bool:
+    """Whether `token` is a Post/User ID as X writes them: a positive decimal below 2^63."""
+    return _ID.fullmatch(token) is not None and int(token) < 2**63
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+X_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")  # sorts as it compares
+MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+Record = tuple[bool, dict[str, Any]]  # (is a post, the object): users come out as False
+
+
+def author_id_of(post: dict[str, Any]) -> Any:
+    return post.get("author_id") or (post.get("author") or {}).get("id")
+
+
+# What ID-only work (and R9) reads of a post: (id, author ID, retweeted original's ID, the
+# original's author ID); IDs are decimal strings, unknown ones None.
+Light = tuple[str, str | None, str | None, str | None]
+
+
+def _str(value: Any) -> str | None:
+    return value if value is None or type(value) is str else str(value)
+
+
+def retweet_of(post: dict[str, Any]) -> tuple[str | None, str | None] | None:
+    """(original's ID, its author's ID) when the post is a retweet, else None."""
+    refs = post.get("referenced_tweets")
+    if not isinstance(refs, list):
+        return None
+    for ref in refs:
+        if isinstance(ref, dict) and ref.get("type") == "retweeted":
+            author = ref.get("author")
+            author_id = ref.get("author_id") or (author.get("id") if isinstance(author, dict)
+                                                 else None)
+            return _str(ref.get("id")), _str(author_id)
+    return None
+
+
+def light_of(post: dict[str, Any]) -> Light:
+    """The `Light` record of a post as the readers yield it."""
+    rt, rt_author = retweet_of(post) or (None, None)
+    return str(post["id"]), _str(author_id_of(post)), rt, rt_author
+
+
+def _bad(name: str, line: int, what: str) -> BadInput:
+    return BadInput(f"{name}, line {line}: {what}", file=name, line=line)
+
+
+def x_time(dt: datetime) -> str:
+    """A time as X writes created_at, rounded up to the millisecond (bounds never widen)."""
+    dt = dt.astimezone(UTC)
+    if dt.microsecond % 1000:
+        dt += timedelta(microseconds=1000 - dt.microsecond % 1000)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO 8601 (date only, naive = UTC) or v1.1's "Wed Oct 10 20:19:24 +0000 2018"."""
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, date):
+        dt = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            # Parsed by hand: strptime's %a/%b follow the process locale.
+            try:
+                _, mon, day, hms, off, year = value.split()
+                h, m, s = map(int, hms.split(":"))
+                sign = -1 if off[0] == "-" else 1
+                tz = timezone(sign * timedelta(hours=int(off[1:3]), minutes=int(off[3:5])))
+                dt = datetime(int(year), MONTHS[mon], int(day), h, m, s, tzinfo=tz)
+            except (ValueError, KeyError, IndexError):
+                return None
+    else:
+        return None
+    dt = dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+    try:
+        x_time(dt)  # every time taken can be written in UTC as X writes it...
+    except OverflowError:  # ...but not 9999-12-31T23:59:59.9999 or 0001-01-01T00:00+01:00
+        return None
+    return dt
+
+
+# --- reading lines ------------------------------------------------------------------------------
+
+
+def _gunzip(raw: bytes, read: Callable[[int], bytes], name: str) -> Iterator[bytes]:
+    d, eof = zlib.decompressobj(wbits=31), False
+    while True:
+        if not raw and not eof:
+            raw = read(CHUNK)
+            eof = not raw
+        try:
+            out = d.decompress(raw, CHUNK)  # bounded: a gzip bomb cannot blow memory up
+        except zlib.error as exc:
+            raise BadInput(f"{name}: not a valid gzip file ({exc})", file=name) from None
+        if out:
+            yield out
+        if d.eof:  # end of one member; gzip allows several in a row
+            raw = d.unused_data or (b"" if eof else read(CHUNK))
+            if not raw:
+                return
+            d = zlib.decompressobj(wbits=31)
+        else:
+            raw = d.unconsumed_tail
+            if eof and not raw and not out:
+                raise BadInput(f"{name}: the gzip data ends early (truncated file?)", file=name)
+
+
+def _chunks(read: Callable[[int], bytes], name: str) -> Iterator[bytes]:
+    """The decompressed content behind `read`, in large pieces; gzip is told by magic bytes."""
+    head = read(CHUNK)
+    if head[:2] == GZIP_MAGIC:
+        yield from _gunzip(head, read, name)
+        return
+    while head:
+        yield head
+        head = read(CHUNK)
+
+
+def _lines(chunks: Iterator[bytes], name: str, max_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """Non-blank lines with their 1-based numbers; a line may span many chunks."""
+    for number, line in enumerate(lines.split(chunks, name, max_bytes), 1):
+        if line and not line.isspace():
+            yield number, line
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Callable[[int], bytes]]:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the caller's loop
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read the dataset file ({exc.strerror})",
+                       file=str(path)) from None
+    with fh:
+        yield fh.read
+
+
+def _load(line: bytes, name: str, number: int) -> Any:
+    try:
+        return orjson.loads(line)  # the fastest full parse (msgspec's is ~10% slower here)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses some JSON the stdlib takes (lone surrogates from cut emoji, NaN): take
+    # it, with each lone surrogate replaced visibly by U+FFFD.
+    try:
+        text = json.dumps(json.loads(line), ensure_ascii=False)
+    except ValueError as exc:
+        raise _bad(name, number, f"not valid JSON ({exc})") from None
+    except RecursionError:  # orjson stops at 1024 levels; the stdlib at the stack's end
+        raise _bad(name, number, "not valid JSON (nested too deeply)") from None
+    return json.loads(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+
+
+# --- the three formats --------------------------------------------------------------------------
+
+
+def _id(value: Any, where: tuple[str, int], label: str, key: str) -> str:
+    """`value` as the decimal ID string an ID file holds (a JSON number is taken as its digits).
+
+    Exactly `is_id`: shares, R9 lookups and the exports' Users sheet all rely on it, so a
+    dataset holding anything else ("007", "0", "bob") is refused at `dataset add`.
+    """
+    text = str(value) if type(value) is int else value
+    if type(text) is str and _ID_TEXT.fullmatch(text) is not None and (
+            len(text) < 19 or text <= _MAX_ID_TEXT):
+        return text
+    shown = value[:40] + "…" if isinstance(value, str) and len(value) > 40 else value
+    field = f"{label.rstrip(': ')}.{key}" if label else key
+    raise BadInput(
+        f'{where[0]}, line {where[1]}: {label}"{key}" must be a decimal ID as X writes it '
+        f"(1-19 digits, no leading zero, below 2^63), not {shown!r}",
+        file=where[0], line=where[1], field=field,
+        value=shown if isinstance(shown, str) else repr(shown)[:60])
+
+
+def _decimal(obj: dict[str, Any], key: str, where: tuple[str, int], label: str) -> str:
+    """Check `obj[key]` is an ID and store it as its decimal string."""
+    obj[key] = _id(obj.get(key), where, label, key)
+    return obj[key]
+
+
+def _user(user: dict[str, Any], where: tuple[str, int], label: str) -> dict[str, Any]:
+    _decimal(user, "id", where, label)
+    return user
+
+
+def _post(post: dict[str, Any], author: Any, where: tuple[str, int], label: str) -> dict:
+    """A v2 post checked and normalised in place: decimal IDs, X's created_at, author."""
+    _decimal(post, "id", where, label)
+    author_id = None
+    if post.get("author_id") is not None:
+        author_id = _decimal(post, "author_id", where, label)
+    if author is not None:
+        if not isinstance(author, dict):
+            raise _bad(*where, f'{label}"author" must be a User object')
+        # The exports show this author while R9 checks author_id: they must be one user.
+        embedded = author.get("id")
+        if embedded != author_id or author_id is None:  # else checked as author_id
+            author["id"] = embedded = _id(embedded, where, label, "author.id")
+        if author_id is None:
+            post["author_id"] = embedded  # R9 and the exports look for the author here
+        elif embedded != author_id:
+            raise _bad(*where, f'{label}"author.id" {embedded!r} is not the post\'s '
+                               f'"author_id" {author_id!r}')
+    if not isinstance(post.get("text"), str):
+        raise _bad(*where, f'{label}"text" must be a string')
+    created = post.get("created_at")
+    if created is not None and not (isinstance(created, str) and X_TIME.fullmatch(created)):
+        dt = parse_time(created)
+        if dt is None:
+            raise _bad(*where, f'{label}"created_at" {created!r} is not a date and time')
+        post["created_at"] = x_time(dt)
+    post["author"] = author
+    return post
+
+
+def _page(obj: dict[str, Any], where: tuple[str, int]) -> Iterator[Record]:
+    data = obj.get("data")
+    items = [] if data is None else [data] if isinstance(data, dict) else data
+    includes = obj.get("includes") or {}
+    users = (includes.get("users") or []) if isinstance(includes, dict) else None
+    if not isinstance(items, list) or not isinstance(users, list):
+        raise _bad(*where, '"data" must be a list or an object and "includes.users" a list')
+    by_id: dict[Any, Any] | None = None
+    originals: dict[str, Any] | None = None
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _bad(*where, f"data[{i}] is not a JSON object")
+        if "text" in item:
+            if by_id is None:  # built once per page, and only for pages of posts
+                by_id = {}
+                for j, u in enumerate(users):
+                    if not isinstance(u, dict):
+                        raise _bad(*where, f"includes.users[{j}] is not a JSON object")
+                    by_id[_decimal(u, "id", where, f"includes.users[{j}]: ")] = u
+            author = by_id.get(str(item.get("author_id"))) or item.get("author")
+            ref = _retweet_ref(item)
+            if ref is not None:
+                if originals is None:
+                    originals = _originals(includes)
+                found = originals.get(str(ref.get("id")))
+                if found is not None:
+                    ref["author_id"] = found
+            yield True, _post(item, author, where, f"data[{i}]: ")
+        elif "username" in item and "id" in item:
+            yield False, _user(item, where, f"data[{i}]: ")
+        else:
+            raise _bad(*where, f'data[{i}] is neither a post (no "text") nor a user')
+
+
+def _retweet_ref(item: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``retweeted`` reference of a v2 post that does not name the original's author."""
+    refs = item.get("referenced_tweets")
+    if isinstance(refs, list):
+        for ref in refs:
+            if isinstance(ref, dict) and ref.get("type") == "retweeted":
+                author = ref.get("author")
+                named = ref.get("author_id") or (isinstance(author, dict) and author.get("id"))
+                return None if named else ref
+    return None
+
+
+def _originals(includes: Any) -> dict[str, Any]:
+    """includes.tweets as original ID -> author ID (the authors of what retweets repeat)."""
+    tweets = includes.get("tweets") if isinstance(includes, dict) else None
+    if not isinstance(tweets, list):
+        return {}
+    return {str(t.get("id")): t["author_id"] for t in tweets
+            if isinstance(t, dict) and t.get("author_id")}
+
+
+def _v1(t: dict[str, Any], where: tuple[str, int]) -> dict[str, Any]:
+    """A v1.1 tweet in the v2 shape (what twarc-csv and the exports expect)."""
+    user = t.get("user")
+    text = t.get("full_text") or (t.get("extended_tweet") or {}).get("full_text") or t.get("text")
+    if not isinstance(user, dict) or not isinstance(text, str):
+        raise _bad(*where, "a v1.1 tweet needs full_text or text and a user object")
+    when = parse_time(t.get("created_at"))
+    uid, pid = ("id_str" if "id_str" in user else "id"), ("id_str" if "id_str" in t else "id")
+    author = {
+        "id": _id(user.get(uid), where, "", f"user.{uid}"), "username": user.get("screen_name"),
+        "name": user.get("name"), "description": user.get("description"),
+        "location": user.get("location"), "verified": user.get("verified"),
+        "protected": user.get("protected"), "url": user.get("url"),
+        "profile_image_url": user.get("profile_image_url_https"),
+        "created_at": x_time(c) if (c := parse_time(user.get("created_at"))) else None,
+    }
+    counts = {"followers_count": "followers_count", "friends_count": "following_count",
+              "statuses_count": "tweet_count", "listed_count": "listed_count"}
+    if any(k in user for k in counts):
+        author["public_metrics"] = {v: user[k] for k, v in counts.items() if k in user}
+    post: dict[str, Any] = {"id": _id(t.get(pid), where, "", pid), "text": text,
+                            "created_at": x_time(when) if when else t.get("created_at"),
+                            "author_id": author["id"], "lang": t.get("lang")}
+    metrics = {"retweet_count": "retweet_count", "reply_count": "reply_count",
+               "favorite_count": "like_count", "quote_count": "quote_count"}
+    if any(k in t for k in metrics):
+        post["public_metrics"] = {v: t[k] for k, v in metrics.items() if k in t}
+    refs = [{"type": kind, "id": ref} for kind, ref in (
+        ("quoted", t.get("quoted_status_id_str")),
+        ("replied_to", t.get("in_reply_to_status_id_str"))) if ref]
+    original = t.get("retweeted_status")
+    if isinstance(original, dict) and (rt := _v1_id(original)):
+        by = original.get("user")
+        ref = {"type": "retweeted", "id": rt}
+        if isinstance(by, dict) and (by_id := _v1_id(by)):
+            ref["author_id"] = by_id
+        refs.insert(0, ref)
+    if refs:
+        post["referenced_tweets"] = refs
+    if t.get("in_reply_to_user_id_str"):
+        post["in_reply_to_user_id"] = t["in_reply_to_user_id_str"]
+    return _post(post, {k: v for k, v in author.items() if v is not None}, where, "")
+
+
+def _v1_id(obj: dict[str, Any]) -> str | None:
+    """A v1.1 object's ID: ``id_str``, or ``id`` as a decimal string."""
+    value = obj.get("id_str") or obj.get("id")
+    return None if value is None or value == "" else str(value)
+
+
+def _records(obj: Any, where: tuple[str, int]) -> Iterator[Record]:
+    """The posts and users one parsed line holds, whatever its format."""
+    if not isinstance(obj, dict):
+        raise _bad(*where, f"expected a JSON object, found {type(obj).__name__}")
+    if "data" in obj or ("id" not in obj and ("meta" in obj or "errors" in obj)):
+        yield from _page(obj, where)
+    elif "id_str" in obj or ("user" in obj and ("full_text" in obj or "text" in obj)):
+        yield True, _v1(obj, where)
+    elif "text" in obj and "id" in obj:
+        yield True, _post(obj, obj.get("author"), where, "")
+    elif "username" in obj and "id" in obj:
+        yield False, _user(obj, where, "")
+    elif "action" in obj and "id" in obj:
+        raise _bad(*where, "this is an X batch-compliance record, not a post "
+                           "(deletion lists go to `gatekeeper deletions add`)")
+    else:
+        shown = ", ".join(sorted(obj)[:8]) or "none"
+        raise _bad(*where, "neither an X API v2 response page, a v2 post nor a v1.1 tweet "
+                           f"(keys: {shown})")
+
+
+def read_records(read: Callable[[int], bytes], name: str,
+                 max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Record]:
+    """The posts and users of a whole input, line by line (see `iter_posts`)."""
+    for number, line in _lines(_chunks(read, name), name, max_line_bytes):
+        yield from _records(_load(line, name, number), (name, number))
+
+
+def iter_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict[str, Any]]:
+    """Stream the posts of a dataset file (JSONL or gzip), each with ``author`` attached.
+
+    Raises BadInput naming the file and the 1-based line of the first malformed line, and
+    LineTooLong for a line longer than `max_line_bytes`.
+    """
+    with _opened(path) as read:
+        for is_post, obj in read_records(read, str(path), max_line_bytes):
+            if is_post:
+                yield obj
+
+
+def iter_users(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict[str, Any]]:
+    """Stream the distinct User objects of a file: user-lookup pages, or the posts' authors."""
+    seen: set[Any] = set()
+    with _opened(path) as read:
+        for is_post, obj in read_records(read, str(path), max_line_bytes):
+            user = obj.get("author") if is_post else obj
+            if user is not None and user.get("id") not in seen:
+                seen.add(user.get("id"))
+                yield user
+
+
+class _Id(msgspec.Struct):
+    id: Any = None
+
+
+class _Light(msgspec.Struct):
+    """What ID-only work reads of a post; the decoder skips every other field unbuilt."""
+
+    id: Any = None
+    text: Any = None
+    author_id: Any = None
+    author: _Id | None = None
+
+
+class _LightPage(msgspec.Struct):
+    data: list[_Light] | _Light | None = None
+
+
+class _Ref(msgspec.Struct):
+    type: Any = None
+    id: Any = None
+    author_id: Any = None
+    author: _Id | None = None
+
+
+class _R9Light(_Light):
+    """What R9 reads besides: which post a retweet repeats."""
+
+    referenced_tweets: list[_Ref] | None = None
+
+
+class _Included(msgspec.Struct):
+    id: Any = None
+    author_id: Any = None
+
+
+class _Includes(msgspec.Struct):
+    tweets: list[_Included] | None = None
+
+
+class _R9Page(msgspec.Struct):
+    data: list[_R9Light] | _R9Light | None = None
+    includes: _Includes | None = None
+
+
+_decode_light = msgspec.json.Decoder(_LightPage).decode
+_decode_r9 = msgspec.json.Decoder(_R9Page).decode
+
+
+def light_records(path: Path, *, retweets: bool = True,
+                  max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Light]:
+    """The `Light` record of every post, in file order, building no post or user objects.
+
+    A twarc2 page is decoded against a schema of the few fields needed, which skips context
+    annotations, entities, users and media (most of a line) without allocating them; other
+    lines take the full path. Gives what `light_of` gives for the posts `iter_posts` yields.
+    With ``retweets=False`` the last two fields are None and references and ``includes`` are
+    skipped too: ID-only work that needs no R9 decision stays as fast as it was. Assumes a
+    file `Datasets.add` has validated.
+    """
+    name = str(path)
+    decode = _decode_r9 if retweets else _decode_light
+    with _opened(path) as read:
+        for number, line in _lines(_chunks(read, name), name, max_line_bytes):
+            try:
+                page: Any = decode(line)
+            except msgspec.DecodeError:
+                page = None  # not page-shaped: the full path below says what it is
+            if page is None or page.data is None:
+                for is_post, post in _records(_load(line, name, number), (name, number)):
+                    if is_post:
+                        yield light_of(post) if retweets else (
+                            post["id"], _str(author_id_of(post)), None, None)
+                continue
+            data = page.data
+            items = data if type(data) is list else (data,)
+            if not retweets:
+                for item in items:
+                    if item.text is not None:  # users (lookup pages) have none
+                        author = item.author_id or (item.author.id if item.author else None)
+                        yield (item.id if type(item.id) is str else str(item.id),
+                               author if author is None or type(author) is str else str(author),
+                               None, None)
+                continue
+            originals: dict[str, Any] | None = None
+            for item in items:
+                if item.text is None:
+                    continue
+                pid = item.id if type(item.id) is str else str(item.id)
+                author = item.author_id or (item.author.id if item.author else None)
+                if author is not None and type(author) is not str:
+                    author = str(author)
+                refs = item.referenced_tweets
+                ref = next((r for r in refs if r.type == "retweeted"), None) if refs else None
+                if ref is None:
+                    yield pid, author, None, None
+                    continue
+                by = ref.author_id or (ref.author.id if ref.author else None)
+                if not by:
+                    if originals is None:
+                        tweets = page.includes.tweets if page.includes else None
+                        originals = {str(t.id): t.author_id for t in tweets or ()
+                                     if t.author_id}
+                    by = originals.get(str(ref.id))
+                yield pid, author, _str(ref.id), _str(by)
+
+
+def light_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES
+                ) -> Iterator[tuple[str, str | None]]:
+    """(post ID, author ID) of every post, in file order (see `light_records`)."""
+    for pid, author, _, _ in light_records(path, retweets=False,
+                                           max_line_bytes=max_line_bytes):
+        yield pid, author
+
+
+def distinct(ids: Iterator[Any]) -> Iterator[str]:
+    seen: set[str] = set()
+    for value in ids:
+        if value is not None and (value := str(value)) not in seen:
+            seen.add(value)
+            yield value
+
+

@@ -1,0 +1,121 @@
+"""The one library object the CLI and the web service share: config, store, ledger, directory."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from gatekeeper import config as config_mod
+from gatekeeper.config import Config
+from gatekeeper.domain import spool
+from gatekeeper.domain.datasets import Datasets
+from gatekeeper.domain.deletions import Deletions, Ingest
+from gatekeeper.domain.entities import Entities, Link
+from gatekeeper.domain.users import Users
+from gatekeeper.ledger import keys, pending, store
+from gatekeeper.ledger.ledger import Ledger, post_id_window
+from gatekeeper.rules import policy
+
+
+class Gate:
+    """Everything gatekeeper knows, opened once per process."""
+
+    def __init__(self, config: Config, client: redis.Redis | None = None) -> None:
+        self.config = config
+        self.client = client if client is not None else store.connect(config.redis)
+        self.ledger = Ledger(
+            self.client,
+            reservation_timeout_ms=config.limits.reservation_timeout_minutes * 60_000)
+        self.entities = Entities(self.client, self.ledger)
+        self.users = Users(self.client, self.ledger, self.entities)
+        self.deletions = Deletions(self.client, max_line_bytes=config.max_line_bytes)
+        self.datasets = Datasets(self.client, self.ledger, config.datasets_dir,
+                                 max_line_bytes=config.max_line_bytes)
+        # Refunds owed while the store was away (gatekeeper.ledger.pending).
+        self.pending_dir = config.redis.data_dir / "pending"
+
+    def recover(self) -> dict[str, int]:
+        """Send the refunds owed from when the store was away (a directory check when none)."""
+        if not pending.count(self.pending_dir):
+            return {"settled": 0, "left": 0}
+        return pending.retry(self.ledger, self.pending_dir)
+
+    def recover_in_background(self, every_s: float = 5.0) -> threading.Thread:
+        """A server's daemon thread: owed refunds go as soon as the store answers again."""
+        def loop() -> None:
+            stop = threading.Event()
+            while not stop.wait(every_s):
+                with contextlib.suppress(Exception):  # never let the retry loop die
+                    self.recover()
+
+        thread = threading.Thread(target=loop, name="gatekeeper-recover", daemon=True)
+        thread.start()
+        return thread
+
+    def sweep(self) -> dict[str, Any]:
+        """What a crash may have left: partial files and spools removed, refunds owed sent,
+        and every pool's reservations left open past the timeout closed as counted."""
+        removed = spool.sweep([self.config.datasets_dir, self.config.redis.data_dir])
+        refunds = pending.retry(self.ledger, self.pending_dir)
+        with store.failing_closed():
+            roots = sorted({root.decode() for root in self.client.hvals(keys.ENTITIES)})
+        closed = still_open = 0
+        for root in roots:
+            swept = self.ledger.sweep(root)
+            closed += swept["abandoned"]
+            still_open += swept["open"]
+        return {"files_removed": [str(p) for p in removed], "refunds_sent": refunds["settled"],
+                "refunds_owed": refunds["left"], "abandoned": closed, "open": still_open,
+                "pools": len(roots)}
+
+    @classmethod
+    def open(cls, config_path: str | Path | None = None) -> Gate:
+        """Load the config (see config.load) and connect to its store."""
+        return cls(config_mod.load(config_path))
+
+
+def ingest_deletions(gate: Gate, path: Path, *, kind: str | None, actor: str,
+                     channel: str) -> Ingest:
+    """R9: ingest a deletion file and report what it newly hides, per dataset."""
+    return _newly_hidden(gate, gate.deletions.add_file(path, kind=kind, actor=actor,
+                                                        channel=channel))
+
+
+def ingest_deletion_stream(gate: Gate, lines: Iterable[bytes], *, kind: str, source: str,
+                           actor: str, channel: str) -> Ingest:
+    """R9: ingest an uploaded deletion list (see ingest_deletions)."""
+    return _newly_hidden(gate, gate.deletions.add(lines, kind=kind, source=source, actor=actor,
+                                                  channel=channel))
+
+
+def _newly_hidden(gate: Gate, report: Ingest) -> Ingest:
+    # Not a running total: the stored posts hidden now that were not before this list (the
+    # lists as they are now, less the IDs this list added).
+    if report.new_ids:
+        after = gate.deletions.current()
+        report.datasets = gate.datasets.affected(
+            after, before=after.without(report.kind, report.new_ids))
+    return report
+
+
+def lift_deletion(gate: Gate, ident: str, *, kind: str, reason: str, actor: str,
+                  channel: str) -> dict[str, Any]:
+    """R9: a compliance officer (or admin) takes one ID off a deletion list, audited (R11)."""
+    user = gate.users.get(actor)
+    policy.require_role(user, policy.MAY_RECORD_COMPLIANCE, "lifting an R9 deletion")
+    return gate.deletions.lift(ident, kind=kind, reason=reason, actor=user.name,
+                               channel=channel)
+
+
+def set_parent(gate: Gate, name: str, *, parent: str, reason: str, actor: str,
+               channel: str) -> Link:
+    """R10: pool an existing entity with a parent's pool (see Entities.set_parent)."""
+    return gate.entities.set_parent(name, parent=parent, reason=reason,
+                                    r2_window=post_id_window(gate.config.limits),
+                                    cluster=gate.config.redis.cluster, actor=actor,
+                                    channel=channel)

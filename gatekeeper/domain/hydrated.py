@@ -1,0 +1,248 @@
+"""Hydrated exports (R5-R9): a person's spreadsheet or PDF, counted before it is written.
+
+Only the web form calls this, with a session and a single-use ticket (R5). The order keeps the
+ledger exact and nothing public (R7): count the selection, reserve it (R6 per recipient and, by
+default, R2 for the entity), write the file into an anonymous spool (no path ever names it),
+commit, and hand the open file to the response. If writing fails first, the reservation is
+refunded; if the store fails before the commit, nothing is sent and the refund follows as soon
+as the store answers (gatekeeper.ledger.pending).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from gatekeeper import faults
+from gatekeeper.domain import spool
+from gatekeeper.domain.audit import record_denial
+from gatekeeper.domain.datasets import Filters
+from gatekeeper.domain.deletions import Deleted
+from gatekeeper.domain.users import User
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import iso
+from gatekeeper.ledger.reservation import Reservation
+from gatekeeper.ledger.store import failing_closed
+from gatekeeper.rules import policy
+from gatekeeper.rules.errors import (
+    BadInput,
+    Forbidden,
+    GatekeeperError,
+    InsufficientStorage,
+    PoolMoved,
+    StoreUnavailable,
+)
+
+FORMATS = {"xlsx": ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                    ".xlsx"),
+           "pdf": ("application/pdf", ".pdf")}
+TICKET_TTL_S = 600  # an export ticket lasts ten minutes
+NOTICE = ("Received under X's Developer Policy by a person who agreed to X's Terms of Service, "
+          "Privacy Policy, Developer Agreement and Developer Policy (R8). Do not make this file "
+          "or its content publicly available (R7). Content deleted, protected, suspended or "
+          "withheld on X must be deleted within 24 hours of a request (R9).")
+
+
+# --- tickets (R5: only the page's own form, once) -----------------------------------------------
+
+
+def issue_ticket(gate: Any, user: User) -> str:
+    """A single-use export ticket for the form the user is looking at."""
+    ticket = secrets.token_urlsafe(24)
+    with failing_closed():
+        gate.client.set(keys.ticket(user.root, ticket), user.name, ex=TICKET_TTL_S)
+    return ticket
+
+
+def redeem_ticket(gate: Any, user: User, ticket: str | None) -> None:
+    """Consume the ticket atomically; refuse (R5) a missing, expired, replayed or foreign one."""
+    owner = None
+    if ticket:
+        with failing_closed():
+            owner = gate.client.getdel(keys.ticket(user.root, ticket))
+    if owner is None or owner.decode() != user.name:
+        why = "no export ticket" if not ticket else "the export ticket was already used or expired"
+        raise Forbidden(f"R5: {why}; exports start from the export page's own form, once per "
+                        "click — reload the page and export again", rule="R5")
+
+
+# --- selection ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which posts an export holds: dataset, filters, R9 list, and at most `limit` of them."""
+
+    dataset: str
+    filters: Filters
+    deleted: Deleted
+    limit: int | None = None  # "export the first N that fit"
+
+    def posts(self, gate: Any) -> Iterator[dict[str, Any]]:
+        n = 0
+        # closing(): stopping at `limit` must close the dataset file now, not at some GC.
+        with contextlib.closing(gate.datasets.posts(self.dataset, self.filters)) as source:
+            for post in source:
+                if self.limit is not None and n >= self.limit:
+                    return
+                # R9: hidden posts never leave; scrub_geo'd ones leave without their geo,
+                # removed here, before any writer in exports/ sees the row.
+                cleaned = self.deleted.cleaned(post)
+                if cleaned is None:
+                    continue
+                n += 1
+                yield cleaned
+
+    def count(self, gate: Any, with_users: bool) -> tuple[int, list[dict[str, Any]]]:
+        """Posts selected, and their distinct authors when a Users sheet is wanted."""
+        posts = 0
+        authors: dict[str, dict[str, Any]] = {}
+        for post in self.posts(gate):
+            posts += 1
+            author = post.get("author")
+            if with_users and author and author.get("id") not in authors \
+                    and not self.deleted.hides_user(author["id"]):
+                authors[author["id"]] = author
+        return posts, list(authors.values())
+
+
+def preview(gate: Any, user: User, selection: Selection, with_users: bool) -> dict[str, Any]:
+    """What the form shows before a click: matches, allowance, and when more frees up."""
+    posts, authors = selection.count(gate, with_users)
+    counters = _counters(gate, user, posts, len(authors))
+    _now, states = gate.ledger.peek(counters)
+    fits = all(s.limit is None or s.used + c.amount <= s.limit
+               for s, c in zip(states, counters, strict=True))
+    r6 = states[0]
+    return {"posts": posts, "users": len(authors), "objects": posts + len(authors),
+            "remaining": r6.remaining, "limit": r6.limit, "used": r6.used,
+            "window": counters[0].window.name, "fits": fits,
+            "next_release": iso(r6.releases[0][0]) if r6.releases else None,
+            "r2_remaining": states[1].remaining if len(states) > 1 else None}
+
+
+def _counters(gate: Any, user: User, posts: int, users: int) -> list[Any]:
+    entity = gate.entities.get(user.entity)
+    root = gate.entities.get(entity.root) if entity.root != entity.name else entity
+    return policy.export_counters(user, entity, root, posts, users, gate.config.limits)
+
+
+# --- the export ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Export:
+    """A written, counted export ready to stream; its file has no path any more (R7)."""
+
+    file: IO[bytes]
+    size: int
+    filename: str
+    mimetype: str
+    share_id: str
+    posts: int
+    users: int
+
+    def chunks(self, size: int = 1 << 16) -> Iterator[bytes]:
+        """The file's bytes; the response closes the file (call_on_close) however it ends."""
+        sent = 0
+        while chunk := self.file.read(size):
+            if sent == 1:
+                faults.point("export.streaming")
+            sent += 1
+            yield chunk
+
+
+def export(gate: Any, user: User, selection: Selection, *, fmt: str, with_users: bool,
+           channel: str) -> Export:
+    """Count and write a hydrated export for `user`; QuotaExceeded counts nothing."""
+    if fmt not in FORMATS:
+        raise BadInput(f"format must be xlsx or pdf, not {fmt!r}")
+    audit = {"actor": user.name, "entity": user.entity, "recipient": user.name,
+             "channel": channel, "kind": f"export.{fmt}", "request_id": uuid.uuid4().hex,
+             "dataset": selection.dataset,
+             "filters": str(selection.filters.to_dict()) if not selection.filters.is_empty
+             else None}
+    try:
+        policy.check_hydrated_export(user, channel)
+    except GatekeeperError as refusal:
+        record_denial(gate.ledger, user.root, refusal, {k: v for k, v in audit.items() if v})
+        raise
+    posts, authors = selection.count(gate, with_users)
+    if posts == 0:
+        raise BadInput("no posts match this selection; nothing was exported or counted")
+    for attempt in (1, 2):
+        counters = _counters(gate, user, posts, len(authors))
+        try:
+            grant = gate.ledger.take(user.root, counters, requested=posts + len(authors),
+                                     share_id=audit["request_id"],
+                                     audit={k: v for k, v in audit.items() if v})
+            break
+        except PoolMoved:
+            if attempt == 2:
+                raise
+            user = gate.users.get(user.name)  # R10: the user's entity joined another pool
+    res = Reservation(gate.ledger, user.root, user.entity, f"export.{fmt}", grant, counters,
+                      None, audit, pending_dir=gate.pending_dir)
+    mimetype, suffix = FORMATS[fmt]
+    about = {"recipient": user.name, "entity": user.entity, "exported_at": iso(grant.now_ms),
+             "dataset": selection.dataset, "filters": str(selection.filters.to_dict() or "none"),
+             "posts": str(posts), "export_id": grant.share_id,
+             "notice": NOTICE}
+    # R7: the file has no name from its first byte (O_TMPFILE), so neither a crash nor an
+    # error can leave hydrated content on disk; the response reads and closes the handle.
+    # Everything from here to the commit is refunded if it fails — creating the spool too
+    # (a full or missing TMPDIR), and the store stopping while the posts are read.
+    handle: IO[bytes] | None = None
+    try:
+        handle = spool.anonymous()
+        faults.point("export.reserved")
+        _write(fmt, _failing_midway(selection.posts(gate)), handle, about,
+               authors if with_users else None)
+        handle.flush()
+        size = handle.tell()
+        handle.seek(0)
+    except BaseException as exc:
+        if handle is not None:
+            handle.close()
+        res.refund()
+        if isinstance(exc, OSError):
+            raise InsufficientStorage(
+                f"the export could not be written ({exc.strerror or exc}); "
+                f"{res.refund_words()}", rule="R7") from exc
+        if isinstance(exc, StoreUnavailable):
+            raise StoreUnavailable(f"the store stopped answering while the export was being "
+                                   f"written: {res.refund_words()}", rule=counters[0].rule,
+                                   share_id=grant.share_id, delivered=False) from exc
+        raise
+    faults.point("export.written")
+    try:
+        res.commit_before_sending()
+        faults.point("export.committed")
+    except BaseException:
+        handle.close()
+        raise
+    stamp = iso(grant.now_ms).replace(":", "").replace("-", "")[:15]
+    filename = f"{selection.dataset}-{user.name}-{stamp}{suffix}"
+    return Export(handle, size, filename, mimetype, grant.share_id, posts, len(authors))
+
+
+def _failing_midway(posts: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for i, post in enumerate(posts):
+        if i == 100:
+            faults.point("export.writing")
+        yield post
+
+
+def _write(fmt: str, posts: Iterator[dict[str, Any]], out: IO[bytes], about: dict[str, str],
+           users: list[dict[str, Any]] | None) -> int:
+    if fmt == "xlsx":
+        from exports.xlsx import write_xlsx
+
+        return write_xlsx(posts, out, about=about, users=users)
+    from exports.pdf import write_pdf
+
+    return write_pdf(posts, out, about=about)

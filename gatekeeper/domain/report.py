@@ -1,0 +1,595 @@
+"""The auditor's monthly report (R11): what left, to whom, under which limits, what was refused.
+
+Two records feed it, and the report shows where they must agree: the audit streams (every answer
+the ledger gave, at its time) and the ledger's usage per UTC day beside each counter. The month
+is a calendar month in UTC, the ledger's days; every time in the report is UTC.
+
+- Totals per entity and per recipient: units granted (``granted`` and ``partial`` answers) minus
+  units refunded; a replayed answer counts zero; by kind (share.posts, share.users, export.xlsx,
+  export.pdf). A refund counts against the grant it gives back, found by its share id.
+- Peaks: the highest UTC day of each counter, and for R2 the highest 30-day total at the end of
+  a day, against the limit in force at that moment (R3 exemption, R4 permission, or R2).
+- Exemptions (R3) and permissions (R4) in force at any time in the month, rebuilt from their
+  audit records and checked against the entity's current facts.
+- Pools (R10) as they stood at the month's end, and every entity that joined one in the month
+  (created with a parent, or linked later), rebuilt from the records before the month's end:
+  an entity linked after it was still its own pool then.
+
+`month_report` returns plain data; `exports.report_pdf` lays it out; `report_pages` delivers
+it (``gatekeeper report`` and ``/report``). The periods of R3, R4 and R10 facts are rebuilt by
+`periods`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gatekeeper.domain.audit import AuditFilter, AuditLog
+from gatekeeper.domain.entities import Entity
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import DAY_MS, Counter, Limit, hydrated_window, iso, post_id_window
+from gatekeeper.ledger.store import failing_closed
+from gatekeeper.rules import periods
+from gatekeeper.rules.errors import BadInput
+from gatekeeper.rules.periods import (
+    Exemption,
+    PermissionPeriod,
+    Pool,
+    PoolLink,
+    number,
+    record_ms,
+)
+
+USAGE_KINDS = ("share.posts", "share.users", "export.xlsx", "export.pdf")
+REFUSALS = ("refused", "denied", "conflict")
+GRANTS = ("granted", "partial")
+MONTH_RE = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
+FIRST_MONTH, LAST_MONTH = "1970-01", "9999-11"  # the epoch; the last whose end a date can hold
+GRACE_MS = DAY_MS  # a refund settles moments after its grant; read this far past the month
+MAX_LISTED = 200  # refusals listed one by one; past this only counted
+
+
+# --- the data ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Totals:
+    """One entity's or recipient's month: answers given and units that left, by kind."""
+
+    net: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_KINDS, 0))
+    requests: int = 0  # answered granted or partial (replays not included)
+    partial: int = 0
+    replays: int = 0
+    refunded: int = 0  # units given back (already taken out of `net`)
+    refusals: int = 0  # refused, denied or conflict
+
+    @property
+    def units(self) -> int:
+        return sum(self.net.values())
+
+    @property
+    def active(self) -> bool:
+        return bool(self.requests or self.replays or self.refusals or self.refunded)
+
+
+@dataclass
+class EntityMonth:
+    """An entity's month: totals, and its R2 counter (a root's counter is its whole pool)."""
+
+    name: str
+    kind: str
+    pool: str
+    totals: Totals
+    daily: list[int]  # Post IDs on its R2 counter per day of the month
+    limit: int | None  # the R2 limit in force at the end of the month (None: unlimited)
+    peak_day: str | None = None
+    peak_day_amount: int = 0
+    peak_window: int = 0  # highest 30-day total at the end of a day of the month
+    peak_window_day: str | None = None
+    peak_window_limit: int | None = None  # the limit in force at that moment
+
+    @property
+    def peak_percent(self) -> float | None:
+        if self.peak_window_limit is None or not self.peak_window_day:
+            return None
+        return 100.0 * self.peak_window / self.peak_window_limit
+
+
+@dataclass
+class RecipientMonth:
+    """A recipient's month: an entity receiving ID files, or a person receiving exports (R6)."""
+
+    name: str
+    entity: str
+    person: bool
+    totals: Totals
+    daily: list[int]  # hydrated objects on the R6 counter per UTC day (people only)
+    limit: int | None
+    peak_day: str | None = None
+    peak_day_amount: int = 0
+
+    @property
+    def peak_percent(self) -> float | None:
+        if self.limit is None or not self.peak_day:
+            return None
+        return 100.0 * self.peak_day_amount / self.limit
+
+
+@dataclass(frozen=True)
+class Event:
+    """One audit record as the report shows it."""
+
+    at_ms: int
+    actor: str
+    entity: str
+    recipient: str
+    channel: str
+    kind: str
+    outcome: str
+    rule: str
+    requested: int
+    granted: int
+    message: str
+
+    @staticmethod
+    def of(r: dict[str, str]) -> Event:
+        outcome, message = r.get("outcome", ""), r.get("message", "")
+        rule = r.get("rule", "") or ("idempotency" if outcome == "conflict" else "")
+        if not message and outcome == "conflict":
+            message = "Idempotency-Key already used for a different request; nothing counted"
+        elif not message and outcome == "refused":
+            at = number(r.get("available_at"))
+            message = (f"over the {rule} limit, refused whole; nothing counted; "
+                       + (f"the whole request fits from {iso(at)}" if at > 0 else
+                          "no release of capacity makes the whole request fit"))
+        return Event(record_ms(r), r.get("actor", ""), r.get("entity", ""), r.get("recipient", ""),
+                     r.get("channel", ""), r.get("kind", ""), outcome, rule,
+                     number(r.get("requested")), number(r.get("granted")), message)
+
+
+@dataclass
+class RefusalGroup:
+    rule: str
+    outcome: str
+    count: int = 0
+    requested: int = 0
+    entities: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Check:
+    """Audit records against ledger counters for the month; `ok` says they agree."""
+
+    what: str
+    audit: int
+    ledger: int
+    ok: bool
+    note: str
+
+
+@dataclass
+class ReportData:
+    month: str
+    start_ms: int
+    end_ms: int
+    generated_ms: int
+    generated_by: str
+    limits: dict[str, Any]
+    days: list[str]
+    entities: list[EntityMonth]  # active ones, most Post IDs first
+    idle_entities: list[str]
+    recipients: list[RecipientMonth]
+    refusals: list[RefusalGroup]
+    refusal_events: list[Event]  # the first MAX_LISTED, oldest first
+    refusal_count: int
+    exemptions: list[Exemption]
+    permissions: list[PermissionPeriod]
+    pools: list[Pool]  # at the month's end
+    pool_joins: list[PoolLink]  # entities that joined a pool in the month, oldest first
+    deletions: list[Event]
+    withheld_r9: int  # IDs left out of shares in the month because of the R9 lists
+    shares_with_withheld: int
+    deleted_now: dict[str, int]
+    datasets_affected: dict[str, int]
+    post_ids_daily: list[int]  # all R2 pool counters per day
+    user_ids_daily: list[int]
+    hydrated_daily: list[int]
+    checks: list[Check]
+    records: int  # audit records read for the month
+    checkpoint: str = "not taken"  # the signed audit checkpoint written with it (R11)
+
+    def total(self, kind: str) -> int:
+        return sum(e.totals.net[kind] for e in self.entities)
+
+    def top(self, n: int) -> list[EntityMonth]:
+        """The n entities with the most Post IDs on their own counters in the month."""
+        ranked = sorted(self.entities, key=lambda e: (-sum(e.daily), e.name))
+        return [e for e in ranked if sum(e.daily)][:n]
+
+    def joined(self, how: str) -> int:
+        """Entities that joined a pool in the month `how` ("linked" or "created")."""
+        return sum(j.how == how for j in self.pool_joins)
+
+    def summary(self) -> dict[str, Any]:
+        """The headline figures (what `gatekeeper report --json` prints)."""
+        return {
+            "month": self.month, "generated_at": iso(self.generated_ms),
+            "generated_by": self.generated_by, "records": self.records,
+            "entities_active": len(self.entities), "recipients_active": len(self.recipients),
+            **{kind: self.total(kind) for kind in USAGE_KINDS},
+            "refusals": {f"{g.rule}/{g.outcome}": g.count for g in self.refusals},
+            "exemptions": len(self.exemptions), "permissions": len(self.permissions),
+            "pools": len(self.pools), "pool_links": self.joined("linked"),
+            "pool_children_created": self.joined("created"),
+            "deletion_ingests": len(self.deletions), "withheld_r9": self.withheld_r9,
+            "checks_ok": all(c.ok for c in self.checks),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for g in out["refusals"]:
+            g["entities"] = sorted(g["entities"])
+        return out
+
+
+# --- months -----------------------------------------------------------------------------------
+
+
+def month_bounds(month: str) -> tuple[int, int]:
+    """[start, end) of a "YYYY-MM" month in UTC, epoch ms; BadInput for anything else."""
+    m = MONTH_RE.fullmatch(month or "")
+    if not m:
+        raise BadInput(f"month must be YYYY-MM (e.g. 2026-10), not {month!r}", field="month",
+                       value=str(month))
+    if not FIRST_MONTH <= month <= LAST_MONTH:
+        raise BadInput(f"month must be from {FIRST_MONTH} to {LAST_MONTH}, not {month!r}",
+                       field="month", value=month)
+    first = datetime(int(m[1]), int(m[2]), 1, tzinfo=UTC)
+    nxt = (first + timedelta(days=32)).replace(day=1)
+    return int(first.timestamp() * 1000), int(nxt.timestamp() * 1000)
+
+
+def redis_now_ms(gate: Any) -> int:
+    with failing_closed():
+        seconds, micros = gate.client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def previous_month(now_ms: int) -> str:
+    """The last full UTC month before `now_ms`."""
+    first = datetime.fromtimestamp(now_ms / 1000, UTC).date().replace(day=1)
+    return (first - timedelta(days=1)).strftime("%Y-%m")
+
+
+def _day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
+
+
+# --- reading the audit streams ----------------------------------------------------------------
+
+
+def records(gate: Any, since_ms: int | None, until_ms: int) -> Iterator[dict[str, str]]:
+    """Audit records of every stream, oldest first, in [since_ms, until_ms) by their time."""
+    log = AuditLog(gate.client).records(AuditFilter(since_ms=since_ms, until_ms=until_ms))
+    for r in log:
+        t = record_ms(r)
+        if (since_ms is None or t >= since_ms) and t < until_ms:
+            yield r
+
+
+# --- building the report ----------------------------------------------------------------------
+
+
+class _Tally:
+    """One pass over the audit records: totals, refusals, deletion ingests, R3/R4 changes,
+    R10 pool joins."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+        self.by_entity: dict[str, Totals] = defaultdict(Totals)
+        self.by_recipient: dict[str, Totals] = defaultdict(Totals)
+        self.recipient_entity: dict[str, str] = {}
+        self.grants: dict[str, tuple[str, str, str]] = {}  # share id -> kind, entity, recipient
+        self.groups: dict[tuple[str, str], RefusalGroup] = {}
+        self.refusal_events: list[Event] = []
+        self.deletions: list[Event] = []
+        self.changes: list[dict[str, str]] = []  # R3 and R4 records up to the month's end
+        self.joins: list[PoolLink] = []  # R10, up to the month's end
+        self.pool_of: dict[str, str] = {}  # entity -> pool, as the joins so far left it
+        self.withheld = self.with_withheld = self.count = 0
+
+    def add(self, r: dict[str, str]) -> None:
+        t, outcome, kind = record_ms(r), r.get("outcome", ""), r.get("kind", "")
+        if outcome == "changed" and r.get("rule") in ("R3", "R4") and t < self.end:
+            self.changes.append(r)
+        if outcome == "changed" and t < self.end:
+            self._join(r)
+        if t < self.start:
+            return
+        if t >= self.end:  # the grace period: only refunds of the month's grants
+            if outcome == "refunded":
+                self._refund(r)
+            return
+        self.count += 1
+        entity, recipient = r.get("entity", ""), r.get("recipient", "")
+        if kind in USAGE_KINDS and outcome in GRANTS:
+            granted = number(r.get("granted"))
+            for totals in (self.by_entity[entity], self.by_recipient[recipient]):
+                totals.net[kind] += granted
+                totals.requests += 1
+                totals.partial += outcome == "partial"
+            self.recipient_entity[recipient] = entity
+            if r.get("share_id"):
+                self.grants[r["share_id"]] = (kind, entity, recipient)
+            if r.get("removed_r9"):
+                self.withheld += number(r["removed_r9"])
+                self.with_withheld += 1
+        elif kind in USAGE_KINDS and outcome == "replayed":
+            self.by_entity[entity].replays += 1
+            self.by_recipient[recipient].replays += 1
+            self.recipient_entity[recipient] = entity
+        elif outcome == "refunded":
+            self._refund(r)
+        elif outcome == "recounted":
+            self._refund(r, sign=-1)  # a delivery counted again after its refund
+        elif outcome in REFUSALS:
+            self._refusal(r, entity, recipient)
+        elif kind.startswith("deletions.") and outcome == "ingested":
+            self.deletions.append(Event.of(r))
+
+    def _join(self, r: dict[str, str]) -> None:
+        join = periods.pool_link(r, self.pool_of)
+        if join is not None:
+            self.joins.append(join)
+            self.pool_of[join.entity] = join.pool
+
+    def _refund(self, r: dict[str, str], sign: int = 1) -> None:
+        """Take a refund back from the grant it returns (one before the month: not ours);
+        with sign -1, add back a delivery the ledger counted again after refunding it."""
+        grant = self.grants.get(r.get("share_id", ""))
+        if grant is None:
+            return
+        kind, entity, recipient = grant
+        back = sign * number(r.get("granted"))
+        for totals in (self.by_entity[entity], self.by_recipient[recipient]):
+            totals.net[kind] -= back
+            totals.refunded += back
+
+    def _refusal(self, r: dict[str, str], entity: str, recipient: str) -> None:
+        ev = Event.of(r)
+        g = self.groups.setdefault((ev.rule, ev.outcome), RefusalGroup(ev.rule, ev.outcome))
+        g.count += 1
+        g.requested += ev.requested
+        if entity:
+            g.entities.add(entity)
+            self.by_entity[entity].refusals += 1
+        if recipient:
+            self.by_recipient[recipient].refusals += 1
+            self.recipient_entity.setdefault(recipient, entity)
+        if len(self.refusal_events) < MAX_LISTED:
+            self.refusal_events.append(ev)
+
+
+@dataclass
+class _Days:
+    """The ledger's usage per UTC day: R2 per entity, User IDs per entity, R6 per person."""
+
+    r2: dict[str, dict[int, int]]
+    uid: dict[str, dict[int, int]]
+    r6: dict[str, dict[int, int]]
+
+    @staticmethod
+    def read(gate: Any, entities: list[Entity], people: list[tuple[str, str]],
+             days: range) -> _Days:
+        cfg = gate.config.limits
+        r2w, r6w = post_id_window(cfg), hydrated_window(cfg)
+        counters = [Counter(keys.counter(e.root, "r2", e.name), "R2", r2w, Limit(None))
+                    for e in entities]
+        counters += [Counter(keys.counter(e.root, "uid", e.name), "-", r2w, Limit(None))
+                     for e in entities]
+        counters += [Counter(keys.counter(root, "r6", n), "R6", r6w, Limit(None))
+                     for n, root in people]
+        daily = gate.ledger.daily(counters, days)
+        n = len(entities)
+        names = [e.name for e in entities]
+        return _Days(dict(zip(names, daily[:n], strict=True)),
+                     dict(zip(names, daily[n:2 * n], strict=True)),
+                     dict(zip((p for p, _ in people), daily[2 * n:], strict=True)))
+
+
+def month_report(gate: Any, month: str, *, actor: str = "", now_ms: int | None = None
+                 ) -> ReportData:
+    """Everything the auditor's report for `month` ("YYYY-MM", UTC) shows, as plain data."""
+    start, end = month_bounds(month)
+    now = now_ms if now_ms is not None else redis_now_ms(gate)
+    if start > now:
+        raise BadInput(f"month {month} has not started yet; nothing to report")
+    cfg = gate.config.limits
+    days = [_day(t) for t in range(start, end, DAY_MS)]
+    first_day = start // DAY_MS
+
+    def month_series(d: dict[int, int]) -> list[int]:
+        return [d.get(first_day + i, 0) for i in range(len(days))]
+
+    entities = {e.name: e for e in gate.entities.all()}
+    with failing_closed():
+        user_entity = {k.decode(): v.decode() for k, v in gate.client.hgetall(keys.USERS).items()}
+
+    # One pass over the history up to the month's end, and a grace period for refunds of its
+    # last grants: R3/R4 changes from any time, everything else from the month.
+    tally = _Tally(start, end)
+    for r in records(gate, None, end + GRACE_MS):
+        tally.add(r)
+    exemptions = periods.exemptions(tally.changes, entities, start, end)
+    permissions = periods.permissions(tally.changes, entities, start, end)
+    pools = periods.pools(tally.joins, entities, end)
+    pool_at_end = {m.entity: p.root for p in pools for m in p.members}
+    ents = sorted(entities.values(), key=lambda e: e.name)
+    # The month's days, and a window before it for the rolling R2 peaks.
+    ledger = _Days.read(gate, ents, [(n, entities[e].root) for n, e in sorted(user_entity.items())
+                                     if e in entities],
+                        range(first_day - cfg.post_ids_window_days, first_day + len(days)))
+
+    limits = _Limits(cfg.post_ids_per_entity, exemptions, permissions)
+    rows: list[EntityMonth] = []
+    idle: list[str] = []
+    for e in ents:
+        totals, d = tally.by_entity.get(e.name, Totals()), ledger.r2[e.name]
+        # The pool it was in then: a link after the month does not reach back into it.
+        row = EntityMonth(e.name, e.kind, pool_at_end.get(e.name, e.name), totals,
+                          month_series(d),
+                          limits.at(e.name, end - 1))
+        if not (totals.active or any(row.daily)):
+            idle.append(e.name)
+            continue
+        linked = [(m.linked_at_ms // DAY_MS, ledger.r2[m.name]) for m in ents
+                  if m.root == e.name and m.linked_at_ms is not None and m.linked_at_ms < end]
+        _peaks(row, d, first_day, days, cfg.post_ids_window_days, limits, linked)
+        rows.append(row)
+    for name in sorted(set(tally.by_entity) - set(entities) - {""}):  # named, not on file
+        rows.append(EntityMonth(name, "-", "-", tally.by_entity[name], [0] * len(days),
+                                limits.at(name, end - 1)))
+    rows.sort(key=lambda r: (-r.totals.net["share.posts"], -sum(r.daily), r.name))
+
+    r6 = {n: month_series(d) for n, d in ledger.r6.items()}
+    recipients: list[RecipientMonth] = []
+    for name in sorted((set(tally.by_recipient) | {n for n, s in r6.items() if any(s)}) - {""}):
+        person = name in user_entity
+        series = r6.get(name) or [0] * len(days)
+        rec = RecipientMonth(name, tally.recipient_entity.get(name) or user_entity.get(name, ""),
+                             person, tally.by_recipient.get(name, Totals()), series,
+                             cfg.hydrated_per_recipient if person else None)
+        if any(series):
+            peak = max(range(len(days)), key=lambda i: (series[i], -i))
+            rec.peak_day, rec.peak_day_amount = days[peak], series[peak]
+        recipients.append(rec)
+    recipients.sort(key=lambda r: (not r.person, -r.totals.units, r.name))
+
+    n = len(days)
+    # Every pool once a day: the own days of that day's roots (R10: a linked entity's until
+    # its link; from the link's day its pool's days hold it).
+    post_ids = _sum_series([[v if e.root_on(first_day + i) else 0
+                             for i, v in enumerate(month_series(ledger.r2[e.name]))]
+                            for e in ents], n)
+    user_ids = _sum_series([month_series(d) for d in ledger.uid.values()], n)
+    hydrated = _sum_series(list(r6.values()), n)
+    report = ReportData(
+        month=month, start_ms=start, end_ms=end, generated_ms=now, generated_by=actor,
+        limits={"post_ids_per_entity": cfg.post_ids_per_entity,
+                "post_ids_window_days": cfg.post_ids_window_days,
+                "hydrated_per_recipient": cfg.hydrated_per_recipient,
+                "hydrated_window": cfg.hydrated_window, "timezone": cfg.timezone,
+                "hydrated_counts_toward_post_ids": cfg.hydrated_counts_toward_post_ids},
+        days=days, entities=rows, idle_entities=idle, recipients=recipients,
+        refusals=sorted(tally.groups.values(), key=lambda g: (g.rule, g.outcome)),
+        refusal_events=tally.refusal_events,
+        refusal_count=sum(g.count for g in tally.groups.values()),
+        exemptions=exemptions, permissions=permissions, pools=pools,
+        pool_joins=[j for j in tally.joins if j.at_ms >= start], deletions=tally.deletions,
+        withheld_r9=tally.withheld, shares_with_withheld=tally.with_withheld,
+        deleted_now=_deleted_now(gate), datasets_affected=_affected(gate),
+        post_ids_daily=post_ids, user_ids_daily=user_ids, hydrated_daily=hydrated,
+        checks=[], records=tally.count)
+    report.checks = _checks(report, sum(post_ids), sum(user_ids), sum(hydrated),
+                            cfg.hydrated_counts_toward_post_ids)
+    return report
+
+
+def _sum_series(series: list[list[int]], n: int) -> list[int]:
+    return [sum(s[i] for s in series) for i in range(n)]
+
+
+class _Limits:
+    """R2's limit of each entity at any moment of the month, from the rebuilt R3/R4 periods."""
+
+    def __init__(self, base: int, exemptions: list[Exemption],
+                 permissions: list[PermissionPeriod]) -> None:
+        self.base = base
+        self.exempt: dict[str, list[Exemption]] = defaultdict(list)
+        self.permits: dict[str, list[PermissionPeriod]] = defaultdict(list)
+        for x in exemptions:
+            self.exempt[x.entity].append(x)
+        for p in permissions:
+            self.permits[p.entity].append(p)
+
+    def at(self, entity: str, t: int) -> int | None:
+        """An R4 permission in force replaces the limit; else an R3 exemption lifts it."""
+        for p in self.permits.get(entity, ()):
+            if p.from_ms <= t < p.until_ms:
+                return p.limit
+        for x in self.exempt.get(entity, ()):
+            if x.from_ms <= t and (x.until_ms is None or t < x.until_ms):
+                return None
+        return self.base
+
+
+def _peaks(row: EntityMonth, d: dict[int, int], first_day: int, days: list[str],
+           window_days: int, limits: _Limits,
+           linked: Sequence[tuple[int, dict[int, int]]] = ()) -> None:
+    """The highest day, and the highest 30-day total at a day's end against its limit then.
+
+    `linked`: (day of the link, own days) of entities linked into this pool (R10). From the
+    day of its link, what a linked entity received before it — still in the window — counts
+    against the pool, as the ledger merged it then."""
+    if any(row.daily):
+        peak = max(range(len(days)), key=lambda i: (row.daily[i], -i))
+        row.peak_day, row.peak_day_amount = days[peak], row.daily[peak]
+    best: tuple[float, int, int] | None = None
+    # At the end of day D the window holds exactly days D-(N-1)..D (buckets leave whole).
+    total = sum(d.get(first_day - 1 - k, 0) for k in range(window_days))
+    for i in range(len(days)):
+        day = first_day + i
+        total += d.get(day, 0) - d.get(day - window_days, 0)
+        pooled = total + sum(own.get(x, 0) for link_day, own in linked if link_day <= day
+                             for x in range(day - window_days + 1, link_day))
+        if not pooled:
+            continue
+        limit = limits.at(row.name, (day + 1) * DAY_MS - 1)
+        key = (pooled / limit if limit else -1.0, pooled, -i)
+        if best is None or key > best:
+            best = key
+            row.peak_window, row.peak_window_day, row.peak_window_limit = pooled, days[i], limit
+
+
+def _deleted_now(gate: Any) -> dict[str, int]:
+    with failing_closed():
+        pipe = gate.client.pipeline(transaction=False)
+        for kind in ("posts", "users"):
+            pipe.scard(keys.deleted(kind))
+        posts, users = pipe.execute()
+    return {"posts": int(posts), "users": int(users)}
+
+
+def _affected(gate: Any) -> dict[str, int]:
+    deleted = gate.deletions.current()
+    return gate.datasets.affected(deleted) if deleted.posts or deleted.users else {}
+
+
+def _checks(report: ReportData, r2: int, uid: int, r6: int, exports_count: bool) -> list[Check]:
+    """Where the audit records and the ledger's days must agree, and whether they do."""
+    shared = report.total("share.posts")
+    exported = report.total("export.xlsx") + report.total("export.pdf")
+    people = sum(r.totals.net["export.xlsx"] + r.totals.net["export.pdf"]
+                 for r in report.recipients if r.person)
+    if exports_count:
+        r2_check = Check("Post IDs: shares (+ exported posts) vs R2 pool counters", shared, r2,
+                         shared <= r2 <= shared + exported,
+                         "exported posts count toward R2 too; exported User objects do not, so "
+                         "the counters lie between the shares and shares + exports")
+    else:
+        r2_check = Check("Post IDs: shares vs R2 pool counters", shared, r2, shared == r2,
+                         "must be equal")
+    return [
+        r2_check,
+        Check("User IDs: shares vs User ID counters", report.total("share.users"), uid,
+              report.total("share.users") == uid, "must be equal"),
+        Check("Hydrated objects: exports vs R6 counters", people, r6, people == r6,
+              "must be equal"),
+    ]
+
+

@@ -1,0 +1,294 @@
+"""ID shares (R1, R2, R8, R9, R10): authorise, select, reserve, deliver — in that order.
+
+- authorise: the policy decides whether this actor may share with this entity (refusals are
+  audited and count nothing);
+- select: the IDs — an uploaded list validated whole (every bad line reported, nothing counted)
+  or a dataset selection — minus everything on the R9 deletion lists, spooled to a private
+  temporary file so memory stays flat whatever the size;
+- reserve: the ledger checks and reserves atomically (refused whole, or exactly the remaining
+  allowance when partial was asked for);
+- deliver: write the file (CLI: beside --out, renamed into place) or stream the response (API),
+  then commit; if writing fails first, the reservation is refunded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from gatekeeper import faults
+from gatekeeper.domain import spool
+from gatekeeper.domain.audit import record_denial
+from gatekeeper.domain.deletions import Deleted
+from gatekeeper.domain.entities import Entity
+from gatekeeper.domain.formats import is_id
+from gatekeeper.domain.lines import MAX_LINE_BYTES
+from gatekeeper.domain.lines import read as read_lines
+from gatekeeper.domain.users import User
+from gatekeeper.ledger.ledger import Idempotency
+from gatekeeper.ledger.reservation import Reservation
+from gatekeeper.rules import policy
+from gatekeeper.rules.errors import BadInput, GatekeeperError, InsufficientStorage, PoolMoved
+
+MAX_REPORTED = 1000  # bad lines listed in full; past this only counted
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: no trailing newline
+
+
+class Selection:
+    """IDs ready to share: validated, R9-filtered, spooled to a file no path names (R7)."""
+
+    def __init__(self, source: str) -> None:
+        self._fh = spool.anonymous()
+        self.source = source
+        self.count = 0
+        self.removed = 0  # dropped by R9
+        self._digest = hashlib.sha256()
+
+    def add(self, ident: bytes) -> None:
+        self._fh.write(ident + b"\n")
+        self._digest.update(ident + b"\n")
+        self.count += 1
+
+    def drop(self, ident: bytes) -> None:
+        """Leave out an ID on a deletion list (R9). It still names the request: a retry
+        after a new deletion list is the same request, not a different one."""
+        self._digest.update(ident + b"\n")
+        self.removed += 1
+
+    def seal(self) -> Selection:
+        self._fh.flush()
+        return self
+
+    @property
+    def digest(self) -> str:
+        return self._digest.hexdigest()
+
+    @property
+    def size(self) -> int:
+        """Bytes of the spooled ID file."""
+        return os.fstat(self._fh.fileno()).st_size
+
+    def head(self, n: int, chunk: int = 1 << 16) -> Iterator[bytes]:
+        """The first `n` IDs as newline-terminated byte chunks (one reader at a time)."""
+        self._fh.seek(0)
+        left = n
+        while left > 0:
+            lines = self._fh.readlines(chunk)
+            if not lines:
+                return
+            lines = lines[:left]
+            left -= len(lines)
+            yield b"".join(lines)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._fh.close()
+
+    def __enter__(self) -> Selection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def select_ids(lines: Iterable[bytes], source: str, kind: str, deleted: Deleted) -> Selection:
+    """Validate an ID list (one decimal ID per line, blank lines ignored) and drop R9 IDs.
+
+    Every bad line is reported with its number (BadInput.details["details"]); nothing is
+    selected unless the whole list is valid.
+    """
+    hidden = deleted.posts if kind == "posts" else deleted.users
+    problems: list[dict[str, Any]] = []
+    bad = 0
+    sel = Selection(source)
+    try:
+        for number, raw in enumerate(lines, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            if is_id(line):
+                if bad:
+                    continue  # the list is already refused: only collect the problems
+                if hidden and int(line) in hidden:
+                    sel.drop(line)
+                else:
+                    sel.add(line)
+                continue
+            bad += 1
+            if len(problems) < MAX_REPORTED:
+                shown = line[:40].decode("utf-8", "replace")
+                problems.append({"line": number, "message":
+                                 f"{shown!r} is not a Post/User ID (a positive decimal integer "
+                                 "below 2^63)"})
+        if bad:
+            more = f" (first {MAX_REPORTED} listed)" if bad > len(problems) else ""
+            first = problems[0]
+            raise BadInput(
+                f"{source}: {bad:,} invalid line(s){more}, e.g. line {first['line']}: "
+                f"{first['message']}; nothing was counted",
+                details=problems, invalid_lines=bad,
+            )
+        return sel.seal()
+    except BaseException:
+        sel.close()
+        raise
+
+
+def select_id_file(path: Path, kind: str, deleted: Deleted,
+                   max_line_bytes: int = MAX_LINE_BYTES) -> Selection:
+    """select_ids over a file, with a clear error when it cannot be read or spooled."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read the ID file ({exc.strerror})") from None
+    with fh:
+        try:
+            # Not `for line in fh`: that reads a line whole, however long.
+            return select_ids(read_lines(fh.read, str(path), max_line_bytes), str(path), kind,
+                              deleted)
+        except OSError as exc:  # reading it, or spooling the selection (a full disk)
+            raise InsufficientStorage(f"{path}: the IDs could not be read and spooled "
+                                      f"({exc.strerror or exc}); nothing was counted") from None
+
+
+def select_from_dataset(gate: Any, dataset: str, filters: Any, kind: str,
+                        deleted: Deleted) -> Selection:
+    """Dehydrate a dataset selection: its Post IDs, or its distinct author User IDs (R9-free).
+
+    R9 decides on each post's light record (its ID, author, and what it retweets), read
+    without building posts; with nothing listed, references are not even read.
+    """
+    sel = Selection(f"dataset {dataset}")
+    try:
+        if kind == "users":
+            for author in gate.datasets.author_ids(dataset, filters):
+                if deleted.hides_user(author):
+                    sel.drop(author.encode())
+                else:
+                    sel.add(author.encode())
+        else:
+            for light in gate.datasets.light(dataset, filters, retweets=deleted.listed):
+                if deleted.hides_light(light):
+                    sel.drop(light[0].encode())
+                else:
+                    sel.add(light[0].encode())
+        return sel.seal()
+    except BaseException:
+        sel.close()
+        raise
+
+
+@dataclass(frozen=True)
+class Authorised:
+    """Who shares with whom, as the policy allowed it."""
+
+    user: User
+    target: Entity
+    root: Entity
+    audit: dict[str, Any]
+
+
+def authorise(gate: Any, *, actor: User | str, entity: str, kind: str, channel: str,
+              purpose: str | None, extra: dict[str, Any] | None = None) -> Authorised:
+    """Check the policy for an ID share; a refusal is audited (R11) and counts nothing."""
+    if kind not in policy.SHARE_KINDS:
+        raise BadInput(f"kind must be one of {', '.join(policy.SHARE_KINDS)}, not {kind!r}")
+    policy.check_purpose(purpose)
+    user = gate.users.get(actor) if isinstance(actor, str) else actor
+    target = gate.entities.get(entity)
+    root = gate.entities.get(target.root) if target.root != target.name else target
+    audit = {"actor": user.name, "entity": entity, "recipient": entity, "channel": channel,
+             "kind": f"share.{kind}", "request_id": uuid.uuid4().hex, "purpose": purpose or "",
+             **(extra or {})}
+    try:
+        policy.check_id_share(user, target)
+    except GatekeeperError as refusal:
+        record_denial(gate.ledger, target.root, refusal, audit)
+        raise
+    return Authorised(user, target, root, audit)
+
+
+def reserve(gate: Any, auth: Authorised, selection: Selection, *, kind: str,
+            allow_partial: bool, idempotency_key: str | None,
+            request: tuple[Any, ...] = ()) -> Reservation:
+    """Count a selection in the ledger: R2 for Post IDs (pooled, R10), recorded for User IDs."""
+    if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key):
+        raise BadInput("an idempotency key is 1-255 printable ASCII characters")
+    idempotency = None
+    if idempotency_key:
+        idempotency = Idempotency.of(auth.user.name, idempotency_key, auth.target.name, kind,
+                                     selection.digest, allow_partial, *request)
+    audit = {**auth.audit, "removed_r9": selection.removed or None}
+    target, root = auth.target, auth.root
+    for attempt in (1, 2):
+        counters = policy.id_share_counters(target, root, kind, selection.count,
+                                            gate.config.limits)
+        try:
+            grant = gate.ledger.take(target.root, counters, requested=selection.count,
+                                     share_id=auth.audit["request_id"], audit=audit,
+                                     partial=allow_partial, idempotency=idempotency)
+            break
+        except PoolMoved:
+            if attempt == 2:
+                raise
+            # R10: the entity joined another pool just now; count in the pool it is in.
+            target = gate.entities.get(target.name)
+            root = gate.entities.get(target.root)
+    return Reservation(gate.ledger, target.root, target.name, kind, grant, counters,
+                       idempotency, audit, removed=selection.removed,
+                       pending_dir=gate.pending_dir)
+
+
+def write_file(out: Path, selection: Selection, n: int) -> None:
+    """Write the first `n` IDs to `out`; the file appears there only once complete."""
+
+    faults.point("share.reserved")
+
+    def write(fh: IO[bytes]) -> None:
+        # The spool already holds one ID per line: copy bytes, never decode them.
+        written = 0
+        for chunk in selection.head(n):
+            fh.write(chunk)
+            written += chunk.count(b"\n")
+            faults.point("share.writing")
+        if written != n:
+            raise OSError(f"{selection.source} changed while it was being shared")
+
+    spool.publish(out, write)
+
+
+def share_to_file(gate: Any, *, actor: str, entity: str, out: Path, kind: str = "posts",
+                  ids_path: Path | None = None, dataset: str | None = None,
+                  filters: Any = None, allow_partial: bool = False, purpose: str | None = None,
+                  idempotency_key: str | None = None, channel: str = "cli") -> Reservation:
+    """The CLI's share: an ID file or a dataset selection in, the granted ID file out."""
+    shown = filters.to_dict() if filters is not None and not filters.is_empty else None
+    extra = {"dataset": dataset, "filters": json.dumps(shown, sort_keys=True) if shown else None}
+    auth = authorise(gate, actor=actor, entity=entity, kind=kind, channel=channel,
+                     purpose=purpose, extra={k: v for k, v in extra.items() if v})
+    deleted = gate.deletions.current()
+    if dataset is not None:
+        selection = select_from_dataset(gate, dataset, filters, kind, deleted)
+    elif ids_path is not None:
+        selection = select_id_file(ids_path, kind, deleted, gate.config.max_line_bytes)
+    else:
+        raise BadInput("give --ids FILE or --dataset NAME")
+    with selection:
+        res = reserve(gate, auth, selection, kind=kind, allow_partial=allow_partial,
+                      idempotency_key=idempotency_key,
+                      request=(dataset, extra["filters"], purpose))
+        n = res.deliverable(selection)
+        try:
+            res.deliver(lambda: write_file(out, selection, n), f"{n:,} IDs at {out}")
+        except OSError as exc:
+            raise BadInput(f"{out}: cannot write the ID file ({exc.strerror or exc}); "
+                           f"{res.refund_words()}", settled=res.settled) from exc
+    return res

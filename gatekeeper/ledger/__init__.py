@@ -1,0 +1,2 @@
+"""The ledger: counting in Redis, atomically, by Lua scripts; the keys, the store and
+the audit chain."""

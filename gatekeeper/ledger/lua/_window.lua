@@ -1,0 +1,199 @@
+-- _window.lua: shared by take.lua, settle.lua and peek.lua (prepended when they are loaded).
+--
+-- A counter is a list of buckets "start_ms:sum", oldest first, plus its running total at
+-- KEY..':sum'. A bucket covers [start, start + width). It leaves the window only when its
+-- *latest* possible member has left, so rounding can delay capacity but never grant it early.
+-- Calendar-day counters instead drop every bucket that started before the current local day.
+
+local DAY = 86400000
+
+local function now_ms(override)
+  if override ~= nil and override ~= '' then return tonumber(override) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Integers as decimal strings: cjson would print large numbers in exponent form.
+local function fmt(n) return string.format('%d', n) end
+
+local function parse_bucket(s)
+  local sep = string.find(s, ':', 1, true)
+  return tonumber(string.sub(s, 1, sep - 1)), tonumber(string.sub(s, sep + 1))
+end
+
+-- Reads one counter's spec (9 ARGV values from position i) as of `now`.
+local function read_spec(i, now)
+  local spec = {
+    amount = tonumber(ARGV[i]),
+    base = tonumber(ARGV[i + 1]),          -- -1 = unlimited (still counted, never enforced)
+    permit = tonumber(ARGV[i + 2]),        -- R4 written permission's limit, -1 = unlimited
+    permit_from = tonumber(ARGV[i + 3]),
+    permit_until = tonumber(ARGV[i + 4]),  -- exclusive; 0/0 = no permission
+    window = tonumber(ARGV[i + 5]),
+    width = tonumber(ARGV[i + 6]),
+    rule = ARGV[i + 8],
+    calendar = ARGV[i + 7] ~= '',
+  }
+  if spec.permit_from <= now and now < spec.permit_until then
+    spec.limit = spec.permit
+  else
+    spec.limit = spec.base
+  end
+  if spec.calendar then
+    -- Local midnights (epoch ms) around now, computed by the caller from the time zone;
+    -- the Redis clock picks the current day among them.
+    for b in string.gmatch(ARGV[i + 7], '%d+') do
+      local v = tonumber(b)
+      if v <= now then spec.day_start = v elseif spec.day_end == nil then spec.day_end = v end
+    end
+    if spec.day_start == nil or spec.day_end == nil then
+      return redis.error_reply('ERR calendar boundaries do not cover the current time')
+    end
+  end
+  return spec
+end
+
+local function expired(spec, now, start)
+  if spec.calendar then return start < spec.day_start end
+  return start + spec.width <= now - spec.window
+end
+
+local function release_at(spec, start)
+  if spec.calendar then return spec.day_end end
+  return start + spec.width + spec.window
+end
+
+-- The earliest time >= now at which `amount` more fits, given the buckets (oldest first, none
+-- expired) and the limit's segments in time: the base limit, and an R4 permission's limit
+-- inside [permit_from, permit_until). -1 if it never fits.
+local function earliest_fit(spec, now, used, buckets)
+  local segments = {}
+  local function segment(a, b, limit)
+    if b > a then segments[#segments + 1] = {a, b, limit} end
+  end
+  local huge = 2 ^ 52
+  if spec.permit_until > now and spec.permit_from < spec.permit_until then
+    local from = math.max(now, spec.permit_from)
+    segment(now, from, spec.base)
+    segment(from, spec.permit_until, spec.permit)
+    segment(spec.permit_until, huge, spec.base)
+  else
+    segment(now, huge, spec.base)
+  end
+  for _, seg in ipairs(segments) do
+    local a, b, limit = seg[1], seg[2], seg[3]
+    local at = -1
+    if limit < 0 or used + spec.amount <= limit then
+      at = a
+    elseif spec.amount <= limit then
+      -- Walk buckets oldest first until enough has left; a release earlier than the segment
+      -- counts from the segment's start.
+      local need = used + spec.amount - limit
+      local released = 0
+      for _, b_ in ipairs(buckets) do
+        local start, sum = parse_bucket(b_)
+        released = released + sum
+        if released >= need then
+          at = math.max(a, release_at(spec, start))
+          break
+        end
+      end
+    end
+    if at >= 0 and at < b then return at end
+  end
+  return -1
+end
+
+local function remaining(spec, used)
+  if spec.limit < 0 then return -1 end
+  local r = spec.limit - used
+  if r < 0 then return 0 end
+  return r
+end
+
+-- Tamper evidence (R11): every audit record is appended here, nowhere else. Each carries its
+-- stream's sequence number `seq` (1, 2, ...) and `hash` = SHA-1 of the previous record's hash
+-- (empty for seq 1) and the record's own fields and values, seq included, in stored order,
+-- each after a NUL byte: prev .. '\0' .. f1 .. '\0' .. v1 .. '\0' .. ... A NUL or \1 inside
+-- a value is stuffed (\1 -> \1\1, NUL -> \1\2), so the encoding is unambiguous and, for
+-- ordinary text (which holds neither byte), costs a verifier no per-field work;
+-- gatekeeper/ledger/chain.py recomputes exactly this. The chain's head (seq, hash, id) lives in a hash
+-- beside the stream, `STREAM:chain`: the same hash tag, so the same Cluster slot (keys.chain_of
+-- builds the same name). `args` is the XADD argument list ('XADD', stream, '*', field, value,
+-- ...); seq and hash are added to it, so a refusal-index copy made from it carries them too.
+-- Returns the record's ID.
+local STUFF = {['\0'] = '\1\2', ['\1'] = '\1\1'}
+local function append_audit(args)
+  local chain = args[2] .. ':chain'
+  local head = redis.call('HMGET', chain, 'seq', 'hash')
+  local seq = fmt(tonumber(head[1] or '0') + 1)
+  args[#args + 1] = 'seq'
+  args[#args + 1] = seq
+  local parts = {head[2] or ''}
+  for i = 4, #args do
+    local v = tostring(args[i])
+    args[i] = v
+    if string.find(v, '[%z\1]') then v = string.gsub(v, '[%z\1]', STUFF) end
+    parts[#parts + 1] = v
+  end
+  local hash = redis.sha1hex(table.concat(parts, '\0'))
+  args[#args + 1] = 'hash'
+  args[#args + 1] = hash
+  local id = redis.call(unpack(args))
+  redis.call('HSET', chain, 'seq', seq, 'hash', hash, 'id', id)
+  return id
+end
+
+-- The refusal index beside an audit stream keeps a copy of its latest refusals under the same
+-- IDs, so that a dashboard finds the newest refusals without reading every record. `args` is
+-- the XADD argument list of the record ('XADD', stream, '*', field, value, ...). A copy keeps
+-- the original's seq and hash but is not itself a chain: the index is capped and trimmed.
+local REFUSAL_INDEX_LENGTH = 100
+local function index_refusal(index, id, args)
+  local copy = {'XADD', index, 'MAXLEN', REFUSAL_INDEX_LENGTH, id}
+  for i = 4, #args do copy[#copy + 1] = args[i] end
+  redis.call(unpack(copy))
+end
+
+local REFUSED = {refused = true, denied = true, conflict = true}
+
+-- A reservation is 'reserved' from take.lua until settle.lua commits or refunds it. One left
+-- unsettled longer than `timeout` ms (the process died between counting and delivering) is
+-- closed as counted: it may have been delivered, and IDs delivered must stay counted (R2,
+-- conservative). `reserved` is the pool's index (share id -> ms reserved); `prefix` the pool's
+-- key prefix ('gk:{e:ROOT}:'); each closing appends a 'share.abandoned' record to `audit_key`.
+local SHARE_OWNER = {'actor', 'entity', 'recipient', 'channel', 'kind', 'request_id'}
+local function abandon_stale(reserved, audit_key, prefix, now, timeout)
+  local stale = redis.call('ZRANGEBYSCORE', reserved, '-inf', string.format('%d', now - timeout),
+                           'LIMIT', 0, 1000)
+  local closed = 0
+  for _, id in ipairs(stale) do
+    local key = prefix .. 'share:' .. id
+    local r = redis.call('HMGET', key, 'status', 'requested', 'granted', 'created')
+    if r[1] == 'reserved' then
+      redis.call('HSET', key, 'status', 'abandoned', 'settled', string.format('%d', now))
+      closed = closed + 1
+      local args = {'XADD', audit_key, '*', 'time', string.format('%d', now),
+                    'outcome', 'abandoned', 'rule', 'R2', 'share_id', id,
+                    'requested', r[2] or '0', 'granted', r[3] or '0'}
+      local owner = redis.call('HMGET', key, unpack(SHARE_OWNER))
+      for i, field in ipairs(SHARE_OWNER) do
+        if field == 'kind' then
+          args[#args + 1] = 'kind'
+          args[#args + 1] = 'share.abandoned'
+          args[#args + 1] = 'of'
+          args[#args + 1] = owner[i] or ''
+        elseif owner[i] then
+          args[#args + 1] = field
+          args[#args + 1] = owner[i]
+        end
+      end
+      args[#args + 1] = 'message'
+      args[#args + 1] = 'reserved at ' .. (r[4] or '?') .. ' ms and never settled (the process '
+        .. 'delivering it stopped): closed as counted, since it may have been delivered (R2)'
+      append_audit(args)
+    end
+    redis.call('ZREM', reserved, id)
+  end
+  return closed
+end
