@@ -292,6 +292,8 @@ def _parallel(client: Any, stream: str, start: str, pinned: dict[int, str],
     if workers <= 1:
         return [_verify_part(client, stream, start, "+", pinned)]
     jobs = [(stream, a, b, pinned) for a, b in _ranges(client, stream, start, 4 * workers)]
+    if threading.active_count() > 1:  # forking a process with threads is unsafe: the same
+        return [_verify_part(client, *job) for job in jobs]  # ranges, one after another
     _FORKED = client  # a forked child's connection pool makes connections of its own
     try:
         with ProcessPoolExecutor(min(workers, len(jobs)),
