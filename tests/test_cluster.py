@@ -16,7 +16,7 @@ import pytest
 from cluster import redis_cluster
 from live import share_ids, sign_in
 from redis.cluster import RedisCluster
-from test_dashboard import entity_rows
+from tables import entity_rows
 
 from gatekeeper import config as config_mod
 from gatekeeper.channels.web.app import create_app

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
 from live import form_token, share_ids, sign_in
-from test_dashboard import Tables, entity_rows
+from tables import Tables, entity_rows
 
 from gatekeeper import config as config_mod
 from gatekeeper.channels.cli.main import main
