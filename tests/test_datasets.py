@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from gatekeeper.domain import datasets as ds_mod
-from gatekeeper.domain import formats
+from gatekeeper.domain import formats, lines
 from gatekeeper.domain.datasets import Datasets, Filters, iter_post_ids
 from gatekeeper.domain.formats import iter_posts, iter_users
 from gatekeeper.ledger import keys
@@ -172,7 +172,7 @@ def test_lines_split_across_read_chunks_parse_the_same(
     expected = list(iter_posts(path))
     gz = tmp_path / "kpop.jsonl.gz"
     gz.write_bytes(gzip.compress(path.read_bytes()))
-    monkeypatch.setattr(formats, "CHUNK", 7)
+    monkeypatch.setattr(lines, "CHUNK", 7)
     assert list(iter_posts(path)) == expected
     assert list(iter_posts(gz)) == expected
 
@@ -484,7 +484,7 @@ def test_the_copy_is_never_visible_half_written(
         seen.append([f for f in listing(datasets.directory) if not f.startswith(".")])
         return read(self, n)
 
-    monkeypatch.setattr(formats, "CHUNK", 4096)
+    monkeypatch.setattr(lines, "CHUNK", 4096)
     monkeypatch.setattr(ds_mod._Tee, "read", watching)
     datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="admin", channel="cli")
     assert len(seen) > 50 and all(visible == [] for visible in seen)

@@ -16,7 +16,7 @@ import redis
 
 from exports.columns import COLUMNS, row
 from gatekeeper import config as config_mod
-from gatekeeper.domain import formats
+from gatekeeper.domain import formats, light
 from gatekeeper.domain.datasets import Filters
 from gatekeeper.domain.deletions import Ingest
 from gatekeeper.domain.demo import write_demo_dataset
@@ -369,7 +369,7 @@ def test_the_light_path_and_the_full_path_decide_alike(gate: Gate, tmp_path: Pat
            *rng.sample([p["id"] for p in posts], 20))
     ingest(gate, tmp_path, "users", *rng.sample(rt_authors, 3), *rng.sample(authors, 3))
     deleted = gate.deletions.current()
-    lights = list(formats.light_records(gate.datasets.path("demo")))
+    lights = list(light.light_records(gate.datasets.path("demo")))
     assert lights == [formats.light_of(p) for p in posts]
     expected = [p["id"] for p in posts if not deleted.hides(p)]
     assert [lt[0] for lt in lights if not deleted.hides_light(lt)] == expected

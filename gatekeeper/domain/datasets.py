@@ -23,25 +23,24 @@ import redis
 
 from gatekeeper.domain.entities import check_name
 from gatekeeper.domain.formats import (
-    GZIP_MAGIC,
     X_TIME,
     Light,
     author_id_of,
     distinct,
     iter_posts,
     light_of,
-    light_records,
     parse_time,
     read_records,
     x_time,
 )
-from gatekeeper.domain.lines import MAX_LINE_BYTES
+from gatekeeper.domain.light import light_records
+from gatekeeper.domain.lines import GZIP_MAGIC, MAX_LINE_BYTES
 from gatekeeper.domain.spool import Unnamed
 from gatekeeper.ledger import chain, keys
 from gatekeeper.ledger.ledger import Ledger, iso
 from gatekeeper.ledger.store import failing_closed
-from gatekeeper.rules.r9 import Deleted
 from gatekeeper.rules.errors import BadInput, Conflict, InsufficientStorage, NotFound
+from gatekeeper.rules.r9 import Deleted
 
 FILTER_FIELDS = ("since", "until", "lang", "contains", "author")
 LANG_RE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*", re.IGNORECASE)

@@ -20,20 +20,17 @@ User ID is checked to be what ID files hold (`is_id`), since shares, R9 and the 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import orjson
 
 from gatekeeper.domain import lines
-from gatekeeper.domain.lines import CHUNK, MAX_LINE_BYTES
+from gatekeeper.domain.lines import MAX_LINE_BYTES
 from gatekeeper.rules.errors import BadInput
 
 _ID = re.compile(rb"[1-9][0-9]{0,18}")
@@ -46,7 +43,6 @@ def is_id(token: bytes) -> bool:
     return _ID.fullmatch(token) is not None and int(token) < 2**63
 
 
-GZIP_MAGIC = b"\x1f\x8b"
 X_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")  # sorts as it compares
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -63,7 +59,7 @@ def author_id_of(post: dict[str, Any]) -> Any:
 Light = tuple[str, str | None, str | None, str | None]
 
 
-def _str(value: Any) -> str | None:
+def text_or_none(value: Any) -> str | None:
     return value if value is None or type(value) is str else str(value)
 
 
@@ -77,14 +73,14 @@ def retweet_of(post: dict[str, Any]) -> tuple[str | None, str | None] | None:
             author = ref.get("author")
             author_id = ref.get("author_id") or (author.get("id") if isinstance(author, dict)
                                                  else None)
-            return _str(ref.get("id")), _str(author_id)
+            return text_or_none(ref.get("id")), text_or_none(author_id)
     return None
 
 
 def light_of(post: dict[str, Any]) -> Light:
     """The `Light` record of a post as the readers yield it."""
     rt, rt_author = retweet_of(post) or (None, None)
-    return str(post["id"]), _str(author_id_of(post)), rt, rt_author
+    return str(post["id"]), text_or_none(author_id_of(post)), rt, rt_author
 
 
 def _bad(name: str, line: int, what: str) -> BadInput:
@@ -128,62 +124,7 @@ def parse_time(value: Any) -> datetime | None:
     return dt
 
 
-# --- reading lines ------------------------------------------------------------------------------
-
-
-def _gunzip(raw: bytes, read: Callable[[int], bytes], name: str) -> Iterator[bytes]:
-    d, eof = zlib.decompressobj(wbits=31), False
-    while True:
-        if not raw and not eof:
-            raw = read(CHUNK)
-            eof = not raw
-        try:
-            out = d.decompress(raw, CHUNK)  # bounded: a gzip bomb cannot blow memory up
-        except zlib.error as exc:
-            raise BadInput(f"{name}: not a valid gzip file ({exc})", file=name) from None
-        if out:
-            yield out
-        if d.eof:  # end of one member; gzip allows several in a row
-            raw = d.unused_data or (b"" if eof else read(CHUNK))
-            if not raw:
-                return
-            d = zlib.decompressobj(wbits=31)
-        else:
-            raw = d.unconsumed_tail
-            if eof and not raw and not out:
-                raise BadInput(f"{name}: the gzip data ends early (truncated file?)", file=name)
-
-
-def _chunks(read: Callable[[int], bytes], name: str) -> Iterator[bytes]:
-    """The decompressed content behind `read`, in large pieces; gzip is told by magic bytes."""
-    head = read(CHUNK)
-    if head[:2] == GZIP_MAGIC:
-        yield from _gunzip(head, read, name)
-        return
-    while head:
-        yield head
-        head = read(CHUNK)
-
-
-def _lines(chunks: Iterator[bytes], name: str, max_bytes: int) -> Iterator[tuple[int, bytes]]:
-    """Non-blank lines with their 1-based numbers; a line may span many chunks."""
-    for number, line in enumerate(lines.split(chunks, name, max_bytes), 1):
-        if line and not line.isspace():
-            yield number, line
-
-
-@contextlib.contextmanager
-def _opened(path: Path) -> Iterator[Callable[[int], bytes]]:
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the caller's loop
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read the dataset file ({exc.strerror})",
-                       file=str(path)) from None
-    with fh:
-        yield fh.read
-
-
-def _load(line: bytes, name: str, number: int) -> Any:
+def load(line: bytes, name: str, number: int) -> Any:
     try:
         return orjson.loads(line)  # the fastest full parse (msgspec's is ~10% slower here)
     except orjson.JSONDecodeError:
@@ -367,7 +308,7 @@ def _v1_id(obj: dict[str, Any]) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-def _records(obj: Any, where: tuple[str, int]) -> Iterator[Record]:
+def records(obj: Any, where: tuple[str, int]) -> Iterator[Record]:
     """The posts and users one parsed line holds, whatever its format."""
     if not isinstance(obj, dict):
         raise _bad(*where, f"expected a JSON object, found {type(obj).__name__}")
@@ -391,8 +332,8 @@ def _records(obj: Any, where: tuple[str, int]) -> Iterator[Record]:
 def read_records(read: Callable[[int], bytes], name: str,
                  max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Record]:
     """The posts and users of a whole input, line by line (see `iter_posts`)."""
-    for number, line in _lines(_chunks(read, name), name, max_line_bytes):
-        yield from _records(_load(line, name, number), (name, number))
+    for number, line in lines.numbered(lines.chunks(read, name), name, max_line_bytes):
+        yield from records(load(line, name, number), (name, number))
 
 
 def iter_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict[str, Any]]:
@@ -401,7 +342,7 @@ def iter_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dic
     Raises BadInput naming the file and the 1-based line of the first malformed line, and
     LineTooLong for a line longer than `max_line_bytes`.
     """
-    with _opened(path) as read:
+    with lines.opened(path) as read:
         for is_post, obj in read_records(read, str(path), max_line_bytes):
             if is_post:
                 yield obj
@@ -410,126 +351,12 @@ def iter_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dic
 def iter_users(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict[str, Any]]:
     """Stream the distinct User objects of a file: user-lookup pages, or the posts' authors."""
     seen: set[Any] = set()
-    with _opened(path) as read:
+    with lines.opened(path) as read:
         for is_post, obj in read_records(read, str(path), max_line_bytes):
             user = obj.get("author") if is_post else obj
             if user is not None and user.get("id") not in seen:
                 seen.add(user.get("id"))
                 yield user
-
-
-class _Id(msgspec.Struct):
-    id: Any = None
-
-
-class _Light(msgspec.Struct):
-    """What ID-only work reads of a post; the decoder skips every other field unbuilt."""
-
-    id: Any = None
-    text: Any = None
-    author_id: Any = None
-    author: _Id | None = None
-
-
-class _LightPage(msgspec.Struct):
-    data: list[_Light] | _Light | None = None
-
-
-class _Ref(msgspec.Struct):
-    type: Any = None
-    id: Any = None
-    author_id: Any = None
-    author: _Id | None = None
-
-
-class _R9Light(_Light):
-    """What R9 reads besides: which post a retweet repeats."""
-
-    referenced_tweets: list[_Ref] | None = None
-
-
-class _Included(msgspec.Struct):
-    id: Any = None
-    author_id: Any = None
-
-
-class _Includes(msgspec.Struct):
-    tweets: list[_Included] | None = None
-
-
-class _R9Page(msgspec.Struct):
-    data: list[_R9Light] | _R9Light | None = None
-    includes: _Includes | None = None
-
-
-_decode_light = msgspec.json.Decoder(_LightPage).decode
-_decode_r9 = msgspec.json.Decoder(_R9Page).decode
-
-
-def light_records(path: Path, *, retweets: bool = True,
-                  max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Light]:
-    """The `Light` record of every post, in file order, building no post or user objects.
-
-    A twarc2 page is decoded against a schema of the few fields needed, which skips context
-    annotations, entities, users and media (most of a line) without allocating them; other
-    lines take the full path. Gives what `light_of` gives for the posts `iter_posts` yields.
-    With ``retweets=False`` the last two fields are None and references and ``includes`` are
-    skipped too: ID-only work that needs no R9 decision stays as fast as it was. Assumes a
-    file `Datasets.add` has validated.
-    """
-    name = str(path)
-    decode = _decode_r9 if retweets else _decode_light
-    with _opened(path) as read:
-        for number, line in _lines(_chunks(read, name), name, max_line_bytes):
-            try:
-                page: Any = decode(line)
-            except msgspec.DecodeError:
-                page = None  # not page-shaped: the full path below says what it is
-            if page is None or page.data is None:
-                for is_post, post in _records(_load(line, name, number), (name, number)):
-                    if is_post:
-                        yield light_of(post) if retweets else (
-                            post["id"], _str(author_id_of(post)), None, None)
-                continue
-            data = page.data
-            items = data if type(data) is list else (data,)
-            if not retweets:
-                for item in items:
-                    if item.text is not None:  # users (lookup pages) have none
-                        author = item.author_id or (item.author.id if item.author else None)
-                        yield (item.id if type(item.id) is str else str(item.id),
-                               author if author is None or type(author) is str else str(author),
-                               None, None)
-                continue
-            originals: dict[str, Any] | None = None
-            for item in items:
-                if item.text is None:
-                    continue
-                pid = item.id if type(item.id) is str else str(item.id)
-                author = item.author_id or (item.author.id if item.author else None)
-                if author is not None and type(author) is not str:
-                    author = str(author)
-                refs = item.referenced_tweets
-                ref = next((r for r in refs if r.type == "retweeted"), None) if refs else None
-                if ref is None:
-                    yield pid, author, None, None
-                    continue
-                by = ref.author_id or (ref.author.id if ref.author else None)
-                if not by:
-                    if originals is None:
-                        tweets = page.includes.tweets if page.includes else None
-                        originals = {str(t.id): t.author_id for t in tweets or ()
-                                     if t.author_id}
-                    by = originals.get(str(ref.id))
-                yield pid, author, _str(ref.id), _str(by)
-
-
-def light_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES
-                ) -> Iterator[tuple[str, str | None]]:
-    """(post ID, author ID) of every post, in file order (see `light_records`)."""
-    for pid, author, _, _ in light_records(path, retweets=False,
-                                           max_line_bytes=max_line_bytes):
-        yield pid, author
 
 
 def distinct(ids: Iterator[Any]) -> Iterator[str]:

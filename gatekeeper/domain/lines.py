@@ -10,13 +10,17 @@ line (Windows editors write one) is dropped.
 
 from __future__ import annotations
 
+import contextlib
+import zlib
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
-from gatekeeper.rules.errors import LineTooLong
+from gatekeeper.rules.errors import BadInput, LineTooLong
 
 MAX_LINE_BYTES = 16 << 20  # datasets.max_line_mb's default, for callers without a config
 CHUNK = 1 << 20  # bytes read at a time: large reads are what make gzip and splitting cheap
 BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def size_text(n: int) -> str:
@@ -72,3 +76,58 @@ def read(reader: Callable[[int], bytes], source: str, max_bytes: int = MAX_LINE_
          size: int = CHUNK) -> Iterator[bytes]:
     """`split` over a reader (a file's or a request stream's ``read``), `size` bytes at a time."""
     return split(iter(lambda: reader(size), b""), source, max_bytes)
+
+
+# --- reading files: gzip told by its magic bytes, decompressed in bounded pieces ---------------
+
+
+def gunzip(raw: bytes, read: Callable[[int], bytes], name: str) -> Iterator[bytes]:
+    d, eof = zlib.decompressobj(wbits=31), False
+    while True:
+        if not raw and not eof:
+            raw = read(CHUNK)
+            eof = not raw
+        try:
+            out = d.decompress(raw, CHUNK)  # bounded: a gzip bomb cannot blow memory up
+        except zlib.error as exc:
+            raise BadInput(f"{name}: not a valid gzip file ({exc})", file=name) from None
+        if out:
+            yield out
+        if d.eof:  # end of one member; gzip allows several in a row
+            raw = d.unused_data or (b"" if eof else read(CHUNK))
+            if not raw:
+                return
+            d = zlib.decompressobj(wbits=31)
+        else:
+            raw = d.unconsumed_tail
+            if eof and not raw and not out:
+                raise BadInput(f"{name}: the gzip data ends early (truncated file?)", file=name)
+
+
+def chunks(read: Callable[[int], bytes], name: str) -> Iterator[bytes]:
+    """The decompressed content behind `read`, in large pieces; gzip is told by magic bytes."""
+    head = read(CHUNK)
+    if head[:2] == GZIP_MAGIC:
+        yield from gunzip(head, read, name)
+        return
+    while head:
+        yield head
+        head = read(CHUNK)
+
+
+def numbered(pieces: Iterator[bytes], name: str, max_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """Non-blank lines with their 1-based numbers; a line may span many chunks."""
+    for number, line in enumerate(split(pieces, name, max_bytes), 1):
+        if line and not line.isspace():
+            yield number, line
+
+
+@contextlib.contextmanager
+def opened(path: Path) -> Iterator[Callable[[int], bytes]]:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the caller's loop
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read the dataset file ({exc.strerror})",
+                       file=str(path)) from None
+    with fh:
+        yield fh.read
