@@ -14,7 +14,7 @@ import pytest
 from live import Server, start_server
 
 from gatekeeper import config as config_mod
-from gatekeeper.domain.datasets import Filters
+from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.store import EmbeddedServer

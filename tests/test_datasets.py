@@ -13,8 +13,9 @@ import pytest
 import redis
 
 from gatekeeper.domain import datasets as ds_mod
-from gatekeeper.domain import formats, lines
-from gatekeeper.domain.datasets import Datasets, Filters, iter_post_ids
+from gatekeeper.domain import lines
+from gatekeeper.domain.datasets import Datasets, iter_post_ids
+from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.formats import iter_posts, iter_users
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.ledger import Ledger

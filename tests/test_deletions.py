@@ -17,9 +17,9 @@ import redis
 from exports.columns import COLUMNS, row
 from gatekeeper import config as config_mod
 from gatekeeper.domain import formats, light
-from gatekeeper.domain.datasets import Filters
 from gatekeeper.domain.deletions import Ingest
 from gatekeeper.domain.demo import write_demo_dataset
+from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate, ingest_deletions, lift_deletion
 from gatekeeper.domain.hydrated import Selection, export
 from gatekeeper.domain.shares import select_from_dataset

@@ -29,7 +29,7 @@ from gatekeeper import config as config_mod
 from gatekeeper.channels.cli import main as cli
 from gatekeeper.channels.web.app import create_app
 from gatekeeper.domain import shares
-from gatekeeper.domain.datasets import Filters
+from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate, ingest_deletions, set_parent
 from gatekeeper.domain.hydrated import Selection, export
 from gatekeeper.domain.report import month_report

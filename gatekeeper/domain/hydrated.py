@@ -20,8 +20,8 @@ from typing import IO, Any
 from gatekeeper import faults
 from gatekeeper.domain import spool
 from gatekeeper.domain.audit import record_denial
-from gatekeeper.domain.datasets import Filters
 from gatekeeper.domain.deletions import Deleted
+from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.users import User
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.ledger import iso
