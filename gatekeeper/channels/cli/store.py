@@ -13,7 +13,7 @@ from gatekeeper.rules.errors import BadInput
 
 @click.group("store", cls=Group)
 def store_cmd() -> None:
-    """The embedded Redis server (redis.url = "embedded")."""
+    """The store: the embedded Redis server (redis.url = "embedded"), status, sweep, upgrade."""
 
 
 def _embedded(obj: Context) -> store.EmbeddedServer:

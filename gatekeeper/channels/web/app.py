@@ -167,7 +167,7 @@ def disk_full(exc: OSError) -> Any:
 
 def http_error(exc: HTTPException) -> Any:
     code = exc.code or 500
-    message = exc.description
+    message = exc.description or exc.name
     if isinstance(exc, CSRFError):
         message = f"The form was not accepted ({exc.description}); reload the page."
         denials.answered(Forbidden(message, rule="R12"), kind="access.csrf")
