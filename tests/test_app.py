@@ -4,6 +4,7 @@ package and `gatekeeper --help` lists it."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import pkgutil
@@ -197,3 +198,30 @@ def test_the_cli_imports_no_flask_and_no_web_module() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """Modules a file imports when it is imported (not those imported inside a function)."""
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return found
+
+
+def test_no_import_cycle_between_the_cli_and_the_web() -> None:
+    """The web imports nothing of the CLI; CLI modules import the shared context, never the
+    group that registers them (the old late-import cycle cli -> report pages -> cli)."""
+    channels = Path(gatekeeper.__file__).parent / "channels"
+    for path in sorted((channels / "web").glob("*.py")):
+        assert not {m for m in _top_level_imports(path)
+                    if m.startswith("gatekeeper.channels.cli")}, path.name
+        assert "gatekeeper.channels.cli" not in path.read_text(), path.name  # not even late
+    for path in sorted((channels / "cli").glob("*.py")):
+        if path.name == "main.py":
+            continue
+        imported = _top_level_imports(path)
+        assert "gatekeeper.channels.cli.main" not in imported, path.name
+        assert not {m for m in imported if m.startswith("gatekeeper.channels.web")}, path.name
