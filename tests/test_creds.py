@@ -108,7 +108,7 @@ def test_a_password_or_role_change_or_disabling_ends_the_users_sessions(
 def test_sessions_have_an_idle_and_an_absolute_lifetime(
         gate: Gate, web: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1_800_000_000]
-    monkeypatch.setattr("gatekeeper.channels.web.app._now", lambda: now[0])
+    monkeypatch.setattr("gatekeeper.channels.web.sessions._now", lambda: now[0])
     assert gate.config.server.session_idle_minutes == 30
     assert gate.config.server.session_max_hours == 12
     assert sign_in(web, "cora", PASSWORD) == 302

@@ -26,6 +26,7 @@ from flask.testing import FlaskClient
 from live import sign_in
 
 from gatekeeper import config as config_mod
+from gatekeeper.channels.cli import context as cli_context
 from gatekeeper.channels.cli import main as cli
 from gatekeeper.channels.web.app import create_app
 from gatekeeper.domain import shares
@@ -545,7 +546,7 @@ def test_pool_joins_come_from_add_and_link_records_and_old_messages() -> None:
 
 @pytest.fixture
 def run(history: Gate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(cli, "Gate", lambda _config: history)
+    monkeypatch.setattr(cli_context, "Gate", lambda _config: history)
 
     def invoke(*args: str) -> Any:
         return CliRunner().invoke(cli.main, ["--config", str(tmp_path / "config.toml"),

@@ -140,6 +140,14 @@ class Overview:
     refusals: list[AuditRecord]
     flags: list[SplitFlag]
     days: list[int]  # the epoch days of the charts, oldest first
+    # The store's layout. Older than LAYOUT: counters and refusals an older version wrote are
+    # not in the indexes yet, so some users, User IDs and refusals are missing until `gatekeeper
+    # store upgrade` (or `serve`'s start-up) runs Ledger.upgrade — a page never writes.
+    layout: int = LAYOUT
+
+    @property
+    def outdated(self) -> bool:
+        return self.layout < LAYOUT
 
     def daily_total(self) -> dict[int, int]:
         """Post IDs per day over every pool: the roots of each day (a child's IDs are in its
@@ -193,6 +201,7 @@ class _Snapshot:
     directory: list[tuple[str, str, str]]  # every user: (name, entity, pool root)
     active: set[str]  # counters that may hold usage now (the pools' active indexes)
     streams: list[str]
+    layout: int = LAYOUT
 
     def users(self, *, active_only: bool) -> list[User]:
         """Users as the directory knows them: counting R6 needs only name and pool (reading
@@ -220,8 +229,6 @@ def _snapshot(gate: Any, *, with_users: bool) -> _Snapshot:
         pipe.smembers(keys.AUDIT_STREAMS)
         pipe.get(keys.LAYOUT)
         entity_dir, user_dir, streams, layout = pipe.execute()
-        if int(layout or 0) < LAYOUT:  # a store written by an older version: indexed once
-            gate.ledger.upgrade(gate.config.limits)
         roots = {k.decode(): v.decode() for k, v in entity_dir.items()}
         names = sorted(roots)
         directory = sorted((k.decode(), v.decode(), roots[v.decode()])
@@ -243,7 +250,8 @@ def _snapshot(gate: Any, *, with_users: bool) -> _Snapshot:
                 revoked.add(h["name"])
     active = {k.decode() for members in rows[len(names):] for k in members}
     stream_names = sorted(s.decode() for s in streams)
-    return _Snapshot(now_ms, entities, revoked, directory, active, stream_names)
+    return _Snapshot(now_ms, entities, revoked, directory, active, stream_names,
+                     int(layout or 0))
 
 
 def _permission_state(entity: Entity, revoked: set[str], now_ms: int) -> str | None:
@@ -374,7 +382,7 @@ def _overview(gate: Any, snap: _Snapshot, rows: list[EntityRow], users: list[Use
         entities=rows, users=users, refusals=refusals,
         recipients=sum(1 for *_, root in snap.directory if root in pools),
         flags=flags,
-        days=list(range(today - HISTORY_DAYS + 1, today + 1)))
+        days=list(range(today - HISTORY_DAYS + 1, today + 1)), layout=snap.layout)
 
 
 def overview(gate: Any, *, users: bool = True, history: bool = True) -> Overview:

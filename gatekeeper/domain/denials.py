@@ -70,7 +70,8 @@ def answered(refusal: GatekeeperError, *, kind: str | None = None,
             "channel": channel(), "kind": kind, "path": request.path[:200],
             "method": request.method, "source": (request.remote_addr or "-")[:MAX_FIELD]}
     try:
-        record(current_app.extensions["gatekeeper"], refusal, actor, {**base, **(fields or {})})
+        record(current_app.extensions["gatekeeper"].gate, refusal, actor,
+               {**base, **(fields or {})})
     except GatekeeperError as exc:
         # The answer stays a denial; a store that cannot take the record must not turn it
         # into a 500 (the store's own failure is answered elsewhere).

@@ -18,7 +18,7 @@ from gatekeeper.domain.deletions import Deletions, Ingest
 from gatekeeper.domain.entities import Entities, Link
 from gatekeeper.domain.users import Users
 from gatekeeper.ledger import keys, pending, store
-from gatekeeper.ledger.ledger import Ledger, post_id_window
+from gatekeeper.ledger.ledger import LAYOUT, Ledger, post_id_window
 from gatekeeper.rules import policy
 
 
@@ -72,6 +72,22 @@ class Gate:
         return {"files_removed": [str(p) for p in removed], "refunds_sent": refunds["settled"],
                 "refunds_owed": refunds["left"], "abandoned": closed, "open": still_open,
                 "pools": len(roots)}
+
+    def upgrade(self, *, actor: str, channel: str) -> dict[str, int]:
+        """Bring a store an older version wrote up to this version's layout (Ledger.upgrade),
+        with an audit record (R11) when it indexed anything. Run at start-up (`gatekeeper
+        serve`) and by `gatekeeper store upgrade`; never by a request, which only reads."""
+        with store.failing_closed():
+            before = int(self.client.get(keys.LAYOUT) or 0)
+        done = self.ledger.upgrade(self.config.limits)
+        if done["counters"] or done["refusals"]:  # not a new store only stamped
+            self.ledger.record(
+                keys.placeholder(None), keys.SYS_AUDIT, mode="audit", fields={},
+                audit={"actor": actor, "channel": channel, "kind": "store.upgrade",
+                       "outcome": "changed", "rule": "R11",
+                       "message": f"store layout {before} -> {LAYOUT}: {done['counters']:,} "
+                                  f"counter(s) and {done['refusals']:,} refusal(s) indexed"})
+        return {"from": before, "to": max(before, LAYOUT), **done}
 
     @classmethod
     def open(cls, config_path: str | Path | None = None) -> Gate:

@@ -174,7 +174,11 @@ def connect(cfg: RedisConfig) -> redis.Redis:
         if cfg.cluster:
             from redis.cluster import RedisCluster
 
-            return RedisCluster.from_url(cfg.url, socket_timeout=SOCKET_TIMEOUT)
+            try:
+                return RedisCluster.from_url(cfg.url, socket_timeout=SOCKET_TIMEOUT)
+            except redis.exceptions.RedisClusterException as exc:  # it asks its nodes at once
+                raise StoreUnavailable(f"the Redis Cluster cannot be reached ({exc}); nothing "
+                                       "was released") from exc
         return redis.Redis.from_url(cfg.url, socket_timeout=SOCKET_TIMEOUT, retry=_retry())
 
 

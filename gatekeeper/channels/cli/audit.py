@@ -66,8 +66,8 @@ def export_to_file(log: AuditLog, filters: AuditFilter, out: Path, fmt: str,
 
 
 # --- the `gatekeeper audit` command -------------------------------------------------------------
-# Here rather than in cli.py, which needs only `main.add_command(audit_cli)`; it reads
-# cli.Context (ctx.obj) by its attributes, .gate and .json, to avoid an import cycle.
+# Registered in main.py like every command; it reads the run's Context (ctx.obj) by its
+# attributes, .gate, .config and .json, so a test can wire it under a group of its own.
 
 
 def _mark_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:

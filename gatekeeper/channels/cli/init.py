@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
 from gatekeeper import config as config_mod
+from gatekeeper.channels.cli.context import Context, emit, json_option, pass_ctx
 from gatekeeper.rules.errors import BadInput
 
 TEMPLATE = """\
@@ -124,3 +127,20 @@ def write(path: Path | None, data_dir: Path | None) -> Written:
             raise BadInput(f"{target}: cannot write the config file ({exc.strerror})") from None
         raise
     return Written(target, store, datasets, config_mod.find())
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+@click.command("init")
+@click.option("--path", "path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write (default $XDG_CONFIG_HOME/gatekeeper/config.toml).")
+@click.option("--data-dir", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="The embedded store's directory, written absolute "
+                   "(default $XDG_DATA_HOME/gatekeeper); datasets go in DATA_DIR/datasets.")
+@json_option
+@pass_ctx
+def init(obj: Context, path: Path | None, data_dir: Path | None, as_json: bool) -> None:
+    """Write a commented config file that every command finds; never overwrites one."""
+    written = write(path, data_dir)
+    emit(obj, written.to_dict(), written.describe())

@@ -16,6 +16,7 @@ import orjson
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from gatekeeper import faults
+from gatekeeper.channels.web.extension import current_gate
 from gatekeeper.channels.web.openapi import OPENAPI
 from gatekeeper.domain import denials, lines, quota, shares
 from gatekeeper.domain.datasets import Filters
@@ -35,7 +36,7 @@ SHARE_FIELDS = {"entity", "dataset", "filters", "kind", "allow_partial", "purpos
 
 
 def gate() -> Any:
-    return current_app.extensions["gatekeeper"]
+    return current_gate()
 
 
 def iter_lines(stream: IO[bytes], source: str = "upload",

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Response,
-    current_app,
     redirect,
     render_template,
     request,
@@ -23,6 +22,7 @@ from flask import (
 )
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
 
+from gatekeeper.channels.web.extension import current_gate
 from gatekeeper.domain import denials, hydrated
 from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.datasets import FILTER_FIELDS, Filters
@@ -47,7 +47,7 @@ class WebUser(UserMixin):
 
 
 def gate() -> Any:
-    return current_app.extensions["gatekeeper"]
+    return current_gate()
 
 
 def me() -> User:

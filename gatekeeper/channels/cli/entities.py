@@ -1,0 +1,138 @@
+"""`gatekeeper entity …`: organisations IDs are shared with (R2, R3, R4, R8, R10)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
+from zoneinfo import ZoneInfo
+
+import click
+
+from gatekeeper.channels.cli.context import Context, Group, cli_actor, emit, json_option, pass_ctx
+from gatekeeper.domain.gate import set_parent
+from gatekeeper.ledger import store
+from gatekeeper.ledger.ledger import iso
+from gatekeeper.rules import policy
+from gatekeeper.rules.errors import BadInput
+
+
+@click.group(cls=Group)
+def entity() -> None:
+    """Organisations IDs are shared with (R2, R3, R4, R8, R10)."""
+
+
+@entity.command("add")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(policy.KINDS), required=True)
+@click.option("--research", is_flag=True,
+              help="R3: distribution is for non-commercial research (academic entities only).")
+@click.option("--parent", help="R10: pool this entity's usage with a parent entity.")
+@json_option
+@pass_ctx
+def entity_add(obj: Context, name: str, kind: str, research: bool, parent: str | None,
+               as_json: bool) -> None:
+    """Add an entity."""
+    e = obj.gate.entities.add(name, kind=kind, research=research, parent=parent,
+                              actor=cli_actor(), channel="cli")
+    exempt = " — exempt from R2 (R3: academic, non-commercial research)" if e.exemption() else ""
+    emit(obj, e.to_dict(), f"entity {name} added ({kind}){exempt}")
+
+
+@entity.command("accept-terms")
+@click.argument("name")
+@click.option("--by", "by", required=True, help="The person who attested for the entity.")
+@json_option
+@pass_ctx
+def entity_accept_terms(obj: Context, name: str, by: str, as_json: bool) -> None:
+    """R8: record the entity's attestation of X's terms."""
+    e = obj.gate.entities.accept_terms(name, by=by, actor=cli_actor(), channel="cli")
+    emit(obj, e.to_dict(), f"R8: {name} attested by {by} ({policy.TERMS_VERSION})")
+
+
+@entity.command("set-parent")
+@click.argument("name")
+@click.option("--parent", required=True, help="The entity whose pool NAME joins.")
+@click.option("--reason", required=True, help="Why they are one entity (audited).")
+@json_option
+@pass_ctx
+def entity_set_parent(obj: Context, name: str, parent: str, reason: str, as_json: bool) -> None:
+    """R10: pool an existing entity with a parent; its usage so far counts against the pool.
+
+    NAME must be the root of its own pool, without children. Its users, counters and shares
+    move into the parent's pool; this cannot be undone.
+    """
+    link = set_parent(obj.gate, name, parent=parent, reason=reason, actor=cli_actor(),
+                      channel="cli")
+    emit(obj, {**link.entity.to_dict(), "merged_post_ids": link.merged_post_ids},
+         link.describe())
+
+
+def _parse_limit(value: str) -> int | None:
+    if value.strip().lower() == "unlimited":
+        return None
+    try:
+        n = int(value.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise BadInput(f"--limit must be a number or 'unlimited', not {value!r}",
+                       rule="R4") from None
+    if n <= 0:
+        raise BadInput(f"--limit must be greater than 0, not {n}", rule="R4")
+    return n
+
+
+def _end_of_day_ms(day: str, timezone: str) -> int:
+    try:
+        d = date.fromisoformat(day)
+        end = datetime.combine(d + timedelta(days=1), dtime(0), ZoneInfo(timezone))
+    except (ValueError, OverflowError):  # 9999-12-31 has no next day
+        raise BadInput(f"--until must be a date YYYY-MM-DD before 9999-12-31, not {day!r}",
+                       rule="R4") from None
+    return int(end.timestamp() * 1000)
+
+
+@entity.command("permit")
+@click.argument("name")
+@click.option("--limit", "limit_text", required=True, help="New Post ID limit, or 'unlimited'.")
+@click.option("--until", "until", required=True,
+              help="Last day the permission is valid (YYYY-MM-DD, inclusive, in limits.timezone).")
+@click.option("--reference", required=True, help="Reference of X's written permission.")
+@json_option
+@pass_ctx
+def entity_permit(obj: Context, name: str, limit_text: str, until: str, reference: str,
+                  as_json: bool) -> None:
+    """R4: record X's express written permission for a different limit."""
+    gate = obj.gate
+    limit = _parse_limit(limit_text)
+    until_ms = _end_of_day_ms(until, gate.config.limits.timezone)
+    with store.failing_closed():
+        seconds, micros = gate.client.time()
+    if until_ms <= seconds * 1000 + micros // 1000:
+        raise BadInput(f"--until {until} is already over; a permission must end in the future",
+                       rule="R4")
+    e = gate.entities.permit(name, limit=limit, until_ms=until_ms, reference=reference,
+                             actor=cli_actor(), channel="cli")
+    shown = "unlimited" if limit is None else f"{limit:,}"
+    emit(obj, e.to_dict(), f"R4: {name} may receive {shown} Post IDs per window until "
+                           f"{iso(until_ms)} (reference: {reference})")
+
+
+@entity.command("list")
+@json_option
+@pass_ctx
+def entity_list(obj: Context, as_json: bool) -> None:
+    """List entities."""
+    rows = [e.to_dict() for e in obj.gate.entities.all()]
+    lines = [f"{r['name']:<24} {r['kind']:<10} pool={r['pool']:<20} "
+             f"{'R3-exempt' if r['exemption'] else ''}{' R4-permit' if r['permission'] else ''}"
+             f"{'' if r['terms'] else ' (no R8 terms)'}".rstrip() for r in rows]
+    emit(obj, rows, "\n".join(lines) or "no entities")
+
+
+@entity.command("show")
+@click.argument("name")
+@json_option
+@pass_ctx
+def entity_show(obj: Context, name: str, as_json: bool) -> None:
+    """Show one entity's facts."""
+    data = obj.gate.entities.get(name).to_dict()
+    emit(obj, data, "\n".join(f"{k:<11} {v if v is not None else '-'}" for k, v in data.items()))
