@@ -24,7 +24,7 @@ import contextlib
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -395,7 +395,8 @@ def read_records(read: Callable[[int], bytes], name: str,
         yield from _records(_load(line, name, number), (name, number))
 
 
-def iter_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict[str, Any]]:
+def iter_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES
+               ) -> Generator[dict[str, Any], None, None]:
     """Stream the posts of a dataset file (JSONL or gzip), each with ``author`` attached.
 
     Raises BadInput naming the file and the 1-based line of the first malformed line, and
