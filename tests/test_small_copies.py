@@ -7,6 +7,7 @@ writer that forgot to fsync). The scans below read the source, so a new copy fai
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -104,6 +105,22 @@ def test_a_checkpoint_is_published_whole(client: redis.Redis, tmp_path: Path) ->
     assert written.path is not None
     assert [p.name for p in (tmp_path / "cp").iterdir()] == [written.path.name]
     assert written.path.read_text(encoding="utf-8") == written.text
+
+
+def test_a_checkpoint_that_cannot_be_written_is_refused_and_leaves_nothing(
+        client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    def failing_disk(fd: int) -> None:
+        raise OSError(5, "I/O error")
+
+    (tmp_path / "cp").mkdir()
+    monkeypatch.setattr(os, "fsync", failing_disk)
+    # BadInput, as when the directory cannot be made: a monthly report then says "none written"
+    # instead of failing.
+    with pytest.raises(BadInput, match=r"cannot write the checkpoint \(I/O error\)"):
+        checkpoints.write(client, Ed25519PrivateKey.generate(), tmp_path / "cp")
+    assert list((tmp_path / "cp").iterdir()) == []
 
 
 # --- the pool root of an entity -----------------------------------------------------------------

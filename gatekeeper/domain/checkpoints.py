@@ -169,10 +169,10 @@ def write(client: redis.Redis, key: Ed25519PrivateKey, directory: Path) -> Check
     path = directory / f"checkpoint-{at.strftime('%Y%m%dT%H%M%S')}{ms % 1000:03d}Z.txt"
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        spool.publish(path, lambda fh: fh.write(text.encode()))
     except OSError as exc:
         raise BadInput(f"{directory}: cannot write the checkpoint ({exc.strerror})",
                        rule="R11") from None
-    spool.publish(path, lambda fh: fh.write(text.encode()))
     return Checkpoint(path, stamp, hs, text)
 
 
