@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))  # this tree's exports/, whatever checkout is inst
 from common import machine_line, print_goals, print_table, run_child  # noqa: E402
 
 from exports import pdf  # noqa: E402
+from exports.columns import post_url  # noqa: E402
 from exports.fonts import fontset  # noqa: E402
 from gatekeeper.domain.demo import write_demo_dataset  # noqa: E402
 from gatekeeper.domain.formats import iter_posts  # noqa: E402
@@ -99,7 +100,7 @@ def longtable(posts: Any, out: Any, chunk: int) -> tuple[int, int]:
         for i, c in enumerate(pdf.COLUMNS):
             text = markup(c.value(post))
             if i == pdf.TEXT_COLUMN:
-                url = pdf.post_url(post)
+                url = post_url(post["id"], (post.get("author") or {}).get("username"))
                 text += f'<br/><link href="{escape(url)}" color="blue">{escape(url)}</link>'
             cells.append(Paragraph(text, right if c.right else style))
         rows.append(cells)

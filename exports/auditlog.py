@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import orjson
 
@@ -86,7 +86,7 @@ def safe_cell(text: str) -> str:
     return "'" + text if text and text[0] in FORMULA_START else text
 
 
-def _write_all(chunks: Iterable[bytes], stream: BinaryIO) -> None:
+def _write_all(chunks: Iterable[bytes], stream: IO[bytes]) -> None:
     for chunk in chunks:
         stream.write(chunk)
 
@@ -110,7 +110,7 @@ def iter_jsonl(records: Iterable[Mapping[str, Any]]) -> Iterator[bytes]:
         yield b"".join(batch)
 
 
-def write_jsonl(records: Iterable[Mapping[str, Any]], stream: BinaryIO) -> int:
+def write_jsonl(records: Iterable[Mapping[str, Any]], stream: IO[bytes]) -> int:
     """Write records as JSON Lines; return how many."""
     counted = _Counted(records)
     _write_all(iter_jsonl(counted), stream)
@@ -138,7 +138,7 @@ def iter_csv(records: Iterable[Mapping[str, Any]]) -> Iterator[bytes]:
         yield buf.getvalue().encode("utf-8", "replace")
 
 
-def write_csv(records: Iterable[Mapping[str, Any]], stream: BinaryIO) -> int:
+def write_csv(records: Iterable[Mapping[str, Any]], stream: IO[bytes]) -> int:
     """Write records as CSV (columns: HEADER_ROW); return how many."""
     counted = _Counted(records)
     _write_all(iter_csv(counted), stream)
@@ -160,6 +160,9 @@ class _Chunks:
 
     def flush(self) -> None:
         pass
+
+    def close(self) -> None:
+        pass  # zipfile closes only what it opened; here for xlsx.Writable
 
     def take(self) -> bytes:
         out = b"".join(self.parts)
@@ -207,8 +210,9 @@ def iter_xlsx(records: Iterable[Mapping[str, Any]], *,
         out.write("".join(batch).encode())
         out.write(f'</sheetData><autoFilter ref="A1:{refs[-1]}{n}"/></worksheet>'.encode())
     package.filters[0] = f"${refs[0]}$1:${refs[-1]}${n}"
-    rows = [("Audit log", "R11: records of every grant, denial, refusal, deletion ingest and "
-                          "administrative change, as appended; the log itself is never edited")]
+    rows: list[tuple[str, Any]] = [
+        ("Audit log", "R11: records of every grant, denial, refusal, deletion ingest and "
+                      "administrative change, as appended; the log itself is never edited")]
     rows += [(str(k), _about_value(v)) for k, v in (about or {}).items()]
     rows.append(("records", n - 1))
     package.sheet(1, rows, header=None, widths=[16, 100], styles=[HEADER, WRAP])
@@ -222,7 +226,7 @@ def _about_value(v: Any) -> Any:
     return v
 
 
-def write_xlsx(records: Iterable[Mapping[str, Any]], stream: BinaryIO, *,
+def write_xlsx(records: Iterable[Mapping[str, Any]], stream: IO[bytes], *,
                about: Mapping[str, Any] | None = None) -> int:
     """Write records as an XLSX workbook; return how many. `about` (exported at, by whom,
     filters, … in the caller's words) heads the "About this export" sheet."""

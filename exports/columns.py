@@ -111,6 +111,8 @@ def _profile_url(user: dict[str, Any]) -> Any:
 
 
 def post_url(post_id: Any, username: Any) -> str:
+    """The post's address on X (the web path when the author's username is not known); the
+    spreadsheet's ``url`` column and the PDF's link."""
     if username:
         return f"https://x.com/{username}/status/{post_id}"
     return f"https://x.com/i/web/status/{post_id}"

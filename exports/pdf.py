@@ -17,11 +17,12 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import arabic_reshaper
 from bidi import get_base_level, get_display
 
+from exports.columns import post_url
 from exports.fonts import ESCAPE, Embedding, fontset, num
 
 PAGE_W, PAGE_H = 841.89, 595.28  # A4 landscape, in points
@@ -77,12 +78,6 @@ def _metric(key: str) -> Callable[[dict[str, Any]], str]:
     return value
 
 
-def post_url(post: dict[str, Any]) -> str:
-    """The post's address on X."""
-    handle = (post.get("author") or {}).get("username")
-    return f"https://x.com/{handle or 'i/web'}/status/{post['id']}"
-
-
 @dataclass(frozen=True)
 class Column:
     title: str
@@ -109,7 +104,7 @@ class _File:
 
     CATALOG, PAGES, RESOURCES, FONTS, INFO = 1, 2, 3, 4, 5
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: IO[bytes]) -> None:
         self.stream = stream
         self.pos = 0
         self.offsets: dict[int, int] = {}
@@ -150,7 +145,7 @@ class PdfWriter:
     `close` (which writes what only the end knows). `replaced` counts characters shown as
     [U+XXXX] because no embedded font has them."""
 
-    def __init__(self, stream: BinaryIO, *, about: Mapping[str, str]) -> None:
+    def __init__(self, stream: IO[bytes], *, about: Mapping[str, str]) -> None:
         self.fonts = fontset()
         self.enc = Embedding(self.fonts)
         self.file = _File(stream)
@@ -346,7 +341,7 @@ class PdfWriter:
             self._start_page()
         cells = [self._lines(c.value(post), w - 2 * PAD, c.right)
                  for c, w in zip(COLUMNS, self.widths, strict=True)]
-        url = post_url(post)
+        url = post_url(post["id"], (post.get("author") or {}).get("username"))
         text = cells[TEXT_COLUMN]
         at = len(text)
         text += self._lines(url, self.widths[TEXT_COLUMN] - 2 * PAD)
@@ -384,7 +379,7 @@ class PdfWriter:
         return self.rows
 
 
-def write_pdf(posts: Iterable[dict[str, Any]], stream: BinaryIO, *,
+def write_pdf(posts: Iterable[dict[str, Any]], stream: IO[bytes], *,
               about: Mapping[str, str]) -> int:
     """Write `posts` to `stream` as a PDF table; return how many rows were written.
 

@@ -9,7 +9,7 @@ font. Knows nothing of Redis or Flask: it reads the plain data `gatekeeper.domai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, cast
 from xml.sax.saxutils import escape
@@ -117,7 +117,7 @@ class _Grid(Flowable):
     of a long report on per-cell styles and a text object per cell; this draws the same."""
 
     def __init__(self, head: Sequence[str], rows: list[list[str]], widths: Sequence[float],
-                 numeric: Sequence[int], font: str, size: float = 7.0) -> None:
+                 numeric: Collection[int], font: str, size: float = 7.0) -> None:
         super().__init__()
         self.head, self.rows, self.widths = list(head), rows, list(widths)
         self.numeric, self.font, self.size = set(numeric), font, size

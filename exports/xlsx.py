@@ -30,7 +30,7 @@ import re
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
+from typing import IO, Any, Protocol
 
 from exports.columns import COLUMNS, TEXT_COLUMNS, TIME_COLUMNS, USER_COLUMNS, about_rows, user_row
 from exports.columns import row as post_row
@@ -179,10 +179,19 @@ def _width(name: str) -> int:
     return 14
 
 
+class Writable(Protocol):
+    """What a package is written to: a file, or a sink whose bytes are sent as they come (the
+    zip format is written front to back, so no seeking is needed)."""
+
+    def write(self, data: bytes, /) -> int: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
 class _Package:
     """An XLSX package being written: parts in order, the workbook index last."""
 
-    def __init__(self, stream: BinaryIO, sheets: list[str]) -> None:
+    def __init__(self, stream: Writable, sheets: list[str]) -> None:
         self.zip = zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED,
                                    compresslevel=COMPRESSLEVEL)
         self.sheets = sheets  # tab order; sheet i is xl/worksheets/sheet{i+1}.xml
@@ -265,7 +274,7 @@ class _Package:
         self.zip.close()
 
 
-def write_xlsx(posts: Iterable[dict[str, Any]], stream: BinaryIO, *,
+def write_xlsx(posts: Iterable[dict[str, Any]], stream: IO[bytes], *,
                about: Mapping[str, Any], users: Iterable[dict[str, Any]] | None = None) -> int:
     """Write `posts` (and `users`, if given) to `stream` as an XLSX file; return the rows written.
 

@@ -18,10 +18,12 @@ import fakeredis
 import pytest
 import redis
 from click.testing import CliRunner, Result
+from flask import Flask
 from live import CHROMIUM, CHROMIUM_ARGS
 
 from gatekeeper import config as config_mod
 from gatekeeper.channels.cli.main import main
+from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger.store import EmbeddedServer
 
 BACKENDS = ["fake", "real"]
@@ -137,7 +139,7 @@ def run(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Resul
 
 
 @pytest.fixture
-def app(gate: Any) -> Any:
+def app(gate: Gate) -> Flask:
     """The web app over the test module's `gate` fixture (flaskr's `app` fixture)."""
     from gatekeeper.channels.web.app import create_app
 

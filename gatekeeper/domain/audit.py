@@ -474,7 +474,7 @@ class AuditLog:
         f = filters or AuditFilter()
         after = decode_cursor(before) if before else None
         lo, hi = _bounds(f)
-        sources = []
+        sources: list[_Source] = []
         # Newest first is the exact reverse of oldest first: records with the same ID come in
         # descending stream key order, so streams are ranked from the last key.
         for key in reversed(self._streams_for(f)):

@@ -16,12 +16,10 @@ import contextlib
 import hashlib
 import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import redis
 from cryptography.exceptions import InvalidSignature
@@ -29,7 +27,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gatekeeper.config import AuditConfig
-from gatekeeper.ledger import chain, keys
+from gatekeeper.domain import spool
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import chain, clock, keys
 from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules.errors import BadInput, ChainBroken, ConfigError, GatekeeperError
 
@@ -161,9 +161,7 @@ def sign(text: str, key: Ed25519PrivateKey) -> str:
 
 def write(client: redis.Redis, key: Ed25519PrivateKey, directory: Path) -> Checkpoint:
     """Sign the current heads and write them to DIRECTORY/checkpoint-TIME.txt, atomically."""
-    with failing_closed():
-        seconds, micros = client.time()
-    ms = int(seconds) * 1000 + int(micros) // 1000
+    ms = clock.now_ms(client)
     at = datetime.fromtimestamp(ms / 1000, UTC)
     stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     hs = heads(client)
@@ -171,20 +169,10 @@ def write(client: redis.Redis, key: Ed25519PrivateKey, directory: Path) -> Check
     path = directory / f"checkpoint-{at.strftime('%Y%m%dT%H%M%S')}{ms % 1000:03d}Z.txt"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
+        spool.publish(path, lambda fh: fh.write(text.encode()))
     except OSError as exc:
         raise BadInput(f"{directory}: cannot write the checkpoint ({exc.strerror})",
                        rule="R11") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return Checkpoint(path, stamp, hs, text)
 
 
@@ -252,7 +240,7 @@ def latest(directory: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def after_report(gate: Any) -> str:
+def after_report(gate: Gate) -> str:
     """Write a checkpoint for a monthly report and describe it in one line for the PDF, so the
     report pins the state of the log it was made from; or say why there is none."""
     cfg = gate.config.audit
@@ -266,7 +254,7 @@ def after_report(gate: Any) -> str:
             f"signed by {vkey(key.public_key()).split('+')[1]}, sha256 {digest[:32]}")
 
 
-def in_background(gate: Any) -> threading.Thread | None:
+def in_background(gate: Gate) -> threading.Thread | None:
     """A server's daemon thread writing a checkpoint at start and every
     audit.checkpoint_minutes (None when that is 0). ConfigError when no key is configured."""
     cfg = gate.config.audit

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from gatekeeper.domain.entities import Entity
+from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.users import User
-from gatekeeper.ledger import keys
+from gatekeeper.ledger import clock, keys
 from gatekeeper.ledger.ledger import DAY_MS, LAYOUT, Counter, decode_daily
 from gatekeeper.ledger.store import Batch, failing_closed
 from gatekeeper.rules import policy
@@ -216,13 +217,12 @@ class _Snapshot:
                                        and keys.counter(root, "r6", name) in self.active)]
 
 
-def _snapshot(gate: Any, *, with_users: bool) -> _Snapshot:
+def _snapshot(gate: Gate, *, with_users: bool) -> _Snapshot:
     """Round trips 1-2: the Redis clock and the directories; every entity's facts and every
     pool's index of active counters."""
     client = gate.client
     with failing_closed():
-        seconds, micros = client.time()  # on its own: a cluster pipeline refuses TIME
-        now_ms = seconds * 1000 + micros // 1000
+        now_ms = clock.now_ms(client)  # on its own: a cluster pipeline refuses TIME
         pipe = client.pipeline(transaction=False)
         pipe.hgetall(keys.ENTITIES)
         pipe.hgetall(keys.USERS)
@@ -273,7 +273,7 @@ def _usage(raw: dict[str, Any]) -> Usage:
                  releases=tuple((int(at), int(amount)) for at, amount in raw["releases"]))
 
 
-def _peek_all(gate: Any, batch: Batch, counters: list[Counter], next_only: bool) -> Callable[
+def _peek_all(gate: Gate, batch: Batch, counters: list[Counter], next_only: bool) -> Callable[
         [list[Any]], list[Usage]]:
     """Queue peeks of `counters` (on a cluster: all in one slot) on `batch`; returns their
     decoder."""
@@ -302,7 +302,7 @@ class _Measured:
     records: list[AuditRecord]  # newest first per stream
 
 
-def _measure(gate: Any, snap: _Snapshot, entities: list[Entity], users: list[User],
+def _measure(gate: Gate, snap: _Snapshot, entities: list[Entity], users: list[User],
              streams: list[str], per_stream: int, *, history: bool,
              next_only: bool = True) -> _Measured:
     """Round trip 4: every counter of the given entities and users, the newest `per_stream`
@@ -371,7 +371,7 @@ def _measure(gate: Any, snap: _Snapshot, entities: list[Entity], users: list[Use
     return _Measured(rows, user_rows, records)
 
 
-def _overview(gate: Any, snap: _Snapshot, rows: list[EntityRow], users: list[UserRow],
+def _overview(gate: Gate, snap: _Snapshot, rows: list[EntityRow], users: list[UserRow],
               refusals: list[AuditRecord], flags: list[SplitFlag]) -> Overview:
     cfg = gate.config.limits
     today = snap.now_ms // DAY_MS
@@ -385,7 +385,7 @@ def _overview(gate: Any, snap: _Snapshot, rows: list[EntityRow], users: list[Use
         days=list(range(today - HISTORY_DAYS + 1, today + 1)), layout=snap.layout)
 
 
-def overview(gate: Any, *, users: bool = True, history: bool = True) -> Overview:
+def overview(gate: Gate, *, users: bool = True, history: bool = True) -> Overview:
     """Every entity's R2 usage and facts, every recipient's R6 usage, the latest refusals,
     daily usage and possible splitting (R10). `users`/`history` off: entities' usage only."""
     snap = _snapshot(gate, with_users=users or history)
@@ -403,7 +403,7 @@ def _refused(records: Iterable[AuditRecord]) -> list[AuditRecord]:
                   reverse=True)
 
 
-def _latest_refusals(gate: Any, newest: list[AuditRecord]) -> list[AuditRecord]:
+def _latest_refusals(gate: Gate, newest: list[AuditRecord]) -> list[AuditRecord]:
     """The newest refusals across every refusal index, given each index's newest entry.
 
     The 20 newest come from at most 20 indexes, each of which has its newest among the 20
@@ -424,7 +424,7 @@ def _latest_refusals(gate: Any, newest: list[AuditRecord]) -> list[AuditRecord]:
                                for rid, f in rows)])[:RECENT_REFUSALS]
 
 
-def entity_detail(gate: Any, name: str) -> EntityDetail:
+def entity_detail(gate: Gate, name: str) -> EntityDetail:
     """One entity's page: its pool's usage, its users, its pool's recent shares and changes."""
     snap = _snapshot(gate, with_users=True)
     entity = next((e for e in snap.entities if e.name == name), None)
@@ -496,7 +496,7 @@ def user_table(ov: Overview, *, q: str = "", page: int = 1,
     return paginate(rows, page, per_page)
 
 
-def read_roles(gate: Any, rows: list[UserRow]) -> None:
+def read_roles(gate: Gate, rows: list[UserRow]) -> None:
     """Fill in the role of the rows shown (one pipelined round trip)."""
     with failing_closed():
         pipe = gate.client.pipeline(transaction=False)
@@ -506,7 +506,7 @@ def read_roles(gate: Any, rows: list[UserRow]) -> None:
             r.role = role.decode() if role else None
 
 
-def entity_gauges(gate: Any) -> Iterable[tuple[str, int, int | None, float | None]]:
+def entity_gauges(gate: Gate) -> Iterable[tuple[str, int, int | None, float | None]]:
     """(entity, Post IDs used, limit or None when unlimited, binding ratio) for alerting."""
     for row in overview(gate, users=False, history=False).entities:
         yield row.name, row.own.used, row.own.limit, row.ratio

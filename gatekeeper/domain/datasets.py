@@ -7,12 +7,13 @@ what an R9 deletion list hides in them.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from gatekeeper.domain.formats import (
 from gatekeeper.domain.light import light_records
 from gatekeeper.domain.lines import GZIP_MAGIC, MAX_LINE_BYTES
 from gatekeeper.domain.spool import Unnamed
-from gatekeeper.ledger import chain, keys
+from gatekeeper.ledger import chain, clock, keys
 from gatekeeper.ledger.ledger import Ledger, iso
 from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules.errors import BadInput, Conflict, InsufficientStorage, NotFound
@@ -77,7 +78,7 @@ class DatasetInfo:
         return {**asdict(self), "languages": list(self.languages)}
 
     @staticmethod
-    def from_json(raw: bytes | str) -> DatasetInfo:
+    def from_json(raw: builtins.bytes | str) -> DatasetInfo:  # `bytes` here is the field
         """Read a record as to_dict() stored it (fields added later are ignored)."""
         data = json.loads(raw)
         known = {f.name for f in fields(DatasetInfo)}
@@ -163,11 +164,11 @@ class Datasets:
         with self._locked() as dir_fd:  # not between another add's rename and registration
             info = self.info(name)
             with failing_closed():
-                seconds, micros = self.client.time()
+                now_ms = clock.now_ms(self.client)
                 pipe = self.client.pipeline(transaction=True)
                 pipe.hdel(keys.DATASETS, name)
                 chain.append(pipe, keys.SYS_AUDIT, {
-                    "time": seconds * 1000 + micros // 1000, "actor": actor,
+                    "time": now_ms, "actor": actor,
                     "channel": channel, "kind": "dataset.remove", "outcome": "changed",
                     "rule": "R11", "dataset": name,
                     "message": f"dataset {name}: removed ({info.posts:,} posts by "
@@ -224,9 +225,7 @@ class Datasets:
 
     def _register(self, name: str, file: str, scan: dict[str, Any], actor: str,
                   channel: str) -> DatasetInfo:
-        with failing_closed():
-            seconds, micros = self.client.time()
-        now_ms = seconds * 1000 + micros // 1000
+        now_ms = clock.now_ms(self.client)
         info = DatasetInfo(name=name, file=file, posts=scan["posts"], users=scan["users"],
                            languages=scan["languages"], first_created_at=scan["first"],
                            last_created_at=scan["last"], sha256=scan["sha256"],
@@ -286,8 +285,10 @@ class Datasets:
             raise NotFound(f"dataset {name!r} is registered but its file {path} is missing")
         return path
 
-    def posts(self, name: str, filters: Filters | None = None) -> Iterator[dict[str, Any]]:
-        """The dataset's posts that match `filters`, authors attached, in file order."""
+    def posts(self, name: str, filters: Filters | None = None
+              ) -> Generator[dict[str, Any], None, None]:
+        """The dataset's posts that match `filters`, authors attached, in file order (close it
+        to close the file)."""
         path = self.path(name)  # here, so an unknown name fails at the call, not later
         posts = iter_posts(path, self.max_line_bytes)
         if filters is None or filters.is_empty:

@@ -22,7 +22,7 @@ import redis
 from gatekeeper.domain.formats import is_id
 from gatekeeper.domain.lines import MAX_LINE_BYTES
 from gatekeeper.domain.lines import read as read_lines
-from gatekeeper.ledger import chain, keys
+from gatekeeper.ledger import chain, clock, keys
 from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules.errors import BadInput, NotFound
 from gatekeeper.rules.r9 import HIDE, SCRUB, Deleted, UnknownAction, disposition
@@ -176,8 +176,7 @@ class Deletions:
                         reversed=len(parsed.reversals), reasons=parsed.reasons)
         hide, hidden = parsed.hide, keys.deleted(kind)
         with failing_closed():
-            seconds, micros = self.client.time()
-            now_ms = seconds * 1000 + micros // 1000
+            now_ms = clock.now_ms(self.client)
             pipe = self.client.pipeline(transaction=True)
             # Which IDs are new, asked inside the transaction: the report says what *this*
             # list hides, whatever other lists come in at the same time.
@@ -238,7 +237,7 @@ class Deletions:
                 raise NotFound(f"{kind[:-1]} ID {ident} is on no R9 deletion list; nothing "
                                "was lifted", rule="R9")
             reversal = self.client.hget(keys.reversals(kind), ident)
-            seconds, micros = self.client.time()
+            now_ms = clock.now_ms(self.client)
             said = json.loads(reversal) if reversal else None
             x_said = f" (X reported {said['action'] or said['reason']})" if said else ""
             pipe = self.client.pipeline(transaction=True)
@@ -246,7 +245,7 @@ class Deletions:
             pipe.hdel(keys.reversals(kind), ident)
             pipe.incr(keys.DELETED_VERSION)
             chain.append(pipe, keys.SYS_AUDIT, {
-                "time": seconds * 1000 + micros // 1000, "actor": actor, "channel": channel,
+                "time": now_ms, "actor": actor, "channel": channel,
                 "kind": "deletions.lift", "outcome": "changed", "rule": "R9", "requested": 1,
                 "message": f"{kind[:-1]} ID {ident} lifted from the R9 deletion list"
                            f"{x_said}: {reason}"})

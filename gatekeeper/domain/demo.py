@@ -21,6 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gatekeeper.domain.gate import Gate
+
 DEMO_DATASET = "demo"
 PAGE_SIZE = 100  # twarc2 asks for 100 posts per page
 USER_POOL = 5_000
@@ -394,7 +396,7 @@ class Loaded:
                 f"API token of the data-team user dan (shown once):\n  {self.token}")
 
 
-def load(gate: Any, posts: int = 100_000) -> Loaded | None:
+def load(gate: Gate, posts: int = 100_000) -> Loaded | None:
     """Fill an empty store with demo data; None (and nothing changed) if it holds any."""
     if gate.entities.names() or gate.datasets.list():
         return None

@@ -24,6 +24,7 @@ from flask import current_app, g, request
 from flask_login import current_user
 
 from gatekeeper.domain import audit
+from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.users import User
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.store import failing_closed
@@ -79,7 +80,7 @@ def answered(refusal: GatekeeperError, *, kind: str | None = None,
                                    refusal.message)
 
 
-def record(gate: Any, refusal: GatekeeperError, actor: User | None,
+def record(gate: Gate, refusal: GatekeeperError, actor: User | None,
            fields: dict[str, Any]) -> bool:
     """Append the denial's audit record unless its source has used up this minute's records
     (then it is counted for a summary); whether a record was written."""
@@ -110,7 +111,7 @@ def record(gate: Any, refusal: GatekeeperError, actor: User | None,
     return True
 
 
-def flush(gate: Any, due: list[bytes]) -> int:
+def flush(gate: Gate, due: list[bytes]) -> int:
     """Write the summary record of each source whose suppressed window has ended."""
     written = 0
     for raw in due:

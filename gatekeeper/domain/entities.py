@@ -7,6 +7,7 @@ together with its audit record by record.lua, so no fact exists without who reco
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import redis
 
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.ledger import DAY_MS, Ledger, Window, iso
-from gatekeeper.ledger.store import failing_closed
+from gatekeeper.ledger.store import failing_closed, text
 from gatekeeper.rules import policy
 from gatekeeper.rules.errors import BadInput, Conflict, NotFound
 
@@ -141,8 +142,8 @@ class Link:
 MAX_LIMIT = 2**53 - 1  # R4 limits: the Lua scripts count in doubles, exact up to here
 
 
-def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in raw.items()}
+def _decode(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    return {text(k): text(v) for k, v in raw.items()}
 
 
 def check_name(name: str, what: str) -> None:
@@ -165,7 +166,12 @@ class Entities:
             root = self.client.hget(keys.ENTITIES, name)
         if root is None:
             raise NotFound(f"no entity named {name!r}")
-        return root.decode()
+        return text(root)
+
+    def pool_root(self, entity: Entity) -> Entity:
+        """R10: the root entity of `entity`'s pool, whose limit the pool shares (itself for a
+        root)."""
+        return entity if entity.root == entity.name else self.get(entity.root)
 
     def get(self, name: str) -> Entity:
         root = self.root_of(name)
@@ -177,7 +183,7 @@ class Entities:
 
     def names(self) -> list[str]:
         with failing_closed():
-            return sorted(k.decode() for k in self.client.hkeys(keys.ENTITIES))
+            return sorted(text(k) for k in self.client.hkeys(keys.ENTITIES))
 
     def all(self) -> list[Entity]:
         """Every entity, read with one pipelined round trip."""
@@ -192,7 +198,7 @@ class Entities:
     def _directory(self) -> list[tuple[str, str]]:
         with failing_closed():
             raw = self.client.hgetall(keys.ENTITIES)
-        return sorted((k.decode(), v.decode()) for k, v in raw.items())
+        return sorted((text(k), text(v)) for k, v in raw.items())
 
     def add(self, name: str, *, kind: str, research: bool, parent: str | None, actor: str,
             channel: str) -> Entity:

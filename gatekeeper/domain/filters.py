@@ -79,7 +79,7 @@ class Filters:
         if unknown:
             raise BadInput(f"unknown filter {', '.join(unknown)}: the filters are "
                            f"{', '.join(FILTER_FIELDS)}", field=unknown[0])
-        values = {}
+        values: dict[str, Any] = {}  # since/until as text or dates: __post_init__ parses them
         for name in FILTER_FIELDS:
             value = mapping.get(name)
             if value is None or (isinstance(value, str) and not value.strip()):

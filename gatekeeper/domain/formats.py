@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -336,7 +336,8 @@ def read_records(read: Callable[[int], bytes], name: str,
         yield from records(load(line, name, number), (name, number))
 
 
-def iter_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict[str, Any]]:
+def iter_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES
+               ) -> Generator[dict[str, Any], None, None]:
     """Stream the posts of a dataset file (JSONL or gzip), each with ``author`` attached.
 
     Raises BadInput naming the file and the 1-based line of the first malformed line, and

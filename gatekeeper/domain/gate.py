@@ -63,7 +63,7 @@ class Gate:
         removed = spool.sweep([self.config.datasets_dir, self.config.redis.data_dir])
         refunds = pending.retry(self.ledger, self.pending_dir)
         with store.failing_closed():
-            roots = sorted({root.decode() for root in self.client.hvals(keys.ENTITIES)})
+            roots = sorted({store.text(root) for root in self.client.hvals(keys.ENTITIES)})
         closed = still_open = 0
         for root in roots:
             swept = self.ledger.sweep(root)

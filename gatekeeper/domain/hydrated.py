@@ -22,11 +22,12 @@ from gatekeeper.domain import spool
 from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.filters import Filters
+from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.users import User
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.ledger import iso
 from gatekeeper.ledger.reservation import Reservation
-from gatekeeper.ledger.store import failing_closed
+from gatekeeper.ledger.store import failing_closed, text
 from gatekeeper.rules import policy
 from gatekeeper.rules.errors import (
     BadInput,
@@ -50,7 +51,7 @@ NOTICE = ("Received under X's Developer Policy by a person who agreed to X's Ter
 # --- tickets (R5: only the page's own form, once) -----------------------------------------------
 
 
-def issue_ticket(gate: Any, user: User) -> str:
+def issue_ticket(gate: Gate, user: User) -> str:
     """A single-use export ticket for the form the user is looking at."""
     ticket = secrets.token_urlsafe(24)
     with failing_closed():
@@ -58,13 +59,13 @@ def issue_ticket(gate: Any, user: User) -> str:
     return ticket
 
 
-def redeem_ticket(gate: Any, user: User, ticket: str | None) -> None:
+def redeem_ticket(gate: Gate, user: User, ticket: str | None) -> None:
     """Consume the ticket atomically; refuse (R5) a missing, expired, replayed or foreign one."""
     owner = None
     if ticket:
         with failing_closed():
             owner = gate.client.getdel(keys.ticket(user.root, ticket))
-    if owner is None or owner.decode() != user.name:
+    if owner is None or text(owner) != user.name:
         why = "no export ticket" if not ticket else "the export ticket was already used or expired"
         raise Forbidden(f"R5: {why}; exports start from the export page's own form, once per "
                         "click — reload the page and export again", rule="R5")
@@ -82,7 +83,7 @@ class Selection:
     deleted: Deleted
     limit: int | None = None  # "export the first N that fit"
 
-    def posts(self, gate: Any) -> Iterator[dict[str, Any]]:
+    def posts(self, gate: Gate) -> Iterator[dict[str, Any]]:
         n = 0
         # closing(): stopping at `limit` must close the dataset file now, not at some GC.
         with contextlib.closing(gate.datasets.posts(self.dataset, self.filters)) as source:
@@ -97,7 +98,7 @@ class Selection:
                 n += 1
                 yield cleaned
 
-    def count(self, gate: Any, with_users: bool) -> tuple[int, list[dict[str, Any]]]:
+    def count(self, gate: Gate, with_users: bool) -> tuple[int, list[dict[str, Any]]]:
         """Posts selected, and their distinct authors when a Users sheet is wanted."""
         posts = 0
         authors: dict[str, dict[str, Any]] = {}
@@ -110,7 +111,7 @@ class Selection:
         return posts, list(authors.values())
 
 
-def preview(gate: Any, user: User, selection: Selection, with_users: bool) -> dict[str, Any]:
+def preview(gate: Gate, user: User, selection: Selection, with_users: bool) -> dict[str, Any]:
     """What the form shows before a click: matches, allowance, and when more frees up."""
     posts, authors = selection.count(gate, with_users)
     counters = _counters(gate, user, posts, len(authors))
@@ -125,9 +126,9 @@ def preview(gate: Any, user: User, selection: Selection, with_users: bool) -> di
             "r2_remaining": states[1].remaining if len(states) > 1 else None}
 
 
-def _counters(gate: Any, user: User, posts: int, users: int) -> list[Any]:
+def _counters(gate: Gate, user: User, posts: int, users: int) -> list[Any]:
     entity = gate.entities.get(user.entity)
-    root = gate.entities.get(entity.root) if entity.root != entity.name else entity
+    root = gate.entities.pool_root(entity)
     return policy.export_counters(user, entity, root, posts, users, gate.config.limits)
 
 
@@ -156,13 +157,14 @@ class Export:
             yield chunk
 
 
-def export(gate: Any, user: User, selection: Selection, *, fmt: str, with_users: bool,
+def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users: bool,
            channel: str) -> Export:
     """Count and write a hydrated export for `user`; QuotaExceeded counts nothing."""
     if fmt not in FORMATS:
         raise BadInput(f"format must be xlsx or pdf, not {fmt!r}")
+    request_id = uuid.uuid4().hex
     audit = {"actor": user.name, "entity": user.entity, "recipient": user.name,
-             "channel": channel, "kind": f"export.{fmt}", "request_id": uuid.uuid4().hex,
+             "channel": channel, "kind": f"export.{fmt}", "request_id": request_id,
              "dataset": selection.dataset,
              "filters": str(selection.filters.to_dict()) if not selection.filters.is_empty
              else None}
@@ -178,7 +180,7 @@ def export(gate: Any, user: User, selection: Selection, *, fmt: str, with_users:
         counters = _counters(gate, user, posts, len(authors))
         try:
             grant = gate.ledger.take(user.root, counters, requested=posts + len(authors),
-                                     share_id=audit["request_id"],
+                                     share_id=request_id,
                                      audit={k: v for k, v in audit.items() if v})
             break
         except PoolMoved:

@@ -5,10 +5,7 @@ stream or atomically into a file. `gatekeeper report` and the `/report` page bot
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,6 +17,7 @@ from gatekeeper.domain.report import (
     previous_month,
     redis_now_ms,
 )
+from gatekeeper.domain.spool import publish
 from gatekeeper.rules.errors import BadInput
 
 
@@ -41,22 +39,17 @@ def write_pdf(report: ReportData, stream: IO[bytes]) -> int:
 
 
 def write_file(report: ReportData, out: Path) -> int:
-    """Write the PDF beside `out` and rename it into place: `out` is whole or untouched."""
-    tmp = None
+    """Write the PDF to `out`, which appears only once whole (see spool.publish): whole or
+    untouched."""
+    pages_written = 0
+
+    def write(fh: IO[bytes]) -> None:
+        nonlocal pages_written
+        pages_written = write_pdf(report, fh)
+
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-        with os.fdopen(fd, "wb") as fh:
-            pages_written = write_pdf(report, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException as exc:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise BadInput(f"{out}: cannot write the report ({exc.strerror or exc}); "
-                           "nothing was written") from exc
-        raise
+        publish(out, write)
+    except OSError as exc:
+        raise BadInput(f"{out}: cannot write the report ({exc.strerror or exc}); "
+                       "nothing was written") from exc
     return pages_written

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gatekeeper.domain.entities import Entity
+from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger.ledger import Counter, CounterState, iso
 from gatekeeper.rules import policy
 
@@ -22,10 +22,10 @@ def _view(name: str, kind: str, counter: Counter, state: CounterState) -> dict[s
     }
 
 
-def entity_quota(gate: Any, name: str) -> dict[str, Any]:
+def entity_quota(gate: Gate, name: str) -> dict[str, Any]:
     """R2 for one entity: its own Post IDs, the pool it belongs to (R10), R3/R4 facts."""
     entity = gate.entities.get(name)
-    root: Entity = gate.entities.get(entity.root) if entity.root != name else entity
+    root = gate.entities.pool_root(entity)
     counters = policy.id_share_counters(entity, root, "posts", 0, gate.config.limits)
     user_ids = policy.id_share_counters(entity, root, "users", 0, gate.config.limits)
     now, states = gate.ledger.peek([*counters, *user_ids])
@@ -45,7 +45,7 @@ def entity_quota(gate: Any, name: str) -> dict[str, Any]:
     return out
 
 
-def user_quota(gate: Any, name: str) -> dict[str, Any]:
+def user_quota(gate: Gate, name: str) -> dict[str, Any]:
     """R6 for one recipient: hydrated objects in the current day window."""
     user = gate.users.get(name)
     counter = policy.hydrated_counter(user, 0, gate.config.limits)

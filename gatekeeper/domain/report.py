@@ -31,9 +31,10 @@ from typing import Any
 
 from gatekeeper.domain.audit import AuditFilter, AuditLog
 from gatekeeper.domain.entities import Entity
-from gatekeeper.ledger import keys
+from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import clock, keys
 from gatekeeper.ledger.ledger import DAY_MS, Counter, Limit, hydrated_window, iso, post_id_window
-from gatekeeper.ledger.store import failing_closed
+from gatekeeper.ledger.store import failing_closed, text
 from gatekeeper.rules import periods
 from gatekeeper.rules.errors import BadInput
 from gatekeeper.rules.periods import (
@@ -254,10 +255,9 @@ def month_bounds(month: str) -> tuple[int, int]:
     return int(first.timestamp() * 1000), int(nxt.timestamp() * 1000)
 
 
-def redis_now_ms(gate: Any) -> int:
-    with failing_closed():
-        seconds, micros = gate.client.time()
-    return int(seconds) * 1000 + int(micros) // 1000
+def redis_now_ms(gate: Gate) -> int:
+    """The store's clock (see gatekeeper.ledger.clock), which decides the report's month."""
+    return clock.now_ms(gate.client)
 
 
 def previous_month(now_ms: int) -> str:
@@ -273,7 +273,7 @@ def _day(ms: int) -> str:
 # --- reading the audit streams ----------------------------------------------------------------
 
 
-def records(gate: Any, since_ms: int | None, until_ms: int) -> Iterator[dict[str, str]]:
+def records(gate: Gate, since_ms: int | None, until_ms: int) -> Iterator[dict[str, str]]:
     """Audit records of every stream, oldest first, in [since_ms, until_ms) by their time."""
     log = AuditLog(gate.client).records(AuditFilter(since_ms=since_ms, until_ms=until_ms))
     for r in log:
@@ -384,7 +384,7 @@ class _Days:
     r6: dict[str, dict[int, int]]
 
     @staticmethod
-    def read(gate: Any, entities: list[Entity], people: list[tuple[str, str]],
+    def read(gate: Gate, entities: list[Entity], people: list[tuple[str, str]],
              days: range) -> _Days:
         cfg = gate.config.limits
         r2w, r6w = post_id_window(cfg), hydrated_window(cfg)
@@ -402,7 +402,7 @@ class _Days:
                      dict(zip((p for p, _ in people), daily[2 * n:], strict=True)))
 
 
-def month_report(gate: Any, month: str, *, actor: str = "", now_ms: int | None = None
+def month_report(gate: Gate, month: str, *, actor: str = "", now_ms: int | None = None
                  ) -> ReportData:
     """Everything the auditor's report for `month` ("YYYY-MM", UTC) shows, as plain data."""
     start, end = month_bounds(month)
@@ -418,7 +418,7 @@ def month_report(gate: Any, month: str, *, actor: str = "", now_ms: int | None =
 
     entities = {e.name: e for e in gate.entities.all()}
     with failing_closed():
-        user_entity = {k.decode(): v.decode() for k, v in gate.client.hgetall(keys.USERS).items()}
+        user_entity = {text(k): text(v) for k, v in gate.client.hgetall(keys.USERS).items()}
 
     # One pass over the history up to the month's end, and a grace period for refunds of its
     # last grants: R3/R4 changes from any time, everything else from the month.
@@ -556,7 +556,7 @@ def _peaks(row: EntityMonth, d: dict[int, int], first_day: int, days: list[str],
             row.peak_window, row.peak_window_day, row.peak_window_limit = pooled, days[i], limit
 
 
-def _deleted_now(gate: Any) -> dict[str, int]:
+def _deleted_now(gate: Gate) -> dict[str, int]:
     with failing_closed():
         pipe = gate.client.pipeline(transaction=False)
         for kind in ("posts", "users"):
@@ -565,7 +565,7 @@ def _deleted_now(gate: Any) -> dict[str, int]:
     return {"posts": int(posts), "users": int(users)}
 
 
-def _affected(gate: Any) -> dict[str, int]:
+def _affected(gate: Gate) -> dict[str, int]:
     deleted = gate.deletions.current()
     return gate.datasets.affected(deleted) if deleted.posts or deleted.users else {}
 

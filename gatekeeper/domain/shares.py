@@ -30,6 +30,7 @@ from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.entities import Entity
 from gatekeeper.domain.formats import is_id
+from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.lines import MAX_LINE_BYTES
 from gatekeeper.domain.lines import read as read_lines
 from gatekeeper.domain.users import User
@@ -159,7 +160,7 @@ def select_id_file(path: Path, kind: str, deleted: Deleted,
                                       f"({exc.strerror or exc}); nothing was counted") from None
 
 
-def select_from_dataset(gate: Any, dataset: str, filters: Any, kind: str,
+def select_from_dataset(gate: Gate, dataset: str, filters: Any, kind: str,
                         deleted: Deleted) -> Selection:
     """Dehydrate a dataset selection: its Post IDs, or its distinct author User IDs (R9-free).
 
@@ -196,7 +197,7 @@ class Authorised:
     audit: dict[str, Any]
 
 
-def authorise(gate: Any, *, actor: User | str, entity: str, kind: str, channel: str,
+def authorise(gate: Gate, *, actor: User | str, entity: str, kind: str, channel: str,
               purpose: str | None, extra: dict[str, Any] | None = None) -> Authorised:
     """Check the policy for an ID share; a refusal is audited (R11) and counts nothing."""
     if kind not in policy.SHARE_KINDS:
@@ -204,7 +205,7 @@ def authorise(gate: Any, *, actor: User | str, entity: str, kind: str, channel: 
     policy.check_purpose(purpose)
     user = gate.users.get(actor) if isinstance(actor, str) else actor
     target = gate.entities.get(entity)
-    root = gate.entities.get(target.root) if target.root != target.name else target
+    root = gate.entities.pool_root(target)
     audit = {"actor": user.name, "entity": entity, "recipient": entity, "channel": channel,
              "kind": f"share.{kind}", "request_id": uuid.uuid4().hex, "purpose": purpose or "",
              **(extra or {})}
@@ -216,7 +217,7 @@ def authorise(gate: Any, *, actor: User | str, entity: str, kind: str, channel: 
     return Authorised(user, target, root, audit)
 
 
-def reserve(gate: Any, auth: Authorised, selection: Selection, *, kind: str,
+def reserve(gate: Gate, auth: Authorised, selection: Selection, *, kind: str,
             allow_partial: bool, idempotency_key: str | None,
             request: tuple[Any, ...] = ()) -> Reservation:
     """Count a selection in the ledger: R2 for Post IDs (pooled, R10), recorded for User IDs."""
@@ -241,7 +242,7 @@ def reserve(gate: Any, auth: Authorised, selection: Selection, *, kind: str,
                 raise
             # R10: the entity joined another pool just now; count in the pool it is in.
             target = gate.entities.get(target.name)
-            root = gate.entities.get(target.root)
+            root = gate.entities.pool_root(target)
     return Reservation(gate.ledger, target.root, target.name, kind, grant, counters,
                        idempotency, audit, removed=selection.removed,
                        pending_dir=gate.pending_dir)
@@ -265,7 +266,7 @@ def write_file(out: Path, selection: Selection, n: int) -> None:
     spool.publish(out, write)
 
 
-def share_to_file(gate: Any, *, actor: str, entity: str, out: Path, kind: str = "posts",
+def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str = "posts",
                   ids_path: Path | None = None, dataset: str | None = None,
                   filters: Any = None, allow_partial: bool = False, purpose: str | None = None,
                   idempotency_key: str | None = None, channel: str = "cli") -> Reservation:

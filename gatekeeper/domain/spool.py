@@ -82,7 +82,7 @@ class Unnamed:
         self.close()
 
 
-def publish(out: Path, write: Callable[[IO[bytes]], None]) -> None:
+def publish(out: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write a file through `write` and make it appear at `out` only once complete and on
     disk: before that no path names it (a crash or an error leaves nothing behind)."""
     with Unnamed(out.parent) as unnamed:

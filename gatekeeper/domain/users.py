@@ -24,7 +24,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from gatekeeper.domain.entities import Entities, check_name
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.ledger import Ledger, iso
-from gatekeeper.ledger.store import failing_closed
+from gatekeeper.ledger.store import failing_closed, text
 from gatekeeper.rules import policy
 from gatekeeper.rules.errors import BadInput, Conflict, NotFound, Unauthorized
 
@@ -82,7 +82,7 @@ class Users:
             entity = self.client.hget(keys.USERS, name)
         if entity is None:
             raise NotFound(f"no user named {name!r}")
-        return entity.decode(), self.entities.root_of(entity.decode())
+        return text(entity), self.entities.root_of(text(entity))
 
     def _hash(self, name: str) -> tuple[dict[str, str], str]:
         _, root = self._locate(name)
@@ -90,7 +90,7 @@ class Users:
             raw = self.client.hgetall(keys.user(root, name))
         if not raw:
             raise NotFound(f"no user named {name!r}")
-        return {k.decode(): v.decode() for k, v in raw.items()}, root
+        return {text(k): text(v) for k, v in raw.items()}, root
 
     def get(self, name: str) -> User:
         h, root = self._hash(name)
@@ -103,7 +103,7 @@ class Users:
     def list_users(self) -> list[User]:
         """Every user, by name."""
         with failing_closed():
-            names = sorted(n.decode() for n in self.client.hkeys(keys.USERS))
+            names = sorted(text(n) for n in self.client.hkeys(keys.USERS))
         found = []
         for name in names:
             try:
@@ -223,7 +223,7 @@ class Users:
                            "`gatekeeper token list` shows", field="token_id", rule="R12")
         for user in [self.get(owner)] if owner else self.list_users():
             with failing_closed():
-                stored = [d.decode() for d in self.client.hkeys(keys.tokens(user.root,
+                stored = [text(d) for d in self.client.hkeys(keys.tokens(user.root,
                                                                             user.name))]
                 for digest in stored:
                     if not digest.startswith(token_id):
@@ -297,7 +297,7 @@ class Users:
         digest = _token_digest(token)
         with failing_closed():
             stored = self.client.hkeys(keys.tokens(user.root, name))
-        if not any(hmac.compare_digest(digest, s.decode()) for s in stored):
+        if not any(hmac.compare_digest(digest, text(s)) for s in stored):
             raise Unauthorized("unknown API token")
         with failing_closed():
             if self.client.hexists(keys.tokens_revoked(user.root, name), digest):

@@ -29,7 +29,7 @@ from typing import Any
 import redis
 
 from gatekeeper.ledger import keys
-from gatekeeper.ledger.store import failing_closed
+from gatekeeper.ledger.store import failing_closed, text
 
 
 def _stuff(value: bytes) -> bytes:
@@ -95,7 +95,7 @@ def streams(client: redis.Redis) -> list[str]:
     """Every audit stream: each pool's and the system's (as audit.AuditLog lists them)."""
     with failing_closed():
         members = client.smembers(keys.AUDIT_STREAMS)
-    return sorted({m.decode() for m in members} | {keys.SYS_AUDIT})
+    return sorted({text(m) for m in members} | {keys.SYS_AUDIT})
 
 
 BATCH = 1_000  # records per XRANGE: a reply the client parses while the server builds the next

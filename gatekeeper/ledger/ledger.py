@@ -16,14 +16,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import redis
 
 from gatekeeper.config import LimitsConfig
 from gatekeeper.ledger import keys
-from gatekeeper.ledger.store import Scripts, failing_closed
+from gatekeeper.ledger.store import Scripts, failing_closed, text
 from gatekeeper.rules.errors import Conflict, InProgress, NotFound, PoolMoved, QuotaExceeded
 
 DAY_MS = 86_400_000
@@ -251,11 +251,10 @@ class Ledger:
                 share_id=out["share_id"], closes_at=iso(closes),
                 retry_after=max(1, -(-int(out["retry_after_ms"]) // 1000)),
             )
-        if status == "conflict":
-            raise Conflict(
-                f"Idempotency-Key {idempotency.key!r} was already used for a different request",
-                idempotency_key=idempotency.key if idempotency else None,
-            )
+        if status == "conflict":  # answered only to a take with a key
+            given = idempotency.key if idempotency else None
+            raise Conflict(f"Idempotency-Key {given!r} was already used for a different request",
+                           idempotency_key=given)
         states = [
             CounterState(
                 rule=c["rule"],
@@ -424,16 +423,18 @@ class Ledger:
     def _index_refusals(self) -> int:
         """Each audit stream's latest refusals, copied under their IDs into its refusal index
         (a stream whose index a script has started already keeps what the script wrote)."""
-        streams = sorted(s.decode() for s in self.client.smembers(keys.AUDIT_STREAMS))
+        streams = sorted(text(s) for s in self.client.smembers(keys.AUDIT_STREAMS))
         copied = 0
         for stream in [*streams, keys.SYS_AUDIT]:
             index = keys.refusals_of(stream)
             if self.client.exists(index):
                 continue
-            found: list[tuple[bytes, dict[bytes, bytes]]] = []
+            found: list[tuple[bytes, dict[Any, bytes]]] = []
             high = "+"
             while len(found) < REFUSAL_INDEX_LENGTH:
-                batch = self.client.xrevrange(stream, max=high, count=1000)
+                # Bytes: the client does not decode answers (redis-py's types cannot know).
+                batch = cast(list[tuple[bytes, dict[Any, bytes]]],
+                             self.client.xrevrange(stream, max=high, count=1000))
                 found += [(rid, f) for rid, f in batch if f.get(b"outcome") in REFUSED]
                 if len(batch) < 1000:
                     break

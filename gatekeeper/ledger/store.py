@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.exceptions
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from gatekeeper.config import RedisConfig
@@ -57,6 +58,12 @@ def failing_closed() -> Iterator[None]:
             f"the Redis store cannot be reached ({exc.__class__.__name__}: {exc}); "
             "nothing was released"
         ) from exc
+
+
+def text(answer: bytes | str) -> str:
+    """A Redis answer as text. Clients here do not decode responses, so answers are bytes;
+    redis-py's types cannot know that and say ``bytes | str``."""
+    return answer.decode() if isinstance(answer, bytes) else answer
 
 
 def redis_server_binary() -> str:
@@ -174,8 +181,9 @@ def connect(cfg: RedisConfig) -> redis.Redis:
         if cfg.cluster:
             from redis.cluster import RedisCluster
 
-            try:
-                return RedisCluster.from_url(cfg.url, socket_timeout=SOCKET_TIMEOUT)
+            try:  # not a redis.Redis subclass, but it answers every command gatekeeper sends
+                return cast(redis.Redis,
+                            RedisCluster.from_url(cfg.url, socket_timeout=SOCKET_TIMEOUT))
             except redis.exceptions.RedisClusterException as exc:  # it asks its nodes at once
                 raise StoreUnavailable(f"the Redis Cluster cannot be reached ({exc}); nothing "
                                        "was released") from exc
@@ -194,7 +202,7 @@ class Batch:
         self._pipes: dict[str, Any] = {}
         self._order: list[tuple[str, int]] = []
 
-    def add(self, key: str, call: Callable[[Any], Any]) -> None:
+    def add(self, key: str, call: Callable[..., Any]) -> None:
         """Queue `call(pipeline)`, whose command touches `key` (and only keys in its slot)."""
         node = ""
         if hasattr(self.client, "get_node_from_key"):
@@ -224,6 +232,12 @@ class Scripts:
     """
 
     NAMES = ("take", "settle", "peek", "record", "move", "sweep")
+    take: Script
+    settle: Script
+    peek: Script
+    record: Script
+    move: Script
+    sweep: Script
 
     def __init__(self, client: redis.Redis) -> None:
         lua = resources.files("gatekeeper.ledger") / "lua"

@@ -179,9 +179,9 @@ def permissions(changes: list[dict[str, str]], entities: dict[str, Entity], star
         elif kind == "entity.permit_revoked" and before is not None and before.until_ms > t:
             before.until_ms, before.ended, before.ended_by = t, "revoked", r.get("actor", "")
     for name, p in current.items():  # the current facts are exact (the message rounds)
-        fact = entities[name].permission if name in entities else None
-        if fact is not None and fact.valid_from_ms == p.from_ms and p.ended == "expiry":
-            p.limit, p.until_ms, p.reference = fact.limit, fact.valid_until_ms, fact.reference
+        now = entities[name].permission if name in entities else None
+        if now is not None and now.valid_from_ms == p.from_ms and p.ended == "expiry":
+            p.limit, p.until_ms, p.reference = now.limit, now.valid_until_ms, now.reference
     return sorted((p for p in spans if p.until_ms > start and p.from_ms < end),
                   key=lambda p: (p.entity, p.from_ms))
 

@@ -196,9 +196,9 @@ def possible_splitting(entities: list[Entity], users: list[User]) -> list[SplitF
             groups.link(a, b, why)
     flags = []
     for gid, members in groups.members.items():
-        why = groups.reasons.get(gid, [])
-        shown = why[:MAX_REASONS]
-        if len(why) > MAX_REASONS:
-            shown.append(f"… and {len(why) - MAX_REASONS:,} more links")
+        reasons = groups.reasons.get(gid, [])
+        shown = reasons[:MAX_REASONS]
+        if len(reasons) > MAX_REASONS:
+            shown.append(f"… and {len(reasons) - MAX_REASONS:,} more links")
         flags.append(SplitFlag(tuple(sorted(members)), tuple(shown)))
     return sorted(flags, key=lambda f: (-len(f.entities), f.entities))

@@ -20,7 +20,7 @@ from gatekeeper.channels.web.extension import current_gate
 from gatekeeper.channels.web.openapi import OPENAPI
 from gatekeeper.domain import denials, lines, quota, shares
 from gatekeeper.domain.datasets import Filters
-from gatekeeper.domain.gate import ingest_deletion_stream
+from gatekeeper.domain.gate import Gate, ingest_deletion_stream
 from gatekeeper.domain.users import User
 from gatekeeper.rules import policy
 from gatekeeper.rules.errors import (
@@ -35,7 +35,7 @@ READ = 1 << 20
 SHARE_FIELDS = {"entity", "dataset", "filters", "kind", "allow_partial", "purpose"}
 
 
-def gate() -> Any:
+def gate() -> Gate:
     return current_gate()
 
 

@@ -21,7 +21,7 @@ from gatekeeper.channels.web.pages import gate, me, role_required
 from gatekeeper.domain import dashboard
 from gatekeeper.domain.entities import MAX_LIMIT, Link
 from gatekeeper.domain.gate import set_parent
-from gatekeeper.ledger.store import failing_closed
+from gatekeeper.ledger import clock
 from gatekeeper.rules import policy
 from gatekeeper.rules.errors import BadInput, GatekeeperError
 
@@ -171,12 +171,6 @@ def end_of_day_ms(day: str, timezone: str) -> int:
     return int(end.timestamp() * 1000)
 
 
-def _redis_now_ms() -> int:
-    with failing_closed():
-        seconds, micros = gate().client.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
 @bp.post("/entities/<name>/permission")
 @role_required(*ALLOWED)
 def record_permission(name: str) -> Any:
@@ -185,7 +179,7 @@ def record_permission(name: str) -> Any:
     def change() -> None:
         limit = parse_limit(f.get("limit", ""))
         until_ms = end_of_day_ms(f.get("until", ""), gate().config.limits.timezone)
-        if until_ms <= _redis_now_ms():
+        if until_ms <= clock.now_ms(gate().client):
             raise BadInput(f"R4: valid until {f.get('until')} is already over; a permission "
                            "must end in the future", rule="R4")
         gate().entities.permit(name, limit=limit, until_ms=until_ms,

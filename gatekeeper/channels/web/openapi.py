@@ -43,7 +43,7 @@ _QUOTA_HEADERS = {
     }.items()
 }
 
-_SECURED = [{"bearer": []}]
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",

@@ -20,12 +20,14 @@ from flask import (
     request,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
 
 from gatekeeper.channels.web.extension import current_gate
 from gatekeeper.domain import denials, hydrated
 from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.datasets import FILTER_FIELDS, Filters
+from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.users import User
 from gatekeeper.ledger.ledger import iso
 from gatekeeper.rules import policy
@@ -46,12 +48,13 @@ class WebUser(UserMixin):
         return f"{self.user.name}|{self.user.session}"
 
 
-def gate() -> Any:
+def gate() -> Gate:
     return current_gate()
 
 
 def me() -> User:
-    return current_user.user  # type: ignore[no-any-return]
+    user: User = current_user.user  # Flask-Login's proxy is untyped
+    return user
 
 
 def role_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -72,7 +75,7 @@ def role_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., A
 
 
 @bp.get("/")
-def index() -> Response:
+def index() -> ResponseReturnValue:
     if not current_user.is_authenticated:
         return render_template("index.html")
     if me().role in policy.MAY_EXPORT_HYDRATED:
@@ -127,7 +130,7 @@ def safe_next(target: str) -> str | None:
 
 
 @bp.post("/logout")
-def logout() -> Response:
+def logout() -> ResponseReturnValue:
     if current_user.is_authenticated:
         # Server-side: a copy of this session cookie kept elsewhere opens nothing any more.
         gate().users.end_sessions(me().name, actor=me().name, channel="web")
