@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from gatekeeper.domain import checkpoints
+from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.report import (
     ReportData,
     month_bounds,
@@ -21,7 +22,7 @@ from gatekeeper.domain.spool import publish
 from gatekeeper.rules.errors import BadInput
 
 
-def monthly_report(gate: Any, month: str | None, *, actor: str) -> ReportData:
+def monthly_report(gate: Gate, month: str | None, *, actor: str) -> ReportData:
     """The report of `month` (YYYY-MM; default the previous full month on the Redis clock).
     A bad month is refused before anything is read."""
     if month is not None:

@@ -5,21 +5,18 @@ lays them out.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 
 from exports import auditlog as writers
 from gatekeeper.domain import checkpoints
 from gatekeeper.domain.audit import FORMATS, AuditFilter, AuditLog, iso_ms
-from gatekeeper.ledger import chain
-from gatekeeper.ledger.store import failing_closed
+from gatekeeper.domain.spool import publish
+from gatekeeper.ledger import chain, clock
 from gatekeeper.rules import policy
 from gatekeeper.rules.errors import BadInput, ChainBroken
 
@@ -42,24 +39,20 @@ def export_to_file(log: AuditLog, filters: AuditFilter, out: Path, fmt: str,
     if fmt not in FORMATS:
         raise BadInput(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}",
                        field="format")
+    n = 0
+
+    def write_records(fh: IO[bytes]) -> None:
+        nonlocal n
+        n = write(log.records(filters), fh, fmt, about)
+
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+        publish(out, write_records)  # `out` appears only whole; an error leaves nothing
     except OSError as exc:
-        raise BadInput(f"{out}: cannot write the audit export ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            n = write(log.records(filters), fh, fmt, about)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise BadInput(f"{out}: cannot write the audit export ({exc.strerror or exc}); "
-                           "no file was left") from exc
-        if isinstance(exc, ValueError) and fmt == "xlsx":  # more rows than a sheet holds
+        raise BadInput(f"{out}: cannot write the audit export ({exc.strerror or exc}); "
+                       "no file was left") from exc
+    except ValueError as exc:
+        if fmt == "xlsx":  # more rows than a sheet holds
             raise BadInput(f"{exc}; no file was left", field="format") from exc
         raise
     return n
@@ -105,10 +98,8 @@ def audit_export(obj: Any, out: Path, fmt: str | None, as_json: bool,
         if fmt not in FORMATS:
             raise BadInput(f"give --format {'|'.join(FORMATS)} (cannot tell it from {out.name})",
                            field="format")
-    with failing_closed():
-        seconds, _micros = obj.gate.client.time()
-    about = {"exported_at": iso_ms(int(seconds) * 1000), "filters": filters.to_dict() or "none",
-             "channel": "cli"}
+    about = {"exported_at": iso_ms(clock.now_ms(obj.gate.client)),
+             "filters": filters.to_dict() or "none", "channel": "cli"}
     n = export_to_file(AuditLog(obj.gate.client), filters, out, fmt, about)
     data = {"records": n, "format": fmt, "out": str(out), "filters": filters.to_dict()}
     text = f"{n:,} audit record{'s' if n != 1 else ''} written to {out} ({fmt})"

@@ -10,7 +10,7 @@ import click
 
 from gatekeeper.channels.cli.context import Context, Group, cli_actor, emit, json_option, pass_ctx
 from gatekeeper.domain.gate import set_parent
-from gatekeeper.ledger import store
+from gatekeeper.ledger import clock
 from gatekeeper.ledger.ledger import iso
 from gatekeeper.rules import policy
 from gatekeeper.rules.errors import BadInput
@@ -104,9 +104,7 @@ def entity_permit(obj: Context, name: str, limit_text: str, until: str, referenc
     gate = obj.gate
     limit = _parse_limit(limit_text)
     until_ms = _end_of_day_ms(until, gate.config.limits.timezone)
-    with store.failing_closed():
-        seconds, micros = gate.client.time()
-    if until_ms <= seconds * 1000 + micros // 1000:
+    if until_ms <= clock.now_ms(gate.client):
         raise BadInput(f"--until {until} is already over; a permission must end in the future",
                        rule="R4")
     e = gate.entities.permit(name, limit=limit, until_ms=until_ms, reference=reference,
