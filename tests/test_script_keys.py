@@ -272,6 +272,18 @@ def test_every_key_a_pool_writes_is_in_its_key_index(client: redis.Redis,
         "entity", "user", "tokens", "tokens-used", "ctr", "share", "idem", "ticket"}
     assert client.zscore(keys.pool_keys("globex"), keys.entity("globex", "globex")) == float(
         "inf")
+    # No entry says a key is gone before it is: each reaches at least to the key's expiry.
+    seconds, micros = client.time()
+    now = seconds * 1000 + micros // 1000
+    for key in written:
+        ttl = client.pttl(key)
+        assert client.zscore(keys.pool_keys("globex"), key) >= (
+            float("inf") if ttl < 0 else now + ttl - 5), key
+    # An entry whose key has expired is forgotten by the next take.
+    gone = keys.ticket("globex", "expired-long-ago")
+    client.zadd(keys.pool_keys("globex"), {gone: 1})
+    share_ids(g, tmp_path, "globex", 5, start=100)
+    assert client.zscore(keys.pool_keys("globex"), gone) is None
 
 
 def test_a_counter_key_is_read_back_and_its_total_and_days_are_not_counters() -> None:

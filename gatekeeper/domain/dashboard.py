@@ -196,8 +196,8 @@ class _Snapshot:
         """Users as the directory knows them: counting R6 needs only name and pool (reading
         10,000 user hashes would cost more than everything else together). `active_only`:
         those whose R6 counter holds usage, from the pools' indexes of active counters."""
-        marker = ":ctr:r6:"
-        names = {k.rpartition(marker)[2] for k in self.active if marker in k}
+        counters = (keys.parse_counter(k) for k in self.active)
+        names = {c[2] for c in counters if c is not None and c[1] == "r6"}
         return [User(name=name, entity=entity, root=root, role="", created_at_ms=0,
                      terms_version=None, terms_at_ms=None)
                 for name, entity, root in self.directory

@@ -24,7 +24,8 @@ from gatekeeper.domain.datasets import Filters
 from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.users import User
 from gatekeeper.ledger import keys
-from gatekeeper.ledger.ledger import index_pool_key, iso
+from gatekeeper.ledger.layout import index_pool_key
+from gatekeeper.ledger.ledger import iso
 from gatekeeper.ledger.reservation import Reservation
 from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules import policy

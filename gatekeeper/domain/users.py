@@ -23,7 +23,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from gatekeeper.domain.entities import Entities, check_name
 from gatekeeper.ledger import keys
-from gatekeeper.ledger.ledger import Ledger, index_pool_key, iso
+from gatekeeper.ledger.layout import index_pool_key
+from gatekeeper.ledger.ledger import Ledger, iso
 from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules import policy
 from gatekeeper.rules.errors import BadInput, Conflict, NotFound, Unauthorized

@@ -37,7 +37,7 @@ SYS_AUDIT = f"{SYS}:audit"  # stream: audit records that belong to no pool
 DATASETS = f"{SYS}:datasets"  # hash: dataset name -> JSON of its DatasetInfo
 DELETED_VERSION = f"{SYS}:deleted:version"  # bumped by every R9 ingest and lift
 AUDIT_STREAMS = f"{SYS}:audit-streams"  # set: every pool audit stream ever written
-LAYOUT = f"{SYS}:layout"  # version of the stored layout (see ledger.LAYOUT)
+LAYOUT = f"{SYS}:layout"  # version of the stored layout (see layout.LAYOUT)
 
 
 def deleted(kind: str) -> str:
@@ -144,6 +144,11 @@ def pool_prefix(root: str) -> str:
     """The prefix of every key of the pool (``gk:{e:ROOT}:``), for a SCAN of a store written
     before the pool's key index (Ledger.upgrade)."""
     return f"{_pool(root)}:"
+
+
+# SCAN patterns for Ledger.upgrade, which indexes a store written before an index existed.
+ANY_POOL_KEY = f"{PREFIX}:{{e:*}}:*"
+ANY_COUNTER = f"{PREFIX}:{{e:*}}:ctr:*"  # with its :sum and :daily (SCAN TYPE list: the lists)
 
 
 # Keys of a pool that stay when it joins another (R10, move.lua): its history (the audit

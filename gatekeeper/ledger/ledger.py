@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 import redis
 
 from gatekeeper.config import LimitsConfig
-from gatekeeper.ledger import keys
+from gatekeeper.ledger import keys, layout
 from gatekeeper.ledger.scripts import Scripts, decode
 from gatekeeper.ledger.store import Batch, failing_closed, is_cluster
 from gatekeeper.rules.errors import (
@@ -198,32 +198,12 @@ def _audit_args(audit: dict[str, Any]) -> list[str]:
     return out
 
 
-# The stored layout: 2 = each pool keeps an index of its active counters (keys.active);
-# 3 = each audit stream keeps an index of its latest refusals (keys.refusals_of);
-# 4 = each pool keeps an index of its keys (keys.pool_keys), for move.lua.
-LAYOUT = 4
+LAYOUT = layout.LAYOUT  # the stored layout this version writes (see layout.py)
 # A script that needed keys it was not given is run again with them (Ledger._run): each try
 # declares what the last one found; more tries than this means the pool changes faster than
 # we can read it.
 UNDECLARED_TRIES = 8
 PEEK_BATCH = 500  # counters per peek call, so that no single call holds the server long
-REFUSED = frozenset({b"refused", b"denied", b"conflict"})
-REFUSAL_INDEX_LENGTH = 100  # as _window.lua keeps it
-
-
-def index_pool_key(pipe: Any, key: str, ttl_s: int | None = None) -> None:
-    """Queue the entry of `key`, a pool key written by Python rather than a script, in its
-    pool's index of its keys (keys.pool_keys), so that it moves with the pool (move.lua).
-    A key that expires (`ttl_s`) is kept there until a day past its expiry by the local clock:
-    the entry only bounds the index's size, and the day covers any skew to the Redis clock."""
-    root = keys.root_of_key(key)
-    if root is None:
-        raise ValueError(f"{key!r} belongs to no pool")
-    if ttl_s is None:
-        pipe.zadd(keys.pool_keys(root), {key: float("inf")}, nx=True)
-    else:
-        until = int((time.time() + ttl_s) * 1000) + DAY_MS
-        pipe.zadd(keys.pool_keys(root), {key: until}, gt=True)
 
 
 def decode_daily(days: range, row: list[bytes | None]) -> dict[int, int]:
@@ -491,97 +471,10 @@ class Ledger:
         return args + index
 
     def upgrade(self, limits: LimitsConfig) -> dict[str, int]:
-        """Bring a store written by an older version to LAYOUT, once: index the counters that
-        hold usage (2), the latest refusals of every audit stream (3) and every pool's keys
-        (4). Safe to run twice or beside live traffic (what a script indexes meanwhile is
-        kept). Returns what it did."""
-        with failing_closed():
-            layout = int(self.client.get(keys.LAYOUT) or 0)
-            done = {"counters": 0, "refusals": 0, "keys": 0}
-            if layout >= LAYOUT:
-                return done
-            if layout < 2:
-                done["counters"] = self._index_active_counters(limits)
-            if layout < 3:
-                done["refusals"] = self._index_refusals()
-            if layout < 4:
-                done["keys"] = self._index_pool_keys(f"{keys.PREFIX}:{{e:*}}:*")
-            self.client.set(keys.LAYOUT, LAYOUT)
-        return done
-
-    def _index_pool_keys(self, match: str) -> int:
-        """Enter every pool key matching `match` (a SCAN pattern: never KEYS, which blocks
-        the server for a walk of the whole keyspace) in its pool's index of its keys, scored
-        as the scripts score them: when it expires by the Redis clock, or inf."""
-        found = [k.decode() for k in self.client.scan_iter(match=match, count=1000)]
-        found = [k for k in found if not keys.stays(k)]
-        seconds, micros = self.client.time()
-        now = seconds * 1000 + micros // 1000
-        pipe = self.client.pipeline(transaction=False)
-        for key in found:
-            pipe.pttl(key)
-        ttls = pipe.execute() if found else []
-        pipe = self.client.pipeline(transaction=False)
-        for key, ttl in zip(found, ttls, strict=True):
-            if ttl == -2:
-                continue  # gone since the scan
-            root = keys.root_of_key(key)
-            assert root is not None  # the pattern names pools only
-            score = float("inf") if ttl < 0 else now + ttl
-            pipe.zadd(keys.pool_keys(root), {key: score}, gt=True)
-        pipe.execute()
-        return len(found)
-
-    def _index_active_counters(self, limits: LimitsConfig) -> int:
-        """Every counter that still exists, in its pool's active index, scored as take.lua
-        scores it — when its newest bucket leaves the window (for a calendar day, an upper
-        bound: a day later)."""
+        """Bring a store written by an older version to LAYOUT, once (layout.upgrade)."""
         windows = {"r2": post_id_window(limits), "uid": post_id_window(limits),
                    "r6": hydrated_window(limits)}
-        found = [k.decode() for k in self.client.scan_iter(
-            match=f"{keys.PREFIX}:{{e:*}}:ctr:*", count=1000, _type="list")]
-        pipe = self.client.pipeline(transaction=False)
-        for key in found:
-            pipe.lindex(key, -1)
-        newest = pipe.execute() if found else []
-        pipe = self.client.pipeline(transaction=False)
-        for key, bucket in zip(found, newest, strict=True):
-            parsed = keys.parse_counter(key)
-            if parsed is None or bucket is None or parsed[1] not in windows:
-                continue  # gone since the scan, or not a counter this version knows
-            root, scope, _ = parsed
-            w, start = windows[scope], int(bucket.split(b":", 1)[0])
-            release = start + w.length_ms + (DAY_MS if w.timezone else w.width_ms)
-            pipe.zadd(keys.active(root), {key: release})
-        pipe.execute()
-        return len(found)
-
-    def _index_refusals(self) -> int:
-        """Each audit stream's latest refusals, copied under their IDs into its refusal index
-        (a stream whose index a script has started already keeps what the script wrote)."""
-        streams = sorted(s.decode() for s in self.client.smembers(keys.AUDIT_STREAMS))
-        copied = 0
-        for stream in [*streams, keys.SYS_AUDIT]:
-            index = keys.refusals_of(stream)
-            if self.client.exists(index):
-                continue
-            found: list[tuple[bytes, dict[bytes, bytes]]] = []
-            high = "+"
-            while len(found) < REFUSAL_INDEX_LENGTH:
-                batch = self.client.xrevrange(stream, max=high, count=1000)
-                found += [(rid, f) for rid, f in batch if f.get(b"outcome") in REFUSED]
-                if len(batch) < 1000:
-                    break
-                high = f"({batch[-1][0].decode()}"
-            pipe = self.client.pipeline(transaction=False)
-            for rid, fields in reversed(found[:REFUSAL_INDEX_LENGTH]):
-                pipe.xadd(index, fields, id=rid)
-            try:
-                pipe.execute()
-            except redis.exceptions.ResponseError:
-                continue  # a refusal was indexed meanwhile: older IDs cannot go before it
-            copied += min(len(found), REFUSAL_INDEX_LENGTH)
-        return copied
+        return layout.upgrade(self.client, windows)
 
     def daily(self, counters: list[Counter], days: range | None = None) -> list[dict[int, int]]:
         """Usage per UTC day (epoch day -> amount) of each counter, for charts and reports:
@@ -643,9 +536,9 @@ class Ledger:
         of the two audit records it appends (one in each pool's stream). Needs a single Redis
         server (the two pools are in different Cluster slots); the caller says so first."""
         with failing_closed():
-            if int(self.client.get(keys.LAYOUT) or 0) < 4:
+            if int(self.client.get(keys.LAYOUT) or 0) < 4:  # layout 4: the pool key index
                 # A store written before the index: this pool's keys are indexed first.
-                self._index_pool_keys(keys.pool_prefix(name) + "*")
+                layout.index_pool_keys(self.client, keys.pool_prefix(name) + "*")
         fixed = [keys.ENTITIES, keys.moved(name), keys.audit(name),
                  keys.chain_of(keys.audit(name)), keys.audit(root),
                  keys.chain_of(keys.audit(root)), keys.moved(root), keys.active(root),

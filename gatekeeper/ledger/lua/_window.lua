@@ -14,10 +14,14 @@ local DAY = 86400000
 local DECLARED = {}
 for _, k in ipairs(KEYS) do DECLARED[k] = true end
 
+local CLOCK = nil  -- the Redis clock, read once per call
 local function now_ms(override)
   if override ~= nil and override ~= '' then return tonumber(override) end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if CLOCK == nil then
+    local t = redis.call('TIME')
+    CLOCK = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return CLOCK
 end
 
 -- Integers as decimal strings: cjson would print large numbers in exponent form.
@@ -226,23 +230,37 @@ end
 -- without expiry), so that move.lua names every key it moves instead of scanning the keyspace.
 -- Called after a script wrote `key`; the score only grows, by the Redis clock (never a test's
 -- `now`), so an entry is pruned only once its key has expired.
-local CLOCK = nil
-local function clock()
-  if CLOCK == nil then CLOCK = now_ms('') end
-  return CLOCK
-end
-
 local function index_key(index, key)
   local ttl = redis.call('PTTL', key)
   if ttl == -2 then return end
   local score = 'inf'
-  if ttl >= 0 then score = string.format('%d', clock() + ttl) end
+  if ttl >= 0 then score = string.format('%d', now_ms('') + ttl) end
   local old = redis.call('ZSCORE', index, key)
   if old == 'inf' or (old and score ~= 'inf' and tonumber(old) >= tonumber(score)) then return end
   redis.call('ZADD', index, score, key)
 end
 
+-- A key just created with a lifetime of `ttl` ms.
+local function index_new(index, key, ttl)
+  redis.call('ZADD', index, string.format('%d', now_ms('') + ttl), key)
+end
+
+-- A counter take.lua just charged: its bucket list and running total given `ttl` ms to live,
+-- its days 400 days. One ZSCORE per charge: the entries are written with room to spare (a day
+-- for the days, three for the list, whose lifetime may grow by up to a day between charges on
+-- a calendar day), so again only about once a day; while the days' entry reaches past
+-- now + 400 days, this charge is less than a day after it was written, so the list's entry
+-- reaches past now + ttl too.
+local function index_counter(index, key, sum_key, daily_key, ttl)
+  local now = now_ms('')
+  local old = redis.call('ZSCORE', index, daily_key)
+  if old and (old == 'inf' or tonumber(old) >= now + 400 * DAY) then return end
+  local score = string.format('%d', now + ttl + 3 * DAY)
+  redis.call('ZADD', index, score, key, score, sum_key,
+             string.format('%d', now + 401 * DAY), daily_key)
+end
+
 -- Forget index entries of keys that have expired (amortised: each is removed once).
 local function prune_index(index)
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', string.format('(%d', clock()))
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', string.format('(%d', now_ms('')))
 end

@@ -227,9 +227,7 @@ else
       -- Usage per UTC day, for charts and the monthly report; kept for 400 days.
       redis.call('HINCRBY', s.daily_key, fmt(math.floor(start / DAY)), amount)
       redis.call('PEXPIRE', s.daily_key, 400 * DAY)
-      index_key(KEYS[9], s.key)
-      index_key(KEYS[9], s.sum_key)
-      index_key(KEYS[9], s.daily_key)
+      index_counter(KEYS[9], s.key, s.sum_key, s.daily_key, ttl)
       s.used = s.used + amount
     end
     charges[c] = fmt(start) .. ':' .. fmt(amount)
@@ -251,7 +249,7 @@ else
   redis.call('EXPIRE', KEYS[4], tonumber(ARGV[5]))
   redis.call('ZADD', KEYS[8], fmt(now), share_id)
   prune_index(KEYS[9])
-  index_key(KEYS[9], KEYS[4])
+  index_new(KEYS[9], KEYS[4], tonumber(ARGV[5]) * 1000)
 end
 
 for c = 1, n do
@@ -270,6 +268,6 @@ if status ~= 'refused' and fingerprint ~= '' then
   out.first_status = status
   redis.call('HSET', KEYS[3], 'fingerprint', fingerprint, 'result', cjson.encode(out))
   redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
-  index_key(KEYS[9], KEYS[3])
+  index_new(KEYS[9], KEYS[3], tonumber(ARGV[4]) * 1000)
 end
 return cjson.encode(out)
