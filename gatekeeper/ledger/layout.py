@@ -21,6 +21,7 @@ from gatekeeper.ledger.store import failing_closed
 # 3 = each audit stream keeps an index of its latest refusals (keys.refusals_of);
 # 4 = each pool keeps an index of its keys (keys.pool_keys), for move.lua.
 LAYOUT = 4
+POOL_KEY_INDEX = 4  # the layout from which every pool keeps an index of its keys
 REFUSED = frozenset({b"refused", b"denied", b"conflict"})
 REFUSAL_INDEX_LENGTH = 100  # as _window.lua keeps it
 DAY_MS = 86_400_000
@@ -47,7 +48,7 @@ def upgrade(client: redis.Redis, windows: dict[str, Window]) -> dict[str, int]:
             done["counters"] = _index_active_counters(client, windows)
         if layout < 3:
             done["refusals"] = _index_refusals(client)
-        if layout < 4:
+        if layout < POOL_KEY_INDEX:
             done["keys"] = index_pool_keys(client, keys.ANY_POOL_KEY)
         client.set(keys.LAYOUT, LAYOUT)
     return done

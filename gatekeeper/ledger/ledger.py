@@ -536,7 +536,7 @@ class Ledger:
         of the two audit records it appends (one in each pool's stream). Needs a single Redis
         server (the two pools are in different Cluster slots); the caller says so first."""
         with failing_closed():
-            if int(self.client.get(keys.LAYOUT) or 0) < 4:  # layout 4: the pool key index
+            if int(self.client.get(keys.LAYOUT) or 0) < layout.POOL_KEY_INDEX:
                 # A store written before the index: this pool's keys are indexed first.
                 layout.index_pool_keys(self.client, keys.pool_prefix(name) + "*")
         fixed = [keys.ENTITIES, keys.moved(name), keys.audit(name),
@@ -562,8 +562,8 @@ class Ledger:
                 return Move(out["status"], moved=int(out.get("moved", 0)),
                             merged=int(out.get("merged", 0)),
                             children=tuple(out.get("children") or ()), share=out.get("share"))
-        raise StoreUnavailable(f"the keys of pool {name!r} kept changing while it was moved; "
-                               "nothing was changed, try again")
+        raise Conflict(f"R10: the keys of pool {name!r} kept changing while it was moved; "
+                       "nothing was changed, try again", rule="R10")
 
 
 def _peek_keys(counters: list[Counter]) -> list[str]:
