@@ -39,7 +39,8 @@ from common import machine_line, print_goals, print_table, run_child
 
 from gatekeeper.ledger import chain, keys
 from gatekeeper.ledger.ledger import DAY_MS, Counter, Ledger, Limit, Window
-from gatekeeper.ledger.store import EmbeddedServer, Scripts
+from gatekeeper.ledger.scripts import Scripts
+from gatekeeper.ledger.store import EmbeddedServer
 
 WINDOW = Window("30d", 30 * DAY_MS, 600_000)
 AUDIT = {"actor": "bench", "entity": "bench", "recipient": "bench", "channel": "api",
@@ -51,7 +52,7 @@ for i = 1, tonumber(ARGV[1]) do
                 'entity', 'acme-research', 'recipient', 'analyst-0042', 'channel', 'api',
                 'kind', 'share', 'requested', '100000', 'granted', '100000', 'rule', 'R2',
                 'outcome', 'granted', 'request_id', 'f3b2c1d0e9a8b7c6', 'share_id',
-                'a1b2c3d4e5f60718293a4b5c6d7e8f90'})
+                'a1b2c3d4e5f60718293a4b5c6d7e8f90'}, KEYS[2])
 end
 return 1
 """
@@ -143,7 +144,7 @@ def main() -> int:
             left = args.records
             while left:
                 n = min(10_000, left)
-                load(keys=[stream], args=[n])
+                load(keys=[stream, keys.chain_of(stream)], args=[n])
                 left -= n
             rates: dict[str, list[float]] = {side: [] for side in SIDES}
             order = list(SIDES)

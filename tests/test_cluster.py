@@ -196,3 +196,22 @@ def test_a_hydrated_export_counts_r6_on_a_cluster(gate: Gate) -> None:
                   fmt="xlsx", with_users=False, channel="web")
     done.file.close()
     assert (done.posts, quota.user_quota(gate, "ana")["used"]) == (18, 30)
+
+
+def test_a_cluster_is_detected_when_the_config_does_not_say_so(cluster_url: str,
+                                                                tmp_path: Path) -> None:
+    """`redis.cluster = false` with a URL naming a cluster node: the store says it is a
+    cluster (INFO cluster), so keys are routed by slot and a pool move is refused."""
+    (tmp_path / "config.toml").write_text(f'[redis]\nurl = "{cluster_url}"\n')
+    g = Gate(config_mod.load(tmp_path / "config.toml"))
+    try:
+        assert isinstance(g.client, RedisCluster) and g.ledger.cluster
+        g.client.flushall(target_nodes=RedisCluster.PRIMARIES)
+        build(g)
+        with pytest.raises(BadInput, match="single Redis server"):
+            set_parent(g, "globex", parent="acme", reason="same company", actor="cora",
+                       channel="cli")
+        assert g.entities.get("globex").root == "globex"
+    finally:
+        g.client.flushall(target_nodes=RedisCluster.PRIMARIES)
+        g.client.close()

@@ -146,7 +146,10 @@ def snapshot(gate: Gate) -> dict[bytes, Any]:
                 lambda k: r.lrange(k, 0, -1), "zset": lambda k: r.zrange(k, 0, -1,
                                                                         withscores=True),
                 "stream": lambda k: r.xrange(k)}[kind]
-        out[key] = (kind, read(key))
+        value = read(key)
+        if key.endswith(b":keys"):  # a pool's key index: entries of the keys skipped, too
+            value = [(k, score) for k, score in value if not skip.fullmatch(k)]
+        out[key] = (kind, value)
     return out
 
 

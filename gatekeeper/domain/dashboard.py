@@ -10,7 +10,6 @@ Redis clock."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -19,7 +18,7 @@ from gatekeeper.domain.entities import Entity
 from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.users import User
 from gatekeeper.ledger import clock, keys
-from gatekeeper.ledger.ledger import DAY_MS, LAYOUT, Counter, decode_daily
+from gatekeeper.ledger.ledger import DAY_MS, LAYOUT, Counter, CounterState, decode_daily
 from gatekeeper.ledger.store import Batch, failing_closed
 from gatekeeper.rules import policy
 from gatekeeper.rules.splitting import (
@@ -32,7 +31,6 @@ HISTORY_DAYS = 30
 REFUSED = ("refused", "denied", "conflict")
 RECENT_REFUSALS = 20
 ENTITY_RECORDS = 1000  # newest records of a pool's stream read for one entity's page
-PEEK_BATCH = 500  # counters per script call, so that no single call holds the server long
 
 T = TypeVar("T")
 
@@ -208,8 +206,8 @@ class _Snapshot:
         """Users as the directory knows them: counting R6 needs only name and pool (reading
         10,000 user hashes would cost more than everything else together). `active_only`:
         those whose R6 counter holds usage, from the pools' indexes of active counters."""
-        marker = ":ctr:r6:"
-        names = {k.rpartition(marker)[2] for k in self.active if marker in k}
+        counters = (keys.parse_counter(k) for k in self.active)
+        names = {c[2] for c in counters if c is not None and c[1] == "r6"}
         return [User(name=name, entity=entity, root=root, role="", created_at_ms=0,
                      terms_version=None, terms_at_ms=None)
                 for name, entity, root in self.directory
@@ -265,34 +263,9 @@ def _permission_state(entity: Entity, revoked: set[str], now_ms: int) -> str | N
     return "revoked" if entity.name in revoked else "expired"
 
 
-def _usage(raw: dict[str, Any]) -> Usage:
-    def n(v: str) -> int | None:
-        return None if int(v) < 0 else int(v)
-
-    return Usage(used=int(raw["used"]), limit=n(raw["limit"]), remaining=n(raw["remaining"]),
-                 releases=tuple((int(at), int(amount)) for at, amount in raw["releases"]))
-
-
-def _peek_all(gate: Gate, batch: Batch, counters: list[Counter], next_only: bool) -> Callable[
-        [list[Any]], list[Usage]]:
-    """Queue peeks of `counters` (on a cluster: all in one slot) on `batch`; returns their
-    decoder."""
-    start = len(batch)
-    calls = 0
-    for i in range(0, len(counters), PEEK_BATCH):
-        part = counters[i:i + PEEK_BATCH]
-        args = gate.ledger.peek_args(part, next_only=next_only)
-        batch.add(part[0].key, lambda pipe, part=part, args=args: gate.ledger.scripts.peek(
-            keys=[c.key for c in part], args=args, client=pipe))
-        calls += 1
-
-    def decode(results: list[Any]) -> list[Usage]:
-        out: list[Usage] = []
-        for raw in results[start:start + calls]:
-            out += [_usage(c) for c in json.loads(raw)["counters"]]
-        return out
-
-    return decode
+def _usage(state: CounterState) -> Usage:
+    return Usage(used=state.used, limit=state.limit, remaining=state.remaining,
+                 releases=tuple(state.releases))
 
 
 @dataclass
@@ -321,14 +294,11 @@ def _measure(gate: Gate, snap: _Snapshot, entities: list[Entity], users: list[Us
             pools[e.root].append((f"u:{e.name}", ids))
     for u in users:
         pools.setdefault(u.root, []).append((f"r6:{u.name}", policy.hydrated_counter(u, 0, cfg)))
-    # A script may touch one slot of a Redis Cluster: there, one call per pool. A single
-    # server takes any keys, so many small pools share a call (1,000 calls cost ~30 ms more).
-    batches = list(pools.values()) if gate.config.redis.cluster else [
-        [item for items in pools.values() for item in items]]
+    tags = [tag for items in pools.values() for tag, _ in items]
     with failing_closed():
         batch = Batch(gate.client)
-        decoders = [(items, _peek_all(gate, batch, [c for _, c in items], next_only))
-                    for items in batches]
+        peeked = gate.ledger.queue_peeks(batch, [c for items in pools.values() for _, c in items],
+                                         next_only=next_only)
         first_stream = len(batch)
         for stream in streams:
             batch.add(stream, lambda pipe, stream=stream: pipe.xrevrange(stream,
@@ -338,11 +308,10 @@ def _measure(gate: Gate, snap: _Snapshot, entities: list[Entity], users: list[Us
         first_daily = len(batch)
         for e in entities if history else []:
             key = policy.id_share_counters(e, by_name.get(e.root, e), "posts", 0, cfg)[-1].key
-            batch.add(key, lambda pipe, key=key: pipe.hmget(key + ":daily", list(days)))
+            batch.add(key, lambda pipe, key=key: pipe.hmget(keys.counter_daily(key),
+                                                             list(days)))
         results = batch.execute()
-    usage: dict[str, Usage] = {}
-    for items, decode in decoders:
-        usage.update(zip((tag for tag, _ in items), decode(results), strict=True))
+    usage = {tag: _usage(state) for tag, state in zip(tags, peeked(results), strict=True)}
     records = [AuditRecord(rid.decode(), _stream_root(stream), _text(fields), stream)
                for stream, raw_rows in zip(streams, results[first_stream:first_daily],
                                            strict=True)

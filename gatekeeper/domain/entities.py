@@ -315,33 +315,28 @@ class Entities:
             raise BadInput(f"R10: {name} is already pooled with {entity.root} (parent "
                            f"{entity.parent}); its usage belongs to that pool and cannot move "
                            "out of it", rule="R10")
-        if cluster:
+        if cluster or self.ledger.cluster:
             raise BadInput(f"R10: moving {name}'s pool needs a single Redis server (its keys "
                            "change Cluster slot); on Redis Cluster, link an entity when it is "
                            "created (entity add --parent)", rule="R10")
         message = (f"{name} joined the pool of {target.root} as a child of {parent}: "
                    f"{reason.strip()}")
-        out = self.ledger.scripts.run(
-            "move",
-            [keys.ENTITIES, keys.moved(name), keys.audit(name), keys.audit(target.root),
-             keys.moved(target.root), keys.active(target.root)],
-            ["", name, parent, target.root, self.ledger.reservation_timeout_ms, keys.PREFIX,
-             r2_window.length_ms, r2_window.width_ms,
-             "actor", actor, "entity", name, "channel", channel, "kind", "entity.parent",
-             "outcome", "changed", "rule", "R10", "parent", parent, "message", message])
-        status = out["status"]
-        if status == "has_children":
-            raise BadInput(f"R10: {name} is the parent of {', '.join(out['children'])}; a pool "
+        done = self.ledger.move(
+            name, parent=parent, root=target.root, r2_window=r2_window,
+            fields={"actor": actor, "entity": name, "channel": channel, "kind": "entity.parent",
+                    "outcome": "changed", "rule": "R10", "parent": parent, "message": message})
+        if done.status == "has_children":
+            raise BadInput(f"R10: {name} is the parent of {', '.join(done.children)}; a pool "
                            "has one root, so link those to the new parent instead",
                            rule="R10")
-        if status == "in_flight":
+        if done.status == "in_flight":
             raise Conflict(f"R10: a share or export for {name}'s pool is being delivered now "
-                           f"(share {out['share']}); nothing was changed, try again in a "
+                           f"(share {done.share}); nothing was changed, try again in a "
                            "minute", rule="R10")
-        if status != "ok":  # not_root, parent_moved, exists: changed under our feet
-            raise Conflict(f"R10: {name} or {parent} changed while linking them ({status}); "
-                           "nothing was changed, try again", rule="R10")
-        return Link(self.get(name), int(out["merged"]), int(out["moved"]))
+        if done.status != "ok":  # not_root, parent_moved, exists: changed under our feet
+            raise Conflict(f"R10: {name} or {parent} changed while linking them "
+                           f"({done.status}); nothing was changed, try again", rule="R10")
+        return Link(self.get(name), done.merged, done.moved)
 
     def _record(self, root: str, name: str, mode: str, fields: dict[str, Any], actor: str,
                 channel: str, kind: str, rule: str, message: str) -> None:

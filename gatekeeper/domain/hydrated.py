@@ -25,6 +25,7 @@ from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.users import User
 from gatekeeper.ledger import keys
+from gatekeeper.ledger.layout import index_pool_key
 from gatekeeper.ledger.ledger import iso
 from gatekeeper.ledger.reservation import Reservation
 from gatekeeper.ledger.store import failing_closed, text
@@ -54,8 +55,12 @@ NOTICE = ("Received under X's Developer Policy by a person who agreed to X's Ter
 def issue_ticket(gate: Gate, user: User) -> str:
     """A single-use export ticket for the form the user is looking at."""
     ticket = secrets.token_urlsafe(24)
+    key = keys.ticket(user.root, ticket)
     with failing_closed():
-        gate.client.set(keys.ticket(user.root, ticket), user.name, ex=TICKET_TTL_S)
+        pipe = gate.client.pipeline()  # the ticket and its pool's index entry, together
+        pipe.set(key, user.name, ex=TICKET_TTL_S)
+        index_pool_key(pipe, key, TICKET_TTL_S)
+        pipe.execute()
     return ticket
 
 

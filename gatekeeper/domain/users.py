@@ -23,6 +23,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from gatekeeper.domain.entities import Entities, check_name
 from gatekeeper.ledger import keys
+from gatekeeper.ledger.layout import index_pool_key
 from gatekeeper.ledger.ledger import Ledger, iso
 from gatekeeper.ledger.store import failing_closed, text
 from gatekeeper.rules import policy
@@ -305,8 +306,10 @@ class Users:
             if user.disabled:
                 raise Unauthorized("R12: the user of this API token is disabled", rule="R12")
             # Not audited: when a token was last used is an operator's hint, not a decision.
-            self.client.hset(keys.tokens_used(user.root, name), digest,
-                             str(int(time.time() * 1000)))
+            pipe = self.client.pipeline()  # the hash and its pool's index entry, together
+            pipe.hset(keys.tokens_used(user.root, name), digest, str(int(time.time() * 1000)))
+            index_pool_key(pipe, keys.tokens_used(user.root, name))
+            pipe.execute()
         return user
 
     def _record(self, root: str, hash_key: str, mode: str, fields: dict[str, Any], actor: str,

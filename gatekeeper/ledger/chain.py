@@ -23,12 +23,11 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis
 
-from gatekeeper.ledger import keys
+from gatekeeper.ledger import keys, scripts
 from gatekeeper.ledger.store import failing_closed, text
 
 
@@ -49,8 +48,7 @@ def record_hash(prev: bytes, flat: list[bytes]) -> bytes:
 
 @functools.cache
 def _append_source() -> str:
-    lua = resources.files("gatekeeper.ledger") / "lua"
-    return (lua / "_window.lua").read_text() + "\n" + (lua / "append.lua").read_text()
+    return scripts.source("append")
 
 
 def append(pipe: Any, stream: str, fields: dict[str, Any]) -> None:
@@ -61,7 +59,7 @@ def append(pipe: Any, stream: str, fields: dict[str, Any]) -> None:
         if v is not None:
             flat += [k, str(v)]
     # execute_command, not .eval(): a cluster pipeline has no eval() but routes EVAL by its key
-    pipe.execute_command("EVAL", _append_source(), 1, stream, *flat)
+    pipe.execute_command("EVAL", _append_source(), 2, stream, keys.chain_of(stream), *flat)
 
 
 @dataclass

@@ -37,7 +37,7 @@ SYS_AUDIT = f"{SYS}:audit"  # stream: audit records that belong to no pool
 DATASETS = f"{SYS}:datasets"  # hash: dataset name -> JSON of its DatasetInfo
 DELETED_VERSION = f"{SYS}:deleted:version"  # bumped by every R9 ingest and lift
 AUDIT_STREAMS = f"{SYS}:audit-streams"  # set: every pool audit stream ever written
-LAYOUT = f"{SYS}:layout"  # version of the stored layout (see ledger.LAYOUT)
+LAYOUT = f"{SYS}:layout"  # version of the stored layout (see layout.LAYOUT)
 
 
 def deleted(kind: str) -> str:
@@ -103,6 +103,73 @@ def counter(root: str, scope: str, owner: str) -> str:
     return f"{_pool(root)}:ctr:{scope}:{owner}"
 
 
+def counter_sum(counter_key: str) -> str:
+    """A counter's running total (string), beside its bucket list in the same slot."""
+    return counter_key + ":sum"
+
+
+def counter_daily(counter_key: str) -> str:
+    """A counter's usage per UTC day (hash: epoch day -> amount), kept for 400 days."""
+    return counter_key + ":daily"
+
+
+def counter_keys(counter_key: str) -> list[str]:
+    """The three keys a charge writes: the bucket list, its running total, its days."""
+    return [counter_key, counter_sum(counter_key), counter_daily(counter_key)]
+
+
+def parse_counter(key: str) -> tuple[str, str, str] | None:
+    """A counter key read back as (root, scope, owner); None for any other key (its
+    ``:sum`` and ``:daily`` keys included)."""
+    root = root_of_key(key)
+    if root is None:
+        return None
+    head = f"{_pool(root)}:ctr:"
+    if not key.startswith(head):
+        return None
+    scope, sep, owner = key[len(head):].partition(":")
+    if not sep or not owner or ":" in owner:
+        return None
+    return root, scope, owner
+
+
+def pool_keys(root: str) -> str:
+    """The pool's index of its own keys (sorted set: key -> ms after which it is surely gone,
+    ``inf`` for a key without expiry), kept by every writer that creates one, so that moving
+    the pool (move.lua, R10) names each key it touches instead of scanning the keyspace."""
+    return f"{_pool(root)}:keys"
+
+
+def pool_prefix(root: str) -> str:
+    """The prefix of every key of the pool (``gk:{e:ROOT}:``), for a SCAN of a store written
+    before the pool's key index (Ledger.upgrade)."""
+    return f"{_pool(root)}:"
+
+
+# SCAN patterns for Ledger.upgrade, which indexes a store written before an index existed.
+ANY_POOL_KEY = f"{PREFIX}:{{e:*}}:*"
+ANY_COUNTER = f"{PREFIX}:{{e:*}}:ctr:*"  # with its :sum and :daily (SCAN TYPE list: the lists)
+
+
+# Keys of a pool that stay when it joins another (R10, move.lua): its history (the audit
+# stream, its chain head and refusal index, R11), its own indexes and markers.
+STAYING = ("audit", "audit:chain", "refusals", "active", "reserved", "none", "moved", "keys")
+
+
+def stays(key: str) -> bool:
+    """Whether `key` stays in its pool when the pool moves (see STAYING)."""
+    root = root_of_key(key)
+    return root is None or key[len(_pool(root)) + 1:] in STAYING
+
+
+def rehome(key: str, root: str) -> str:
+    """The same key in the pool of `root` (a moving pool's key in its new pool)."""
+    old = root_of_key(key)
+    if old is None:
+        raise ValueError(f"{key!r} belongs to no pool")
+    return _pool(root) + key[len(_pool(old)):]
+
+
 def active(root: str) -> str:
     """Sorted set of the pool's counters that may hold usage: counter key -> the ms at which
     its newest bucket leaves the window. Written by take.lua; readers skip idle counters."""
@@ -129,7 +196,7 @@ def refusals_of(audit_key: str) -> str:
 
 def chain_of(audit_key: str) -> str:
     """The head of an audit stream's hash chain (R11): a hash of seq, hash and id of its last
-    record, beside the stream in its slot. _window.lua's append_audit builds the same name."""
+    record, beside the stream in its slot; every script that appends is given it in KEYS."""
     return audit_key + ":chain"
 
 

@@ -6,6 +6,20 @@ Redis clock, so every app server and CLI process agrees, and a refusal changes n
 
 Cost per check does not depend on the share's size or the limit: a counter is a deque of time
 buckets plus a running total, and memory is bounded by the number of buckets in the window.
+
+This is the only caller of the scripts (``ledger/scripts.py``): each method builds its script's
+KEYS and ARGV and turns its JSON answer into values or typed errors. Every key a script touches
+is in its KEYS, so a script that finds it needs a record it was not given (a stale reservation,
+an idempotency key's first share) changes nothing and names it; ``_run`` runs it again with it.
+
+Moving a pool (R10, ``move``) keeps a per-pool index of the pool's keys (``keys.pool_keys``)
+rather than a fenced two-step move. A fence (mark the pool moving, SCAN its keys, then move what
+was found) would have to be honoured by every writer, Python ones included, and a key written
+between the SCAN and the move would be left behind unseen. With the index, each writer enters
+the key it creates in the same atomic step (in the script, or in the writer's MULTI), the move
+reads the index and names every key in KEYS, and the script re-checks that the index holds
+nothing it was not given, so nothing can be left behind; the cost is a sorted-set entry per
+key, pruned by expiry. A store written before the index is indexed with SCAN (``upgrade``).
 """
 
 from __future__ import annotations
@@ -13,18 +27,27 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
-from typing import Any, cast
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
 
 from gatekeeper.config import LimitsConfig
-from gatekeeper.ledger import keys
-from gatekeeper.ledger.store import Scripts, failing_closed, text
-from gatekeeper.rules.errors import Conflict, InProgress, NotFound, PoolMoved, QuotaExceeded
+from gatekeeper.ledger import keys, layout
+from gatekeeper.ledger.scripts import Scripts, decode
+from gatekeeper.ledger.store import Batch, failing_closed, is_cluster
+from gatekeeper.rules.errors import (
+    Conflict,
+    InProgress,
+    NotFound,
+    PoolMoved,
+    QuotaExceeded,
+    StoreUnavailable,
+)
 
 DAY_MS = 86_400_000
 IDEMPOTENCY_TTL_S = 7 * 86_400  # a client retrying for a week still gets its first answer
@@ -117,6 +140,19 @@ class CounterState:
 
 
 @dataclass(frozen=True)
+class Move:
+    """What joining a pool to another did (move.lua): ``ok`` with what it moved and merged,
+    or why it changed nothing — ``has_children``, ``in_flight`` (a share being delivered),
+    ``not_root``, ``parent_moved`` or ``exists`` (changed under our feet)."""
+
+    status: str
+    moved: int = 0
+    merged: int = 0
+    children: tuple[str, ...] = ()
+    share: str | None = None
+
+
+@dataclass(frozen=True)
 class Grant:
     """A reservation the ledger made (or, for a replay, made earlier)."""
 
@@ -162,11 +198,12 @@ def _audit_args(audit: dict[str, Any]) -> list[str]:
     return out
 
 
-# The stored layout: 2 = each pool keeps an index of its active counters (keys.active);
-# 3 = each audit stream keeps an index of its latest refusals (keys.refusals_of).
-LAYOUT = 3
-REFUSED = frozenset({b"refused", b"denied", b"conflict"})
-REFUSAL_INDEX_LENGTH = 100  # as _window.lua keeps it
+LAYOUT = layout.LAYOUT  # the stored layout this version writes (see layout.py)
+# A script that needed keys it was not given is run again with them (Ledger._run): each try
+# declares what the last one found; more tries than this means the pool changes faster than
+# we can read it.
+UNDECLARED_TRIES = 8
+PEEK_BATCH = 500  # counters per peek call, so that no single call holds the server long
 
 
 def decode_daily(days: range, row: list[bytes | None]) -> dict[int, int]:
@@ -183,6 +220,20 @@ class Ledger:
         self.scripts = scripts or Scripts(client)
         # An open reservation older than this is closed as counted (abandon_stale).
         self.reservation_timeout_ms = reservation_timeout_ms
+        self.cluster = is_cluster(client)
+
+    def _run(self, name: str, keys_: list[str], args: list[Any]) -> dict[str, Any]:
+        """Run a script whose KEYS end with the records it may have to read (stale
+        reservations, an idempotency key's first share): when it answers that it needs keys it
+        was not given (and changed nothing), run it again with them declared."""
+        extra: list[str] = []
+        for _ in range(UNDECLARED_TRIES):
+            out = self.scripts.run(name, [*keys_, *extra], args)
+            if out.get("status") != "undeclared":
+                return out
+            extra += [k for k in out["keys"] if k not in extra]
+        raise StoreUnavailable(f"{name}.lua kept finding keys it was not given ({extra[:3]}…); "
+                               "nothing was changed, try again")
 
     def take(
         self,
@@ -229,11 +280,13 @@ class Ledger:
         for c in counters:
             args += c.args(around)
         args += _audit_args(audit)
-        out = self.scripts.run(
+        audit_key = keys.audit(root)
+        out = self._run(
             "take",
-            [keys.audit(root), idem_key, keys.share(root, share_id), keys.active(root),
-             keys.moved(root), keys.refusals_of(keys.audit(root)), keys.reserved(root),
-             *(c.key for c in counters)],
+            [audit_key, keys.chain_of(audit_key), idem_key, keys.share(root, share_id),
+             keys.active(root), keys.moved(root), keys.refusals_of(audit_key),
+             keys.reserved(root), keys.pool_keys(root),
+             *(k for c in counters for k in keys.counter_keys(c.key))],
             args,
         )
         status = out["status"]
@@ -329,10 +382,12 @@ class Ledger:
                            len(counters)]
         for c in counters:
             args += [c.amount, c.window.width_ms]
+        audit_key = keys.audit(root)
         out = self.scripts.run(
             "settle",
-            [keys.share(root, share_id), keys.audit(root), idem_key, keys.reserved(root),
-             *(c.key for c in counters)],
+            [keys.share(root, share_id), audit_key, keys.chain_of(audit_key), idem_key,
+             keys.reserved(root), keys.pool_keys(root),
+             *(k for c in counters for k in keys.counter_keys(c.key))],
             [*args, *_audit_args({"share_id": share_id, **audit})],
         )
         return out["status"]
@@ -340,8 +395,10 @@ class Ledger:
     def sweep(self, root: str, *, now_ms: int | None = None) -> dict[str, int]:
         """Close the pool's reservations left unsettled past the timeout, as counted
         (``share.abandoned``); returns how many it closed and how many are still open."""
-        out = self.scripts.run(
-            "sweep", [keys.reserved(root), keys.audit(root), keys.share(root, "")],
+        audit_key = keys.audit(root)
+        out = self._run(
+            "sweep", [keys.reserved(root), audit_key, keys.chain_of(audit_key),
+                      keys.share(root, "")],
             ["" if now_ms is None else now_ms, self.reservation_timeout_ms])
         return {"abandoned": int(out["abandoned"]), "open": int(out["open"])}
 
@@ -353,24 +410,55 @@ class Ledger:
         With ``next_only`` each counter's releases hold only the next one, and the used total
         comes from the running sum instead of every bucket (what a dashboard row needs).
         """
-        args = self.peek_args(counters, now_ms=now_ms, next_only=next_only)
-        out = self.scripts.run("peek", [c.key for c in counters], args)
-        states = [
-            CounterState(
-                rule=counters[i].rule,
-                limit=_int_or_none(c["limit"]),
-                used=int(c["used"]),
-                remaining=_int_or_none(c["remaining"]),
-                releases=[(int(at), int(amount)) for at, amount in c["releases"]],
-            )
-            for i, c in enumerate(out["counters"])
-        ]
-        return int(out["now"]), states
+        args = self._peek_args(counters, now_ms=now_ms, next_only=next_only)
+        out = self.scripts.run("peek", _peek_keys(counters), args)
+        return int(out["now"]), _states(counters, out)
+
+    def peek_many(self, counters: list[Counter], *,
+                  next_only: bool = False) -> list[CounterState]:
+        """Read any number of counters as of now, in one round trip per server (see
+        queue_peeks); their states in the order given."""
+        with failing_closed():
+            batch = Batch(self.client)
+            decode_states = self.queue_peeks(batch, counters, next_only=next_only)
+            return decode_states(batch.execute())
+
+    def queue_peeks(self, batch: Batch, counters: list[Counter], *, next_only: bool = False
+                    ) -> Callable[[list[Any]], list[CounterState]]:
+        """Queue peeks of `counters` on `batch` (with whatever else the caller reads in the
+        same round trip); returns what turns the batch's answers into their states, in order.
+
+        A call reads at most PEEK_BATCH counters; on a Redis Cluster, where a script may touch
+        one slot, one call per pool (a single server takes any keys, so many small pools share
+        a call: 1,000 calls cost ~30 ms more).
+        """
+        groups: dict[str | None, list[int]] = {}
+        for i, c in enumerate(counters):
+            groups.setdefault(keys.root_of_key(c.key) if self.cluster else None, []).append(i)
+        calls: list[list[int]] = []
+        for members in groups.values():
+            calls += [members[i:i + PEEK_BATCH] for i in range(0, len(members), PEEK_BATCH)]
+        first = len(batch)
+        for call in calls:
+            part = [counters[i] for i in call]
+            args = self._peek_args(part, next_only=next_only)
+            batch.add(part[0].key, lambda pipe, part=part, args=args: self.scripts.queue(
+                pipe, "peek", _peek_keys(part), args))
+
+        def decode_states(results: list[Any]) -> list[CounterState]:
+            states: list[CounterState | None] = [None] * len(counters)
+            for call, raw in zip(calls, results[first:first + len(calls)], strict=True):
+                part = [counters[i] for i in call]
+                for i, state in zip(call, _states(part, decode(raw)), strict=True):
+                    states[i] = state
+            return [s for s in states if s is not None]
+
+        return decode_states
 
     @staticmethod
-    def peek_args(counters: list[Counter], *, now_ms: int | None = None,
-                  next_only: bool = False) -> list[Any]:
-        """The ARGV of peek.lua for `counters` (for callers that pipeline many peeks)."""
+    def _peek_args(counters: list[Counter], *, now_ms: int | None = None,
+                   next_only: bool = False) -> list[Any]:
+        """The ARGV of peek.lua for `counters`."""
         around = now_ms if now_ms is not None else int(time.time() * 1000)
         specs: dict[tuple[Any, ...], int] = {}  # counters sharing window and limit share a spec
         index = [specs.setdefault((c.window, c.limit, c.rule), len(specs) + 1)
@@ -382,72 +470,10 @@ class Ledger:
         return args + index
 
     def upgrade(self, limits: LimitsConfig) -> dict[str, int]:
-        """Bring a store written by an older version to LAYOUT, once: index the counters that
-        hold usage (2) and the latest refusals of every audit stream (3). Safe to run twice or
-        beside live traffic (what a script indexes meanwhile is kept). Returns what it did."""
-        with failing_closed():
-            layout = int(self.client.get(keys.LAYOUT) or 0)
-            done = {"counters": 0, "refusals": 0}
-            if layout >= LAYOUT:
-                return done
-            if layout < 2:
-                done["counters"] = self._index_active_counters(limits)
-            if layout < 3:
-                done["refusals"] = self._index_refusals()
-            self.client.set(keys.LAYOUT, LAYOUT)
-        return done
-
-    def _index_active_counters(self, limits: LimitsConfig) -> int:
-        """Every counter that still exists, in its pool's active index, scored as take.lua
-        scores it — when its newest bucket leaves the window (for a calendar day, an upper
-        bound: a day later)."""
+        """Bring a store written by an older version to LAYOUT, once (layout.upgrade)."""
         windows = {"r2": post_id_window(limits), "uid": post_id_window(limits),
                    "r6": hydrated_window(limits)}
-        found = [k.decode() for k in self.client.scan_iter(
-            match=f"{keys.PREFIX}:{{e:*}}:ctr:*", count=1000, _type="list")]
-        pipe = self.client.pipeline(transaction=False)
-        for key in found:
-            pipe.lindex(key, -1)
-        newest = pipe.execute() if found else []
-        pipe = self.client.pipeline(transaction=False)
-        for key, bucket in zip(found, newest, strict=True):
-            root, scope = keys.root_of_key(key), key.split(":ctr:", 1)[1].split(":", 1)[0]
-            if root is None or bucket is None or scope not in windows:
-                continue  # gone since the scan, or not a counter this version knows
-            w, start = windows[scope], int(bucket.split(b":", 1)[0])
-            release = start + w.length_ms + (DAY_MS if w.timezone else w.width_ms)
-            pipe.zadd(keys.active(root), {key: release})
-        pipe.execute()
-        return len(found)
-
-    def _index_refusals(self) -> int:
-        """Each audit stream's latest refusals, copied under their IDs into its refusal index
-        (a stream whose index a script has started already keeps what the script wrote)."""
-        streams = sorted(text(s) for s in self.client.smembers(keys.AUDIT_STREAMS))
-        copied = 0
-        for stream in [*streams, keys.SYS_AUDIT]:
-            index = keys.refusals_of(stream)
-            if self.client.exists(index):
-                continue
-            found: list[tuple[bytes, dict[Any, bytes]]] = []
-            high = "+"
-            while len(found) < REFUSAL_INDEX_LENGTH:
-                # Bytes: the client does not decode answers (redis-py's types cannot know).
-                batch = cast(list[tuple[bytes, dict[Any, bytes]]],
-                             self.client.xrevrange(stream, max=high, count=1000))
-                found += [(rid, f) for rid, f in batch if f.get(b"outcome") in REFUSED]
-                if len(batch) < 1000:
-                    break
-                high = f"({batch[-1][0].decode()}"
-            pipe = self.client.pipeline(transaction=False)
-            for rid, fields in reversed(found[:REFUSAL_INDEX_LENGTH]):
-                pipe.xadd(index, fields, id=rid)
-            try:
-                pipe.execute()
-            except redis.exceptions.ResponseError:
-                continue  # a refusal was indexed meanwhile: older IDs cannot go before it
-            copied += min(len(found), REFUSAL_INDEX_LENGTH)
-        return copied
+        return layout.upgrade(self.client, windows)
 
     def daily(self, counters: list[Counter], days: range | None = None) -> list[dict[int, int]]:
         """Usage per UTC day (epoch day -> amount) of each counter, for charts and reports:
@@ -456,9 +482,9 @@ class Ledger:
             pipe = self.client.pipeline(transaction=False)
             for c in counters:
                 if days is None:
-                    pipe.hgetall(c.key + ":daily")
+                    pipe.hgetall(keys.counter_daily(c.key))
                 else:
-                    pipe.hmget(c.key + ":daily", list(days))
+                    pipe.hmget(keys.counter_daily(c.key), list(days))
             rows = pipe.execute()
         if days is not None:
             return [decode_daily(days, row) for row in rows]
@@ -481,9 +507,13 @@ class Ledger:
         Conflict and an update of something missing raises NotFound.
         """
         pairs = _audit_args(fields)
+        # A pool's hash is entered in the pool's index of its keys, so that it moves with it.
+        root = keys.root_of_key(hash_key)
+        index = [] if root is None or keys.stays(hash_key) else [keys.pool_keys(root)]
         out = self.scripts.run(
             "record",
-            [hash_key, audit_key, keys.moved_of(audit_key), keys.refusals_of(audit_key)],
+            [hash_key, audit_key, keys.chain_of(audit_key), keys.moved_of(audit_key),
+             keys.refusals_of(audit_key), *index],
             ["" if now_ms is None else now_ms, mode, len(pairs) // 2, *pairs,
              *_audit_args(audit)],
         )
@@ -496,3 +526,58 @@ class Ledger:
         if subject is not None and out["status"] == "missing":
             raise NotFound(f"no {subject}")
         return out
+
+    def move(self, name: str, *, parent: str, root: str, r2_window: Window,
+             fields: dict[str, Any]) -> Move:
+        """R10: the pool of `name` (its root, without children) joins the pool of `root` as
+        a child of `parent`, in one script (move.lua) that names every key it touches: the
+        keys listed in the pool's index of its keys and their new names. `fields` are those
+        of the two audit records it appends (one in each pool's stream). Needs a single Redis
+        server (the two pools are in different Cluster slots); the caller says so first."""
+        with failing_closed():
+            if int(self.client.get(keys.LAYOUT) or 0) < layout.POOL_KEY_INDEX:
+                # A store written before the index: this pool's keys are indexed first.
+                layout.index_pool_keys(self.client, keys.pool_prefix(name) + "*")
+        fixed = [keys.ENTITIES, keys.moved(name), keys.audit(name),
+                 keys.chain_of(keys.audit(name)), keys.audit(root),
+                 keys.chain_of(keys.audit(root)), keys.moved(root), keys.active(root),
+                 keys.active(name), keys.reserved(name), keys.pool_keys(name),
+                 keys.pool_keys(root), *keys.counter_keys(keys.counter(root, "r2", root)),
+                 keys.counter(root, "r2", name), keys.counter_daily(keys.counter(root, "r2", name)),
+                 keys.entity(root, name)]
+        for _ in range(UNDECLARED_TRIES):
+            with failing_closed():
+                pipe = self.client.pipeline(transaction=False)
+                pipe.zrange(keys.pool_keys(name), 0, -1)
+                pipe.zrange(keys.reserved(name), 0, -1)
+                indexed, reserved = pipe.execute()
+            old = sorted(k.decode() for k in indexed if not keys.stays(k.decode()))
+            shares = [keys.share(name, r.decode()) for r in reserved]
+            out = self.scripts.run(
+                "move", [*fixed, *old, *(keys.rehome(k, root) for k in old), *shares],
+                ["", name, parent, root, self.reservation_timeout_ms, len(old),
+                 r2_window.length_ms, r2_window.width_ms, *_audit_args(fields)])
+            if out["status"] != "undeclared":
+                return Move(out["status"], moved=int(out.get("moved", 0)),
+                            merged=int(out.get("merged", 0)),
+                            children=tuple(out.get("children") or ()), share=out.get("share"))
+        raise Conflict(f"R10: the keys of pool {name!r} kept changing while it was moved; "
+                       "nothing was changed, try again", rule="R10")
+
+
+def _peek_keys(counters: list[Counter]) -> list[str]:
+    return [k for c in counters for k in (c.key, keys.counter_sum(c.key))]
+
+
+def _states(counters: list[Counter], out: dict[str, Any]) -> list[CounterState]:
+    """peek.lua's answer for `counters` as their states."""
+    return [
+        CounterState(
+            rule=counters[i].rule,
+            limit=_int_or_none(c["limit"]),
+            used=int(c["used"]),
+            remaining=_int_or_none(c["remaining"]),
+            releases=[(int(at), int(amount)) for at, amount in c["releases"]],
+        )
+        for i, c in enumerate(out["counters"])
+    ]

@@ -15,14 +15,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
 import redis
 import redis.exceptions
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.commands.core import Script
 from redis.retry import Retry
 
 from gatekeeper.config import RedisConfig
@@ -179,15 +177,37 @@ def connect(cfg: RedisConfig) -> redis.Redis:
             server.start()
             return server.client()
         if cfg.cluster:
-            from redis.cluster import RedisCluster
+            return _cluster(cfg.url)
+        client = redis.Redis.from_url(cfg.url, socket_timeout=SOCKET_TIMEOUT, retry=_retry())
+        # Detected, not only configured: a URL naming one node of a cluster, with
+        # `redis.cluster` left false, would otherwise run scripts that span slots (MOVED
+        # halfway through a move). A server that refuses INFO is taken for a single one; one
+        # that cannot be reached now is too (every call on it fails closed until it answers).
+        try:
+            enabled = client.info("cluster").get("cluster_enabled")
+        except (redis.exceptions.ResponseError, *UNREACHABLE):
+            enabled = 0
+        if enabled:
+            client.close()
+            return _cluster(cfg.url)
+        return client
 
-            try:  # not a redis.Redis subclass, but it answers every command gatekeeper sends
-                return cast(redis.Redis,
-                            RedisCluster.from_url(cfg.url, socket_timeout=SOCKET_TIMEOUT))
-            except redis.exceptions.RedisClusterException as exc:  # it asks its nodes at once
-                raise StoreUnavailable(f"the Redis Cluster cannot be reached ({exc}); nothing "
-                                       "was released") from exc
-        return redis.Redis.from_url(cfg.url, socket_timeout=SOCKET_TIMEOUT, retry=_retry())
+
+def _cluster(url: str) -> redis.Redis:
+    from redis.cluster import RedisCluster
+
+    try:  # not a redis.Redis subclass, but it answers every command gatekeeper sends
+        return cast(redis.Redis, RedisCluster.from_url(url, socket_timeout=SOCKET_TIMEOUT))
+    except redis.exceptions.RedisClusterException as exc:  # it asks its nodes at once
+        raise StoreUnavailable(f"the Redis Cluster cannot be reached ({exc}); nothing "
+                               "was released") from exc
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether `client` talks to a Redis Cluster (see connect: detected, not configured)."""
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
 
 
 class Batch:
@@ -223,31 +243,3 @@ class Batch:
         answers = {node: pipe.execute() for node, pipe in self._pipes.items()}
         return [answers[node][i] for node, i in self._order]
 
-
-class Scripts:
-    """The Lua scripts of ``gatekeeper/ledger/lua``, each registered once per client.
-
-    ``_window.lua`` holds the clock and window arithmetic the scripts share; it is prepended
-    to each of them so that each rule lives in one place.
-    """
-
-    NAMES = ("take", "settle", "peek", "record", "move", "sweep")
-    take: Script
-    settle: Script
-    peek: Script
-    record: Script
-    move: Script
-    sweep: Script
-
-    def __init__(self, client: redis.Redis) -> None:
-        lua = resources.files("gatekeeper.ledger") / "lua"
-        prelude = (lua / "_window.lua").read_text()
-        for name in self.NAMES:
-            body = (lua / f"{name}.lua").read_text()
-            setattr(self, name, client.register_script(prelude + "\n" + body))
-
-    def run(self, name: str, keys: list[str], args: list[Any]) -> dict[str, Any]:
-        """Run a script and decode its JSON answer; connection failures fail closed."""
-        with failing_closed():
-            raw = getattr(self, name)(keys=keys, args=args)
-        return json.loads(raw)

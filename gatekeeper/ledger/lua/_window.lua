@@ -1,4 +1,8 @@
--- _window.lua: shared by take.lua, settle.lua and peek.lua (prepended when they are loaded).
+-- _window.lua: shared by every script (prepended when it is loaded, see ledger/scripts.py).
+--
+-- Every key a script touches is one of its KEYS (keys.py builds them all): a script that finds
+-- it needs a key it was not given changes nothing and answers {status = 'undeclared', keys}, and
+-- the ledger runs it again with those keys declared (see Ledger._run).
 --
 -- A counter is a list of buckets "start_ms:sum", oldest first, plus its running total at
 -- KEY..':sum'. A bucket covers [start, start + width). It leaves the window only when its
@@ -7,10 +11,17 @@
 
 local DAY = 86400000
 
+local DECLARED = {}
+for _, k in ipairs(KEYS) do DECLARED[k] = true end
+
+local CLOCK = nil  -- the Redis clock, read once per call
 local function now_ms(override)
   if override ~= nil and override ~= '' then return tonumber(override) end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if CLOCK == nil then
+    local t = redis.call('TIME')
+    CLOCK = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return CLOCK
 end
 
 -- Integers as decimal strings: cjson would print large numbers in exponent form.
@@ -118,13 +129,12 @@ end
 -- a value is stuffed (\1 -> \1\1, NUL -> \1\2), so the encoding is unambiguous and, for
 -- ordinary text (which holds neither byte), costs a verifier no per-field work;
 -- gatekeeper/ledger/chain.py recomputes exactly this. The chain's head (seq, hash, id) lives in a hash
--- beside the stream, `STREAM:chain`: the same hash tag, so the same Cluster slot (keys.chain_of
--- builds the same name). `args` is the XADD argument list ('XADD', stream, '*', field, value,
+-- beside the stream, `STREAM:chain` (keys.chain_of, passed in KEYS): the same hash tag, so the
+-- same Cluster slot. `args` is the XADD argument list ('XADD', stream, '*', field, value,
 -- ...); seq and hash are added to it, so a refusal-index copy made from it carries them too.
 -- Returns the record's ID.
 local STUFF = {['\0'] = '\1\2', ['\1'] = '\1\1'}
-local function append_audit(args)
-  local chain = args[2] .. ':chain'
+local function append_audit(args, chain)
   local head = redis.call('HMGET', chain, 'seq', 'hash')
   local seq = fmt(tonumber(head[1] or '0') + 1)
   args[#args + 1] = 'seq'
@@ -163,9 +173,27 @@ local REFUSED = {refused = true, denied = true, conflict = true}
 -- conservative). `reserved` is the pool's index (share id -> ms reserved); `prefix` the pool's
 -- key prefix ('gk:{e:ROOT}:'); each closing appends a 'share.abandoned' record to `audit_key`.
 local SHARE_OWNER = {'actor', 'entity', 'recipient', 'channel', 'kind', 'request_id'}
-local function abandon_stale(reserved, audit_key, prefix, now, timeout)
-  local stale = redis.call('ZRANGEBYSCORE', reserved, '-inf', string.format('%d', now - timeout),
-                           'LIMIT', 0, 1000)
+local function stale_reservations(reserved, now, timeout)
+  return redis.call('ZRANGEBYSCORE', reserved, '-inf', string.format('%d', now - timeout),
+                    'LIMIT', 0, 1000)
+end
+
+-- The share keys abandon_stale would touch that the caller did not declare (see the top).
+local function undeclared_stale(reserved, prefix, now, timeout)
+  local missing = {}
+  for _, id in ipairs(stale_reservations(reserved, now, timeout)) do
+    local key = prefix .. 'share:' .. id
+    if not DECLARED[key] then missing[#missing + 1] = key end
+  end
+  return missing
+end
+
+local function undeclared(missing)
+  return cjson.encode({status = 'undeclared', keys = missing})
+end
+
+local function abandon_stale(reserved, audit_key, chain, prefix, now, timeout)
+  local stale = stale_reservations(reserved, now, timeout)
   local closed = 0
   for _, id in ipairs(stale) do
     local key = prefix .. 'share:' .. id
@@ -191,9 +219,48 @@ local function abandon_stale(reserved, audit_key, prefix, now, timeout)
       args[#args + 1] = 'message'
       args[#args + 1] = 'reserved at ' .. (r[4] or '?') .. ' ms and never settled (the process '
         .. 'delivering it stopped): closed as counted, since it may have been delivered (R2)'
-      append_audit(args)
+      append_audit(args, chain)
     end
     redis.call('ZREM', reserved, id)
   end
   return closed
+end
+
+-- The pool's index of its keys (keys.pool_keys: key -> ms after which it is surely gone, 'inf'
+-- without expiry), so that move.lua names every key it moves instead of scanning the keyspace.
+-- Called after a script wrote `key`; the score only grows, by the Redis clock (never a test's
+-- `now`), so an entry is pruned only once its key has expired.
+local function index_key(index, key)
+  local ttl = redis.call('PTTL', key)
+  if ttl == -2 then return end
+  local score = 'inf'
+  if ttl >= 0 then score = string.format('%d', now_ms('') + ttl) end
+  local old = redis.call('ZSCORE', index, key)
+  if old == 'inf' or (old and score ~= 'inf' and tonumber(old) >= tonumber(score)) then return end
+  redis.call('ZADD', index, score, key)
+end
+
+-- A key just created with a lifetime of `ttl` ms.
+local function index_new(index, key, ttl)
+  redis.call('ZADD', index, string.format('%d', now_ms('') + ttl), key)
+end
+
+-- A counter take.lua just charged: its bucket list and running total given `ttl` ms to live,
+-- its days 400 days. One ZSCORE per charge: the entries are written with room to spare (a day
+-- for the days, three for the list, whose lifetime may grow by up to a day between charges on
+-- a calendar day), so again only about once a day; while the days' entry reaches past
+-- now + 400 days, this charge is less than a day after it was written, so the list's entry
+-- reaches past now + ttl too.
+local function index_counter(index, key, sum_key, daily_key, ttl)
+  local now = now_ms('')
+  local old = redis.call('ZSCORE', index, daily_key)
+  if old and (old == 'inf' or tonumber(old) >= now + 400 * DAY) then return end
+  local score = string.format('%d', now + ttl + 3 * DAY)
+  redis.call('ZADD', index, score, key, score, sum_key,
+             string.format('%d', now + 401 * DAY), daily_key)
+end
+
+-- Forget index entries of keys that have expired (amortised: each is removed once).
+local function prune_index(index)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', string.format('(%d', now_ms('')))
 end

@@ -1,6 +1,6 @@
 -- peek.lua: read counters as of now without changing anything (quota views, dashboards).
 --
--- KEYS[1..N] bucket lists
+-- KEYS[1..2N] per counter: its bucket list and its running total
 -- ARGV[1]    now in ms, or '' for the Redis clock
 -- ARGV[2]    '1' to return only the next release of each counter (dashboard rows)
 -- ARGV[3]    S, the number of distinct counter specs (a pool's counters share a few)
@@ -20,7 +20,8 @@ for j = 1, s do
 end
 local index_from = 4 + 9 * s
 local out = {now = fmt(now), counters = {}}
-for c = 1, #KEYS do
+for c = 1, #KEYS / 2 do
+  local key, sum_key = KEYS[2 * c - 1], KEYS[2 * c]
   local spec = specs[tonumber(ARGV[index_from + c - 1])]
   local used = 0
   local releases = {}
@@ -28,13 +29,13 @@ for c = 1, #KEYS do
   if next_only then
     -- The running total less the expired head: no need to read every bucket.
     local i = 0
-    if redis.call('EXISTS', KEYS[c]) == 1 then
-      used = tonumber(redis.call('GET', KEYS[c] .. ':sum') or '0')
+    if redis.call('EXISTS', key) == 1 then
+      used = tonumber(redis.call('GET', sum_key) or '0')
     else
       i = -1  -- nothing counted (most recipients on most days): skip the walk
     end
     while i >= 0 do
-      local head = redis.call('LINDEX', KEYS[c], i)
+      local head = redis.call('LINDEX', key, i)
       if not head then break end
       local start, sum = parse_bucket(head)
       if not expired(spec, now, start) and sum > 0 then
@@ -46,7 +47,7 @@ for c = 1, #KEYS do
       i = i + 1
     end
   end
-  for _, b in ipairs(next_only and {} or redis.call('LRANGE', KEYS[c], 0, -1)) do
+  for _, b in ipairs(next_only and {} or redis.call('LRANGE', key, 0, -1)) do
     local start, sum = parse_bucket(b)
     if not expired(spec, now, start) and sum > 0 then
       used = used + sum

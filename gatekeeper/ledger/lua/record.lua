@@ -3,9 +3,11 @@
 --
 -- KEYS[1]  the hash to change (entity, user or token hash), or a placeholder (audit only)
 -- KEYS[2]  the audit stream in the same slot
--- KEYS[3]  the pool's moved marker (R10, move.lua), or a placeholder that is never set
--- KEYS[4]  the stream's refusal index: a record whose outcome is refused, denied or conflict
+-- KEYS[3]  its chain head
+-- KEYS[4]  the pool's moved marker (R10, move.lua), or a placeholder that is never set
+-- KEYS[5]  the stream's refusal index: a record whose outcome is refused, denied or conflict
 --          is copied there
+-- KEYS[6]  (a pool's hash only) the pool's index of its keys, where the hash is entered
 -- ARGV[1]  now in ms, or '' for the Redis clock
 -- ARGV[2]  'create' (the hash must not exist), 'update' (it must), 'set' (either way),
 --          or 'audit' (record only, change nothing)
@@ -15,7 +17,7 @@
 local now = now_ms(ARGV[1])
 local mode = ARGV[2]
 local f = tonumber(ARGV[3])
-local moved = redis.call('GET', KEYS[3])
+local moved = redis.call('GET', KEYS[4])
 if moved then return cjson.encode({status = 'moved', root = moved, now = fmt(now)}) end
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 if mode == 'create' and exists then return cjson.encode({status = 'exists', now = fmt(now)}) end
@@ -32,6 +34,7 @@ if mode ~= 'audit' and f > 0 then
   local args = {'HSET', KEYS[1]}
   for i = 4, 3 + 2 * f do args[#args + 1] = value(ARGV[i]) end
   redis.call(unpack(args))
+  if KEYS[6] then index_key(KEYS[6], KEYS[1]) end
 end
 local args = {'XADD', KEYS[2], '*', 'time', fmt(now)}
 local refused = false
@@ -41,6 +44,6 @@ for i = 4 + 2 * f, #ARGV do
     refused = true
   end
 end
-local id = append_audit(args)
-if refused then index_refusal(KEYS[4], id, args) end
+local id = append_audit(args, KEYS[3])
+if refused then index_refusal(KEYS[5], id, args) end
 return cjson.encode({status = 'ok', now = fmt(now), audit_id = id})

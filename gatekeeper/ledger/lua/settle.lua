@@ -3,9 +3,12 @@
 --
 -- KEYS[1]   share record
 -- KEYS[2]   the pool's audit stream
--- KEYS[3]   idempotency record, or the pool's placeholder key (a refund frees a retry)
--- KEYS[4]   the pool's index of open reservations (the share leaves it)
--- KEYS[5..] the counters charged, in the order take.lua was given them
+-- KEYS[3]   its chain head
+-- KEYS[4]   idempotency record, or the pool's placeholder key (a refund frees a retry)
+-- KEYS[5]   the pool's index of open reservations (the share leaves it)
+-- KEYS[6]   the pool's index of its keys (a counter charged again may be created anew)
+-- KEYS[7..] per counter charged, in the order take.lua was given them: its bucket list,
+--           running total and usage per day
 -- ARGV[1]   now in ms, or '' for the Redis clock
 -- ARGV[2]   'commit' or 'refund'
 -- ARGV[3]   N, the number of counters; then per counter: amount charged, bucket width ms
@@ -24,14 +27,16 @@ local now = now_ms(ARGV[1])
 local action = ARGV[2]
 local n = tonumber(ARGV[3])
 local audit_from = 4 + 2 * n
-local FIRST = 4  -- KEYS[FIRST + c] is counter c
+-- Counter c's bucket list (its running total and days follow it in KEYS).
+local function ctr(c) return 4 + 3 * c end
 local record = redis.call('HMGET', KEYS[1], 'status', 'charges', 'granted', 'requested')
 local share_id = string.match(KEYS[1], 'share:(.*)$')
 
 -- Add `amount` to (sign 1) or take it from (sign -1) the bucket starting at `start`; a
 -- bucket already out of the window left the counts by itself. Charging back inserts the
 -- bucket in order when it is gone (a refund leaves buckets at 0, so that is rare).
-local function adjust(key, start, amount, sign)
+local function adjust(c, start, amount, sign)
+  local key, sum_key, daily_key = KEYS[ctr(c)], KEYS[ctr(c) + 1], KEYS[ctr(c) + 2]
   local len = redis.call('LLEN', key)
   local i = -1
   while -i <= len do
@@ -40,16 +45,16 @@ local function adjust(key, start, amount, sign)
       local delta = amount
       if sign < 0 then delta = -math.min(amount, bsum) end
       redis.call('LSET', key, i, fmt(bstart) .. ':' .. fmt(bsum + delta))
-      redis.call('INCRBY', key .. ':sum', delta)
-      redis.call('HINCRBY', key .. ':daily', fmt(math.floor(bstart / DAY)), delta)
+      redis.call('INCRBY', sum_key, delta)
+      redis.call('HINCRBY', daily_key, fmt(math.floor(bstart / DAY)), delta)
       return
     end
     if bstart < start then
       if sign > 0 then
         local pivot = redis.call('LINDEX', key, i)
         redis.call('LINSERT', key, 'AFTER', pivot, fmt(start) .. ':' .. fmt(amount))
-        redis.call('INCRBY', key .. ':sum', amount)
-        redis.call('HINCRBY', key .. ':daily', fmt(math.floor(start / DAY)), amount)
+        redis.call('INCRBY', sum_key, amount)
+        redis.call('HINCRBY', daily_key, fmt(math.floor(start / DAY)), amount)
       end
       return
     end
@@ -57,8 +62,8 @@ local function adjust(key, start, amount, sign)
   end
   if sign > 0 then
     redis.call('LPUSH', key, fmt(start) .. ':' .. fmt(amount))
-    redis.call('INCRBY', key .. ':sum', amount)
-    redis.call('HINCRBY', key .. ':daily', fmt(math.floor(start / DAY)), amount)
+    redis.call('INCRBY', sum_key, amount)
+    redis.call('HINCRBY', daily_key, fmt(math.floor(start / DAY)), amount)
   end
 end
 
@@ -70,10 +75,10 @@ local function audit(outcome, granted, extra)
     args[#args + 1] = k
     args[#args + 1] = v
   end
-  append_audit(args)
+  append_audit(args, KEYS[3])
 end
 
-redis.call('ZREM', KEYS[4], share_id)
+redis.call('ZREM', KEYS[5], share_id)
 
 if action == 'commit' and record[1] ~= 'reserved' and record[1] ~= 'delivered'
     and record[1] ~= 'abandoned' then
@@ -85,18 +90,22 @@ if action == 'commit' and record[1] ~= 'reserved' and record[1] ~= 'delivered'
     for charge in string.gmatch(record[2], '[^,]+') do
       c = c + 1
       local start, amount = parse_bucket(charge)
-      if amount > 0 then adjust(KEYS[FIRST + c], start, amount, 1) end
+      if amount > 0 then adjust(c, start, amount, 1) end
       if c == 1 then total = amount end
     end
   else
     for c = 1, n do
       local amount = tonumber(ARGV[4 + 2 * (c - 1)])
       local width = tonumber(ARGV[5 + 2 * (c - 1)])
-      if amount > 0 then adjust(KEYS[FIRST + c], math.floor(now / width) * width, amount, 1) end
+      if amount > 0 then adjust(c, math.floor(now / width) * width, amount, 1) end
       if c == 1 then total = amount end
     end
   end
+  for c = 1, n do
+    for k = 0, 2 do index_key(KEYS[6], KEYS[ctr(c) + k]) end
+  end
   redis.call('HSET', KEYS[1], 'status', 'delivered', 'settled', fmt(now), 'recounted', '1')
+  index_key(KEYS[6], KEYS[1])  -- a record that was gone is written anew
   audit('recounted', fmt(total), {rule = 'R2', message = 'delivered although its reservation was '
         .. (record[1] or 'gone') .. ': counted again (R2: every ID delivered counts)'})
   return cjson.encode({status = 'recounted', was = record[1] or 'missing'})
@@ -112,9 +121,9 @@ if action == 'refund' then
   for charge in string.gmatch(record[2], '[^,]+') do
     c = c + 1
     local start, amount = parse_bucket(charge)
-    if amount > 0 then adjust(KEYS[FIRST + c], start, amount, -1) end
+    if amount > 0 then adjust(c, start, amount, -1) end
   end
-  redis.call('DEL', KEYS[3])
+  redis.call('DEL', KEYS[4])
 end
 redis.call('HSET', KEYS[1], 'status', status, 'settled', fmt(now))
 audit(status, record[3])

@@ -2,14 +2,19 @@
 -- A refusal changes no counter; every answer appends one audit record (R11).
 --
 -- KEYS[1]   the pool's audit stream
--- KEYS[2]   idempotency record, or the pool's placeholder key when there is no key
--- KEYS[3]   share record to create (status 'reserved' until settle.lua)
--- KEYS[4]   the pool's index of active counters (sorted set: counter key -> ms at which its
+-- KEYS[2]   its chain head
+-- KEYS[3]   idempotency record, or the pool's placeholder key when there is no key
+-- KEYS[4]   share record to create (status 'reserved' until settle.lua)
+-- KEYS[5]   the pool's index of active counters (sorted set: counter key -> ms at which its
 --           newest bucket leaves the window), so that readers skip idle counters
--- KEYS[5]   the pool's moved marker: set when the pool joined another (R10, move.lua)
--- KEYS[6]   the pool's refusal index (refused and conflict answers are copied there)
--- KEYS[7]   the pool's index of open reservations (share id -> ms reserved)
--- KEYS[8..] one bucket list per counter
+-- KEYS[6]   the pool's moved marker: set when the pool joined another (R10, move.lua)
+-- KEYS[7]   the pool's refusal index (refused and conflict answers are copied there)
+-- KEYS[8]   the pool's index of open reservations (share id -> ms reserved)
+-- KEYS[9]   the pool's index of its keys (every key created here is entered)
+-- KEYS[10..9+3N] per counter: its bucket list, its running total, its usage per day
+-- KEYS[10+3N..]  share records of earlier requests this call may read or close (a stale
+--                reservation, the first request of an idempotency key); when one is missing
+--                the answer is {status: 'undeclared', keys} and nothing is changed
 -- ARGV[1]   now in ms, or '' for the Redis clock (only tests pass a value)
 -- ARGV[2]   '1': grant exactly the remaining allowance when the whole does not fit
 -- ARGV[3]   request fingerprint, '' when there is no idempotency key
@@ -41,12 +46,13 @@ local share_id = ARGV[7]
 local n = tonumber(ARGV[8])
 local timeout = tonumber(ARGV[9])
 local audit_from = 10 + 9 * n
-local FIRST = 7  -- KEYS[FIRST + c] is counter c
+-- Counter c's bucket list, running total and days.
+local function ctr(c) return KEYS[7 + 3 * c], KEYS[8 + 3 * c], KEYS[9 + 3 * c] end
 -- The pool's key prefix, from the share key keys.py built ('gk:{e:ROOT}:share:ID').
-local prefix = string.sub(KEYS[3], 1, #KEYS[3] - #share_id - #'share:')
+local prefix = string.sub(KEYS[4], 1, #KEYS[4] - #share_id - #'share:')
 
 -- A pool that joined another (R10) takes nothing more: its keys live in the new pool now.
-local moved = redis.call('GET', KEYS[5])
+local moved = redis.call('GET', KEYS[6])
 if moved then return cjson.encode({status = 'moved', root = moved, now = fmt(now)}) end
 
 local function audit(fields)
@@ -56,15 +62,26 @@ local function audit(fields)
     args[#args + 1] = k
     args[#args + 1] = v
   end
-  local id = append_audit(args)
-  if REFUSED[fields.outcome] then index_refusal(KEYS[6], id, args) end
+  local id = append_audit(args, KEYS[2])
+  if REFUSED[fields.outcome] then index_refusal(KEYS[7], id, args) end
   return id
 end
 
-abandon_stale(KEYS[7], KEYS[1], prefix, now, timeout)
+-- The share records this call may touch must have been declared.
+local missing = undeclared_stale(KEYS[8], prefix, now, timeout)
+if fingerprint ~= '' then
+  local prior = redis.call('HMGET', KEYS[3], 'fingerprint', 'result')
+  if prior[1] and prior[1] == fingerprint then
+    local first = prefix .. 'share:' .. cjson.decode(prior[2]).share_id
+    if not DECLARED[first] then missing[#missing + 1] = first end
+  end
+end
+if #missing > 0 then return undeclared(missing) end
+
+abandon_stale(KEYS[8], KEYS[1], KEYS[2], prefix, now, timeout)
 
 if fingerprint ~= '' then
-  local prior = redis.call('HMGET', KEYS[2], 'fingerprint', 'result')
+  local prior = redis.call('HMGET', KEYS[3], 'fingerprint', 'result')
   if prior[1] and prior[1] == fingerprint then
     local first = cjson.decode(prior[2])
     local state = redis.call('HMGET', prefix .. 'share:' .. first.share_id, 'status', 'created')
@@ -80,7 +97,7 @@ if fingerprint ~= '' then
     if state[1] ~= 'delivered' and state[1] ~= 'abandoned' then
       -- Refunded, or its record is gone: nothing vouches that it was counted. Forget it and
       -- count this request as new (counting twice is the safe side, R2).
-      redis.call('DEL', KEYS[2])
+      redis.call('DEL', KEYS[3])
       prior = {false, false}
     end
   end
@@ -101,13 +118,13 @@ end
 -- Expire old buckets (amortised O(1)), then read each counter's usage.
 local specs = {}
 for c = 1, n do
-  local key = KEYS[FIRST + c]
+  local key, sum_key, daily_key = ctr(c)
   local spec = read_spec(10 + 9 * (c - 1), now)
   if spec.err then return spec end
-  local total = tonumber(redis.call('GET', key .. ':sum') or '0')
+  local total = tonumber(redis.call('GET', sum_key) or '0')
   if total ~= 0 and redis.call('EXISTS', key) == 0 then
     -- The bucket list expired with its last bucket: nothing of it is in the window any more.
-    redis.call('DEL', key .. ':sum')
+    redis.call('DEL', sum_key)
     total = 0
   end
   local popped = false
@@ -122,13 +139,15 @@ for c = 1, n do
   end
   if popped then
     if redis.call('LLEN', key) == 0 then
-      redis.call('DEL', key .. ':sum')
+      redis.call('DEL', sum_key)
       total = 0
     else
-      redis.call('SET', key .. ':sum', fmt(total), 'KEEPTTL')
+      redis.call('SET', sum_key, fmt(total), 'KEEPTTL')
     end
   end
   spec.key = key
+  spec.sum_key = sum_key
+  spec.daily_key = daily_key
   spec.used = total
   specs[c] = spec
 end
@@ -199,21 +218,22 @@ else
         end
       end
       if not merged then redis.call('RPUSH', s.key, fmt(start) .. ':' .. fmt(amount)) end
-      redis.call('INCRBY', s.key .. ':sum', amount)
+      redis.call('INCRBY', s.sum_key, amount)
       -- An idle counter vanishes once its newest bucket has left the window.
       local ttl = release_at(s, start) - now + 1000
       redis.call('PEXPIRE', s.key, ttl)
-      redis.call('PEXPIRE', s.key .. ':sum', ttl)
-      redis.call('ZADD', KEYS[4], fmt(release_at(s, start)), s.key)
+      redis.call('PEXPIRE', s.sum_key, ttl)
+      redis.call('ZADD', KEYS[5], fmt(release_at(s, start)), s.key)
       -- Usage per UTC day, for charts and the monthly report; kept for 400 days.
-      redis.call('HINCRBY', s.key .. ':daily', fmt(math.floor(start / DAY)), amount)
-      redis.call('PEXPIRE', s.key .. ':daily', 400 * DAY)
+      redis.call('HINCRBY', s.daily_key, fmt(math.floor(start / DAY)), amount)
+      redis.call('PEXPIRE', s.daily_key, 400 * DAY)
+      index_counter(KEYS[9], s.key, s.sum_key, s.daily_key, ttl)
       s.used = s.used + amount
     end
     charges[c] = fmt(start) .. ':' .. fmt(amount)
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', fmt(now))
-  local record = {'HSET', KEYS[3], 'status', 'reserved', 'created', fmt(now),
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', fmt(now))
+  local record = {'HSET', KEYS[4], 'status', 'reserved', 'created', fmt(now),
                   'requested', fmt(requested), 'granted', fmt(granted),
                   'charges', table.concat(charges, ',')}
   -- Whose it is, for the record abandon_stale writes if it is never settled.
@@ -226,8 +246,10 @@ else
     end
   end
   redis.call(unpack(record))
-  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]))
-  redis.call('ZADD', KEYS[7], fmt(now), share_id)
+  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[5]))
+  redis.call('ZADD', KEYS[8], fmt(now), share_id)
+  prune_index(KEYS[9])
+  index_new(KEYS[9], KEYS[4], tonumber(ARGV[5]) * 1000)
 end
 
 for c = 1, n do
@@ -244,7 +266,8 @@ out.audit_id = audit(audit_fields)
 
 if status ~= 'refused' and fingerprint ~= '' then
   out.first_status = status
-  redis.call('HSET', KEYS[2], 'fingerprint', fingerprint, 'result', cjson.encode(out))
-  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+  redis.call('HSET', KEYS[3], 'fingerprint', fingerprint, 'result', cjson.encode(out))
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
+  index_new(KEYS[9], KEYS[3], tonumber(ARGV[4]) * 1000)
 end
 return cjson.encode(out)

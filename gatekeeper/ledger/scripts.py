@@ -1,0 +1,55 @@
+"""The Lua scripts of ``gatekeeper/ledger/lua``: loaded, registered once per client, run.
+
+Only the ledger package calls Lua (tests/test_script_keys.py enforces it): ``Ledger`` builds
+each script's KEYS and ARGV and decodes its answer, so no other module knows a script's
+argument layout. Every key a script touches is one of its KEYS (checked on a real server by an
+ACL user that may touch nothing else), which is what lets Redis Cluster route a script and
+lets a reader see from the call what it may change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+import redis
+
+from gatekeeper.ledger.store import failing_closed
+
+
+def source(name: str) -> str:
+    """A script's text as it runs: ``_window.lua`` (clock, windows, audit chain, declared
+    keys) prepended to ``NAME.lua``, so that each shared rule lives in one place."""
+    lua = resources.files("gatekeeper.ledger") / "lua"
+    return (lua / "_window.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+class Scripts:
+    """The scripts, each registered once per client (EVALSHA, loaded again on NOSCRIPT)."""
+
+    NAMES = ("take", "settle", "peek", "record", "move", "sweep")
+
+    def __init__(self, client: redis.Redis) -> None:
+        for name in self.NAMES:
+            setattr(self, name, client.register_script(source(name)))
+
+    def run(self, name: str, keys: list[str], args: list[Any]) -> dict[str, Any]:
+        """Run a script and decode its JSON answer; connection failures fail closed."""
+        with failing_closed():
+            raw = getattr(self, name)(keys=keys, args=args)
+        return decode(raw)
+
+    def queue(self, pipe: Any, name: str, keys: list[str], args: list[Any]) -> None:
+        """Queue a script on a pipeline; its answer comes back raw (see decode)."""
+        getattr(self, name)(keys=keys, args=args, client=pipe)
+
+
+def decode(raw: bytes | str) -> dict[str, Any]:
+    """A script's JSON answer as a dict."""
+    out: dict[str, Any] = json.loads(raw)
+    return out
+
+
+Decoder = Callable[[list[Any]], list[Any]]
