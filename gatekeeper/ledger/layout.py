@@ -10,6 +10,7 @@ a script indexes meanwhile is kept.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
 import redis
@@ -40,7 +41,7 @@ class Window(Protocol):
     def timezone(self) -> str | None: ...
 
 
-def upgrade(client: redis.Redis, windows: dict[str, Window]) -> dict[str, int]:
+def upgrade(client: redis.Redis, windows: Mapping[str, Window]) -> dict[str, int]:
     """Bring a store to LAYOUT, once: index the counters that hold usage (2; `windows` by
     counter scope), the latest refusals of every audit stream (3) and every pool's keys (4).
     Returns what it did."""
@@ -97,7 +98,7 @@ def index_pool_keys(client: redis.Redis, match: str) -> int:
     return len(found)
 
 
-def _index_active_counters(client: redis.Redis, windows: dict[str, Window]) -> int:
+def _index_active_counters(client: redis.Redis, windows: Mapping[str, Window]) -> int:
     """Every counter that still exists, in its pool's active index, scored as take.lua
     scores it — when its newest bucket leaves the window (for a calendar day, an upper
     bound: a day later)."""
