@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import redis
-from gatekeeper.rules.r9 import Deleted
 
 from gatekeeper.domain import datasets as ds_mod
 from gatekeeper.domain import formats
@@ -20,6 +19,7 @@ from gatekeeper.domain.formats import iter_posts, iter_users
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.ledger import Ledger
 from gatekeeper.rules.errors import BadInput, Conflict, NotFound, StoreUnavailable
+from gatekeeper.rules.r9 import Deleted
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 POST_FILES = ["two_tweets.jsonl", "kpop.jsonl", "geo_tweets.jsonl"]

@@ -40,8 +40,8 @@ from gatekeeper.domain.spool import Unnamed
 from gatekeeper.ledger import chain, keys
 from gatekeeper.ledger.ledger import Ledger, iso
 from gatekeeper.ledger.store import failing_closed
-from gatekeeper.rules.r9 import Deleted
 from gatekeeper.rules.errors import BadInput, Conflict, InsufficientStorage, NotFound
+from gatekeeper.rules.r9 import Deleted
 
 FILTER_FIELDS = ("since", "until", "lang", "contains", "author")
 LANG_RE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*", re.IGNORECASE)

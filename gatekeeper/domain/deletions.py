@@ -24,8 +24,8 @@ from gatekeeper.domain.lines import MAX_LINE_BYTES
 from gatekeeper.domain.lines import read as read_lines
 from gatekeeper.ledger import chain, keys
 from gatekeeper.ledger.store import failing_closed
-from gatekeeper.rules.r9 import HIDE, SCRUB, Deleted, UnknownAction, disposition
 from gatekeeper.rules.errors import BadInput, NotFound
+from gatekeeper.rules.r9 import HIDE, SCRUB, Deleted, UnknownAction, disposition
 
 __all__ = ["KINDS", "Deleted", "Deletions", "Ingest", "Parsed", "infer_kind", "parse"]
 

@@ -13,10 +13,11 @@ from typing import Any
 import redis
 
 from gatekeeper.ledger import keys
-from gatekeeper.ledger.ledger import DAY_MS, Ledger, Window, iso
+from gatekeeper.ledger.ledger import Ledger, iso
 from gatekeeper.ledger.store import failing_closed
-from gatekeeper.rules import policy
+from gatekeeper.rules import permissions, policy
 from gatekeeper.rules.errors import BadInput, Conflict, NotFound
+from gatekeeper.rules.limits import DAY_MS, Window
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,6 @@ class Link:
                 "count against the pool")
 
 
-MAX_LIMIT = 2**53 - 1  # R4 limits: the Lua scripts count in doubles, exact up to here
-
-
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
@@ -235,11 +233,8 @@ class Entities:
     def permit(self, name: str, *, limit: int | None, until_ms: int, reference: str, actor: str,
                channel: str) -> Entity:
         """R4: record X's written permission: a new limit until `until_ms` (exclusive)."""
-        if not reference.strip():
-            raise BadInput("R4: --reference must identify X's written permission", rule="R4")
-        if limit is not None and not 0 < limit <= MAX_LIMIT:
-            raise BadInput(f"R4: --limit must be a positive number up to {MAX_LIMIT:,} or "
-                           f"'unlimited', not {limit}", rule="R4")
+        permissions.check_reference(reference)
+        permissions.check_limit(limit)
         entity = self.get(name)
         fields = {"permit_limit": "unlimited" if limit is None else str(limit),
                   "permit_from": "@now", "permit_until": str(until_ms),

@@ -35,6 +35,8 @@ import orjson
 from gatekeeper.domain import lines
 from gatekeeper.domain.lines import CHUNK, MAX_LINE_BYTES
 from gatekeeper.rules.errors import BadInput
+from gatekeeper.rules.r9 import Light, author_id_of, light_of  # what R9 reads of a post
+from gatekeeper.rules.r9 import as_id as _str
 
 _ID = re.compile(rb"[1-9][0-9]{0,18}")
 _ID_TEXT = re.compile(r"[1-9][0-9]{0,18}")  # [0-9]: ASCII digits only, unlike \d
@@ -52,39 +54,6 @@ MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
 Record = tuple[bool, dict[str, Any]]  # (is a post, the object): users come out as False
-
-
-def author_id_of(post: dict[str, Any]) -> Any:
-    return post.get("author_id") or (post.get("author") or {}).get("id")
-
-
-# What ID-only work (and R9) reads of a post: (id, author ID, retweeted original's ID, the
-# original's author ID); IDs are decimal strings, unknown ones None.
-Light = tuple[str, str | None, str | None, str | None]
-
-
-def _str(value: Any) -> str | None:
-    return value if value is None or type(value) is str else str(value)
-
-
-def retweet_of(post: dict[str, Any]) -> tuple[str | None, str | None] | None:
-    """(original's ID, its author's ID) when the post is a retweet, else None."""
-    refs = post.get("referenced_tweets")
-    if not isinstance(refs, list):
-        return None
-    for ref in refs:
-        if isinstance(ref, dict) and ref.get("type") == "retweeted":
-            author = ref.get("author")
-            author_id = ref.get("author_id") or (author.get("id") if isinstance(author, dict)
-                                                 else None)
-            return _str(ref.get("id")), _str(author_id)
-    return None
-
-
-def light_of(post: dict[str, Any]) -> Light:
-    """The `Light` record of a post as the readers yield it."""
-    rt, rt_author = retweet_of(post) or (None, None)
-    return str(post["id"]), _str(author_id_of(post)), rt, rt_author
 
 
 def _bad(name: str, line: int, what: str) -> BadInput:

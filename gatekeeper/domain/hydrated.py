@@ -23,7 +23,7 @@ from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.datasets import Filters
 from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.users import User
-from gatekeeper.ledger import keys
+from gatekeeper.ledger import charges, keys
 from gatekeeper.ledger.ledger import iso
 from gatekeeper.ledger.reservation import Reservation
 from gatekeeper.ledger.store import failing_closed
@@ -128,7 +128,7 @@ def preview(gate: Any, user: User, selection: Selection, with_users: bool) -> di
 def _counters(gate: Any, user: User, posts: int, users: int) -> list[Any]:
     entity = gate.entities.get(user.entity)
     root = gate.entities.get(entity.root) if entity.root != entity.name else entity
-    return policy.export_counters(user, entity, root, posts, users, gate.config.limits)
+    return charges.export_counters(user, entity, root, posts, users, gate.config.limits)
 
 
 # --- the export ---------------------------------------------------------------------------------

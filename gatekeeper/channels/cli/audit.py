@@ -18,8 +18,8 @@ import click
 from exports import auditlog as writers
 from gatekeeper.domain import checkpoints
 from gatekeeper.domain.audit import FORMATS, AuditFilter, AuditLog, iso_ms
+from gatekeeper.domain.report import redis_now_ms
 from gatekeeper.ledger import chain
-from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules import policy
 from gatekeeper.rules.errors import BadInput, ChainBroken
 
@@ -105,10 +105,8 @@ def audit_export(obj: Any, out: Path, fmt: str | None, as_json: bool,
         if fmt not in FORMATS:
             raise BadInput(f"give --format {'|'.join(FORMATS)} (cannot tell it from {out.name})",
                            field="format")
-    with failing_closed():
-        seconds, _micros = obj.gate.client.time()
-    about = {"exported_at": iso_ms(int(seconds) * 1000), "filters": filters.to_dict() or "none",
-             "channel": "cli"}
+    about = {"exported_at": iso_ms(redis_now_ms(obj.gate) // 1000 * 1000),
+             "filters": filters.to_dict() or "none", "channel": "cli"}
     n = export_to_file(AuditLog(obj.gate.client), filters, out, fmt, about)
     data = {"records": n, "format": fmt, "out": str(out), "filters": filters.to_dict()}
     text = f"{n:,} audit record{'s' if n != 1 else ''} written to {out} ({fmt})"

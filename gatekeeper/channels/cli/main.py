@@ -13,11 +13,8 @@ import json
 import os
 import secrets
 import sys
-from datetime import date, datetime, timedelta
-from datetime import time as dtime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import click
 
@@ -27,10 +24,16 @@ from gatekeeper.channels.web.reports import report_cli
 from gatekeeper.domain import quota, shares
 from gatekeeper.domain.checkpoints import in_background as checkpoints_in_background
 from gatekeeper.domain.datasets import Filters
-from gatekeeper.domain.gate import Gate, ingest_deletions, lift_deletion, set_parent
+from gatekeeper.domain.gate import (
+    Gate,
+    ingest_deletions,
+    lift_deletion,
+    record_permission,
+    set_parent,
+)
 from gatekeeper.ledger import store
 from gatekeeper.ledger.ledger import iso
-from gatekeeper.rules import policy
+from gatekeeper.rules import policy, roles
 from gatekeeper.rules.errors import BadInput, GatekeeperError, StoreUnavailable
 
 
@@ -166,29 +169,6 @@ def entity_set_parent(obj: Context, name: str, parent: str, reason: str, as_json
          link.describe())
 
 
-def _parse_limit(value: str) -> int | None:
-    if value.strip().lower() == "unlimited":
-        return None
-    try:
-        n = int(value.replace("_", "").replace(",", ""))
-    except ValueError:
-        raise BadInput(f"--limit must be a number or 'unlimited', not {value!r}",
-                       rule="R4") from None
-    if n <= 0:
-        raise BadInput(f"--limit must be greater than 0, not {n}", rule="R4")
-    return n
-
-
-def _end_of_day_ms(day: str, timezone: str) -> int:
-    try:
-        d = date.fromisoformat(day)
-        end = datetime.combine(d + timedelta(days=1), dtime(0), ZoneInfo(timezone))
-    except (ValueError, OverflowError):  # 9999-12-31 has no next day
-        raise BadInput(f"--until must be a date YYYY-MM-DD before 9999-12-31, not {day!r}",
-                       rule="R4") from None
-    return int(end.timestamp() * 1000)
-
-
 @entity.command("permit")
 @click.argument("name")
 @click.option("--limit", "limit_text", required=True, help="New Post ID limit, or 'unlimited'.")
@@ -200,19 +180,13 @@ def _end_of_day_ms(day: str, timezone: str) -> int:
 def entity_permit(obj: Context, name: str, limit_text: str, until: str, reference: str,
                   as_json: bool) -> None:
     """R4: record X's express written permission for a different limit."""
-    gate = obj.gate
-    limit = _parse_limit(limit_text)
-    until_ms = _end_of_day_ms(until, gate.config.limits.timezone)
-    with store.failing_closed():
-        seconds, micros = gate.client.time()
-    if until_ms <= seconds * 1000 + micros // 1000:
-        raise BadInput(f"--until {until} is already over; a permission must end in the future",
-                       rule="R4")
-    e = gate.entities.permit(name, limit=limit, until_ms=until_ms, reference=reference,
-                             actor=_actor(), channel="cli")
-    shown = "unlimited" if limit is None else f"{limit:,}"
+    e = record_permission(obj.gate, name, limit=limit_text, until=until, reference=reference,
+                          actor=_actor(), channel="cli")
+    p = e.permission
+    assert p is not None  # just recorded
+    shown = "unlimited" if p.limit is None else f"{p.limit:,}"
     emit(obj, e.to_dict(), f"R4: {name} may receive {shown} Post IDs per window until "
-                           f"{iso(until_ms)} (reference: {reference})")
+                           f"{iso(p.valid_until_ms)} (reference: {reference})")
 
 
 @entity.command("list")
@@ -248,7 +222,7 @@ def user() -> None:
 @user.command("add")
 @click.argument("name")
 @click.option("--entity", "entity_name", required=True)
-@click.option("--role", type=click.Choice(policy.ROLES), required=True)
+@click.option("--role", type=click.Choice(roles.ROLES), required=True)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @json_option
 @pass_ctx
@@ -346,7 +320,7 @@ def user_set_password(obj: Context, name: str, password_stdin: bool, as_json: bo
 
 @user.command("set-role")
 @click.argument("name")
-@click.argument("role", type=click.Choice(policy.ROLES))
+@click.argument("role", type=click.Choice(roles.ROLES))
 @json_option
 @pass_ctx
 def user_set_role(obj: Context, name: str, role: str, as_json: bool) -> None:

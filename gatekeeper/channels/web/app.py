@@ -38,7 +38,7 @@ from gatekeeper.rules.errors import (
     StoreUnavailable,
     Unauthorized,
 )
-from gatekeeper.rules.policy import MAY_READ_METRICS, require_role
+from gatekeeper.rules.roles import MAY_READ_METRICS, require_role
 
 # On every answer. No inline script or style anywhere (the styles live in static/), so the CSP
 # needs no 'unsafe-inline'. Referrer-Policy is same-origin, not no-referrer: Flask-WTF refuses

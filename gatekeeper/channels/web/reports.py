@@ -24,7 +24,7 @@ from gatekeeper.domain.report import (
     previous_month,
     redis_now_ms,
 )
-from gatekeeper.rules import policy
+from gatekeeper.rules import roles
 from gatekeeper.rules.errors import BadInput
 
 # --- the PDF, written atomically ----------------------------------------------------------------
@@ -111,7 +111,7 @@ report_bp = Blueprint("report", __name__)
 
 
 @report_bp.get("/report")
-@pages.role_required(*policy.MAY_RECORD_COMPLIANCE)
+@pages.role_required(*roles.MAY_RECORD_COMPLIANCE)
 def report_download() -> Response:
     """The month's report as a PDF download (?month=YYYY-MM; default the previous month)."""
     gate = pages.gate()
