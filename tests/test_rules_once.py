@@ -60,6 +60,13 @@ def test_a_bad_permission_limit_is_refused_naming_r4_and_the_field(typed: str) -
     assert "positive number" in refused.value.message
 
 
+@pytest.mark.parametrize("limit", [None, 1, 1_500_000, permissions.MAX_LIMIT])
+def test_a_permission_limit_is_stored_and_shown_one_way_and_read_back(limit: int | None) -> None:
+    assert permissions.read_stored(permissions.stored(limit)) == limit
+    assert permissions.read_stored(permissions.shown(limit)) == limit
+    assert permissions.parse_limit(permissions.shown(limit)) == limit
+
+
 def test_a_permission_holds_through_its_last_day_in_the_zone() -> None:
     permit = permissions.parse("10", "2026-03-31", "X-1", timezone="Europe/Berlin",
                                now_ms=T0)

@@ -72,7 +72,7 @@ class Entity:
         if h.get("permit_until"):
             limit = h["permit_limit"]
             permission = Permission(
-                None if limit == "unlimited" else int(limit), int(h["permit_from"]),
+                permissions.read_stored(limit), int(h["permit_from"]),
                 int(h["permit_until"]), h["permit_reference"], h["permit_recorded_by"])
         return Entity(
             name=h["name"],
@@ -236,12 +236,12 @@ class Entities:
         permissions.check_reference(reference)
         permissions.check_limit(limit)
         entity = self.get(name)
-        fields = {"permit_limit": "unlimited" if limit is None else str(limit),
+        fields = {"permit_limit": permissions.stored(limit),
                   "permit_from": "@now", "permit_until": str(until_ms),
                   "permit_reference": reference, "permit_recorded_by": actor}
-        shown = "unlimited" if limit is None else f"{limit:,}"
         self._record(entity.root, name, "update", fields, actor, channel, "entity.permit", "R4",
-                     f"limit {shown} until {iso(until_ms)}; reference: {reference}")
+                     f"limit {permissions.shown(limit)} until {iso(until_ms)}; reference: "
+                     f"{reference}")
         return self.get(name)
 
     def set_academic(self, name: str, *, kind: str, research: bool, evidence: str, actor: str,

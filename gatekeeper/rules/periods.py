@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gatekeeper.rules import policy
-from gatekeeper.rules.permissions import in_force
+from gatekeeper.rules.permissions import in_force, read_stored
 from gatekeeper.rules.subjects import Recipient as Entity
 
 PERMIT_RE = re.compile(r"^limit (unlimited|[\d,]+) until (\S+); reference: (.*)$", re.S)
@@ -124,13 +124,13 @@ def permit_fact(r: dict[str, str]) -> tuple[int | None, int, str] | None:
     facts = facts_of(r)
     if facts is not None:
         limit = facts["permit_limit"]
-        return (None if limit == "unlimited" else int(limit), int(facts["permit_until"]),
+        return (read_stored(limit), int(facts["permit_until"]),
                 facts["permit_reference"])
     m = PERMIT_RE.match(r.get("message", ""))
     if not m:
         return None
     until = int(datetime.fromisoformat(m[2].replace("Z", "+00:00")).timestamp() * 1000)
-    return None if m[1] == "unlimited" else int(m[1].replace(",", "")), until, m[3]
+    return read_stored(m[1]), until, m[3]
 
 
 def exemptions(changes: list[dict[str, str]], entities: Mapping[str, Entity], start: int,

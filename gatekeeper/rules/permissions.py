@@ -21,6 +21,21 @@ MAX_LIMIT = 2**53 - 1  # the Lua scripts count in doubles, exact up to here
 UNLIMITED = "unlimited"
 
 
+def stored(limit: int | None) -> str:
+    """A limit as the entity's hash and its audit record's facts keep it."""
+    return UNLIMITED if limit is None else str(limit)
+
+
+def shown(limit: int | None) -> str:
+    """A limit as people read it (1,500,000 or unlimited), in messages and audit records."""
+    return UNLIMITED if limit is None else f"{limit:,}"
+
+
+def read_stored(text: str) -> int | None:
+    """A limit as `stored` or `shown` wrote it."""
+    return None if text == UNLIMITED else int(text.replace(",", ""))
+
+
 def in_force(from_ms: int, until_ms: int, at_ms: int) -> bool:
     """Whether a permission recorded at `from_ms`, ending at `until_ms` (exclusive), holds at
     `at_ms`. Mirrored by _window.lua's read_spec: keep the two the same."""

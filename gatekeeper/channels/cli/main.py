@@ -33,7 +33,7 @@ from gatekeeper.domain.gate import (
 )
 from gatekeeper.ledger import store
 from gatekeeper.ledger.ledger import iso
-from gatekeeper.rules import policy, roles
+from gatekeeper.rules import permissions, policy, roles
 from gatekeeper.rules.errors import BadInput, GatekeeperError, StoreUnavailable
 
 
@@ -184,9 +184,8 @@ def entity_permit(obj: Context, name: str, limit_text: str, until: str, referenc
                           actor=_actor(), channel="cli")
     p = e.permission
     assert p is not None  # just recorded
-    shown = "unlimited" if p.limit is None else f"{p.limit:,}"
-    emit(obj, e.to_dict(), f"R4: {name} may receive {shown} Post IDs per window until "
-                           f"{iso(p.valid_until_ms)} (reference: {reference})")
+    emit(obj, e.to_dict(), f"R4: {name} may receive {permissions.shown(p.limit)} Post IDs "
+                           f"per window until {iso(p.valid_until_ms)} (reference: {reference})")
 
 
 @entity.command("list")
