@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gatekeeper.domain.entities import Entity
+from gatekeeper.domain.users import User
 from gatekeeper.ledger import charges
 from gatekeeper.ledger.ledger import CounterState, iso
 from gatekeeper.rules.limits import Counter
@@ -45,6 +46,12 @@ def entity_quota(gate: Any, name: str) -> dict[str, Any]:
         out["pool"] = pool
     out["as_of"] = iso(now)
     return out
+
+
+def hydrated_usage(gate: Any, user: User) -> tuple[CounterState, str]:
+    """R6 for one recipient as the export form shows it: the counter now, its window's name."""
+    counter = charges.hydrated_counter(user, 0, gate.config.limits)
+    return gate.ledger.peek([counter])[1][0], counter.window.name
 
 
 def user_quota(gate: Any, name: str) -> dict[str, Any]:

@@ -26,8 +26,8 @@ from flask_login import UserMixin, current_user, login_required, login_user, log
 from gatekeeper.domain import denials, hydrated
 from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.datasets import FILTER_FIELDS, Filters
+from gatekeeper.domain.quota import hydrated_usage
 from gatekeeper.domain.users import User
-from gatekeeper.ledger import charges
 from gatekeeper.ledger.ledger import iso
 from gatekeeper.rules import policy, roles
 from gatekeeper.rules.errors import BadInput, Forbidden, GatekeeperError, QuotaExceeded
@@ -182,11 +182,11 @@ def _render_form(values: dict[str, Any], error: str | None = None,
             preview = hydrated.preview(g, user, selection, values.get("users") == "1")
         except GatekeeperError as exc:
             error = exc.message
-    quota = g.ledger.peek([charges.hydrated_counter(user, 0, g.config.limits)])[1][0]
+    quota, window = hydrated_usage(g, user)
     return render_template(
         "export.html", datasets=g.datasets.list(), values=values, preview=preview,
         error=error, refusal=refusal, ticket=hydrated.issue_ticket(g, user),
-        quota=quota, window=charges.hydrated_counter(user, 0, g.config.limits).window.name,
+        quota=quota, window=window,
         next_release=iso(quota.releases[0][0]) if quota.releases else None,
         filter_fields=FILTER_FIELDS,
     ), status
