@@ -38,9 +38,10 @@ import redis
 from common import machine_line, print_goals, print_table, run_child
 
 from gatekeeper.ledger import chain, keys
-from gatekeeper.ledger.ledger import DAY_MS, Counter, Ledger, Limit, Window
+from gatekeeper.ledger.ledger import Ledger
 from gatekeeper.ledger.scripts import Scripts
 from gatekeeper.ledger.store import EmbeddedServer
+from gatekeeper.rules.limits import DAY_MS, Counter, Limit, Window
 
 WINDOW = Window("30d", 30 * DAY_MS, 600_000)
 AUDIT = {"actor": "bench", "entity": "bench", "recipient": "bench", "channel": "api",

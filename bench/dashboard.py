@@ -50,11 +50,12 @@ from gatekeeper.domain.entities import Entity
 from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.report import month_bounds, month_report
 from gatekeeper.domain.users import User
-from gatekeeper.ledger import keys
-from gatekeeper.ledger.ledger import DAY_MS, Idempotency
+from gatekeeper.ledger import charges, keys
+from gatekeeper.ledger.ledger import Idempotency
 from gatekeeper.ledger.store import EmbeddedServer, redis_server_binary
 from gatekeeper.rules import policy
 from gatekeeper.rules.errors import Conflict, Forbidden, QuotaExceeded
+from gatekeeper.rules.limits import DAY_MS
 
 PASSWORD = "bench password 1"
 GOALS = {"/dashboard": 300.0, "/audit": 100.0}  # ms, median
@@ -196,7 +197,7 @@ def run_traffic(gate: Gate, entities: list[Entity], users: list[User],
             user = analysts[ev.who - len(entities)]
             entity = by_name[user.entity]
             root = by_name[entity.root]
-            counters = policy.export_counters(user, entity, root, ev.amount, 0, cfg)
+            counters = charges.export_counters(user, entity, root, ev.amount, 0, cfg)
             audit = {"actor": user.name, "entity": user.entity, "recipient": user.name,
                      "channel": "web", "kind": "export.xlsx", "request_id": uuid.uuid4().hex,
                      "dataset": "bench"}
@@ -205,7 +206,7 @@ def run_traffic(gate: Gate, entities: list[Entity], users: list[User],
             if entity.terms is None:
                 continue
             root = by_name[entity.root]
-            counters = policy.id_share_counters(entity, root, "posts", ev.amount, cfg)
+            counters = charges.id_share_counters(entity, root, "posts", ev.amount, cfg)
             audit = {"actor": data_users[ev.who].name, "entity": entity.name,
                      "recipient": entity.name, "channel": "api", "kind": "share.posts",
                      "request_id": uuid.uuid4().hex, "purpose": "bench"}
@@ -276,7 +277,7 @@ def busy_day(gate: Gate, people: list[User]) -> None:
     """Everyone in `people` receives 10 hydrated objects now (R6), through the ledger."""
     cfg = gate.config.limits
     for u in people:
-        r6 = [policy.hydrated_counter(u, 10, cfg)]
+        r6 = [charges.hydrated_counter(u, 10, cfg)]
         share_id = uuid.uuid4().hex
         gate.ledger.take(u.root, r6, requested=10, share_id=share_id,
                          audit={"actor": u.name, "kind": "export.xlsx", "entity": u.entity,
@@ -308,12 +309,12 @@ def compare_reads(gate: Gate, reps: int) -> list[tuple[str, str, str, bool]]:
         cfg = gate.config.limits
         for e in entities:
             for kind in ("posts", "users"):
-                for c in policy.id_share_counters(e, by_name[e.root], kind, 0, cfg):
+                for c in charges.id_share_counters(e, by_name[e.root], kind, 0, cfg):
                     gate.ledger.peek([c], next_only=True)
         for name, entity in gate.client.hgetall(keys.USERS).items():
             user = User(name.decode(), entity.decode(), by_name[entity.decode()].root, "", 0,
                         None, None)
-            gate.ledger.peek([policy.hydrated_counter(user, 0, cfg)], next_only=True)
+            gate.ledger.peek([charges.hydrated_counter(user, 0, cfg)], next_only=True)
 
     def ours() -> None:
         dashboard.overview(gate, history=False)

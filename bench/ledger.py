@@ -35,9 +35,10 @@ from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from gatekeeper.ledger import keys
-from gatekeeper.ledger.ledger import DAY_MS, Counter, Ledger, Limit, Window
+from gatekeeper.ledger.ledger import Ledger
 from gatekeeper.ledger.store import EmbeddedServer, redis_server_binary
 from gatekeeper.rules.errors import QuotaExceeded
+from gatekeeper.rules.limits import DAY_MS, Counter, Limit, Window
 
 LIMIT = 1_500_000  # R2: Post IDs per entity per 30 days
 BIG = 100_000  # the large share

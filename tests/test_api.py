@@ -18,6 +18,8 @@ from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.store import EmbeddedServer
+from gatekeeper.rules import policy
+from gatekeeper.rules.errors import AutomatedHydratedForbidden
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 PASSWORD = "correct horse battery"
@@ -217,6 +219,17 @@ def test_hydrated_content_with_a_token_is_refused_r5_and_audited(server: Server)
         assert (err["error"], err["rule"]) == ("automated_hydrated_export_forbidden", "R5")
     refusals = [a for a in audit_records(server, team.entity) if a.get("rule") == "R5"]
     assert len(refusals) == 3 and all(a["outcome"] == "denied" for a in refusals)
+
+
+def test_the_r5_refusal_reads_the_same_on_the_api_and_the_cli(server: Server) -> None:
+    team = setup_team(server)
+    status, _, body = server.request("POST", "/api/v1/exports", "{}",
+                                     {"Authorization": f"Bearer {team.token}",
+                                      "Content-Type": "application/json"})
+    assert status == 403
+    with pytest.raises(AutomatedHydratedForbidden) as cli:
+        policy.check_hydrated_channel("cli")
+    assert json.loads(body)["message"] == cli.value.message
 
 
 def test_upload_past_the_configured_size_is_413(server: Server) -> None:

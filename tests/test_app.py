@@ -26,10 +26,9 @@ from gatekeeper import config as config_mod
 from gatekeeper.channels.cli.main import main
 from gatekeeper.channels.web.app import create_app
 from gatekeeper.domain.gate import Gate
-from gatekeeper.ledger import keys
+from gatekeeper.ledger import charges, keys
 from gatekeeper.ledger.ledger import LAYOUT
 from gatekeeper.ledger.store import EmbeddedServer
-from gatekeeper.rules import policy
 
 Run = Callable[..., Result]
 
@@ -104,7 +103,7 @@ def old_store(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate
     gate.users.add("ana", entity="acme", role="analyst", password="correct horse battery",
                    actor="t", channel="cli")
     ana = gate.users.get("ana")
-    gate.ledger.take(ana.root, [policy.hydrated_counter(ana, 7, gate.config.limits)],
+    gate.ledger.take(ana.root, [charges.hydrated_counter(ana, 7, gate.config.limits)],
                      requested=7, share_id="s1", audit={})
     gate.ledger.record(keys.placeholder(None), keys.SYS_AUDIT, mode="audit", fields={},
                        audit={"outcome": "denied", "rule": "R1", "kind": "old"})

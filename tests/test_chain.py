@@ -18,8 +18,9 @@ from conftest import real_client
 from gatekeeper.config import ENV_REDIS_URL, AuditConfig
 from gatekeeper.domain import checkpoints
 from gatekeeper.ledger import chain, keys
-from gatekeeper.ledger.ledger import Counter, Ledger, Limit, Window
+from gatekeeper.ledger.ledger import Ledger
 from gatekeeper.rules.errors import QuotaExceeded
+from gatekeeper.rules.limits import Counter, Limit, Window
 
 POOL = keys.audit("acme")
 WINDOW = Window("30d", 30 * 86_400_000, 600_000)

@@ -195,6 +195,26 @@ def test_written_permission_raises_the_limit_until_its_date(run: Run, acme: Path
     assert "X-legal-123" in permits[0]["message"]
 
 
+@pytest.mark.parametrize(("typed", "limit"), [("1 500", 1500), ("1,500", 1500),
+                                             ("unlimited", None)])
+def test_the_cli_reads_a_permission_as_the_compliance_page_does(
+        run: Run, acme: Path, typed: str, limit: int | None) -> None:
+    r = run("entity", "permit", "acme", "--limit", typed, "--until", "2999-12-31",
+            "--reference", "X-legal-7", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["permission"]["limit"] == limit
+
+
+@pytest.mark.parametrize("typed", ["+5", "0", "lots", str(2**53)])
+def test_the_cli_refuses_a_permission_limit_the_compliance_page_refuses(
+        run: Run, acme: Path, typed: str) -> None:
+    r = run("entity", "permit", "acme", "--limit", typed, "--until", "2999-12-31",
+            "--reference", "X-legal-7")
+    assert r.exit_code == 2
+    assert "R4: the limit must be a positive number" in r.output
+    assert not [a for a in audit(acme, "acme") if a.get("kind") == "entity.permit"]
+
+
 def test_child_entity_is_pooled_with_its_parent(run: Run, acme: Path) -> None:
     run("entity", "add", "acme-labs", "--kind", "commercial", "--parent", "acme")
     run("entity", "accept-terms", "acme-labs", "--by", "Jane Doe")

@@ -26,8 +26,7 @@ from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate, ingest_deletions, lift_deletion, set_parent
 from gatekeeper.domain.hydrated import Selection, export
 from gatekeeper.domain.report import month_report
-from gatekeeper.ledger import chain, keys
-from gatekeeper.rules import policy
+from gatekeeper.ledger import chain, charges, keys
 from gatekeeper.rules.errors import BadInput, QuotaExceeded
 
 PASSWORD = "correct horse battery"
@@ -97,7 +96,7 @@ def test_hydrated_counters_and_the_dashboard(gate: Gate, tmp_path: Path) -> None
     share_ids(gate, tmp_path, "acme-labs", 850)
     share_ids(gate, tmp_path, "stark", 300)
     ana = gate.users.get("ana")
-    r6 = [policy.hydrated_counter(ana, 12, gate.config.limits)]
+    r6 = [charges.hydrated_counter(ana, 12, gate.config.limits)]
     gate.ledger.take(ana.root, r6, requested=12, share_id="x1", audit={"actor": "ana"})
     gate.ledger.settle(ana.root, "x1", r6, delivered=True, audit={})
     ov = dashboard.overview(gate)
@@ -185,7 +184,7 @@ def test_a_hydrated_export_counts_r6_on_a_cluster(gate: Gate) -> None:
     gate.users.accept_terms("ana", actor="ana", channel="web")
     gate.datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="t", channel="cli")
     ana = gate.users.get("ana")
-    r6 = [policy.hydrated_counter(ana, 12, gate.config.limits)]
+    r6 = [charges.hydrated_counter(ana, 12, gate.config.limits)]
     gate.ledger.take(ana.root, r6, requested=12, share_id="x1", audit={"actor": "ana"})
     gate.ledger.settle(ana.root, "x1", r6, delivered=True, audit={})
     selection = Selection("kpop", Filters(), gate.deletions.current(), limit=20)

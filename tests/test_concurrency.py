@@ -17,8 +17,9 @@ import pytest
 from conftest import real_client
 
 from gatekeeper.ledger import keys
-from gatekeeper.ledger.ledger import Counter, Idempotency, Ledger, Limit, Window
+from gatekeeper.ledger.ledger import Idempotency, Ledger
 from gatekeeper.rules.errors import InProgress, QuotaExceeded
+from gatekeeper.rules.limits import Counter, Limit, Window
 
 pytestmark = [pytest.mark.slow, pytest.mark.real]
 

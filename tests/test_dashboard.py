@@ -29,7 +29,7 @@ from gatekeeper.channels.web import compliance as compliance_pages
 from gatekeeper.channels.web.metrics import Metrics
 from gatekeeper.domain import dashboard
 from gatekeeper.domain.gate import Gate
-from gatekeeper.ledger import keys
+from gatekeeper.ledger import charges, keys
 from gatekeeper.ledger.ledger import LAYOUT
 from gatekeeper.rules import policy, splitting
 from gatekeeper.rules.errors import GatekeeperError, QuotaExceeded
@@ -80,7 +80,7 @@ def gate(tmp_path: Path) -> Gate:
     with pytest.raises(GatekeeperError):
         share_ids(g, tmp_path, "initech", 10)  # no attestation: denied (R8)
     ana = g.users.get("ana")
-    g.ledger.take(ana.root, [policy.hydrated_counter(ana, 12, g.config.limits)], requested=12,
+    g.ledger.take(ana.root, [charges.hydrated_counter(ana, 12, g.config.limits)], requested=12,
                   share_id=uuid.uuid4().hex, audit={"actor": "ana", "kind": "export.xlsx",
                                                     "entity": "acme", "recipient": "ana"})
     return g
@@ -189,7 +189,7 @@ def test_only_recipients_in_the_active_index_are_read(gate: Gate) -> None:
     """A recipient whose last export left the R6 window is not peeked at all: the pool's
     index of active counters (take.lua) no longer lists them."""
     dan = gate.users.get("dan")
-    counter = policy.hydrated_counter(dan, 7, gate.config.limits)
+    counter = charges.hydrated_counter(dan, 7, gate.config.limits)
     long_ago = int((datetime.now(UTC) - timedelta(days=2)).timestamp() * 1000)
     gate.ledger.take(dan.root, [counter], requested=7, share_id="old", audit={},
                      now_ms=long_ago)
@@ -517,6 +517,14 @@ FORMS = [("/entities/acme/academic", {"kind": "academic", "research": "yes",
          ("/entities/globex/permission/revoke", {"reason": "r"}),
          ("/entities/acme/terms", {"by": "someone"}),
          ("/entities/globex/parent", {"parent": "acme", "reason": "r"})]
+
+
+def test_a_page_refuses_a_role_as_the_api_does(client: FlaskClient, gate: Gate) -> None:
+    """One role check (rules.roles.require_role) behind the page decorator and the API."""
+    login(client, "ana")
+    page = client.get("/dashboard").get_data(as_text=True)
+    assert "R12: user &#39;ana&#39; has role &#39;analyst&#39;; this page needs role " \
+           "compliance or admin" in page
 
 
 @pytest.mark.parametrize("who", ["ana", "dan"])

@@ -20,8 +20,8 @@ from playwright.sync_api import Browser
 from gatekeeper import config as config_mod
 from gatekeeper.domain import demo, shares
 from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import charges
 from gatekeeper.ledger.store import EmbeddedServer
-from gatekeeper.rules import policy
 
 LIMIT = 6_000  # small enough that the demo's 5,000 posts bring a pool near it
 
@@ -54,7 +54,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     with contextlib.suppress(Exception):
         share_ids(gate, directory, "acme-analytics", 1_000)  # over the limit: refused (R2)
     ana = gate.users.get("ana")  # an analyst's hydrated objects today (R6)
-    gate.ledger.take(ana.root, [policy.hydrated_counter(ana, 41_000, gate.config.limits)],
+    gate.ledger.take(ana.root, [charges.hydrated_counter(ana, 41_000, gate.config.limits)],
                      requested=41_000, share_id=uuid.uuid4().hex,
                      audit={"actor": "ana", "entity": ana.entity, "recipient": "ana",
                             "channel": "web", "kind": "export.xlsx"})

@@ -24,6 +24,7 @@ from gatekeeper.domain.gate import Gate, ingest_deletions, lift_deletion
 from gatekeeper.domain.hydrated import Selection, export
 from gatekeeper.domain.shares import select_from_dataset
 from gatekeeper.ledger import keys
+from gatekeeper.rules import r9
 from gatekeeper.rules.errors import BadInput, Forbidden, NotFound
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
@@ -362,8 +363,8 @@ def test_the_light_path_and_the_full_path_decide_alike(gate: Gate, tmp_path: Pat
     gate.datasets.add("demo", demo, actor="t", channel="cli")
     posts = list(formats.iter_posts(demo))
     rng = random.Random(9)
-    originals = sorted({r[0] for p in posts if (r := formats.retweet_of(p))})
-    rt_authors = sorted({r[1] for p in posts if (r := formats.retweet_of(p)) and r[1]})
+    originals = sorted({r[0] for p in posts if (r := r9.retweet_of(p))})
+    rt_authors = sorted({r[1] for p in posts if (r := r9.retweet_of(p)) and r[1]})
     authors = sorted({p["author_id"] for p in posts})
     ingest(gate, tmp_path, "posts", *rng.sample(originals, 20),
            *rng.sample([p["id"] for p in posts], 20))

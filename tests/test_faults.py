@@ -38,8 +38,8 @@ from faultkit import LEFTOVER, Answer, Client, Lab, Run, Server, alert, leftover
 from live import ARTIFACTS
 
 from gatekeeper.ledger import keys
-from gatekeeper.ledger.ledger import Counter, Limit, hydrated_window, post_id_window
 from gatekeeper.ledger.store import EmbeddedServer
+from gatekeeper.rules.limits import Counter, Limit, hydrated_window, post_id_window
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import redis
 
 from gatekeeper.ledger import keys
-from gatekeeper.ledger.ledger import DAY_MS, Counter, Ledger, Limit, Window
+from gatekeeper.ledger.ledger import Ledger
+from gatekeeper.rules.limits import DAY_MS, Counter, Limit, Window
 
 T0 = 1_780_000_000_000 - 1_780_000_000_000 % DAY_MS  # a UTC midnight
 WINDOW = Window("30d", 30 * DAY_MS, 600_000)

@@ -16,17 +16,9 @@ import pytest
 import redis
 
 from gatekeeper.ledger import keys
-from gatekeeper.ledger.ledger import (
-    DAY_MS,
-    Counter,
-    CounterState,
-    Idempotency,
-    Ledger,
-    Limit,
-    Window,
-    iso,
-)
+from gatekeeper.ledger.ledger import CounterState, Idempotency, Ledger, iso
 from gatekeeper.rules.errors import Conflict, InProgress, PoolMoved, QuotaExceeded
+from gatekeeper.rules.limits import DAY_MS, Counter, Limit, Window
 
 ROOT = "acme"
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z, a multiple of every bucket width used here

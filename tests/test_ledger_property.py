@@ -31,8 +31,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gatekeeper.ledger import keys
-from gatekeeper.ledger.ledger import Counter, Ledger, Limit, Window, iso
+from gatekeeper.ledger.ledger import Ledger, iso
 from gatekeeper.rules.errors import QuotaExceeded
+from gatekeeper.rules.limits import Counter, Limit, Window
 
 pytestmark = pytest.mark.slow
 

@@ -17,10 +17,9 @@ from live import share_ids
 from gatekeeper import config as config_mod
 from gatekeeper.domain import dashboard, shares
 from gatekeeper.domain.gate import Gate, set_parent
-from gatekeeper.ledger import keys
-from gatekeeper.ledger.ledger import Counter, Limit, post_id_window
-from gatekeeper.rules import policy
+from gatekeeper.ledger import charges, keys
 from gatekeeper.rules.errors import BadInput, Conflict, PoolMoved, QuotaExceeded
+from gatekeeper.rules.limits import Counter, Limit, post_id_window
 
 PASSWORD = "correct horse battery"
 
@@ -45,7 +44,7 @@ def gate(client: redis.Redis, tmp_path: Path) -> Gate:
     share_ids(g, tmp_path, "globex", 200, key="k1")
     share_ids(g, tmp_path, "globex", 100, start=500)
     gia = g.users.get("gia")
-    r6 = [policy.hydrated_counter(gia, 12, g.config.limits)]
+    r6 = [charges.hydrated_counter(gia, 12, g.config.limits)]
     g.ledger.take(gia.root, r6, requested=12, share_id="x1", audit={"actor": "gia"})
     g.ledger.settle(gia.root, "x1", r6, delivered=True, audit={})
     return g
@@ -79,7 +78,7 @@ def test_the_entity_joins_the_pool_with_its_usage(gate: Gate) -> None:
     # Its users, their tokens and their hydrated objects (R6) moved with it.
     gia = gate.users.get("gia")
     assert gia.root == "acme"
-    assert gate.ledger.peek([policy.hydrated_counter(gia, 0, gate.config.limits)])[1][0].used \
+    assert gate.ledger.peek([charges.hydrated_counter(gia, 0, gate.config.limits)])[1][0].used \
         == 12
     assert gate.users.user_for_token(token).root == "acme"
     # The pool's index lists the moved counters under their new names.
@@ -183,7 +182,7 @@ def test_a_refused_link_changes_nothing(gate: Gate, name: str, parent: str, reas
 
 def test_a_link_waits_for_a_delivery_in_flight(gate: Gate, tmp_path: Path) -> None:
     gus = gate.users.get("gus")
-    counters = policy.id_share_counters(gate.entities.get("globex"),
+    counters = charges.id_share_counters(gate.entities.get("globex"),
                                         gate.entities.get("globex"), "posts", 5,
                                         gate.config.limits)
     gate.ledger.take("globex", counters, requested=5, share_id="inflight", audit={})
@@ -197,7 +196,7 @@ def test_a_link_waits_for_a_delivery_in_flight(gate: Gate, tmp_path: Path) -> No
 
 
 def test_a_reservation_left_open_by_a_crash_does_not_block_a_link(gate: Gate) -> None:
-    counters = policy.id_share_counters(gate.entities.get("globex"),
+    counters = charges.id_share_counters(gate.entities.get("globex"),
                                         gate.entities.get("globex"), "posts", 5,
                                         gate.config.limits)
     now = int(gate.client.time()[0]) * 1000
@@ -257,7 +256,7 @@ def test_a_link_keeps_the_pools_past_days_and_counts_each_day_once(gate: Gate,
                       channel="cli")
     gate.entities.accept_terms("hooli", by="Pat Signer", actor="t", channel="cli")
     hooli = gate.entities.get("hooli")
-    counters = policy.id_share_counters(hooli, hooli, "posts", 40, gate.config.limits)
+    counters = charges.id_share_counters(hooli, hooli, "posts", 40, gate.config.limits)
     three_days_ago = (today - 3) * day_ms + 3_600_000
     gate.ledger.take("hooli", counters, requested=40, share_id="old", audit={},
                      now_ms=three_days_ago)

@@ -21,8 +21,9 @@ from gatekeeper import config as config_mod
 from gatekeeper.domain import shares
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import keys
-from gatekeeper.ledger.ledger import Counter, Ledger, Limit, post_id_window
+from gatekeeper.ledger.ledger import Ledger
 from gatekeeper.rules.errors import BadInput, InProgress, StoreUnavailable
+from gatekeeper.rules.limits import Counter, Limit, post_id_window
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 N = 500

@@ -27,7 +27,7 @@ from gatekeeper import config as config_mod
 from gatekeeper.channels.web.app import create_app
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import keys
-from gatekeeper.rules import policy
+from gatekeeper.rules import roles
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 PASSWORD = "correct horse battery"
@@ -61,7 +61,7 @@ def export_form_post(mode: str, role: str) -> str:
     return "403 R5" if role == "analyst" else "403 R12"
 
 
-COMPLIANCE = policy.MAY_RECORD_COMPLIANCE
+COMPLIANCE = roles.MAY_RECORD_COMPLIANCE
 EXPECTED: dict[str, Expect] = {
     "GET /static/<path:filename>": always("ok"),
     "GET /healthz": always("ok"),
@@ -71,8 +71,8 @@ EXPECTED: dict[str, Expect] = {
     "GET /login": always("ok"),
     "POST /login": always("401 R12"),  # the empty form is a failed sign-in
     "POST /logout": always("login"),
-    "GET /terms": page(*policy.ROLES),
-    "POST /terms": page(*policy.ROLES),
+    "GET /terms": page(*roles.ROLES),
+    "POST /terms": page(*roles.ROLES),
     "GET /export": lambda mode, role: "403 R5" if mode == "token" else page("analyst")(mode, role),
     "POST /export": export_form_post,
     "GET /dashboard": page(*COMPLIANCE),
@@ -85,13 +85,13 @@ EXPECTED: dict[str, Expect] = {
     "GET /audit": page(*COMPLIANCE),
     "GET /audit/export": page(*COMPLIANCE),
     "GET /report": page(*COMPLIANCE),
-    "GET /account": page(*policy.ROLES),
+    "GET /account": page(*roles.ROLES),
     # The empty form's current password is wrong: a denial, behind the sign-in lockout.
     "POST /account": lambda mode, role: "401 R12" if mode == "session" else "login",
     "GET /admin/users": page("admin"),
     "POST /admin/users/<name>": page("admin"),
     "POST /admin/tokens/<token_id>/revoke": page("admin"),
-    "POST /api/v1/shares": api(*policy.MAY_SHARE_IDS),
+    "POST /api/v1/shares": api(*roles.MAY_SHARE_IDS),
     "GET /api/v1/quota/entities/<name>": api("data", *COMPLIANCE),
     "GET /api/v1/quota/users/<name>": api("data", *COMPLIANCE),  # dan's own, or compliance
     "POST /api/v1/deletions": api(*COMPLIANCE),

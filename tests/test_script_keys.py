@@ -27,10 +27,9 @@ import gatekeeper
 from gatekeeper import config as config_mod
 from gatekeeper.domain import hydrated
 from gatekeeper.domain.gate import Gate, set_parent
-from gatekeeper.ledger import chain, keys
+from gatekeeper.ledger import chain, charges, keys
 from gatekeeper.ledger.ledger import LAYOUT, Counter, Limit, post_id_window
 from gatekeeper.ledger.scripts import Scripts
-from gatekeeper.rules import policy
 
 PACKAGE = Path(gatekeeper.__file__).parent
 LEDGER = PACKAGE / "ledger"
@@ -143,7 +142,7 @@ def spied_gate(admin: redis.Redis, user: redis.Redis, tmp_path: Path) -> Gate:
     share_ids(g, tmp_path, "globex", 200, key="k1")  # replayed: reads the first share
     share_ids(g, tmp_path, "globex", 100, start=500)
     gia = g.users.get("gia")
-    r6 = [policy.hydrated_counter(gia, 12, g.config.limits)]
+    r6 = [charges.hydrated_counter(gia, 12, g.config.limits)]
     g.ledger.take(gia.root, r6, requested=12, share_id="x1", audit={"actor": "gia"})
     g.ledger.settle(gia.root, "x1", r6, delivered=True, audit={})
     g.ledger.take(gia.root, r6, requested=12, share_id="x2", audit={"actor": "gia"})
@@ -162,7 +161,7 @@ def test_every_script_touches_only_its_declared_keys(spy: tuple[redis.Redis, red
     scripts = g.ledger.scripts
     assert isinstance(scripts, SpyScripts)
     gia = g.users.get("gia")
-    r6 = [policy.hydrated_counter(gia, 1, g.config.limits)]
+    r6 = [charges.hydrated_counter(gia, 1, g.config.limits)]
     # Reservations left open past the timeout: the next take closes them, or a sweep.
     long_ago = int(time.time() * 1000) - 2 * g.ledger.reservation_timeout_ms
     for share_id in ("stale1", "stale2"):

@@ -17,10 +17,13 @@ from typing import Any, Generic, TypeVar
 from gatekeeper.domain.entities import Entity
 from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.users import User
-from gatekeeper.ledger import clock, keys
-from gatekeeper.ledger.ledger import DAY_MS, LAYOUT, Counter, CounterState, decode_daily
+from gatekeeper.ledger import charges, clock, keys
+from gatekeeper.ledger.ledger import LAYOUT, CounterState, decode_daily
 from gatekeeper.ledger.store import Batch, failing_closed
 from gatekeeper.rules import policy
+from gatekeeper.rules.limits import DAY_MS, Counter
+from gatekeeper.rules.outcomes import REFUSED
+from gatekeeper.rules.permissions import in_force
 from gatekeeper.rules.splitting import (
     SplitFlag,
     splitting_of,
@@ -28,7 +31,6 @@ from gatekeeper.rules.splitting import (
 
 NEAR_LIMIT = 0.8  # a ratio from which the dashboard (and alerting) calls a limit near
 HISTORY_DAYS = 30
-REFUSED = ("refused", "denied", "conflict")
 RECENT_REFUSALS = 20
 ENTITY_RECORDS = 1000  # newest records of a pool's stream read for one entity's page
 
@@ -256,10 +258,10 @@ def _permission_state(entity: Entity, revoked: set[str], now_ms: int) -> str | N
     p = entity.permission
     if p is None:
         return None
+    if in_force(p.valid_from_ms, p.valid_until_ms, now_ms):
+        return "active"
     if now_ms < p.valid_from_ms:
         return "future"
-    if now_ms < p.valid_until_ms:
-        return "active"
     return "revoked" if entity.name in revoked else "expired"
 
 
@@ -288,12 +290,12 @@ def _measure(gate: Gate, snap: _Snapshot, entities: list[Entity], users: list[Us
         # Every entity's R2 counter is read (its row shows the limit); the User IDs counter
         # only when the pool's index says it holds usage.
         pools.setdefault(e.root, []).append(
-            (f"e:{e.name}", policy.id_share_counters(e, root, "posts", 0, cfg)[-1]))
-        ids = policy.id_share_counters(e, root, "users", 0, cfg)[0]
+            (f"e:{e.name}", charges.id_share_counters(e, root, "posts", 0, cfg)[-1]))
+        ids = charges.id_share_counters(e, root, "users", 0, cfg)[0]
         if ids.key in snap.active:
             pools[e.root].append((f"u:{e.name}", ids))
     for u in users:
-        pools.setdefault(u.root, []).append((f"r6:{u.name}", policy.hydrated_counter(u, 0, cfg)))
+        pools.setdefault(u.root, []).append((f"r6:{u.name}", charges.hydrated_counter(u, 0, cfg)))
     tags = [tag for items in pools.values() for tag, _ in items]
     with failing_closed():
         batch = Batch(gate.client)
@@ -307,7 +309,7 @@ def _measure(gate: Gate, snap: _Snapshot, entities: list[Entity], users: list[Us
         days = range(first_day, first_day + HISTORY_DAYS)
         first_daily = len(batch)
         for e in entities if history else []:
-            key = policy.id_share_counters(e, by_name.get(e.root, e), "posts", 0, cfg)[-1].key
+            key = charges.id_share_counters(e, by_name.get(e.root, e), "posts", 0, cfg)[-1].key
             batch.add(key, lambda pipe, key=key: pipe.hmget(keys.counter_daily(key),
                                                              list(days)))
         results = batch.execute()

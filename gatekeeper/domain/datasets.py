@@ -22,14 +22,7 @@ import redis
 
 from gatekeeper.domain.entities import check_name
 from gatekeeper.domain.filters import FILTER_FIELDS, Filters  # noqa: F401 - importers move later
-from gatekeeper.domain.formats import (
-    Light,
-    author_id_of,
-    distinct,
-    iter_posts,
-    light_of,
-    read_records,
-)
+from gatekeeper.domain.formats import distinct, iter_posts, read_records
 from gatekeeper.domain.light import light_records
 from gatekeeper.domain.lines import GZIP_MAGIC, MAX_LINE_BYTES
 from gatekeeper.domain.spool import Unnamed
@@ -37,7 +30,7 @@ from gatekeeper.ledger import chain, clock, keys
 from gatekeeper.ledger.ledger import Ledger, iso
 from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules.errors import BadInput, Conflict, InsufficientStorage, NotFound
-from gatekeeper.rules.r9 import Deleted
+from gatekeeper.rules.r9 import Deleted, Light, author_id_of, light_of
 
 SUFFIXES = (".jsonl", ".jsonl.gz")
 

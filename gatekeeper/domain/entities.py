@@ -14,10 +14,11 @@ from typing import Any
 import redis
 
 from gatekeeper.ledger import keys
-from gatekeeper.ledger.ledger import DAY_MS, Ledger, Window, iso
+from gatekeeper.ledger.ledger import Ledger, iso
 from gatekeeper.ledger.store import failing_closed, text
-from gatekeeper.rules import policy
+from gatekeeper.rules import permissions, policy
 from gatekeeper.rules.errors import BadInput, Conflict, NotFound
+from gatekeeper.rules.limits import DAY_MS, Window
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class Entity:
         if h.get("permit_until"):
             limit = h["permit_limit"]
             permission = Permission(
-                None if limit == "unlimited" else int(limit), int(h["permit_from"]),
+                permissions.read_stored(limit), int(h["permit_from"]),
                 int(h["permit_until"]), h["permit_reference"], h["permit_recorded_by"])
         return Entity(
             name=h["name"],
@@ -137,9 +138,6 @@ class Link:
         n = self.merged_post_ids
         return (f"{text}; {n:,} Post ID{'' if n == 1 else 's'} it received in the window now "
                 "count against the pool")
-
-
-MAX_LIMIT = 2**53 - 1  # R4 limits: the Lua scripts count in doubles, exact up to here
 
 
 def _decode(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
@@ -241,18 +239,15 @@ class Entities:
     def permit(self, name: str, *, limit: int | None, until_ms: int, reference: str, actor: str,
                channel: str) -> Entity:
         """R4: record X's written permission: a new limit until `until_ms` (exclusive)."""
-        if not reference.strip():
-            raise BadInput("R4: --reference must identify X's written permission", rule="R4")
-        if limit is not None and not 0 < limit <= MAX_LIMIT:
-            raise BadInput(f"R4: --limit must be a positive number up to {MAX_LIMIT:,} or "
-                           f"'unlimited', not {limit}", rule="R4")
+        permissions.check_reference(reference)
+        permissions.check_limit(limit)
         entity = self.get(name)
-        fields = {"permit_limit": "unlimited" if limit is None else str(limit),
+        fields = {"permit_limit": permissions.stored(limit),
                   "permit_from": "@now", "permit_until": str(until_ms),
                   "permit_reference": reference, "permit_recorded_by": actor}
-        shown = "unlimited" if limit is None else f"{limit:,}"
         self._record(entity.root, name, "update", fields, actor, channel, "entity.permit", "R4",
-                     f"limit {shown} until {iso(until_ms)}; reference: {reference}")
+                     f"limit {permissions.shown(limit)} until {iso(until_ms)}; reference: "
+                     f"{reference}")
         return self.get(name)
 
     def set_academic(self, name: str, *, kind: str, research: bool, evidence: str, actor: str,

@@ -50,39 +50,6 @@ MONTHS = {m: i for i, m in enumerate(
 Record = tuple[bool, dict[str, Any]]  # (is a post, the object): users come out as False
 
 
-def author_id_of(post: dict[str, Any]) -> Any:
-    return post.get("author_id") or (post.get("author") or {}).get("id")
-
-
-# What ID-only work (and R9) reads of a post: (id, author ID, retweeted original's ID, the
-# original's author ID); IDs are decimal strings, unknown ones None.
-Light = tuple[str, str | None, str | None, str | None]
-
-
-def text_or_none(value: Any) -> str | None:
-    return value if value is None or type(value) is str else str(value)
-
-
-def retweet_of(post: dict[str, Any]) -> tuple[str | None, str | None] | None:
-    """(original's ID, its author's ID) when the post is a retweet, else None."""
-    refs = post.get("referenced_tweets")
-    if not isinstance(refs, list):
-        return None
-    for ref in refs:
-        if isinstance(ref, dict) and ref.get("type") == "retweeted":
-            author = ref.get("author")
-            author_id = ref.get("author_id") or (author.get("id") if isinstance(author, dict)
-                                                 else None)
-            return text_or_none(ref.get("id")), text_or_none(author_id)
-    return None
-
-
-def light_of(post: dict[str, Any]) -> Light:
-    """The `Light` record of a post as the readers yield it."""
-    rt, rt_author = retweet_of(post) or (None, None)
-    return str(post["id"]), text_or_none(author_id_of(post)), rt, rt_author
-
-
 def _bad(name: str, line: int, what: str) -> BadInput:
     return BadInput(f"{name}, line {line}: {what}", file=name, line=line)
 

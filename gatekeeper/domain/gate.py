@@ -15,11 +15,13 @@ from gatekeeper.config import Config
 from gatekeeper.domain import spool
 from gatekeeper.domain.datasets import Datasets
 from gatekeeper.domain.deletions import Deletions, Ingest
-from gatekeeper.domain.entities import Entities, Link
+from gatekeeper.domain.entities import Entities, Entity, Link
+from gatekeeper.domain.report import redis_now_ms
 from gatekeeper.domain.users import Users
 from gatekeeper.ledger import keys, pending, store
-from gatekeeper.ledger.ledger import LAYOUT, Ledger, post_id_window
-from gatekeeper.rules import policy
+from gatekeeper.ledger.ledger import LAYOUT, Ledger
+from gatekeeper.rules import permissions, roles
+from gatekeeper.rules.limits import post_id_window
 
 
 class Gate:
@@ -123,7 +125,7 @@ def lift_deletion(gate: Gate, ident: str, *, kind: str, reason: str, actor: str,
                   channel: str) -> dict[str, Any]:
     """R9: a compliance officer (or admin) takes one ID off a deletion list, audited (R11)."""
     user = gate.users.get(actor)
-    policy.require_role(user, policy.MAY_RECORD_COMPLIANCE, "lifting an R9 deletion")
+    roles.require_role(user, roles.MAY_RECORD_COMPLIANCE, "lifting an R9 deletion")
     return gate.deletions.lift(ident, kind=kind, reason=reason, actor=user.name,
                                channel=channel)
 
@@ -135,3 +137,13 @@ def set_parent(gate: Gate, name: str, *, parent: str, reason: str, actor: str,
                                     r2_window=post_id_window(gate.config.limits),
                                     cluster=gate.config.redis.cluster, actor=actor,
                                     channel=channel)
+
+
+def record_permission(gate: Gate, name: str, *, limit: str, until: str, reference: str,
+                      actor: str, channel: str) -> Entity:
+    """R4 as a person typed it (CLI options, the compliance form): parsed by the one parser,
+    its last day checked against the Redis clock, then recorded and audited."""
+    permit = permissions.parse(limit, until, reference, timezone=gate.config.limits.timezone,
+                               now_ms=redis_now_ms(gate))
+    return gate.entities.permit(name, limit=permit.limit, until_ms=permit.until_ms,
+                                reference=permit.reference, actor=actor, channel=channel)

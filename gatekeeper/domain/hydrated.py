@@ -24,7 +24,7 @@ from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.users import User
-from gatekeeper.ledger import keys
+from gatekeeper.ledger import charges, keys
 from gatekeeper.ledger.layout import index_pool_key
 from gatekeeper.ledger.ledger import iso
 from gatekeeper.ledger.reservation import Reservation
@@ -134,7 +134,7 @@ def preview(gate: Gate, user: User, selection: Selection, with_users: bool) -> d
 def _counters(gate: Gate, user: User, posts: int, users: int) -> list[Any]:
     entity = gate.entities.get(user.entity)
     root = gate.entities.pool_root(entity)
-    return policy.export_counters(user, entity, root, posts, users, gate.config.limits)
+    return charges.export_counters(user, entity, root, posts, users, gate.config.limits)
 
 
 # --- the export ---------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from typing import Any
 import msgspec
 
 from gatekeeper.domain import lines
-from gatekeeper.domain.formats import Light, author_id_of, light_of, load, records, text_or_none
+from gatekeeper.domain.formats import load, records
 from gatekeeper.domain.lines import MAX_LINE_BYTES
+from gatekeeper.rules.r9 import Light, as_id, author_id_of, light_of
 
 
 class _Id(msgspec.Struct):
@@ -89,7 +90,7 @@ def light_records(path: Path, *, retweets: bool = True,
                 for is_post, post in records(load(line, name, number), (name, number)):
                     if is_post:
                         yield light_of(post) if retweets else (
-                            post["id"], text_or_none(author_id_of(post)), None, None)
+                            post["id"], as_id(author_id_of(post)), None, None)
                 continue
             data = page.data
             items = data if type(data) is list else (data,)
@@ -121,7 +122,7 @@ def light_records(path: Path, *, retweets: bool = True,
                         originals = {str(t.id): t.author_id for t in tweets or ()
                                      if t.author_id}
                     by = originals.get(str(ref.id))
-                yield pid, author, text_or_none(ref.id), text_or_none(by)
+                yield pid, author, as_id(ref.id), as_id(by)
 
 
 def light_posts(path: Path, max_line_bytes: int = MAX_LINE_BYTES

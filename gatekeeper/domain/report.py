@@ -33,10 +33,12 @@ from gatekeeper.domain.audit import AuditFilter, AuditLog
 from gatekeeper.domain.entities import Entity
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import clock, keys
-from gatekeeper.ledger.ledger import DAY_MS, Counter, Limit, hydrated_window, iso, post_id_window
+from gatekeeper.ledger.ledger import iso
 from gatekeeper.ledger.store import failing_closed, text
 from gatekeeper.rules import periods
 from gatekeeper.rules.errors import BadInput
+from gatekeeper.rules.limits import DAY_MS, Counter, Limit, hydrated_window, post_id_window
+from gatekeeper.rules.outcomes import REFUSED
 from gatekeeper.rules.periods import (
     Exemption,
     PermissionPeriod,
@@ -45,9 +47,9 @@ from gatekeeper.rules.periods import (
     number,
     record_ms,
 )
+from gatekeeper.rules.permissions import in_force
 
 USAGE_KINDS = ("share.posts", "share.users", "export.xlsx", "export.pdf")
-REFUSALS = ("refused", "denied", "conflict")
 GRANTS = ("granted", "partial")
 MONTH_RE = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
 FIRST_MONTH, LAST_MONTH = "1970-01", "9999-11"  # the epoch; the last whose end a date can hold
@@ -337,7 +339,7 @@ class _Tally:
             self._refund(r)
         elif outcome == "recounted":
             self._refund(r, sign=-1)  # a delivery counted again after its refund
-        elif outcome in REFUSALS:
+        elif outcome in REFUSED:
             self._refusal(r, entity, recipient)
         elif kind.startswith("deletions.") and outcome == "ingested":
             self.deletions.append(Event.of(r))
@@ -520,7 +522,7 @@ class _Limits:
     def at(self, entity: str, t: int) -> int | None:
         """An R4 permission in force replaces the limit; else an R3 exemption lifts it."""
         for p in self.permits.get(entity, ()):
-            if p.from_ms <= t < p.until_ms:
+            if in_force(p.from_ms, p.until_ms, t):
                 return p.limit
         for x in self.exempt.get(entity, ()):
             if x.from_ms <= t and (x.until_ms is None or t < x.until_ms):

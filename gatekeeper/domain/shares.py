@@ -34,6 +34,7 @@ from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.lines import MAX_LINE_BYTES
 from gatekeeper.domain.lines import read as read_lines
 from gatekeeper.domain.users import User
+from gatekeeper.ledger import charges
 from gatekeeper.ledger.ledger import Idempotency
 from gatekeeper.ledger.reservation import Reservation
 from gatekeeper.rules import policy
@@ -230,7 +231,7 @@ def reserve(gate: Gate, auth: Authorised, selection: Selection, *, kind: str,
     audit = {**auth.audit, "removed_r9": selection.removed or None}
     target, root = auth.target, auth.root
     for attempt in (1, 2):
-        counters = policy.id_share_counters(target, root, kind, selection.count,
+        counters = charges.id_share_counters(target, root, kind, selection.count,
                                             gate.config.limits)
         try:
             grant = gate.ledger.take(target.root, counters, requested=selection.count,

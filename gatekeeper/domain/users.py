@@ -26,7 +26,7 @@ from gatekeeper.ledger import keys
 from gatekeeper.ledger.layout import index_pool_key
 from gatekeeper.ledger.ledger import Ledger, iso
 from gatekeeper.ledger.store import failing_closed, text
-from gatekeeper.rules import policy
+from gatekeeper.rules import policy, roles
 from gatekeeper.rules.errors import BadInput, Conflict, NotFound, Unauthorized
 
 TOKEN_PREFIX = "gk."
@@ -116,8 +116,8 @@ class Users:
     def add(self, name: str, *, entity: str, role: str, password: str, actor: str,
             channel: str) -> User:
         check_name(name, "user")
-        if role not in policy.ROLES:
-            raise BadInput(f"role {role!r} is not one of {', '.join(policy.ROLES)}")
+        if role not in roles.ROLES:
+            raise BadInput(f"role {role!r} is not one of {', '.join(roles.ROLES)}")
         _check_password_length(password)
         root = self.entities.get(entity).root
         with failing_closed():
@@ -176,8 +176,8 @@ class Users:
                             "disabled" if disabled else "enabled")
 
     def set_role(self, name: str, role: str, *, actor: str, channel: str) -> User:
-        if role not in policy.ROLES:
-            raise BadInput(f"role {role!r} is not one of {', '.join(policy.ROLES)}",
+        if role not in roles.ROLES:
+            raise BadInput(f"role {role!r} is not one of {', '.join(roles.ROLES)}",
                            field="role", rule="R12")
         before = self.get(name).role
         return self._change(name, {"role": role}, actor, channel, "user.role",

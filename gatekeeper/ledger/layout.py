@@ -17,13 +17,14 @@ import redis
 
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.store import failing_closed, text
+from gatekeeper.rules import outcomes
 
 # 2 = each pool keeps an index of its active counters (keys.active);
 # 3 = each audit stream keeps an index of its latest refusals (keys.refusals_of);
 # 4 = each pool keeps an index of its keys (keys.pool_keys), for move.lua.
 LAYOUT = 4
 POOL_KEY_INDEX = 4  # the layout from which every pool keeps an index of its keys
-REFUSED = frozenset({b"refused", b"denied", b"conflict"})
+REFUSED = frozenset(o.encode() for o in outcomes.REFUSED)
 REFUSAL_INDEX_LENGTH = 100  # as _window.lua keeps it
 DAY_MS = 86_400_000
 

@@ -24,15 +24,12 @@ key, pruned by expiry. A store written before the index is indexed with SCAN (``
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from datetime import time as dtime
+from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import redis
 
@@ -48,84 +45,32 @@ from gatekeeper.rules.errors import (
     QuotaExceeded,
     StoreUnavailable,
 )
+from gatekeeper.rules.limits import Counter, Limit, Window, hydrated_window, post_id_window
 
-DAY_MS = 86_400_000
 IDEMPOTENCY_TTL_S = 7 * 86_400  # a client retrying for a week still gets its first answer
 RESERVATION_TIMEOUT_MS = 15 * 60_000  # limits.reservation_timeout_minutes' default
 
 
-@dataclass(frozen=True)
-class Window:
-    """How long usage counts, and the bucket width that rounds it (capacity only later)."""
-
-    name: str  # as shown in the quota object: "30d", "rolling-24h", "calendar-day"
-    length_ms: int
-    width_ms: int
-    timezone: str | None = None  # set for calendar-day windows
-
-    def boundaries(self, around_ms: int) -> str:
-        """Local midnights around a time, for the script to pick today's bounds by its clock."""
-        if self.timezone is None:
-            return ""
-        zone = ZoneInfo(self.timezone)
-        today = datetime.fromtimestamp(around_ms / 1000, zone).date()
-        days = (today + timedelta(days=d) for d in range(-2, 3))
-        return ",".join(
-            str(int(datetime.combine(day, dtime(0), zone).timestamp() * 1000)) for day in days
-        )
+def limit_args(limit: Limit) -> list[Any]:
+    """A limit as the scripts read it (_window.lua's read_spec): -1 for unlimited."""
+    return [
+        -1 if limit.base is None else limit.base,
+        -1 if limit.permit is None else limit.permit,
+        limit.permit_from_ms,
+        limit.permit_until_ms,
+    ]
 
 
-@functools.cache
-def post_id_window(cfg: LimitsConfig) -> Window:
-    """R2's window: the last N days (30), in 10-minute buckets."""
-    return Window(f"{cfg.post_ids_window_days}d", cfg.post_ids_window_days * DAY_MS, 600_000)
-
-
-@functools.cache
-def hydrated_window(cfg: LimitsConfig) -> Window:
-    """R6's window: any rolling 24 hours (1-minute buckets) or the calendar day in a zone."""
-    if cfg.hydrated_window == "calendar-day":
-        return Window("calendar-day", DAY_MS, 60_000, cfg.timezone)
-    return Window("rolling-24h", DAY_MS, 60_000)
-
-
-@dataclass(frozen=True)
-class Limit:
-    """A counter's limit: the base (None = unlimited, still counted) and any R4 permission."""
-
-    base: int | None
-    permit: int | None = None  # the permission's limit; None with until=0 means no permission
-    permit_from_ms: int = 0
-    permit_until_ms: int = 0
-
-    def args(self) -> list[Any]:
-        return [
-            -1 if self.base is None else self.base,
-            -1 if self.permit is None else self.permit,
-            self.permit_from_ms,
-            self.permit_until_ms,
-        ]
-
-
-@dataclass(frozen=True)
-class Counter:
-    """One windowed count a request charges: whose, which rule, which limit, how much."""
-
-    key: str
-    rule: str  # the rule enforced ("R2", "R6"), or "-" for counted-only usage
-    window: Window
-    limit: Limit
-    amount: int = 0
-
-    def args(self, around_ms: int) -> list[Any]:
-        return [
-            self.amount,
-            *self.limit.args(),
-            self.window.length_ms,
-            self.window.width_ms,
-            self.window.boundaries(around_ms),
-            self.rule,
-        ]
+def counter_args(c: Counter, around_ms: int) -> list[Any]:
+    """A counter's spec in a script's ARGV (_window.lua's read_spec)."""
+    return [
+        c.amount,
+        *limit_args(c.limit),
+        c.window.length_ms,
+        c.window.width_ms,
+        c.window.boundaries(around_ms),
+        c.rule,
+    ]
 
 
 @dataclass(frozen=True)
@@ -278,7 +223,7 @@ class Ledger:
             self.reservation_timeout_ms,
         ]
         for c in counters:
-            args += c.args(around)
+            args += counter_args(c, around)
         args += _audit_args(audit)
         audit_key = keys.audit(root)
         out = self._run(
@@ -466,7 +411,7 @@ class Ledger:
         args: list[Any] = ["" if now_ms is None else now_ms, "1" if next_only else "0",
                            len(specs)]
         for window, limit, rule in specs:
-            args += Counter("", rule, window, limit).args(around)
+            args += counter_args(Counter("", rule, window, limit), around)
         return args + index
 
     def upgrade(self, limits: LimitsConfig) -> dict[str, int]:

@@ -19,8 +19,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gatekeeper.ledger.ledger import Counter, Idempotency, Ledger, Limit, Window
+from gatekeeper.ledger.ledger import Idempotency, Ledger
 from gatekeeper.rules.errors import GatekeeperError
+from gatekeeper.rules.limits import Counter, Limit, Window
 
 
 def _counter(raw: dict[str, Any]) -> Counter:

@@ -15,8 +15,9 @@ from typing import Any
 
 from gatekeeper import faults
 from gatekeeper.ledger import pending
-from gatekeeper.ledger.ledger import Counter, Grant, Idempotency, Ledger
+from gatekeeper.ledger.ledger import Grant, Idempotency, Ledger
 from gatekeeper.rules.errors import StoreUnavailable
+from gatekeeper.rules.limits import Counter
 
 
 @dataclass

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from gatekeeper.domain.entities import Entity
 from gatekeeper.rules import policy
+from gatekeeper.rules.permissions import in_force, read_stored
+from gatekeeper.rules.subjects import Recipient as Entity
 
 PERMIT_RE = re.compile(r"^limit (unlimited|[\d,]+) until (\S+); reference: (.*)$", re.S)
 ACADEMIC_RE = re.compile(r"kind=(\w+) research=(yes|no)(?:; evidence: (.*))?", re.S)
@@ -122,16 +124,16 @@ def permit_fact(r: dict[str, str]) -> tuple[int | None, int, str] | None:
     facts = facts_of(r)
     if facts is not None:
         limit = facts["permit_limit"]
-        return (None if limit == "unlimited" else int(limit), int(facts["permit_until"]),
+        return (read_stored(limit), int(facts["permit_until"]),
                 facts["permit_reference"])
     m = PERMIT_RE.match(r.get("message", ""))
     if not m:
         return None
     until = int(datetime.fromisoformat(m[2].replace("Z", "+00:00")).timestamp() * 1000)
-    return None if m[1] == "unlimited" else int(m[1].replace(",", "")), until, m[3]
+    return read_stored(m[1]), until, m[3]
 
 
-def exemptions(changes: list[dict[str, str]], entities: dict[str, Entity], start: int,
+def exemptions(changes: list[dict[str, str]], entities: Mapping[str, Entity], start: int,
                 end: int) -> list[Exemption]:
     """R3 periods overlapping the month, from entity.add/entity.academic records."""
     spans: list[Exemption] = []
@@ -158,7 +160,7 @@ def exemptions(changes: list[dict[str, str]], entities: dict[str, Entity], start
                   key=lambda x: (x.entity, x.from_ms))
 
 
-def permissions(changes: list[dict[str, str]], entities: dict[str, Entity], start: int,
+def permissions(changes: list[dict[str, str]], entities: Mapping[str, Entity], start: int,
                  end: int) -> list[PermissionPeriod]:
     """R4 periods overlapping the month, from entity.permit/permit_revoked records."""
     spans: list[PermissionPeriod] = []
@@ -170,13 +172,14 @@ def permissions(changes: list[dict[str, str]], entities: dict[str, Entity], star
             fact = permit_fact(r)
             if fact is None:
                 continue
-            if before is not None and before.until_ms > t:
+            if before is not None and in_force(before.from_ms, before.until_ms, t):
                 before.until_ms, before.ended, before.ended_by = t, "replaced", r.get("actor", "")
             limit, until, reference = fact
             current[name] = PermissionPeriod(name, limit, t, until, reference,
                                              r.get("actor", ""))
             spans.append(current[name])
-        elif kind == "entity.permit_revoked" and before is not None and before.until_ms > t:
+        elif (kind == "entity.permit_revoked" and before is not None
+              and in_force(before.from_ms, before.until_ms, t)):
             before.until_ms, before.ended, before.ended_by = t, "revoked", r.get("actor", "")
     for name, p in current.items():  # the current facts are exact (the message rounds)
         now = entities[name].permission if name in entities else None
@@ -214,7 +217,7 @@ def _created_parent(r: dict[str, str]) -> tuple[str, str]:
     return ("" if m is None or m[1] == "-" else m[1]), ""
 
 
-def pools(joins: list[PoolLink], entities: dict[str, Entity], end: int) -> list[Pool]:
+def pools(joins: list[PoolLink], entities: Mapping[str, Entity], end: int) -> list[Pool]:
     """R10 pools at the month's end, from the joins recorded before it.
 
     Pools only grow: a link moves a root without children, and nothing leaves a pool, so the

@@ -1,4 +1,4 @@
-"""What is allowed: rules R1-R8 and roles, as plain Python with no I/O.
+"""What is allowed: rules R1-R8, as plain Python with no I/O (roles: `rules.roles`).
 
 The ledger counts; this module decides which counters a request charges and under which
 limit, and refuses what no quota could ever allow. Each rule is decided here and only here.
@@ -6,18 +6,13 @@ limit, and refuses what no quota could ever allow. Each rule is decided here and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from gatekeeper.config import LimitsConfig
-from gatekeeper.ledger import keys
-from gatekeeper.ledger.ledger import Counter, Limit, hydrated_window, post_id_window
 from gatekeeper.rules.errors import AutomatedHydratedForbidden, BadInput, Forbidden
+from gatekeeper.rules.limits import Charge, Limit, hydrated_window, post_id_window
+from gatekeeper.rules.roles import MAY_EXPORT_HYDRATED, MAY_SHARE_IDS, require_role
+from gatekeeper.rules.subjects import Person as User
+from gatekeeper.rules.subjects import Recipient as Entity
 
-if TYPE_CHECKING:
-    from gatekeeper.domain.entities import Entity
-    from gatekeeper.domain.users import User
-
-ROLES = ("analyst", "data", "compliance", "admin")
 KINDS = ("commercial", "academic")
 SHARE_KINDS = ("posts", "users")
 CHANNELS = ("web", "api", "cli")
@@ -31,28 +26,9 @@ TERMS = (
 )
 TERMS_VERSION = "2026-11"  # the versions in force when this attestation text was written
 
-# Who may do what (R12: roles decide).
-MAY_SHARE_IDS = ("data",)
-MAY_EXPORT_HYDRATED = ("analyst",)
-MAY_ADMINISTER = ("admin",)
-MAY_RECORD_COMPLIANCE = ("compliance", "admin")
-# /metrics names every entity and its usage: with server.metrics = "token", the same people
-# who see the dashboard may scrape it.
-MAY_READ_METRICS = ("compliance", "admin")
-
 # A share's purpose is copied into its audit records (R11) and the report: a sentence or a
 # paragraph, never a file.
 MAX_PURPOSE = 1000
-
-
-def require_role(user: User, allowed: tuple[str, ...], action: str) -> None:
-    """Refuse unless the user's role is one of `allowed` (R12)."""
-    if user.role not in allowed:
-        raise Forbidden(
-            f"R12: user {user.name!r} has role {user.role!r}; {action} needs role "
-            f"{' or '.join(allowed)}",
-            rule="R12",
-        )
 
 
 def exempt(entity: Entity) -> bool:
@@ -95,23 +71,27 @@ def check_hydrated_export(user: User, channel: str) -> None:
         )
 
 
-def export_counters(user: User, entity: Entity, root: Entity, posts: int, users: int,
-                    cfg: LimitsConfig) -> list[Counter]:
+def export_charges(user: User, entity: Entity, root: Entity, posts: int, users: int,
+                   cfg: LimitsConfig) -> list[Charge]:
     """What a hydrated export charges: the recipient's R6 counter (posts and User objects),
     and — with limits.hydrated_counts_toward_post_ids — the entity's R2 Post ID counters."""
-    counters = [hydrated_counter(user, posts + users, cfg)]
+    charges = [hydrated_charge(user, posts + users, cfg)]
     if cfg.hydrated_counts_toward_post_ids:
-        counters += id_share_counters(entity, root, "posts", posts, cfg)
-    return counters
+        charges += id_share_charges(entity, root, "posts", posts, cfg)
+    return charges
 
 
 def check_hydrated_channel(channel: str) -> None:
     """R1/R5: hydrated content leaves only through a person clicking export in the web form."""
     if channel != "web":
-        raise AutomatedHydratedForbidden(
-            "R5: hydrated posts and users may leave only as a file a person downloads from the "
-            "export form; automated channels (API token, CLI) may share IDs only (R1)",
-        )
+        raise automated_hydrated()
+
+
+def automated_hydrated() -> AutomatedHydratedForbidden:
+    """R5's refusal of hydrated content asked for by an automated channel (API token, CLI)."""
+    return AutomatedHydratedForbidden(
+        "R5: hydrated posts and users may leave only as a file a person downloads from the "
+        "export form; automated channels (API token, CLI) may share IDs only (R1)")
 
 
 def post_id_limit(entity: Entity, cfg: LimitsConfig) -> Limit:
@@ -128,9 +108,9 @@ def hydrated_limit(cfg: LimitsConfig) -> Limit:
     return Limit(cfg.hydrated_per_recipient)
 
 
-def id_share_counters(
+def id_share_charges(
     entity: Entity, root: Entity, kind: str, amount: int, cfg: LimitsConfig
-) -> list[Counter]:
+) -> list[Charge]:
     """The counters an ID share to `entity` charges.
 
     Post IDs count against the pool (the root entity with all linked children, R10) under the
@@ -139,17 +119,16 @@ def id_share_counters(
     """
     window = post_id_window(cfg)
     if kind == "users":
-        return [Counter(keys.counter(root.name, "uid", entity.name), "R2", window, Limit(None),
-                        amount)]
-    counters = [Counter(keys.counter(root.name, "r2", root.name), "R2", window,
-                        post_id_limit(root, cfg), amount)]
+        return [Charge(root.name, "uid", entity.name, "R2", window, Limit(None), amount)]
+    charges = [Charge(root.name, "r2", root.name, "R2", window, post_id_limit(root, cfg),
+                      amount)]
     if entity.name != root.name:
-        counters.append(Counter(keys.counter(root.name, "r2", entity.name), "R2", window,
-                                post_id_limit(entity, cfg), amount))
-    return counters
+        charges.append(Charge(root.name, "r2", entity.name, "R2", window,
+                              post_id_limit(entity, cfg), amount))
+    return charges
 
 
-def hydrated_counter(user: User, amount: int, cfg: LimitsConfig) -> Counter:
+def hydrated_charge(user: User, amount: int, cfg: LimitsConfig) -> Charge:
     """The R6 counter of one recipient."""
-    return Counter(keys.counter(user.root, "r6", user.name), "R6", hydrated_window(cfg),
-                   hydrated_limit(cfg), amount)
+    return Charge(user.root, "r6", user.name, "R6", hydrated_window(cfg), hydrated_limit(cfg),
+                  amount)

@@ -23,7 +23,41 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gatekeeper.domain.formats import Light, light_of
+
+# What R9 reads of a post, whatever format it came in (the readers in `formats` yield it).
+def author_id_of(post: dict[str, Any]) -> Any:
+    return post.get("author_id") or (post.get("author") or {}).get("id")
+
+
+# What ID-only work (and R9) reads of a post: (id, author ID, retweeted original's ID, the
+# original's author ID); IDs are decimal strings, unknown ones None.
+Light = tuple[str, str | None, str | None, str | None]
+
+
+def as_id(value: Any) -> str | None:
+    """An ID as a decimal string (X writes some as numbers), None when unknown."""
+    return value if value is None or type(value) is str else str(value)
+
+
+def retweet_of(post: dict[str, Any]) -> tuple[str | None, str | None] | None:
+    """(original's ID, its author's ID) when the post is a retweet, else None."""
+    refs = post.get("referenced_tweets")
+    if not isinstance(refs, list):
+        return None
+    for ref in refs:
+        if isinstance(ref, dict) and ref.get("type") == "retweeted":
+            author = ref.get("author")
+            author_id = ref.get("author_id") or (author.get("id") if isinstance(author, dict)
+                                                 else None)
+            return as_id(ref.get("id")), as_id(author_id)
+    return None
+
+
+def light_of(post: dict[str, Any]) -> Light:
+    """The `Light` record of a post as the readers yield it."""
+    rt, rt_author = retweet_of(post) or (None, None)
+    return str(post["id"]), as_id(author_id_of(post)), rt, rt_author
+
 
 HIDE, SCRUB, REVERSE = "hide", "scrub_geo", "reversal"
 _WORDS = {

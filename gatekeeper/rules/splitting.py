@@ -9,11 +9,10 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gatekeeper.domain.entities import Attestation, Entity
-from gatekeeper.domain.users import User
+from gatekeeper.rules.subjects import Member, Party
 
 
 @dataclass(frozen=True)
@@ -143,7 +142,8 @@ def _name_links(names: dict[str, str], groups: _Groups) -> Iterable[tuple[str, s
                 yield first, second, f"{first} is the start of {second}"
 
 
-def _people_links(entities: list[Entity], users: list[User]) -> Iterable[tuple[str, str, str]]:
+def _people_links(entities: Sequence[Party], users: Sequence[Member]
+                  ) -> Iterable[tuple[str, str, str]]:
     """Entities that share a person: users whose names differ only in case or punctuation,
     or the same person attesting to X's terms (R8) for both."""
     seen: dict[str, tuple[str, str]] = {}
@@ -172,19 +172,37 @@ def _people_links(entities: list[Entity], users: list[User]) -> Iterable[tuple[s
             attested[norm] = (e.terms.by, e.name)  # type: ignore[union-attr]
 
 
+@dataclass(frozen=True)
+class _Attested:
+    by: str
+
+
+@dataclass(frozen=True)
+class _Party:
+    """An entity as splitting reads it, rebuilt from splitting_of's key."""
+
+    name: str
+    root: str
+    terms: _Attested | None
+
+
+@dataclass(frozen=True)
+class _Member:
+    name: str
+    entity: str
+
+
 @functools.lru_cache(maxsize=4)
 def splitting_of(key: tuple[tuple[tuple[str, str, str], ...], tuple[tuple[str, str], ...]]
                   ) -> tuple[SplitFlag, ...]:
     """possible_splitting, remembered while names, pools, attestations and users stay the
     same (comparing 1,000 numbered names takes a few hundred milliseconds)."""
-    entities = [Entity(name, "", False, None, None, None, None, root, 0,
-                       Attestation(by, "", 0, "") if by else None, None)
-                for name, root, by in key[0]]
-    users = [User(name, entity, "", "", 0, None, None) for name, entity in key[1]]
+    entities = [_Party(name, root, _Attested(by) if by else None) for name, root, by in key[0]]
+    users = [_Member(name, entity) for name, entity in key[1]]
     return tuple(possible_splitting(entities, users))
 
 
-def possible_splitting(entities: list[Entity], users: list[User]) -> list[SplitFlag]:
+def possible_splitting(entities: Sequence[Party], users: Sequence[Member]) -> list[SplitFlag]:
     """Groups of entities in different pools whose names or people overlap (R10), each with
     the links that put it together. Entities already pooled count as one: never flagged."""
     root = {e.name: e.root for e in entities}

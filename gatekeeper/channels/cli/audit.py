@@ -98,7 +98,7 @@ def audit_export(obj: Any, out: Path, fmt: str | None, as_json: bool,
         if fmt not in FORMATS:
             raise BadInput(f"give --format {'|'.join(FORMATS)} (cannot tell it from {out.name})",
                            field="format")
-    about = {"exported_at": iso_ms(clock.now_ms(obj.gate.client)),
+    about = {"exported_at": iso_ms(clock.now_ms(obj.gate.client) // 1000 * 1000),
              "filters": filters.to_dict() or "none", "channel": "cli"}
     n = export_to_file(AuditLog(obj.gate.client), filters, out, fmt, about)
     data = {"records": n, "format": fmt, "out": str(out), "filters": filters.to_dict()}

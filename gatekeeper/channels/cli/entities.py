@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
-from datetime import time as dtime
-from zoneinfo import ZoneInfo
-
 import click
 
 from gatekeeper.channels.cli.context import Context, Group, cli_actor, emit, json_option, pass_ctx
-from gatekeeper.domain.gate import set_parent
-from gatekeeper.ledger import clock
+from gatekeeper.domain.gate import record_permission, set_parent
 from gatekeeper.ledger.ledger import iso
-from gatekeeper.rules import policy
-from gatekeeper.rules.errors import BadInput
+from gatekeeper.rules import permissions, policy
 
 
 @click.group(cls=Group)
@@ -67,29 +61,6 @@ def entity_set_parent(obj: Context, name: str, parent: str, reason: str, as_json
          link.describe())
 
 
-def _parse_limit(value: str) -> int | None:
-    if value.strip().lower() == "unlimited":
-        return None
-    try:
-        n = int(value.replace("_", "").replace(",", ""))
-    except ValueError:
-        raise BadInput(f"--limit must be a number or 'unlimited', not {value!r}",
-                       rule="R4") from None
-    if n <= 0:
-        raise BadInput(f"--limit must be greater than 0, not {n}", rule="R4")
-    return n
-
-
-def _end_of_day_ms(day: str, timezone: str) -> int:
-    try:
-        d = date.fromisoformat(day)
-        end = datetime.combine(d + timedelta(days=1), dtime(0), ZoneInfo(timezone))
-    except (ValueError, OverflowError):  # 9999-12-31 has no next day
-        raise BadInput(f"--until must be a date YYYY-MM-DD before 9999-12-31, not {day!r}",
-                       rule="R4") from None
-    return int(end.timestamp() * 1000)
-
-
 @entity.command("permit")
 @click.argument("name")
 @click.option("--limit", "limit_text", required=True, help="New Post ID limit, or 'unlimited'.")
@@ -101,17 +72,12 @@ def _end_of_day_ms(day: str, timezone: str) -> int:
 def entity_permit(obj: Context, name: str, limit_text: str, until: str, reference: str,
                   as_json: bool) -> None:
     """R4: record X's express written permission for a different limit."""
-    gate = obj.gate
-    limit = _parse_limit(limit_text)
-    until_ms = _end_of_day_ms(until, gate.config.limits.timezone)
-    if until_ms <= clock.now_ms(gate.client):
-        raise BadInput(f"--until {until} is already over; a permission must end in the future",
-                       rule="R4")
-    e = gate.entities.permit(name, limit=limit, until_ms=until_ms, reference=reference,
-                             actor=cli_actor(), channel="cli")
-    shown = "unlimited" if limit is None else f"{limit:,}"
-    emit(obj, e.to_dict(), f"R4: {name} may receive {shown} Post IDs per window until "
-                           f"{iso(until_ms)} (reference: {reference})")
+    e = record_permission(obj.gate, name, limit=limit_text, until=until, reference=reference,
+                          actor=cli_actor(), channel="cli")
+    p = e.permission
+    assert p is not None  # just recorded
+    emit(obj, e.to_dict(), f"R4: {name} may receive {permissions.shown(p.limit)} Post IDs "
+                           f"per window until {iso(p.valid_until_ms)} (reference: {reference})")
 
 
 @entity.command("list")

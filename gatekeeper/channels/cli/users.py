@@ -9,7 +9,7 @@ import sys
 import click
 
 from gatekeeper.channels.cli.context import Context, Group, cli_actor, emit, json_option, pass_ctx
-from gatekeeper.rules import policy
+from gatekeeper.rules import policy, roles
 
 
 @click.group(cls=Group)
@@ -20,7 +20,7 @@ def user() -> None:
 @user.command("add")
 @click.argument("name")
 @click.option("--entity", "entity_name", required=True)
-@click.option("--role", type=click.Choice(policy.ROLES), required=True)
+@click.option("--role", type=click.Choice(roles.ROLES), required=True)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @json_option
 @pass_ctx
@@ -101,7 +101,7 @@ def user_set_password(obj: Context, name: str, password_stdin: bool, as_json: bo
 
 @user.command("set-role")
 @click.argument("name")
-@click.argument("role", type=click.Choice(policy.ROLES))
+@click.argument("role", type=click.Choice(roles.ROLES))
 @json_option
 @pass_ctx
 def user_set_role(obj: Context, name: str, role: str, as_json: bool) -> None:

@@ -14,7 +14,7 @@ from flask_login import login_required, login_user
 
 from gatekeeper.channels.web.pages import WebUser, gate, me, role_required
 from gatekeeper.domain import denials
-from gatekeeper.rules import policy
+from gatekeeper.rules import roles
 from gatekeeper.rules.errors import BadInput, GatekeeperError, Unauthorized
 
 bp = Blueprint("account", __name__)
@@ -50,18 +50,18 @@ def account() -> Any:
 def _admin_page(error: str | None = None, done: str | None = None, status: int = 200) -> Any:
     g = gate()
     return render_template("admin_users.html", users=g.users.list_users(),
-                           tokens=g.users.list_tokens(), roles=policy.ROLES, error=error,
+                           tokens=g.users.list_tokens(), roles=roles.ROLES, error=error,
                            done=done), status
 
 
 @bp.get("/admin/users")
-@role_required(*policy.MAY_ADMINISTER)
+@role_required(*roles.MAY_ADMINISTER)
 def admin_users() -> Any:
     return _admin_page()
 
 
 @bp.post("/admin/users/<name>")
-@role_required(*policy.MAY_ADMINISTER)
+@role_required(*roles.MAY_ADMINISTER)
 def admin_change_user(name: str) -> Any:
     users, action = gate().users, request.form.get("action", "")
     try:
@@ -81,7 +81,7 @@ def admin_change_user(name: str) -> Any:
 
 
 @bp.post("/admin/tokens/<token_id>/revoke")
-@role_required(*policy.MAY_ADMINISTER)
+@role_required(*roles.MAY_ADMINISTER)
 def admin_revoke_token(token_id: str) -> Any:
     try:
         gate().users.revoke_token(token_id, actor=me().name, channel="web")

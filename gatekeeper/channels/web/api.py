@@ -22,9 +22,8 @@ from gatekeeper.domain import denials, lines, quota, shares
 from gatekeeper.domain.datasets import Filters
 from gatekeeper.domain.gate import Gate, ingest_deletion_stream
 from gatekeeper.domain.users import User
-from gatekeeper.rules import policy
+from gatekeeper.rules import policy, roles
 from gatekeeper.rules.errors import (
-    AutomatedHydratedForbidden,
     BadInput,
     GatekeeperError,
     Unauthorized,
@@ -196,7 +195,7 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
 def entity_quota(name: str) -> Response:
     """R2: an entity's Post IDs over the window (data, compliance, admin)."""
     user = bearer()
-    policy.require_role(user, ("data", *policy.MAY_RECORD_COMPLIANCE), "reading quotas")
+    roles.require_role(user, roles.MAY_READ_QUOTAS, "reading quotas")
     return jsonify(quota.entity_quota(gate(), name))
 
 
@@ -205,7 +204,7 @@ def user_quota(name: str) -> Response:
     """R6: a recipient's hydrated objects today (the user themself, compliance, admin)."""
     user = bearer()
     if user.name != name:
-        policy.require_role(user, policy.MAY_RECORD_COMPLIANCE, "reading another user's quota")
+        roles.require_role(user, roles.MAY_READ_OTHERS_QUOTA, "reading another user's quota")
     return jsonify(quota.user_quota(gate(), name))
 
 
@@ -213,7 +212,7 @@ def user_quota(name: str) -> Response:
 def add_deletions() -> Response:
     """R9: ingest a deletion list (plain IDs or batch-compliance JSONL); ?kind=posts|users."""
     user = bearer()
-    policy.require_role(user, policy.MAY_RECORD_COMPLIANCE, "ingesting deletion lists")
+    roles.require_role(user, roles.MAY_INGEST_DELETIONS, "ingesting deletion lists")
     kind = request.args.get("kind")
     if kind is None:
         raise BadInput("?kind=posts or ?kind=users is required", rule="R9")
@@ -232,9 +231,7 @@ def hydrated_exports(_rest: str = "") -> Response:
 
 def refuse_automated_hydrated() -> None:
     """Audit and raise the R5 refusal of hydrated content requested with a token."""
-    refusal = AutomatedHydratedForbidden(
-        "R5: hydrated posts and users leave only as a file a person downloads from the export "
-        "form; automated channels (API tokens, scripts) may share IDs only (R1)")
+    refusal = policy.automated_hydrated()
     actor = None
     with contextlib.suppress(GatekeeperError):
         actor = bearer()

@@ -16,8 +16,9 @@ from flask import Blueprint, Response, render_template, request
 from exports import auditlog as writers
 from gatekeeper.channels.web.pages import gate, me, role_required
 from gatekeeper.domain.audit import FILTERS, FORMATS, AuditFilter, AuditLog
-from gatekeeper.rules import policy
+from gatekeeper.rules import policy, roles
 from gatekeeper.rules.errors import BadInput
+from gatekeeper.rules.outcomes import OUTCOMES
 
 bp = Blueprint("auditlog", __name__, url_prefix="/audit")
 
@@ -27,8 +28,6 @@ MIMETYPES = {
     "jsonl": "application/x-ndjson",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
-OUTCOMES = ("granted", "partial", "refused", "denied", "delivered", "refunded", "replayed",
-            "in_progress", "abandoned", "recounted", "conflict", "changed", "ingested")
 
 
 def _log() -> AuditLog:
@@ -40,7 +39,7 @@ def _values() -> dict[str, str]:
 
 
 @bp.get("")
-@role_required(*policy.MAY_RECORD_COMPLIANCE)
+@role_required(*roles.MAY_RECORD_COMPLIANCE)
 def view() -> Any:
     values = _values()
     before = request.args.get("before") or None
@@ -61,7 +60,7 @@ def view() -> Any:
 
 
 @bp.get("/export")
-@role_required(*policy.MAY_RECORD_COMPLIANCE)
+@role_required(*roles.MAY_RECORD_COMPLIANCE)
 def download() -> Response:
     fmt = request.args.get("format", "csv")
     if fmt not in FORMATS:

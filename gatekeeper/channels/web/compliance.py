@@ -8,10 +8,8 @@ app) and every view checks the role (R12): compliance officers and administrator
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as dtime
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from markupsafe import Markup
@@ -19,17 +17,17 @@ from markupsafe import Markup
 from gatekeeper.channels.web import charts
 from gatekeeper.channels.web.pages import gate, me, role_required
 from gatekeeper.domain import dashboard
-from gatekeeper.domain.entities import MAX_LIMIT, Link
+from gatekeeper.domain.entities import Link
+from gatekeeper.domain.gate import record_permission as permit
 from gatekeeper.domain.gate import set_parent
-from gatekeeper.ledger import clock
-from gatekeeper.rules import policy
-from gatekeeper.rules.errors import BadInput, GatekeeperError
+from gatekeeper.rules import policy, roles
+from gatekeeper.rules.errors import GatekeeperError
 
 bp = Blueprint("compliance", __name__)
 
 PER_PAGE = 100
 PARENT_CHOICES = 1000  # names offered as parents in the form; any other can still be typed
-ALLOWED = policy.MAY_RECORD_COMPLIANCE
+ALLOWED = roles.MAY_RECORD_COMPLIANCE
 
 
 def _int_arg(name: str, default: int = 1) -> int:
@@ -148,43 +146,14 @@ def record_academic(name: str) -> Any:
     return _change(name, "academic", change, done)
 
 
-def parse_limit(text: str) -> int | None:
-    """A permission's limit as typed: a number (1,500,000 or 1_500_000) or 'unlimited'."""
-    text = text.strip()
-    if text.lower() == "unlimited":
-        return None
-    digits = text.replace(",", "").replace("_", "").replace(" ", "")
-    if not (digits.isascii() and digits.isdigit() and len(digits) <= 16) or int(digits) <= 0:
-        raise BadInput(f"R4: the limit must be a positive number up to {MAX_LIMIT:,} or "
-                       f"'unlimited', not {text[:40]!r}", rule="R4")
-    return int(digits)
-
-
-def end_of_day_ms(day: str, timezone: str) -> int:
-    """The end of the last valid day (the permission holds through `day`, in the zone)."""
-    try:
-        d = date.fromisoformat(day.strip())
-        end = datetime.combine(d + timedelta(days=1), dtime(0), ZoneInfo(timezone))
-    except (ValueError, OverflowError):  # 9999-12-31 has no next day
-        raise BadInput(f"R4: 'valid until' must be a date YYYY-MM-DD before 9999-12-31, not "
-                       f"{day[:40]!r}", rule="R4") from None
-    return int(end.timestamp() * 1000)
-
-
 @bp.post("/entities/<name>/permission")
 @role_required(*ALLOWED)
 def record_permission(name: str) -> Any:
     f = request.form
 
     def change() -> None:
-        limit = parse_limit(f.get("limit", ""))
-        until_ms = end_of_day_ms(f.get("until", ""), gate().config.limits.timezone)
-        if until_ms <= clock.now_ms(gate().client):
-            raise BadInput(f"R4: valid until {f.get('until')} is already over; a permission "
-                           "must end in the future", rule="R4")
-        gate().entities.permit(name, limit=limit, until_ms=until_ms,
-                               reference=f.get("reference", ""), actor=me().name,
-                               channel="web")
+        permit(gate(), name, limit=f.get("limit", ""), until=f.get("until", ""),
+               reference=f.get("reference", ""), actor=me().name, channel="web")
 
     return _change(name, "permission", change,
                    f"R4: written permission recorded for {name} "

@@ -16,7 +16,7 @@ from gatekeeper.channels.web.metrics import Metrics
 from gatekeeper.domain import dashboard
 from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules.errors import Forbidden, StoreUnavailable
-from gatekeeper.rules.policy import MAY_READ_METRICS, require_role
+from gatekeeper.rules.roles import MAY_READ_METRICS, require_role
 
 METRICS = "gatekeeper.metrics"
 

@@ -28,9 +28,10 @@ from gatekeeper.domain import denials, hydrated
 from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.datasets import FILTER_FIELDS, Filters
 from gatekeeper.domain.gate import Gate
+from gatekeeper.domain.quota import hydrated_usage
 from gatekeeper.domain.users import User
 from gatekeeper.ledger.ledger import iso
-from gatekeeper.rules import policy
+from gatekeeper.rules import policy, roles
 from gatekeeper.rules.errors import BadInput, Forbidden, GatekeeperError, QuotaExceeded
 
 bp = Blueprint("pages", __name__)
@@ -57,16 +58,15 @@ def me() -> User:
     return user
 
 
-def role_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Sign-in and one of `roles` (R12) for a page."""
+def role_required(*allowed: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Sign-in and one of `allowed` (a tuple of `rules.roles`, R12) for a page."""
 
     def wrap(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
         @login_required
         def inner(*args: Any, **kwargs: Any) -> Any:
-            if me().role not in roles:
-                # Raised, not abort(): the GatekeeperError handler records it (R11).
-                raise Forbidden(f"R12: this page needs role {' or '.join(roles)}", rule="R12")
+            # Raised, not abort(): the GatekeeperError handler records it (R11).
+            roles.require_role(me(), allowed, "this page")
             return view(*args, **kwargs)
 
         return inner
@@ -78,7 +78,7 @@ def role_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., A
 def index() -> ResponseReturnValue:
     if not current_user.is_authenticated:
         return render_template("index.html")
-    if me().role in policy.MAY_EXPORT_HYDRATED:
+    if roles.allows(me(), roles.MAY_EXPORT_HYDRATED):
         return redirect(url_for("pages.export_form"))
     return render_template("index.html")
 
@@ -185,18 +185,18 @@ def _render_form(values: dict[str, Any], error: str | None = None,
             preview = hydrated.preview(g, user, selection, values.get("users") == "1")
         except GatekeeperError as exc:
             error = exc.message
-    quota = g.ledger.peek([policy.hydrated_counter(user, 0, g.config.limits)])[1][0]
+    quota, window = hydrated_usage(g, user)
     return render_template(
         "export.html", datasets=g.datasets.list(), values=values, preview=preview,
         error=error, refusal=refusal, ticket=hydrated.issue_ticket(g, user),
-        quota=quota, window=policy.hydrated_counter(user, 0, g.config.limits).window.name,
+        quota=quota, window=window,
         next_release=iso(quota.releases[0][0]) if quota.releases else None,
         filter_fields=FILTER_FIELDS,
     ), status
 
 
 @bp.get("/export")
-@role_required(*policy.MAY_EXPORT_HYDRATED)
+@role_required(*roles.MAY_EXPORT_HYDRATED)
 def export_form() -> Any:
     if not me().accepted_terms:
         return redirect(url_for("pages.terms"))
@@ -205,7 +205,7 @@ def export_form() -> Any:
 
 
 @bp.post("/export")
-@role_required(*policy.MAY_EXPORT_HYDRATED)
+@role_required(*roles.MAY_EXPORT_HYDRATED)
 def export_download() -> Any:
     user = me()
     g = gate()

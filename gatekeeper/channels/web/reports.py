@@ -11,13 +11,13 @@ from flask import Blueprint, Response, request
 
 from gatekeeper.channels.web import pages
 from gatekeeper.domain.monthly import monthly_report, write_pdf
-from gatekeeper.rules import policy
+from gatekeeper.rules import roles
 
 report_bp = Blueprint("report", __name__)
 
 
 @report_bp.get("/report")
-@pages.role_required(*policy.MAY_RECORD_COMPLIANCE)
+@pages.role_required(*roles.MAY_RECORD_COMPLIANCE)
 def report_download() -> Response:
     """The month's report as a PDF download (?month=YYYY-MM; default the previous month)."""
     report = monthly_report(pages.gate(), request.args.get("month") or None,

@@ -165,6 +165,7 @@ local function index_refusal(index, id, args)
   redis.call(unpack(copy))
 end
 
+-- gatekeeper.rules.outcomes.REFUSED, copied (tests/test_rules_once.py checks they agree).
 local REFUSED = {refused = true, denied = true, conflict = true}
 
 -- A reservation is 'reserved' from take.lua until settle.lua commits or refunds it. One left
