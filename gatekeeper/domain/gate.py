@@ -16,9 +16,8 @@ from gatekeeper.domain import spool
 from gatekeeper.domain.datasets import Datasets
 from gatekeeper.domain.deletions import Deletions, Ingest
 from gatekeeper.domain.entities import Entities, Entity, Link
-from gatekeeper.domain.report import redis_now_ms
 from gatekeeper.domain.users import Users
-from gatekeeper.ledger import keys, pending, store
+from gatekeeper.ledger import clock, keys, pending, store
 from gatekeeper.ledger.ledger import LAYOUT, Ledger
 from gatekeeper.rules import permissions, roles
 from gatekeeper.rules.limits import post_id_window
@@ -144,6 +143,6 @@ def record_permission(gate: Gate, name: str, *, limit: str, until: str, referenc
     """R4 as a person typed it (CLI options, the compliance form): parsed by the one parser,
     its last day checked against the Redis clock, then recorded and audited."""
     permit = permissions.parse(limit, until, reference, timezone=gate.config.limits.timezone,
-                               now_ms=redis_now_ms(gate))
+                               now_ms=clock.now_ms(gate.client))
     return gate.entities.permit(name, limit=permit.limit, until_ms=permit.until_ms,
                                 reference=permit.reference, actor=actor, channel=channel)
