@@ -371,7 +371,7 @@ def test_the_light_path_and_the_full_path_decide_alike(gate: Gate, tmp_path: Pat
     ingest(gate, tmp_path, "users", *rng.sample(rt_authors, 3), *rng.sample(authors, 3))
     deleted = gate.deletions.current()
     lights = list(light.light_records(gate.datasets.path("demo")))
-    assert lights == [formats.light_of(p) for p in posts]
+    assert lights == [r9.light_of(p) for p in posts]
     expected = [p["id"] for p in posts if not deleted.hides(p)]
     assert [lt[0] for lt in lights if not deleted.hides_light(lt)] == expected
     assert 0 < len(expected) < len(posts) - 40
