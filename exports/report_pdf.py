@@ -5,6 +5,9 @@ Laid out with reportlab's platypus: a report is tens of pages, not the streamed 
 O(n²)). Every string is drawn in the embedded fonts of `exports.fonts`, a run per font, so names,
 references and messages in any script render, and nothing falls back to an unembedded base-14
 font. Knows nothing of Redis or Flask: it reads the plain data `gatekeeper.domain.report` builds.
+
+Longer than most modules, for a reason: one document laid out page by page, read top to
+bottom as the PDF reads; its drawing helpers are in `exports.pdf` and `exports.fonts`.
 """
 
 from __future__ import annotations

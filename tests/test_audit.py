@@ -30,7 +30,8 @@ from gatekeeper import config as config_mod
 from gatekeeper.channels.cli import main as cli
 from gatekeeper.channels.cli.audit import audit_cli
 from gatekeeper.domain import audit, shares
-from gatekeeper.domain.audit import AuditFilter, AuditLog
+from gatekeeper.domain.audit import AuditLog
+from gatekeeper.domain.auditfilter import AuditFilter, iso_ms
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import keys
 from gatekeeper.rules.errors import AutomatedHydratedForbidden, BadInput, Forbidden, QuotaExceeded
@@ -186,7 +187,7 @@ def test_records_merge_every_stream_oldest_first_exactly_as_appended(history: Ga
 def test_records_carry_the_entry_id_and_iso_time_from_the_redis_clock(history: Gate) -> None:
     for r in AuditLog(history.client).records():
         ms = int(r["time"])
-        assert r["at"] == audit.iso_ms(ms)
+        assert r["at"] == iso_ms(ms)
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["at"])
         assert abs(int(r["id"].split("-")[0]) - ms) < 1000
 

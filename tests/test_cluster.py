@@ -21,7 +21,8 @@ from tables import entity_rows
 from gatekeeper import config as config_mod
 from gatekeeper.channels.web.app import create_app
 from gatekeeper.domain import dashboard, quota
-from gatekeeper.domain.audit import AuditFilter, AuditLog
+from gatekeeper.domain.audit import AuditLog
+from gatekeeper.domain.auditfilter import AuditFilter
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate, ingest_deletions, lift_deletion, set_parent
 from gatekeeper.domain.hydrated import Selection, export

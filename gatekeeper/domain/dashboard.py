@@ -6,7 +6,12 @@ clock; the directories; entity hashes and the pools' indexes of active counters;
 (batched), each refusal index's newest entry and the daily usage; the few refusal indexes that
 may hold more of the newest twenty. Pages and the Prometheus collector only present it. Nothing
 here decides a quota: limits come from the policy, usage from the ledger's peek script on the
-Redis clock."""
+Redis clock.
+
+Longer than most modules, for a reason: it is one page's read model — one snapshot of the
+store per request, read in one round trip per node, then rows, flags and charts from it;
+split, the snapshot's reads and their uses would drift apart.
+"""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from gatekeeper.domain.entities import check_name
-from gatekeeper.domain.filters import FILTER_FIELDS, Filters  # noqa: F401 - importers move later
+from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.formats import distinct, iter_posts, read_records
 from gatekeeper.domain.light import light_records
 from gatekeeper.domain.lines import GZIP_MAGIC, MAX_LINE_BYTES

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import IO
 
 from gatekeeper.domain import checkpoints
+from gatekeeper.domain.figures import ReportData
 from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.report import (
-    ReportData,
     month_bounds,
     month_report,
     previous_month,

@@ -15,9 +15,12 @@ is a calendar month in UTC, the ledger's days; every time in the report is UTC.
   (created with a parent, or linked later), rebuilt from the records before the month's end:
   an entity linked after it was still its own pool then.
 
-`month_report` returns plain data; `exports.report_pdf` lays it out; `report_pages` delivers
+`month_report` returns plain data; `exports.report_pdf` lays it out; `monthly` delivers
 it (``gatekeeper report`` and ``/report``). The periods of R3, R4 and R10 facts are rebuilt by
 `periods`.
+
+Just over ~400 lines: one pass over the month's records (`_Tally`) and what it feeds;
+the figures it builds are plain data in `figures.py`.
 """
 
 from __future__ import annotations
@@ -25,15 +28,24 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from gatekeeper.domain.audit import AuditFilter, AuditLog
+from gatekeeper.domain.audit import AuditLog
+from gatekeeper.domain.auditfilter import AuditFilter
 from gatekeeper.domain.entities import Entity
+from gatekeeper.domain.figures import (
+    USAGE_KINDS,
+    Check,
+    EntityMonth,
+    Event,
+    RecipientMonth,
+    RefusalGroup,
+    ReportData,
+    Totals,
+)
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import clock, keys
-from gatekeeper.ledger.ledger import iso
 from gatekeeper.ledger.store import failing_closed, text
 from gatekeeper.rules import periods
 from gatekeeper.rules.errors import BadInput
@@ -42,202 +54,17 @@ from gatekeeper.rules.outcomes import REFUSED
 from gatekeeper.rules.periods import (
     Exemption,
     PermissionPeriod,
-    Pool,
     PoolLink,
     number,
     record_ms,
 )
 from gatekeeper.rules.permissions import in_force
 
-USAGE_KINDS = ("share.posts", "share.users", "export.xlsx", "export.pdf")
 GRANTS = ("granted", "partial")
 MONTH_RE = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
 FIRST_MONTH, LAST_MONTH = "1970-01", "9999-11"  # the epoch; the last whose end a date can hold
 GRACE_MS = DAY_MS  # a refund settles moments after its grant; read this far past the month
 MAX_LISTED = 200  # refusals listed one by one; past this only counted
-
-
-# --- the data ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Totals:
-    """One entity's or recipient's month: answers given and units that left, by kind."""
-
-    net: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_KINDS, 0))
-    requests: int = 0  # answered granted or partial (replays not included)
-    partial: int = 0
-    replays: int = 0
-    refunded: int = 0  # units given back (already taken out of `net`)
-    refusals: int = 0  # refused, denied or conflict
-
-    @property
-    def units(self) -> int:
-        return sum(self.net.values())
-
-    @property
-    def active(self) -> bool:
-        return bool(self.requests or self.replays or self.refusals or self.refunded)
-
-
-@dataclass
-class EntityMonth:
-    """An entity's month: totals, and its R2 counter (a root's counter is its whole pool)."""
-
-    name: str
-    kind: str
-    pool: str
-    totals: Totals
-    daily: list[int]  # Post IDs on its R2 counter per day of the month
-    limit: int | None  # the R2 limit in force at the end of the month (None: unlimited)
-    peak_day: str | None = None
-    peak_day_amount: int = 0
-    peak_window: int = 0  # highest 30-day total at the end of a day of the month
-    peak_window_day: str | None = None
-    peak_window_limit: int | None = None  # the limit in force at that moment
-
-    @property
-    def peak_percent(self) -> float | None:
-        if self.peak_window_limit is None or not self.peak_window_day:
-            return None
-        return 100.0 * self.peak_window / self.peak_window_limit
-
-
-@dataclass
-class RecipientMonth:
-    """A recipient's month: an entity receiving ID files, or a person receiving exports (R6)."""
-
-    name: str
-    entity: str
-    person: bool
-    totals: Totals
-    daily: list[int]  # hydrated objects on the R6 counter per UTC day (people only)
-    limit: int | None
-    peak_day: str | None = None
-    peak_day_amount: int = 0
-
-    @property
-    def peak_percent(self) -> float | None:
-        if self.limit is None or not self.peak_day:
-            return None
-        return 100.0 * self.peak_day_amount / self.limit
-
-
-@dataclass(frozen=True)
-class Event:
-    """One audit record as the report shows it."""
-
-    at_ms: int
-    actor: str
-    entity: str
-    recipient: str
-    channel: str
-    kind: str
-    outcome: str
-    rule: str
-    requested: int
-    granted: int
-    message: str
-
-    @staticmethod
-    def of(r: dict[str, str]) -> Event:
-        outcome, message = r.get("outcome", ""), r.get("message", "")
-        rule = r.get("rule", "") or ("idempotency" if outcome == "conflict" else "")
-        if not message and outcome == "conflict":
-            message = "Idempotency-Key already used for a different request; nothing counted"
-        elif not message and outcome == "refused":
-            at = number(r.get("available_at"))
-            message = (f"over the {rule} limit, refused whole; nothing counted; "
-                       + (f"the whole request fits from {iso(at)}" if at > 0 else
-                          "no release of capacity makes the whole request fit"))
-        return Event(record_ms(r), r.get("actor", ""), r.get("entity", ""), r.get("recipient", ""),
-                     r.get("channel", ""), r.get("kind", ""), outcome, rule,
-                     number(r.get("requested")), number(r.get("granted")), message)
-
-
-@dataclass
-class RefusalGroup:
-    rule: str
-    outcome: str
-    count: int = 0
-    requested: int = 0
-    entities: set[str] = field(default_factory=set)
-
-
-@dataclass(frozen=True)
-class Check:
-    """Audit records against ledger counters for the month; `ok` says they agree."""
-
-    what: str
-    audit: int
-    ledger: int
-    ok: bool
-    note: str
-
-
-@dataclass
-class ReportData:
-    month: str
-    start_ms: int
-    end_ms: int
-    generated_ms: int
-    generated_by: str
-    limits: dict[str, Any]
-    days: list[str]
-    entities: list[EntityMonth]  # active ones, most Post IDs first
-    idle_entities: list[str]
-    recipients: list[RecipientMonth]
-    refusals: list[RefusalGroup]
-    refusal_events: list[Event]  # the first MAX_LISTED, oldest first
-    refusal_count: int
-    exemptions: list[Exemption]
-    permissions: list[PermissionPeriod]
-    pools: list[Pool]  # at the month's end
-    pool_joins: list[PoolLink]  # entities that joined a pool in the month, oldest first
-    deletions: list[Event]
-    withheld_r9: int  # IDs left out of shares in the month because of the R9 lists
-    shares_with_withheld: int
-    deleted_now: dict[str, int]
-    datasets_affected: dict[str, int]
-    post_ids_daily: list[int]  # all R2 pool counters per day
-    user_ids_daily: list[int]
-    hydrated_daily: list[int]
-    checks: list[Check]
-    records: int  # audit records read for the month
-    checkpoint: str = "not taken"  # the signed audit checkpoint written with it (R11)
-
-    def total(self, kind: str) -> int:
-        return sum(e.totals.net[kind] for e in self.entities)
-
-    def top(self, n: int) -> list[EntityMonth]:
-        """The n entities with the most Post IDs on their own counters in the month."""
-        ranked = sorted(self.entities, key=lambda e: (-sum(e.daily), e.name))
-        return [e for e in ranked if sum(e.daily)][:n]
-
-    def joined(self, how: str) -> int:
-        """Entities that joined a pool in the month `how` ("linked" or "created")."""
-        return sum(j.how == how for j in self.pool_joins)
-
-    def summary(self) -> dict[str, Any]:
-        """The headline figures (what `gatekeeper report --json` prints)."""
-        return {
-            "month": self.month, "generated_at": iso(self.generated_ms),
-            "generated_by": self.generated_by, "records": self.records,
-            "entities_active": len(self.entities), "recipients_active": len(self.recipients),
-            **{kind: self.total(kind) for kind in USAGE_KINDS},
-            "refusals": {f"{g.rule}/{g.outcome}": g.count for g in self.refusals},
-            "exemptions": len(self.exemptions), "permissions": len(self.permissions),
-            "pools": len(self.pools), "pool_links": self.joined("linked"),
-            "pool_children_created": self.joined("created"),
-            "deletion_ingests": len(self.deletions), "withheld_r9": self.withheld_r9,
-            "checks_ok": all(c.ok for c in self.checks),
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for g in out["refusals"]:
-            g["entities"] = sorted(g["entities"])
-        return out
 
 
 # --- months -----------------------------------------------------------------------------------

@@ -20,6 +20,10 @@ the key it creates in the same atomic step (in the script, or in the writer's MU
 reads the index and names every key in KEYS, and the script re-checks that the index holds
 nothing it was not given, so nothing can be left behind; the cost is a sorted-set entry per
 key, pruned by expiry. A store written before the index is indexed with SCAN (``upgrade``).
+
+Longer than the ~300 lines a module keeps here, for a reason: each method is the Python side
+of one script (take, settle, peek, record, move, sweep), laying out its KEYS and ARGV and
+reading its answer; split apart, a script's two halves would live in different files.
 """
 
 from __future__ import annotations

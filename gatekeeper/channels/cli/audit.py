@@ -14,7 +14,8 @@ import click
 
 from exports import auditlog as writers
 from gatekeeper.domain import checkpoints
-from gatekeeper.domain.audit import FORMATS, AuditFilter, AuditLog, iso_ms
+from gatekeeper.domain.audit import FORMATS, AuditLog
+from gatekeeper.domain.auditfilter import AuditFilter, iso_ms
 from gatekeeper.domain.spool import publish
 from gatekeeper.ledger import chain, clock
 from gatekeeper.rules import policy

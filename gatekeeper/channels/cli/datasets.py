@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from gatekeeper.channels.cli.context import Context, Group, cli_actor, emit, json_option, pass_ctx
-from gatekeeper.domain.datasets import Filters
+from gatekeeper.domain.filters import Filters
 
 FILTER_HELP = {
     "since": "Posts created at or after (ISO 8601).",

@@ -19,7 +19,7 @@ from gatekeeper import faults
 from gatekeeper.channels.web.extension import current_gate
 from gatekeeper.channels.web.openapi import OPENAPI
 from gatekeeper.domain import denials, lines, quota, shares
-from gatekeeper.domain.datasets import Filters
+from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate, ingest_deletion_stream
 from gatekeeper.domain.users import User
 from gatekeeper.rules import policy, roles

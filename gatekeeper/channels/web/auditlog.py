@@ -15,7 +15,8 @@ from flask import Blueprint, Response, render_template, request
 
 from exports import auditlog as writers
 from gatekeeper.channels.web.pages import gate, me, role_required
-from gatekeeper.domain.audit import FILTERS, FORMATS, AuditFilter, AuditLog
+from gatekeeper.domain.audit import FORMATS, AuditLog
+from gatekeeper.domain.auditfilter import FILTERS, AuditFilter
 from gatekeeper.rules import policy, roles
 from gatekeeper.rules.errors import BadInput
 from gatekeeper.rules.outcomes import OUTCOMES

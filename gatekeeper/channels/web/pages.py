@@ -26,7 +26,7 @@ from flask_login import UserMixin, current_user, login_required, login_user, log
 from gatekeeper.channels.web.extension import current_gate
 from gatekeeper.domain import denials, hydrated
 from gatekeeper.domain.audit import record_denial
-from gatekeeper.domain.datasets import FILTER_FIELDS, Filters
+from gatekeeper.domain.filters import FILTER_FIELDS, Filters
 from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.quota import hydrated_usage
 from gatekeeper.domain.users import User
