@@ -15,7 +15,7 @@ from typing import Any, Protocol, cast
 
 import redis
 
-from gatekeeper.ledger import keys
+from gatekeeper.ledger import clock, keys
 from gatekeeper.ledger.store import failing_closed, text
 from gatekeeper.rules import outcomes
 
@@ -81,8 +81,7 @@ def index_pool_keys(client: redis.Redis, match: str) -> int:
     keys, scored as the scripts score them: when it expires by the Redis clock, or inf."""
     found = [k.decode() for k in client.scan_iter(match=match, count=1000)]
     found = [k for k in found if not keys.stays(k)]
-    seconds, micros = client.time()
-    now = seconds * 1000 + micros // 1000
+    now = clock.now_ms(client)
     pipe = client.pipeline(transaction=False)
     for key in found:
         pipe.pttl(key)
