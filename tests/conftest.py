@@ -19,6 +19,7 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 from flask import Flask
+from flask.testing import FlaskClient
 from live import CHROMIUM, CHROMIUM_ARGS
 
 from gatekeeper import config as config_mod
@@ -68,7 +69,7 @@ def real_client(conn: dict[str, str]) -> redis.Redis:
 
 
 @pytest.fixture(params=BACKENDS)
-def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+def redis_client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
     """A Redis client on each backend in turn, empty at the start of every test."""
     if request.param == "fake":
         request.applymarker(pytest.mark.fake)
@@ -126,7 +127,7 @@ def store_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def run(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+def runner(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
     """The CLI, in-process, from the store directory with no config from the environment."""
     monkeypatch.chdir(store_dir)
     monkeypatch.delenv(config_mod.ENV_CONFIG, raising=False)
@@ -144,3 +145,11 @@ def app(gate: Gate) -> Flask:
     from gatekeeper.channels.web.app import create_app
 
     return create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})
+
+
+@pytest.fixture
+def client(app: Flask) -> Iterator[FlaskClient]:
+    """A test client of the app (flaskr's `client`); a test module's own `app` fixture, if it
+    has one, is the app it drives."""
+    with app.test_client() as c:
+        yield c

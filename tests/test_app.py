@@ -135,9 +135,9 @@ def test_a_get_never_runs_the_upgrade_and_the_page_says_what_is_missing(
 
 
 def test_store_upgrade_indexes_an_old_store_once_and_audits_it(old_store: Gate,
-                                                                run: Run) -> None:
+                                                                runner: Run) -> None:
     gate = old_store
-    r = run("store", "upgrade", "--json")
+    r = runner("store", "upgrade", "--json")
     assert r.exit_code == 0, r.output
     done = json.loads(r.stdout)
     # every key of the old pool is entered in its key index (layout 4), and counted as such
@@ -151,7 +151,7 @@ def test_store_upgrade_indexes_an_old_store_once_and_audits_it(old_store: Gate,
     assert (last[b"kind"], last[b"outcome"], last[b"channel"]) == (
         b"store.upgrade", b"changed", b"cli")
     records = gate.client.xlen(keys.SYS_AUDIT)
-    again = run("store", "upgrade")
+    again = runner("store", "upgrade")
     assert again.exit_code == 0 and "up to date" in again.output
     assert gate.client.xlen(keys.SYS_AUDIT) == records  # nothing changed, nothing audited
 
@@ -181,12 +181,12 @@ def test_every_click_command_lives_in_the_cli_package_and_is_registered() -> Non
                 assert value is main or id(value) in registered, (info.name, name)
 
 
-def test_gatekeeper_help_lists_every_command(run: Run) -> None:
-    top = run("--help").output
+def test_gatekeeper_help_lists_every_command(runner: Run) -> None:
+    top = runner("--help").output
     for name, cmd in main.commands.items():
         assert f"  {name} " in top, name
         if isinstance(cmd, click.Group):
-            sub = run(name, "--help").output
+            sub = runner(name, "--help").output
             assert all(f"  {n} " in sub for n in cmd.commands), name
     assert set(main.commands) == {"audit", "dataset", "deletions", "entity", "init", "quota",
                                   "report", "serve", "share", "store", "token", "user"}

@@ -69,7 +69,7 @@ def without_stream(r: dict[str, str]) -> tuple[str, str, str, str, str]:
 
 
 @pytest.fixture
-def gate(client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Gate:
+def gate(redis_client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Gate:
     from werkzeug.security import generate_password_hash
 
     from gatekeeper.domain import users
@@ -79,7 +79,7 @@ def gate(client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
                         lambda p: generate_password_hash(p, method="pbkdf2:sha256:1"))
     (tmp_path / "config.toml").write_text(
         '[limits]\npost_ids_per_entity = 10\n[datasets]\ndir = "datasets"\n')
-    return Gate(config_mod.load(tmp_path / "config.toml"), client=client)
+    return Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
 
 
 def ids(path: Path, start: int, n: int) -> Path:
@@ -148,12 +148,12 @@ def pool_of(key: str) -> str | None:
     return m.group(1) if m else None
 
 
-def oracle(client: redis.Redis) -> list[tuple[tuple[int, int], str, dict[str, str]]]:
+def oracle(redis_client: redis.Redis) -> list[tuple[tuple[int, int], str, dict[str, str]]]:
     """Every record read the plain way (XRANGE each stream whole), sorted by (ID, stream)."""
-    streams = {k.decode() for k in client.smembers(keys.AUDIT_STREAMS)} | {keys.SYS_AUDIT}
+    streams = {k.decode() for k in redis_client.smembers(keys.AUDIT_STREAMS)} | {keys.SYS_AUDIT}
     out = []
     for key in streams:
-        for raw_id, fields in client.xrange(key):
+        for raw_id, fields in redis_client.xrange(key):
             ms, seq = map(int, raw_id.decode().split("-"))
             out.append(((ms, seq), key, {k.decode(): v.decode() for k, v in fields.items()}))
     return sorted(out, key=lambda t: (t[0], t[1]))
@@ -213,12 +213,12 @@ def test_pages_walk_newest_first_with_no_gaps_or_duplicates(history: Gate, size:
     assert all_pages(log, size=size) == list(log.records())[::-1]
 
 
-def tie_streams(client: redis.Redis) -> list[tuple[int, int, str, int]]:
+def tie_streams(redis_client: redis.Redis) -> list[tuple[int, int, str, int]]:
     """Records written with chosen IDs: many share a millisecond, and even a whole ID, across
     four streams. Returns (ms, seq, stream, n) in merge order."""
     streams = [keys.audit("a"), keys.audit("b"), keys.audit("c"), keys.SYS_AUDIT]
     for k in streams[:3]:
-        client.sadd(keys.AUDIT_STREAMS, k)
+        redis_client.sadd(keys.AUDIT_STREAMS, k)
     written = []
     n = 0
     for ms in (1000, 1001, 1002, 1500):
@@ -226,7 +226,7 @@ def tie_streams(client: redis.Redis) -> list[tuple[int, int, str, int]]:
             for s, k in enumerate(streams):
                 if (ms + seq + s) % 5 == 4:
                     continue  # not every stream at every ID
-                client.xadd(k, {"time": str(ms), "n": str(n), "actor": f"u{n % 3}"},
+                redis_client.xadd(k, {"time": str(ms), "n": str(n), "actor": f"u{n % 3}"},
                             id=f"{ms}-{seq}")
                 written.append((ms, seq, k, n))
                 n += 1
@@ -234,10 +234,10 @@ def tie_streams(client: redis.Redis) -> list[tuple[int, int, str, int]]:
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 7, 50])
-def test_pages_resume_exactly_across_ties_in_the_same_millisecond(client: redis.Redis,
+def test_pages_resume_exactly_across_ties_in_the_same_millisecond(redis_client: redis.Redis,
                                                                     size: int) -> None:
-    written = tie_streams(client)
-    log = AuditLog(client)
+    written = tie_streams(redis_client)
+    log = AuditLog(redis_client)
     assert [int(r["n"]) for r in log.records()] == [w[3] for w in written]
     assert [int(r["n"]) for r in all_pages(log, size=size)] == [w[3] for w in written[::-1]]
     f = AuditFilter(user="u1")
@@ -246,18 +246,18 @@ def test_pages_resume_exactly_across_ties_in_the_same_millisecond(client: redis.
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_pages_and_records_agree_with_a_plain_sort_of_random_logs(client: redis.Redis,
+def test_pages_and_records_agree_with_a_plain_sort_of_random_logs(redis_client: redis.Redis,
                                                                   seed: int) -> None:
     """Random streams, bursts of same-millisecond records, long gaps, filters and page sizes,
     with records appended between reads (so the page windows remembered are stale)."""
     rnd = random.Random(seed)
     streams = [keys.audit(f"s{i:02}") for i in range(rnd.choice([1, 2, 7, 40]))]
-    client.sadd(keys.AUDIT_STREAMS, *streams)
+    redis_client.sadd(keys.AUDIT_STREAMS, *streams)
     streams.append(keys.SYS_AUDIT)
     last: dict[str, tuple[int, int]] = {}
     written: list[tuple[int, int, str, int]] = []
     clock = 1_700_000_000_000
-    log = AuditLog(client)
+    log = AuditLog(redis_client)
     for _round in range(3):
         for _ in range(rnd.randrange(1, 60)):
             clock += rnd.choice([0, 0, 0, 1, 2, 700, 86_400_000])
@@ -265,7 +265,7 @@ def test_pages_and_records_agree_with_a_plain_sort_of_random_logs(client: redis.
             prev = last.get(key, (0, 0))
             ident = (clock, 0) if clock > prev[0] else (prev[0], prev[1] + 1)
             n = len(written)
-            client.xadd(key, {"time": str(ident[0]), "n": str(n), "actor": f"u{n % 10}",
+            redis_client.xadd(key, {"time": str(ident[0]), "n": str(n), "actor": f"u{n % 10}",
                               "recipient": f"u{n % 3}"}, id=f"{ident[0]}-{ident[1]}")
             last[key] = ident
             written.append((*ident, key, n))
@@ -287,9 +287,9 @@ def test_pages_and_records_agree_with_a_plain_sort_of_random_logs(client: redis.
 
 
 def test_a_cursor_is_opaque_and_a_forged_one_is_bad_input_naming_before(
-        client: redis.Redis) -> None:
-    tie_streams(client)
-    log = AuditLog(client)
+        redis_client: redis.Redis) -> None:
+    tie_streams(redis_client)
+    log = AuditLog(redis_client)
     _page, cursor = log.page(size=2)
     assert cursor is not None and re.fullmatch(r"[A-Za-z0-9_-]+", cursor)
     for bad in ("nonsense!", "AAAA", audit.encode_cursor((1, 2), "x")[:-3] + "***"):
@@ -298,15 +298,15 @@ def test_a_cursor_is_opaque_and_a_forged_one_is_bad_input_naming_before(
         assert e.value.details["field"] == "before"
 
 
-def test_page_size_must_be_reasonable(client: redis.Redis) -> None:
+def test_page_size_must_be_reasonable(redis_client: redis.Redis) -> None:
     for size in (0, -1, audit.MAX_PAGE + 1):
         with pytest.raises(BadInput):
-            AuditLog(client).page(size=size)
+            AuditLog(redis_client).page(size=size)
 
 
-def test_an_empty_log_has_an_empty_page_and_no_cursor(client: redis.Redis) -> None:
-    assert AuditLog(client).page() == ([], None)
-    assert list(AuditLog(client).records()) == []
+def test_an_empty_log_has_an_empty_page_and_no_cursor(redis_client: redis.Redis) -> None:
+    assert AuditLog(redis_client).page() == ([], None)
+    assert list(AuditLog(redis_client).records()) == []
 
 
 class Spy:
@@ -332,10 +332,10 @@ class Spy:
 
 
 def test_first_page_reads_every_stream_in_one_round_trip_then_only_what_it_needs(
-        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+        redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     streams = [keys.audit(f"e{i:03}") for i in range(200)]
-    client.sadd(keys.AUDIT_STREAMS, *streams)
-    pipe = client.pipeline(transaction=False)
+    redis_client.sadd(keys.AUDIT_STREAMS, *streams)
+    pipe = redis_client.pipeline(transaction=False)
     for i in range(2000):  # record i in stream i % 200 at ms 10_000 + i
         pipe.xadd(streams[i % 200], {"time": str(10_000 + i), "n": str(i)},
                   id=f"{10_000 + i}-0")
@@ -343,7 +343,7 @@ def test_first_page_reads_every_stream_in_one_round_trip_then_only_what_it_needs
     monkeypatch.setattr(audit, "_HINTS", {})
     for visit in ("cold", "warm"):  # the second visit starts where the first page ended
         spy = Spy(monkeypatch)
-        page, cursor = AuditLog(client).page(size=50)
+        page, cursor = AuditLog(redis_client).page(size=50)
         assert [int(r["n"]) for r in page] == list(range(1999, 1949, -1)), visit
         assert cursor is not None
         assert [c[0] for c in spy.direct] == ["SMEMBERS"]
@@ -396,9 +396,9 @@ def test_filters_select_records_by_entity_user_channel_outcome_and_rule(
 
 
 def test_time_filters_bound_the_append_time_since_inclusive_until_exclusive(
-        client: redis.Redis) -> None:
-    written = tie_streams(client)
-    log = AuditLog(client)
+        redis_client: redis.Redis) -> None:
+    written = tie_streams(redis_client)
+    log = AuditLog(redis_client)
     f = AuditFilter.parse({"since": "1970-01-01T00:00:01.001Z",
                            "until": "1970-01-01T00:00:01.500+00:00"})
     want = [w[3] for w in written if 1001 <= w[0] < 1500]
@@ -568,24 +568,18 @@ def app(history: Gate) -> Flask:
     return create_app(history, {"TESTING": True, "SECRET_KEY": "test"})
 
 
-@pytest.fixture
-def web(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as c:
-        yield c
-
-
-def login(web: FlaskClient, name: str) -> None:
-    assert sign_in(web, name, PASSWORD) == 302
+def login(client: FlaskClient, name: str) -> None:
+    assert sign_in(client, name, PASSWORD) == 302
 
 
 def rows_of(html: str) -> list[str]:
     return re.findall(r'<tr data-id="([^"]+)">', html)
 
 
-def test_audit_page_lists_every_record_newest_first_for_compliance(web: FlaskClient,
+def test_audit_page_lists_every_record_newest_first_for_compliance(client: FlaskClient,
                                                                    history: Gate) -> None:
-    login(web, "cora")
-    resp = web.get("/audit")
+    login(client, "cora")
+    resp = client.get("/audit")
     assert resp.status_code == 200
     html = resp.get_data(as_text=True)
     assert rows_of(html) == [r["id"] for r in AuditLog(history.client).records()][::-1]
@@ -596,35 +590,35 @@ def test_audit_page_lists_every_record_newest_first_for_compliance(web: FlaskCli
     assert "=HYPERLINK(1)" in html  # shown as text, escaped by the template
 
 
-def test_admin_may_read_the_audit_log_too(web: FlaskClient) -> None:
-    login(web, "adam")
-    assert web.get("/audit").status_code == 200
+def test_admin_may_read_the_audit_log_too(client: FlaskClient) -> None:
+    login(client, "adam")
+    assert client.get("/audit").status_code == 200
 
 
 @pytest.mark.parametrize("who", ["ana", "dana"])
-def test_other_roles_get_403_for_the_page_and_the_downloads(web: FlaskClient, who: str) -> None:
-    login(web, who)
-    assert web.get("/audit").status_code == 403
-    assert web.get("/audit/export?format=csv").status_code == 403
+def test_other_roles_get_403_for_the_page_and_the_downloads(client: FlaskClient, who: str) -> None:
+    login(client, who)
+    assert client.get("/audit").status_code == 403
+    assert client.get("/audit/export?format=csv").status_code == 403
 
 
-def test_signed_out_visitors_are_sent_to_sign_in(web: FlaskClient) -> None:
-    resp = web.get("/audit")
+def test_signed_out_visitors_are_sent_to_sign_in(client: FlaskClient) -> None:
+    resp = client.get("/audit")
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]
-    assert web.get("/audit/export?format=xlsx").status_code == 302
+    assert client.get("/audit/export?format=xlsx").status_code == 302
 
 
 def test_older_links_walk_every_filtered_record_exactly_once(
-        web: FlaskClient, history: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
+        client: FlaskClient, history: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
     from gatekeeper.channels.web import auditlog as auditlog_pages
 
     monkeypatch.setattr(auditlog_pages, "PAGE_SIZE", 2)
-    login(web, "cora")
+    login(client, "cora")
     want = [r["id"] for r in AuditLog(history.client).records(AuditFilter(entity="acme"))]
     seen: list[str] = []
     url: str | None = "/audit?entity=acme&user=&channel="
     while url:
-        html = web.get(url).get_data(as_text=True)
+        html = client.get(url).get_data(as_text=True)
         seen += rows_of(html)
         m = re.search(r'<a href="([^"]+)" id="older">', html)
         url = m.group(1).replace("&amp;", "&") if m else None
@@ -633,19 +627,19 @@ def test_older_links_walk_every_filtered_record_exactly_once(
     assert seen == want[::-1]
 
 
-def test_a_bad_filter_shows_its_message_and_400(web: FlaskClient) -> None:
-    login(web, "cora")
-    resp = web.get("/audit?since=last+tuesday")
+def test_a_bad_filter_shows_its_message_and_400(client: FlaskClient) -> None:
+    login(client, "cora")
+    resp = client.get("/audit?since=last+tuesday")
     assert resp.status_code == 400
     assert "audit filter since" in resp.get_data(as_text=True)
-    assert web.get("/audit?before=garbage").status_code == 400
+    assert client.get("/audit?before=garbage").status_code == 400
 
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx", "jsonl"])
 def test_download_is_a_no_store_attachment_of_the_filtered_records(
-        web: FlaskClient, history: Gate, fmt: str) -> None:
-    login(web, "cora")
-    resp = web.get(f"/audit/export?format={fmt}&entity=acme&outcome=delivered")
+        client: FlaskClient, history: Gate, fmt: str) -> None:
+    login(client, "cora")
+    resp = client.get(f"/audit/export?format={fmt}&entity=acme&outcome=delivered")
     assert resp.status_code == 200
     assert resp.headers["Cache-Control"] == "no-store"
     assert re.fullmatch(rf'attachment; filename="audit-\d{{8}}T\d{{6}}Z\.{fmt}"',
@@ -670,10 +664,10 @@ def test_download_is_a_no_store_attachment_of_the_filtered_records(
     assert got == want
 
 
-def test_download_of_a_bad_format_or_filter_is_400(web: FlaskClient) -> None:
-    login(web, "cora")
-    assert web.get("/audit/export?format=pdf").status_code == 400
-    assert web.get("/audit/export?format=csv&rule=R99").status_code == 400
+def test_download_of_a_bad_format_or_filter_is_400(client: FlaskClient) -> None:
+    login(client, "cora")
+    assert client.get("/audit/export?format=pdf").status_code == 400
+    assert client.get("/audit/export?format=csv&rule=R99").status_code == 400
 
 
 # --- the CLI ------------------------------------------------------------------------------------
@@ -781,15 +775,15 @@ def test_every_audit_route_is_get_only(app: Flask) -> None:
         assert set(r.methods or ()) <= {"GET", "HEAD", "OPTIONS"}, r
 
 
-def test_no_method_but_get_reaches_the_audit_log(web: FlaskClient, history: Gate) -> None:
-    login(web, "cora")
-    page = web.get("/audit").get_data(as_text=True)
+def test_no_method_but_get_reaches_the_audit_log(client: FlaskClient, history: Gate) -> None:
+    login(client, "cora")
+    page = client.get("/audit").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert token
     before = list(AuditLog(history.client).records())
     for path in ("/audit", "/audit/export"):
         for method in ("post", "put", "patch", "delete"):
-            resp = getattr(web, method)(path, data={"csrf_token": token.group(1)},
+            resp = getattr(client, method)(path, data={"csrf_token": token.group(1)},
                                         headers={"X-CSRFToken": token.group(1)})
             assert resp.status_code == 405, (method, path)
     assert list(AuditLog(history.client).records()) == before

@@ -26,34 +26,35 @@ POOL = keys.audit("acme")
 WINDOW = Window("30d", 30 * 86_400_000, 600_000)
 
 
-def write_log(client: redis.Redis, n: int = 6) -> Ledger:
+def write_log(redis_client: redis.Redis, n: int = 6) -> Ledger:
     """n records in acme's stream through record.lua, plus take/settle and a Python append."""
-    client.sadd(keys.AUDIT_STREAMS, POOL)
-    ledger = Ledger(client)
+    redis_client.sadd(keys.AUDIT_STREAMS, POOL)
+    ledger = Ledger(redis_client)
     for i in range(n):
         ledger.record(keys.placeholder("acme"), POOL, mode="audit", fields={},
                       audit={"actor": "ann", "kind": "test", "outcome": "changed", "n": i})
-    pipe = client.pipeline(transaction=True)
+    pipe = redis_client.pipeline(transaction=True)
     chain.append(pipe, keys.SYS_AUDIT, {"actor": "ann", "kind": "deletions.lift", "n": 1})
     pipe.execute()
     # A second apart, as a busy day spreads them: verify's ranges are cut at milliseconds, so
     # several processes each read some (the IDs are not hashed; the chain stays whole).
-    rewrite(client, POOL, [(f"{(i + 1) * 1000}-0".encode(), f)
-                           for i, (_, f) in enumerate(entries(client))])
+    rewrite(redis_client, POOL, [(f"{(i + 1) * 1000}-0".encode(), f)
+                           for i, (_, f) in enumerate(entries(redis_client))])
     return ledger
 
 
-def entries(client: redis.Redis, stream: str = POOL) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    return client.xrange(stream)
+def entries(redis_client: redis.Redis,
+            stream: str = POOL) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    return redis_client.xrange(stream)
 
 
-def rewrite(client: redis.Redis, stream: str,
+def rewrite(redis_client: redis.Redis, stream: str,
             records: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
     """What someone with Redis access does: a stream only grows at its end, so to change the
     past they delete it and add the records back under the IDs they choose."""
-    client.delete(stream)
+    redis_client.delete(stream)
     for rid, fields in records:
-        client.xadd(stream, fields, id=rid)
+        redis_client.xadd(stream, fields, id=rid)
 
 
 @pytest.fixture(params=[1, 4], ids=["one-process", "four-processes"])
@@ -63,220 +64,221 @@ def workers(request: pytest.FixtureRequest) -> int:
     return request.param
 
 
-def problem(client: redis.Redis, **kw: Any) -> chain.Problem | None:
-    found = [r.problem for r in chain.verify(client, **kw) if r.problem is not None]
+def problem(redis_client: redis.Redis, **kw: Any) -> chain.Problem | None:
+    found = [r.problem for r in chain.verify(redis_client, **kw) if r.problem is not None]
     assert len(found) <= 1
     return found[0] if found else None
 
 
 def test_every_script_appends_records_with_a_sequence_and_a_chained_hash(
-        client: redis.Redis) -> None:
-    ledger = write_log(client, 2)
+        redis_client: redis.Redis) -> None:
+    ledger = write_log(redis_client, 2)
     counter = Counter(keys.counter("acme", "r2", "acme"), "R2", WINDOW, Limit(10), amount=5)
     ledger.take("acme", [counter], requested=5, share_id="s1", audit={"actor": "ann"})
     ledger.settle("acme", "s1", [counter], delivered=True, audit={"actor": "ann"})
     more = Counter(counter.key, "R2", WINDOW, Limit(10), amount=6)
     with pytest.raises(QuotaExceeded):
         ledger.take("acme", [more], requested=6, share_id="s2", audit={"actor": "ann"})
-    records = entries(client)
+    records = entries(redis_client)
     assert [int(f[b"seq"]) for _, f in records] == [1, 2, 3, 4, 5]
     prev = b""
     for _, f in records:
         flat = [x for kv in f.items() for x in kv][:-2]
         assert f[b"hash"] == chain.record_hash(prev, flat)
         prev = f[b"hash"]
-    head = client.hgetall(keys.chain_of(POOL))
+    head = redis_client.hgetall(keys.chain_of(POOL))
     assert head == {b"seq": b"5", b"hash": prev, b"id": records[-1][0]}
     # The refusal index copies the refused record whole, its seq and hash included.
-    copy = client.xrange(keys.refusals_of(POOL))[-1]
+    copy = redis_client.xrange(keys.refusals_of(POOL))[-1]
     assert copy == records[-1]
-    assert problem(client) is None
+    assert problem(redis_client) is None
 
 
-def test_a_clean_log_verifies_with_counts(client: redis.Redis, workers: int) -> None:
-    write_log(client)
-    results = {r.stream: r for r in chain.verify(client, workers=workers)}
+def test_a_clean_log_verifies_with_counts(redis_client: redis.Redis, workers: int) -> None:
+    write_log(redis_client)
+    results = {r.stream: r for r in chain.verify(redis_client, workers=workers)}
     assert results[POOL].records == 6 and results[POOL].seq == 6
     assert results[keys.SYS_AUDIT].seq == 1
     assert all(r.problem is None for r in results.values())
 
 
-def test_an_edited_field_is_named(client: redis.Redis, workers: int) -> None:
-    write_log(client)
-    records = entries(client)
+def test_an_edited_field_is_named(redis_client: redis.Redis, workers: int) -> None:
+    write_log(redis_client)
+    records = entries(redis_client)
     records[2][1][b"actor"] = b"mallory"
-    rewrite(client, POOL, records)
-    p = problem(client, workers=workers)
+    rewrite(redis_client, POOL, records)
+    p = problem(redis_client, workers=workers)
     assert p is not None and (p.stream, p.id, p.seq) == (POOL, records[2][0].decode(), 3)
     assert "edited" in p.what
 
 
-def test_a_deleted_record_is_named_by_the_one_after_it(client: redis.Redis,
+def test_a_deleted_record_is_named_by_the_one_after_it(redis_client: redis.Redis,
                                                         workers: int) -> None:
-    write_log(client)
-    records = entries(client)
-    client.xdel(POOL, records[3][0])
-    p = problem(client, workers=workers)
+    write_log(redis_client)
+    records = entries(redis_client)
+    redis_client.xdel(POOL, records[3][0])
+    p = problem(redis_client, workers=workers)
     assert p is not None and (p.id, p.seq) == (records[4][0].decode(), 5)
     assert "seq 4–4 are missing" in p.what and "removed" in p.what
 
 
-def test_reordered_records_are_named(client: redis.Redis, workers: int) -> None:
-    write_log(client)
-    records = entries(client)
+def test_reordered_records_are_named(redis_client: redis.Redis, workers: int) -> None:
+    write_log(redis_client)
+    records = entries(redis_client)
     swapped = list(records)
     swapped[1], swapped[2] = (records[1][0], records[2][1]), (records[2][0], records[1][1])
-    rewrite(client, POOL, swapped)
-    p = problem(client, workers=workers)
+    rewrite(redis_client, POOL, swapped)
+    p = problem(redis_client, workers=workers)
     assert p is not None and (p.id, p.seq) == (records[1][0].decode(), 3)
 
 
-def test_an_inserted_record_is_named(client: redis.Redis, workers: int) -> None:
-    write_log(client)
-    records = entries(client)
+def test_an_inserted_record_is_named(redis_client: redis.Redis, workers: int) -> None:
+    write_log(redis_client)
+    records = entries(redis_client)
     fake = dict(records[2][1])
     fake[b"actor"] = b"mallory"  # a copy of record 3, seq and hash included, edited
     renumbered = [(f"{i + 1}-0".encode(), f) for i, (_, f) in
                   enumerate([*records[:3], (b"", fake), *records[3:]])]
-    rewrite(client, POOL, renumbered)
-    p = problem(client, workers=workers)
+    rewrite(redis_client, POOL, renumbered)
+    p = problem(redis_client, workers=workers)
     assert p is not None and (p.id, p.seq) == ("4-0", 3)
     assert "reordered or inserted" in p.what
 
 
-def test_an_inserted_record_without_chain_fields_is_named(client: redis.Redis,
+def test_an_inserted_record_without_chain_fields_is_named(redis_client: redis.Redis,
                                                           workers: int) -> None:
-    write_log(client)
-    added = client.xadd(POOL, {"time": "1", "actor": "mallory", "outcome": "changed"})
-    p = problem(client, workers=workers)
+    write_log(redis_client)
+    added = redis_client.xadd(POOL, {"time": "1", "actor": "mallory", "outcome": "changed"})
+    p = problem(redis_client, workers=workers)
     assert p is not None and p.seq is None and "no seq/hash after the chain began" in p.what
     assert p.id == added.decode()
 
 
-def test_a_truncated_tail_is_found_by_the_chain_head(client: redis.Redis, workers: int) -> None:
-    write_log(client)
-    records = entries(client)
-    client.xdel(POOL, records[-1][0], records[-2][0])
-    p = problem(client, workers=workers)
+def test_a_truncated_tail_is_found_by_the_chain_head(redis_client: redis.Redis,
+                                                     workers: int) -> None:
+    write_log(redis_client)
+    records = entries(redis_client)
+    redis_client.xdel(POOL, records[-1][0], records[-2][0])
+    p = problem(redis_client, workers=workers)
     assert p is not None and (p.id, p.seq) == (records[-3][0].decode(), 4)
     assert "chain head says seq 6" in p.what
 
 
 def test_a_truncated_tail_with_its_head_rewritten_is_found_only_by_a_checkpoint(
-        client: redis.Redis, workers: int) -> None:
-    write_log(client)
-    pinned = {POOL: {6: client.hget(keys.chain_of(POOL), "hash").decode()}}
-    records = entries(client)
-    client.xdel(POOL, records[-1][0], records[-2][0])
-    client.hset(keys.chain_of(POOL), mapping={"seq": 4, "hash": records[-3][1][b"hash"],
+        redis_client: redis.Redis, workers: int) -> None:
+    write_log(redis_client)
+    pinned = {POOL: {6: redis_client.hget(keys.chain_of(POOL), "hash").decode()}}
+    records = entries(redis_client)
+    redis_client.xdel(POOL, records[-1][0], records[-2][0])
+    redis_client.hset(keys.chain_of(POOL), mapping={"seq": 4, "hash": records[-3][1][b"hash"],
                                               "id": records[-3][0]})
-    assert problem(client, workers=workers) is None  # the hole a chain alone cannot show
-    p = problem(client, pinned=pinned, workers=workers)
+    assert problem(redis_client, workers=workers) is None  # the hole a chain alone cannot show
+    p = problem(redis_client, pinned=pinned, workers=workers)
     assert p is not None and p.seq == 4 and "truncated tail" in p.what
     assert "checkpoint recorded seq 6" in p.what
 
 
-def test_records_from_before_the_chain_are_legacy_not_a_failure(client: redis.Redis,
+def test_records_from_before_the_chain_are_legacy_not_a_failure(redis_client: redis.Redis,
                                                                  workers: int) -> None:
     for _ in range(3):
-        client.xadd(POOL, {"time": "1", "actor": "old"})
-    write_log(client, 2)
-    old = entries(client)[2][0]  # the third record, renumbered by write_log
-    assert b"seq" not in entries(client)[2][1] and b"seq" in entries(client)[3][1]
-    result = next(r for r in chain.verify(client, workers=workers) if r.stream == POOL)
+        redis_client.xadd(POOL, {"time": "1", "actor": "old"})
+    write_log(redis_client, 2)
+    old = entries(redis_client)[2][0]  # the third record, renumbered by write_log
+    assert b"seq" not in entries(redis_client)[2][1] and b"seq" in entries(redis_client)[3][1]
+    result = next(r for r in chain.verify(redis_client, workers=workers) if r.stream == POOL)
     assert result.problem is None and result.legacy_until == old.decode()
     assert result.seq == 2
 
 
-def test_since_verifies_from_a_time_onto_the_record_before(client: redis.Redis,
+def test_since_verifies_from_a_time_onto_the_record_before(redis_client: redis.Redis,
                                                            workers: int) -> None:
-    write_log(client)
-    records = entries(client)
+    write_log(redis_client)
+    records = entries(redis_client)
     records[1][1][b"actor"] = b"mallory"  # before --since: not read
-    rewrite(client, POOL, records)
+    rewrite(redis_client, POOL, records)
     since = int(records[3][0].split(b"-")[0])
-    result = next(r for r in chain.verify(client, since_ms=since, workers=workers)
+    result = next(r for r in chain.verify(redis_client, since_ms=since, workers=workers)
                   if r.stream == POOL)
     assert result.problem is None and result.seq == 6
-    assert problem(client, workers=workers) is not None
+    assert problem(redis_client, workers=workers) is not None
 
 
-def test_a_seq_that_is_not_a_number_is_named_not_a_crash(client: redis.Redis,
+def test_a_seq_that_is_not_a_number_is_named_not_a_crash(redis_client: redis.Redis,
                                                          workers: int) -> None:
-    write_log(client)
-    records = entries(client)
+    write_log(redis_client)
+    records = entries(redis_client)
     records[2][1][b"seq"] = b"three"
-    rewrite(client, POOL, records)
-    p = problem(client, workers=workers)
+    rewrite(redis_client, POOL, records)
+    p = problem(redis_client, workers=workers)
     assert p is not None and p.id == records[2][0].decode() and "not a number" in p.what
 
 
-def test_every_record_is_checked_whichever_range_reads_it(client: redis.Redis) -> None:
+def test_every_record_is_checked_whichever_range_reads_it(redis_client: redis.Redis) -> None:
     """Forty records a second apart in four processes' sixteen ranges: an edit of any one of
     them — first, last, either side of a cut — is named, and the clean log's counts add up."""
-    write_log(client, 40)
-    clean = entries(client)
-    result = next(r for r in chain.verify(client, workers=4) if r.stream == POOL)
+    write_log(redis_client, 40)
+    clean = entries(redis_client)
+    result = next(r for r in chain.verify(redis_client, workers=4) if r.stream == POOL)
     assert (result.problem, result.records, result.seq) == (None, 40, 40)
     assert result.last_id == clean[-1][0].decode()
     for i in range(40):
-        records = entries(client)
+        records = entries(redis_client)
         records[i][1][b"n"] = b"-1"
-        rewrite(client, POOL, records)
-        p = problem(client, workers=4)
+        rewrite(redis_client, POOL, records)
+        p = problem(redis_client, workers=4)
         assert p is not None and (p.id, p.seq) == (clean[i][0].decode(), i + 1), i
-        rewrite(client, POOL, clean)
-    assert problem(client, workers=4) is None
+        rewrite(redis_client, POOL, clean)
+    assert problem(redis_client, workers=4) is None
 
 
 def test_records_appended_while_verifying_are_not_a_truncated_tail(
-        client: redis.Redis, workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        redis_client: redis.Redis, workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The chain head is read before the log: a record appended after the log was read (the
     server keeps working during an audit) is not mistaken for a removed tail."""
-    ledger = write_log(client)
+    ledger = write_log(redis_client)
     parallel = chain._parallel
 
-    def then_append(client: Any, stream: str, *args: Any) -> Any:
-        parts = parallel(client, stream, *args)
+    def then_append(c: Any, stream: str, *args: Any) -> Any:
+        parts = parallel(c, stream, *args)
         if stream == POOL:
                 ledger.record(keys.placeholder("acme"), POOL, mode="audit", fields={},
                           audit={"actor": "ann", "kind": "test", "outcome": "changed"})
         return parts
 
     monkeypatch.setattr(chain, "_parallel", then_append)
-    result = next(r for r in chain.verify(client, workers=workers) if r.stream == POOL)
+    result = next(r for r in chain.verify(redis_client, workers=workers) if r.stream == POOL)
     assert result.problem is None and result.seq == 6
     monkeypatch.undo()
-    assert next(r for r in chain.verify(client) if r.stream == POOL).seq == 7
+    assert next(r for r in chain.verify(redis_client) if r.stream == POOL).seq == 7
 
 
 def test_a_long_stream_is_verified_by_forked_processes_only_when_forking_is_safe(
-        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_log(client)
+        redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_log(redis_client)
     monkeypatch.setattr(chain.threading, "active_count", lambda: 1)
-    assert chain._workers(client, POOL, None) == 1  # 6 records: not worth a fork
-    assert chain._workers(client, POOL, 3) == 3  # asked for
+    assert chain._workers(redis_client, POOL, None) == 1  # 6 records: not worth a fork
+    assert chain._workers(redis_client, POOL, 3) == 3  # asked for
     monkeypatch.setattr(chain, "PARALLEL_MIN", 6)
-    assert chain._workers(client, POOL, None) == min(8, 2 * (os.cpu_count() or 1))
+    assert chain._workers(redis_client, POOL, None) == min(8, 2 * (os.cpu_count() or 1))
     monkeypatch.setattr(chain.threading, "active_count", lambda: 2)  # e.g. inside the server
-    assert chain._workers(client, POOL, None) == 1
+    assert chain._workers(redis_client, POOL, None) == 1
 
 
 # --- the CLI on a real server ----------------------------------------------------------------
 
 
 @pytest.fixture
-def cli(run: Callable[..., Result], real_server: dict[str, str], store_dir: Path,
+def cli(runner: Callable[..., Result], real_server: dict[str, str], store_dir: Path,
         monkeypatch: pytest.MonkeyPatch) -> tuple[Callable[..., Result], redis.Redis]:
     """`gatekeeper` on the session's real Redis server, with a signing key configured."""
     url = real_server.get("url") or f"unix://{real_server['unix_socket_path']}"
     monkeypatch.setenv(ENV_REDIS_URL, url)
-    run("audit", "keygen", "--out", str(store_dir / "audit.key"))
+    runner("audit", "keygen", "--out", str(store_dir / "audit.key"))
     with open(store_dir / "config.toml", "a") as fh:
         fh.write('[audit]\nsigning_key_file = "audit.key"\ncheckpoint_dir = "cps"\n')
     r = real_client(real_server)
     r.flushall()
-    yield run, r
+    yield runner, r
     r.flushall()
     r.close()
 
@@ -348,20 +350,20 @@ def test_cli_public_key_lets_an_auditor_verify_without_the_private_key(
 
 
 def test_checkpoint_without_a_key_says_how_to_make_one(
-        run: Callable[..., Result], store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        runner: Callable[..., Result], store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GATEKEEPER_AUDIT_KEY", raising=False)
-    out = run("audit", "checkpoint")
+    out = runner("audit", "checkpoint")
     assert out.exit_code == 2
     assert "gatekeeper audit keygen --out FILE" in out.output
     assert not (store_dir / "checkpoints").exists()
 
 
-def test_keygen_writes_a_0600_key_and_never_overwrites_it(run: Callable[..., Result],
+def test_keygen_writes_a_0600_key_and_never_overwrites_it(runner: Callable[..., Result],
                                                           store_dir: Path) -> None:
-    out = run("audit", "keygen", "--out", str(store_dir / "k.pem"))
+    out = runner("audit", "keygen", "--out", str(store_dir / "k.pem"))
     assert out.exit_code == 0 and "gatekeeper-audit+" in out.output
     assert stat.S_IMODE(os.stat(store_dir / "k.pem").st_mode) == 0o600
-    again = run("audit", "keygen", "--out", str(store_dir / "k.pem"))
+    again = runner("audit", "keygen", "--out", str(store_dir / "k.pem"))
     assert again.exit_code == 2 and "never overwritten" in again.output
 
 
@@ -373,14 +375,14 @@ def test_a_signing_key_from_the_environment_as_a_base64_seed(
     assert checkpoints.key_id(public) == checkpoints.key_id(key.public_key())
 
 
-def test_values_holding_nul_and_byte_1_are_chained_unambiguously(client: redis.Redis) -> None:
-    ledger = write_log(client, 1)
+def test_values_holding_nul_and_byte_1_are_chained_unambiguously(redis_client: redis.Redis) -> None:
+    ledger = write_log(redis_client, 1)
     for message in ("a\x00b", "a\x01\x02b", "\x01", "tail\x00"):
         ledger.record(keys.placeholder("acme"), POOL, mode="audit", fields={},
                       audit={"actor": "ann", "message": message})
-    assert problem(client) is None  # the script and the verifier stuff alike
+    assert problem(redis_client) is None  # the script and the verifier stuff alike
     prev = b""
-    for _, f in entries(client):  # and so does chain.record_hash, from the raw fields
+    for _, f in entries(redis_client):  # and so does chain.record_hash, from the raw fields
         assert chain.record_hash(prev, [x for kv in f.items() for x in kv][:-2]) == f[b"hash"]
         prev = f[b"hash"]
     # Moving bytes between fields, or splitting one, never keeps the hash.
@@ -432,20 +434,20 @@ def test_no_server_thread_when_checkpoint_minutes_is_0(tmp_path: Path) -> None:
 
 
 def test_a_chain_rewritten_with_recomputed_hashes_is_caught_by_a_checkpoint(
-        client: redis.Redis) -> None:
-    write_log(client)
-    pinned = {POOL: {5: entries(client)[4][1][b"hash"].decode()}}
-    records = entries(client)
+        redis_client: redis.Redis) -> None:
+    write_log(redis_client)
+    pinned = {POOL: {5: entries(redis_client)[4][1][b"hash"].decode()}}
+    records = entries(redis_client)
     records[1][1][b"actor"] = b"mallory"
     prev = b""
     for _, fields in records:  # what someone who knows the scheme does: rehash every record
         fields.pop(b"hash")
         fields[b"hash"] = chain.record_hash(prev, [x for kv in fields.items() for x in kv])
         prev = fields[b"hash"]
-    rewrite(client, POOL, records)
-    client.hset(keys.chain_of(POOL), "hash", prev)
-    assert problem(client) is None  # a consistent chain: only a pinned head shows it
-    p = problem(client, pinned=pinned)
+    rewrite(redis_client, POOL, records)
+    redis_client.hset(keys.chain_of(POOL), "hash", prev)
+    assert problem(redis_client) is None  # a consistent chain: only a pinned head shows it
+    p = problem(redis_client, pinned=pinned)
     assert p is not None and (p.id, p.seq) == (records[4][0].decode(), 5)
     assert "rewritten" in p.what
 

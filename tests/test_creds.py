@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,9 +32,9 @@ PASSWORD = "correct horse battery"
 NEW_PASSWORD = "another horse, stapled"
 
 
-def _gate(tmp_path: Path, client: redis.Redis, server: str = "") -> Gate:
+def _gate(tmp_path: Path, redis_client: redis.Redis, server: str = "") -> Gate:
     (tmp_path / "config.toml").write_text(f"[server]\n{server}\n")
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=client)
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
     g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
                    channel="cli")
     for name, role in (("ana", "analyst"), ("dan", "data"), ("cora", "compliance"),
@@ -44,14 +44,8 @@ def _gate(tmp_path: Path, client: redis.Redis, server: str = "") -> Gate:
 
 
 @pytest.fixture
-def gate(tmp_path: Path, client: redis.Redis) -> Gate:
-    return _gate(tmp_path, client)  # fakeredis and a real server (conftest's `client`)
-
-
-@pytest.fixture
-def web(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as c:
-        yield c
+def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
+    return _gate(tmp_path, redis_client)  # fakeredis and a real server (conftest's `client`)
 
 
 def _records(gate: Gate, kind: str) -> list[dict[str, str]]:
@@ -64,13 +58,13 @@ def _records(gate: Gate, kind: str) -> list[dict[str, str]]:
     return out
 
 
-def _post(web: FlaskClient, path: str, page: str, **data: str) -> int:
-    return web.post(path, data={"csrf_token": form_token(page), **data}).status_code
+def _post(client: FlaskClient, path: str, page: str, **data: str) -> int:
+    return client.post(path, data={"csrf_token": form_token(page), **data}).status_code
 
 
-def _logout(web: FlaskClient) -> int:
-    page = web.get("/account").get_data(as_text=True)
-    return _post(web, "/logout", page)
+def _logout(client: FlaskClient) -> int:
+    page = client.get("/account").get_data(as_text=True)
+    return _post(client, "/logout", page)
 
 
 # --- sessions end server-side ------------------------------------------------------------------
@@ -92,39 +86,39 @@ def test_a_session_cookie_saved_before_logout_opens_nothing_after_it(app: Flask)
 
 @pytest.mark.parametrize("change", ["password", "role", "disable"])
 def test_a_password_or_role_change_or_disabling_ends_the_users_sessions(
-        gate: Gate, web: FlaskClient, change: str) -> None:
-    assert sign_in(web, "cora", PASSWORD) == 302
-    assert web.get("/dashboard").status_code == 200
+        gate: Gate, client: FlaskClient, change: str) -> None:
+    assert sign_in(client, "cora", PASSWORD) == 302
+    assert client.get("/dashboard").status_code == 200
     if change == "password":
         gate.users.set_password("cora", NEW_PASSWORD, actor="t", channel="cli")
     elif change == "role":
         gate.users.set_role("cora", "admin", actor="t", channel="cli")
     else:
         gate.users.set_disabled("cora", True, actor="t", channel="cli")
-    resp = web.get("/dashboard")
+    resp = client.get("/dashboard")
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]
 
 
 def test_sessions_have_an_idle_and_an_absolute_lifetime(
-        gate: Gate, web: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        gate: Gate, client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1_800_000_000]
     monkeypatch.setattr("gatekeeper.channels.web.sessions._now", lambda: now[0])
     assert gate.config.server.session_idle_minutes == 30
     assert gate.config.server.session_max_hours == 12
-    assert sign_in(web, "cora", PASSWORD) == 302
+    assert sign_in(client, "cora", PASSWORD) == 302
     now[0] += 29 * 60
-    assert web.get("/dashboard").status_code == 200  # used: the idle clock starts again
+    assert client.get("/dashboard").status_code == 200  # used: the idle clock starts again
     now[0] += 29 * 60
-    assert web.get("/dashboard").status_code == 200
+    assert client.get("/dashboard").status_code == 200
     now[0] += 31 * 60
-    assert web.get("/dashboard").status_code == 302  # idle too long
-    assert sign_in(web, "cora", PASSWORD) == 302
+    assert client.get("/dashboard").status_code == 302  # idle too long
+    assert sign_in(client, "cora", PASSWORD) == 302
     start = now[0]
     for _ in range(12 * 3):  # busy all day, never idle
         now[0] += 20 * 60
-        if web.get("/dashboard").status_code != 200:
+        if client.get("/dashboard").status_code != 200:
             break
-    assert web.get("/dashboard").status_code == 302
+    assert client.get("/dashboard").status_code == 302
     assert now[0] - start == 12 * 3600  # ended by the absolute lifetime, not before
 
 
@@ -132,55 +126,55 @@ def test_sessions_have_an_idle_and_an_absolute_lifetime(
 
 
 def test_a_user_changes_their_own_password_on_the_web_audited(gate: Gate,
-                                                             web: FlaskClient) -> None:
-    assert sign_in(web, "ana", PASSWORD) == 302
-    page = web.get("/account").get_data(as_text=True)
-    assert _post(web, "/account", page, password="wrong password!!", new_password=NEW_PASSWORD,
+                                                             client: FlaskClient) -> None:
+    assert sign_in(client, "ana", PASSWORD) == 302
+    page = client.get("/account").get_data(as_text=True)
+    assert _post(client, "/account", page, password="wrong password!!", new_password=NEW_PASSWORD,
                  confirm=NEW_PASSWORD) == 401
-    resp = web.post("/account", data={"csrf_token": form_token(page), "password": PASSWORD,
+    resp = client.post("/account", data={"csrf_token": form_token(page), "password": PASSWORD,
                                       "new_password": NEW_PASSWORD, "confirm": NEW_PASSWORD})
     assert resp.status_code == 200 and "Password changed" in resp.get_data(as_text=True)
-    assert web.get("/account").status_code == 200  # this browser stays signed in
+    assert client.get("/account").status_code == 200  # this browser stays signed in
     [rec] = _records(gate, "user.password")
     assert rec["actor"] == "ana" and rec["channel"] == "web" and rec["rule"] == "R12"
-    assert _logout(web) == 302
-    assert sign_in(web, "ana", PASSWORD) == 401
-    assert sign_in(web, "ana", NEW_PASSWORD) == 302
+    assert _logout(client) == 302
+    assert sign_in(client, "ana", PASSWORD) == 401
+    assert sign_in(client, "ana", NEW_PASSWORD) == 302
 
 
-def test_the_account_form_needs_a_csrf_token(web: FlaskClient) -> None:
-    assert sign_in(web, "ana", PASSWORD) == 302
-    assert web.post("/account", data={"password": PASSWORD, "new_password": NEW_PASSWORD,
+def test_the_account_form_needs_a_csrf_token(client: FlaskClient) -> None:
+    assert sign_in(client, "ana", PASSWORD) == 302
+    assert client.post("/account", data={"password": PASSWORD, "new_password": NEW_PASSWORD,
                                       "confirm": NEW_PASSWORD}).status_code == 400
 
 
 @pytest.mark.parametrize("name", ["ana", "dan", "cora"])
-def test_only_admins_open_the_users_page(web: FlaskClient, name: str) -> None:
-    assert web.get("/admin/users").status_code == 302  # not signed in: to the login page
-    assert sign_in(web, name, PASSWORD) == 302
-    assert web.get("/admin/users").status_code == 403
-    page = web.get("/account").get_data(as_text=True)
-    assert _post(web, "/admin/users/dan", page, action="disable") == 403
+def test_only_admins_open_the_users_page(client: FlaskClient, name: str) -> None:
+    assert client.get("/admin/users").status_code == 302  # not signed in: to the login page
+    assert sign_in(client, name, PASSWORD) == 302
+    assert client.get("/admin/users").status_code == 403
+    page = client.get("/account").get_data(as_text=True)
+    assert _post(client, "/admin/users/dan", page, action="disable") == 403
 
 
 def test_an_admin_disables_re_roles_and_revokes_on_the_web_all_audited(
-        gate: Gate, web: FlaskClient) -> None:
+        gate: Gate, client: FlaskClient) -> None:
     token = gate.users.create_token("dan", actor="t", channel="cli")
     [row] = gate.users.list_tokens()
-    assert sign_in(web, "adam", PASSWORD) == 302
-    page = web.get("/admin/users").get_data(as_text=True)
+    assert sign_in(client, "adam", PASSWORD) == 302
+    page = client.get("/admin/users").get_data(as_text=True)
     assert row["id"] in page and "never" in page
-    assert web.post("/admin/users/dan", data={"action": "disable"}).status_code == 400  # CSRF
-    assert _post(web, "/admin/users/dan", page, action="disable") == 302
+    assert client.post("/admin/users/dan", data={"action": "disable"}).status_code == 400  # CSRF
+    assert _post(client, "/admin/users/dan", page, action="disable") == 302
     assert gate.users.get("dan").disabled
-    assert _post(web, "/admin/users/dan", page, action="enable") == 302
-    assert _post(web, "/admin/users/dan", page, action="role", role="analyst") == 302
+    assert _post(client, "/admin/users/dan", page, action="enable") == 302
+    assert _post(client, "/admin/users/dan", page, action="role", role="analyst") == 302
     assert gate.users.get("dan").role == "analyst"
-    assert _post(web, "/admin/users/dan", page, action="role", role="root") == 400
-    assert _post(web, f"/admin/tokens/{row['id']}/revoke", page) == 302
-    assert web.get("/api/v1/quota/entities/acme",
+    assert _post(client, "/admin/users/dan", page, action="role", role="root") == 400
+    assert _post(client, f"/admin/tokens/{row['id']}/revoke", page) == 302
+    assert client.get("/api/v1/quota/entities/acme",
                    headers={"Authorization": f"Bearer {token}"}).status_code == 401
-    assert row["id"] not in web.get("/admin/users").get_data(as_text=True)
+    assert row["id"] not in client.get("/admin/users").get_data(as_text=True)
     for kind in ("user.disable", "user.enable", "user.role", "token.revoke"):
         [rec] = _records(gate, kind)
         assert rec["actor"] == "adam" and rec["channel"] == "web" and rec["rule"] == "R12"
@@ -190,56 +184,56 @@ def test_an_admin_disables_re_roles_and_revokes_on_the_web_all_audited(
 
 
 def test_a_revoked_token_is_refused_at_once_and_a_disabled_users_token_too(
-        gate: Gate, web: FlaskClient) -> None:
+        gate: Gate, client: FlaskClient) -> None:
     token = gate.users.create_token("dan", actor="t", channel="cli")
     auth = {"Authorization": f"Bearer {token}"}
-    assert web.get("/api/v1/quota/entities/acme", headers=auth).status_code == 200
+    assert client.get("/api/v1/quota/entities/acme", headers=auth).status_code == 200
     [row] = gate.users.list_tokens("dan")
     assert row["last_used"] is not None and row["user"] == "dan"
     gate.users.set_disabled("dan", True, actor="t", channel="cli")
-    assert web.get("/api/v1/quota/entities/acme", headers=auth).status_code == 401
+    assert client.get("/api/v1/quota/entities/acme", headers=auth).status_code == 401
     gate.users.set_disabled("dan", False, actor="t", channel="cli")
-    assert web.get("/api/v1/quota/entities/acme", headers=auth).status_code == 200
+    assert client.get("/api/v1/quota/entities/acme", headers=auth).status_code == 200
     gate.users.revoke_token(row["id"], actor="t", channel="cli")
-    resp = web.get("/api/v1/quota/entities/acme", headers=auth)
+    resp = client.get("/api/v1/quota/entities/acme", headers=auth)
     assert resp.status_code == 401 and resp.get_json()["rule"] == "R12"
     assert gate.users.list_tokens() == []
 
 
-def test_a_disabled_user_cannot_sign_in(gate: Gate, web: FlaskClient) -> None:
+def test_a_disabled_user_cannot_sign_in(gate: Gate, client: FlaskClient) -> None:
     gate.users.set_disabled("ana", True, actor="t", channel="cli")
-    assert sign_in(web, "ana", PASSWORD) == 401
+    assert sign_in(client, "ana", PASSWORD) == 401
     gate.users.set_disabled("ana", False, actor="t", channel="cli")
-    assert sign_in(web, "ana", PASSWORD) == 302
+    assert sign_in(client, "ana", PASSWORD) == 302
 
 
 # --- the CLI ------------------------------------------------------------------------------------
 
 
-def test_cli_user_and_token_lifecycle_is_audited(run: Callable[..., Result],
+def test_cli_user_and_token_lifecycle_is_audited(runner: Callable[..., Result],
                                                  store_dir: Path) -> None:
-    assert run("entity", "add", "acme", "--kind", "commercial").exit_code == 0
-    assert run("user", "add", "dan", "--entity", "acme", "--role", "data",
+    assert runner("entity", "add", "acme", "--kind", "commercial").exit_code == 0
+    assert runner("user", "add", "dan", "--entity", "acme", "--role", "data",
                "--password-stdin", input=PASSWORD + "\n").exit_code == 0
-    users = json.loads(run("user", "list", "--json").output)
+    users = json.loads(runner("user", "list", "--json").output)
     assert [(u["name"], u["role"], u["disabled"]) for u in users] == [("dan", "data", False)]
-    assert run("user", "disable", "dan").exit_code == 0
-    assert "disabled" in run("user", "list").output
-    assert run("user", "enable", "dan").exit_code == 0
-    assert run("user", "set-role", "dan", "analyst").exit_code == 0
-    assert run("user", "set-role", "dan", "root").exit_code == 2
-    assert run("user", "set-password", "dan", "--password-stdin",
+    assert runner("user", "disable", "dan").exit_code == 0
+    assert "disabled" in runner("user", "list").output
+    assert runner("user", "enable", "dan").exit_code == 0
+    assert runner("user", "set-role", "dan", "analyst").exit_code == 0
+    assert runner("user", "set-role", "dan", "root").exit_code == 2
+    assert runner("user", "set-password", "dan", "--password-stdin",
                input="short\n").exit_code == 2
-    assert run("user", "set-password", "dan", "--password-stdin",
+    assert runner("user", "set-password", "dan", "--password-stdin",
                input=NEW_PASSWORD + "\n").exit_code == 0
-    tok = run("token", "create", "dan").output.strip()
-    [row] = json.loads(run("token", "list", "--json").output)
+    tok = runner("token", "create", "dan").output.strip()
+    [row] = json.loads(runner("token", "list", "--json").output)
     assert row["user"] == "dan" and row["prefix"] == "gk.dan." and row["last_used"] is None
-    assert row["id"] in run("token", "list").output
-    assert run("token", "revoke", "0123456789ab").exit_code == 2
-    assert run("token", "revoke", row["id"]).exit_code == 0
-    assert run("token", "revoke", row["id"]).exit_code == 2  # no live token with that id
-    assert json.loads(run("token", "list", "--json").output) == []
+    assert row["id"] in runner("token", "list").output
+    assert runner("token", "revoke", "0123456789ab").exit_code == 2
+    assert runner("token", "revoke", row["id"]).exit_code == 0
+    assert runner("token", "revoke", row["id"]).exit_code == 2  # no live token with that id
+    assert json.loads(runner("token", "list", "--json").output) == []
     g = Gate.open(store_dir / "config.toml")
     try:
         assert g.users.get("dan").role == "analyst"
@@ -288,17 +282,17 @@ def test_the_embedded_stores_files_are_0600_in_a_0700_directory(tmp_path: Path) 
 # --- /metrics -----------------------------------------------------------------------------------
 
 
-def test_metrics_answer_loopback_only_by_default_and_healthz_stays_open(app: Flask,
-                                                                         web: FlaskClient) -> None:
-    assert web.get("/metrics").status_code == 200  # the test client comes from 127.0.0.1
+def test_metrics_answer_loopback_only_by_default_and_healthz_stays_open(
+        app: Flask, client: FlaskClient) -> None:
+    assert client.get("/metrics").status_code == 200  # the test client comes from 127.0.0.1
     far = {"REMOTE_ADDR": "203.0.113.7"}
-    assert web.get("/metrics", environ_base=far).status_code == 403
-    assert web.get("/healthz", environ_base=far).status_code == 200
+    assert client.get("/metrics", environ_base=far).status_code == 403
+    assert client.get("/healthz", environ_base=far).status_code == 200
 
 
-def test_metrics_with_token_access_need_a_compliance_or_admin_token(tmp_path: Path,
-                                                                    client: redis.Redis) -> None:
-    gate = _gate(tmp_path, client, 'metrics = "token"')
+def test_metrics_with_token_access_need_a_compliance_or_admin_token(
+        tmp_path: Path, redis_client: redis.Redis) -> None:
+    gate = _gate(tmp_path, redis_client, 'metrics = "token"')
     app = create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})
     web = app.test_client()
     assert web.get("/metrics").status_code == 401

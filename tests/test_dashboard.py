@@ -17,8 +17,8 @@ from typing import Any
 
 import fakeredis
 import pytest
+import redis
 import redis.client
-from flask import Flask
 from flask.testing import FlaskClient
 from live import form_token, share_ids, sign_in
 from tables import Tables, entity_rows
@@ -49,11 +49,11 @@ def add(gate: Gate, name: str, kind: str = "commercial", research: bool = False,
 
 
 @pytest.fixture
-def gate(tmp_path: Path) -> Gate:
+def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
     (tmp_path / "config.toml").write_text(
         '[limits]\npost_ids_per_entity = 1000\nhydrated_per_recipient = 30\n'
         '[datasets]\ndir = "datasets"\n')
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=fakeredis.FakeRedis())
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)  # fake and real
     add(g, "acme")
     add(g, "acme-labs", parent="acme")
     add(g, "northfield-university", kind="academic")
@@ -84,12 +84,6 @@ def gate(tmp_path: Path) -> Gate:
                   share_id=uuid.uuid4().hex, audit={"actor": "ana", "kind": "export.xlsx",
                                                     "entity": "acme", "recipient": "ana"})
     return g
-
-
-@pytest.fixture
-def client(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as c:
-        yield c
 
 
 def csrf(client: FlaskClient) -> str:

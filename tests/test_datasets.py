@@ -379,13 +379,13 @@ def test_a_post_without_a_time_is_in_no_time_range() -> None:
 
 
 @pytest.fixture
-def datasets(client: redis.Redis, tmp_path: Path) -> Datasets:
-    return Datasets(client, Ledger(client), tmp_path / "datasets")
+def datasets(redis_client: redis.Redis, tmp_path: Path) -> Datasets:
+    return Datasets(redis_client, Ledger(redis_client), tmp_path / "datasets")
 
 
-def audit_records(client: redis.Redis) -> list[dict[str, str]]:
+def audit_records(redis_client: redis.Redis) -> list[dict[str, str]]:
     return [{k.decode(): v.decode() for k, v in fields.items()}
-            for _, fields in client.xrange(keys.SYS_AUDIT)]
+            for _, fields in redis_client.xrange(keys.SYS_AUDIT)]
 
 
 def listing(directory: Path) -> list[str]:
@@ -393,7 +393,7 @@ def listing(directory: Path) -> list[str]:
 
 
 def test_add_copies_the_file_and_registers_it_with_its_audit_record(
-        datasets: Datasets, client: redis.Redis) -> None:
+        datasets: Datasets, redis_client: redis.Redis) -> None:
     source = SAMPLES / "kpop.jsonl"
     info = datasets.add("kpop", source, actor="admin", channel="cli")
     [page] = pages(source)
@@ -406,9 +406,9 @@ def test_add_copies_the_file_and_registers_it_with_its_audit_record(
     assert info.added_by == "admin" and info.added_at.endswith("Z")
     assert datasets.path("kpop").read_bytes() == source.read_bytes()
     assert listing(datasets.directory) == ["kpop.jsonl"]
-    assert json.loads(client.hget(keys.DATASETS, "kpop")) == info.to_dict()
+    assert json.loads(redis_client.hget(keys.DATASETS, "kpop")) == info.to_dict()
     assert datasets.info("kpop") == info and datasets.list() == [info]
-    [record] = audit_records(client)
+    [record] = audit_records(redis_client)
     assert {k: record[k] for k in ("kind", "outcome", "rule", "actor", "channel", "dataset")} == {
         "kind": "dataset.add", "outcome": "changed", "rule": "R11", "actor": "admin",
         "channel": "cli", "dataset": "kpop"}
@@ -426,20 +426,20 @@ def test_a_gzip_source_is_stored_as_jsonl_gz_whatever_its_name(
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "/etc/passwd", "..", ".hidden", "", "a" * 65])
 def test_names_that_could_leave_the_directory_are_refused(
-        datasets: Datasets, client: redis.Redis, tmp_path: Path, name: str) -> None:
+        datasets: Datasets, redis_client: redis.Redis, tmp_path: Path, name: str) -> None:
     with pytest.raises(BadInput):
         datasets.add(name, SAMPLES / "kpop.jsonl", actor="admin", channel="cli")
     with pytest.raises(NotFound):
         datasets.path(name)
-    assert client.hlen(keys.DATASETS) == 0 and audit_records(client) == []
+    assert redis_client.hlen(keys.DATASETS) == 0 and audit_records(redis_client) == []
     assert listing(datasets.directory) == [] and not (tmp_path / "x.jsonl").exists()
 
 
 def test_a_registry_entry_pointing_outside_the_directory_is_refused(
-        datasets: Datasets, client: redis.Redis) -> None:
+        datasets: Datasets, redis_client: redis.Redis) -> None:
     datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="admin", channel="cli")
     tampered = {**datasets.info("kpop").to_dict(), "file": "../../escape.jsonl"}
-    client.hset(keys.DATASETS, "kpop", json.dumps(tampered))
+    redis_client.hset(keys.DATASETS, "kpop", json.dumps(tampered))
     with pytest.raises(NotFound, match="outside"):
         datasets.path("kpop")
 
@@ -452,11 +452,11 @@ def test_unknown_dataset_is_not_found_at_the_call(datasets: Datasets) -> None:
 
 
 def test_adding_an_existing_name_is_a_conflict_and_changes_nothing(
-        datasets: Datasets, client: redis.Redis) -> None:
+        datasets: Datasets, redis_client: redis.Redis) -> None:
     first = datasets.add("d", SAMPLES / "kpop.jsonl", actor="admin", channel="cli")
     with pytest.raises(Conflict):
         datasets.add("d", SAMPLES / "geo_tweets.jsonl", actor="other", channel="api")
-    assert datasets.info("d") == first and len(audit_records(client)) == 1
+    assert datasets.info("d") == first and len(audit_records(redis_client)) == 1
     assert datasets.path("d").read_bytes() == (SAMPLES / "kpop.jsonl").read_bytes()
     assert listing(datasets.directory) == ["d.jsonl"]
 
@@ -467,13 +467,13 @@ def test_adding_an_existing_name_is_a_conflict_and_changes_nothing(
     b"\n\n",
 ])
 def test_an_invalid_file_registers_nothing_and_leaves_no_file_behind(
-        datasets: Datasets, client: redis.Redis, tmp_path: Path, content: bytes) -> None:
+        datasets: Datasets, redis_client: redis.Redis, tmp_path: Path, content: bytes) -> None:
     source = tmp_path / "in.jsonl"
     source.write_bytes(content)
     with pytest.raises(BadInput):
         datasets.add("bad", source, actor="admin", channel="cli")
     assert listing(datasets.directory) == []
-    assert client.hlen(keys.DATASETS) == 0 and audit_records(client) == []
+    assert redis_client.hlen(keys.DATASETS) == 0 and audit_records(redis_client) == []
 
 
 def test_the_copy_is_never_visible_half_written(
@@ -493,14 +493,14 @@ def test_the_copy_is_never_visible_half_written(
 
 
 def test_a_store_failure_while_registering_removes_the_copy(
-        datasets: Datasets, client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+        datasets: Datasets, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     def down(*args: Any, **kwargs: Any) -> None:
         raise StoreUnavailable("down")
 
     monkeypatch.setattr(datasets.ledger, "record", down)
     with pytest.raises(StoreUnavailable):
         datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="admin", channel="cli")
-    assert listing(datasets.directory) == [] and client.hlen(keys.DATASETS) == 0
+    assert listing(datasets.directory) == [] and redis_client.hlen(keys.DATASETS) == 0
 
 
 def test_a_file_left_by_an_interrupted_add_is_replaced(datasets: Datasets) -> None:

@@ -37,11 +37,11 @@ pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 
 
 @pytest.fixture
-def gate(client: redis.Redis, tmp_path: Path) -> Gate:
+def gate(redis_client: redis.Redis, tmp_path: Path) -> Gate:
     (tmp_path / "config.toml").write_text(
         '[limits]\npost_ids_per_entity = 1000000\nhydrated_per_recipient = 1000000\n'
         '[datasets]\ndir = "datasets"\n')
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=client)
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
     g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
                    channel="cli")
     for name, role in (("ana", "analyst"), ("dana", "data"), ("cora", "compliance")):

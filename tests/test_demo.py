@@ -152,10 +152,10 @@ def test_awkward_text_for_exports_is_present(demo_posts: list[dict[str, Any]]) -
     assert min(kinds["retweeted"], kinds["replied_to"], kinds["quoted"]) > 1_000
 
 
-def test_the_demo_registers_as_a_dataset(client: Any, tmp_path: Path) -> None:
+def test_the_demo_registers_as_a_dataset(redis_client: Any, tmp_path: Path) -> None:
     path = tmp_path / "demo.jsonl.gz"
     write_demo_dataset(path, posts=1_000, anchor=ANCHOR)
-    datasets = Datasets(client, Ledger(client), tmp_path / "datasets")
+    datasets = Datasets(redis_client, Ledger(redis_client), tmp_path / "datasets")
     info = datasets.add(DEMO_DATASET, path, actor="demo", channel="cli")
     assert info.posts == 1_000 and info.file == "demo.jsonl.gz"
     assert len(info.languages) >= 10

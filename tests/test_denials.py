@@ -22,9 +22,9 @@ ROLES = {"ana": "analyst", "dan": "data", "cora": "compliance", "adam": "admin"}
 
 
 @pytest.fixture
-def gate(tmp_path: Path, client: redis.Redis) -> Gate:
+def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
     (tmp_path / "config.toml").write_text('[datasets]\ndir = "datasets"\n')
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=client)
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
     g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
                    channel="cli")
     for name, role in ROLES.items():
@@ -33,7 +33,7 @@ def gate(tmp_path: Path, client: redis.Redis) -> Gate:
 
 
 @pytest.fixture
-def web(app: Flask) -> FlaskClient:
+def client(app: Flask) -> FlaskClient:
     # No `with`: a kept request context would lend its signed-in user to a second client.
     return app.test_client()
 
@@ -52,18 +52,18 @@ def bearer(gate: Gate, name: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {gate.users.create_token(name, actor='t', channel='cli')}"}
 
 
-def test_a_data_user_opening_export_is_a_denial_record_r12(web: FlaskClient, gate: Gate) -> None:
-    assert sign_in(web, "dan", PASSWORD) == 302
-    assert web.get("/export").status_code == 403
+def test_a_data_user_opening_export_is_a_denial_record_r12(client: FlaskClient, gate: Gate) -> None:
+    assert sign_in(client, "dan", PASSWORD) == 302
+    assert client.get("/export").status_code == 403
     [rec] = denied(gate)
     assert (rec["rule"], rec["actor"], rec["kind"], rec["path"], rec["channel"]) == (
         "R12", "dan", "access.denied", "/export", "web")
 
 
-def test_an_analyst_opening_the_dashboard_is_recorded_once(web: FlaskClient, gate: Gate) -> None:
-    sign_in(web, "ana", PASSWORD)
-    assert web.get("/dashboard").status_code == 403
-    assert web.get("/audit").status_code == 403
+def test_an_analyst_opening_the_dashboard_is_recorded_once(client: FlaskClient, gate: Gate) -> None:
+    sign_in(client, "ana", PASSWORD)
+    assert client.get("/dashboard").status_code == 403
+    assert client.get("/audit").status_code == 403
     assert [r["path"] for r in denied(gate)] == ["/dashboard", "/audit"]
 
 
@@ -73,8 +73,8 @@ def test_an_analyst_opening_the_dashboard_is_recorded_once(web: FlaskClient, gat
     ("post", "/api/v1/deletions?kind=posts", "dan"),
 ])
 def test_api_role_denials_on_quota_and_deletions_are_recorded(
-        web: FlaskClient, gate: Gate, method: str, path: str, user: str) -> None:
-    resp = getattr(web, method)(path, headers=bearer(gate, user), data=b"1\n")
+        client: FlaskClient, gate: Gate, method: str, path: str, user: str) -> None:
+    resp = getattr(client, method)(path, headers=bearer(gate, user), data=b"1\n")
     assert resp.status_code == 403 and resp.get_json()["rule"] == "R12"
     [rec] = denied(gate)
     assert (rec["actor"], rec["channel"], rec["rule"]) == (user, "api", "R12")
@@ -84,56 +84,56 @@ def test_api_role_denials_on_quota_and_deletions_are_recorded(
 @pytest.mark.parametrize("header", ["Bearer gk.dan.not-the-token", "Bearer nonsense",
                                     "Basic abc", None])
 def test_a_bad_or_missing_token_is_recorded_in_the_system_stream(
-        web: FlaskClient, gate: Gate, header: str | None) -> None:
+        client: FlaskClient, gate: Gate, header: str | None) -> None:
     headers = {"Authorization": header} if header else {}
-    assert web.get("/api/v1/quota/entities/acme", headers=headers).status_code == 401
+    assert client.get("/api/v1/quota/entities/acme", headers=headers).status_code == 401
     [rec] = denied(gate, None)
     assert (rec["actor"], rec["kind"], rec["source"], rec["rule"]) == (
         "unauthenticated", "access.unauthenticated", "127.0.0.1", "R12")
     assert denied(gate) == []
 
 
-def test_failed_sign_ins_and_the_lockout_are_recorded(web: FlaskClient, gate: Gate) -> None:
+def test_failed_sign_ins_and_the_lockout_are_recorded(client: FlaskClient, gate: Gate) -> None:
     for _ in range(6):
-        assert sign_in(web, "ana", "wrong password!") == 401
+        assert sign_in(client, "ana", "wrong password!") == 401
     recs = denied(gate, None)
     assert [r["kind"] for r in recs] == ["access.login"] * 6
     assert {r["login_name"] for r in recs} == {"ana"}
     assert "too many failed sign-ins" in recs[-1]["message"]
     assert "wrong user name or password" in recs[0]["message"]
-    assert sign_in(web, "nobody", "wrong password!") == 401
+    assert sign_in(client, "nobody", "wrong password!") == 401
     assert denied(gate, None)[-1]["login_name"] == "nobody"
 
 
-def test_a_csrf_failure_is_recorded(app: Flask, web: FlaskClient, gate: Gate) -> None:
-    assert web.post("/login", data={"username": "ana"}).status_code == 400
+def test_a_csrf_failure_is_recorded(app: Flask, client: FlaskClient, gate: Gate) -> None:
+    assert client.post("/login", data={"username": "ana"}).status_code == 400
     [anonymous] = denied(gate, None)
     assert (anonymous["kind"], anonymous["actor"]) == ("access.csrf", "unauthenticated")
-    sign_in(web, "ana", PASSWORD)
-    assert web.post("/terms", data={"agree": "yes"}).status_code == 400
+    sign_in(client, "ana", PASSWORD)
+    assert client.post("/terms", data={"agree": "yes"}).status_code == 400
     [rec] = denied(gate)
     assert (rec["kind"], rec["actor"], rec["rule"]) == ("access.csrf", "ana", "R12")
 
 
 def test_a_denial_recorded_where_it_is_raised_is_not_recorded_twice(
-        web: FlaskClient, gate: Gate) -> None:
+        client: FlaskClient, gate: Gate) -> None:
     # R5: /api/v1/exports records its refusal itself; the error handler must not add one.
-    assert web.get("/api/v1/exports", headers=bearer(gate, "ana")).status_code == 403
-    assert web.get("/export", headers=bearer(gate, "ana")).status_code == 403
+    assert client.get("/api/v1/exports", headers=bearer(gate, "ana")).status_code == 403
+    assert client.get("/export", headers=bearer(gate, "ana")).status_code == 403
     assert [r["rule"] for r in denied(gate)] == ["R5", "R5"]
     # R12 on a share is recorded by shares.authorise, under the target's pool.
-    resp = web.post("/api/v1/shares?entity=acme", headers=bearer(gate, "ana"), data=b"1\n",
+    resp = client.post("/api/v1/shares?entity=acme", headers=bearer(gate, "ana"), data=b"1\n",
                     content_type="text/plain")
     assert resp.status_code == 403
     assert [r["rule"] for r in denied(gate)] == ["R5", "R5", "R12"]
 
 
 def test_a_flood_from_one_source_is_bounded_and_summarised(
-        app: Flask, web: FlaskClient, gate: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
+        app: Flask, client: FlaskClient, gate: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
     app.config["GATEKEEPER_DENIALS_PER_MINUTE"] = 5
     before = set(gate.client.keys())
     for _ in range(200):
-        assert web.get("/api/v1/quota/entities/acme").status_code == 401
+        assert client.get("/api/v1/quota/entities/acme").status_code == 401
     assert len(denied(gate, None)) == 5
     # Three small keys hold the rest, however long the flood: the window and the counts.
     assert set(gate.client.keys()) - before == {
@@ -149,7 +149,7 @@ def test_a_flood_from_one_source_is_bounded_and_summarised(
     gate.client.delete(keys.denial_window("ip:127.0.0.1"))
     later = denials.now_ms() + 61_000
     monkeypatch.setattr(denials, "now_ms", lambda: later)
-    assert web.get("/api/v1/quota/entities/acme").status_code == 401
+    assert client.get("/api/v1/quota/entities/acme").status_code == 401
     *_, summary, after = denied(gate, None)
     assert summary["kind"] == "access.suppressed" and summary["rule"] == "R11"
     assert summary["suppressed"] == "195"
@@ -161,11 +161,11 @@ def test_a_flood_from_one_source_is_bounded_and_summarised(
 
 
 def test_a_summary_is_written_once_by_whichever_source_comes_next(
-        app: Flask, web: FlaskClient, gate: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
+        app: Flask, client: FlaskClient, gate: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
     app.config["GATEKEEPER_DENIALS_PER_MINUTE"] = 1
-    sign_in(web, "ana", PASSWORD)
+    sign_in(client, "ana", PASSWORD)
     for _ in range(4):
-        web.get("/dashboard")
+        client.get("/dashboard")
     assert len(denied(gate)) == 1
     later = denials.now_ms() + 61_000
     monkeypatch.setattr(denials, "now_ms", lambda: later)
@@ -191,11 +191,11 @@ def test_a_plain_werkzeug_403_is_recorded_too(gate: Gate) -> None:
 
 
 def test_a_store_that_cannot_take_the_record_still_answers_the_denial(
-        web: FlaskClient, gate: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
+        client: FlaskClient, gate: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
     from gatekeeper.rules.errors import StoreUnavailable
 
     def down(*_a: object, **_k: object) -> None:
         raise StoreUnavailable("store away")
 
     monkeypatch.setattr(denials, "record", down)
-    assert web.get("/api/v1/quota/entities/acme").status_code == 401
+    assert client.get("/api/v1/quota/entities/acme").status_code == 401

@@ -17,8 +17,8 @@ def counter(amount: int) -> Counter:
 
 
 def test_daily_usage_counts_grants_per_utc_day_and_takes_back_refunds(
-        client: redis.Redis) -> None:
-    ledger = Ledger(client)
+        redis_client: redis.Redis) -> None:
+    ledger = Ledger(redis_client)
     ledger.take("acme", [counter(10)], requested=10, share_id="a", audit={}, now_ms=T0 + 5)
     ledger.take("acme", [counter(7)], requested=7, share_id="b", audit={},
                 now_ms=T0 + DAY_MS - 1)
@@ -32,8 +32,8 @@ def test_daily_usage_counts_grants_per_utc_day_and_takes_back_refunds(
     assert ledger.daily([counter(0)]) == [{day: 17, day + 1: 3}]
 
 
-def test_peek_next_only_agrees_with_the_full_peek(client: redis.Redis) -> None:
-    ledger = Ledger(client)
+def test_peek_next_only_agrees_with_the_full_peek(redis_client: redis.Redis) -> None:
+    ledger = Ledger(redis_client)
     for i, amount in enumerate((10, 0, 7, 3)):
         if amount:
             ledger.take("acme", [counter(amount)], requested=amount, share_id=f"s{i}", audit={},

@@ -14,13 +14,14 @@ import struct
 import subprocess
 import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
 from click.testing import Result
+from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
@@ -70,11 +71,9 @@ def gate(tmp_path: Path) -> Gate:
 
 
 @pytest.fixture
-def web(gate: Gate) -> Iterator[FlaskClient]:
+def app(gate: Gate) -> Flask:
     # CSRF is off here: these tests are about what the forms carry, not where they come from.
-    app = create_app(gate, {"TESTING": True, "SECRET_KEY": "test", "WTF_CSRF_ENABLED": False})
-    with app.test_client() as c:
-        yield c
+    return create_app(gate, {"TESTING": True, "SECRET_KEY": "test", "WTF_CSRF_ENABLED": False})
 
 
 def token(gate: Gate, user: str) -> dict[str, str]:
@@ -301,10 +300,10 @@ class Body(io.RawIOBase):
 
 @pytest.mark.parametrize("path", ["/api/v1/shares?entity=acme", "/api/v1/deletions?kind=posts"])
 def test_a_99_mb_line_in_an_upload_is_refused_413_after_reading_little_past_the_cap(
-        gate: Gate, web: FlaskClient, path: str) -> None:
+        gate: Gate, client: FlaskClient, path: str) -> None:
     body = Body(99 * MB)
     user = "dan" if "shares" in path else "cora"
-    resp = web.post(path, input_stream=body, content_type="text/plain",
+    resp = client.post(path, input_stream=body, content_type="text/plain",
                     headers=token(gate, user))
     assert resp.status_code == 413, resp.get_data(as_text=True)
     err = resp.get_json()
@@ -402,13 +401,13 @@ def test_numbers_that_are_ids_are_taken_as_their_decimal_strings(tmp_path: Path)
 
 
 def test_a_dataset_with_a_non_numeric_author_never_reaches_deletions_or_the_report(
-        run: Run, store_dir: Path) -> None:
+        runner: Run, store_dir: Path) -> None:
     source = jsonl(store_dir / "d.jsonl", {"id": "1", "text": "x", "author": {"id": "bob"}})
-    r = run("dataset", "add", "d", str(source))
+    r = runner("dataset", "add", "d", str(source))
     assert r.exit_code == 2 and "'bob'" in r.output
     ids = store_dir / "tweets_compliance.txt"
     ids.write_text("1\n")
-    r = run("deletions", "add", str(ids))  # before: ingested, then a traceback
+    r = runner("deletions", "add", str(ids))  # before: ingested, then a traceback
     assert r.exit_code == 0, r.output
     assert cli_gate(store_dir).datasets.list() == []
 
@@ -423,10 +422,10 @@ def test_the_samples_still_pass_the_id_checks(tmp_path: Path) -> None:
 
 
 def test_dataset_remove_unregisters_deletes_the_file_and_audits_r11(
-        run: Run, store_dir: Path) -> None:
-    assert run("dataset", "add", "kpop", str(SAMPLES / "kpop.jsonl")).exit_code == 0
+        runner: Run, store_dir: Path) -> None:
+    assert runner("dataset", "add", "kpop", str(SAMPLES / "kpop.jsonl")).exit_code == 0
     assert [p.name for p in (store_dir / "datasets").iterdir()] == ["kpop.jsonl"]
-    r = run("dataset", "remove", "kpop", "--json")
+    r = runner("dataset", "remove", "kpop", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["name"] == "kpop"
     assert not list((store_dir / "datasets").iterdir())
@@ -435,11 +434,11 @@ def test_dataset_remove_unregisters_deletes_the_file_and_audits_r11(
     last = [f for _i, f in g.client.xrange(keys.SYS_AUDIT)][-1]
     assert (last[b"kind"], last[b"rule"], last[b"dataset"]) == (b"dataset.remove", b"R11",
                                                                  b"kpop")
-    assert run("dataset", "add", "kpop", str(SAMPLES / "kpop.jsonl")).exit_code == 0
+    assert runner("dataset", "add", "kpop", str(SAMPLES / "kpop.jsonl")).exit_code == 0
 
 
-def test_dataset_remove_of_an_unknown_name_is_exit_2(run: Run) -> None:
-    r = run("dataset", "remove", "nope")
+def test_dataset_remove_of_an_unknown_name_is_exit_2(runner: Run) -> None:
+    r = runner("dataset", "remove", "nope")
     assert r.exit_code == 2 and "no dataset named 'nope'" in r.output
 
 
@@ -483,39 +482,39 @@ def test_names_with_control_characters_are_refused_everywhere(gate: Gate, name: 
 
 
 def test_cli_refuses_an_entity_named_like_another_with_a_trailing_newline(
-        run: Run, store_dir: Path) -> None:
-    assert run("entity", "add", "acme", "--kind", "commercial").exit_code == 0
-    r = run("entity", "add", "acme\n", "--kind", "commercial")  # its own 1.5M before (R2/R10)
+        runner: Run, store_dir: Path) -> None:
+    assert runner("entity", "add", "acme", "--kind", "commercial").exit_code == 0
+    r = runner("entity", "add", "acme\n", "--kind", "commercial")  # its own 1.5M before (R2/R10)
     assert r.exit_code == 2 and "entity name 'acme\\n' is not valid" in r.output
-    r = run("user", "add", "dana\n", "--entity", "acme", "--role", "data", "--password-stdin",
+    r = runner("user", "add", "dana\n", "--entity", "acme", "--role", "data", "--password-stdin",
             input=PASSWORD + "\n")
     assert r.exit_code == 2
-    r = run("dataset", "add", "kpop\n", str(SAMPLES / "kpop.jsonl"))
+    r = runner("dataset", "add", "kpop\n", str(SAMPLES / "kpop.jsonl"))
     assert r.exit_code == 2
     g = cli_gate(store_dir)
     assert g.entities.names() == ["acme"] and list(g.client.hkeys(keys.USERS)) == []
 
 
 def test_api_shares_to_a_name_with_a_newline_reach_no_entity_and_count_nothing(
-        gate: Gate, web: FlaskClient) -> None:
+        gate: Gate, client: FlaskClient) -> None:
     headers = token(gate, "dan")
-    resp = web.post("/api/v1/shares", json={"entity": "acme\n", "dataset": "kpop"},
+    resp = client.post("/api/v1/shares", json={"entity": "acme\n", "dataset": "kpop"},
                     headers=headers)
     assert resp.status_code == 404
-    resp = web.post("/api/v1/shares?entity=acme%0A", data="1\n", content_type="text/plain",
+    resp = client.post("/api/v1/shares?entity=acme%0A", data="1\n", content_type="text/plain",
                     headers=headers)
     assert resp.status_code == 404
-    resp = web.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop\n"},
+    resp = client.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop\n"},
                     headers=headers)
     assert resp.status_code == 404
-    assert web.get("/api/v1/quota/entities/acme%0A", headers=headers).status_code == 404
+    assert client.get("/api/v1/quota/entities/acme%0A", headers=headers).status_code == 404
     assert used(gate) == 0
 
 
-def test_web_forms_take_no_name_with_a_newline(gate: Gate, web: FlaskClient) -> None:
-    sign_in(web, "cora", PASSWORD)
-    assert web.get("/entities/acme%0A").status_code == 404
-    resp = web.post("/entities/acme/parent", data={"parent": "acme\x00", "reason": "same"})
+def test_web_forms_take_no_name_with_a_newline(gate: Gate, client: FlaskClient) -> None:
+    sign_in(client, "cora", PASSWORD)
+    assert client.get("/entities/acme%0A").status_code == 404
+    resp = client.post("/entities/acme/parent", data={"parent": "acme\x00", "reason": "same"})
     assert resp.status_code in (400, 404)
     assert gate.entities.get("acme").parent is None
 
@@ -526,8 +525,8 @@ def test_web_forms_take_no_name_with_a_newline(gate: Gate, web: FlaskClient) -> 
 @pytest.mark.parametrize("purpose", [5, ["a"], {"a": 1}, True, "x" * 1001],
                          ids=["number", "list", "object", "true", "1001-chars"])
 def test_a_purpose_that_is_not_text_of_at_most_1000_characters_is_400_in_json(
-        gate: Gate, web: FlaskClient, purpose: Any) -> None:
-    resp = web.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop",
+        gate: Gate, client: FlaskClient, purpose: Any) -> None:
+    resp = client.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop",
                                             "purpose": purpose}, headers=token(gate, "dan"))
     assert resp.status_code == 400, resp.get_data(as_text=True)
     assert resp.get_json()["field"] == "purpose"
@@ -536,26 +535,26 @@ def test_a_purpose_that_is_not_text_of_at_most_1000_characters_is_400_in_json(
 
 
 def test_a_purpose_of_1001_characters_is_400_in_the_query_and_1000_is_taken(
-        gate: Gate, web: FlaskClient) -> None:
+        gate: Gate, client: FlaskClient) -> None:
     headers = token(gate, "dan")
-    resp = web.post(f"/api/v1/shares?entity=acme&purpose={'x' * 1001}", data="1\n",
+    resp = client.post(f"/api/v1/shares?entity=acme&purpose={'x' * 1001}", data="1\n",
                     content_type="text/plain", headers=headers)
     assert resp.status_code == 400 and resp.get_json()["field"] == "purpose"
     assert used(gate) == 0
-    resp = web.post(f"/api/v1/shares?entity=acme&purpose={'x' * 1000}", data="1\n",
+    resp = client.post(f"/api/v1/shares?entity=acme&purpose={'x' * 1000}", data="1\n",
                     content_type="text/plain", headers=headers)
     assert resp.status_code == 200 and used(gate) == 1
     resp.close()  # releases the spooled IDs (call_on_close)
 
 
-def test_cli_refuses_a_purpose_over_1000_characters(run: Run, store_dir: Path) -> None:
-    run("entity", "add", "acme", "--kind", "commercial")
-    run("entity", "accept-terms", "acme", "--by", "Jane Doe")
-    run("user", "add", "dana", "--entity", "acme", "--role", "data", "--password-stdin",
+def test_cli_refuses_a_purpose_over_1000_characters(runner: Run, store_dir: Path) -> None:
+    runner("entity", "add", "acme", "--kind", "commercial")
+    runner("entity", "accept-terms", "acme", "--by", "Jane Doe")
+    runner("user", "add", "dana", "--entity", "acme", "--role", "data", "--password-stdin",
         input=PASSWORD + "\n")
     ids = store_dir / "ids.txt"
     ids.write_text("1\n2\n")
-    r = run("share", "--as", "dana", "--entity", "acme", "--ids", str(ids), "--out", "o.txt",
+    r = runner("share", "--as", "dana", "--entity", "acme", "--ids", str(ids), "--out", "o.txt",
             "--purpose", "x" * 1001)
     assert r.exit_code == 2 and "1,000 characters" in r.output
     assert not (store_dir / "o.txt").exists()
@@ -564,9 +563,9 @@ def test_cli_refuses_a_purpose_over_1000_characters(run: Run, store_dir: Path) -
 @pytest.mark.parametrize("body", ["[" * 100_000, '{"entity": ' + "[" * 100_000,
                                   '{"entity": "acme", "dataset": "kpop", "filters": '
                                   + '{"a": ' * 50_000], ids=["arrays", "in-entity", "in-filters"])
-def test_deeply_nested_json_in_an_api_body_is_400(gate: Gate, web: FlaskClient,
+def test_deeply_nested_json_in_an_api_body_is_400(gate: Gate, client: FlaskClient,
                                                   body: str) -> None:
-    resp = web.post("/api/v1/shares", data=body, content_type="application/json",
+    resp = client.post("/api/v1/shares", data=body, content_type="application/json",
                     headers=token(gate, "dan"))
     assert resp.status_code == 400
     assert resp.get_json()["error"] == "bad_request"
@@ -579,9 +578,9 @@ def test_a_deeply_nested_dataset_line_is_refused_naming_the_line(tmp_path: Path)
 
 
 @pytest.mark.parametrize("filters", [[], 0, False, "", ["lang"]])
-def test_filters_that_are_not_an_object_are_400(gate: Gate, web: FlaskClient,
+def test_filters_that_are_not_an_object_are_400(gate: Gate, client: FlaskClient,
                                                 filters: Any) -> None:
-    resp = web.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop",
+    resp = client.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop",
                                             "filters": filters}, headers=token(gate, "dan"))
     assert resp.status_code == 400 and '"filters"' in resp.get_json()["message"]
     assert used(gate) == 0
@@ -592,14 +591,14 @@ EDGE_TIMES = ["9999-12-31T23:59:59.9999", "0001-01-01T00:00:00+01:00",
 
 
 @pytest.mark.parametrize("when", EDGE_TIMES)
-def test_a_filter_time_at_the_end_of_the_calendar_is_400(gate: Gate, web: FlaskClient,
+def test_a_filter_time_at_the_end_of_the_calendar_is_400(gate: Gate, client: FlaskClient,
                                                          when: str) -> None:
-    resp = web.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop",
+    resp = client.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop",
                                             "filters": {"since": when}},
                     headers=token(gate, "dan"))
     assert resp.status_code == 400 and resp.get_json()["field"] == "since"
-    sign_in(web, "ana", PASSWORD)
-    assert web.get("/export", query_string={"dataset": "kpop", "until": when}
+    sign_in(client, "ana", PASSWORD)
+    assert client.get("/export", query_string={"dataset": "kpop", "until": when}
                    ).status_code < 500
 
 
@@ -623,8 +622,8 @@ def test_a_created_at_at_the_end_of_the_calendar_is_refused_naming_the_line(
                                   {"entity": "acme", "dataset": "kpop",
                                    "filters": {"since": None, "until": []}},
                                   ["acme"], "acme", 5, None])
-def test_wrong_types_in_a_json_share_are_400(gate: Gate, web: FlaskClient, body: Any) -> None:
-    resp = web.post("/api/v1/shares", data=json.dumps(body), content_type="application/json",
+def test_wrong_types_in_a_json_share_are_400(gate: Gate, client: FlaskClient, body: Any) -> None:
+    resp = client.post("/api/v1/shares", data=json.dumps(body), content_type="application/json",
                     headers=token(gate, "dan"))
     assert resp.status_code == 400, resp.get_data(as_text=True)
     assert resp.get_json()["error"] == "bad_request"
@@ -633,29 +632,29 @@ def test_wrong_types_in_a_json_share_are_400(gate: Gate, web: FlaskClient, body:
 
 @pytest.mark.parametrize("month", ["9999-12", "0000-01", "2026-13", "2026-10\n", "1969-12",
                                    "２０２６-10"])
-def test_a_report_month_out_of_range_is_400_naming_it(gate: Gate, web: FlaskClient,
+def test_a_report_month_out_of_range_is_400_naming_it(gate: Gate, client: FlaskClient,
                                                       month: str) -> None:
-    sign_in(web, "cora", PASSWORD)
-    resp = web.get("/report", query_string={"month": month})
+    sign_in(client, "cora", PASSWORD)
+    resp = client.get("/report", query_string={"month": month})
     assert resp.status_code == 400
     assert repr(month).replace("'", "&#39;") in resp.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("month", ["9999-12", "0000-01", "2026-13"])
-def test_cli_report_refuses_a_month_out_of_range_with_exit_2(run: Run, month: str) -> None:
-    r = run("report", "--month", month, "--out", "r.pdf")
+def test_cli_report_refuses_a_month_out_of_range_with_exit_2(runner: Run, month: str) -> None:
+    r = runner("report", "--month", month, "--out", "r.pdf")
     assert r.exit_code == 2 and repr(month) in r.output
     assert "Traceback" not in r.output
 
 
-def test_uploads_with_a_utf8_bom_are_read_without_it(gate: Gate, web: FlaskClient,
+def test_uploads_with_a_utf8_bom_are_read_without_it(gate: Gate, client: FlaskClient,
                                                      tmp_path: Path) -> None:
-    resp = web.post("/api/v1/shares?entity=acme", data=BOM + b"123\r\n456\n",
+    resp = client.post("/api/v1/shares?entity=acme", data=BOM + b"123\r\n456\n",
                     content_type="text/plain", headers=token(gate, "dan"))
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert resp.get_data().split() == [b"123", b"456"]
     resp.close()  # releases the spooled IDs (call_on_close)
-    resp = web.post("/api/v1/deletions?kind=posts", data=BOM + b"123\n456\n",
+    resp = client.post("/api/v1/deletions?kind=posts", data=BOM + b"123\n456\n",
                     content_type="text/plain", headers=token(gate, "cora"))
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert resp.get_json()["listed"] == 2
@@ -697,9 +696,9 @@ def full_disk_for(monkeypatch: pytest.MonkeyPatch, marker: str) -> None:
 
 
 def test_a_full_disk_during_dataset_add_is_a_clear_exit_5_and_leaves_no_temp_file(
-        run: Run, store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        runner: Run, store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     full_disk_for(monkeypatch, "/datasets/")  # the unnamed copy (O_TMPFILE) made there
-    r = run("dataset", "add", "kpop", str(SAMPLES / "kpop.jsonl"))
+    r = runner("dataset", "add", "kpop", str(SAMPLES / "kpop.jsonl"))
     assert r.exit_code == 5, r.output
     assert "No space left on device" in r.output and "nothing was registered" in r.output
     assert not list((store_dir / "datasets").iterdir())
@@ -708,15 +707,15 @@ def test_a_full_disk_during_dataset_add_is_a_clear_exit_5_and_leaves_no_temp_fil
 
 
 def test_a_full_disk_while_writing_the_id_file_is_clear_and_counts_nothing(
-        run: Run, store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run("entity", "add", "acme", "--kind", "commercial")
-    run("entity", "accept-terms", "acme", "--by", "Jane Doe")
-    run("user", "add", "dana", "--entity", "acme", "--role", "data", "--password-stdin",
+        runner: Run, store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner("entity", "add", "acme", "--kind", "commercial")
+    runner("entity", "accept-terms", "acme", "--by", "Jane Doe")
+    runner("user", "add", "dana", "--entity", "acme", "--role", "data", "--password-stdin",
         input=PASSWORD + "\n")
     ids = store_dir / "ids.txt"
     ids.write_text("1\n2\n")
     full_disk_for(monkeypatch, "/out/")  # the anonymous file (O_TMPFILE) made there
-    r = run("share", "--as", "dana", "--entity", "acme", "--ids", str(ids), "--out",
+    r = runner("share", "--as", "dana", "--entity", "acme", "--ids", str(ids), "--out",
             "out/o.txt")
     assert r.exit_code in (2, 5) and "No space left on device" in r.output
     assert not list((store_dir / "out").iterdir())
@@ -724,14 +723,14 @@ def test_a_full_disk_while_writing_the_id_file_is_clear_and_counts_nothing(
     assert used(cli_gate(store_dir)) == 0
 
 
-def test_a_full_disk_under_an_api_upload_is_507(gate: Gate, web: FlaskClient,
+def test_a_full_disk_under_an_api_upload_is_507(gate: Gate, client: FlaskClient,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from gatekeeper.domain import spool
 
     headers = token(gate, "dan")
     anonymous = spool.anonymous
     monkeypatch.setattr(spool, "anonymous", lambda *a: FullDisk(anonymous(*a)))
-    resp = web.post("/api/v1/shares?entity=acme", data="1\n2\n", content_type="text/plain",
+    resp = client.post("/api/v1/shares?entity=acme", data="1\n2\n", content_type="text/plain",
                     headers=headers)
     assert resp.status_code == 507
     assert resp.get_json()["error"] == "insufficient_storage"
@@ -747,9 +746,9 @@ def test_a_full_disk_under_an_api_upload_is_507(gate: Gate, web: FlaskClient,
                                   {"limit": "10", "until": "9999-12-31"},
                                   {"limit": "10", "until": "２０３０-01-01"}])
 def test_a_permission_form_with_an_impossible_limit_or_date_is_400(
-        gate: Gate, web: FlaskClient, form: dict[str, str]) -> None:
-    sign_in(web, "cora", PASSWORD)
-    resp = web.post("/entities/acme/permission", data={**form, "reference": "X-1"})
+        gate: Gate, client: FlaskClient, form: dict[str, str]) -> None:
+    sign_in(client, "cora", PASSWORD)
+    resp = client.post("/entities/acme/permission", data={**form, "reference": "X-1"})
     assert resp.status_code == 400, resp.get_data(as_text=True)[:300]
     assert 'id="form-error"' in resp.get_data(as_text=True)  # the form, with the R4 refusal
     assert gate.entities.get("acme").permission is None
@@ -758,13 +757,13 @@ def test_a_permission_form_with_an_impossible_limit_or_date_is_400(
 @pytest.mark.parametrize("page", ["²", "9" * 5000, "-1", "x"],
                          ids=["superscript", "5000-digits", "negative", "letter"])
 def test_a_dashboard_page_number_that_is_no_number_shows_the_first_page(
-        web: FlaskClient, page: str) -> None:
-    sign_in(web, "cora", PASSWORD)
-    assert web.get("/dashboard", query_string={"page": page, "upage": page}).status_code == 200
+        client: FlaskClient, page: str) -> None:
+    sign_in(client, "cora", PASSWORD)
+    assert client.get("/dashboard", query_string={"page": page, "upage": page}).status_code == 200
 
 
 @pytest.mark.parametrize("until", ["9999-12-31", "0001-01-01"])
-def test_cli_permit_until_the_end_of_the_calendar_is_exit_2(run: Run, until: str) -> None:
-    run("entity", "add", "acme", "--kind", "commercial")
-    r = run("entity", "permit", "acme", "--limit", "10", "--until", until, "--reference", "X")
+def test_cli_permit_until_the_end_of_the_calendar_is_exit_2(runner: Run, until: str) -> None:
+    runner("entity", "add", "acme", "--kind", "commercial")
+    r = runner("entity", "permit", "acme", "--limit", "10", "--until", until, "--reference", "X")
     assert r.exit_code == 2, r.output

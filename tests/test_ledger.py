@@ -51,32 +51,32 @@ def used(ledger: Ledger, counter: Counter, now_ms: int) -> int:
     return ledger.peek([counter], now_ms=now_ms)[1][0].used
 
 
-def buckets(client: redis.Redis, key: str) -> list[bytes]:
-    return client.lrange(key, 0, -1)
+def buckets(redis_client: redis.Redis, key: str) -> list[bytes]:
+    return redis_client.lrange(key, 0, -1)
 
 
-def audit_records(client: redis.Redis) -> list[dict[str, str]]:
+def audit_records(redis_client: redis.Redis) -> list[dict[str, str]]:
     return [
         {k.decode(): v.decode() for k, v in fields.items()}
-        for _, fields in client.xrange(AUDIT_KEY)
+        for _, fields in redis_client.xrange(AUDIT_KEY)
     ]
 
 
 @pytest.fixture
-def ledger(client: redis.Redis) -> Ledger:
-    return Ledger(client)
+def ledger(redis_client: redis.Redis) -> Ledger:
+    return Ledger(redis_client)
 
 
 # --- refusal and partial grants ------------------------------------------------------------
 
 
 def test_refusal_is_whole_changes_no_counter_and_appends_one_refused_audit_record(
-    client: redis.Redis, ledger: Ledger
+    redis_client: redis.Redis, ledger: Ledger
 ) -> None:
     take(ledger, [r2(95)], T0 + 100, "first")
     before = ledger.peek([r2()], now_ms=T0 + 500)
-    stored = (buckets(client, ENTITY_KEY), client.get(ENTITY_KEY + ":sum"))
-    audited = len(audit_records(client))
+    stored = (buckets(redis_client, ENTITY_KEY), redis_client.get(ENTITY_KEY + ":sum"))
+    audited = len(audit_records(redis_client))
 
     with pytest.raises(QuotaExceeded) as refused:
         take(ledger, [r2(10)], T0 + 500, "second")
@@ -87,9 +87,9 @@ def test_refusal_is_whole_changes_no_counter_and_appends_one_refused_audit_recor
     assert refused.value.details["requested"] == 10
     assert refused.value.details["remaining"] == 5
     assert ledger.peek([r2()], now_ms=T0 + 500) == before
-    assert (buckets(client, ENTITY_KEY), client.get(ENTITY_KEY + ":sum")) == stored
-    assert not client.exists(keys.share(ROOT, "second"))  # nothing reserved to settle
-    records = audit_records(client)
+    assert (buckets(redis_client, ENTITY_KEY), redis_client.get(ENTITY_KEY + ":sum")) == stored
+    assert not redis_client.exists(keys.share(ROOT, "second"))  # nothing reserved to settle
+    records = audit_records(redis_client)
     assert len(records) == audited + 1
     last = records[-1]
     assert last["time"] == str(T0 + 500)
@@ -103,14 +103,14 @@ def test_refusal_is_whole_changes_no_counter_and_appends_one_refused_audit_recor
 
 
 def test_grant_audit_record_carries_time_outcome_request_and_grant(
-    client: redis.Redis, ledger: Ledger
+    redis_client: redis.Redis, ledger: Ledger
 ) -> None:
     grant = take(ledger, [r2(7)], T0 + 42, "s1", audit={"actor": "bob", "purpose": None})
 
     assert (grant.status, grant.granted, grant.requested, grant.now_ms) == ("granted", 7, 7,
                                                                               T0 + 42)
     assert grant.counters == [CounterState(rule="R2", limit=100, used=7, remaining=93)]
-    [record] = audit_records(client)
+    [record] = audit_records(redis_client)
     assert len(record.pop("hash")) == 40  # R11's chain (tests/test_chain.py)
     assert record == {
         "time": str(T0 + 42),
@@ -124,7 +124,7 @@ def test_grant_audit_record_carries_time_outcome_request_and_grant(
 
 
 def test_partial_request_is_granted_exactly_the_remaining_allowance(
-    client: redis.Redis, ledger: Ledger
+    redis_client: redis.Redis, ledger: Ledger
 ) -> None:
     take(ledger, [r2(95)], T0 + 100, "first")
 
@@ -135,7 +135,7 @@ def test_partial_request_is_granted_exactly_the_remaining_allowance(
     assert grant.counters[0].used == 100
     assert grant.counters[0].remaining == 0
     assert used(ledger, r2(), T0 + 200) == 100
-    last = audit_records(client)[-1]
+    last = audit_records(redis_client)[-1]
     assert (last["outcome"], last["requested"], last["granted"], last["rule"]) == (
         "partial", "10", "5", "R2")
 
@@ -147,7 +147,7 @@ def test_partial_request_that_fits_whole_is_granted_whole(ledger: Ledger) -> Non
 
 
 def test_partial_request_with_nothing_left_is_refused_and_counts_nothing(
-    client: redis.Redis, ledger: Ledger
+    redis_client: redis.Redis, ledger: Ledger
 ) -> None:
     take(ledger, [r2(100)], T0 + 100, "first")
 
@@ -156,8 +156,8 @@ def test_partial_request_with_nothing_left_is_refused_and_counts_nothing(
 
     assert refused.value.details["remaining"] == 0
     assert used(ledger, r2(), T0 + 200) == 100
-    assert buckets(client, ENTITY_KEY) == [f"{T0}:100".encode()]
-    assert audit_records(client)[-1]["outcome"] == "refused"
+    assert buckets(redis_client, ENTITY_KEY) == [f"{T0}:100".encode()]
+    assert audit_records(redis_client)[-1]["outcome"] == "refused"
 
 
 def test_partial_request_must_charge_every_counter_the_requested_amount(ledger: Ledger) -> None:
@@ -189,7 +189,7 @@ def history(ledger: Ledger) -> Ledger:
     ],
 )
 def test_refusal_says_when_the_whole_request_fits_from_the_stored_buckets(
-    client: redis.Redis,
+    redis_client: redis.Redis,
     history: Ledger,
     requested: int,
     now: int,
@@ -202,7 +202,7 @@ def test_refusal_says_when_the_whole_request_fits_from_the_stored_buckets(
 
     assert refused.value.details["available_at"] == available_iso == iso(available_ms)
     assert refused.value.details["retry_after"] == retry_after
-    assert audit_records(client)[-1]["available_at"] == str(available_ms)
+    assert audit_records(redis_client)[-1]["available_at"] == str(available_ms)
     # It is exact: one millisecond earlier the request is still refused, then it fits.
     with pytest.raises(QuotaExceeded):
         take(history, [r2(requested)], available_ms - 1, "early")
@@ -329,11 +329,11 @@ def test_available_at_accounts_for_a_permission_that_ends_first(ledger: Ledger) 
 
 
 def test_refund_gives_back_exactly_what_was_charged_even_after_other_grants_merged(
-    client: redis.Redis, ledger: Ledger
+    redis_client: redis.Redis, ledger: Ledger
 ) -> None:
     take(ledger, [r6(30), r2(20)], T0 + 100, "export", requested=30)
     take(ledger, [r6(7), r2(5)], T0 + 200, "other", requested=7)  # same buckets
-    assert buckets(client, USER_KEY) == [f"{T0}:37".encode()]
+    assert buckets(redis_client, USER_KEY) == [f"{T0}:37".encode()]
 
     status = ledger.settle(ROOT, "export", [r6(), r2()], delivered=False,
                            audit={"actor": "alice", "reason": "export failed"},
@@ -342,11 +342,11 @@ def test_refund_gives_back_exactly_what_was_charged_even_after_other_grants_merg
     assert status == "refunded"
     _, states = ledger.peek([r6(), r2()], now_ms=T0 + 300)
     assert [s.used for s in states] == [7, 5]
-    assert buckets(client, USER_KEY) == [f"{T0}:7".encode()]
-    assert buckets(client, ENTITY_KEY) == [f"{T0}:5".encode()]
-    assert client.get(USER_KEY + ":sum") == b"7"
-    assert client.get(ENTITY_KEY + ":sum") == b"5"
-    record = audit_records(client)[-1]
+    assert buckets(redis_client, USER_KEY) == [f"{T0}:7".encode()]
+    assert buckets(redis_client, ENTITY_KEY) == [f"{T0}:5".encode()]
+    assert redis_client.get(USER_KEY + ":sum") == b"7"
+    assert redis_client.get(ENTITY_KEY + ":sum") == b"5"
+    record = audit_records(redis_client)[-1]
     assert record["outcome"] == "refunded"
     assert record["time"] == str(T0 + 300)
     assert (record["requested"], record["granted"]) == ("30", "30")
@@ -356,22 +356,22 @@ def test_refund_gives_back_exactly_what_was_charged_even_after_other_grants_merg
 
 
 def test_second_refund_of_a_refunded_reservation_changes_nothing(
-    client: redis.Redis, ledger: Ledger
+    redis_client: redis.Redis, ledger: Ledger
 ) -> None:
     take(ledger, [r2(30)], T0 + 100, "export")
     take(ledger, [r2(10)], T0 + 150, "other")
     assert ledger.settle(ROOT, "export", [r2()], delivered=False, audit={},
                          now_ms=T0 + 200) == "refunded"
-    audited = len(audit_records(client))
+    audited = len(audit_records(redis_client))
 
     assert ledger.settle(ROOT, "export", [r2()], delivered=False, audit={},
                          now_ms=T0 + 300) == "already_refunded"
     assert used(ledger, r2(), T0 + 300) == 10
-    assert len(audit_records(client)) == audited
+    assert len(audit_records(redis_client)) == audited
 
 
 def test_commit_of_a_refunded_reservation_counts_the_delivery_again(
-    client: redis.Redis, ledger: Ledger
+    redis_client: redis.Redis, ledger: Ledger
 ) -> None:
     # Something was delivered against a reservation the ledger had already given back (the
     # race of issue 9): the delivery must not stay uncounted (R2).
@@ -384,7 +384,7 @@ def test_commit_of_a_refunded_reservation_counts_the_delivery_again(
     assert ledger.settle(ROOT, "export", [r2(30)], delivered=True, audit={"actor": "bob"},
                          now_ms=T0 + 300) == "recounted"
     assert used(ledger, r2(), T0 + 300) == 40
-    record = audit_records(client)[-1]
+    record = audit_records(redis_client)[-1]
     assert (record["outcome"], record["granted"], record["rule"]) == ("recounted", "30", "R2")
     # Settled for good now: a late refund gives nothing back.
     assert ledger.settle(ROOT, "export", [r2(30)], delivered=False, audit={},
@@ -393,10 +393,10 @@ def test_commit_of_a_refunded_reservation_counts_the_delivery_again(
 
 
 def test_commit_of_a_reservation_whose_record_is_gone_counts_the_delivery(
-    client: redis.Redis, ledger: Ledger
+    redis_client: redis.Redis, ledger: Ledger
 ) -> None:
     take(ledger, [r2(30)], T0 + 100, "export")
-    client.delete(keys.share(ROOT, "export"))  # tampered with, or lost
+    redis_client.delete(keys.share(ROOT, "export"))  # tampered with, or lost
 
     assert ledger.settle(ROOT, "export", [r2(30)], delivered=True, audit={},
                          now_ms=T0 + 300) == "recounted"
@@ -412,7 +412,7 @@ def test_refund_of_a_partial_grant_gives_back_only_what_was_granted(ledger: Ledg
     assert used(ledger, r2(), T0 + 300) == 90
 
 
-def test_commit_keeps_the_reservation_counted(client: redis.Redis, ledger: Ledger) -> None:
+def test_commit_keeps_the_reservation_counted(redis_client: redis.Redis, ledger: Ledger) -> None:
     take(ledger, [r2(30)], T0 + 100, "export")
 
     assert ledger.settle(ROOT, "export", [r2()], delivered=True, audit={"actor": "alice"},
@@ -421,13 +421,13 @@ def test_commit_keeps_the_reservation_counted(client: redis.Redis, ledger: Ledge
     assert ledger.settle(ROOT, "export", [r2()], delivered=False, audit={},
                          now_ms=T0 + 300) == "already_delivered"
     assert used(ledger, r2(), T0 + 300) == 30
-    record = audit_records(client)[-1]
+    record = audit_records(redis_client)[-1]
     assert (record["outcome"], record["granted"], record["share_id"]) == (
         "delivered", "30", "export")
 
 
 def test_settling_an_unknown_reservation_is_missing_and_changes_nothing(
-    client: redis.Redis, ledger: Ledger
+    redis_client: redis.Redis, ledger: Ledger
 ) -> None:
     take(ledger, [r2(30)], T0 + 100, "export")
 
@@ -449,7 +449,7 @@ def test_refund_after_the_bucket_left_the_window_changes_nothing(ledger: Ledger)
 
 
 def test_same_idempotency_key_and_request_replays_the_first_answer_and_counts_once(
-    client: redis.Redis, ledger: Ledger
+    redis_client: redis.Redis, ledger: Ledger
 ) -> None:
     key = Idempotency.of("alice", "k-1", "share", 30)
     first = take(ledger, [r2(30)], T0 + 100, "share-1", idempotency=key)
@@ -461,8 +461,8 @@ def test_same_idempotency_key_and_request_replays_the_first_answer_and_counts_on
     assert (again.status, again.first_status) == ("replay", "granted")
     assert (again.share_id, again.granted) == ("share-1", 30)
     assert used(ledger, r2(), T0 + 200) == 30
-    assert not client.exists(keys.share(ROOT, "share-2"))
-    record = audit_records(client)[-1]
+    assert not redis_client.exists(keys.share(ROOT, "share-2"))
+    record = audit_records(redis_client)[-1]
     assert (record["outcome"], record["share_id"], record["time"]) == (
         "replayed", "share-1", str(T0 + 200))
 
@@ -479,7 +479,7 @@ def test_replay_of_a_partial_grant_says_it_was_partial(ledger: Ledger) -> None:
 
 
 def test_retry_while_the_first_is_unsettled_is_in_progress_and_counts_nothing(
-    client: redis.Redis, ledger: Ledger
+    redis_client: redis.Redis, ledger: Ledger
 ) -> None:
     # Issue 9, item 1: a retry answered "already shared" while the first could still be
     # refunded delivered 1,499,900 IDs with 0 counted.
@@ -494,8 +494,8 @@ def test_retry_while_the_first_is_unsettled_is_in_progress_and_counts_nothing(
     assert refused.value.details["share_id"] == "share-1"
     assert "in progress" in refused.value.message
     assert used(ledger, r2(), T0 + 200) == 30
-    assert not client.exists(keys.share(ROOT, "share-2"))
-    assert audit_records(client)[-1]["outcome"] == "in_progress"
+    assert not redis_client.exists(keys.share(ROOT, "share-2"))
+    assert audit_records(redis_client)[-1]["outcome"] == "in_progress"
     # The first fails and is refunded: the retry is then a new request, counted once.
     assert ledger.settle(ROOT, "share-1", [r2(30)], delivered=False, audit={},
                          idempotency=key, now_ms=T0 + 300) == "refunded"
@@ -505,9 +505,9 @@ def test_retry_while_the_first_is_unsettled_is_in_progress_and_counts_nothing(
 
 
 def test_a_reservation_left_open_is_closed_as_counted_and_then_replayed(
-    client: redis.Redis
+    redis_client: redis.Redis
 ) -> None:
-    ledger = Ledger(client, reservation_timeout_ms=5_000)  # inside the 10 s test window
+    ledger = Ledger(redis_client, reservation_timeout_ms=5_000)  # inside the 10 s test window
     key = Idempotency.of("alice", "k-1", "share", 30)
     take(ledger, [r2(30)], T0 + 100, "share-1", idempotency=key)  # ...and the process dies
     timeout = ledger.reservation_timeout_ms
@@ -518,11 +518,11 @@ def test_a_reservation_left_open_is_closed_as_counted_and_then_replayed(
 
     assert (again.status, again.share_id, again.granted) == ("replay", "share-1", 30)
     assert used(ledger, r2(), T0 + 100 + timeout) == 30  # counted, once
-    assert client.hget(keys.share(ROOT, "share-1"), "status") == b"abandoned"
-    [closed] = [r for r in audit_records(client) if r["outcome"] == "abandoned"]
+    assert redis_client.hget(keys.share(ROOT, "share-1"), "status") == b"abandoned"
+    [closed] = [r for r in audit_records(redis_client) if r["outcome"] == "abandoned"]
     assert (closed["kind"], closed["share_id"], closed["granted"], closed["rule"]) == (
         "share.abandoned", "share-1", "30", "R2")
-    assert not client.zcard(keys.reserved(ROOT))
+    assert not redis_client.zcard(keys.reserved(ROOT))
     # A late settle of the abandoned reservation changes nothing: it stays counted.
     assert ledger.settle(ROOT, "share-1", [r2(30)], delivered=False, audit={},
                          idempotency=key) == "already_abandoned"
@@ -530,20 +530,20 @@ def test_a_reservation_left_open_is_closed_as_counted_and_then_replayed(
 
 
 def test_sweep_closes_stale_reservations_of_a_pool_and_leaves_fresh_ones(
-    client: redis.Redis
+    redis_client: redis.Redis
 ) -> None:
-    ledger = Ledger(client, reservation_timeout_ms=5_000)
+    ledger = Ledger(redis_client, reservation_timeout_ms=5_000)
     take(ledger, [r2(10)], T0, "old")
     take(ledger, [r2(20)], T0 + ledger.reservation_timeout_ms - 1, "fresh")
 
     swept = ledger.sweep(ROOT, now_ms=T0 + ledger.reservation_timeout_ms + 1)
 
     assert swept == {"abandoned": 1, "open": 1}
-    assert client.hget(keys.share(ROOT, "old"), "status") == b"abandoned"
-    assert client.hget(keys.share(ROOT, "fresh"), "status") == b"reserved"
+    assert redis_client.hget(keys.share(ROOT, "old"), "status") == b"abandoned"
+    assert redis_client.hget(keys.share(ROOT, "fresh"), "status") == b"reserved"
     assert used(ledger, r2(), T0 + ledger.reservation_timeout_ms + 1) == 30
     assert ledger.settle(ROOT, "fresh", [r2(20)], delivered=True, audit={}) == "delivered"
-    assert not client.zcard(keys.reserved(ROOT))
+    assert not redis_client.zcard(keys.reserved(ROOT))
 
 
 def test_same_idempotency_key_with_a_different_request_conflicts_and_counts_nothing(
@@ -560,17 +560,17 @@ def test_same_idempotency_key_with_a_different_request_conflicts_and_counts_noth
     assert used(ledger, r2(), T0 + 200) == 30
 
 
-def test_conflicting_idempotency_key_is_audited(client: redis.Redis, ledger: Ledger) -> None:
+def test_conflicting_idempotency_key_is_audited(redis_client: redis.Redis, ledger: Ledger) -> None:
     # take.lua: "every answer appends one audit record (R11)"; a conflict is a denial.
     take(ledger, [r2(30)], T0 + 100, "share-1",
          idempotency=Idempotency.of("alice", "k-1", "share", 30))
-    audited = len(audit_records(client))
+    audited = len(audit_records(redis_client))
 
     with pytest.raises(Conflict):
         take(ledger, [r2(31)], T0 + 200, "share-2",
              idempotency=Idempotency.of("alice", "k-1", "share", 31))
 
-    assert len(audit_records(client)) == audited + 1
+    assert len(audit_records(redis_client)) == audited + 1
 
 
 def test_idempotency_keys_are_scoped_to_the_actor(ledger: Ledger) -> None:
@@ -621,10 +621,10 @@ def test_take_charges_each_counter_its_own_amount(ledger: Ledger) -> None:
     [(80, 0, "R6"), (0, 90, "R2")],
 )
 def test_when_one_counter_refuses_no_counter_is_charged(
-    client: redis.Redis, ledger: Ledger, r6_before: int, r2_before: int, refusing: str
+    redis_client: redis.Redis, ledger: Ledger, r6_before: int, r2_before: int, refusing: str
 ) -> None:
     take(ledger, [r6(r6_before), r2(r2_before)], T0 + 100, "before", requested=r6_before)
-    stored = (buckets(client, USER_KEY), buckets(client, ENTITY_KEY))
+    stored = (buckets(redis_client, USER_KEY), buckets(redis_client, ENTITY_KEY))
 
     with pytest.raises(QuotaExceeded) as refused:
         take(ledger, [r6(30), r2(20)], T0 + 200, "both", requested=30)
@@ -632,8 +632,8 @@ def test_when_one_counter_refuses_no_counter_is_charged(
     assert refused.value.rule == refusing
     _, states = ledger.peek([r6(), r2()], now_ms=T0 + 200)
     assert [s.used for s in states] == [r6_before, r2_before]
-    assert (buckets(client, USER_KEY), buckets(client, ENTITY_KEY)) == stored
-    last = audit_records(client)[-1]
+    assert (buckets(redis_client, USER_KEY), buckets(redis_client, ENTITY_KEY)) == stored
+    last = audit_records(redis_client)[-1]
     assert (last["outcome"], last["rule"], last["granted"]) == ("refused", refusing, "0")
 
 
@@ -698,12 +698,12 @@ def test_calendar_bucket_straddling_local_midnight_counts_for_the_new_day(
 
 
 def test_clock_stepping_back_merges_into_the_newest_bucket_and_never_grants_early(
-    client: redis.Redis, ledger: Ledger
+    redis_client: redis.Redis, ledger: Ledger
 ) -> None:
     take(ledger, [r2(50)], T0 + 5_500, "later")  # bucket T0+5_000, leaves at T0+16_000
     take(ledger, [r2(50)], T0 + 1_500, "stepped-back")  # its own bucket would leave at +12s
 
-    assert buckets(client, ENTITY_KEY) == [f"{T0 + 5_000}:100".encode()]
+    assert buckets(redis_client, ENTITY_KEY) == [f"{T0 + 5_000}:100".encode()]
     assert used(ledger, r2(), T0 + 12_000) == 100
     with pytest.raises(QuotaExceeded) as refused:
         take(ledger, [r2(1)], T0 + 12_000, "early")
@@ -715,8 +715,9 @@ def test_clock_stepping_back_merges_into_the_newest_bucket_and_never_grants_earl
     assert used(ledger, r2(), T0 + 6_000) == 50
 
 
-def test_redis_clock_is_used_when_no_time_is_given(client: redis.Redis, ledger: Ledger) -> None:
-    seconds, micros = client.time()
+def test_redis_clock_is_used_when_no_time_is_given(redis_client: redis.Redis,
+                                                   ledger: Ledger) -> None:
+    seconds, micros = redis_client.time()
     grant = ledger.take(ROOT, [r2(5)], requested=5, share_id="now", audit={})
 
     assert abs(grant.now_ms - (seconds * 1000 + micros // 1000)) < 5_000
@@ -727,7 +728,7 @@ def test_redis_clock_is_used_when_no_time_is_given(client: redis.Redis, ledger: 
 
 
 def test_counter_left_idle_after_a_refusal_comes_back_empty(
-    client: redis.Redis, ledger: Ledger
+    redis_client: redis.Redis, ledger: Ledger
 ) -> None:
     # An idle counter's keys expire on the Redis clock (release time + 1 s); a short window
     # keeps that wait near one second.
@@ -739,9 +740,9 @@ def test_counter_left_idle_after_a_refusal_comes_back_empty(
         take(ledger, [r2(7, ten, tiny)], T0 + 100, "c")
 
     deadline = time.monotonic() + 5
-    while client.exists(ENTITY_KEY) and time.monotonic() < deadline:
+    while redis_client.exists(ENTITY_KEY) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not client.exists(ENTITY_KEY)  # the bucket list expired with its last bucket
+    assert not redis_client.exists(ENTITY_KEY)  # the bucket list expired with its last bucket
 
     later = T0 + 60_000
     assert used(ledger, r2(0, ten, tiny), later) == 0
@@ -753,26 +754,26 @@ def test_counter_left_idle_after_a_refusal_comes_back_empty(
 
 
 def test_a_take_indexes_each_counter_until_its_newest_bucket_leaves(
-    client: redis.Redis, ledger: Ledger
+    redis_client: redis.Redis, ledger: Ledger
 ) -> None:
     take(ledger, [r2(5), r6(5)], T0 + 10, "a")
     take(ledger, [r2(5)], T0 + 2_500, "b")  # bucket T0+2000 leaves at T0+13000
-    index = dict(client.zrange(keys.active(ROOT), 0, -1, withscores=True))
+    index = dict(redis_client.zrange(keys.active(ROOT), 0, -1, withscores=True))
     assert index == {ENTITY_KEY.encode(): T0 + 2_000 + WIDTH + LENGTH,
                      USER_KEY.encode(): T0 + WIDTH + LENGTH}
     # A later take drops what has left the window by then.
     take(ledger, [r2(1)], T0 + 11_000, "c")
-    assert client.zrange(keys.active(ROOT), 0, -1) == [ENTITY_KEY.encode()]
+    assert redis_client.zrange(keys.active(ROOT), 0, -1) == [ENTITY_KEY.encode()]
     # A refusal charges nothing and indexes nothing new.
     with pytest.raises(QuotaExceeded):
         ledger.take(ROOT, [r6(500)], requested=500, share_id="d", audit={}, now_ms=T0 + 11_000)
-    assert client.zrange(keys.active(ROOT), 0, -1) == [ENTITY_KEY.encode()]
+    assert redis_client.zrange(keys.active(ROOT), 0, -1) == [ENTITY_KEY.encode()]
 
 
-def test_a_moved_pool_takes_and_records_nothing(client: redis.Redis, ledger: Ledger) -> None:
+def test_a_moved_pool_takes_and_records_nothing(redis_client: redis.Redis, ledger: Ledger) -> None:
     take(ledger, [r2(5)], T0, "a")
-    before = client.xlen(AUDIT_KEY)
-    client.set(keys.moved(ROOT), "bigco")
+    before = redis_client.xlen(AUDIT_KEY)
+    redis_client.set(keys.moved(ROOT), "bigco")
     with pytest.raises(PoolMoved) as refused:
         take(ledger, [r2(5)], T0 + 10, "b")
     assert refused.value.rule == "R10" and "'bigco'" in refused.value.message
@@ -780,5 +781,5 @@ def test_a_moved_pool_takes_and_records_nothing(client: redis.Redis, ledger: Led
         ledger.record(keys.entity(ROOT, ROOT), AUDIT_KEY, mode="set", fields={"x": "1"},
                       audit={"kind": "entity.test"})
     assert used(ledger, r2(), T0 + 10) == 5
-    assert client.xlen(AUDIT_KEY) == before
-    assert not client.exists(keys.share(ROOT, "b"), keys.entity(ROOT, ROOT))
+    assert redis_client.xlen(AUDIT_KEY) == before
+    assert not redis_client.exists(keys.share(ROOT, "b"), keys.entity(ROOT, ROOT))

@@ -123,8 +123,8 @@ def check_brackets(ledger_used: int, oracle: Oracle, now: int) -> None:
     assert oracle.exact(now, W) <= LIMIT  # never over
 
 
-def last_audit(client: redis.Redis) -> dict[str, str]:
-    [(_, fields)] = client.xrevrange(keys.audit(ROOT), count=1)
+def last_audit(redis_client: redis.Redis) -> dict[str, str]:
+    [(_, fields)] = redis_client.xrevrange(keys.audit(ROOT), count=1)
     return {k.decode(): v.decode() for k, v in fields.items()}
 
 
@@ -135,10 +135,10 @@ def last_audit(client: redis.Redis) -> dict[str, str]:
 )
 @given(offset=st.integers(0, 999), steps=st.lists(step, min_size=1, max_size=40))
 def test_rolling_counter_agrees_with_a_brute_force_trailing_window_oracle(
-    client: redis.Redis, offset: int, steps: list[tuple]
+    redis_client: redis.Redis, offset: int, steps: list[tuple]
 ) -> None:
-    client.flushall()
-    ledger = Ledger(client)
+    redis_client.flushall()
+    ledger = Ledger(redis_client)
     oracle = Oracle()
     grants: list[Event] = []
     now = T0 + offset
@@ -170,7 +170,7 @@ def test_rolling_counter_agrees_with_a_brute_force_trailing_window_oracle(
             assert refused.details["used"] == before
             assert refused.details["remaining"] == remaining
             expected_at = oracle.available_at(now, k)
-            record = last_audit(client)
+            record = last_audit(redis_client)
             assert (record["outcome"], record["granted"]) == ("refused", "0")
             if expected_at is None:
                 assert refused.details["available_at"] is None

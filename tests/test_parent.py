@@ -28,10 +28,10 @@ pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 
 
 @pytest.fixture
-def gate(client: redis.Redis, tmp_path: Path) -> Gate:
+def gate(redis_client: redis.Redis, tmp_path: Path) -> Gate:
     (tmp_path / "config.toml").write_text('[limits]\npost_ids_per_entity = 1000\n'
                                           'hydrated_per_recipient = 30\n')
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=client)
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
     for name, parent in (("acme", None), ("acme-labs", "acme"), ("globex", None)):
         g.entities.add(name, kind="commercial", research=False, parent=parent, actor="t",
                        channel="cli")

@@ -30,9 +30,9 @@ N = 500
 
 
 @pytest.fixture
-def gate(client: redis.Redis, tmp_path: Path) -> Gate:
+def gate(redis_client: redis.Redis, tmp_path: Path) -> Gate:
     (tmp_path / "config.toml").write_text('[redis]\ndata_dir = "var"\n')
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=client)
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
     g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
                    channel="cli")
     g.entities.accept_terms("acme", by="Pat Signer", actor="t", channel="cli")

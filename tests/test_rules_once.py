@@ -26,12 +26,12 @@ FROM, UNTIL = T0 + 60_000, T0 + 120_000
 
 @pytest.mark.parametrize("at", [FROM - 1, FROM, FROM + 1, UNTIL - 1, UNTIL, UNTIL + 1])
 def test_the_ledger_applies_a_permission_exactly_when_in_force_says_it_holds(
-        client: redis.Redis, at: int) -> None:
+        redis_client: redis.Redis, at: int) -> None:
     """_window.lua mirrors permissions.in_force: the permission's limit from its recording
     (inclusive) to its end (exclusive), R2's limit either side."""
     counter = Counter("gk:{e:acme}:ctr:r2:acme", "R2", Window("1h", 3_600_000, 60_000),
                       Limit(100, 500, FROM, UNTIL))
-    _, [state] = Ledger(client).peek([counter], now_ms=at)
+    _, [state] = Ledger(redis_client).peek([counter], now_ms=at)
     assert state.limit == (500 if permissions.in_force(FROM, UNTIL, at) else 100)
     assert permissions.in_force(FROM, UNTIL, at) == (FROM <= at < UNTIL)
 

@@ -233,10 +233,10 @@ def test_a_pool_from_before_its_key_index_moves_whole(spy: tuple[redis.Redis, re
 # --- the ledger's batched peek and the pool's key index (fakeredis and real) --------------------
 
 
-def test_peek_many_reads_counters_of_many_pools_in_order(client: redis.Redis,
+def test_peek_many_reads_counters_of_many_pools_in_order(redis_client: redis.Redis,
                                                           tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text("[limits]\npost_ids_per_entity = 1000\n")
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=client)
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
     window = post_id_window(g.config.limits)
     counters = [Counter(keys.counter(f"p{i % 7}", "r2", f"e{i}"), "R2", window, Limit(5000))
                 for i in range(1203)]  # three calls' worth (PEEK_BATCH)
@@ -251,10 +251,10 @@ def test_peek_many_reads_counters_of_many_pools_in_order(client: redis.Redis,
     assert {s.remaining for i, s in enumerate(states) if i not in (0, 5, 600, 1202)} == {5000}
 
 
-def test_every_key_a_pool_writes_is_in_its_key_index(client: redis.Redis,
+def test_every_key_a_pool_writes_is_in_its_key_index(redis_client: redis.Redis,
                                                       tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text("[limits]\npost_ids_per_entity = 1000\n")
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=client)
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
     g.entities.add("globex", kind="commercial", research=False, parent=None, actor="t",
                    channel="cli")
     g.entities.accept_terms("globex", by="Pat Signer", actor="t", channel="cli")
@@ -263,26 +263,26 @@ def test_every_key_a_pool_writes_is_in_its_key_index(client: redis.Redis,
     share_ids(g, tmp_path, "globex", 5, key="k1")
     g.users.user_for_token(g.users.create_token("dan", actor="t", channel="cli"))
     hydrated.issue_ticket(g, g.users.get("dan"))
-    written = {k.decode() for k in client.scan_iter(match=keys.pool_prefix("globex") + "*")
+    written = {k.decode() for k in redis_client.scan_iter(match=keys.pool_prefix("globex") + "*")
                if not keys.stays(k.decode())}
-    indexed = {k.decode() for k in client.zrange(keys.pool_keys("globex"), 0, -1)}
+    indexed = {k.decode() for k in redis_client.zrange(keys.pool_keys("globex"), 0, -1)}
     assert written == indexed
     assert {k.removeprefix(keys.pool_prefix("globex")).split(":")[0] for k in written} == {
         "entity", "user", "tokens", "tokens-used", "ctr", "share", "idem", "ticket"}
-    assert client.zscore(keys.pool_keys("globex"), keys.entity("globex", "globex")) == float(
+    assert redis_client.zscore(keys.pool_keys("globex"), keys.entity("globex", "globex")) == float(
         "inf")
     # No entry says a key is gone before it is: each reaches at least to the key's expiry.
-    seconds, micros = client.time()
+    seconds, micros = redis_client.time()
     now = seconds * 1000 + micros // 1000
     for key in written:
-        ttl = client.pttl(key)
-        assert client.zscore(keys.pool_keys("globex"), key) >= (
+        ttl = redis_client.pttl(key)
+        assert redis_client.zscore(keys.pool_keys("globex"), key) >= (
             float("inf") if ttl < 0 else now + ttl - 5), key
     # An entry whose key has expired is forgotten by the next take.
     gone = keys.ticket("globex", "expired-long-ago")
-    client.zadd(keys.pool_keys("globex"), {gone: 1})
+    redis_client.zadd(keys.pool_keys("globex"), {gone: 1})
     share_ids(g, tmp_path, "globex", 5, start=100)
-    assert client.zscore(keys.pool_keys("globex"), gone) is None
+    assert redis_client.zscore(keys.pool_keys("globex"), gone) is None
 
 
 def test_a_counter_key_is_read_back_and_its_total_and_days_are_not_counters() -> None:

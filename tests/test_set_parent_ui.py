@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import fakeredis
 import pytest
+import redis
 from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
 from live import form_token, share_ids, sign_in
@@ -24,7 +24,6 @@ from tables import Tables, entity_rows
 
 from gatekeeper import config as config_mod
 from gatekeeper.channels.cli.main import main
-from gatekeeper.channels.web.app import create_app
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.store import EmbeddedServer
@@ -37,9 +36,9 @@ pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 
 
 @pytest.fixture
-def gate(tmp_path: Path) -> Gate:
+def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
     (tmp_path / "config.toml").write_text('[limits]\npost_ids_per_entity = 1000\n')
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=fakeredis.FakeRedis())
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)  # fake and real
     for name, parent in (("acme", None), ("acme-labs", "acme"), ("globex", None),
                          ("initech", None)):
         g.entities.add(name, kind="commercial", research=False, parent=parent, actor="t",
@@ -53,13 +52,6 @@ def gate(tmp_path: Path) -> Gate:
     share_ids(g, tmp_path, "acme", 100, start=1000)
     share_ids(g, tmp_path, "globex", 300, start=5000)
     return g
-
-
-@pytest.fixture
-def client(gate: Gate) -> Iterator[FlaskClient]:
-    app = create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})
-    with app.test_client() as c:
-        yield c
 
 
 def login(client: FlaskClient, name: str = "cora") -> None:
@@ -235,7 +227,7 @@ Run = Callable[..., Result]
 
 
 @pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Run]:
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Run]:
     """The CLI on an embedded store in tmp_path, stopped afterwards."""
     (tmp_path / "config.toml").write_text('[redis]\ndata_dir = "var"\n')
     monkeypatch.chdir(tmp_path)
@@ -256,8 +248,8 @@ def cli_records(root: str) -> list[dict[str, str]]:
     return [fields for _id, fields in db.xrange(keys.audit(root))]
 
 
-def test_cli_set_parent_links_and_prints_the_entity(run: Run) -> None:
-    r = run("entity", "set-parent", "globex", "--parent", "acme", "--reason", REASON, "--json")
+def test_cli_set_parent_links_and_prints_the_entity(runner: Run) -> None:
+    r = runner("entity", "set-parent", "globex", "--parent", "acme", "--reason", REASON, "--json")
     assert r.exit_code == 0, r.output
     body = json.loads(r.output)
     assert (body["name"], body["parent"], body["pool"], body["former_pool"]) == (
@@ -265,12 +257,12 @@ def test_cli_set_parent_links_and_prints_the_entity(run: Run) -> None:
     linked = cli_records("acme")[-1]
     assert (linked["kind"], linked["rule"], linked["channel"]) == ("entity.parent", "R10", "cli")
     assert linked["actor"].startswith("cli:") and REASON in linked["message"]
-    shown = run("entity", "show", "globex", "--json")
+    shown = runner("entity", "show", "globex", "--json")
     assert json.loads(shown.output)["pool"] == "acme"
 
 
-def test_cli_set_parent_says_what_it_did(run: Run) -> None:
-    r = run("entity", "set-parent", "globex", "--parent", "acme", "--reason", REASON)
+def test_cli_set_parent_says_what_it_did(runner: Run) -> None:
+    r = runner("entity", "set-parent", "globex", "--parent", "acme", "--reason", REASON)
     assert r.exit_code == 0, r.output
     assert r.output.startswith("R10: globex now pools its Post IDs with acme (parent acme)")
 
@@ -279,18 +271,18 @@ def test_cli_set_parent_says_what_it_did(run: Run) -> None:
     (("globex", "--parent", "globex", "--reason", REASON), "cannot be its own parent"),
     (("globex", "--parent", "acme", "--reason", " "), "say why"),
 ])
-def test_cli_refused_link_exits_2_with_the_rule(run: Run, args: tuple[str, ...],
+def test_cli_refused_link_exits_2_with_the_rule(runner: Run, args: tuple[str, ...],
                                                 says: str) -> None:
     before = len(cli_records("acme")), len(cli_records("globex"))
-    r = run("entity", "set-parent", *args)
+    r = runner("entity", "set-parent", *args)
     assert r.exit_code == 2
     assert r.stderr.startswith("gatekeeper: R10: ") and says in r.stderr
     assert (len(cli_records("acme")), len(cli_records("globex"))) == before
-    assert json.loads(run("entity", "show", "globex", "--json").output)["pool"] == "globex"
+    assert json.loads(runner("entity", "show", "globex", "--json").output)["pool"] == "globex"
 
 
-def test_cli_unknown_parent_exits_2(run: Run) -> None:
-    r = run("entity", "set-parent", "globex", "--parent", "nobody", "--reason", REASON,
+def test_cli_unknown_parent_exits_2(runner: Run) -> None:
+    r = runner("entity", "set-parent", "globex", "--parent", "nobody", "--reason", REASON,
             "--json")
     assert r.exit_code == 2
     assert json.loads(r.stdout)["error"] == "not_found"

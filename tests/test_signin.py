@@ -29,9 +29,9 @@ from gatekeeper.rules.errors import ConfigError
 PASSWORD = "correct horse battery"
 
 
-def make_gate(tmp_path: Path, client: redis.Redis, server: str = "") -> Gate:
+def make_gate(tmp_path: Path, redis_client: redis.Redis, server: str = "") -> Gate:
     (tmp_path / "config.toml").write_text(f"[server]\n{server}\n")
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=client)
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
     g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
                    channel="cli")
     for name, role in (("ana", "analyst"), ("cora", "compliance")):
@@ -40,19 +40,13 @@ def make_gate(tmp_path: Path, client: redis.Redis, server: str = "") -> Gate:
 
 
 @pytest.fixture
-def gate(tmp_path: Path, client: redis.Redis) -> Gate:
-    return make_gate(tmp_path, client)
+def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
+    return make_gate(tmp_path, redis_client)
 
 
-@pytest.fixture
-def web(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as c:
-        yield c
-
-
-def post_login(web: FlaskClient, name: str, password: str, query: str = "") -> object:
-    page = web.get("/login").get_data(as_text=True)
-    return web.post(f"/login{query}", data={"username": name, "password": password,
+def post_login(client: FlaskClient, name: str, password: str, query: str = "") -> object:
+    page = client.get("/login").get_data(as_text=True)
+    return client.post(f"/login{query}", data={"username": name, "password": password,
                                             "csrf_token": form_token(page)})
 
 
@@ -65,15 +59,15 @@ def post_login(web: FlaskClient, name: str, password: str, query: str = "") -> o
     "//evil.example", "/%5Cevil.example", "%5C%5Cevil.example", "/%5C/evil.example",
     "https://evil.example/", "javascript:alert(1)", "evil.example", "",
 ])
-def test_login_redirects_home_unless_next_is_a_same_site_path(web: FlaskClient,
+def test_login_redirects_home_unless_next_is_a_same_site_path(client: FlaskClient,
                                                                target: str) -> None:
-    resp = post_login(web, "ana", PASSWORD, f"?next={target}")
+    resp = post_login(client, "ana", PASSWORD, f"?next={target}")
     assert resp.status_code == 302
     assert resp.headers["Location"] == "/"
 
 
-def test_login_follows_a_same_site_path_with_its_query(web: FlaskClient) -> None:
-    resp = post_login(web, "ana", PASSWORD, "?next=/terms%3Fa%3D1")
+def test_login_follows_a_same_site_path_with_its_query(client: FlaskClient) -> None:
+    resp = post_login(client, "ana", PASSWORD, "?next=/terms%3Fa%3D1")
     assert resp.status_code == 302 and resp.headers["Location"] == "/terms?a=1"
 
 
@@ -147,19 +141,19 @@ def test_simultaneous_attempts_run_at_most_five_password_checks(
     assert checks == users.MAX_FAILURES
 
 
-def test_a_success_clears_earlier_failures(web: FlaskClient, gate: Gate) -> None:
+def test_a_success_clears_earlier_failures(client: FlaskClient, gate: Gate) -> None:
     for _ in range(users.MAX_FAILURES - 1):
-        assert post_login(web, "ana", "wrong password!").status_code == 401
-    assert post_login(web, "ana", PASSWORD).status_code == 302
+        assert post_login(client, "ana", "wrong password!").status_code == 401
+    assert post_login(client, "ana", PASSWORD).status_code == 302
     assert gate.client.get(keys.login_failures("ana")) is None
-    web.post("/logout", data={"csrf_token": form_token(web.get("/terms").get_data(True))})
+    client.post("/logout", data={"csrf_token": form_token(client.get("/terms").get_data(True))})
     for _ in range(users.MAX_FAILURES - 1):  # not locked: the count starts again
-        assert post_login(web, "ana", "wrong password!").status_code == 401
-    assert post_login(web, "ana", PASSWORD).status_code == 302
+        assert post_login(client, "ana", "wrong password!").status_code == 401
+    assert post_login(client, "ana", PASSWORD).status_code == 302
 
 
-def test_the_lockout_counter_always_expires(web: FlaskClient, gate: Gate) -> None:
-    post_login(web, "ana", "wrong password!")
+def test_the_lockout_counter_always_expires(client: FlaskClient, gate: Gate) -> None:
+    post_login(client, "ana", "wrong password!")
     assert 0 < gate.client.ttl(keys.login_failures("ana")) <= users.LOCKOUT_S
 
 
@@ -172,24 +166,24 @@ def session_cookie(resp: object) -> str:
     return cookies[0]
 
 
-def serve_app(run: Callable[..., Result], monkeypatch: pytest.MonkeyPatch,
+def serve_app(runner: Callable[..., Result], monkeypatch: pytest.MonkeyPatch,
               *args: str) -> tuple[Flask, Result]:
     """`gatekeeper serve ARGS` up to the point waitress would start: the app it would serve."""
     served: list[Flask] = []
     monkeypatch.setattr(waitress, "serve", lambda app, **_kw: served.append(app))
     monkeypatch.setattr(Gate, "recover_in_background", lambda self: None)
-    result = run("serve", *args)
+    result = runner("serve", *args)
     assert result.exit_code == 0, result.output
     return served[0], result
 
 
 def test_serve_on_all_addresses_with_an_https_public_url_marks_the_cookie_secure(
-        run: Callable[..., Result], store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        runner: Callable[..., Result], store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`serve --host 0.0.0.0` left the cookie without Secure (the flag read the config's
     host, not --host). Now server.public_url says how people reach the service."""
     with open(store_dir / "config.toml", "a") as fh:
         fh.write('[server]\npublic_url = "https://gatekeeper.example.org"\n')
-    app, result = serve_app(run, monkeypatch, "--host", "0.0.0.0")
+    app, result = serve_app(runner, monkeypatch, "--host", "0.0.0.0")
     resp = app.test_client().get("/login", base_url="https://gatekeeper.example.org")
     assert "; Secure" in session_cookie(resp)
     assert "HttpOnly" in session_cookie(resp) and "SameSite=Strict" in session_cookie(resp)
@@ -198,25 +192,25 @@ def test_serve_on_all_addresses_with_an_https_public_url_marks_the_cookie_secure
 
 
 def test_serve_on_all_addresses_without_https_says_the_cookie_is_not_secure(
-        run: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
-    app, result = serve_app(run, monkeypatch, "--host", "0.0.0.0")
+        runner: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
+    app, result = serve_app(runner, monkeypatch, "--host", "0.0.0.0")
     assert "; Secure" not in session_cookie(app.test_client().get("/login"))
     assert "server.public_url is not https://" in result.output
 
 
 def test_the_bind_address_alone_does_not_set_the_cookie_flags(tmp_path: Path,
-                                                             client: redis.Redis) -> None:
-    gate = make_gate(tmp_path, client, 'host = "0.0.0.0"\npublic_url = "http://10.0.0.5:8000"')
+                                                             redis_client: redis.Redis) -> None:
+    gate = make_gate(tmp_path, redis_client, 'host = "0.0.0.0"\npublic_url = "http://10.0.0.5:8000"')
     resp = create_app(gate, {"SECRET_KEY": "t"}).test_client().get("/login")
     assert "; Secure" not in session_cookie(resp)
     assert "Strict-Transport-Security" not in resp.headers
 
 
 def test_signing_in_over_https_through_a_trusted_proxy_works(tmp_path: Path,
-                                                             client: redis.Redis) -> None:
+                                                             redis_client: redis.Redis) -> None:
     """Behind a TLS proxy the request reads as https, so Flask-WTF wants a same-site Referer
     on the form post: Referrer-Policy same-origin sends it, and the Secure cookie comes back."""
-    gate = make_gate(tmp_path, client, 'public_url = "https://gk.example.org"\n'
+    gate = make_gate(tmp_path, redis_client, 'public_url = "https://gk.example.org"\n'
                                        'trusted_proxies = 1')
     web = create_app(gate, {"SECRET_KEY": "t"}).test_client()
     proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "gk.example.org"}
@@ -239,15 +233,15 @@ def test_a_public_url_that_is_not_an_http_url_is_refused(tmp_path: Path, value: 
 
 
 def test_forwarded_headers_are_believed_only_from_configured_proxies(
-        tmp_path: Path, client: redis.Redis) -> None:
+        tmp_path: Path, redis_client: redis.Redis) -> None:
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
     for proxies, expected in (("", "http 127.0.0.1"), ("trusted_proxies = 1",
                                                        "https 203.0.113.9")):
-        gate = make_gate(tmp_path, client, proxies)
+        gate = make_gate(tmp_path, redis_client, proxies)
         app = create_app(gate, {"SECRET_KEY": "t"})
         app.add_url_rule("/_seen", "seen", lambda: f"{request.scheme} {request.remote_addr}")
         assert app.test_client().get("/_seen", headers=forwarded).get_data(True) == expected
-        client.flushall()
+        redis_client.flushall()
 
 
 # --- security headers -----------------------------------------------------------------------------
@@ -298,9 +292,9 @@ def test_no_page_has_inline_script_style_or_event_handlers(app: Flask, gate: Gat
     assert seen >= 8
 
 
-def test_the_stylesheets_are_served_as_css(web: FlaskClient) -> None:
+def test_the_stylesheets_are_served_as_css(client: FlaskClient) -> None:
     for name in ("gatekeeper", "audit", "compliance", "entity"):
-        resp = web.get(f"/static/{name}.css")
+        resp = client.get(f"/static/{name}.css")
         assert resp.status_code == 200 and resp.mimetype == "text/css", name
         assert "<style" not in resp.get_data(as_text=True)
         resp.close()

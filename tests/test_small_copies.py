@@ -34,11 +34,11 @@ def where(pattern: str, *packages: str) -> set[str]:
 # --- the Redis clock ----------------------------------------------------------------------------
 
 
-def test_now_ms_is_the_redis_servers_clock(client: redis.Redis) -> None:
-    seconds, micros = client.time()
+def test_now_ms_is_the_redis_servers_clock(redis_client: redis.Redis) -> None:
+    seconds, micros = redis_client.time()
     before = seconds * 1000 + micros // 1000
-    now = clock.now_ms(client)
-    seconds, micros = client.time()
+    now = clock.now_ms(redis_client)
+    seconds, micros = redis_client.time()
     assert before <= now <= seconds * 1000 + micros // 1000
 
 
@@ -92,17 +92,17 @@ def test_a_report_replaces_the_file_at_its_path_whole(tmp_path: Path,
     assert [p.name for p in tmp_path.iterdir()] == ["2026-10.pdf"]
 
 
-def test_a_checkpoint_is_published_whole(client: redis.Redis, tmp_path: Path) -> None:
+def test_a_checkpoint_is_published_whole(redis_client: redis.Redis, tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    written = checkpoints.write(client, Ed25519PrivateKey.generate(), tmp_path / "cp")
+    written = checkpoints.write(redis_client, Ed25519PrivateKey.generate(), tmp_path / "cp")
     assert written.path is not None
     assert [p.name for p in (tmp_path / "cp").iterdir()] == [written.path.name]
     assert written.path.read_text(encoding="utf-8") == written.text
 
 
 def test_a_checkpoint_that_cannot_be_written_is_refused_and_leaves_nothing(
-        client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        redis_client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     def failing_disk(fd: int) -> None:
@@ -113,7 +113,7 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_and_leaves_nothing(
     # BadInput, as when the directory cannot be made: a monthly report then says "none written"
     # instead of failing.
     with pytest.raises(BadInput, match=r"cannot write the checkpoint \(I/O error\)"):
-        checkpoints.write(client, Ed25519PrivateKey.generate(), tmp_path / "cp")
+        checkpoints.write(redis_client, Ed25519PrivateKey.generate(), tmp_path / "cp")
     assert list((tmp_path / "cp").iterdir()) == []
 
 
@@ -121,9 +121,9 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_and_leaves_nothing(
 
 
 @pytest.fixture
-def gate(client: redis.Redis, tmp_path: Path) -> Gate:
+def gate(redis_client: redis.Redis, tmp_path: Path) -> Gate:
     (tmp_path / "config.toml").write_text("[limits]\npost_ids_per_entity = 1000\n")
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=client)
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
     for name, parent in (("acme", None), ("acme-labs", "acme")):
         g.entities.add(name, kind="commercial", research=False, parent=parent, actor="t",
                        channel="cli")

@@ -5,12 +5,10 @@ from __future__ import annotations
 import errno
 import io
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import fakeredis
 import pytest
-from flask import Flask
+import redis
 from flask.testing import FlaskClient
 from live import form_token, sign_in
 
@@ -25,23 +23,17 @@ KPOP = list(iter_posts(SAMPLES / "kpop.jsonl"))
 
 
 @pytest.fixture
-def gate(tmp_path: Path) -> Gate:
+def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
     (tmp_path / "config.toml").write_text(
         '[limits]\nhydrated_per_recipient = 30\npost_ids_per_entity = 1000\n'
         '[datasets]\ndir = "datasets"\n')
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=fakeredis.FakeRedis())
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)  # fake and real
     g.datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="test", channel="cli")
     g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
                    channel="cli")
     for name, role in (("ana", "analyst"), ("dan", "data"), ("cora", "compliance")):
         g.users.add(name, entity="acme", role=role, password=PASSWORD, actor="t", channel="cli")
     return g
-
-
-@pytest.fixture
-def client(app: Flask) -> Iterator[FlaskClient]:
-    with app.test_client() as c:
-        yield c
 
 
 token_of = form_token
