@@ -112,6 +112,7 @@ class ReportData(Protocol):
     def top(self, n: int) -> Sequence[Any]: ...
     def joined(self, how: str) -> int: ...
 
+
 PAGE = landscape(A4)
 MARGIN = 36.0
 WIDTH = PAGE[0] - 2 * MARGIN

@@ -104,8 +104,6 @@ def start_server(directory: Path, env_extra: dict[str, str] | None = None) -> su
     raise RuntimeError("server did not start")
 
 
-
-
 def form_token(html: str, name: str = "csrf_token") -> str:
     """The value of a hidden form field (the CSRF token, an export ticket) in a page."""
     m = re.search(rf'name="{name}" value="([^"]+)"', html)

@@ -22,8 +22,6 @@ PASSWORD = "correct horse battery"
 Run = Callable[..., Result]
 
 
-
-
 def db(store_dir: Path) -> redis.Redis:
     return EmbeddedServer(store_dir / "var").client(decode_responses=True)
 

@@ -122,7 +122,6 @@ def test_the_audit_log_and_the_report_read_every_node(gate: Gate, tmp_path: Path
     assert all(c.ok for c in report.checks)
 
 
-
 def test_every_audit_chain_verifies_on_a_cluster(gate: Gate, tmp_path: Path) -> None:
     build(gate)
     for name in POOLS:

@@ -25,6 +25,7 @@ from gatekeeper.ledger.store import EmbeddedServer
 
 LIMIT = 6_000  # small enough that the demo's 5,000 posts bring a pool near it
 
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     directory = tmp_path_factory.mktemp("dashboard")

@@ -178,7 +178,6 @@ def test_a_summary_is_written_once_by_whichever_source_comes_next(
     assert len([r for r in denied(gate) if r["kind"] == "access.suppressed"]) == 1
 
 
-
 def test_a_plain_werkzeug_403_is_recorded_too(gate: Gate) -> None:
     # A route another module adds with abort(403) still leaves a record (the HTTP handler).
     from flask import abort

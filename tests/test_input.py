@@ -86,8 +86,6 @@ def used(gate: Gate, entity: str = "acme") -> int:
     return quota.entity_quota(gate, entity)["used"]
 
 
-
-
 def cli_gate(store_dir: Path) -> Gate:
     return Gate(config_mod.load(store_dir / "config.toml"))
 

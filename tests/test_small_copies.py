@@ -22,6 +22,7 @@ from gatekeeper.rules.errors import BadInput, StoreUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 def sources(*packages: str) -> dict[str, str]:
     return {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8")
             for package in packages for p in sorted((ROOT / package).rglob("*.py"))}

@@ -105,7 +105,6 @@ def decode_cursor(cursor: str) -> tuple[Id, str]:
     return ident, m.group(3)
 
 
-
 class _Source:
     """One stream in a merge: what was fetched and not yet merged, and where reading resumes."""
 

@@ -238,7 +238,6 @@ class Users:
                     return {"user": user.name, "id": digest[:TOKEN_ID_LEN], "revoked": True}
         raise NotFound(f"no live API token with id {token_id!r} (see `gatekeeper token list`)")
 
-
     def _dummy_hash(self) -> str:
         # Made on first use (not at start-up: every CLI command opens a Users) with the same
         # function and defaults as add(), so it costs what a real user's check costs.

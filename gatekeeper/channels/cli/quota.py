@@ -38,7 +38,6 @@ def quota_cmd() -> None:
     """Used, limit, remaining and the next releases of capacity."""
 
 
-
 @quota_cmd.command("entity")
 @click.argument("name")
 @json_option

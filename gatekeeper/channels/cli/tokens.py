@@ -22,7 +22,6 @@ def token_create(obj: Context, user_name: str, as_json: bool) -> None:
     emit(obj, {"user": user_name, "token": tok}, tok)
 
 
-
 @token.command("list")
 @click.option("--user", "user_name", help="Only this user's tokens.")
 @json_option

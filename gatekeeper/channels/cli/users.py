@@ -49,7 +49,6 @@ def user_accept_terms(obj: Context, name: str, as_json: bool) -> None:
     emit(obj, u.to_dict(), f"R8: {name} accepted {', '.join(policy.TERMS)}")
 
 
-
 @user.command("list")
 @json_option
 @pass_ctx
