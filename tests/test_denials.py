@@ -147,8 +147,8 @@ def test_a_flood_from_one_source_is_bounded_and_summarised(
     assert len(denied(gate)) == 1
     # The window rolls (as if a minute later): the next denial first writes the summary.
     gate.client.delete(keys.denial_window("ip:127.0.0.1"))
-    later = denials.now_ms() + 61_000
-    monkeypatch.setattr(denials, "now_ms", lambda: later)
+    later = gate.clock.now_ms() + 61_000
+    monkeypatch.setattr(gate.clock, "now_ms", lambda: later)
     assert client.get("/api/v1/quota/entities/acme").status_code == 401
     *_, summary, after = denied(gate, None)
     assert summary["kind"] == "access.suppressed" and summary["rule"] == "R11"
@@ -167,8 +167,8 @@ def test_a_summary_is_written_once_by_whichever_source_comes_next(
     for _ in range(4):
         client.get("/dashboard")
     assert len(denied(gate)) == 1
-    later = denials.now_ms() + 61_000
-    monkeypatch.setattr(denials, "now_ms", lambda: later)
+    later = gate.clock.now_ms() + 61_000
+    monkeypatch.setattr(gate.clock, "now_ms", lambda: later)
     # A different source (an anonymous address) writes ana's summary into ana's pool.
     with app.test_client() as anonymous:
         assert anonymous.get("/api/v1/quota/entities/acme").status_code == 401

@@ -2,8 +2,9 @@
 in the PDF's text; the CLI writes the file atomically; the page is for compliance and admin.
 
 The history is made through the library's own paths (entities, users, shares, exports, deletion
-ingests) on fakeredis, whose clock is moved to chosen instants so that every record, stream ID
-and counter bucket falls where the month under test needs it.
+ingests), on fakeredis and on the real server, with the gate's clock fixed at chosen instants
+(gatekeeper.ledger.clock.FixedClock) so that every record, stream ID and counter bucket falls
+where the month under test needs it.
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import time as real_time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import fakeredis
 import pdfplumber
 import pypdf
 import pytest
+import redis
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
@@ -35,6 +35,7 @@ from gatekeeper.domain.gate import Gate, ingest_deletions, set_parent
 from gatekeeper.domain.hydrated import Selection, export
 from gatekeeper.domain.report import month_report
 from gatekeeper.ledger import keys
+from gatekeeper.ledger.clock import FixedClock
 from gatekeeper.rules.errors import BadInput, Conflict, Forbidden, QuotaExceeded
 from gatekeeper.rules.periods import Pool, PoolLink, PoolMember
 
@@ -49,35 +50,20 @@ def ms(when: str) -> int:
 
 
 class Clock:
-    """fakeredis's clock (TIME, stream IDs, expiry), moved by the test."""
+    """The gate's clock, moved by the test: a FixedClock every path of the library reads (the
+    scripts' `now`, the audit records' stream IDs, Python's appends), so the same history is
+    built on fakeredis and on the real server, whose TIME cannot be moved."""
 
-    def __init__(self) -> None:
-        self.now_ms = ms("2026-02-01T00:00:00")
+    def __init__(self, client: redis.Redis) -> None:
+        self.fixed = FixedClock(client, ms("2026-02-01T00:00:00"))
 
     def at(self, when: str) -> None:
-        t = ms(when)
-        assert t >= self.now_ms, "the clock only moves forward"
-        self.now_ms = t
-
-    def time(self) -> float:
-        return self.now_ms / 1000
-
-    def __getattr__(self, name: str) -> Any:  # sleep, monotonic, ...: the real ones
-        return getattr(real_time, name)
+        self.fixed.set(ms(when))
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    import fakeredis._helpers
-    import fakeredis._socket._base
-    import fakeredis.commands_mixins.server_mixin
-    import fakeredis.model._stream
-
-    c = Clock()
-    for module in (fakeredis._helpers, fakeredis._socket._base, fakeredis.model._stream,
-                   fakeredis.commands_mixins.server_mixin):
-        monkeypatch.setattr(module, "time", c)
-    return c
+def clock(redis_client: redis.Redis) -> Clock:
+    return Clock(redis_client)
 
 
 @pytest.fixture
@@ -85,10 +71,8 @@ def gate(tmp_path: Path, clock: Clock) -> Gate:
     (tmp_path / "config.toml").write_text(
         '[limits]\npost_ids_per_entity = 1000\nhydrated_per_recipient = 30\n'
         '[datasets]\ndir = "datasets"\n')
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=fakeredis.FakeRedis())
-    seconds, micros = g.client.time()
-    assert seconds * 1000 + micros // 1000 == clock.now_ms, "fakeredis no longer uses the clock"
-    return g
+    return Gate(config_mod.load(tmp_path / "config.toml"), client=clock.fixed.client,
+                clock=clock.fixed)
 
 
 def ids(start: int, n: int) -> list[bytes]:

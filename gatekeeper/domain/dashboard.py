@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from gatekeeper.domain.entities import Entity
 from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.users import User
-from gatekeeper.ledger import charges, clock, keys
+from gatekeeper.ledger import charges, keys
 from gatekeeper.ledger.ledger import LAYOUT, CounterState, decode_daily
 from gatekeeper.ledger.store import Batch, failing_closed
 from gatekeeper.rules import policy
@@ -227,7 +227,7 @@ def _snapshot(gate: Gate, *, with_users: bool) -> _Snapshot:
     pool's index of active counters."""
     client = gate.client
     with failing_closed():
-        now_ms = clock.now_ms(client)  # on its own: a cluster pipeline refuses TIME
+        now_ms = gate.clock.now_ms()  # on its own: a cluster pipeline refuses TIME
         pipe = client.pipeline(transaction=False)
         pipe.hgetall(keys.ENTITIES)
         pipe.hgetall(keys.USERS)

@@ -26,7 +26,7 @@ from gatekeeper.domain.formats import distinct, iter_posts, read_records
 from gatekeeper.domain.light import light_records
 from gatekeeper.domain.lines import GZIP_MAGIC, MAX_LINE_BYTES
 from gatekeeper.domain.spool import Unnamed
-from gatekeeper.ledger import chain, clock, keys
+from gatekeeper.ledger import chain, keys
 from gatekeeper.ledger.ledger import Ledger, iso
 from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules.errors import BadInput, Conflict, InsufficientStorage, NotFound
@@ -157,7 +157,7 @@ class Datasets:
         with self._locked() as dir_fd:  # not between another add's rename and registration
             info = self.info(name)
             with failing_closed():
-                now_ms = clock.now_ms(self.client)
+                now_ms = self.ledger.clock.now_ms()
                 pipe = self.client.pipeline(transaction=True)
                 pipe.hdel(keys.DATASETS, name)
                 chain.append(pipe, keys.SYS_AUDIT, {
@@ -166,7 +166,7 @@ class Datasets:
                     "rule": "R11", "dataset": name,
                     "message": f"dataset {name}: removed ({info.posts:,} posts by "
                                f"{info.users:,} users in {info.file}, sha256 "
-                               f"{info.sha256[:12]})"})
+                               f"{info.sha256[:12]})"}, at_ms=self.ledger.clock.fixed_ms)
                 pipe.execute()
             root = self.directory.resolve()
             path = (root / info.file).resolve()
@@ -218,7 +218,7 @@ class Datasets:
 
     def _register(self, name: str, file: str, scan: dict[str, Any], actor: str,
                   channel: str) -> DatasetInfo:
-        now_ms = clock.now_ms(self.client)
+        now_ms = self.ledger.clock.now_ms()
         info = DatasetInfo(name=name, file=file, posts=scan["posts"], users=scan["users"],
                            languages=scan["languages"], first_created_at=scan["first"],
                            last_created_at=scan["last"], sha256=scan["sha256"],

@@ -22,7 +22,8 @@ import redis
 from gatekeeper.domain.formats import is_id
 from gatekeeper.domain.lines import MAX_LINE_BYTES
 from gatekeeper.domain.lines import read as read_lines
-from gatekeeper.ledger import chain, clock, keys
+from gatekeeper.ledger import chain, keys
+from gatekeeper.ledger.clock import Clock
 from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules.errors import BadInput, NotFound
 from gatekeeper.rules.r9 import HIDE, SCRUB, Deleted, UnknownAction, disposition
@@ -140,8 +141,10 @@ def parse(lines: Iterable[bytes], source: str) -> Parsed:
 class Deletions:
     """The R9 deletion lists in Redis, cached per process by version."""
 
-    def __init__(self, client: redis.Redis, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, client: redis.Redis, max_line_bytes: int = MAX_LINE_BYTES,
+                 clock: Clock | None = None) -> None:
         self.client = client
+        self.clock = clock or Clock(client)
         self.max_line_bytes = max_line_bytes
         self._cache = Deleted(-1, frozenset(), frozenset())
         self._lock = threading.Lock()
@@ -176,7 +179,7 @@ class Deletions:
                         reversed=len(parsed.reversals), reasons=parsed.reasons)
         hide, hidden = parsed.hide, keys.deleted(kind)
         with failing_closed():
-            now_ms = clock.now_ms(self.client)
+            now_ms = self.clock.now_ms()
             pipe = self.client.pipeline(transaction=True)
             # Which IDs are new, asked inside the transaction: the report says what *this*
             # list hides, whatever other lists come in at the same time.
@@ -195,7 +198,8 @@ class Deletions:
             chain.append(pipe, keys.SYS_AUDIT, {
                 "time": now_ms, "actor": actor, "channel": channel,
                 "kind": f"deletions.{kind}", "outcome": "ingested", "rule": "R9",
-                "requested": parsed.listed, "message": _ingest_message(source, kind, parsed)})
+                "requested": parsed.listed, "message": _ingest_message(source, kind, parsed)},
+                at_ms=self.clock.fixed_ms)
             answers = pipe.execute()
         flags = [f for answer in answers[:-(-len(hide) // BATCH)] for f in answer]
         report.new_ids = frozenset(i for i, known in zip(hide, flags, strict=True) if not known)
@@ -237,7 +241,7 @@ class Deletions:
                 raise NotFound(f"{kind[:-1]} ID {ident} is on no R9 deletion list; nothing "
                                "was lifted", rule="R9")
             reversal = self.client.hget(keys.reversals(kind), ident)
-            now_ms = clock.now_ms(self.client)
+            now_ms = self.clock.now_ms()
             said = json.loads(reversal) if reversal else None
             x_said = f" (X reported {said['action'] or said['reason']})" if said else ""
             pipe = self.client.pipeline(transaction=True)
@@ -248,7 +252,7 @@ class Deletions:
                 "time": now_ms, "actor": actor, "channel": channel,
                 "kind": "deletions.lift", "outcome": "changed", "rule": "R9", "requested": 1,
                 "message": f"{kind[:-1]} ID {ident} lifted from the R9 deletion list"
-                           f"{x_said}: {reason}"})
+                           f"{x_said}: {reason}"}, at_ms=self.clock.fixed_ms)
             pipe.execute()
         return {"id": ident, "kind": kind, "reason": reason, "lifted_by": actor,
                 "reversal": said}

@@ -17,7 +17,6 @@ flood from one source writes at most `limit()` + 1 records a minute and three sm
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from flask import current_app, g, request
@@ -39,10 +38,6 @@ MAX_FIELD = 64  # a claimed user name or an address is cut to this in the record
 def limit() -> int:
     """Denial records per source per minute."""
     return int(current_app.config.get("GATEKEEPER_DENIALS_PER_MINUTE", PER_MINUTE))
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def acting_user() -> User | None:
@@ -88,7 +83,7 @@ def record(gate: Gate, refusal: GatekeeperError, actor: User | None,
         f"ip:{(request.remote_addr or '-')[:MAX_FIELD]}"
     root = actor.root if actor else None
     window = keys.denial_window(source)
-    now = now_ms()
+    now = gate.clock.now_ms()  # the store's: summaries fall due by the clock of their PTTL
     with failing_closed():
         pipe = gate.client.pipeline(transaction=True)
         pipe.set(window, 0, px=WINDOW_MS, nx=True)

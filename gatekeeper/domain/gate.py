@@ -17,7 +17,8 @@ from gatekeeper.domain.datasets import Datasets
 from gatekeeper.domain.deletions import Deletions, Ingest
 from gatekeeper.domain.entities import Entities, Entity, Link
 from gatekeeper.domain.users import Users
-from gatekeeper.ledger import clock, keys, pending, store
+from gatekeeper.ledger import keys, pending, store
+from gatekeeper.ledger.clock import Clock
 from gatekeeper.ledger.ledger import LAYOUT, Ledger
 from gatekeeper.rules import permissions, roles
 from gatekeeper.rules.limits import post_id_window
@@ -26,15 +27,20 @@ from gatekeeper.rules.limits import post_id_window
 class Gate:
     """Everything gatekeeper knows, opened once per process."""
 
-    def __init__(self, config: Config, client: redis.Redis | None = None) -> None:
+    def __init__(self, config: Config, client: redis.Redis | None = None,
+                 clock: Clock | None = None) -> None:
         self.config = config
         self.client = client if client is not None else store.connect(config.redis)
+        # The one time every path uses: the store's, or an instant a test fixed.
+        self.clock = clock or Clock(self.client)
         self.ledger = Ledger(
             self.client,
-            reservation_timeout_ms=config.limits.reservation_timeout_minutes * 60_000)
+            reservation_timeout_ms=config.limits.reservation_timeout_minutes * 60_000,
+            clock=self.clock)
         self.entities = Entities(self.client, self.ledger)
         self.users = Users(self.client, self.ledger, self.entities)
-        self.deletions = Deletions(self.client, max_line_bytes=config.max_line_bytes)
+        self.deletions = Deletions(self.client, max_line_bytes=config.max_line_bytes,
+                                   clock=self.clock)
         self.datasets = Datasets(self.client, self.ledger, config.datasets_dir,
                                  max_line_bytes=config.max_line_bytes)
         # Refunds owed while the store was away (gatekeeper.ledger.pending).
@@ -143,6 +149,6 @@ def record_permission(gate: Gate, name: str, *, limit: str, until: str, referenc
     """R4 as a person typed it (CLI options, the compliance form): parsed by the one parser,
     its last day checked against the Redis clock, then recorded and audited."""
     permit = permissions.parse(limit, until, reference, timezone=gate.config.limits.timezone,
-                               now_ms=clock.now_ms(gate.client))
+                               now_ms=gate.clock.now_ms())
     return gate.entities.permit(name, limit=permit.limit, until_ms=permit.until_ms,
                                 reference=permit.reference, actor=actor, channel=channel)

@@ -45,7 +45,7 @@ from gatekeeper.domain.figures import (
     Totals,
 )
 from gatekeeper.domain.gate import Gate
-from gatekeeper.ledger import clock, keys
+from gatekeeper.ledger import keys
 from gatekeeper.ledger.store import failing_closed, text
 from gatekeeper.rules import periods
 from gatekeeper.rules.errors import BadInput
@@ -86,7 +86,7 @@ def month_bounds(month: str) -> tuple[int, int]:
 
 def redis_now_ms(gate: Gate) -> int:
     """The store's clock (see gatekeeper.ledger.clock), which decides the report's month."""
-    return clock.now_ms(gate.client)
+    return gate.clock.now_ms()
 
 
 def previous_month(now_ms: int) -> str:

@@ -51,10 +51,11 @@ def _append_source() -> str:
     return scripts.source("append")
 
 
-def append(pipe: Any, stream: str, fields: dict[str, Any]) -> None:
+def append(pipe: Any, stream: str, fields: dict[str, Any], *, at_ms: int | None = None) -> None:
     """Queue one audit record on a pipeline (usually a MULTI with the change it records),
-    appended through the stream's chain like every record the scripts write."""
-    flat: list[Any] = []
+    appended through the stream's chain like every record the scripts write. `at_ms` is the
+    instant a fixed clock holds (`clock.Clock.fixed_ms`): the record's ID is then at it."""
+    flat: list[Any] = ["" if at_ms is None else at_ms]
     for k, v in fields.items():
         if v is not None:
             flat += [k, str(v)]

@@ -39,6 +39,7 @@ import redis
 
 from gatekeeper.config import LimitsConfig
 from gatekeeper.ledger import keys, layout
+from gatekeeper.ledger.clock import Clock
 from gatekeeper.ledger.scripts import Scripts, decode
 from gatekeeper.ledger.store import Batch, failing_closed, is_cluster
 from gatekeeper.rules.errors import (
@@ -164,8 +165,11 @@ class Ledger:
     """Counts against limits in Redis; every answer carries limit, used and remaining."""
 
     def __init__(self, client: redis.Redis, scripts: Scripts | None = None, *,
-                 reservation_timeout_ms: int = RESERVATION_TIMEOUT_MS) -> None:
+                 reservation_timeout_ms: int = RESERVATION_TIMEOUT_MS,
+                 clock: Clock | None = None) -> None:
         self.client = client
+        # Whose time the scripts use: the store's (TIME), or an instant fixed by the caller.
+        self.clock = clock or Clock(client)
         self.scripts = scripts or Scripts(client)
         # An open reservation older than this is closed as counted (abandon_stale).
         self.reservation_timeout_ms = reservation_timeout_ms
@@ -208,7 +212,7 @@ class Ledger:
             raise ValueError("a partial take charges every counter the requested amount")
         # The local clock only picks which midnights to send (calendar-day windows); the
         # script decides by the Redis clock.
-        around = now_ms if now_ms is not None else int(time.time() * 1000)
+        around = self._around(now_ms)
         ttl_share = max(c.window.length_ms for c in counters) // 1000 + 86_400
         idem_key = (
             keys.idempotency(root, idempotency.actor, idempotency.key)
@@ -216,7 +220,7 @@ class Ledger:
             else keys.placeholder(root)
         )
         args: list[Any] = [
-            "" if now_ms is None else now_ms,
+            self.clock.arg(now_ms),
             "1" if partial else "0",
             idempotency.fingerprint if idempotency else "",
             IDEMPOTENCY_TTL_S,
@@ -327,7 +331,7 @@ class Ledger:
             if idempotency
             else keys.placeholder(root)
         )
-        args: list[Any] = ["" if now_ms is None else now_ms, "commit" if delivered else "refund",
+        args: list[Any] = [self.clock.arg(now_ms), "commit" if delivered else "refund",
                            len(counters)]
         for c in counters:
             args += [c.amount, c.window.width_ms]
@@ -348,7 +352,7 @@ class Ledger:
         out = self._run(
             "sweep", [keys.reserved(root), audit_key, keys.chain_of(audit_key),
                       keys.share(root, "")],
-            ["" if now_ms is None else now_ms, self.reservation_timeout_ms])
+            [self.clock.arg(now_ms), self.reservation_timeout_ms])
         return {"abandoned": int(out["abandoned"]), "open": int(out["open"])}
 
     def peek(
@@ -404,15 +408,21 @@ class Ledger:
 
         return decode_states
 
-    @staticmethod
-    def _peek_args(counters: list[Counter], *, now_ms: int | None = None,
+    def _around(self, now_ms: int | None) -> int:
+        """The time whose local midnights a script is sent (calendar-day windows): the one it
+        will use when that is known here, else the local clock's (the script picks by its own)."""
+        if now_ms is None:
+            now_ms = self.clock.fixed_ms
+        return now_ms if now_ms is not None else int(time.time() * 1000)
+
+    def _peek_args(self, counters: list[Counter], *, now_ms: int | None = None,
                    next_only: bool = False) -> list[Any]:
         """The ARGV of peek.lua for `counters`."""
-        around = now_ms if now_ms is not None else int(time.time() * 1000)
+        around = self._around(now_ms)
         specs: dict[tuple[Any, ...], int] = {}  # counters sharing window and limit share a spec
         index = [specs.setdefault((c.window, c.limit, c.rule), len(specs) + 1)
                  for c in counters]
-        args: list[Any] = ["" if now_ms is None else now_ms, "1" if next_only else "0",
+        args: list[Any] = [self.clock.arg(now_ms), "1" if next_only else "0",
                            len(specs)]
         for window, limit, rule in specs:
             args += counter_args(Counter("", rule, window, limit), around)
@@ -463,7 +473,7 @@ class Ledger:
             "record",
             [hash_key, audit_key, keys.chain_of(audit_key), keys.moved_of(audit_key),
              keys.refusals_of(audit_key), *index],
-            ["" if now_ms is None else now_ms, mode, len(pairs) // 2, *pairs,
+            [self.clock.arg(now_ms), mode, len(pairs) // 2, *pairs,
              *_audit_args(audit)],
         )
         if out["status"] == "moved":
@@ -504,7 +514,7 @@ class Ledger:
             shares = [keys.share(name, r.decode()) for r in reserved]
             out = self.scripts.run(
                 "move", [*fixed, *old, *(keys.rehome(k, root) for k in old), *shares],
-                ["", name, parent, root, self.reservation_timeout_ms, len(old),
+                [self.clock.arg(), name, parent, root, self.reservation_timeout_ms, len(old),
                  r2_window.length_ms, r2_window.width_ms, *_audit_args(fields)])
             if out["status"] != "undeclared":
                 return Move(out["status"], moved=int(out.get("moved", 0)),

@@ -17,7 +17,7 @@ from gatekeeper.domain import checkpoints
 from gatekeeper.domain.audit import FORMATS, AuditLog
 from gatekeeper.domain.auditfilter import AuditFilter, iso_ms
 from gatekeeper.domain.spool import publish
-from gatekeeper.ledger import chain, clock
+from gatekeeper.ledger import chain
 from gatekeeper.rules import policy
 from gatekeeper.rules.errors import BadInput, ChainBroken
 
@@ -99,7 +99,7 @@ def audit_export(obj: Any, out: Path, fmt: str | None, as_json: bool,
         if fmt not in FORMATS:
             raise BadInput(f"give --format {'|'.join(FORMATS)} (cannot tell it from {out.name})",
                            field="format")
-    about = {"exported_at": iso_ms(clock.now_ms(obj.gate.client) // 1000 * 1000),
+    about = {"exported_at": iso_ms(obj.gate.clock.now_ms() // 1000 * 1000),
              "filters": filters.to_dict() or "none", "channel": "cli"}
     n = export_to_file(AuditLog(obj.gate.client), filters, out, fmt, about)
     data = {"records": n, "format": fmt, "out": str(out), "filters": filters.to_dict()}

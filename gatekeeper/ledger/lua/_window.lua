@@ -15,8 +15,12 @@ local DECLARED = {}
 for _, k in ipairs(KEYS) do DECLARED[k] = true end
 
 local CLOCK = nil  -- the Redis clock, read once per call
+local INJECTED = nil  -- an instant the caller fixed (ledger/clock.py's FixedClock), if any
 local function now_ms(override)
-  if override ~= nil and override ~= '' then return tonumber(override) end
+  if override ~= nil and override ~= '' then
+    INJECTED = tonumber(override)
+    return INJECTED
+  end
   if CLOCK == nil then
     local t = redis.call('TIME')
     CLOCK = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -133,9 +137,27 @@ end
 -- same Cluster slot. `args` is the XADD argument list ('XADD', stream, '*', field, value,
 -- ...); seq and hash are added to it, so a refusal-index copy made from it carries them too.
 -- Returns the record's ID.
+--
+-- With the store's clock the record's ID is the server's ('*'). With an instant the caller
+-- fixed (INJECTED), the ID is at that instant, so that a record falls in the month its `time`
+-- says (reports read streams by ID range): the first ID above the stream's last one (the chain
+-- head's `id`), at the fixed millisecond, or just after the last one if that is later.
 local STUFF = {['\0'] = '\1\2', ['\1'] = '\1\1'}
+local function fixed_id(stream, last)
+  if not last then  -- a stream older than the head's `id`
+    local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+    if top[1] then last = top[1][1] end
+  end
+  if not last then return fmt(INJECTED) .. '-0' end
+  local dash = string.find(last, '-', 1, true)
+  local ms, seq = tonumber(string.sub(last, 1, dash - 1)), tonumber(string.sub(last, dash + 1))
+  if INJECTED > ms then return fmt(INJECTED) .. '-0' end
+  return fmt(ms) .. '-' .. fmt(seq + 1)
+end
+
 local function append_audit(args, chain)
-  local head = redis.call('HMGET', chain, 'seq', 'hash')
+  local head = redis.call('HMGET', chain, 'seq', 'hash', 'id')
+  if INJECTED then args[3] = fixed_id(args[2], head[3]) end
   local seq = fmt(tonumber(head[1] or '0') + 1)
   args[#args + 1] = 'seq'
   args[#args + 1] = seq
