@@ -26,6 +26,30 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-sync"]
 
 
+PASSWORD = "correct horse battery"
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+
+
+def build_gate(tmp_path: Path, client: Any, *, config: str = "",
+               users: tuple[tuple[str, str], ...] = (("ana", "analyst"), ("dan", "data"),
+                                                     ("cora", "compliance")),
+               terms: str | None = None, kpop: bool = False) -> Gate:
+    """A Gate on `client` (fakeredis or the real server) with `config` as its config.toml
+    (datasets beside it), the commercial entity acme (its R8 terms accepted by `terms`, if
+    given) and `users` (name, role) of acme with PASSWORD; ``kpop`` registers the kpop sample."""
+    (tmp_path / "config.toml").write_text(f'{config}\n[datasets]\ndir = "datasets"\n')
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=client)
+    if kpop:
+        g.datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="t", channel="cli")
+    g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
+                   channel="cli")
+    if terms is not None:
+        g.entities.accept_terms("acme", by=terms, actor="t", channel="cli")
+    for name, role in users:
+        g.users.add(name, entity="acme", role=role, password=PASSWORD, actor="t", channel="cli")
+    return g
+
+
 def share_ids(gate: Gate, directory: Path, entity: str, n: int, start: int = 1,
               key: str | None = None, purpose: str = "test") -> Any:
     """An ID share by the data-team user dan of IDs start..start+n-1 to `entity`, as the CLI

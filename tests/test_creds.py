@@ -18,7 +18,7 @@ import redis
 from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskClient
-from live import form_token, sign_in
+from live import PASSWORD, build_gate, form_token, sign_in
 
 from gatekeeper import config as config_mod
 from gatekeeper.channels.web.app import create_app
@@ -28,19 +28,13 @@ from gatekeeper.ledger.store import EmbeddedServer
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 
-PASSWORD = "correct horse battery"
 NEW_PASSWORD = "another horse, stapled"
 
 
 def _gate(tmp_path: Path, redis_client: redis.Redis, server: str = "") -> Gate:
-    (tmp_path / "config.toml").write_text(f"[server]\n{server}\n")
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
-    g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
-                   channel="cli")
-    for name, role in (("ana", "analyst"), ("dan", "data"), ("cora", "compliance"),
-                       ("adam", "admin")):
-        g.users.add(name, entity="acme", role=role, password=PASSWORD, actor="t", channel="cli")
-    return g
+    return build_gate(tmp_path, redis_client, config=f"[server]\n{server}",
+                      users=(("ana", "analyst"), ("dan", "data"), ("cora", "compliance"),
+                             ("adam", "admin")))
 
 
 @pytest.fixture

@@ -8,28 +8,20 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from live import sign_in
+from live import PASSWORD, build_gate, sign_in
 
-from gatekeeper import config as config_mod
 from gatekeeper.channels.web.app import create_app
 from gatekeeper.domain import denials
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import keys
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
-PASSWORD = "correct horse battery"
 ROLES = {"ana": "analyst", "dan": "data", "cora": "compliance", "adam": "admin"}
 
 
 @pytest.fixture
 def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
-    (tmp_path / "config.toml").write_text('[datasets]\ndir = "datasets"\n')
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
-    g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
-                   channel="cli")
-    for name, role in ROLES.items():
-        g.users.add(name, entity="acme", role=role, password=PASSWORD, actor="t", channel="cli")
-    return g
+    return build_gate(tmp_path, redis_client, users=tuple(ROLES.items()))
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
-from live import sign_in
+from live import PASSWORD, build_gate, sign_in
 
 from gatekeeper import config as config_mod
 from gatekeeper.channels.web import api
@@ -41,7 +41,6 @@ from gatekeeper.rules.errors import BadInput
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-PASSWORD = "correct horse battery"
 MB = 1 << 20
 NOTHING = Deleted(0, frozenset(), frozenset())
 BOM = b"\xef\xbb\xbf"
@@ -56,18 +55,8 @@ Run = Callable[..., Result]
 def gate(tmp_path: Path) -> Gate:
     """A Gate on fakeredis: kpop registered, acme (with R8 terms) with dan (data), cora
     (compliance) and ana (analyst)."""
-    (tmp_path / "config.toml").write_text(
-        '[limits]\npost_ids_per_entity = 1000\n[server]\nmax_upload_mb = 128\n'
-        '[datasets]\ndir = "datasets"\n')
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=fakeredis.FakeRedis())
-    g.datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="t", channel="cli")
-    g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
-                   channel="cli")
-    g.entities.accept_terms("acme", by="Jane Doe", actor="t", channel="cli")
-    for name, role in (("dan", "data"), ("cora", "compliance"), ("ana", "analyst")):
-        g.users.add(name, entity="acme", role=role, password=PASSWORD, actor="t",
-                    channel="cli")
-    return g
+    return build_gate(tmp_path, fakeredis.FakeRedis(), kpop=True, terms="Jane Doe",
+                      config="[limits]\npost_ids_per_entity = 1000\n[server]\nmax_upload_mb = 128")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import waitress
 from click.testing import Result
 from flask import Flask, request
 from flask.testing import FlaskClient
-from live import form_token
+from live import PASSWORD, build_gate, form_token
 
 from gatekeeper import config as config_mod
 from gatekeeper.channels.web.app import create_app
@@ -26,17 +26,10 @@ from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import keys
 from gatekeeper.rules.errors import ConfigError
 
-PASSWORD = "correct horse battery"
-
 
 def make_gate(tmp_path: Path, redis_client: redis.Redis, server: str = "") -> Gate:
-    (tmp_path / "config.toml").write_text(f"[server]\n{server}\n")
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
-    g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
-                   channel="cli")
-    for name, role in (("ana", "analyst"), ("cora", "compliance")):
-        g.users.add(name, entity="acme", role=role, password=PASSWORD, actor="t", channel="cli")
-    return g
+    return build_gate(tmp_path, redis_client, config=f"[server]\n{server}",
+                      users=(("ana", "analyst"), ("cora", "compliance")))
 
 
 @pytest.fixture

@@ -10,30 +10,20 @@ from pathlib import Path
 import pytest
 import redis
 from flask.testing import FlaskClient
-from live import form_token, sign_in
+from live import PASSWORD, build_gate, form_token, sign_in
 
-from gatekeeper import config as config_mod
 from gatekeeper.domain.formats import iter_posts
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import keys
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-PASSWORD = "correct horse battery"
 KPOP = list(iter_posts(SAMPLES / "kpop.jsonl"))
 
 
 @pytest.fixture
 def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
-    (tmp_path / "config.toml").write_text(
-        '[limits]\nhydrated_per_recipient = 30\npost_ids_per_entity = 1000\n'
-        '[datasets]\ndir = "datasets"\n')
-    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)  # fake and real
-    g.datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="test", channel="cli")
-    g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
-                   channel="cli")
-    for name, role in (("ana", "analyst"), ("dan", "data"), ("cora", "compliance")):
-        g.users.add(name, entity="acme", role=role, password=PASSWORD, actor="t", channel="cli")
-    return g
+    return build_gate(tmp_path, redis_client, kpop=True,  # fake and real
+                      config="[limits]\nhydrated_per_recipient = 30\npost_ids_per_entity = 1000")
 
 
 token_of = form_token
