@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import platform
 import re
 import shlex
@@ -179,7 +180,7 @@ def main() -> int:
     from gatekeeper.domain.demo import write_demo_dataset
 
     command = shlex.join([Path(sys.executable).name, *sys.argv])
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in [*SIDES, "small"]}
     with tempfile.TemporaryDirectory(prefix="gk-bench-xlsx-") as tmp:
         packed, data = Path(tmp) / "posts.jsonl.gz", Path(tmp) / "posts.jsonl"
@@ -232,7 +233,8 @@ def main() -> int:
           f"to XLSX, and to CSV by twarc-csv; each side in a fresh interpreter, "
           f"{args.rounds} rounds in alternating order")
     print(f"command: {command}")
-    print(machine_line())
+    print(f"{machine_line()}; load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after (other work shares the cores)")
     print(f"software: Python {platform.python_version()}, openpyxl {openpyxl.__version__}, "
           f"lxml {lxml_version}, pandas {pandas.__version__}, twarc-csv {version('twarc-csv')}")
     print()
