@@ -50,6 +50,17 @@ def print_goals(goals: Sequence[tuple[str, bool]]) -> int:
     return 0 if all(ok for _, ok in goals) else 1
 
 
+def own_peak_mb() -> float:
+    """This process's own peak RSS in MB: VmHWM of its address space.
+
+    Not ``ru_maxrss``: on Linux that survives ``execve``, so a child started by a process that
+    had grown large reports the parent's size at fork time, whatever it used itself."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise OSError("no VmHWM in /proc/self/status")
+
+
 def run_child(label: str, args: Sequence[str], cwd: Path) -> dict:
     """Run this Python on `args` in a fresh process; its last stdout line, read as JSON.
 
