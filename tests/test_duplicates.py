@@ -3,13 +3,23 @@ and every channel says how many repeats were dropped (ID shares here; hydrated e
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 from click.testing import Result
+from flask.testing import FlaskClient
+from openpyxl import load_workbook
+from test_web import Sent, accept_terms, export_form_data, export_page, login, r6_used
+from test_web import audit as web_audit
 
+from gatekeeper import config as config_mod
+from gatekeeper.domain.filters import Filters
+from gatekeeper.domain.gate import Gate
+from gatekeeper.domain.hydrated import Selection
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.store import EmbeddedServer
 
@@ -97,3 +107,76 @@ def test_a_dataset_holding_posts_twice_shares_and_counts_each_once(runner: Run, 
     assert used(runner, "uni") == len(ids)
     granted = [a for a in audit(acme, "uni") if a.get("kind") == "share.posts"]
     assert granted[0]["repeats"] == str(len(ids))
+
+
+# --- hydrated exports ---------------------------------------------------------------------------
+
+
+def overlapping(path: Path) -> tuple[Path, list[str], int]:
+    """kpop.jsonl's page as two pages whose posts overlap (two searches that met): the file,
+    its distinct post IDs in first-seen order, and how many posts it holds twice."""
+    page = json.loads((SAMPLES / "kpop.jsonl").read_text().splitlines()[0])
+    data = page["data"]
+    first, second = {**page, "data": data[:60]}, {**page, "data": data[40:]}
+    path.write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n")
+    return path, [p["id"] for p in data], 20
+
+
+@pytest.fixture
+def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
+    (tmp_path / "config.toml").write_text(
+        '[limits]\nhydrated_per_recipient = 1000\npost_ids_per_entity = 1000\n'
+        '[datasets]\ndir = "datasets"\n')
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)  # fake and real
+    g.datasets.add("kpop", overlapping(tmp_path / "twice.jsonl")[0], actor="test",
+                   channel="cli")
+    g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
+                   channel="cli")
+    g.users.add("ana", entity="acme", role="analyst", password=PASSWORD, actor="t",
+                channel="cli")
+    return g
+
+
+def test_an_export_of_overlapping_collections_writes_and_counts_each_post_once(
+        client: FlaskClient, gate: Gate, tmp_path: Path) -> None:
+    _, ids, twice = overlapping(tmp_path / "again.jsonl")
+    assert login(client) == 302
+    accept_terms(client)
+    page = export_page(client)
+    assert (f"{len(ids)} posts match ({twice} duplicates dropped: each post is exported and "
+            "counted once)") in page
+    resp = Sent(client, export_form_data(page))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    book = load_workbook(io.BytesIO(resp.body), read_only=True)
+    rows = list(book.worksheets[0].iter_rows(values_only=True))
+    about = dict(book["About this export"].iter_rows(values_only=True))
+    book.close()
+    assert [r[list(rows[0]).index("id")] for r in rows[1:]] == ids
+    assert str(about["duplicates dropped"]) == str(twice)
+    assert str(about["posts"]) == str(len(ids))
+    assert r6_used(gate) == len(ids)
+    granted = [a for a in web_audit(gate)
+               if a.get("kind") == "export.xlsx" and a["outcome"] == "granted"]
+    assert granted[0]["duplicates"] == str(twice)
+
+
+def test_a_preview_with_a_users_sheet_counts_distinct_posts_and_authors(
+        gate: Gate, tmp_path: Path) -> None:
+    from gatekeeper.domain import hydrated
+
+    _, ids, twice = overlapping(tmp_path / "again.jsonl")
+    selection = Selection("kpop", Filters(), gate.deletions.current())
+    shown = hydrated.preview(gate, gate.users.get("ana"), selection, with_users=True)
+    authors = {p["author_id"] for p in json.loads(
+        (SAMPLES / "kpop.jsonl").read_text().splitlines()[0])["data"]}
+    assert (shown["posts"], shown["users"], shown["duplicates"]) == (len(ids), len(authors),
+                                                                    twice)
+    assert shown["objects"] == len(ids) + len(authors)
+
+
+def test_the_first_n_of_an_export_are_n_distinct_posts(gate: Gate, tmp_path: Path) -> None:
+    _, ids, _ = overlapping(tmp_path / "again.jsonl")
+    selection = Selection("kpop", Filters(), gate.deletions.current(), limit=70)
+    assert [p["id"] for p in selection.posts(gate)] == ids[:70]
+    tally = selection.tally(gate, with_users=False)
+    assert (tally.posts, tally.duplicates) == (70, 20)  # 0-59, then 40-59 again, then 60-69
