@@ -253,3 +253,17 @@ def test_skipped_lines_never_reach_an_export_a_share_or_r9(gate: Gate, tmp_path:
     listing.write_text(f"{BAD_POST}\n{expected[0]}\n")
     report = ingest_deletions(gate, listing, kind="posts", actor="cora", channel="cli")
     assert report.datasets == {"m": 1}  # the kept post; the skipped one is in no dataset
+
+
+def test_a_gzip_stream_cut_in_its_header_holds_no_posts_and_says_why(runner: Run, store: Path
+                                                                     ) -> None:
+    source = store / "cut.jsonl.gz"
+    source.write_bytes(gzip.compress(sample_lines()[0])[:6])
+    r = runner("dataset", "add", "cut", str(source), "--skip-bad-lines")
+    assert r.exit_code == 2
+    assert "holds no posts (a user-lookup or empty file?); 1 bad line skipped" in r.output
+    skipped = Skipped()
+    with open(source, "rb") as fh:
+        assert list(salvage.read(fh.read, "cut", 1 << 20, skipped)) == []
+    assert skipped.lines == [{"line": 1, "reason": "the gzip data ends early (truncated file?): "
+                                                   "nothing could be read"}]

@@ -75,7 +75,8 @@ def read(read: Callable[[int], bytes], name: str, max_line_bytes: int,
                 if entry["line"] == last:
                     entry["reason"] += f"; {cut[0]}"
         else:
-            skipped.skip(last + 1, f"{cut[0]}: nothing after line {last:,} could be read")
+            after = f"after line {last:,} " if last else ""
+            skipped.skip(last + 1, f"{cut[0]}: nothing {after}could be read")
 
 
 def rewrite(read: Callable[[int], bytes], name: str, max_line_bytes: int, skipped: Skipped,
