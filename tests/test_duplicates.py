@@ -12,11 +12,11 @@ import pytest
 import redis
 from click.testing import Result
 from flask.testing import FlaskClient
+from live import form_token, sign_in
 from openpyxl import load_workbook
-from test_web import Sent, accept_terms, export_form_data, export_page, login, r6_used
-from test_web import audit as web_audit
 
 from gatekeeper import config as config_mod
+from gatekeeper.domain import quota
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.hydrated import Selection
@@ -112,6 +112,35 @@ def test_a_dataset_holding_posts_twice_shares_and_counts_each_once(runner: Run, 
 # --- hydrated exports ---------------------------------------------------------------------------
 
 
+def export_page(client: FlaskClient) -> str:
+    """Signed in as ana, terms accepted: the export form previewing dataset kpop."""
+    assert sign_in(client, "ana", PASSWORD) == 302
+    page = client.get("/terms").get_data(as_text=True)
+    assert client.post("/terms", data={"agree": "yes", "csrf_token": form_token(page)}
+                       ).status_code == 302
+    resp = client.get("/export", query_string={"dataset": "kpop"})
+    assert resp.status_code == 200
+    return resp.get_data(as_text=True)
+
+
+def download(client: FlaskClient, page: str) -> bytes:
+    """Click Export (XLSX) on the previewed form; the file."""
+    form = page[page.index('id="export-form"'):]
+    resp = client.post("/export", data={
+        "csrf_token": form_token(form), "ticket": form_token(form, "ticket"),
+        "dataset": "kpop", "format": "xlsx", "users": ""})
+    try:
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        return resp.get_data()
+    finally:
+        resp.close()
+
+
+def web_audit(gate: Gate) -> list[dict[str, str]]:
+    return [{k.decode(): v.decode() for k, v in f.items()}
+            for _i, f in gate.client.xrange(keys.audit("acme"))]
+
+
 def overlapping(path: Path) -> tuple[Path, list[str], int]:
     """kpop.jsonl's page as two pages whose posts overlap (two searches that met): the file,
     its distinct post IDs in first-seen order, and how many posts it holds twice."""
@@ -140,21 +169,17 @@ def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
 def test_an_export_of_overlapping_collections_writes_and_counts_each_post_once(
         client: FlaskClient, gate: Gate, tmp_path: Path) -> None:
     _, ids, twice = overlapping(tmp_path / "again.jsonl")
-    assert login(client) == 302
-    accept_terms(client)
     page = export_page(client)
     assert (f"{len(ids)} posts match ({twice} duplicates dropped: each post is exported and "
             "counted once)") in page
-    resp = Sent(client, export_form_data(page))
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    book = load_workbook(io.BytesIO(resp.body), read_only=True)
+    book = load_workbook(io.BytesIO(download(client, page)), read_only=True)
     rows = list(book.worksheets[0].iter_rows(values_only=True))
     about = dict(book["About this export"].iter_rows(values_only=True))
     book.close()
     assert [r[list(rows[0]).index("id")] for r in rows[1:]] == ids
     assert str(about["duplicates dropped"]) == str(twice)
     assert str(about["posts"]) == str(len(ids))
-    assert r6_used(gate) == len(ids)
+    assert quota.user_quota(gate, "ana")["used"] == len(ids)
     granted = [a for a in web_audit(gate)
                if a.get("kind") == "export.xlsx" and a["outcome"] == "granted"]
     assert granted[0]["duplicates"] == str(twice)
