@@ -336,3 +336,16 @@ def test_store_down_means_503_and_nothing_released(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_an_uploaded_list_with_repeats_delivers_and_counts_each_id_once(server: Server) -> None:
+    team = setup_team(server)
+    status, headers, body = server.share_text(team.token, team.entity, [5, 6, 5, 7, 6, 5])
+    assert status == 200, body
+    assert body == b"5\n6\n7\n"
+    assert (headers["x-share-requested"], headers["x-share-granted"],
+            headers["x-share-repeats"]) == ("3", "3", "3")
+    assert used(server, team) == 3
+    granted = [a for a in audit_records(server, team.entity)
+               if a.get("kind") == "share.posts" and a.get("outcome") == "granted"]
+    assert granted[0]["repeats"] == "3"

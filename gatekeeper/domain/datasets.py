@@ -20,11 +20,12 @@ from typing import Any
 
 import redis
 
+from gatekeeper.domain import salvage
 from gatekeeper.domain.entities import check_name
 from gatekeeper.domain.filters import Filters
-from gatekeeper.domain.formats import distinct, iter_posts, read_records
+from gatekeeper.domain.formats import distinct, iter_posts
 from gatekeeper.domain.light import light_records
-from gatekeeper.domain.lines import GZIP_MAGIC, MAX_LINE_BYTES
+from gatekeeper.domain.lines import CHUNK, GZIP_MAGIC, MAX_LINE_BYTES
 from gatekeeper.domain.spool import Unnamed
 from gatekeeper.ledger import chain, keys
 from gatekeeper.ledger.ledger import Ledger, iso
@@ -65,6 +66,10 @@ class DatasetInfo:
     bytes: int
     added_at: str
     added_by: str
+    # `add --skip-bad-lines`: lines left out, and the sha256 of the file as given (`sha256` and
+    # `bytes` are then those of the copy, which holds only the lines kept).
+    skipped_lines: int = 0
+    source_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, as stored in Redis and shown by the CLI and the API."""
@@ -113,11 +118,14 @@ class Datasets:
         # One cap for validating and for reading back: a file added under it reads under it.
         self.max_line_bytes = max_line_bytes
 
-    def add(self, name: str, source: Path, *, actor: str, channel: str) -> DatasetInfo:
+    def add(self, name: str, source: Path, *, actor: str, channel: str,
+            skipped: salvage.Skipped | None = None) -> DatasetInfo:
         """Validate `source` whole, copy it in atomically and register it, audited (R11).
 
         Nothing is visible until the file is complete and every line has parsed: the copy is
         written to a file no path names (O_TMPFILE), named only under the directory lock.
+        Given `skipped` (--skip-bad-lines), a bad line is left out and listed there instead of
+        refusing the file, and the copy holds only the lines kept (`gatekeeper.domain.salvage`).
         """
         check_name(name, "dataset")
         self._refuse_taken(name)  # before reading what may be gigabytes
@@ -125,7 +133,7 @@ class Datasets:
         # crash leaves a partial copy behind (gatekeeper.domain.spool).
         with Unnamed(self.directory) as copy:
             with self._writing(name, source):
-                scan = self._scan(Path(source), copy.file)
+                scan = self._scan(Path(source), copy.file, skipped)
                 copy.file.flush()
             with self._locked() as dir_fd:
                 self._refuse_taken(name)
@@ -175,7 +183,8 @@ class Datasets:
                 os.fsync(dir_fd)
         return info
 
-    def _scan(self, source: Path, out: Any) -> dict[str, Any]:
+    def _scan(self, source: Path, out: Any, skipped: salvage.Skipped | None = None
+              ) -> dict[str, Any]:
         """Copy `source` into `out` while checking every line; what add() records about it."""
         posts, langs, first, last = 0, set(), None, None
         authors: set[Any] = set()
@@ -186,7 +195,8 @@ class Datasets:
                            file=str(source)) from None
         with src:
             tee = _Tee(src, out, str(source))
-            for is_post, post in read_records(tee.read, str(source), self.max_line_bytes):
+            for is_post, post in salvage.read(tee.read, str(source), self.max_line_bytes,
+                                              skipped):
                 if not is_post:
                     continue
                 posts += 1
@@ -197,14 +207,44 @@ class Datasets:
                 if created is not None:
                     first = created if first is None or created < first else first
                     last = created if last is None or created > last else last
+            while skipped is not None and tee.read(CHUNK):
+                pass  # past a broken gzip stream too: source_sha256 is the whole file's
         if posts == 0:
-            raise BadInput(f"{source}: holds no posts (a user-lookup or empty file?); "
+            what = f"; {salvage.words(skipped.count)}" if skipped and skipped.count else ""
+            raise BadInput(f"{source}: holds no posts (a user-lookup or empty file?){what}; "
                            "nothing was registered", file=str(source))
         authors.discard(None)
         gz = tee.head == GZIP_MAGIC
-        return {"suffix": ".jsonl.gz" if gz else ".jsonl", "posts": posts,
+        scan = {"suffix": ".jsonl.gz" if gz else ".jsonl", "posts": posts,
                 "users": len(authors), "languages": tuple(sorted(langs)), "first": first,
-                "last": last, "sha256": tee.sha.hexdigest(), "bytes": tee.size}
+                "last": last, "sha256": tee.sha.hexdigest(), "bytes": tee.size,
+                "skipped": 0, "source_sha256": None}
+        if skipped is not None and skipped.count:
+            sha, size = self._rewrite(source, out, skipped, gz, tee.sha.hexdigest())
+            scan.update(sha256=sha, bytes=size, skipped=skipped.count,
+                        source_sha256=tee.sha.hexdigest())
+        return scan
+
+    def _rewrite(self, source: Path, out: Any, skipped: salvage.Skipped, gz: bool,
+                 source_sha: str) -> tuple[str, int]:
+        """Replace the copy by the source's kept lines; refused if the source changed since."""
+        out.seek(0)
+        out.truncate()
+        again = hashlib.sha256()
+        with open(source, "rb") as src:
+
+            def read(n: int) -> bytes:
+                data = src.read(n)
+                again.update(data)
+                return data
+
+            written = salvage.rewrite(read, str(source), self.max_line_bytes, skipped, out, gz)
+            while read(CHUNK):
+                pass
+        if again.hexdigest() != source_sha:
+            raise BadInput(f"{source}: changed while it was being added; nothing was "
+                           "registered", file=str(source))
+        return written
 
     @contextlib.contextmanager
     def _writing(self, name: str, source: Path) -> Iterator[None]:
@@ -222,7 +262,10 @@ class Datasets:
         info = DatasetInfo(name=name, file=file, posts=scan["posts"], users=scan["users"],
                            languages=scan["languages"], first_created_at=scan["first"],
                            last_created_at=scan["last"], sha256=scan["sha256"],
-                           bytes=scan["bytes"], added_at=iso(now_ms), added_by=actor)
+                           bytes=scan["bytes"], added_at=iso(now_ms), added_by=actor,
+                           skipped_lines=scan["skipped"], source_sha256=scan["source_sha256"])
+        skipped = (f"; {salvage.words(info.skipped_lines)} (--skip-bad-lines), source "
+                   f"sha256 {scan['source_sha256'][:12]}" if info.skipped_lines else "")
         # "set", not "create": record.lua's create refuses when the *hash* exists, and this
         # hash holds every dataset. The name was checked free under the directory lock.
         self.ledger.record(
@@ -230,8 +273,9 @@ class Datasets:
             fields={name: json.dumps(info.to_dict(), ensure_ascii=False)},
             audit={"actor": actor, "channel": channel, "kind": "dataset.add",
                    "outcome": "changed", "rule": "R11", "dataset": name,
+                   "skipped_lines": str(info.skipped_lines) if info.skipped_lines else None,
                    "message": f"dataset {name}: {info.posts:,} posts by {info.users:,} users "
-                              f"in {file} (sha256 {info.sha256[:12]})"},
+                              f"in {file} (sha256 {info.sha256[:12]}){skipped}"},
             now_ms=now_ms)
         return info
 

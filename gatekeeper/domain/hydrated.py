@@ -14,7 +14,7 @@ import contextlib
 import secrets
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from gatekeeper import faults
@@ -23,6 +23,7 @@ from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate
+from gatekeeper.domain.seen import SeenIds
 from gatekeeper.domain.users import User
 from gatekeeper.ledger import charges, keys
 from gatekeeper.ledger.layout import index_pool_key
@@ -79,6 +80,15 @@ def redeem_ticket(gate: Gate, user: User, ticket: str | None) -> None:
 # --- selection ----------------------------------------------------------------------------------
 
 
+@dataclass
+class Tally:
+    """What a pass over a selection found: posts, distinct authors, duplicates left out."""
+
+    posts: int = 0
+    authors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    duplicates: int = 0
+
+
 @dataclass(frozen=True)
 class Selection:
     """Which posts an export holds: dataset, filters, R9 list, and at most `limit` of them."""
@@ -88,13 +98,20 @@ class Selection:
     deleted: Deleted
     limit: int | None = None  # "export the first N that fit"
 
-    def posts(self, gate: Gate) -> Iterator[dict[str, Any]]:
+    def posts(self, gate: Gate, tally: Tally | None = None) -> Iterator[dict[str, Any]]:
+        """The posts to write, in file order. A post the dataset holds again (collections
+        that overlap) leaves once, as first found, and counts in `tally.duplicates`."""
         n = 0
+        seen = SeenIds()  # ~7 bytes an ID, never the posts
         # closing(): stopping at `limit` must close the dataset file now, not at some GC.
         with contextlib.closing(gate.datasets.posts(self.dataset, self.filters)) as source:
             for post in source:
                 if self.limit is not None and n >= self.limit:
                     return
+                if not seen.add(int(post["id"])):
+                    if tally is not None:
+                        tally.duplicates += 1
+                    continue
                 # R9: hidden posts never leave; scrub_geo'd ones leave without their geo,
                 # removed here, before any writer in exports/ sees the row.
                 cleaned = self.deleted.cleaned(post)
@@ -105,26 +122,33 @@ class Selection:
 
     def count(self, gate: Gate, with_users: bool) -> tuple[int, list[dict[str, Any]]]:
         """Posts selected, and their distinct authors when a Users sheet is wanted."""
-        posts = 0
-        authors: dict[str, dict[str, Any]] = {}
-        for post in self.posts(gate):
-            posts += 1
+        tally = self.tally(gate, with_users)
+        return tally.posts, list(tally.authors.values())
+
+    def tally(self, gate: Gate, with_users: bool) -> Tally:
+        """`count`, with the duplicates left out."""
+        tally = Tally()
+        authors = tally.authors
+        for post in self.posts(gate, tally):
+            tally.posts += 1
             author = post.get("author")
             if with_users and author and author.get("id") not in authors \
                     and not self.deleted.hides_user(author["id"]):
                 authors[author["id"]] = author
-        return posts, list(authors.values())
+        return tally
 
 
 def preview(gate: Gate, user: User, selection: Selection, with_users: bool) -> dict[str, Any]:
     """What the form shows before a click: matches, allowance, and when more frees up."""
-    posts, authors = selection.count(gate, with_users)
+    tally = selection.tally(gate, with_users)
+    posts, authors = tally.posts, tally.authors
     counters = _counters(gate, user, posts, len(authors))
     _now, states = gate.ledger.peek(counters)
     fits = all(s.limit is None or s.used + c.amount <= s.limit
                for s, c in zip(states, counters, strict=True))
     r6 = states[0]
     return {"posts": posts, "users": len(authors), "objects": posts + len(authors),
+            "duplicates": tally.duplicates,
             "remaining": r6.remaining, "limit": r6.limit, "used": r6.used,
             "window": counters[0].window.name, "fits": fits,
             "next_release": iso(r6.releases[0][0]) if r6.releases else None,
@@ -178,7 +202,9 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
     except GatekeeperError as refusal:
         record_denial(gate.ledger, user.root, refusal, {k: v for k, v in audit.items() if v})
         raise
-    posts, authors = selection.count(gate, with_users)
+    tally = selection.tally(gate, with_users)
+    posts, authors = tally.posts, list(tally.authors.values())
+    audit["duplicates"] = str(tally.duplicates) if tally.duplicates else None
     if posts == 0:
         raise BadInput("no posts match this selection; nothing was exported or counted")
     for attempt in (1, 2):
@@ -197,7 +223,8 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
     mimetype, suffix = FORMATS[fmt]
     about = {"recipient": user.name, "entity": user.entity, "exported_at": iso(grant.now_ms),
              "dataset": selection.dataset, "filters": str(selection.filters.to_dict() or "none"),
-             "posts": str(posts), "export_id": grant.share_id,
+             "posts": str(posts), "duplicates dropped": str(tally.duplicates),
+             "export_id": grant.share_id,
              "notice": NOTICE}
     # R7: the file has no name from its first byte (O_TMPFILE), so neither a crash nor an
     # error can leave hydrated content on disk; the response reads and closes the handle.

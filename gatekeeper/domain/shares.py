@@ -19,7 +19,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +33,7 @@ from gatekeeper.domain.formats import is_id
 from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.lines import MAX_LINE_BYTES
 from gatekeeper.domain.lines import read as read_lines
+from gatekeeper.domain.seen import SeenIds, maybe_repeated
 from gatekeeper.domain.users import User
 from gatekeeper.ledger import charges
 from gatekeeper.ledger.ledger import Idempotency
@@ -52,6 +53,7 @@ class Selection:
         self.source = source
         self.count = 0
         self.removed = 0  # dropped by R9
+        self.repeats = 0  # an ID already selected: each leaves and counts once per share
         self._digest = hashlib.sha256()
 
     def add(self, ident: bytes) -> None:
@@ -64,6 +66,44 @@ class Selection:
         after a new deletion list is the same request, not a different one."""
         self._digest.update(ident + b"\n")
         self.removed += 1
+
+    def repeat(self, ident: bytes) -> None:
+        """Leave out an ID listed again. Like a dropped one, it still names the request."""
+        self._digest.update(ident + b"\n")
+        self.repeats += 1
+
+    def distinct(self) -> None:
+        """Leave out every later copy of an ID, counted in `repeats`. A bitmap pass over the
+        spool finds the IDs that may repeat; only then is the spool copied once, a chunk
+        without any of them as it is. An ID added stays in the digest however often it came."""
+        maybes = maybe_repeated(self.head(self.count), self.count)
+        if not maybes:
+            return
+        out = spool.anonymous()
+        try:
+            met: set[bytes] = set()
+            mark: Callable[[bytes], object] = met.add  # returns None: `not mark(i)` is True
+            kept = 0
+            for chunk in self.head(self.count):
+                ids = chunk.split(b"\n")
+                ids.pop()  # after the last newline
+                hits = maybes.intersection(ids)  # set and list methods: no Python loop...
+                if met.isdisjoint(hits) and len(set(ids)) == len(ids):
+                    out.write(chunk)  # ...when none repeats here, nearly always
+                    met.update(hits)
+                    kept += len(ids)
+                    continue
+                # An ID in `maybes` is kept the first time only.
+                ids = [i for i in ids if i not in hits or (i not in met and not mark(i))]
+                out.write(b"\n".join(ids) + b"\n" if ids else b"")
+                kept += len(ids)
+        except BaseException:
+            out.close()
+            raise
+        self._fh.close()
+        self._fh = out
+        self.repeats += self.count - kept
+        self.count = kept
 
     def seal(self) -> Selection:
         self._fh.flush()
@@ -105,11 +145,13 @@ def select_ids(lines: Iterable[bytes], source: str, kind: str, deleted: Deleted)
     """Validate an ID list (one decimal ID per line, blank lines ignored) and drop R9 IDs.
 
     Every bad line is reported with its number (BadInput.details["details"]); nothing is
-    selected unless the whole list is valid.
+    selected unless the whole list is valid. An ID listed again is left out and counted in
+    `Selection.repeats`: each ID is delivered and counted once.
     """
     hidden = deleted.posts if kind == "posts" else deleted.users
     problems: list[dict[str, Any]] = []
     bad = 0
+    dropped = SeenIds()  # R9 IDs, which the spool never sees
     sel = Selection(source)
     try:
         for number, raw in enumerate(lines, start=1):
@@ -120,7 +162,10 @@ def select_ids(lines: Iterable[bytes], source: str, kind: str, deleted: Deleted)
                 if bad:
                     continue  # the list is already refused: only collect the problems
                 if hidden and int(line) in hidden:
-                    sel.drop(line)
+                    if dropped.add(int(line)):
+                        sel.drop(line)
+                    else:
+                        sel.repeat(line)
                 else:
                     sel.add(line)
                 continue
@@ -138,6 +183,7 @@ def select_ids(lines: Iterable[bytes], source: str, kind: str, deleted: Deleted)
                 f"{first['message']}; nothing was counted",
                 details=problems, invalid_lines=bad,
             )
+        sel.distinct()
         return sel.seal()
     except BaseException:
         sel.close()
@@ -166,7 +212,8 @@ def select_from_dataset(gate: Gate, dataset: str, filters: Any, kind: str,
     """Dehydrate a dataset selection: its Post IDs, or its distinct author User IDs (R9-free).
 
     R9 decides on each post's light record (its ID, author, and what it retweets), read
-    without building posts; with nothing listed, references are not even read.
+    without building posts; with nothing listed, references are not even read. A post the
+    file holds more than once (overlapping collections) leaves once, counted in `repeats`.
     """
     sel = Selection(f"dataset {dataset}")
     try:
@@ -177,11 +224,17 @@ def select_from_dataset(gate: Gate, dataset: str, filters: Any, kind: str,
                 else:
                     sel.add(author.encode())
         else:
+            dropped = SeenIds()  # R9 drops: the spool never sees them
             for light in gate.datasets.light(dataset, filters, retweets=deleted.listed):
+                ident = light[0].encode()
                 if deleted.hides_light(light):
-                    sel.drop(light[0].encode())
+                    if dropped.add(int(ident)):
+                        sel.drop(ident)
+                    else:
+                        sel.repeat(ident)
                 else:
-                    sel.add(light[0].encode())
+                    sel.add(ident)
+            sel.distinct()
         return sel.seal()
     except BaseException:
         sel.close()
@@ -228,7 +281,8 @@ def reserve(gate: Gate, auth: Authorised, selection: Selection, *, kind: str,
     if idempotency_key:
         idempotency = Idempotency.of(auth.user.name, idempotency_key, auth.target.name, kind,
                                      selection.digest, allow_partial, *request)
-    audit = {**auth.audit, "removed_r9": selection.removed or None}
+    audit = {**auth.audit, "removed_r9": selection.removed or None,
+             "repeats": selection.repeats or None}
     target, root = auth.target, auth.root
     for attempt in (1, 2):
         counters = charges.id_share_counters(target, root, kind, selection.count,

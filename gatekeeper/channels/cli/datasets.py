@@ -10,6 +10,7 @@ import click
 
 from gatekeeper.channels.cli.context import Context, Group, cli_actor, emit, json_option, pass_ctx
 from gatekeeper.domain.filters import Filters
+from gatekeeper.domain.salvage import Skipped, words
 
 FILTER_HELP = {
     "since": "Posts created at or after (ISO 8601).",
@@ -39,13 +40,25 @@ def dataset() -> None:
 @dataset.command("add")
 @click.argument("name")
 @click.argument("path", type=click.Path(path_type=Path))
+@click.option("--skip-bad-lines", is_flag=True,
+              help="Keep every complete post of a file whose collection was interrupted: "
+                   "leave out (and list) each line that does not parse, e.g. one cut off.")
 @json_option
 @pass_ctx
-def dataset_add(obj: Context, name: str, path: Path, as_json: bool) -> None:
+def dataset_add(obj: Context, name: str, path: Path, skip_bad_lines: bool,
+                as_json: bool) -> None:
     """Validate PATH whole and register it as dataset NAME."""
-    info = obj.gate.datasets.add(name, path, actor=cli_actor(), channel="cli")
+    skipped = Skipped() if skip_bad_lines else None
+    info = obj.gate.datasets.add(name, path, actor=cli_actor(), channel="cli", skipped=skipped)
     data = info.to_dict()
-    emit(obj, data, f"dataset {name}: {data['posts']:,} posts registered")
+    text = f"dataset {name}: {data['posts']:,} posts registered"
+    if skipped is not None:
+        data["skipped"] = skipped.lines  # the first MAX_LISTED; skipped_lines counts them all
+        text += f"\n{words(skipped.count)}" + (":" if skipped.count else "")
+        text += "".join(f"\n  line {s['line']:,}: {s['reason']}" for s in skipped.lines)
+        if skipped.count > len(skipped.lines):
+            text += f"\n  … and {skipped.count - len(skipped.lines):,} more (not listed)"
+    emit(obj, data, text)
 
 
 @dataset.command("remove")
@@ -66,5 +79,18 @@ def dataset_list(obj: Context, as_json: bool) -> None:
     """List datasets."""
     rows = [i.to_dict() for i in obj.gate.datasets.list()]
     lines = [f"{r['name']:<24} {r['posts']:>10,} posts  "
-             f"{', '.join(r.get('languages') or [])[:40]}" for r in rows]
+             f"{', '.join(r.get('languages') or [])[:40]}"
+             + (f"  ({words(r['skipped_lines'])})" if r["skipped_lines"] else "")
+             for r in rows]
     emit(obj, rows, "\n".join(lines) or "no datasets")
+
+
+@dataset.command("show")
+@click.argument("name")
+@json_option
+@pass_ctx
+def dataset_show(obj: Context, name: str, as_json: bool) -> None:
+    """Show what was recorded about dataset NAME when it was added."""
+    data = obj.gate.datasets.info(name).to_dict()
+    emit(obj, data, "\n".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}"
+                               for k, v in data.items()))

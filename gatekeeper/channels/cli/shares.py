@@ -42,7 +42,7 @@ def share(obj: Context, actor: str, entity_name: str, ids_path: Path | None,
                              ids_path=ids_path, dataset=dataset, filters=filters,
                              allow_partial=allow_partial, purpose=purpose,
                              idempotency_key=idempotency_key, channel="cli")
-    data = {**r.to_dict(), "out": str(out)}
+    data = {**r.to_dict(), "out": str(out), "repeats": r.audit.get("repeats") or 0}
     q = data["quota"]
     what = "Post IDs" if kind == "posts" else "User IDs"
     head = {"granted": "granted", "partial": "PARTIAL: granted", "replay":
@@ -54,4 +54,7 @@ def share(obj: Context, actor: str, entity_name: str, ids_path: Path | None,
             f"{remaining} remaining in the {q['window']} window")
     if r.removed:
         text += f"\nR9: {r.removed:,} deleted/withheld IDs were left out"
+    if data["repeats"]:
+        text += (f"\n{data['repeats']:,} repeated IDs were left out (each ID is delivered and "
+                 "counted once)")
     emit(obj, data, text)

@@ -173,6 +173,7 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
         "X-Share-Requested": str(res.grant.requested),
         "X-Share-Granted": str(n),
         "X-Share-Removed-R9": str(res.removed),
+        "X-Share-Repeats": str(selection.repeats),  # left out: each ID leaves once
         "X-Quota-Limit": "unlimited" if main.limit is None else str(main.limit),
         "X-Quota-Remaining": "unlimited" if main.remaining is None else str(main.remaining),
         "X-Quota-Window-Days": str(res.window_days),

@@ -37,6 +37,8 @@ _QUOTA_HEADERS = {
         "X-Share-Requested": "IDs requested (after R9 removals)",
         "X-Share-Granted": "IDs in this file",
         "X-Share-Removed-R9": "IDs left out because they are on a deletion list (R9)",
+        "X-Share-Repeats": "IDs left out because the list or dataset held them already "
+                           "(each ID is delivered and counted once)",
         "X-Quota-Limit": "The entity's R2 limit, or 'unlimited'",
         "X-Quota-Remaining": "Post IDs the entity may still receive in the window",
         "X-Quota-Window-Days": "The window's length in days",
