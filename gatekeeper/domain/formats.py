@@ -10,9 +10,11 @@
 
 Every post yielded has a decimal string ``id``, a ``text``, ``created_at`` as X writes it
 (``2021-05-18T19:24:56.000Z``) when the line had one, and ``author`` (a User dict or None). A
-retweet's ``referenced_tweets`` entry of type ``retweeted`` also carries the original's
-``author_id`` when the line tells it (``includes.tweets``, v1.1 ``retweeted_status.user``), as
-twarc2's flatten writes it: a retweet carries its original's content, so R9 needs both.
+page's ``includes`` are resolved into its posts once (`Includes`), as twarc2's flatten writes
+them: each ``referenced_tweets`` entry carries the referenced post when the page has it (a
+retweet's original: its text, metrics and ``author_id`` — a retweet carries its original's
+content, so R9 needs both; v1.1 ``retweeted_status.user`` gives the author too), media, poll
+and place are attached, and the page's ``__twarc`` and ``matching_rules`` go on each post.
 Files are read in large chunks, gzip detected by its magic bytes, so memory stays flat; a line
 longer than ``datasets.max_line_mb`` is refused (`gatekeeper.domain.lines`). Every Post and
 User ID is checked to be what ID files hold (`is_id`), since shares, R9 and the exports rely on it.
@@ -177,52 +179,99 @@ def _page(obj: dict[str, Any], where: tuple[str, int]) -> Iterator[Record]:
     users = (includes.get("users") or []) if isinstance(includes, dict) else None
     if not isinstance(items, list) or not isinstance(users, list):
         raise _bad(*where, '"data" must be a list or an object and "includes.users" a list')
-    by_id: dict[Any, Any] | None = None
-    originals: dict[str, Any] | None = None
+    page: Includes | None = None
+    stamp = {k: obj[k] for k in ("__twarc", "matching_rules") if k in obj}
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise _bad(*where, f"data[{i}] is not a JSON object")
         if "text" in item:
-            if by_id is None:  # built once per page, and only for pages of posts
-                by_id = {}
-                for j, u in enumerate(users):
-                    if not isinstance(u, dict):
-                        raise _bad(*where, f"includes.users[{j}] is not a JSON object")
-                    by_id[_decimal(u, "id", where, f"includes.users[{j}]: ")] = u
-            author = by_id.get(str(item.get("author_id"))) or item.get("author")
-            ref = _retweet_ref(item)
-            if ref is not None:
-                if originals is None:
-                    originals = _originals(includes)
-                found = originals.get(str(ref.get("id")))
-                if found is not None:
-                    ref["author_id"] = found
+            if page is None:  # resolved once per page, and only for pages of posts
+                page = Includes(includes, users, where)
+            author = page.users.get(str(item.get("author_id"))) or item.get("author")
+            page.resolve(item)
+            item.update(stamp)
             yield True, _post(item, author, where, f"data[{i}]: ")
         elif "username" in item and "id" in item:
+            if "__twarc" in stamp:
+                item["__twarc"] = stamp["__twarc"]
             yield False, _user(item, where, f"data[{i}]: ")
         else:
             raise _bad(*where, f'data[{i}] is neither a post (no "text") nor a user')
 
 
-def _retweet_ref(item: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``retweeted`` reference of a v2 post that does not name the original's author."""
-    refs = item.get("referenced_tweets")
-    if isinstance(refs, list):
-        for ref in refs:
-            if isinstance(ref, dict) and ref.get("type") == "retweeted":
-                author = ref.get("author")
-                named = ref.get("author_id") or (isinstance(author, dict) and author.get("id"))
-                return None if named else ref
-    return None
-
-
-def _originals(includes: Any) -> dict[str, Any]:
-    """includes.tweets as original ID -> author ID (the authors of what retweets repeat)."""
-    tweets = includes.get("tweets") if isinstance(includes, dict) else None
-    if not isinstance(tweets, list):
+def _by(items: Any, key: str) -> dict[str, Any]:
+    if not isinstance(items, list):
         return {}
-    return {str(t.get("id")): t["author_id"] for t in tweets
-            if isinstance(t, dict) and t.get("author_id")}
+    return {str(x[key]): x for x in items if isinstance(x, dict) and key in x}
+
+
+class Includes:
+    """A page's ``includes`` (users, tweets, media, places, polls), resolved into its posts as
+    twarc2's ``flatten`` does, so every reader of a post — the XLSX and PDF writers, ID shares,
+    R9 — sees the same post, author and references whether or not the file was flattened:
+
+    - ``author`` (and each referenced post's ``author``) from ``includes.users``;
+    - ``referenced_tweets[i]`` merged with the referenced post from ``includes.tweets`` (its
+      text, entities, metrics, ``author_id`` and ``author``): a retweet carries its original's
+      content, and R9 reads the original's author here;
+    - ``attachments.media`` (one object per media key, ``{}`` for one X did not include) and
+      ``attachments.poll`` (the last of ``poll_ids``); ``geo`` merged with its place.
+    Posts already flattened (twarc2 flatten output) keep what they carry.
+    """
+
+    def __init__(self, includes: Any, users: list[Any], where: tuple[str, int]) -> None:
+        self.users: dict[str, Any] = {}
+        for j, u in enumerate(users):
+            if not isinstance(u, dict):
+                raise _bad(*where, f"includes.users[{j}] is not a JSON object")
+            self.users[_decimal(u, "id", where, f"includes.users[{j}]: ")] = u
+        inc = includes if isinstance(includes, dict) else {}
+        self.media = _by(inc.get("media"), "media_key")
+        self.polls = _by(inc.get("polls"), "id")
+        self.places = _by(inc.get("places"), "id")
+        self.tweets: dict[str, Any] = {}
+        for key, tweet in _by(inc.get("tweets"), "id").items():
+            tweet = dict(tweet)  # resolved apart from the file's own includes entry
+            self._own(tweet)
+            self.tweets[key] = tweet
+        for tweet in self.tweets.values():  # their own references: by ID, one level
+            refs = tweet.get("referenced_tweets")
+            if isinstance(refs, list):
+                tweet["referenced_tweets"] = [self._ref(r, self.tweets) for r in refs]
+
+    def _own(self, post: dict[str, Any], author: bool = True) -> None:
+        """Author, media, poll and place of one post (not its references)."""
+        if author and "author" not in post and post.get("author_id") is not None:
+            post["author"] = self.users.get(str(post["author_id"])) or {}
+        att = post.get("attachments")
+        if isinstance(att, dict) and (att.get("media_keys") or att.get("poll_ids")):
+            att = post["attachments"] = dict(att)
+            keys = att.get("media_keys")
+            if isinstance(keys, list) and "media" not in att:
+                att["media"] = [self.media.get(str(k)) or {} for k in keys]
+            polls = att.get("poll_ids")
+            if isinstance(polls, list) and polls and "poll" not in att:
+                att["poll"] = self.polls.get(str(polls[-1])) or {}
+        geo = post.get("geo")
+        if isinstance(geo, dict) and geo.get("place_id") is not None:
+            place = self.places.get(str(geo["place_id"]))
+            if place:
+                post["geo"] = {**geo, **place}
+
+    def _ref(self, ref: Any, tweets: dict[str, Any]) -> Any:
+        if not isinstance(ref, dict):
+            return ref
+        found = tweets.get(str(ref.get("id")))
+        if found is None or "text" in ref:  # unknown, or flattened already
+            return ref
+        return {**ref, **found, "type": ref.get("type")}
+
+    def resolve(self, post: dict[str, Any]) -> None:
+        """Resolve `post` in place (its author is `_post`'s to check and set)."""
+        self._own(post, author=False)
+        refs = post.get("referenced_tweets")
+        if isinstance(refs, list) and self.tweets:
+            post["referenced_tweets"] = [self._ref(r, self.tweets) for r in refs]
 
 
 def _v1(t: dict[str, Any], where: tuple[str, int]) -> dict[str, Any]:
