@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from exports.columns import REFERENCED, expand
 from gatekeeper import faults
 from gatekeeper.domain import spool
 from gatekeeper.domain.audit import record_denial
@@ -81,27 +82,43 @@ def redeem_ticket(gate: Gate, user: User, ticket: str | None) -> None:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which posts an export holds: dataset, filters, R9 list, and at most `limit` of them."""
+    """Which posts an export holds: dataset, filters, R9 list, and at most `limit` of them;
+    retweets whole (twarc-csv's default) or as they are, and the posts they reference as rows
+    of their own on request — rows like any other: counted (R6), checked (R9), limited."""
 
     dataset: str
     filters: Filters
     deleted: Deleted
     limit: int | None = None  # "export the first N that fit"
+    whole_retweets: bool = True
+    referenced: bool = False
 
     def posts(self, gate: Gate) -> Iterator[dict[str, Any]]:
         n = 0
         # closing(): stopping at `limit` must close the dataset file now, not at some GC.
         with contextlib.closing(gate.datasets.posts(self.dataset, self.filters)) as source:
             for post in source:
-                if self.limit is not None and n >= self.limit:
-                    return
-                # R9: hidden posts never leave; scrub_geo'd ones leave without their geo,
-                # removed here, before any writer in exports/ sees the row.
-                cleaned = self.deleted.cleaned(post)
-                if cleaned is None:
-                    continue
-                n += 1
-                yield cleaned
+                for item in expand(post, whole_retweets=self.whole_retweets,
+                                   referenced=self.referenced):
+                    if self.limit is not None and n >= self.limit:
+                        return
+                    # R9: hidden posts never leave; scrub_geo'd ones leave without their
+                    # geo, removed here, before any writer in exports/ sees the row.
+                    cleaned = self.deleted.cleaned(item)
+                    if cleaned is None:
+                        continue
+                    n += 1
+                    yield cleaned
+
+    def options(self) -> dict[str, str]:
+        """The export options in words, for the file's About block and the audit record."""
+        return {
+            "retweets": "whole: the original's text, entities and metrics, with the retweet's "
+                        "own id, author and time" if self.whole_retweets
+                        else "as they are: the retweet's own text and metrics",
+            "referenced posts": f"added as rows of their own, marked in the {REFERENCED} "
+                                "column, counted like any row" if self.referenced
+                                else "not added"}
 
     def count(self, gate: Gate, with_users: bool) -> tuple[int, list[dict[str, Any]]]:
         """Posts selected, and their distinct authors when a Users sheet is wanted."""
@@ -172,7 +189,10 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
              "channel": channel, "kind": f"export.{fmt}", "request_id": request_id,
              "dataset": selection.dataset,
              "filters": str(selection.filters.to_dict()) if not selection.filters.is_empty
-             else None}
+             else None,
+             "options": ("retweets whole" if selection.whole_retweets
+                         else "retweets as they are") + "; referenced posts "
+                        + ("added" if selection.referenced else "not added")}
     try:
         policy.check_hydrated_export(user, channel)
     except GatekeeperError as refusal:
@@ -197,7 +217,7 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
     mimetype, suffix = FORMATS[fmt]
     about = {"recipient": user.name, "entity": user.entity, "exported_at": iso(grant.now_ms),
              "dataset": selection.dataset, "filters": str(selection.filters.to_dict() or "none"),
-             "posts": str(posts), "export_id": grant.share_id,
+             "posts": str(posts), **selection.options(), "export_id": grant.share_id,
              "notice": NOTICE}
     # R7: the file has no name from its first byte (O_TMPFILE), so neither a crash nor an
     # error can leave hydrated content on disk; the response reads and closes the handle.
@@ -208,7 +228,7 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
         handle = spool.anonymous()
         faults.point("export.reserved")
         _write(fmt, _failing_midway(selection.posts(gate)), handle, about,
-               authors if with_users else None)
+               authors if with_users else None, selection.referenced)
         handle.flush()
         size = handle.tell()
         handle.seek(0)
@@ -245,11 +265,11 @@ def _failing_midway(posts: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]
 
 
 def _write(fmt: str, posts: Iterator[dict[str, Any]], out: IO[bytes], about: dict[str, str],
-           users: list[dict[str, Any]] | None) -> int:
+           users: list[dict[str, Any]] | None, referenced: bool = False) -> int:
     if fmt == "xlsx":
         from exports.xlsx import write_xlsx
 
-        return write_xlsx(posts, out, about=about, users=users)
+        return write_xlsx(posts, out, about=about, users=users, referenced=referenced)
     from exports.pdf import write_pdf
 
     return write_pdf(posts, out, about=about)
