@@ -26,6 +26,8 @@ from twarc.expansions import flatten
 from exports.columns import COLUMNS, REFERENCED, USER_COLUMNS, expand, time_of
 from exports.xlsx import write_xlsx
 from gatekeeper.domain.formats import iter_posts, iter_users
+from gatekeeper.domain.light import light_records
+from gatekeeper.rules.r9 import light_of
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 POST_SAMPLES = ["kpop.jsonl", "two_tweets.jsonl", "geo_tweets.jsonl"]
@@ -362,3 +364,21 @@ def test_referenced_posts_are_rows_of_their_own_marked_with_the_reference(
     assert ("1500000000000000003", "replied_to") in marks
     assert "1500000000000000099" not in {i for i, _ in marks}  # named, not held: no row
     assert len(rows) == 5 + 3 + 2  # posts, page 1's references, page 2's
+
+
+def test_spreadsheet_id_shares_and_r9_see_the_same_post_author_and_retweet(
+        tmp_path: Path) -> None:
+    """One reading of includes for every exit: the light reader (ID shares, previews, R9) and
+    the full one (the exports) agree on each post's author and retweeted original, and the
+    spreadsheet's cells say the same, flattened file or not."""
+    for name in CASES:
+        path = inputs(tmp_path, name)
+        pages = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        flat = write_lines(tmp_path / f"flat-{name}", [
+            t for page in copy.deepcopy(pages) for t in flatten(page) if "data" in page])
+        for source in (path, flat):
+            full = [light_of(p) for p in iter_posts(source)]
+            assert list(light_records(source)) == full
+            _, rows = sheet(ours(iter_posts(source), whole=False)["Posts"])
+            assert [(r["id"], r["author_id"], r["referenced_tweets.retweeted.id"],
+                     r["retweeted_user_id"]) for r in rows] == full
