@@ -5,22 +5,25 @@ file's About block and in the audit record."""
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from flask.testing import FlaskClient
+from live import form_token, sign_in
 from openpyxl import load_workbook
-from test_web import PASSWORD, Sent, accept_terms, audit, export_form_data, export_page, login
-from test_web import r6_used as used
 
 from exports.columns import REFERENCED
 from gatekeeper import config as config_mod
+from gatekeeper.domain import quota
 from gatekeeper.domain.formats import iter_posts
 from gatekeeper.domain.gate import Gate
+from gatekeeper.ledger import keys
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+PASSWORD = "correct horse battery"
 SPANISH = [p for p in iter_posts(SAMPLES / "kpop.jsonl") if p.get("lang") == "es"]
 RETWEETS = [p for p in SPANISH if any(r.get("type") == "retweeted" and "text" in r
                                       for r in p.get("referenced_tweets") or ())]
@@ -40,14 +43,39 @@ def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
     return g
 
 
+def signed_in(client: FlaskClient) -> None:
+    assert sign_in(client, "ana", PASSWORD) == 302
+    page = client.get("/terms").get_data(as_text=True)
+    resp = client.post("/terms", data={"agree": "yes",
+                                       "csrf_token": form_token(page, "csrf_token")})
+    assert resp.status_code == 302
+
+
+def used(gate: Gate) -> int:
+    return quota.user_quota(gate, "ana")["used"]
+
+
+def audit(gate: Gate) -> list[dict[str, str]]:
+    return [{k.decode(): v.decode() for k, v in f.items()}
+            for _i, f in gate.client.xrange(keys.audit("acme"))]
+
+
 def download(client: FlaskClient, **options: str) -> dict[str, Any]:
     """Export the Spanish posts with these form options: the sheets as lists of dicts."""
-    page = export_page(client, lang="es", **options)
+    resp = client.get("/export", query_string={"dataset": "kpop", "lang": "es", **options})
+    assert resp.status_code == 200
+    form = resp.get_data(as_text=True)
+    form = form[form.index('id="export-form"'):]
     for name, value in options.items():  # the preview form carries them to the export form
-        assert f'name="{name}" value="{value}"' in page[page.index('id="export-form"'):]
-    resp = Sent(client, export_form_data(page, **options))
-    assert resp.status_code == 200, resp.get_data(as_text=True)[:500]
-    book = load_workbook(io.BytesIO(resp.get_data()), read_only=True)
+        assert f'name="{name}" value="{value}"' in form
+    data = {"format": "xlsx", **dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form))}
+    resp = client.post("/export", data=data)
+    try:
+        assert resp.status_code == 200, resp.get_data(as_text=True)[:500]
+        body = resp.get_data()
+    finally:
+        resp.close()
+    book = load_workbook(io.BytesIO(body), read_only=True)
     rows = list(book["Posts"].iter_rows(values_only=True))
     about = dict(r[:2] for r in book["About this export"].iter_rows(values_only=True))
     book.close()
@@ -60,8 +88,7 @@ def download(client: FlaskClient, **options: str) -> dict[str, Any]:
 def test_retweets_are_whole_by_default_and_as_they_are_when_asked(client: FlaskClient,
                                                                   gate: Gate) -> None:
     assert RETWEETS  # the sample has retweets whose original the page includes
-    login(client)
-    accept_terms(client)
+    signed_in(client)
     whole = download(client)
     rt = RETWEETS[0]
     original = next(r for r in rt["referenced_tweets"] if r["type"] == "retweeted")
@@ -84,8 +111,7 @@ def test_retweets_are_whole_by_default_and_as_they_are_when_asked(client: FlaskC
 
 
 def test_referenced_posts_are_rows_counted_toward_r6(client: FlaskClient, gate: Gate) -> None:
-    login(client)
-    accept_terms(client)
+    signed_in(client)
     got = download(client, referenced="1")
     assert got["header"][-1] == REFERENCED
     marked = [r for r in got["rows"] if r[REFERENCED]]
@@ -103,8 +129,7 @@ def test_r9_applies_to_referenced_posts(client: FlaskClient, gate: Gate) -> None
     original = next(r for r in RETWEETS[0]["referenced_tweets"] if r["type"] == "retweeted")
     gate.deletions.add(iter([original["author_id"].encode()]), kind="users", source="t",
                        actor="t", channel="cli")
-    login(client)
-    accept_terms(client)
+    signed_in(client)
     got = download(client, referenced="1")
     ids = {r["id"] for r in got["rows"]}
     # the original's author is listed: neither the original's row nor its retweets leave
