@@ -97,18 +97,22 @@ class Selection:
         n = 0
         # closing(): stopping at `limit` must close the dataset file now, not at some GC.
         with contextlib.closing(gate.datasets.posts(self.dataset, self.filters)) as source:
-            for post in source:
-                for item in expand(post, whole_retweets=self.whole_retweets,
-                                   referenced=self.referenced):
-                    if self.limit is not None and n >= self.limit:
-                        return
-                    # R9: hidden posts never leave; scrub_geo'd ones leave without their
-                    # geo, removed here, before any writer in exports/ sees the row.
-                    cleaned = self.deleted.cleaned(item)
-                    if cleaned is None:
-                        continue
-                    n += 1
-                    yield cleaned
+            for post in self._rows(source):
+                if self.limit is not None and n >= self.limit:
+                    return
+                # R9: hidden posts never leave; scrub_geo'd ones leave without their geo,
+                # removed here, before any writer in exports/ sees the row.
+                cleaned = self.deleted.cleaned(post)
+                if cleaned is None:
+                    continue
+                n += 1
+                yield cleaned
+
+    def _rows(self, source: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Each post's rows: the posts it references first (on request), then itself."""
+        for post in source:
+            yield from expand(post, whole_retweets=self.whole_retweets,
+                              referenced=self.referenced)
 
     def options(self) -> dict[str, str]:
         """The export options in words, for the file's About block and the audit record."""
@@ -119,6 +123,11 @@ class Selection:
             "referenced posts": f"added as rows of their own, marked in the {REFERENCED} "
                                 "column, counted like any row" if self.referenced
                                 else "not added"}
+
+    def options_in_brief(self) -> str:
+        """The export options for the audit record (R11)."""
+        return ("retweets whole" if self.whole_retweets else "retweets as they are") + \
+            "; referenced posts " + ("added" if self.referenced else "not added")
 
     def count(self, gate: Gate, with_users: bool) -> tuple[int, list[dict[str, Any]]]:
         """Posts selected, and their distinct authors when a Users sheet is wanted."""
@@ -189,10 +198,7 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
              "channel": channel, "kind": f"export.{fmt}", "request_id": request_id,
              "dataset": selection.dataset,
              "filters": str(selection.filters.to_dict()) if not selection.filters.is_empty
-             else None,
-             "options": ("retweets whole" if selection.whole_retweets
-                         else "retweets as they are") + "; referenced posts "
-                        + ("added" if selection.referenced else "not added")}
+             else None, "options": selection.options_in_brief()}
     try:
         policy.check_hydrated_export(user, channel)
     except GatekeeperError as refusal:
