@@ -32,8 +32,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Protocol
 
-from exports.columns import COLUMNS, TEXT_COLUMNS, TIME_COLUMNS, USER_COLUMNS, about_rows, user_row
-from exports.columns import row as post_row
+from exports.columns import (
+    COLUMNS,
+    REFERENCED,
+    TEXT_COLUMNS,
+    TIME_COLUMNS,
+    USER_COLUMNS,
+    about_rows,
+    row,
+    user_row,
+)
 
 MAX_CELL = 32_767  # Excel's limit on the characters (UTF-16 units) of one cell
 MAX_ROWS = 1_048_576  # and on the rows of one sheet
@@ -275,7 +283,8 @@ class _Package:
 
 
 def write_xlsx(posts: Iterable[dict[str, Any]], stream: IO[bytes], *,
-               about: Mapping[str, Any], users: Iterable[dict[str, Any]] | None = None) -> int:
+               about: Mapping[str, Any], users: Iterable[dict[str, Any]] | None = None,
+               referenced: bool = False) -> int:
     """Write `posts` (and `users`, if given) to `stream` as an XLSX file; return the rows written.
 
     The count is post rows plus user rows: every hydrated object the file holds (what R6
@@ -283,12 +292,14 @@ def write_xlsx(posts: Iterable[dict[str, Any]], stream: IO[bytes], *,
     heads the "About this export" sheet, followed by the counts and the R7/R8/R9 notice.
     Memory holds one batch of rows; `stream` needs only ``write`` (a socket or pipe will do).
     If `posts` or `users` raise, the exception propagates and `stream` holds a partial file
-    that no spreadsheet opens: discard it.
+    that no spreadsheet opens: discard it. With `referenced` (the export holds referenced
+    posts as rows of their own) the Posts sheet ends with the REFERENCED column.
     """
     names = ["Posts", *(["Users"] if users is not None else []), "About this export"]
     package = _Package(stream, names)
-    counts = {"posts": package.sheet(0, map(post_row, posts), header=COLUMNS,
-                                     widths=[_width(c) for c in COLUMNS])}
+    header = [*COLUMNS, REFERENCED] if referenced else COLUMNS
+    counts = {"posts": package.sheet(0, (row(p, referenced) for p in posts), header=header,
+                                     widths=[_width(c) for c in header])}
     if users is not None:
         counts["users"] = package.sheet(1, map(user_row, users), header=USER_COLUMNS,
                                         widths=[_width(c) for c in USER_COLUMNS])

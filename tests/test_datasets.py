@@ -110,7 +110,7 @@ def test_user_lookup_pages_hold_no_posts_and_are_read_as_users() -> None:
     distinct: dict[str, Any] = {}
     for page in pages(path):
         for user in page["data"]:
-            distinct.setdefault(user["id"], user)
+            distinct.setdefault(user["id"], {**user, "__twarc": page["__twarc"]})
     assert list(iter_users(path)) == list(distinct.values())
 
 

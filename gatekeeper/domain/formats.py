@@ -10,9 +10,11 @@
 
 Every post yielded has a decimal string ``id``, a ``text``, ``created_at`` as X writes it
 (``2021-05-18T19:24:56.000Z``) when the line had one, and ``author`` (a User dict or None). A
-retweet's ``referenced_tweets`` entry of type ``retweeted`` also carries the original's
-``author_id`` when the line tells it (``includes.tweets``, v1.1 ``retweeted_status.user``), as
-twarc2's flatten writes it: a retweet carries its original's content, so R9 needs both.
+page's ``includes`` are resolved into its posts once (`Includes`), as twarc2's flatten writes
+them: each ``referenced_tweets`` entry carries the referenced post when the page has it (a
+retweet's original: its text, metrics and ``author_id`` — a retweet carries its original's
+content, so R9 needs both; v1.1 ``retweeted_status.user`` gives the author too), media, poll
+and place are attached, and the page's ``__twarc`` and ``matching_rules`` go on each post.
 Files are read in large chunks, gzip detected by its magic bytes, so memory stays flat; a line
 longer than ``datasets.max_line_mb`` is refused (`gatekeeper.domain.lines`). Every Post and
 User ID is checked to be what ID files hold (`is_id`), since shares, R9 and the exports rely on it.
@@ -30,6 +32,7 @@ from typing import Any
 import orjson
 
 from gatekeeper.domain import lines
+from gatekeeper.domain.includes import Includes
 from gatekeeper.domain.lines import MAX_LINE_BYTES
 from gatekeeper.rules.errors import BadInput
 
@@ -177,52 +180,29 @@ def _page(obj: dict[str, Any], where: tuple[str, int]) -> Iterator[Record]:
     users = (includes.get("users") or []) if isinstance(includes, dict) else None
     if not isinstance(items, list) or not isinstance(users, list):
         raise _bad(*where, '"data" must be a list or an object and "includes.users" a list')
-    by_id: dict[Any, Any] | None = None
-    originals: dict[str, Any] | None = None
+    page: Includes | None = None
+    stamp = {k: obj[k] for k in ("__twarc", "matching_rules") if k in obj}
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise _bad(*where, f"data[{i}] is not a JSON object")
         if "text" in item:
-            if by_id is None:  # built once per page, and only for pages of posts
-                by_id = {}
+            if page is None:  # built once per page, and only for pages of posts
+                by_id: dict[str, Any] = {}
                 for j, u in enumerate(users):
                     if not isinstance(u, dict):
                         raise _bad(*where, f"includes.users[{j}] is not a JSON object")
                     by_id[_decimal(u, "id", where, f"includes.users[{j}]: ")] = u
-            author = by_id.get(str(item.get("author_id"))) or item.get("author")
-            ref = _retweet_ref(item)
-            if ref is not None:
-                if originals is None:
-                    originals = _originals(includes)
-                found = originals.get(str(ref.get("id")))
-                if found is not None:
-                    ref["author_id"] = found
+                page = Includes(includes, by_id)
+            author = page.users.get(str(item.get("author_id"))) or item.get("author")
+            page.resolve(item)
+            item.update(stamp)
             yield True, _post(item, author, where, f"data[{i}]: ")
         elif "username" in item and "id" in item:
+            if "__twarc" in stamp:
+                item["__twarc"] = stamp["__twarc"]
             yield False, _user(item, where, f"data[{i}]: ")
         else:
             raise _bad(*where, f'data[{i}] is neither a post (no "text") nor a user')
-
-
-def _retweet_ref(item: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``retweeted`` reference of a v2 post that does not name the original's author."""
-    refs = item.get("referenced_tweets")
-    if isinstance(refs, list):
-        for ref in refs:
-            if isinstance(ref, dict) and ref.get("type") == "retweeted":
-                author = ref.get("author")
-                named = ref.get("author_id") or (isinstance(author, dict) and author.get("id"))
-                return None if named else ref
-    return None
-
-
-def _originals(includes: Any) -> dict[str, Any]:
-    """includes.tweets as original ID -> author ID (the authors of what retweets repeat)."""
-    tweets = includes.get("tweets") if isinstance(includes, dict) else None
-    if not isinstance(tweets, list):
-        return {}
-    return {str(t.get("id")): t["author_id"] for t in tweets
-            if isinstance(t, dict) and t.get("author_id")}
 
 
 def _v1(t: dict[str, Any], where: tuple[str, int]) -> dict[str, Any]:

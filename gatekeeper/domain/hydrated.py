@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from exports.columns import REFERENCED, expand
 from gatekeeper import faults
 from gatekeeper.domain import spool
 from gatekeeper.domain.audit import record_denial
@@ -91,12 +92,16 @@ class Tally:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which posts an export holds: dataset, filters, R9 list, and at most `limit` of them."""
+    """Which posts an export holds: dataset, filters, R9 list, and at most `limit` of them;
+    retweets whole (twarc-csv's default) or as they are, and the posts they reference as rows
+    of their own on request — rows like any other: counted (R6), checked (R9), limited."""
 
     dataset: str
     filters: Filters
     deleted: Deleted
     limit: int | None = None  # "export the first N that fit"
+    whole_retweets: bool = True
+    referenced: bool = False
 
     def posts(self, gate: Gate, tally: Tally | None = None) -> Iterator[dict[str, Any]]:
         """The posts to write, in file order. A post the dataset holds again (collections
@@ -105,7 +110,7 @@ class Selection:
         seen = SeenIds()  # ~7 bytes an ID, never the posts
         # closing(): stopping at `limit` must close the dataset file now, not at some GC.
         with contextlib.closing(gate.datasets.posts(self.dataset, self.filters)) as source:
-            for post in source:
+            for post in self._rows(source):
                 if self.limit is not None and n >= self.limit:
                     return
                 if not seen.add(int(post["id"])):
@@ -119,6 +124,27 @@ class Selection:
                     continue
                 n += 1
                 yield cleaned
+
+    def _rows(self, source: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Each post's rows: the posts it references first (on request), then itself."""
+        for post in source:
+            yield from expand(post, whole_retweets=self.whole_retweets,
+                              referenced=self.referenced)
+
+    def options(self) -> dict[str, str]:
+        """The export options in words, for the file's About block and the audit record."""
+        return {
+            "retweets": "whole: the original's text, entities and metrics, with the retweet's "
+                        "own id, author and time" if self.whole_retweets
+                        else "as they are: the retweet's own text and metrics",
+            "referenced posts": f"added as rows of their own, marked in the {REFERENCED} "
+                                "column, counted like any row" if self.referenced
+                                else "not added"}
+
+    def options_in_brief(self) -> str:
+        """The export options for the audit record (R11)."""
+        return ("retweets whole" if self.whole_retweets else "retweets as they are") + \
+            "; referenced posts " + ("added" if self.referenced else "not added")
 
     def count(self, gate: Gate, with_users: bool) -> tuple[int, list[dict[str, Any]]]:
         """Posts selected, and their distinct authors when a Users sheet is wanted."""
@@ -196,7 +222,7 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
              "channel": channel, "kind": f"export.{fmt}", "request_id": request_id,
              "dataset": selection.dataset,
              "filters": str(selection.filters.to_dict()) if not selection.filters.is_empty
-             else None}
+             else None, "options": selection.options_in_brief()}
     try:
         policy.check_hydrated_export(user, channel)
     except GatekeeperError as refusal:
@@ -224,7 +250,7 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
     about = {"recipient": user.name, "entity": user.entity, "exported_at": iso(grant.now_ms),
              "dataset": selection.dataset, "filters": str(selection.filters.to_dict() or "none"),
              "posts": str(posts), "duplicates dropped": str(tally.duplicates),
-             "export_id": grant.share_id,
+             **selection.options(), "export_id": grant.share_id,
              "notice": NOTICE}
     # R7: the file has no name from its first byte (O_TMPFILE), so neither a crash nor an
     # error can leave hydrated content on disk; the response reads and closes the handle.
@@ -235,7 +261,7 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
         handle = spool.anonymous()
         faults.point("export.reserved")
         _write(fmt, _failing_midway(selection.posts(gate)), handle, about,
-               authors if with_users else None)
+               authors if with_users else None, selection.referenced)
         handle.flush()
         size = handle.tell()
         handle.seek(0)
@@ -272,11 +298,11 @@ def _failing_midway(posts: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]
 
 
 def _write(fmt: str, posts: Iterator[dict[str, Any]], out: IO[bytes], about: dict[str, str],
-           users: list[dict[str, Any]] | None) -> int:
+           users: list[dict[str, Any]] | None, referenced: bool = False) -> int:
     if fmt == "xlsx":
         from exports.xlsx import write_xlsx
 
-        return write_xlsx(posts, out, about=about, users=users)
+        return write_xlsx(posts, out, about=about, users=users, referenced=referenced)
     from exports.pdf import write_pdf
 
     return write_pdf(posts, out, about=about)

@@ -159,6 +159,9 @@ def terms() -> Any:
 # --- the export form (R5, R6) -------------------------------------------------------------------
 
 
+EXPORT_OPTIONS = ("retweets_as_is", "referenced")  # checkboxes: "1" when ticked
+
+
 def _form_selection(form: Any) -> tuple[hydrated.Selection, dict[str, str]]:
     values = {k: form.get(k, "") for k in FILTER_FIELDS}
     filters = Filters.parse(values)
@@ -171,7 +174,9 @@ def _form_selection(form: Any) -> tuple[hydrated.Selection, dict[str, str]]:
         if not limit.isdigit() or int(limit) <= 0:
             raise BadInput(f"limit must be a positive number, not {limit!r}")
         limit = int(limit)
-    return hydrated.Selection(dataset, filters, gate().deletions.current(), limit), values
+    return hydrated.Selection(dataset, filters, gate().deletions.current(), limit,
+                              whole_retweets=form.get("retweets_as_is") != "1",
+                              referenced=form.get("referenced") == "1"), values
 
 
 def _render_form(values: dict[str, Any], error: str | None = None,
@@ -200,7 +205,8 @@ def _render_form(values: dict[str, Any], error: str | None = None,
 def export_form() -> Any:
     if not me().accepted_terms:
         return redirect(url_for("pages.terms"))
-    values = {k: request.args.get(k, "") for k in (*FILTER_FIELDS, "dataset", "format", "users")}
+    values = {k: request.args.get(k, "") for k in (*FILTER_FIELDS, "dataset", "format", "users",
+                                                   *EXPORT_OPTIONS)}
     return _render_form(values)
 
 
@@ -211,7 +217,7 @@ def export_download() -> Any:
     g = gate()
     form = request.form
     values = {k: form.get(k, "") for k in (*FILTER_FIELDS, "dataset", "format", "users",
-                                            "limit")}
+                                            *EXPORT_OPTIONS, "limit")}
     try:
         hydrated.redeem_ticket(g, user, form.get("ticket"))
     except Forbidden as refusal:
