@@ -45,23 +45,28 @@ def export(posts: list[dict[str, Any]], about: Any = None) -> tuple[bytes, PdfWr
     return buf.getvalue(), writer
 
 
-def drawn_glyphs(data: bytes, writer: PdfWriter) -> list[tuple[int, int]]:
-    """(face, glyph id) of every glyph the pages' content streams draw, in drawing order: each
-    font resource's code is looked up in the subset the writer embedded for it."""
+def drawn_glyphs(data: bytes, writer: PdfWriter) -> list[tuple[int, int, float]]:
+    """(face, glyph id, advance in 1/1000 em) of every glyph the pages' content streams draw,
+    in drawing order: each font resource's code is looked up in the subset the writer embedded
+    for it, its advance in the font's /Widths."""
     fonts = writer.fonts
     out = []
     with pdfplumber.open(io.BytesIO(data)) as pdf:
         for page in pdf.pages:
+            resources = resolve1(resolve1(page.page_obj.resources)["Font"])
             contents = resolve1(page.page_obj.attrs["Contents"])
             stream = contents.get_data().decode("latin-1")
             face = sub = -1
+            widths: list[float] = []
             for m in SHOW.finditer(stream):
                 if m.group(1) is not None:
                     face, sub = int(m.group(1)), int(m.group(2))
+                    widths = resolve1(resolve1(resources[f"F{face}s{sub}"])["Widths"])
                     continue
                 codes = writer.enc.subsets[face][sub]
                 for code in bytes.fromhex(m.group(3)):
-                    out.append((face, fonts.faces[face].charToGlyph[codes[code]]))
+                    gid = fonts.faces[face].charToGlyph[codes[code]]
+                    out.append((face, gid, float(widths[code])))
     return out
 
 
@@ -72,12 +77,19 @@ def page_text(data: bytes) -> str:
 
 def harfbuzz(text: str, font_file: str) -> list[int]:
     """HarfBuzz's own shaping of `text` with the font file, as any HarfBuzz user gets it."""
+    return [gid for gid, _ in harfbuzz_advances(text, font_file)]
+
+
+def harfbuzz_advances(text: str, font_file: str) -> list[tuple[int, float]]:
+    """(glyph id, advance in 1/1000 em) as HarfBuzz shapes `text` with the font file."""
     blob = hb.Blob.from_file_path(str(FONTDATA / font_file))
+    face = hb.Face(blob)
     buf = hb.Buffer()
     buf.add_str(text)
     buf.guess_segment_properties()
-    hb.shape(hb.Font(hb.Face(blob)), buf)
-    return [info.codepoint for info in buf.glyph_infos]
+    hb.shape(hb.Font(face), buf)
+    return [(i.codepoint, p.x_advance * 1000 / face.upem)
+            for i, p in zip(buf.glyph_infos, buf.glyph_positions, strict=True)]
 
 
 def face_index(font_file: str) -> int:
@@ -97,14 +109,16 @@ def test_glyphs_drawn_in_the_pdf_are_harfbuzzs_own_shaping_of_the_same_font(
         text: str, font_file: str) -> None:
     data, writer = export([post(text)])
     face = face_index(font_file)
-    drawn = [gid for f, gid in drawn_glyphs(data, writer) if f == face]
-    assert drawn == harfbuzz(text, font_file)
+    drawn = [(gid, width) for f, gid, width in drawn_glyphs(data, writer) if f == face]
+    expected = harfbuzz_advances(text, font_file)
+    assert [gid for gid, _ in drawn] == [gid for gid, _ in expected]
+    assert [w for _, w in drawn] == pytest.approx([w for _, w in expected], abs=0.01)
 
 
 def test_devanagari_has_its_conjuncts_and_the_short_i_before_its_consonant() -> None:
     data, writer = export([post(DEVANAGARI)])
     face = face_index("NotoSansDevanagari-Regular.ttf")
-    drawn = [gid for f, gid in drawn_glyphs(data, writer) if f == face]
+    drawn = [gid for f, gid, _ in drawn_glyphs(data, writer) if f == face]
     cmap = fontset().faces[face].charToGlyph
     # क्ष and त्र are one glyph each: four glyphs for eight characters, and the i-matra (a
     # glyph of its own) is drawn first of त्रि, left of the त्र it follows in the text.
@@ -120,7 +134,7 @@ def test_devanagari_has_its_conjuncts_and_the_short_i_before_its_consonant() -> 
 def test_arabic_is_shaped_in_visual_order_with_the_lam_alef_ligature() -> None:
     data, writer = export([post(ARABIC)])
     face = face_index("NotoSansArabic-Regular.ttf")
-    drawn = [gid for f, gid in drawn_glyphs(data, writer) if f == face]
+    drawn = [gid for f, gid, _ in drawn_glyphs(data, writer) if f == face]
     words = [harfbuzz(w, "NotoSansArabic-Regular.ttf") for w in ARABIC.split()]
     assert drawn == [g for w in reversed(words) for g in w]  # the first word rightmost
     assert len(words[0]) == 1  # لا is one glyph
