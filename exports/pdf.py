@@ -7,7 +7,8 @@ only reads the TrueType fonts and cuts the subsets that are embedded (see `expor
 
 What only the end knows (how many posts, how many pages, how many characters were replaced) is
 drawn through form XObjects that the pages name and that are written last: one pass, and still
-"page N of M". Arabic is shaped (presentation forms) and every wrapped line put in visual order.
+"page N of M". Lines are broken on shaped widths, put in visual order (bidi), and their complex
+scripts shaped by HarfBuzz (`exports.shaping`): conjuncts, reordered vowels, joined Arabic.
 """
 
 from __future__ import annotations
@@ -407,8 +408,9 @@ def write_pdf(posts: Iterable[dict[str, Any]], stream: IO[bytes], *,
               about: Mapping[str, str]) -> int:
     """Write `posts` to `stream` as a PDF table; return how many rows were written.
 
-    `about` is shown in the title block, in its order: ``recipient``, ``time`` (UTC; now if
-    absent), ``dataset``, ``filters`` and anything else, then the count and the notice (R7-R9).
+    `about` is shown in the title block as `exports.columns.about_rows` words it, in its order
+    (``recipient``, a time, ``dataset``, ``filters`` and anything else; now if no time is given),
+    then the count and the notice (R7-R9; ``notice`` replaces ours).
     """
     writer = PdfWriter(stream, about=about)
     for post in posts:
