@@ -5,10 +5,12 @@ the fonts shipped inside the package, and a rendered page of the multilingual sa
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +194,16 @@ def test_fonts_ship_inside_the_package_with_their_licences_and_checksums() -> No
     assert [f.resource for f in fontset().files] == [f.resource for f in CHAIN]
     for licence in ("OFL-1.1.txt", "LICENSE-Apache-2.0.txt"):
         assert (FONTDATA / licence).stat().st_size > 1000
+
+
+def test_package_data_carries_every_font_file_into_the_wheel_and_sdist() -> None:
+    # A fresh `pip install .` has only what [tool.setuptools.package-data] names.
+    config = tomllib.loads((FONTDATA.parents[1] / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["exports"]
+    for path in FONTDATA.iterdir():
+        assert any(fnmatch.fnmatch(f"fontdata/{path.name}", p) for p in patterns), path.name
+    deps = " ".join(config["project"]["dependencies"])
+    assert "fonts" not in deps and "uharfbuzz" in deps  # no font package, HarfBuzz
 
 
 def test_rendered_first_page_of_the_multilingual_sample_is_kept_and_shows_its_text(
