@@ -4,11 +4,13 @@ Both sides read the same generated dataset (50,000 demo posts in fifteen languag
 twarc2 JSONL, as an export reads a stored dataset) and write the same rows in the same columns
 with the same embedded fonts, split into the same per-character font runs. The alternative is
 the obvious one: one platypus LongTable per chunk of rows (one big table costs O(n²) to split),
-Paragraph cells, the header row repeated, a page number in the footer, Arabic shaped and put in
-order per paragraph. Each side runs once in a fresh subprocess (fonts loaded inside it) and is
-measured there: wall time of the whole export and peak resident memory. A third subprocess only
-reads the dataset, to show what the reading costs both sides. Prints one table and the goals;
-exits 1 if a goal fails.
+Paragraph cells, the header row repeated, a page number in the footer, each paragraph put in
+visual order and shaped by reportlab's own HarfBuzz shaping (ParagraphStyle shaping=1), as the
+export shapes. Each run is a fresh subprocess (fonts loaded inside it), measured there: wall
+time of the whole export and peak resident memory. Our export also runs with shaping switched
+off, to show what shaping costs: each of the two `--repeat` times (3), alternately, the fastest
+counting. A further subprocess only reads the dataset, to show what the reading costs both
+sides. Prints one table and the goals; exits 1 if a goal fails.
 
 Run from the repository root::
 
@@ -38,7 +40,7 @@ sys.path.insert(0, str(ROOT))  # this tree's exports/, whatever checkout is inst
 from common import machine_line, print_goals, print_table, run_child  # noqa: E402
 
 from exports import pdf  # noqa: E402
-from exports.columns import post_url  # noqa: E402
+from exports.columns import about_rows, post_url  # noqa: E402
 from exports.fonts import fontset  # noqa: E402
 from gatekeeper.domain.demo import write_demo_dataset  # noqa: E402
 from gatekeeper.domain.formats import iter_posts  # noqa: E402
@@ -52,7 +54,6 @@ ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
 
 def longtable(posts: Any, out: Any, chunk: int) -> tuple[int, int]:
     """The same rows as platypus LongTables of `chunk` rows each; (rows, pages) written."""
-    import arabic_reshaper
     from bidi import get_display
     from reportlab.lib import colors
     from reportlab.lib.styles import ParagraphStyle
@@ -60,15 +61,15 @@ def longtable(posts: Any, out: Any, chunk: int) -> tuple[int, int]:
 
     fonts = fontset()
     names = fonts.register()
-    style = ParagraphStyle("cell", fontName=names[0], fontSize=7.5, leading=9.5)
+    style = ParagraphStyle("cell", fontName=names[0], fontSize=7.5, leading=9.5, shaping=1)
     right = ParagraphStyle("right", parent=style, alignment=2)
 
     def markup(text: str) -> str:
-        """Paragraph markup: placeholders, shaped Arabic, a <font> per run, <br/> per line."""
+        """Paragraph markup: placeholders, visual order, a <font> per run, <br/> per line."""
         paras = []
         for para in text.replace("\r\n", "\n").split("\n"):
-            if pdf.ARABIC.search(para):
-                para = get_display(arabic_reshaper.reshape(para))
+            if pdf.RTL.search(para):
+                para = get_display(para)
             para = fonts.clean(para)[0]
             paras.append("".join(f'<font name="{names[face]}">{escape(run)}</font>'
                                  for face, run in fonts.runs(para)))
@@ -83,9 +84,8 @@ def longtable(posts: Any, out: Any, chunk: int) -> tuple[int, int]:
         ("LEFTPADDING", (0, 0), (-1, -1), 3), ("RIGHTPADDING", (0, 0), (-1, -1), 3),
         ("TOPPADDING", (0, 0), (-1, -1), 3), ("BOTTOMPADDING", (0, 0), (-1, -1), 3)])
     story: list[Any] = [Paragraph("X posts, hydrated: PDF export", style)]
-    story += [Paragraph(markup(f"{k}: {v}"), style) for k, v in ABOUT.items()]
-    story += [Paragraph(markup(pdf.NOTICE.format(recipient=ABOUT["recipient"])), style),
-              Spacer(1, 8)]
+    story += [Paragraph(markup(f"{k}: {v}"), style) for k, v in about_rows(ABOUT, {})]
+    story.append(Spacer(1, 8))
     rows: list[list[Any]] = []
     written = 0
 
@@ -121,6 +121,19 @@ def longtable(posts: Any, out: Any, chunk: int) -> tuple[int, int]:
     return written, doc.page
 
 
+class Unshaped:
+    """A shaper that shapes nothing: each character its own glyph, as before issue 12."""
+
+    def __init__(self, fonts: Any) -> None:
+        self.widths = fonts.widths()
+
+    def shape_line(self, line: str) -> str:
+        return line
+
+    def width(self, text: str) -> float:
+        return sum(map(self.widths.__getitem__, text))
+
+
 # --- one side in a fresh process --------------------------------------------------------------
 
 
@@ -133,7 +146,9 @@ def child(side: str, data: Path, out: Path, chunk: int) -> None:
         rows = sum(1 for _ in posts)
     else:
         with open(out, "wb") as f:
-            if side == "ours":
+            if side in ("ours", "unshaped"):
+                if side == "unshaped":
+                    pdf.shaper = Unshaped  # type: ignore[assignment]
                 writer = pdf.PdfWriter(f, about=ABOUT)
                 for post in posts:
                     writer.add(post)
@@ -161,7 +176,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--posts", type=int, default=50_000, help="generated posts")
     parser.add_argument("--chunk", type=int, default=500, help="rows per LongTable")
-    parser.add_argument("--child", choices=("ours", "longtable", "read"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of our export, with and without shaping (the fastest counts)")
+    parser.add_argument("--child", choices=("ours", "unshaped", "longtable", "read"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -174,8 +192,18 @@ def main() -> int:
         data = Path(tmp) / "demo.jsonl.gz"
         write_demo_dataset(data, posts=args.posts, seed=7, anchor=ANCHOR)
         res = {side: run_side(side, data, Path(tmp) / f"{side}.pdf", args.chunk)
-               for side in ("read", "ours", "longtable")}
+               for side in ("read", "longtable")}
+        # Ours with and without shaping, alternately `repeat` times: the fastest of each (a
+        # busy machine only ever adds time), so that the difference is shaping, not noise.
+        runs: dict[str, list[dict[str, Any]]] = {"ours": [], "unshaped": []}
+        for _ in range(args.repeat):
+            for side, done in runs.items():
+                done.append(run_side(side, data, Path(tmp) / f"{side}.pdf", args.chunk))
+        for side, done in runs.items():
+            res[side] = min(done, key=lambda r: r["seconds"])
+            res[side]["peak_mb"] = max(r["peak_mb"] for r in done)
     ours, theirs, read = res["ours"], res["longtable"], res["read"]
+    unshaped = res["unshaped"]
     if not ours["rows"] == theirs["rows"] == read["rows"] == args.posts:
         raise SystemExit(f"rows differ: {ours['rows']}, {theirs['rows']}, {read['rows']}")
 
@@ -204,6 +232,11 @@ def main() -> int:
     print(f"each side: one run in a fresh subprocess, reading the gzipped JSONL itself; reading "
           f"alone takes {read['seconds']:.1f} s and {read['peak_mb']:,.0f} MB peak in a third "
           "process; peak = ru_maxrss of the process (interpreter, fonts and reportlab included)")
+    cost = ours["seconds"] - unshaped["seconds"]
+    print(f"shaping (HarfBuzz, complex scripts only): our export without it takes "
+          f"{unshaped['seconds']:.1f} s and {unshaped['peak_mb']:,.0f} MB peak; shaping costs "
+          f"{cost:.1f} s ({cost / unshaped['seconds']:.0%} more); ours: fastest of "
+          f"{args.repeat} runs each, with and without shaping, alternately")
 
     speedup = theirs["seconds"] / ours["seconds"]
     goals = [

@@ -29,6 +29,7 @@ spreadsheet show the same rows. A field the post does not have is ``None``.
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -342,22 +343,52 @@ def _is_time(key: str) -> bool:
     return "time" in key or key.endswith("_at") or key in ("date", "when")
 
 
-def about_rows(about: Mapping[str, Any], counts: Mapping[str, int]) -> list[tuple[str, Any]]:
-    """(label, value) lines of the About block: what the caller recorded, the counts, the notice.
+# The About block's labels, in words (a key not named here is written with its underscores as
+# spaces, capitalised); the filters in words too, whether given as a mapping or as its repr.
+LABELS = {"recipient": "Recipient", "entity": "Recipient's organisation", "time": "Exported (UTC)",
+          "exported_at": "Exported (UTC)", "time (UTC)": "Exported (UTC)", "dataset": "Dataset",
+          "filters": "Filters", "posts": "Posts", "users": "Users", "export_id": "Export ID",
+          "notice": "Notice", "columns": "Columns"}
+FILTER_WORDS = {"since": "posted at or after", "until": "posted before", "lang": "language",
+                "contains": "text contains", "author": "author"}
 
-    ``about`` is written in its own order and words (recipient, time, dataset, filters, …);
-    without a time (a key with "time" in it or ending in "_at") the moment of writing is
-    recorded, in UTC. `counts` (rows written, by sheet) replace the caller's entries of the
-    same name or follow them. A ``notice`` in ``about`` is written instead of NOTICE.
+
+def label(key: str) -> str:
+    """The About block's label of `key`, in words."""
+    return LABELS.get(key) or key.replace("_", " ").capitalize()
+
+
+def filters_in_words(value: Any) -> Any:
+    """Filters as a reader says them: "language ko; posted before 2025-01-01T00:00:00Z"."""
+    if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
+        try:
+            value = ast.literal_eval(value)  # the repr of a dict of plain values, never code
+        except (ValueError, SyntaxError):
+            return value
+    if isinstance(value, Mapping):
+        return "; ".join(f"{FILTER_WORDS.get(str(k), str(k))} {v}" for k, v in value.items()
+                         ) or "none: every post of the dataset"
+    return "none: every post of the dataset" if value in ("none", "", None) else value
+
+
+def about_rows(about: Mapping[str, Any], counts: Mapping[str, int]) -> list[tuple[str, Any]]:
+    """(label, value) lines of the About block: what the caller recorded, the counts, the notice,
+    each labelled in words (`label`), each fact once.
+
+    ``about`` is written in its own order (recipient, time, dataset, filters, …); without a time
+    (a key with "time" in it or ending in "_at") the moment of writing is recorded, in UTC.
+    `counts` (rows written, by sheet) replace the caller's entries of the same name or follow
+    them. A ``notice`` in ``about`` is written instead of NOTICE.
     """
-    lines: list[tuple[str, Any]] = [(str(k), counts.get(str(k), v)) for k, v in about.items()
-                                    if k != "notice"]
+    lines: list[tuple[str, Any]] = [
+        (label(str(k)), counts.get(str(k), filters_in_words(v) if k == "filters" else v))
+        for k, v in about.items() if k != "notice"]
     if not any(_is_time(str(k)) for k in about):
-        lines.append(("time (UTC)", datetime.now(UTC).replace(tzinfo=None, microsecond=0)))
-    lines += [(name, n) for name, n in counts.items() if name not in about]
-    lines.append(("columns", "named as twarc-csv names them; IDs are text; times are UTC; "
-                             "lists are JSON; url is the post on X"))
+        lines.append((label("time (UTC)"), datetime.now(UTC).replace(tzinfo=None, microsecond=0)))
+    lines += [(label(name), n) for name, n in counts.items() if name not in about]
+    lines.append((label("columns"), "named as twarc-csv names them; IDs are text; times are "
+                                     "UTC; lists are JSON; url is the post on X"))
     if about.get("notice"):
-        return [*lines, ("notice", about["notice"])]
+        return [*lines, (label("notice"), about["notice"])]
     recipient = about.get("recipient") or "the recipient"
-    return lines + [(label, text.format(recipient=recipient)) for label, text in NOTICE]
+    return lines + [(label(name), text.format(recipient=recipient)) for name, text in NOTICE]

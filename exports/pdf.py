@@ -7,23 +7,25 @@ only reads the TrueType fonts and cuts the subsets that are embedded (see `expor
 
 What only the end knows (how many posts, how many pages, how many characters were replaced) is
 drawn through form XObjects that the pages name and that are written last: one pass, and still
-"page N of M". Arabic is shaped (presentation forms) and every wrapped line put in visual order.
+"page N of M". Lines are broken on shaped widths, put in visual order (bidi), and their complex
+scripts shaped by HarfBuzz (`exports.shaping`): conjuncts, reordered vowels, joined Arabic.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-import arabic_reshaper
 from bidi import get_base_level, get_display
 
-from exports.columns import post_url
+from exports.columns import about_rows, label, post_url
 from exports.fonts import ESCAPE, Embedding, fontset, num
+from exports.shaping import COMPLEX, JOINERS, shaper
 
 PAGE_W, PAGE_H = 841.89, 595.28  # A4 landscape, in points
 MARGIN = 28.0
@@ -35,19 +37,13 @@ TITLE = 13.0
 SHADE = "0.94 g"  # every other row, and the header row
 RULE = "0.75 G 0.4 w"
 
-NOTICE = (
-    "This file holds hydrated X content for {recipient} alone. It must not be made publicly "
-    "available: no public post, repository, website or link (R7). It is released to {recipient} "
-    "because they agreed to X's Terms of Service, Privacy Policy, Developer Agreement and "
-    "Developer Policy (R8). Content deleted, protected, suspended or withheld on X must be "
-    "deleted from this file and every copy of it within 24 hours of a request by X or by the "
-    "user (R9).")
 FOOTER = ("hydrated X content for {recipient}: not to be made publicly available (R7); delete "
           "what is deleted on X within 24 hours (R9)")
-LABELS = {"recipient": "Recipient", "time": "Exported (UTC)", "dataset": "Dataset",
-          "filters": "Filters"}
+# The title block: the About rows shared with the XLSX (exports.columns.about_rows), but for
+# the one about the spreadsheet's columns; the notice rows go in the shaded box under it.
+NOT_IN_PDF = {label("columns")}
+NOTICE_ROWS = {label("notice"), "R7", "R8", "R9"}
 
-ARABIC = re.compile("[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff]")
 RTL = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc\U00010800-\U00010fff\U0001e800-"
                  "\U0001efff]")
 CJK = ("\u2e80-\u2fff\u3000-\u30ff\u3100-\u312f\u3190-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
@@ -57,6 +53,19 @@ CLOSING = "、。，．：；！？）」』】〉》〕］｝ー々ゝゞ・…
 # after a slash (URLs), after a space; a word longer than the line is cut anywhere.
 TOKEN = re.compile(f"[{CJK}][{CLOSING}]*[^\\S\\n]*|[^\\s{CJK}/]*/+[^\\S\\n]*"
                    f"|[^\\s{CJK}]+[^\\S\\n]*|[^\\S\\n]+")
+
+
+def _attached(ch: str) -> bool:
+    """Whether `ch` belongs to the character before it (a mark, a joiner): no line break there."""
+    return ch in JOINERS or unicodedata.category(ch)[0] == "M"
+
+
+def _text(post: dict[str, Any]) -> str:
+    """The post's text as written: the X API escapes &, < and > as HTML entities."""
+    text = str(post.get("text") or "")
+    if "&" in text:
+        text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return text
 
 
 def _created(post: dict[str, Any]) -> str:
@@ -91,7 +100,7 @@ LINK = "0.05 0.3 0.65 rg"
 COLUMNS = (
     Column("created (UTC)", 54, _created),
     Column("author", 88, _author),
-    Column("text", 0, lambda p: str(p.get("text") or "")),  # 0: the width that is left
+    Column("text", 0, _text),  # 0: the width that is left
     Column("lang", 24, lambda p: str(p.get("lang") or "")),
     Column("likes", 36, _metric("like_count"), right=True),
     Column("reposts", 36, _metric("retweet_count"), right=True),
@@ -147,11 +156,11 @@ class PdfWriter:
 
     def __init__(self, stream: IO[bytes], *, about: Mapping[str, str]) -> None:
         self.fonts = fontset()
+        self.shaper = shaper(self.fonts)
         self.enc = Embedding(self.fonts)
         self.file = _File(stream)
         self.about = dict(about)
-        self.about.setdefault("time", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
-        self.recipient = self.about.get("recipient") or "the recipient"
+        self.recipient = str(self.about.get("recipient") or "the recipient")
         self.rows = 0
         self.replaced = 0
         self.pages: list[int] = []
@@ -176,22 +185,25 @@ class PdfWriter:
     # --- text -------------------------------------------------------------------------------
 
     def _lines(self, text: str, width: float, right: bool = False, size: float = SIZE) -> Cell:
-        """`text` wrapped to `width` points: each line in visual order with its x offset."""
+        """`text` wrapped to `width` points: each line in visual order, complex scripts shaped
+        (see `exports.shaping`), with its x offset."""
         limit = width * 1000 / size
         widths = self.fonts.widths()
         out: Cell = []
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         for para in text.split("\n"):
-            if ARABIC.search(para):
-                para = arabic_reshaper.reshape(para)
             para, replaced = self.fonts.clean(para)
             self.replaced += replaced
             rtl = RTL.search(para) is not None
+            complex_ = rtl or (not para.isascii() and COMPLEX.search(para) is not None)
             base = "R" if rtl and get_base_level(para) == 1 else "L"
-            for line in self._wrap(para, limit, widths):
+            measure = self.shaper.width if complex_ else None
+            for line in self._wrap(para, limit, widths, measure):
                 if rtl:  # mirrored brackets may be characters not seen yet
                     line = self.fonts.clean(get_display(line, base_dir=base))[0]
+                if complex_:
+                    line = self.shaper.shape_line(line)
                 off = 0.0
                 if right or base == "R":
                     off = max(0.0, width - sum(map(widths.__getitem__, line)) * size / 1000)
@@ -199,10 +211,14 @@ class PdfWriter:
         return out
 
     @staticmethod
-    def _wrap(para: str, limit: float, widths: dict[str, float]) -> list[str]:
-        """Greedy line breaking of one paragraph; `limit` in 1/1000 em of the font size."""
+    def _wrap(para: str, limit: float, widths: dict[str, float],
+              measure: Callable[[str], float] | None = None) -> list[str]:
+        """Greedy line breaking of one paragraph; `limit` in 1/1000 em of the font size.
+        `measure` gives the shaped width of a piece of text (complex scripts); without it a
+        piece is as wide as its characters."""
         get = widths.__getitem__
-        if sum(map(get, para)) <= limit:
+        size: Callable[[str], float] = measure or (lambda s: sum(map(get, s)))
+        if size(para) <= limit:
             return [para]
         lines: list[str] = []
         cur: list[str] = []
@@ -210,17 +226,17 @@ class PdfWriter:
         for tok in TOKEN.findall(para):
             core = tok.rstrip()
             tail = tok[len(core):]
-            wc = sum(map(get, core))
+            wc = size(core)
             if cur and x + wc > limit:
                 lines.append("".join(cur).rstrip())
                 cur, x = [], 0.0
             if wc <= limit:
                 cur.append(core)
                 x += wc
-            else:  # longer than a line: cut anywhere
+            else:  # longer than a line: cut anywhere but inside a cluster
                 for ch in core:
                     w = get(ch)
-                    if cur and x + w > limit:
+                    if cur and x + w > limit and not _attached(ch):
                         lines.append("".join(cur))
                         cur, x = [], 0.0
                     cur.append(ch)
@@ -273,11 +289,19 @@ class PdfWriter:
         ops.append(self.enc.show(MARGIN, self.y - TITLE, "X posts, hydrated: PDF export", TITLE))
         self.y -= TITLE + 8
         label_w = 110.0
-        items: list[tuple[str, str, str | None]] = [
-            (LABELS.get(k, k), str(v), None) for k, v in self.about.items()]
-        items += [("Posts in this file", "", "Posts"), ("Characters replaced", "", "Replaced")]
-        for label, value, xobject in items:
-            ops.append(self._cell(self._lines(label, label_w - PAD)[:1], MARGIN, self.y - SIZE,
+        items: list[tuple[str, str, str | None]] = []
+        notice: list[str] = []
+        for name, value in about_rows(self.about, {"posts": 0}):
+            if name in NOTICE_ROWS:
+                notice.append(str(value))
+            elif name not in NOT_IN_PDF:
+                if isinstance(value, datetime):
+                    value = f"{value:%Y-%m-%d %H:%M:%S}"
+                xobject = "Posts" if name == label("posts") else None
+                items.append((name, "" if xobject else str(value), xobject))
+        items.append(("Characters replaced", "", "Replaced"))
+        for name, value, xobject in items:
+            ops.append(self._cell(self._lines(name, label_w - PAD)[:1], MARGIN, self.y - SIZE,
                                   0, 1))
             lines = self._lines(value, width - label_w)
             ops.append(self._cell(lines, MARGIN + label_w, self.y - SIZE, 0, len(lines)))
@@ -285,12 +309,13 @@ class PdfWriter:
                 ops.append(f"q 1 0 0 1 {MARGIN + label_w:.2f} {self.y - SIZE:.2f} cm "
                            f"/{xobject} Do Q\n")
             self.y -= len(lines) * LEADING
-        notice = self._lines(NOTICE.format(recipient=self.recipient), width - 2 * PAD)
-        height = len(notice) * LEADING + 2 * PAD
+        notice_lines = self._lines(" ".join(notice), width - 2 * PAD)
+        height = len(notice_lines) * LEADING + 2 * PAD
         self.y -= 6
         ops.append(f"q 1 0.97 0.85 rg {MARGIN:.2f} {self.y - height:.2f} {width:.2f} "
                    f"{height:.2f} re f Q\n")
-        ops.append(self._cell(notice, MARGIN + PAD, self.y - PAD - 7, 0, len(notice)))
+        ops.append(self._cell(notice_lines, MARGIN + PAD, self.y - PAD - 7, 0,
+                              len(notice_lines)))
         self.y -= height + 10
 
     # --- rows -------------------------------------------------------------------------------
@@ -383,8 +408,9 @@ def write_pdf(posts: Iterable[dict[str, Any]], stream: IO[bytes], *,
               about: Mapping[str, str]) -> int:
     """Write `posts` to `stream` as a PDF table; return how many rows were written.
 
-    `about` is shown in the title block, in its order: ``recipient``, ``time`` (UTC; now if
-    absent), ``dataset``, ``filters`` and anything else, then the count and the notice (R7-R9).
+    `about` is shown in the title block as `exports.columns.about_rows` words it, in its order
+    (``recipient``, a time, ``dataset``, ``filters`` and anything else; now if no time is given),
+    then the count and the notice (R7-R9; ``notice`` replaces ours).
     """
     writer = PdfWriter(stream, about=about)
     for post in posts:

@@ -12,6 +12,7 @@ bottom as the PDF reads; its drawing helpers are in `exports.pdf` and `exports.f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any, Protocol, cast
@@ -44,7 +45,9 @@ from reportlab.platypus import (
 )
 
 from exports.fonts import fontset
-from exports.pdf import ARABIC, RTL
+from exports.pdf import RTL
+
+ARABIC = re.compile("[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff]")  # reshaped for platypus
 
 
 class ReportData(Protocol):

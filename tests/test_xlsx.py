@@ -231,9 +231,9 @@ def test_about_sheet_records_recipient_time_filters_dataset_count_and_notice() -
     assert wb.sheetnames == ["Posts", "About this export"]
     assert wb.active.title == "Posts"  # the file opens on the posts
     about = dict(wb["About this export"].iter_rows(values_only=True))
-    assert about["recipient"] == "ana" and about["time"] == "2025-01-01T12:00:00Z"
-    assert about["dataset"] == "kpop" and about["filters"] == "lang = ko"
-    assert about["posts"] == 100
+    assert about["Recipient"] == "ana" and about["Exported (UTC)"] == "2025-01-01T12:00:00Z"
+    assert about["Dataset"] == "kpop" and about["Filters"] == "lang = ko"
+    assert about["Posts"] == 100
     notice = " ".join(str(v) for v in about.values())
     assert "ana received under X's Developer Policy" in notice
     assert "must not be made publicly available" in about["R7"]
@@ -245,7 +245,7 @@ def test_about_sheet_records_recipient_time_filters_dataset_count_and_notice() -
 def test_about_sheet_records_the_time_of_writing_when_none_is_given() -> None:
     wb, _, _ = export([post("x")], about={"recipient": "ana"})
     about = dict(wb["About this export"].iter_rows(values_only=True))
-    when = about["time (UTC)"]
+    when = about["Exported (UTC)"]
     assert isinstance(when, datetime) and when.tzinfo is None and when.year >= 2025
 
 
@@ -254,9 +254,9 @@ def test_about_sheet_uses_the_callers_notice_and_our_counts() -> None:
                                           "posts": "7", "notice": "Keep it private (R7)."})
     rows = list(wb["About this export"].iter_rows(values_only=True))
     about = dict(rows)
-    assert about["posts"] == 1 and about["notice"] == "Keep it private (R7)."
-    assert "R7" not in about and "time (UTC)" not in about
-    assert [k for k, _ in rows].count("posts") == 1
+    assert about["Posts"] == 1 and about["Notice"] == "Keep it private (R7)."
+    assert "R7" not in about and "Exported (UTC)" in about and about["Exported (UTC)"] == "now"
+    assert [k for k, _ in rows].count("Posts") == 1
 
 
 def test_users_sheet_only_when_users_are_given() -> None:
@@ -273,7 +273,7 @@ def test_users_sheet_only_when_users_are_given() -> None:
     assert [r["id"].value for r in rows] == [u["id"] for u in users]
     assert all(r["id"].data_type == "s" for r in rows)
     assert [r["username"].value for r in rows] == [u["username"] for u in users]
-    assert dict(wb["About this export"].iter_rows(values_only=True))["users"] == len(users)
+    assert dict(wb["About this export"].iter_rows(values_only=True))["Users"] == len(users)
 
 
 def test_more_rows_than_a_sheet_holds_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
