@@ -29,7 +29,6 @@ spreadsheet show the same rows. A field the post does not have is ``None``.
 
 from __future__ import annotations
 
-import ast
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -344,7 +343,7 @@ def _is_time(key: str) -> bool:
 
 
 # The About block's labels, in words (a key not named here is written with its underscores as
-# spaces, capitalised); the filters in words too, whether given as a mapping or as its repr.
+# spaces, capitalised); the filters (a mapping) in words too.
 LABELS = {"recipient": "Recipient", "entity": "Recipient's organisation", "time": "Exported (UTC)",
           "exported_at": "Exported (UTC)", "time (UTC)": "Exported (UTC)", "dataset": "Dataset",
           "filters": "Filters", "posts": "Posts", "users": "Users", "export_id": "Export ID",
@@ -360,11 +359,6 @@ def label(key: str) -> str:
 
 def filters_in_words(value: Any) -> Any:
     """Filters as a reader says them: "language ko; posted before 2025-01-01T00:00:00Z"."""
-    if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
-        try:
-            value = ast.literal_eval(value)  # the repr of a dict of plain values, never code
-        except (ValueError, SyntaxError):
-            return value
     if isinstance(value, Mapping):
         return "; ".join(f"{FILTER_WORDS.get(str(k), str(k))} {v}" for k, v in value.items()
                          ) or "none: every post of the dataset"

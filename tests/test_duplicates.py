@@ -177,8 +177,8 @@ def test_an_export_of_overlapping_collections_writes_and_counts_each_post_once(
     about = dict(book["About this export"].iter_rows(values_only=True))
     book.close()
     assert [r[list(rows[0]).index("id")] for r in rows[1:]] == ids
-    assert str(about["duplicates dropped"]) == str(twice)
-    assert str(about["posts"]) == str(len(ids))
+    assert str(about["Duplicates dropped"]) == str(twice)
+    assert str(about["Posts"]) == str(len(ids))
     assert quota.user_quota(gate, "ana")["used"] == len(ids)
     granted = [a for a in web_audit(gate)
                if a.get("kind") == "export.xlsx" and a["outcome"] == "granted"]

@@ -96,14 +96,14 @@ def test_retweets_are_whole_by_default_and_as_they_are_when_asked(client: FlaskC
     assert row["text"] == original["text"] != rt["text"]
     assert row["public_metrics.like_count"] == original["public_metrics"]["like_count"]
     assert row["author_id"] == rt["author_id"] and row["id"] == rt["id"]
-    assert whole["about"]["retweets"].startswith("whole")
-    assert whole["about"]["referenced posts"] == "not added"
+    assert whole["about"]["Retweets"].startswith("whole")
+    assert whole["about"]["Referenced posts"] == "not added"
     assert REFERENCED not in whole["header"]
 
     kept = download(client, retweets_as_is="1")
     row = next(r for r in kept["rows"] if r["id"] == rt["id"])
     assert row["text"] == rt["text"]
-    assert kept["about"]["retweets"].startswith("as they are")
+    assert kept["about"]["Retweets"].startswith("as they are")
     options = [a.get("options") for a in audit(gate) if a.get("kind") == "export.xlsx"
                and a.get("outcome") == "granted"]
     assert options == ["retweets whole; referenced posts not added",
@@ -120,7 +120,7 @@ def test_referenced_posts_are_rows_counted_toward_r6(client: FlaskClient, gate: 
     assert {r[REFERENCED] for r in marked} == {"retweeted"}
     assert {r["id"] for r in got["rows"] if not r[REFERENCED]} == {p["id"] for p in SPANISH}
     assert used(gate) == len(got["rows"]) > len(SPANISH)
-    assert got["about"]["referenced posts"].startswith("added as rows of their own")
+    assert got["about"]["Referenced posts"].startswith("added as rows of their own")
     assert [a.get("options") for a in audit(gate) if a.get("kind") == "export.xlsx"
             and a.get("outcome") == "granted"] == ["retweets whole; referenced posts added"]
 

@@ -159,7 +159,7 @@ def test_html_entities_of_the_x_api_are_shown_as_the_characters() -> None:
 
 
 HYDRATED_ABOUT = {"recipient": "ana", "entity": "acme", "exported_at": "2025-01-01T12:00:00Z",
-                  "dataset": "kpop", "filters": str({"lang": "ko", "contains": "bts"}),
+                  "dataset": "kpop", "filters": {"lang": "ko", "contains": "bts"},
                   "posts": "2", "export_id": "e-1", "notice": "Keep it private (R7)."}
 
 

@@ -248,7 +248,7 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
                       None, audit, pending_dir=gate.pending_dir)
     mimetype, suffix = FORMATS[fmt]
     about = {"recipient": user.name, "entity": user.entity, "exported_at": iso(grant.now_ms),
-             "dataset": selection.dataset, "filters": str(selection.filters.to_dict() or "none"),
+             "dataset": selection.dataset, "filters": selection.filters.to_dict() or "none",
              "posts": str(posts), "duplicates dropped": str(tally.duplicates),
              **selection.options(), "export_id": grant.share_id,
              "notice": NOTICE}
@@ -297,7 +297,7 @@ def _failing_midway(posts: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]
         yield post
 
 
-def _write(fmt: str, posts: Iterator[dict[str, Any]], out: IO[bytes], about: dict[str, str],
+def _write(fmt: str, posts: Iterator[dict[str, Any]], out: IO[bytes], about: dict[str, Any],
            users: list[dict[str, Any]] | None, referenced: bool = False) -> int:
     if fmt == "xlsx":
         from exports.xlsx import write_xlsx
