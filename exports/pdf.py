@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from bidi import get_base_level, get_display
 
-from exports.columns import about_rows, label, post_url
+from exports.columns import REFERENCED_KEY, about_rows, label, post_url
 from exports.fonts import ESCAPE, Embedding, fontset, num
 from exports.shaping import COMPLEX, JOINERS, shaper
 
@@ -87,6 +87,13 @@ def _metric(key: str) -> Callable[[dict[str, Any]], str]:
     return value
 
 
+def _post_id(post: dict[str, Any]) -> str:
+    """The post's ID; a post added because another references it says so, and how (the XLSX's
+    ``referenced`` column)."""
+    kind = post.get(REFERENCED_KEY)
+    return f"{post['id']}\nreferenced ({str(kind).replace('_', ' ')})" if kind else str(post["id"])
+
+
 @dataclass(frozen=True)
 class Column:
     title: str
@@ -104,7 +111,7 @@ COLUMNS = (
     Column("lang", 24, lambda p: str(p.get("lang") or "")),
     Column("likes", 36, _metric("like_count"), right=True),
     Column("reposts", 36, _metric("retweet_count"), right=True),
-    Column("post ID", 88, lambda p: str(p["id"])),
+    Column("post ID", 88, _post_id),
 )
 
 

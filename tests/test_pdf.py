@@ -302,3 +302,15 @@ def test_memory_stays_flat_from_500_to_5000_posts() -> None:
         finally:
             tracemalloc.stop()
     assert peaks[1] < peaks[0] * 1.3, peaks
+
+
+def test_a_referenced_post_added_as_a_row_says_so_under_its_id() -> None:
+    from exports.columns import REFERENCED_KEY
+
+    quoted = post("the quoted one", pid="1440717170493689800", **{REFERENCED_KEY: "quoted"})
+    replied = post("the one replied to", pid="1440717170493689801",
+                   **{REFERENCED_KEY: "replied_to"})
+    data, writer = export([quoted, replied, post("the file's own post")])
+    ids = column_text(data, writer, len(COLUMNS) - 1)
+    assert ids == ("1440717170493689800referenced(quoted)"
+                   "1440717170493689801referenced(repliedto)1440717170493689866")

@@ -18,6 +18,7 @@ import pdfplumber
 import pypdfium2
 import pytest
 import uharfbuzz as hb
+from live import ARTIFACTS
 from pdfminer.pdftypes import resolve1
 
 from exports.columns import about_rows
@@ -206,12 +207,11 @@ def test_package_data_carries_every_font_file_into_the_wheel_and_sdist() -> None
     assert "fonts" not in deps and "uharfbuzz" in deps  # no font package, HarfBuzz
 
 
-def test_rendered_first_page_of_the_multilingual_sample_is_kept_and_shows_its_text(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_rendered_first_page_of_the_multilingual_sample_is_kept_and_shows_its_text() -> None:
     posts = list(iter_posts(SAMPLES / "kpop.jsonl"))
     posts[0] = {**posts[0], "text": f"{DEVANAGARI} {ARABIC} ខ្មែរ น้ำใจ " + posts[0]["text"]}
     data, writer = export(posts)
-    where = Path(os.environ.get("GATEKEEPER_TEST_ARTIFACTS") or tmp_path_factory.mktemp("pdf"))
+    where = Path(os.environ.get("GATEKEEPER_TEST_ARTIFACTS") or ARTIFACTS)  # kept, as screenshots
     where.mkdir(parents=True, exist_ok=True)
     (where / "kpop-export.pdf").write_bytes(data)
     scale = 2.0
