@@ -147,13 +147,16 @@ def test_the_audit_xlsx_says_never_fits_whole_and_has_no_date_before_2000(
     no_time_before_2000(sheet + about)
 
 
-def test_filters_of_an_export_are_recorded_as_json_and_a_python_repr_is_shown_as_json() -> None:
+def test_a_python_repr_of_filters_is_shown_as_json_and_times_in_facts_as_iso() -> None:
     from gatekeeper.domain import auditrows
 
     row = auditrows.for_people({"outcome": "granted", "time": "1795000000000",
                                 "filters": "{'lang': 'ja', 'since': '2026-01-01'}"})
     assert json.loads(row["filters"]) == {"lang": "ja", "since": "2026-01-01"}
     assert row["time"] == "2026-11-18T11:06:40.000Z"
+    facts = auditrows.for_people({"facts": '{"limit": "2000", "permit_until": "1795000000000"}'})
+    assert json.loads(facts["facts"]) == {"limit": "2000",
+                                          "permit_until": "2026-11-18T11:06:40.000Z"}
 
 
 # --- the CLI --------------------------------------------------------------------------------------
@@ -233,12 +236,13 @@ def test_an_export_that_never_fits_whole_says_export_the_first_n(
     g = build_gate(tmp_path, redis_client, config=CONFIG, terms="Ana Example", kpop=True)
     g.users.accept_terms("ana", actor="ana", channel="web")
     with pytest.raises(QuotaExceeded) as refused:
-        export(g, g.users.get("ana"), Selection("kpop", Filters(), g.deletions.current(),
-                                                limit=40),
+        export(g, g.users.get("ana"), Selection("kpop", Filters.parse({"contains": "a"}),
+                                                g.deletions.current(), limit=40),
                fmt="xlsx", with_users=False, channel="web")
     body = refused.value.to_dict()
     assert body["available_at"] is None and body["fits_now"] == 30
     assert "never fits whole — export the first 30" in body["message"]
     [record] = AuditLog(g.client).records(AuditFilter.parse({"outcome": "refused"}))
+    assert json.loads(record["filters"]) == {"contains": "a"}  # recorded as JSON, not a repr
     assert "never fits whole — export the first 30" in auditrows.describe(record).lower()
     no_time_before_2000(body["message"] + auditrows.describe(record))

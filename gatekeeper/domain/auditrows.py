@@ -22,6 +22,8 @@ from gatekeeper.rules import fits
 # Fields holding epoch milliseconds (the ledger's own clock).
 TIME_FIELDS = ("time", "closes_at", "created", "until_ms", "from_ms")
 STRUCTURED = ("filters",)  # fields holding an object: JSON in a file, never a Python repr
+# Inside an entity record's `facts` (JSON), the keys that hold epoch ms ("permit_until").
+FACT_TIMES = ("_at", "_from", "_until")
 
 
 def _int(value: Any) -> int | None:
@@ -67,6 +69,21 @@ def json_text(value: Any) -> str:
     return text
 
 
+def _facts(text: str) -> str:
+    """An entity record's facts with their times as ISO 8601 UTC, still JSON."""
+    try:
+        facts = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(facts, dict):
+        return text
+    for k, v in facts.items():
+        ms = _int(v) if k.endswith(FACT_TIMES) and str(v).isdigit() else None
+        if ms is not None:
+            facts[k] = iso_ms(ms)
+    return json.dumps(facts, sort_keys=True, ensure_ascii=False)
+
+
 def for_people(record: Mapping[str, Any]) -> dict[str, Any]:
     """One record as a row of a CSV or XLSX file: times ISO 8601 UTC, "never fits whole …"
     instead of -1, structured fields JSON, and the message the pages show."""
@@ -82,6 +99,8 @@ def for_people(record: Mapping[str, Any]) -> dict[str, Any]:
     for name in STRUCTURED:
         if row.get(name):
             row[name] = json_text(row[name])
+    if row.get("facts"):
+        row["facts"] = _facts(str(row["facts"]))
     message = describe(record)
     if message:
         row["message"] = message
