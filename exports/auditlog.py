@@ -67,8 +67,19 @@ class _Counted:
             yield r
 
 
+def _structured(v: Any) -> Any:
+    # A field that holds JSON text (an entity's `facts`) goes in as JSON, not as a string of
+    # JSON inside the JSON object: no JSON inside JSON.
+    if isinstance(v, str) and v[:1] in ("{", "["):
+        try:
+            return orjson.loads(v)
+        except orjson.JSONDecodeError:
+            return v
+    return v
+
+
 def _other(record: Mapping[str, Any]) -> str:
-    rest = {k: v for k, v in record.items() if k not in _KNOWN}
+    rest = {k: _structured(v) for k, v in record.items() if k not in _KNOWN}
     return orjson.dumps(rest, option=orjson.OPT_SORT_KEYS, default=str).decode() if rest else ""
 
 
@@ -221,8 +232,8 @@ def iter_xlsx(records: Iterable[Mapping[str, Any]], *,
 
 
 def _about_value(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return ", ".join(f"{k}={x}" for k, x in v.items()) or "none"
+    if isinstance(v, Mapping):  # structured, so JSON like every structured field
+        return orjson.dumps(v, option=orjson.OPT_SORT_KEYS, default=str).decode() if v else "none"
     return v
 
 

@@ -22,7 +22,6 @@ import arabic_reshaper
 from bidi import get_display
 from reportlab.graphics.charts.barcharts import HorizontalBarChart, VerticalBarChart
 from reportlab.graphics.charts.legends import Legend
-from reportlab.graphics.charts.lineplots import LinePlot
 from reportlab.graphics.shapes import Drawing, Line
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_RIGHT
@@ -169,6 +168,11 @@ def _n(v: int | None, none: str = "unlimited") -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _top(n: int) -> str:
+    """"the top entity", "the top 3 entities": the number and the plural right."""
+    return "the top entity" if n == 1 else f"the top {n:,} entities"
 
 
 def _pct(v: float | None) -> str:
@@ -373,9 +377,16 @@ class _Report:
         ]
         self.table(("figure", "value", "note"), rows, (200, 90, 480), numeric=(1,))
         self.story.append(Paragraph("Audit records against the ledger", self.h2))
-        self.table(("check", "audit records", "ledger counters", "agree", "rule"),
-                   [(c.what, f"{c.audit:,}", f"{c.ledger:,}", "yes" if c.ok else "NO", c.note)
-                    for c in d.checks], (230, 80, 80, 40, 340), numeric=(1, 2))
+        self.story.append(self.p(
+            "Two independent books of the month: the audit log (R11) records each grant, "
+            "delivery and refund; the ledger's counters are what the limits are enforced on. "
+            "Each row compares the units the audit log says were delivered with the units "
+            "the counters hold for the same days."))
+        self.table(("what is compared", "audit log", "ledger counters", "agree?",
+                    "why they agree (or not)"),
+                   [(c.what, getattr(c, "audit_text", "") or f"{c.audit:,}", f"{c.ledger:,}",
+                     "yes" if c.ok else "NO", c.note)
+                    for c in d.checks], (200, 100, 75, 40, 355), numeric=(2,))
 
     def charts(self) -> None:
         d = self.d
@@ -390,14 +401,17 @@ class _Report:
         top = d.top(TOP_N)
         if top:
             self.story.append(KeepTogether([
-                Paragraph(self.f.markup(f"Post IDs per UTC day, the top {len(top)} entities "
-                                        "(own R2 counter)"), self.h2),
-                self._lines(top)]))
+                Paragraph(self.f.markup(
+                    f"Post IDs per UTC day, {_top(len(top))} (own R2 counter"
+                    f"{'; a bar is the day’s total, split by entity' if len(top) > 1 else ''})"),
+                    self.h2),
+                self._entity_bars(top)]))
             limited = [e for e in top if e.peak_percent is not None]
             if limited:
                 self.story.append(KeepTogether([
                     Paragraph(self.f.markup("Highest 30-day total at a day's end, as % of the "
-                                            "limit then in force (top entities with a limit)"),
+                                            f"limit then in force ({_top(len(limited))} "
+                                            "with a limit)"),
                               self.h2),
                     self._percent(limited)]))
 
@@ -426,18 +440,21 @@ class _Report:
         drawing.add(chart)
         return drawing
 
-    def _lines(self, top: Sequence[Any]) -> Drawing:
+    def _entity_bars(self, top: Sequence[Any]) -> Drawing:
+        # Daily totals are counts per day, not a continuous quantity: bars, one per day,
+        # stacked by entity (a line between days would suggest values in between).
         drawing = self._drawing(190)
-        chart = LinePlot()
+        chart = VerticalBarChart()
         chart.x, chart.y, chart.width, chart.height = 50, 20, WIDTH - 190, 155
-        chart.data = [[(i + 1, v) for i, v in enumerate(e.daily)] for e in top]
+        days = len(self.d.days)
+        chart.data = [list(e.daily[:days]) + [0] * (days - len(e.daily)) for e in top] or [[0]]
+        chart.categoryAxis.categoryNames = [day[8:] for day in self.d.days]
+        chart.categoryAxis.style = "stacked"
         for i in range(len(top)):
-            chart.lines[i].strokeColor = PALETTE[i % len(PALETTE)]
-            chart.lines[i].strokeWidth = 1.4
-        chart.xValueAxis.valueMin, chart.xValueAxis.valueMax = 1, max(2, len(self.d.days))
-        chart.xValueAxis.valueSteps = list(range(1, len(self.d.days) + 1))
-        chart.yValueAxis.valueMin = 0
-        chart.yValueAxis.labelTextFormat = lambda v: f"{v:,.0f}"
+            chart.bars[i].fillColor = PALETTE[i % len(PALETTE)]
+            chart.bars[i].strokeColor = None
+        chart.valueAxis.valueMin = 0
+        chart.valueAxis.labelTextFormat = lambda v: f"{v:,.0f}"
         self._axes(chart)
         drawing.add(chart)
         legend = Legend()

@@ -107,6 +107,19 @@ def test_share_over_the_limit_is_429_with_available_at_and_retry_after(server: S
     assert audit_records(server, team.entity)[-1]["outcome"] == "refused"
 
 
+def test_a_share_that_never_fits_whole_is_429_with_available_at_null_and_send_the_first_n(
+        server: Server) -> None:
+    team = setup_team(server)
+    assert server.share_text(team.token, team.entity, list(range(1, 31)))[0] == 200
+    status, headers, body = server.share_text(team.token, team.entity, list(range(100, 250)))
+    assert status == 429
+    err = json.loads(body)
+    assert err["available_at"] is None and "retry-after" not in headers  # never: no time
+    assert (err["remaining"], err["fits_now"]) == (70, 70)
+    assert "never fits whole — send the first 70" in err["message"]
+    assert b"1969" not in body and b"1970" not in body
+
+
 def test_partial_share_returns_exactly_the_remaining_allowance(server: Server) -> None:
     team = setup_team(server)
     server.share_text(team.token, team.entity, list(range(1, 81)))

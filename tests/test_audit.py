@@ -473,6 +473,12 @@ def nonempty(r: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in r.items() if v != ""}
 
 
+def structured(r: dict[str, str]) -> dict[str, Any]:
+    """A record as a file's other_fields carry it: a field holding JSON text (an entity's
+    `facts`) is the JSON value itself there — no JSON inside JSON."""
+    return {k: json.loads(v) if v[:1] in ("{", "[") else v for k, v in nonempty(r).items()}
+
+
 def test_csv_columns_are_the_spec_audit_fields_first_then_the_others_sorted() -> None:
     header = writers.HEADER_ROW
     assert header[:11] == ["at", "actor", "entity", "recipient", "channel", "kind",
@@ -496,7 +502,7 @@ def test_csv_round_trips_every_field_and_no_cell_can_run_as_a_formula(history: G
     assert last["actor"] == "'=cmd|'/C calc'!A0" and last["entity"] == "'@SUM(A1)"
     assert last["kind"] == "'-2+3" and last["recipient"] == "'\tx"
     back = [from_row(rows[0], [unquote(c) for c in row]) for row in rows[1:]]
-    assert back == [nonempty(r) for r in recs]
+    assert back == [structured(r) for r in recs]
 
 
 def test_jsonl_round_trips_every_record_exactly(history: Gate) -> None:
@@ -523,9 +529,9 @@ def test_xlsx_round_trips_every_field_with_numbers_typed(history: Gate) -> None:
     assert header == writers.HEADER_ROW
     share = next(r for r in rows if r[header.index("kind")] == "share.posts")
     assert isinstance(share[header.index("requested")], int)
-    assert [from_row(header, row) for row in rows[1:]] == [nonempty(r) for r in recs]
+    assert [from_row(header, row) for row in rows[1:]] == [structured(r) for r in recs]
     assert about["records"] == len(recs) and about["exported_by"] == "cora"
-    assert about["filters"] == "entity=acme"
+    assert json.loads(about["filters"]) == {"entity": "acme"}  # structured: JSON
 
 
 class Recorder(io.RawIOBase):

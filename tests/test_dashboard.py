@@ -271,7 +271,7 @@ def test_latest_refusals_newest_first(client: FlaskClient) -> None:
     assert [(r[1], r[2], r[3]) for r in rows] == [("denied", "R8", "initech"),
                                                   ("refused", "R2", "acme")]
     assert rows[1][7] == "200"
-    assert "would pass the R2 limit" in rows[1][8] and "Fits again from" in rows[1][8]
+    assert "would pass the R2 limit" in rows[1][8] and "Fits whole again from" in rows[1][8]
     assert "has not attested" in rows[0][8]
 
 

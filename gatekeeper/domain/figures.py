@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gatekeeper.domain import auditrows
 from gatekeeper.ledger.ledger import iso
 from gatekeeper.rules.periods import (
     Exemption,
@@ -103,15 +104,8 @@ class Event:
 
     @staticmethod
     def of(r: dict[str, str]) -> Event:
-        outcome, message = r.get("outcome", ""), r.get("message", "")
+        outcome, message = r.get("outcome", ""), auditrows.describe(r, iso)
         rule = r.get("rule", "") or ("idempotency" if outcome == "conflict" else "")
-        if not message and outcome == "conflict":
-            message = "Idempotency-Key already used for a different request; nothing counted"
-        elif not message and outcome == "refused":
-            at = number(r.get("available_at"))
-            message = (f"over the {rule} limit, refused whole; nothing counted; "
-                       + (f"the whole request fits from {iso(at)}" if at > 0 else
-                          "no release of capacity makes the whole request fit"))
         return Event(record_ms(r), r.get("actor", ""), r.get("entity", ""), r.get("recipient", ""),
                      r.get("channel", ""), r.get("kind", ""), outcome, rule,
                      number(r.get("requested")), number(r.get("granted")), message)
@@ -134,7 +128,8 @@ class Check:
     audit: int
     ledger: int
     ok: bool
-    note: str
+    note: str  # why they agree, or what would have to hold (for a reader without a glossary)
+    audit_text: str = ""  # the audit side in words, when it is more than one number
 
 
 @dataclass

@@ -11,6 +11,7 @@ as the store answers (gatekeeper.ledger.pending).
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -221,8 +222,9 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
     audit = {"actor": user.name, "entity": user.entity, "recipient": user.name,
              "channel": channel, "kind": f"export.{fmt}", "request_id": request_id,
              "dataset": selection.dataset,
-             "filters": str(selection.filters.to_dict()) if not selection.filters.is_empty
-             else None, "options": selection.options_in_brief()}
+             "filters": json.dumps(selection.filters.to_dict(), sort_keys=True)
+             if not selection.filters.is_empty else None,
+             "options": selection.options_in_brief()}
     try:
         policy.check_hydrated_export(user, channel)
     except GatekeeperError as refusal:

@@ -406,19 +406,33 @@ def _checks(report: ReportData, r2: int, uid: int, r6: int, exports_count: bool)
     people = sum(r.totals.net["export.xlsx"] + r.totals.net["export.pdf"]
                  for r in report.recipients if r.person)
     if exports_count:
-        r2_check = Check("Post IDs: shares (+ exported posts) vs R2 pool counters", shared, r2,
-                         shared <= r2 <= shared + exported,
-                         "exported posts count toward R2 too; exported User objects do not, so "
-                         "the counters lie between the shares and shares + exports")
+        ok = shared <= r2 <= shared + exported
+        r2_check = Check(
+            "Post IDs counted for R2: IDs shared plus posts exported, against the R2 counters "
+            "of every pool", shared, r2, ok,
+            f"{'They agree' if ok else 'They disagree'}: exported posts count toward R2 and "
+            f"exported User objects do not, so the counters must lie between the IDs shared "
+            f"({shared:,}) and the IDs shared plus every object exported ({shared + exported:,})",
+            audit_text=f"{shared:,} shared + {exported:,} exported")
     else:
-        r2_check = Check("Post IDs: shares vs R2 pool counters", shared, r2, shared == r2,
-                         "must be equal")
+        r2_check = Check("Post IDs shared, against the R2 counters of every pool", shared, r2,
+                         shared == r2, _equal(shared, r2, "Post IDs"))
+    users = report.total("share.users")
     return [
         r2_check,
-        Check("User IDs: shares vs User ID counters", report.total("share.users"), uid,
-              report.total("share.users") == uid, "must be equal"),
-        Check("Hydrated objects: exports vs R6 counters", people, r6, people == r6,
-              "must be equal"),
+        Check("User IDs shared, against the User ID counters", users, uid, users == uid,
+              _equal(users, uid, "User IDs")),
+        Check("Hydrated objects exported to people, against the R6 counters", people, r6,
+              people == r6, _equal(people, r6, "objects")),
     ]
+
+
+def _equal(audit: int, ledger: int, what: str) -> str:
+    """Why an equal pair agrees (every unit recorded is counted once) or how far apart it is."""
+    if audit == ledger:
+        return (f"They agree: the {audit:,} {what} the audit log records as delivered are the "
+                f"{ledger:,} the counters hold; each is counted once")
+    return (f"They disagree by {abs(audit - ledger):,} {what}: every unit delivered must be "
+            "counted once; run `gatekeeper audit verify`")
 
 

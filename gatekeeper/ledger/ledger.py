@@ -42,6 +42,7 @@ from gatekeeper.ledger import keys, layout
 from gatekeeper.ledger.clock import Clock
 from gatekeeper.ledger.scripts import Scripts, decode
 from gatekeeper.ledger.store import Batch, failing_closed, is_cluster
+from gatekeeper.rules import fits
 from gatekeeper.rules.errors import (
     Conflict,
     InProgress,
@@ -271,7 +272,7 @@ class Ledger:
             for c in out["counters"]
         ]
         if status == "refused":
-            self._refuse(out, counters, states)
+            self._refuse(out, counters, states, audit.get("kind"))
         return Grant(
             status=status,
             first_status=out.get("first_status", status),
@@ -283,17 +284,24 @@ class Ledger:
         )
 
     @staticmethod
-    def _refuse(out: dict[str, Any], counters: list[Counter], states: list[CounterState]) -> None:
+    def _refuse(out: dict[str, Any], counters: list[Counter], states: list[CounterState],
+                kind: str | None = None) -> None:
         index = int(out["refusing"]) - 1
         counter, state = counters[index], states[index]
         at = int(out["available_at"])
         requested = int(out["requested"])
+        # What fits now, were the request cut to it (what a partial take grants).
+        fits_now = min([requested, *(s.remaining for s in states if s.remaining is not None)])
+        whole = fits.fit(at, first=fits_now, kind=kind)
+        never = {"fits_now": fits_now} if at < 0 else {}  # the API's machine-readable "never"
         if at >= 0:
             when = f"capacity for the whole request returns at {iso(at)}"
         elif state.limit is not None and requested > state.limit:
-            when = f"it can never fit: {requested:,} is more than the limit of {state.limit:,}"
+            when = (f"{requested:,} is more than the limit of {state.limit:,}, so it "
+                    f"{whole.text(iso) if whole else 'never fits whole'}")
         else:
-            when = "no scheduled release of capacity makes the whole request fit"
+            when = (f"no scheduled release of capacity makes the whole request fit: it "
+                    f"{whole.text(iso) if whole else 'never fits whole'}")
         raise QuotaExceeded(
             f"{counter.rule}: {requested:,} requested but only {state.remaining:,} of "
             f"{state.limit:,} remain in the {counter.window.name} window; nothing was counted; "
@@ -306,6 +314,7 @@ class Ledger:
             window=counter.window.name,
             available_at=iso(at) if at >= 0 else None,
             retry_after=max(1, -(-(at - int(out["now"])) // 1000)) if at >= 0 else None,
+            **never,
         )
 
     def settle(

@@ -13,7 +13,7 @@ from typing import IO, Any
 import click
 
 from exports import auditlog as writers
-from gatekeeper.domain import checkpoints
+from gatekeeper.domain import auditrows, checkpoints
 from gatekeeper.domain.audit import FORMATS, AuditLog
 from gatekeeper.domain.auditfilter import AuditFilter, iso_ms
 from gatekeeper.domain.spool import publish
@@ -27,10 +27,11 @@ def write(records: Iterator[dict[str, Any]], stream: Any, fmt: str,
     """Write records to a binary stream as jsonl, csv or xlsx; return how many."""
     if fmt == "jsonl":
         return writers.write_jsonl(records, stream)
+    # Files people open: times ISO 8601 UTC, JSON fields, the pages' messages (auditrows).
     if fmt == "csv":
-        return writers.write_csv(records, stream)
+        return writers.write_csv(auditrows.rows_for_people(records), stream)
     if fmt == "xlsx":
-        return writers.write_xlsx(records, stream, about=about)
+        return writers.write_xlsx(auditrows.rows_for_people(records), stream, about=about)
     raise BadInput(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}", field="format")
 
 

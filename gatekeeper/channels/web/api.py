@@ -108,9 +108,10 @@ def create_share() -> Response:
         filters = Filters.parse(filters_raw)
         allow_partial = _flag(body.get("allow_partial"), "allow_partial")
         shown = filters.to_dict() if not filters.is_empty else None
+        as_json = orjson.dumps(shown, option=orjson.OPT_SORT_KEYS).decode() if shown else None
         auth = shares.authorise(gk, actor=user, entity=entity, kind=kind, channel="api",
                                 purpose=purpose, extra={"dataset": dataset,
-                                                        **({"filters": str(shown)} if shown
+                                                        **({"filters": as_json} if shown
                                                            else {})})
         gk.datasets.path(dataset)  # unknown dataset: 404 before any work
         selection = shares.select_from_dataset(gk, dataset, filters, kind,

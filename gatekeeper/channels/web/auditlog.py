@@ -15,6 +15,7 @@ from flask import Blueprint, Response, render_template, request
 
 from exports import auditlog as writers
 from gatekeeper.channels.web.pages import gate, me, role_required
+from gatekeeper.domain import auditrows
 from gatekeeper.domain.audit import FORMATS, AuditLog
 from gatekeeper.domain.auditfilter import FILTERS, AuditFilter
 from gatekeeper.rules import policy, roles
@@ -56,7 +57,7 @@ def view() -> Any:
     return render_template(
         "audit.html", values=values, query=query, records=records, older=older,
         before=before, error=error, channels=policy.CHANNELS, outcomes=OUTCOMES,
-        rules=[f"R{i}" for i in range(1, 13)], formats=FORMATS,
+        rules=[f"R{i}" for i in range(1, 13)], formats=FORMATS, describe=auditrows.describe,
     ), 400 if error else 200
 
 
@@ -79,11 +80,11 @@ def download() -> Response:
     if head is not None:
         records = chain([head], records)
     if fmt == "csv":
-        chunks = writers.iter_csv(records)
+        chunks = writers.iter_csv(auditrows.rows_for_people(records))
     elif fmt == "jsonl":
         chunks = writers.iter_jsonl(records)
     else:
-        chunks = writers.iter_xlsx(records, about=about)
+        chunks = writers.iter_xlsx(auditrows.rows_for_people(records), about=about)
     name = f"audit-{now.strftime('%Y%m%dT%H%M%SZ')}.{fmt}"
     return Response(
         chunks, mimetype=MIMETYPES[fmt],

@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from gatekeeper.channels.web import charts
 from gatekeeper.channels.web.pages import gate, me, role_required
-from gatekeeper.domain import dashboard
+from gatekeeper.domain import auditrows, dashboard
 from gatekeeper.domain.entities import Link
 from gatekeeper.domain.gate import record_permission as permit
 from gatekeeper.domain.gate import set_parent
@@ -56,6 +56,7 @@ def _helpers() -> dict[str, Any]:
     style = Markup('<link rel="stylesheet" href="{}">').format(
         url_for("static", filename="compliance.css"))
     return {"style": style, "charts": charts, "figure": figure, "percent": percent, "when": when,
+            "describe": auditrows.describe,
             "near": dashboard.NEAR_LIMIT}
 
 

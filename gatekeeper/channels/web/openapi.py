@@ -70,7 +70,12 @@ OPENAPI: dict[str, Any] = {
                     "used": {"type": "integer"},
                     "requested": {"type": "integer"},
                     "remaining": {"type": ["integer", "null"]},
-                    "available_at": {"type": ["string", "null"], "format": "date-time"},
+                    "available_at": {"type": ["string", "null"], "format": "date-time",
+                                     "description": "when the whole request fits again; null "
+                                     "when it never does (it is more than the limit)"},
+                    "fits_now": {"type": "integer", "description": "only when the request "
+                                 "never fits whole: how many of it fit now (send or export "
+                                 "the first N)"},
                 },
             },
             "Filters": {

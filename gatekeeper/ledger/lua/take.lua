@@ -262,6 +262,15 @@ local audit_fields = {outcome = status, requested = fmt(requested), granted = fm
                       share_id = share_id}
 if out.rule ~= '' then audit_fields.rule = out.rule end
 if out.available_at ~= '' then audit_fields.available_at = out.available_at end
+-- Never fits whole: how many of it fit now (what a partial take grants), for the record's reader.
+if out.available_at == '-1' then
+  local now_fits = requested
+  for c = 1, n do
+    local r = remaining(specs[c], specs[c].used)
+    if r >= 0 and r < now_fits then now_fits = r end
+  end
+  audit_fields.fits_now = fmt(now_fits)
+end
 out.audit_id = audit(audit_fields)
 
 if status ~= 'refused' and fingerprint ~= '' then
