@@ -184,8 +184,12 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
     if not gzip and n == selection.count:
         headers["Content-Length"] = str(selection.size)
     if main.limit is not None:  # the IETF fields beside X-Quota-* (none when unlimited)
-        headers.update(ratelimit_headers(main.limit, main.remaining,
-                                         quota.seconds_to_next_release(gk, res.counters[0])))
+        reset = None
+        # The share is settled: a store lost now must not turn its delivery into an error,
+        # so without the store the reset (the draft makes every field optional) is left out.
+        with contextlib.suppress(GatekeeperError):
+            reset = quota.seconds_to_next_release(gk, res.counters[0])
+        headers.update(ratelimit_headers(main.limit, main.remaining, reset))
     m = current_app.extensions["gatekeeper.metrics"]
     m.decision("api", res.grant.status, main.rule)
     if res.grant.status != "replay":
