@@ -362,3 +362,92 @@ def test_an_uploaded_list_with_repeats_delivers_and_counts_each_id_once(server: 
     granted = [a for a in audit_records(server, team.entity)
                if a.get("kind") == "share.posts" and a.get("outcome") == "granted"]
     assert granted[0]["repeats"] == "3"
+
+
+def _auth(team: Team, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {team.token}", **extra}
+
+
+def test_a_grant_carries_the_ietf_ratelimit_headers_beside_the_x_quota_ones(
+        server: Server) -> None:
+    team = setup_team(server)
+    status, headers, _ = server.share_text(team.token, team.entity, list(range(1, 41)))
+    assert status == 200
+    assert (headers["ratelimit-limit"], headers["ratelimit-remaining"]) == ("100", "60")
+    # delta-seconds until the 40 leave the 30-day window (its buckets end within 10 minutes
+    # of it), never a timestamp
+    assert 29 * 86400 < int(headers["ratelimit-reset"]) <= 30 * 86400 + 600
+    assert headers["x-quota-remaining"] == "60"
+
+
+def test_a_quota_get_carries_the_ratelimit_headers_and_zero_reset_when_nothing_is_used(
+        server: Server) -> None:
+    team = setup_team(server)
+    path = f"/api/v1/quota/entities/{team.entity}"
+    status, headers, _ = server.request("GET", path, headers=_auth(team))
+    assert status == 200
+    assert [headers[f"ratelimit-{h}"] for h in ("limit", "remaining", "reset")] == \
+        ["100", "100", "0"]
+    status, headers, _ = server.request("GET", f"/api/v1/quota/users/{team.user}",
+                                        headers=_auth(team))
+    assert status == 200 and headers["ratelimit-limit"].isdigit()
+    assert headers["ratelimit-reset"] == "0"
+
+
+def test_a_quota_refusal_carries_ratelimit_headers_whose_reset_is_retry_after(
+        server: Server) -> None:
+    team = setup_team(server)
+    assert server.share_text(team.token, team.entity, list(range(1, 91)))[0] == 200
+    status, headers, _ = server.share_text(team.token, team.entity, list(range(100, 120)))
+    assert status == 429
+    assert (headers["ratelimit-limit"], headers["ratelimit-remaining"]) == ("100", "10")
+    assert headers["ratelimit-reset"] == headers["retry-after"]
+
+
+def test_an_unlimited_entity_gets_no_ratelimit_headers(server: Server) -> None:
+    team = setup_team(server, kind="academic", research=True)
+    status, headers, _ = server.share_text(team.token, team.entity, list(range(1, 11)))
+    assert status == 200 and headers["x-quota-limit"] == "unlimited"
+    assert not any(h.startswith("ratelimit-") for h in headers)
+
+
+def test_errors_are_problem_details_when_the_client_accepts_them(server: Server) -> None:
+    team = setup_team(server)
+    assert server.share_text(team.token, team.entity, list(range(1, 91)))[0] == 200
+    status, headers, body = server.share_text(
+        team.token, team.entity, list(range(100, 120)),
+        headers={"Accept": "application/problem+json"})
+    assert status == 429
+    assert headers["content-type"] == "application/problem+json"
+    p = json.loads(body)
+    assert p["status"] == 429 and p["title"] and p["instance"] == "/api/v1/shares"
+    assert p["type"].endswith("/api/v1/openapi.json#/x-problem-types/quota_exceeded")
+    assert p["detail"] == p["message"]
+    assert (p["error"], p["rule"], p["limit"], p["remaining"]) == \
+        ("quota_exceeded", "R2", 100, 10)
+    # the type is documented where it points
+    _, _, doc = server.request("GET", "/api/v1/openapi.json")
+    assert json.loads(doc)["x-problem-types"]["quota_exceeded"]["title"] == p["title"]
+
+
+def test_plain_json_stays_the_default_for_errors(server: Server) -> None:
+    for accept in ({}, {"Accept": "*/*"}, {"Accept": "application/json"}):
+        status, headers, body = server.request("GET", "/api/v1/quota/entities/nobody",
+                                               headers=accept)
+        assert status == 401 and headers["content-type"] == "application/json"
+        assert "type" not in json.loads(body)
+
+
+def test_http_errors_are_problem_details_too_and_405_names_the_allowed_methods(
+        server: Server) -> None:
+    status, headers, body = server.request("DELETE", "/api/v1/quota/entities/x",
+                                           headers={"Accept": "application/problem+json"})
+    assert status == 405
+    assert sorted(headers["allow"].split(", ")) == ["GET", "HEAD", "OPTIONS"]
+    assert headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["error"] == "method_not_allowed"
+    for path in ("/api/v1/shares", "/api/v1/deletions", "/healthz", "/metrics",
+                 "/api/v1/openapi.json", "/api/v1/exports", "/login"):
+        status, headers, _ = server.request("TRACE", path)
+        assert status == 405 and "allow" in headers, path
+

@@ -62,3 +62,12 @@ def user_quota(gate: Gate, name: str) -> dict[str, Any]:
     out = _view(name, "user", counter, state)
     out.update(exemption=None, permission=None, entity=user.entity, as_of=iso(now))
     return out
+
+
+def seconds_to_next_release(gate: Gate, counter: Counter) -> int:
+    """Whole seconds until the oldest use `counter` holds leaves its window and capacity
+    returns (0 when it holds none): the RateLimit-Reset of an API grant."""
+    now, (state,) = gate.ledger.peek([counter], next_only=True)
+    if not state.releases:
+        return 0
+    return max(0, -(-(state.releases[0][0] - now) // 1000))

@@ -7,9 +7,12 @@ HTTP to calls and errors to the JSON of SPEC.md.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import zlib
 from collections.abc import Iterator
+from datetime import datetime
+from http import HTTPStatus
 from typing import IO, Any
 
 import orjson
@@ -17,7 +20,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from gatekeeper import faults
 from gatekeeper.channels.web.extension import current_gate
-from gatekeeper.channels.web.openapi import OPENAPI
+from gatekeeper.channels.web.openapi import OPENAPI, problem_types
 from gatekeeper.domain import denials, lines, quota, shares
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate, ingest_deletion_stream
@@ -26,6 +29,7 @@ from gatekeeper.rules import policy, roles
 from gatekeeper.rules.errors import (
     BadInput,
     GatekeeperError,
+    QuotaExceeded,
     Unauthorized,
 )
 
@@ -181,6 +185,13 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
     }
     if not gzip and n == selection.count:
         headers["Content-Length"] = str(selection.size)
+    if main.limit is not None:  # the IETF fields beside X-Quota-* (none when unlimited)
+        reset = None
+        # The share is settled: a store lost now must not turn its delivery into an error,
+        # so without the store the reset (the draft makes every field optional) is left out.
+        with contextlib.suppress(GatekeeperError):
+            reset = quota.seconds_to_next_release(gk, res.counters[0])
+        headers.update(ratelimit_headers(main.limit, main.remaining, reset))
     m = current_app.extensions["gatekeeper.metrics"]
     m.decision("api", res.grant.status, main.rule)
     if res.grant.status != "replay":
@@ -198,7 +209,7 @@ def entity_quota(name: str) -> Response:
     """R2: an entity's Post IDs over the window (data, compliance, admin)."""
     user = bearer()
     roles.require_role(user, roles.MAY_READ_QUOTAS, "reading quotas")
-    return jsonify(quota.entity_quota(gate(), name))
+    return quota_response(quota.entity_quota(gate(), name))
 
 
 @bp.get("/quota/users/<name>")
@@ -207,7 +218,40 @@ def user_quota(name: str) -> Response:
     user = bearer()
     if user.name != name:
         roles.require_role(user, roles.MAY_READ_OTHERS_QUOTA, "reading another user's quota")
-    return jsonify(quota.user_quota(gate(), name))
+    return quota_response(quota.user_quota(gate(), name))
+
+
+def quota_response(q: dict[str, Any]) -> Response:
+    """The quota object with the RateLimit headers of its tightest counter (the entity's own
+    or its pool's, R10: the draft wants the one closest to its limit)."""
+    tightest = min((c for c in (q, q.get("pool")) if c and c["remaining"] is not None),
+                   key=lambda c: c["remaining"], default=q)
+    resp = jsonify(q)
+    releases = tightest["releases"]
+    reset = None
+    if tightest["limit"] is not None:
+        reset = 0 if not releases else _seconds_between(q["as_of"], releases[0]["at"])
+    resp.headers.update(ratelimit_headers(tightest["limit"], tightest["remaining"], reset))
+    return resp
+
+
+def _seconds_between(start: str, end: str) -> int:
+    delta = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    return max(0, math.ceil(delta.total_seconds()))
+
+
+def ratelimit_headers(limit: int | None, remaining: int | None,
+                      reset: int | None) -> dict[str, str]:
+    """The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers, the separate-field
+    revisions): the limit, what remains, and delta-seconds until capacity next returns (0
+    when nothing is used; none when unknown). An unlimited quota has no limit to advertise,
+    and the draft has no value for "none": the fields are left out (they are optional)."""
+    if limit is None or remaining is None:
+        return {}
+    out = {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(remaining)}
+    if reset is not None:
+        out["RateLimit-Reset"] = str(reset)
+    return out
 
 
 @bp.post("/deletions")
@@ -251,13 +295,41 @@ def openapi() -> Response:
 
 
 def error_response(exc: GatekeeperError) -> Response:
-    """The JSON error of SPEC.md, with Retry-After on a quota refusal."""
+    """The JSON error of SPEC.md, with Retry-After and the RateLimit fields on a quota
+    refusal (its reset is Retry-After: the draft wants both to name the same moment)."""
     body = exc.to_dict()
     retry = body.pop("retry_after", None)
-    resp = jsonify(body)
-    resp.status_code = exc.status
+    resp = error_json(body, exc.status)
     if retry is not None:
         resp.headers["Retry-After"] = str(retry)
+    if isinstance(exc, QuotaExceeded):
+        resp.headers.update(ratelimit_headers(body.get("limit"), body.get("remaining"), retry))
     if exc.status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="gatekeeper"'
+    return resp
+
+
+PROBLEM = "application/problem+json"
+
+
+def error_json(body: dict[str, Any], status: int) -> Response:
+    """An error body as SPEC.md's JSON, or — when the client's Accept prefers it — as RFC
+    9457 problem details whose extension members are that same body (error, rule, message
+    and the quota fields stay where scripts read them). Plain JSON stays the default: an
+    Accept of */*, application/json or none gets it."""
+    accept = request.accept_mimetypes
+    if accept.quality(PROBLEM) > accept.quality("application/json"):
+        problem = problem_types.get(body["error"])
+        resp = current_app.response_class(orjson.dumps({
+            "type": f"{request.url_root}api/v1/openapi.json#/x-problem-types/{body['error']}",
+            "title": problem["title"] if problem else HTTPStatus(status).phrase,
+            "status": status,
+            "detail": body["message"],
+            "instance": request.path,
+            **body,
+        }), mimetype=PROBLEM)
+    else:
+        resp = jsonify(body)
+    resp.status_code = status
+    resp.headers.add("Vary", "Accept")
     return resp

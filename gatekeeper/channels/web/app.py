@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, jsonify, render_template_string, request
+from flask import Flask, Response, current_app, render_template_string, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -173,12 +173,15 @@ def http_error(exc: HTTPException) -> Any:
         denials.answered(Forbidden(message, rule="R12"), kind="access.csrf")
     elif code in (401, 403):
         denials.answered((Unauthorized if code == 401 else Forbidden)(message, rule="R12"))
+    # The exception's own headers (405's Allow, RFC 9110: every 405 names the methods the
+    # URL takes) go on whichever answer replaces its default page.
+    headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
     if _wants_json():
-        resp = jsonify({"error": HTTP_CODES.get(code, "http_error"), "rule": None,
-                        "message": message})
-        resp.status_code = code
+        resp = api.error_json({"error": HTTP_CODES.get(code, "http_error"), "rule": None,
+                               "message": message}, code)
+        resp.headers.extend(headers)
         return resp
-    return render_template_string(ERROR_PAGE, code=code, message=message), code
+    return render_template_string(ERROR_PAGE, code=code, message=message), code, headers
 
 
 ERROR_PAGE = """{% extends "base.html" %}{% block main %}

@@ -5,6 +5,65 @@ from __future__ import annotations
 from typing import Any
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+# RFC 9457 problem types: an error's `type` is this document's URL with the fragment
+# #/x-problem-types/CODE (a JSON Pointer to the entry), so every type a client sees is
+# documented where it points. CODE is the `error` member of the plain JSON error.
+problem_types: dict[str, dict[str, Any]] = {
+    code: {"status": status, "title": title}
+    for code, status, title in (
+        ("bad_request", 400, "The request is malformed; nothing was counted"),
+        ("unauthorized", 401, "No valid API token"),
+        ("forbidden", 403, "Refused by policy or role"),
+        ("automated_hydrated_export_forbidden", 403,
+         "Hydrated content never leaves through the API (R5)"),
+        ("not_found", 404, "No such entity, user, dataset or URL"),
+        ("method_not_allowed", 405, "The URL does not take this method (see Allow)"),
+        ("conflict", 409, "The Idempotency-Key was used for a different request"),
+        ("in_progress", 409, "The first request with this Idempotency-Key is still being "
+                             "delivered"),
+        ("pool_moved", 409, "The entity's pool changed while the request ran (R10)"),
+        ("too_large", 413, "The upload, or a line of it, is too large"),
+        ("unsupported_media_type", 415, "The body's media type is not accepted"),
+        ("quota_exceeded", 429, "Refused by a quota; nothing was counted"),
+        ("store_unavailable", 503, "The store is unavailable; nothing was released"),
+        ("insufficient_storage", 507, "The server's disk is full; nothing was delivered"),
+    )
+}
+
+
+def _id_below(top: int) -> str:
+    """A regular expression for the decimal integers 1..top, no leading zero: what
+    `formats.is_id` accepts (below 2^63), digit by digit for the longest length."""
+    digits = str(top)
+    alts = [f"[1-9][0-9]{{0,{len(digits) - 2}}}"]
+    for i, d in enumerate(digits):
+        low = 1 if i == 0 else 0
+        if int(d) > low:
+            rest = len(digits) - i - 1
+            alts.append(f"{digits[:i]}[{low}-{int(d) - 1}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    alts.append(digits)
+    return "(?:" + "|".join(alts) + ")"
+
+
+# An ID list as the server reads it: lines split at LF, each line blank or one ID with
+# ASCII whitespace around it, an optional byte-order mark first.
+ID_LIST = ("^\\ufeff?[ \\t\\n\\r\\v\\f]*(?:" + _id_below(2**63 - 1)
+           + "(?:[ \\t\\r\\v\\f]*\\n[ \\t\\n\\r\\v\\f]*" + _id_below(2**63 - 1)
+           + ")*)?[ \\t\\n\\r\\v\\f]*$")
+
+
+_RATELIMIT_HEADERS = {
+    name: {"description": text, "schema": {"type": "integer", "minimum": 0}}
+    for name, text in {
+        "RateLimit-Limit": "IETF draft-ietf-httpapi-ratelimit-headers: the quota's limit "
+                           "(absent when unlimited)",
+        "RateLimit-Remaining": "What the quota still allows in its window",
+        "RateLimit-Reset": "Delta-seconds until capacity next returns (0 when nothing is "
+                           "used; on a 429, the same moment as Retry-After)",
+    }.items()
+}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -22,11 +81,13 @@ def _errors(*codes: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for c in codes:
         out[str(c)] = {"description": text[c],
-                       "content": {"application/json": {"schema": _ERROR}}}
+                       "content": {"application/json": {"schema": _ERROR},
+                                   "application/problem+json": {"schema": _PROBLEM}}}
     out.get("429", {}).setdefault("headers", {"Retry-After": {
-        "description": "Seconds until the whole request would fit",
-        "schema": {"type": "integer"}}})
+        "description": "Seconds until the whole request would fit (absent when it never can)",
+        "schema": {"type": "integer"}}, **_RATELIMIT_HEADERS})
     return out
+
 
 
 _QUOTA_HEADERS = {
@@ -43,12 +104,28 @@ _QUOTA_HEADERS = {
         "X-Quota-Remaining": "Post IDs the entity may still receive in the window",
         "X-Quota-Window-Days": "The window's length in days",
     }.items()
-}
+} | _RATELIMIT_HEADERS
+
+# What each filter takes (gatekeeper.domain.filters); blank means "no filter" for every one.
+_WS = "[ \\t\\n\\r\\v\\f]*"
+_BLANK = {"pattern": f"^{_WS}$"}
+_TIME: dict[str, Any] = {"type": "string", "anyOf": [
+    {"format": "date"}, {"format": "date-time"}, _BLANK]}  # a date alone is midnight UTC
+_LANG = {"type": "string",
+         "pattern": f"^{_WS}(?:[A-Za-z]{{2,3}}(?:-[A-Za-z0-9]{{2,8}})*)?{_WS}$"}
+_AUTHOR = {"type": "string", "pattern": f"^{_WS}(?:@?[A-Za-z0-9_]{{1,50}})?{_WS}$"}
 
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+_EXPORT_METHODS = ("get", "post", "put", "patch", "delete")
+_REFUSED_EXPORT: dict[str, Any] = {
+    "summary": "Always refused and audited, as is every path under it: hydrated content "
+               "never leaves through the API (R5)",
+    "responses": _errors(403),
+}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
+    "x-problem-types": problem_types,
     "info": {
         "title": "gatekeeper",
         "version": "1",
@@ -78,15 +155,32 @@ OPENAPI: dict[str, Any] = {
                                  "the first N)"},
                 },
             },
+            "Problem": {
+                "description": "RFC 9457 problem details, sent when Accept prefers "
+                               "application/problem+json; the members of Error are "
+                               "extension members",
+                "allOf": [_ERROR, {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail", "instance"],
+                    "properties": {
+                        "type": {"type": "string", "format": "uri",
+                                 "description": "#/x-problem-types/CODE of this document"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "instance": {"type": "string", "format": "uri-reference"},
+                    },
+                }],
+            },
             "Filters": {
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
-                    "since": {"type": "string", "description": "created_at >= (ISO 8601)"},
-                    "until": {"type": "string", "description": "created_at < (ISO 8601)"},
-                    "lang": {"type": "string"},
+                    "since": {**_TIME, "description": "created_at >= (ISO 8601)"},
+                    "until": {**_TIME, "description": "created_at < (ISO 8601), after since"},
+                    "lang": {**_LANG, "description": "a language code such as en or pt-BR"},
                     "contains": {"type": "string", "description": "case-insensitive"},
-                    "author": {"type": "string", "description": "username or user id"},
+                    "author": {**_AUTHOR, "description": "username (@ optional) or user id"},
                 },
             },
             "ShareRequest": {
@@ -130,20 +224,29 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Share IDs with an entity (R1, R2, R8, R9, R10)",
                 "security": _SECURED,
                 "parameters": [
-                    {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"},
+                    {"name": "Idempotency-Key", "in": "header",
+                     "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
                      "description": "A retry with the same key returns the same share, "
                                     "counted once"},
-                    {"name": "entity", "in": "query", "schema": {"type": "string"},
-                     "description": "Recipient entity (text/plain uploads)"},
+                    {"name": "entity", "in": "query", "required": True,
+                     "schema": {"type": "string", "minLength": 1},
+                     "description": "The recipient entity of a text/plain upload, which has "
+                                    "nowhere else to name it. Like kind, allow_partial and "
+                                    "purpose here, it is not read with a JSON body, which "
+                                    "carries its own"},
                     {"name": "kind", "in": "query", "schema": {"enum": ["posts", "users"]}},
                     {"name": "allow_partial", "in": "query", "schema": {"type": "boolean"}},
                     {"name": "purpose", "in": "query",
                      "schema": {"type": "string", "maxLength": 1000}},
                 ],
-                "requestBody": {"required": True, "content": {
+                # Not required: a body without a Content-Type is read as a text/plain ID list,
+                # so none at all is an empty list (granted, zero IDs).
+                "requestBody": {"required": False, "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/ShareRequest"}},
-                    "text/plain": {"schema": {"type": "string",
-                                              "description": "One decimal ID per line"}},
+                    "text/plain": {"schema": {"type": "string", "pattern": ID_LIST,
+                                              "description": "One decimal ID per line (1 to "
+                                                             "2^63-1, no leading zero); blank "
+                                                             "lines are skipped"}},
                 }},
                 "responses": {
                     "200": {"description": "The ID file (gzipped with Accept: application/gzip)",
@@ -161,7 +264,8 @@ OPENAPI: dict[str, Any] = {
                 "security": _SECURED,
                 "parameters": [{"name": "name", "in": "path", "required": True,
                                 "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "The quota object", "content": {
+                "responses": {"200": {"description": "The quota object",
+                                      "headers": _RATELIMIT_HEADERS, "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/Quota"}}}},
                     **_errors(401, 403, 404, 503)},
             }
@@ -172,7 +276,8 @@ OPENAPI: dict[str, Any] = {
                 "security": _SECURED,
                 "parameters": [{"name": "name", "in": "path", "required": True,
                                 "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "The quota object", "content": {
+                "responses": {"200": {"description": "The quota object",
+                                      "headers": _RATELIMIT_HEADERS, "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/Quota"}}}},
                     **_errors(401, 403, 404, 503)},
             }
@@ -194,12 +299,8 @@ OPENAPI: dict[str, Any] = {
                               **_errors(400, 401, 403, 413, 503)},
             }
         },
-        "/api/v1/exports": {
-            "post": {
-                "summary": "Always refused: hydrated content never leaves through the API (R5)",
-                "responses": _errors(403),
-            }
-        },
+        # Every method the route takes, so none of them is an undocumented answer.
+        "/api/v1/exports": {method: _REFUSED_EXPORT for method in _EXPORT_METHODS},
         "/api/v1/openapi.json": {
             "get": {"summary": "This document",
                     "responses": {"200": {"description": "OpenAPI 3.1"}}}
