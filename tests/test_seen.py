@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from gatekeeper.domain.seen import SeenIds, maybe_repeated
 from gatekeeper.domain.shares import select_ids
 from gatekeeper.rules.r9 import Deleted
@@ -74,3 +76,20 @@ def test_repeats_of_an_r9_id_count_as_repeats_not_as_more_removals() -> None:
     with select_ids(iter([b"7", b"8", b"7", b"8", b"9"]), "list", "posts", deleted) as sel:
         assert b"".join(sel.head(sel.count)) == b"8\n9\n"
         assert (sel.count, sel.removed, sel.repeats) == (2, 1, 2)
+
+
+def test_a_list_whose_maybes_are_all_false_alarms_is_left_as_it_is(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bitmap's false alarms (IDs that only share a bit) are confirmed by a second pass and
+    change nothing: no ID is lost, none counted as a repeat, the spool is not rewritten."""
+    from gatekeeper.domain import shares, spool
+
+    lines = [str(1440717170493689866 + i * 7919).encode() for i in range(200_000)]
+    monkeypatch.setattr(shares, "maybe_repeated", lambda chunks, n: set(lines[::50]))
+    written: list[object] = []
+    monkeypatch.setattr(spool, "anonymous", lambda real=spool.anonymous: written.append(1)
+                        or real())
+    with select_ids(iter(lines), "list", "posts", NOTHING) as sel:
+        assert (sel.count, sel.repeats) == (len(lines), 0)
+        assert b"".join(sel.head(sel.count)).split() == lines
+    assert len(written) == 1  # the selection's own spool only: no copy was made

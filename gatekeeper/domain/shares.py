@@ -74,10 +74,23 @@ class Selection:
 
     def distinct(self) -> None:
         """Leave out every later copy of an ID, counted in `repeats`. A bitmap pass over the
-        spool finds the IDs that may repeat; only then is the spool copied once, a chunk
-        without any of them as it is. An ID added stays in the digest however often it came."""
+        spool finds the IDs that may repeat (every one that does, and a few percent that only
+        share a bit); a second pass looks only those up, to learn which really repeat. Only
+        then — rarely — is the spool copied once, a chunk without any of them as it is. An ID
+        added stays in the digest however often it came."""
         maybes = maybe_repeated(self.head(self.count), self.count)
         if not maybes:
+            return
+        once: set[bytes] = set()
+        repeated: set[bytes] = set()
+        for chunk in self.head(self.count):
+            for ident in [i for i in chunk.split(b"\n") if i in maybes]:  # a C-speed filter
+                if ident in once:
+                    repeated.add(ident)
+                else:
+                    once.add(ident)
+        del maybes, once
+        if not repeated:
             return
         out = spool.anonymous()
         try:
@@ -87,14 +100,12 @@ class Selection:
             for chunk in self.head(self.count):
                 ids = chunk.split(b"\n")
                 ids.pop()  # after the last newline
-                hits = maybes.intersection(ids)  # set and list methods: no Python loop...
-                if met.isdisjoint(hits) and len(set(ids)) == len(ids):
-                    out.write(chunk)  # ...when none repeats here, nearly always
-                    met.update(hits)
+                if repeated.isdisjoint(ids):
+                    out.write(chunk)  # none of the repeated IDs here: as it is
                     kept += len(ids)
                     continue
-                # An ID in `maybes` is kept the first time only.
-                ids = [i for i in ids if i not in hits or (i not in met and not mark(i))]
+                # A repeated ID is kept the first time only.
+                ids = [i for i in ids if i not in repeated or (i not in met and not mark(i))]
                 out.write(b"\n".join(ids) + b"\n" if ids else b"")
                 kept += len(ids)
         except BaseException:
