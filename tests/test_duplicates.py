@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -17,6 +18,7 @@ from openpyxl import load_workbook
 
 from gatekeeper import config as config_mod
 from gatekeeper.domain import quota
+from gatekeeper.domain.datasets import Datasets
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.hydrated import Selection
@@ -205,3 +207,41 @@ def test_the_first_n_of_an_export_are_n_distinct_posts(gate: Gate, tmp_path: Pat
     assert [p["id"] for p in selection.posts(gate)] == ids[:70]
     tally = selection.tally(gate, with_users=False)
     assert (tally.posts, tally.duplicates) == (70, 20)  # 0-59, then 40-59 again, then 60-69
+
+
+# --- repeats recorded when a dataset is added ---------------------------------------------------
+
+
+def test_a_dataset_records_the_posts_it_holds_twice_and_shares_use_that(
+        redis_client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dataset add` finds the repeated posts while it reads the file (usually none), so a share
+    of the dataset leaves their later copies out without the after-the-fact pass over every ID
+    (Selection.distinct); a dataset added before that was recorded still gets the pass."""
+    from gatekeeper.domain import shares
+    from gatekeeper.ledger.ledger import Ledger
+    from gatekeeper.rules.r9 import Deleted
+
+    path, ids, twice = overlapping(tmp_path / "both.jsonl")
+    datasets = Datasets(redis_client, Ledger(redis_client), tmp_path / "ds")
+    gate = type("G", (), {"datasets": datasets})()
+    info = datasets.add("both", path, actor="t", channel="cli")
+    assert info.repeated_posts is not None and len(info.repeated_posts) == twice
+    assert datasets.add("once", SAMPLES / "kpop.jsonl", actor="t",
+                        channel="cli").repeated_posts == []
+    nothing = Deleted(0, frozenset(), frozenset())
+
+    def no_pass(self: Any) -> None:
+        raise AssertionError("the after-the-fact pass ran for a dataset that records repeats")
+
+    with monkeypatch.context() as m:
+        m.setattr(shares.Selection, "distinct", no_pass)
+        with shares.select_from_dataset(gate, "both", Filters(), "posts", nothing) as sel:
+            assert b"".join(sel.head(sel.count)).decode().split() == ids
+            assert sel.repeats == twice
+    # A dataset registered before repeats were recorded: the pass finds them.
+    record = json.loads(redis_client.hget(keys.DATASETS, "both"))
+    del record["repeated_posts"]
+    redis_client.hset(keys.DATASETS, "both", json.dumps(record))
+    with shares.select_from_dataset(gate, "both", Filters(), "posts", nothing) as sel:
+        assert b"".join(sel.head(sel.count)).decode().split() == ids
+        assert sel.repeats == twice

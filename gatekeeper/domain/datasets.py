@@ -26,6 +26,7 @@ from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.formats import distinct, iter_posts
 from gatekeeper.domain.light import light_records
 from gatekeeper.domain.lines import CHUNK, GZIP_MAGIC, MAX_LINE_BYTES
+from gatekeeper.domain.seen import SeenIds
 from gatekeeper.domain.spool import Unnamed
 from gatekeeper.ledger import chain, keys
 from gatekeeper.ledger.ledger import Ledger, iso
@@ -51,6 +52,9 @@ def iter_post_ids(path: Path, filters: Filters | None = None,
 # --- the registry -------------------------------------------------------------------------------
 
 
+MAX_REPEATED = 1_000  # repeated post IDs a dataset records; past this, shares find them
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """What `Datasets.add` found in a file and recorded about it."""
@@ -70,6 +74,10 @@ class DatasetInfo:
     # `bytes` are then those of the copy, which holds only the lines kept).
     skipped_lines: int = 0
     source_sha256: str | None = None
+    # The IDs of posts the file holds more than once (overlapping collections), so that an ID
+    # share of it drops their later copies without remembering every ID it met; None when not
+    # known (a dataset added before this was recorded, or more than MAX_REPEATED of them).
+    repeated_posts: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, as stored in Redis and shown by the CLI and the API."""
@@ -188,6 +196,8 @@ class Datasets:
         """Copy `source` into `out` while checking every line; what add() records about it."""
         posts, langs, first, last = 0, set(), None, None
         authors: set[Any] = set()
+        seen = SeenIds()  # ~7 bytes a post, while the file is read once
+        repeated: set[str] = set()
         try:
             src = open(source, "rb")  # noqa: SIM115 - closed by the with below
         except OSError as exc:
@@ -201,6 +211,8 @@ class Datasets:
                     continue
                 posts += 1
                 authors.add(author_id_of(post))
+                if not seen.add(int(post["id"])) and len(repeated) <= MAX_REPEATED:
+                    repeated.add(post["id"])
                 if post.get("lang"):
                     langs.add(str(post["lang"]))
                 created = post.get("created_at")
@@ -218,7 +230,8 @@ class Datasets:
         scan = {"suffix": ".jsonl.gz" if gz else ".jsonl", "posts": posts,
                 "users": len(authors), "languages": tuple(sorted(langs)), "first": first,
                 "last": last, "sha256": tee.sha.hexdigest(), "bytes": tee.size,
-                "skipped": 0, "source_sha256": None}
+                "skipped": 0, "source_sha256": None,
+                "repeated": sorted(repeated, key=int) if len(repeated) <= MAX_REPEATED else None}
         if skipped is not None and skipped.count:
             sha, size = self._rewrite(source, out, skipped, gz, tee.sha.hexdigest())
             scan.update(sha256=sha, bytes=size, skipped=skipped.count,
@@ -263,7 +276,8 @@ class Datasets:
                            languages=scan["languages"], first_created_at=scan["first"],
                            last_created_at=scan["last"], sha256=scan["sha256"],
                            bytes=scan["bytes"], added_at=iso(now_ms), added_by=actor,
-                           skipped_lines=scan["skipped"], source_sha256=scan["source_sha256"])
+                           skipped_lines=scan["skipped"], source_sha256=scan["source_sha256"],
+                           repeated_posts=scan["repeated"])
         skipped = (f"; {salvage.words(info.skipped_lines)} (--skip-bad-lines), source "
                    f"sha256 {scan['source_sha256'][:12]}" if info.skipped_lines else "")
         # "set", not "create": record.lua's create refuses when the *hash* exists, and this

@@ -235,6 +235,12 @@ def select_from_dataset(gate: Gate, dataset: str, filters: Any, kind: str,
                 else:
                     sel.add(author.encode())
         else:
+            # The posts the file holds twice were found when it was added (usually none): their
+            # later copies are left out here; a dataset added before that was recorded is
+            # deduplicated after the fact (Selection.distinct).
+            recorded = gate.datasets.info(dataset).repeated_posts
+            repeated = {i.encode() for i in recorded or ()}
+            met: set[bytes] = set()
             dropped = SeenIds()  # R9 drops: the spool never sees them
             for light in gate.datasets.light(dataset, filters, retweets=deleted.listed):
                 ident = light[0].encode()
@@ -243,9 +249,14 @@ def select_from_dataset(gate: Gate, dataset: str, filters: Any, kind: str,
                         sel.drop(ident)
                     else:
                         sel.repeat(ident)
+                elif ident in repeated and ident in met:
+                    sel.repeat(ident)
                 else:
+                    if ident in repeated:
+                        met.add(ident)
                     sel.add(ident)
-            sel.distinct()
+            if recorded is None:
+                sel.distinct()
         return sel.seal()
     except BaseException:
         sel.close()
