@@ -3,7 +3,8 @@ Playwright, against a real `gatekeeper serve` (issue 13, items 3 and 7).
 
 Each role signs in through the form and lands on its own page; then every page it can open is
 loaded at 390 px wide: the header does not overflow, "Sign out" and every header link are on
-screen, and the page itself never scrolls sideways (a wide table scrolls inside its card).
+screen, the page itself never scrolls sideways, and every control is on screen or inside a box
+that scrolls to it (a wide table scrolls inside its card).
 Screenshots go to test-artifacts/small-<role>-<page>.png.
 """
 
@@ -65,6 +66,20 @@ FITS = """() => {
     const r = el.getBoundingClientRect();
     if (r.width === 0 || r.left < 0 || r.right > w)
       out.push(`${el.textContent.trim()} at ${r.left}-${r.right}`);
+  }
+  // Every control of the page is on screen, or inside a box that scrolls sideways to it.
+  const scrolls = (el) => {
+    for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+      const x = getComputedStyle(p).overflowX;
+      if ((x === 'auto' || x === 'scroll') && p.scrollWidth > p.clientWidth) return true;
+    }
+    return false;
+  };
+  for (const el of document.querySelectorAll('main a, main button, main input, main select')) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || el.type === 'hidden') continue;
+    if ((r.left < 0 || r.right > w) && !scrolls(el))
+      out.push(`${el.tagName} ${el.name || el.textContent.trim()} out of reach`);
   }
   return out;
 }"""
