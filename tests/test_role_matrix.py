@@ -91,6 +91,9 @@ EXPECTED: dict[str, Expect] = {
     "GET /admin/users": page("admin"),
     "POST /admin/users/<name>": page("admin"),
     "POST /admin/tokens/<token_id>/revoke": page("admin"),
+    "GET /data": page(*roles.MAY_SHARE_IDS),
+    "POST /data/tokens": page(*roles.MAY_SHARE_IDS),
+    "POST /data/tokens/<token_id>/revoke": page(*roles.MAY_SHARE_IDS),
     "POST /api/v1/shares": api(*roles.MAY_SHARE_IDS),
     "GET /api/v1/quota/entities/<name>": api("data", *COMPLIANCE),
     "GET /api/v1/quota/users/<name>": api("data", *COMPLIANCE),  # dan's own, or compliance

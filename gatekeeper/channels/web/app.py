@@ -26,6 +26,7 @@ from gatekeeper import config as config_mod
 from gatekeeper.channels.web import api, ops, pages, sessions
 from gatekeeper.channels.web import auditlog as auditlog_pages
 from gatekeeper.channels.web import compliance as compliance_pages
+from gatekeeper.channels.web import home as home_pages
 from gatekeeper.channels.web.account import bp as account_bp
 from gatekeeper.channels.web.extension import GateExtension
 from gatekeeper.channels.web.reports import report_bp
@@ -93,7 +94,8 @@ def create_app(gate: Gate | None = None, test_config: Mapping[str, Any] | None =
     sessions.init_app(app)
     ops.init_app(app)
     register_error_handlers(app)
-    for bp in (api.bp, pages.bp, compliance_pages.bp, auditlog_pages.bp, report_bp, account_bp):
+    for bp in (api.bp, pages.bp, compliance_pages.bp, auditlog_pages.bp, report_bp, account_bp,
+               home_pages.bp):
         app.register_blueprint(bp)
     return app
 

@@ -78,9 +78,17 @@ def role_required(*allowed: str) -> Callable[[Callable[..., Any]], Callable[...,
 def index() -> ResponseReturnValue:
     if not current_user.is_authenticated:
         return render_template("index.html")
-    if roles.allows(me(), roles.MAY_EXPORT_HYDRATED):
-        return redirect(url_for("pages.export_form"))
+    # Each role lands on its own work (R12), never on a page with only a link to the API.
+    for allowed, endpoint in LANDING:
+        if roles.allows(me(), allowed):
+            return redirect(url_for(endpoint))
     return render_template("index.html")
+
+
+# First match wins: an admin may also read the dashboard, but lands on users and tokens.
+LANDING = ((roles.MAY_EXPORT_HYDRATED, "pages.export_form"),
+           (roles.MAY_SHARE_IDS, "home.data_page"), (roles.MAY_ADMINISTER, "account.admin_users"),
+           (roles.MAY_RECORD_COMPLIANCE, "compliance.dashboard_page"))
 
 
 # --- sign-in ------------------------------------------------------------------------------------
