@@ -13,6 +13,7 @@ from typing import IO, Any
 import click
 
 from exports import auditlog as writers
+from gatekeeper.channels.cli.tables import progress
 from gatekeeper.domain import auditrows, checkpoints
 from gatekeeper.domain.audit import FORMATS, AuditLog
 from gatekeeper.domain.auditfilter import AuditFilter, iso_ms
@@ -45,7 +46,8 @@ def export_to_file(log: AuditLog, filters: AuditFilter, out: Path, fmt: str,
 
     def write_records(fh: IO[bytes]) -> None:
         nonlocal n
-        n = write(log.records(filters), fh, fmt, about)
+        with progress(log.records(filters), f"writing {out.name}") as records:
+            n = write(iter(records), fh, fmt, about)
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
