@@ -195,3 +195,24 @@ def test_the_readme_completion_command_prints_a_bash_completion_script() -> None
         in r.output
     assert '_GATEKEEPER_COMPLETE=bash_source gatekeeper' in (
         Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_counts_elsewhere_in_the_cli_are_in_the_right_number(runner: Run, world: Path) -> None:
+    (world / "gone.txt").write_text("5\n")
+    assert ok(runner("deletions", "add", "gone.txt", "--kind", "posts")).startswith(
+        "R9: 1 post listed (1 newly hidden)")
+    verified = ok(runner("audit", "verify"))
+    assert "university-of-somewhere}:audit: 1 record, seq 1\n" in verified
+    sweep = ok(runner("store", "sweep"))
+    assert sweep.startswith("removed 0 leftover files\n") and "(s)" not in sweep
+
+
+def test_report_is_quiet_when_piped_and_says_what_it_does_on_a_terminal(
+        runner: Run, world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    piped = runner("report", "--out", "r.pdf")
+    assert piped.exit_code == 0 and piped.stderr == "", piped.output
+    assert piped.stdout.startswith("R11: compliance report for ")
+    monkeypatch.setattr(tables, "on_terminal", lambda: True)
+    shown = runner("report", "--out", "r2.pdf")
+    assert shown.stderr.splitlines() == [
+        "reading the audit log and counters for the previous month…", "laying out r2.pdf…"]

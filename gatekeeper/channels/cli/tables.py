@@ -60,6 +60,13 @@ def on_terminal() -> bool:
     return click.get_text_stream("stderr").isatty()
 
 
+def note(text: str) -> None:
+    """A line of "what is happening now" on stderr for a person watching; nothing when piped
+    (for work whose steps are not countable, like laying out a PDF)."""
+    if on_terminal():
+        click.echo(text, err=True)
+
+
 @contextlib.contextmanager
 def progress(items: Iterable[T], label: str, length: int | None = None) -> Iterator[Iterable[T]]:
     """`items`, drawn as a progress bar on stderr when it is a terminal, else passed through
