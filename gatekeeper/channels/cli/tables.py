@@ -14,8 +14,8 @@ import click
 
 T = TypeVar("T")
 
-# Irregular plurals the CLI prints; anything else takes an "s".
-_PLURALS = {"entity": "entities", "reservation": "reservations", "ID": "IDs"}
+# Irregular plurals the CLI prints; anything else takes an "s" (or pass `many`).
+_PLURALS = {"entity": "entities"}
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
