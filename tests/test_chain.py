@@ -346,7 +346,7 @@ def test_cli_public_key_lets_an_auditor_verify_without_the_private_key(
     (store_dir / "config.toml").write_text('[redis]\ndata_dir = "var"\n')  # no key here
     ok = run("audit", "verify", "--checkpoints", str(store_dir / "cps"), "--public-key", vkey)
     assert ok.exit_code == 0, ok.output
-    assert "against 1 signed checkpoints" in ok.output
+    assert "against 1 signed checkpoint\n" in ok.output
 
 
 def test_checkpoint_without_a_key_says_how_to_make_one(

@@ -369,7 +369,7 @@ def test_deletions_remove_posts_and_posts_by_deleted_users(runner: Run, acme: Pa
     ids = acme / "ids.txt"
     ids.write_text(f"{gone_post}\n42\n")
     r = runner("share", "--as", "dana", "--entity", "acme", "--ids", str(ids), "--out", "x.txt")
-    assert r.exit_code == 0 and "R9: 1 deleted/withheld IDs were left out" in r.output
+    assert r.exit_code == 0 and "R9: 1 deleted/withheld ID was left out" in r.output
     assert (acme / "x.txt").read_text() == "42\n"
 
     r = runner("share", "--as", "dana", "--entity", "acme", "--dataset", "kpop", "--out", "o.txt",
@@ -407,7 +407,7 @@ def test_deletions_lift_is_a_compliance_officers_audited_decision(runner: Run, a
         '{"id": "12", "action": "delete"}\n{"id": "13", "action": "delete"}\n'
         '{"id": "12", "action": "undelete"}\n')
     r = runner("deletions", "add", str(acme / "tweets_job.jsonl"))
-    assert r.exit_code == 0 and "1 reversal(s) recorded; they lift nothing" in r.output
+    assert r.exit_code == 0 and "1 reversal recorded; they lift nothing" in r.output
     lift = ("deletions", "lift", "12", "--reason", "X reports it undeleted")
     r = runner(*lift, "--as", "dana")
     assert r.exit_code == 4 and "R12" in r.stderr

@@ -13,7 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,16 @@ class DatasetInfo:
         return DatasetInfo(**{k: v for k, v in data.items() if k in known})
 
 
+def _reporting(read: Callable[[int], bytes], progress: Callable[[int], None]
+               ) -> Callable[[int], bytes]:
+    """`read`, telling `progress` how many bytes each call returned."""
+    def counted(n: int) -> bytes:
+        data = read(n)
+        progress(len(data))
+        return data
+    return counted
+
+
 class _Tee:
     """A reader that copies every byte it reads into `out` and hashes it."""
 
@@ -127,13 +137,15 @@ class Datasets:
         self.max_line_bytes = max_line_bytes
 
     def add(self, name: str, source: Path, *, actor: str, channel: str,
-            skipped: salvage.Skipped | None = None) -> DatasetInfo:
+            skipped: salvage.Skipped | None = None,
+            progress: Callable[[int], None] | None = None) -> DatasetInfo:
         """Validate `source` whole, copy it in atomically and register it, audited (R11).
 
         Nothing is visible until the file is complete and every line has parsed: the copy is
         written to a file no path names (O_TMPFILE), named only under the directory lock.
         Given `skipped` (--skip-bad-lines), a bad line is left out and listed there instead of
         refusing the file, and the copy holds only the lines kept (`gatekeeper.domain.salvage`).
+        `progress`, if given, is told how many more bytes of `source` were read (a CLI bar).
         """
         check_name(name, "dataset")
         self._refuse_taken(name)  # before reading what may be gigabytes
@@ -141,7 +153,7 @@ class Datasets:
         # crash leaves a partial copy behind (gatekeeper.domain.spool).
         with Unnamed(self.directory) as copy:
             with self._writing(name, source):
-                scan = self._scan(Path(source), copy.file, skipped)
+                scan = self._scan(Path(source), copy.file, skipped, progress)
                 copy.file.flush()
             with self._locked() as dir_fd:
                 self._refuse_taken(name)
@@ -191,8 +203,8 @@ class Datasets:
                 os.fsync(dir_fd)
         return info
 
-    def _scan(self, source: Path, out: Any, skipped: salvage.Skipped | None = None
-              ) -> dict[str, Any]:
+    def _scan(self, source: Path, out: Any, skipped: salvage.Skipped | None = None,
+              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Copy `source` into `out` while checking every line; what add() records about it."""
         posts, langs, first, last = 0, set(), None, None
         authors: set[Any] = set()
@@ -205,8 +217,8 @@ class Datasets:
                            file=str(source)) from None
         with src:
             tee = _Tee(src, out, str(source))
-            for is_post, post in salvage.read(tee.read, str(source), self.max_line_bytes,
-                                              skipped):
+            read = tee.read if progress is None else _reporting(tee.read, progress)
+            for is_post, post in salvage.read(read, str(source), self.max_line_bytes, skipped):
                 if not is_post:
                     continue
                 posts += 1
@@ -219,7 +231,7 @@ class Datasets:
                 if created is not None:
                     first = created if first is None or created < first else first
                     last = created if last is None or created > last else last
-            while skipped is not None and tee.read(CHUNK):
+            while skipped is not None and read(CHUNK):
                 pass  # past a broken gzip stream too: source_sha256 is the whole file's
         if posts == 0:
             what = f"; {salvage.words(skipped.count)}" if skipped and skipped.count else ""

@@ -13,6 +13,7 @@ from typing import IO, Any
 import click
 
 from exports import auditlog as writers
+from gatekeeper.channels.cli.tables import plural, progress
 from gatekeeper.domain import auditrows, checkpoints
 from gatekeeper.domain.audit import FORMATS, AuditLog
 from gatekeeper.domain.auditfilter import AuditFilter, iso_ms
@@ -45,7 +46,8 @@ def export_to_file(log: AuditLog, filters: AuditFilter, out: Path, fmt: str,
 
     def write_records(fh: IO[bytes]) -> None:
         nonlocal n
-        n = write(log.records(filters), fh, fmt, about)
+        with progress(log.records(filters), f"writing {out.name}") as records:
+            n = write(iter(records), fh, fmt, about)
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +106,7 @@ def audit_export(obj: Any, out: Path, fmt: str | None, as_json: bool,
              "filters": filters.to_dict() or "none", "channel": "cli"}
     n = export_to_file(AuditLog(obj.gate.client), filters, out, fmt, about)
     data = {"records": n, "format": fmt, "out": str(out), "filters": filters.to_dict()}
-    text = f"{n:,} audit record{'s' if n != 1 else ''} written to {out} ({fmt})"
+    text = f"{plural(n, 'audit record')} written to {out} ({fmt})"
     click.echo(json.dumps(data, indent=2) if as_json else text)
 
 
@@ -147,10 +149,11 @@ def audit_verify(obj: Any, since: str | None, cp_dir: Path | None, public_key: s
         legacy = (f"; unchained legacy records up to {r.legacy_until}"
                   if r.legacy_until else "")
         state = "BROKEN" if r.problem else "ok"
-        lines.append(f"{state:6} {r.stream}: {r.records:,} records, seq {r.seq}{legacy}")
+        lines.append(f"{state:6} {r.stream}: {plural(r.records, 'record')}, seq {r.seq}{legacy}")
     total = sum(r.records for r in results)
-    summary = (f"{total:,} audit records in {len(results)} streams verified"
-               f"{f' against {len(found)} signed checkpoints' if cp_dir else ''}")
+    against = f" against {plural(len(found), 'signed checkpoint')}" if cp_dir else ""
+    summary = (f"{plural(total, 'audit record')} in {plural(len(results), 'stream')} "
+               f"verified{against}")
     streams = [{"stream": r.stream, "records": r.records, "seq": r.seq, "last_id": r.last_id,
                 "hash": r.hash, "legacy_until": r.legacy_until,
                 "problem": None if r.problem is None else {
@@ -182,7 +185,7 @@ def audit_checkpoint(obj: Any, directory: Path | None, as_json: bool) -> None:
         click.echo(json.dumps({"path": str(cp.path), "time": cp.time,
                                "streams": len(cp.heads)}, indent=2))
     else:
-        click.echo(f"checkpoint of {len(cp.heads)} audit streams at {cp.time} written to "
+        click.echo(f"checkpoint of {plural(len(cp.heads), 'audit stream')} at {cp.time} written to "
                    f"{cp.path}")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from gatekeeper.channels.cli.context import Context, Group, cli_actor, emit, json_option, pass_ctx
+from gatekeeper.channels.cli.tables import meter, plural, table
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.salvage import Skipped, words
 
@@ -49,9 +50,11 @@ def dataset_add(obj: Context, name: str, path: Path, skip_bad_lines: bool,
                 as_json: bool) -> None:
     """Validate PATH whole and register it as dataset NAME."""
     skipped = Skipped() if skip_bad_lines else None
-    info = obj.gate.datasets.add(name, path, actor=cli_actor(), channel="cli", skipped=skipped)
+    with meter(f"checking {path.name}", _size(path)) as advance:
+        info = obj.gate.datasets.add(name, path, actor=cli_actor(), channel="cli",
+                                     skipped=skipped, progress=advance)
     data = info.to_dict()
-    text = f"dataset {name}: {data['posts']:,} posts registered"
+    text = f"dataset {name}: {plural(data['posts'], 'post')} registered"
     if skipped is not None:
         data["skipped"] = skipped.lines  # the first MAX_LISTED; skipped_lines counts them all
         text += f"\n{words(skipped.count)}" + (":" if skipped.count else "")
@@ -61,6 +64,14 @@ def dataset_add(obj: Context, name: str, path: Path, skip_bad_lines: bool,
     emit(obj, data, text)
 
 
+def _size(path: Path) -> int:
+    """The bar's length: the file's bytes (0 if unreadable: add() names the problem)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 @dataset.command("remove")
 @click.argument("name")
 @json_option
@@ -68,8 +79,8 @@ def dataset_add(obj: Context, name: str, path: Path, skip_bad_lines: bool,
 def dataset_remove(obj: Context, name: str, as_json: bool) -> None:
     """Unregister dataset NAME and delete its file (audited, R11)."""
     info = obj.gate.datasets.remove(name, actor=cli_actor(), channel="cli")
-    emit(obj, info.to_dict(), f"dataset {name} removed: {info.posts:,} posts, {info.file} "
-                              "deleted")
+    emit(obj, info.to_dict(), f"dataset {name} removed: {plural(info.posts, 'post')}, "
+                              f"{info.file} deleted")
 
 
 @dataset.command("list")
@@ -78,11 +89,12 @@ def dataset_remove(obj: Context, name: str, as_json: bool) -> None:
 def dataset_list(obj: Context, as_json: bool) -> None:
     """List datasets."""
     rows = [i.to_dict() for i in obj.gate.datasets.list()]
-    lines = [f"{r['name']:<24} {r['posts']:>10,} posts  "
-             f"{', '.join(r.get('languages') or [])[:40]}"
-             + (f"  ({words(r['skipped_lines'])})" if r["skipped_lines"] else "")
-             for r in rows]
-    emit(obj, rows, "\n".join(lines) or "no datasets")
+    emit(obj, rows, table(
+        ["NAME", "POSTS", "LANGUAGES", "SKIPPED"],
+        [[r["name"], r["posts"], ", ".join(r.get("languages") or [])[:40] or None,
+          plural(r["skipped_lines"], "bad line") if r["skipped_lines"] else None]
+         for r in rows],
+        right=["POSTS"], empty="no datasets"))
 
 
 @dataset.command("show")

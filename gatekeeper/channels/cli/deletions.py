@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from gatekeeper.channels.cli.context import Context, Group, cli_actor, emit, json_option, pass_ctx
+from gatekeeper.channels.cli.tables import plural
 from gatekeeper.domain.gate import ingest_deletions, lift_deletion
 
 
@@ -24,14 +25,15 @@ def deletions() -> None:
 def deletions_add(obj: Context, path: Path, kind: str | None, as_json: bool) -> None:
     """Ingest a deletion list: plain IDs or X batch-compliance JSONL."""
     report = ingest_deletions(obj.gate, path, kind=kind, actor=cli_actor(), channel="cli")
-    lines = [f"R9: {report.listed:,} {report.kind} listed ({report.new:,} newly hidden); from "
+    lines = [f"R9: {plural(report.listed, report.kind.rstrip('s'))} listed ({report.new:,} "
+             "newly hidden); from "
              "now on no share or export contains them"]
     if report.scrub_geo:
         lines.append(f"  {report.scrub_geo:,} scrub_geo: kept, exported without geo")
     if report.reversed:
-        lines.append(f"  {report.reversed:,} reversal(s) recorded; they lift nothing "
+        lines.append(f"  {plural(report.reversed, 'reversal')} recorded; they lift nothing "
                      "(`gatekeeper deletions lift` does, one ID at a time)")
-    lines += [f"  dataset {name}: {n:,} stored posts newly hidden"
+    lines += [f"  dataset {name}: {plural(n, 'stored post')} newly hidden"
               for name, n in report.datasets.items()]
     emit(obj, report.to_dict(), "\n".join(lines))
 

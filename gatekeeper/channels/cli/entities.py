@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from gatekeeper.channels.cli.context import Context, Group, cli_actor, emit, json_option, pass_ctx
+from gatekeeper.channels.cli.tables import table
 from gatekeeper.domain.gate import record_permission, set_parent
 from gatekeeper.ledger.ledger import iso
 from gatekeeper.rules import permissions, policy
@@ -86,10 +87,11 @@ def entity_permit(obj: Context, name: str, limit_text: str, until: str, referenc
 def entity_list(obj: Context, as_json: bool) -> None:
     """List entities."""
     rows = [e.to_dict() for e in obj.gate.entities.all()]
-    lines = [f"{r['name']:<24} {r['kind']:<10} pool={r['pool']:<20} "
-             f"{'R3-exempt' if r['exemption'] else ''}{' R4-permit' if r['permission'] else ''}"
-             f"{'' if r['terms'] else ' (no R8 terms)'}".rstrip() for r in rows]
-    emit(obj, rows, "\n".join(lines) or "no entities")
+    emit(obj, rows, table(
+        ["NAME", "KIND", "POOL", "R3 EXEMPT", "R4 PERMIT", "R8 TERMS"],
+        [[r["name"], r["kind"], r["pool"], bool(r["exemption"]),
+          r["permission"]["until"] if r["permission"] else None,
+          r["terms"]["by"] if r["terms"] else None] for r in rows], empty="no entities"))
 
 
 @entity.command("show")

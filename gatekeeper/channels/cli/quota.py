@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from gatekeeper.channels.cli.context import Context, Group, emit, json_option, pass_ctx
+from gatekeeper.channels.cli.tables import plural, table
 from gatekeeper.domain import quota
 
 
@@ -14,22 +15,41 @@ def _quota_text(q: dict[str, Any]) -> str:
     def n(v: int | None) -> str:
         return "unlimited" if v is None else f"{v:,}"
 
-    lines = [f"{q['name']} ({q['kind']}) — {q['rule']}, {q['window']} window, as of {q['as_of']}",
-             f"  used       {n(q['used'])}", f"  limit      {n(q['limit'])}",
-             f"  remaining  {n(q['remaining'])}"]
-    if q.get("exemption"):
-        lines.append("  exempt     R3: academic, non-commercial research "
-                     f"(recorded by {q['exemption']['recorded_by']})")
-    if q.get("permission"):
-        p = q["permission"]
-        lines.append(f"  permission R4: {n(p['limit'])} until {p['until']} ({p['reference']})")
+    lines = [f"{q['name']} ({q['kind']}) — {q['rule']}, {q['window']} window, as of {q['as_of']}"]
+    exempt, p = q.get("exemption"), q.get("permission")
+    r3 = exempt and ("R3: academic, non-commercial research, recorded by "
+                     f"{exempt['recorded_by']}")
+    r4 = p and f"R4: {n(p['limit'])} until {p['until']} ({p['reference']})"
+    why = None
+    if q["limit"] is None:  # "unlimited" once, with why, instead of limit and remaining
+        why = r3 or r4 or "no limit"
+        because = (r3 or (p and f"R4 permission until {p['until']} ({p['reference']})")
+                   or "no limit applies")
+        lines.append(f"  used       {n(q['used'])} (unlimited: {because})")
+    else:
+        lines += [f"  used       {n(q['used'])}", f"  limit      {n(q['limit'])}",
+                  f"  remaining  {n(q['remaining'])}"]
+    if r3 and why != r3:
+        lines.append(f"  exempt     {r3}")
+    if r4 and why != r4:
+        lines.append(f"  permission {r4}")
     if q.get("pool"):
-        p = q["pool"]
-        lines.append(f"  pool       {p['name']}: {n(p['used'])} of {n(p['limit'])} used (R10)")
-    for r in q["releases"][:5]:
-        lines.append(f"  frees      {r['amount']:,} at {r['at']}")
+        pool = q["pool"]
+        used = (f"used {pool['used']:,} (unlimited)" if pool["limit"] is None
+                else f"{pool['used']:,} of {pool['limit']:,} used")
+        lines.append(f"  pool       {pool['name']}: {used} (R10)")
+    if q.get("user_ids") is not None:
+        lines.append(f"  User IDs   R2: used {q['user_ids']:,} (User IDs are recorded, "
+                     "not capped)")
+    if q["releases"]:
+        shown = q["releases"][:5]
+        lines.append("  capacity returns:")
+        lines += ["    " + row for row in table(
+            ["AT", "FREES"], [[r["at"], r["amount"]] for r in shown], right=["FREES"]
+        ).splitlines()]
     if len(q["releases"]) > 5:
-        lines.append(f"  …          {len(q['releases']) - 5} more releases (see --json)")
+        lines.append(f"    … and {plural(len(q['releases']) - 5, 'more release')} "
+                     "(see --json)")
     return "\n".join(lines)
 
 

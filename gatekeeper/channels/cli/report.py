@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from gatekeeper.channels.cli.context import Context, cli_actor, emit, json_option, pass_ctx
+from gatekeeper.channels.cli.tables import note, plural
 from gatekeeper.domain.monthly import monthly_report, write_file
 
 
@@ -19,12 +20,15 @@ from gatekeeper.domain.monthly import monthly_report, write_file
 @pass_ctx
 def report_cli(obj: Context, month: str | None, out: Path, as_json: bool) -> None:
     """R11: the auditor's monthly compliance report as a PDF."""
+    note(f"reading the audit log and counters for {month or 'the previous month'}…")
     report = monthly_report(obj.gate, month, actor=cli_actor())
+    note(f"laying out {out.name}…")
     n = write_file(report, out)
     emit(obj, {**report.summary(), "out": str(out), "pages": n},
-         f"R11: compliance report for {report.month} -> {out} ({n} pages; "
-         f"{report.records:,} audit records, {len(report.entities):,} active entities, "
-         f"{report.refusal_count:,} refusals)")
+         f"R11: compliance report for {report.month} -> {out} ({plural(n, 'page')}; "
+         f"{plural(report.records, 'audit record')}, "
+         f"{plural(len(report.entities), 'active entity', 'active entities')}, "
+         f"{plural(report.refusal_count, 'refusal')})")
     if not as_json:
         for c in report.checks:
             if not c.ok:

@@ -8,6 +8,7 @@ import click
 
 from gatekeeper.channels.cli.context import Context, emit, json_option, pass_ctx
 from gatekeeper.channels.cli.datasets import filter_options, filters_of
+from gatekeeper.channels.cli.tables import plural
 from gatekeeper.domain import shares
 from gatekeeper.rules import policy
 from gatekeeper.rules.errors import BadInput
@@ -44,17 +45,25 @@ def share(obj: Context, actor: str, entity_name: str, ids_path: Path | None,
                              idempotency_key=idempotency_key, channel="cli")
     data = {**r.to_dict(), "out": str(out), "repeats": r.audit.get("repeats") or 0}
     q = data["quota"]
-    what = "Post IDs" if kind == "posts" else "User IDs"
+    what = "Post ID" if kind == "posts" else "User ID"
     head = {"granted": "granted", "partial": "PARTIAL: granted", "replay":
             "already shared (same idempotency key, counted once):"}[r.grant.status]
-    limit = "unlimited" if q["limit"] is None else f"{q['limit']:,}"
-    remaining = "unlimited" if q["remaining"] is None else f"{q['remaining']:,}"
-    text = (f"{head} {r.grant.granted:,} of {r.grant.requested:,} {what} to {entity_name} "
-            f"-> {out}\nshare {r.grant.share_id}; {q['rule']}: used {q['used']:,} of {limit}, "
-            f"{remaining} remaining in the {q['window']} window")
+    if q["limit"] is None:  # say "unlimited" once, and why (R2 records User IDs, R3, R4)
+        why = ("User IDs are recorded, not capped" if kind == "users"
+               else f"unlimited in the {q['window']} window")
+        used = f"used {q['used']:,} ({why})"
+    else:
+        used = (f"used {q['used']:,} of {q['limit']:,}, {q['remaining']:,} remaining in the "
+                f"{q['window']} window")
+    text = (f"{head} {r.grant.granted:,} of {plural(r.grant.requested, what)} to {entity_name} "
+            f"-> {out}\nshare {r.grant.share_id}; {q['rule']}: {used}")
     if r.removed:
-        text += f"\nR9: {r.removed:,} deleted/withheld IDs were left out"
+        text += f"\nR9: {plural(r.removed, 'deleted/withheld ID')} {_were(r.removed)} left out"
     if data["repeats"]:
-        text += (f"\n{data['repeats']:,} repeated IDs were left out (each ID is delivered and "
-                 "counted once)")
+        text += (f"\n{plural(data['repeats'], 'repeated ID')} {_were(data['repeats'])} left "
+                 "out (each ID is delivered and counted once)")
     emit(obj, data, text)
+
+
+def _were(n: int) -> str:
+    return "was" if n == 1 else "were"

@@ -7,6 +7,7 @@ import sys
 import click
 
 from gatekeeper.channels.cli.context import Context, Group, cli_actor, emit, json_option, pass_ctx
+from gatekeeper.channels.cli.tables import plural
 from gatekeeper.ledger import store
 from gatekeeper.rules.errors import BadInput
 
@@ -63,12 +64,12 @@ def store_sweep(obj: Context, as_json: bool) -> None:
     """Clean up after crashes: partial files and spools, refunds owed, open reservations."""
     done = obj.gate.sweep()
     emit(obj, done, (
-        f"removed {len(done['files_removed'])} leftover file(s)"
+        f"removed {plural(len(done['files_removed']), 'leftover file')}"
         + "".join(f"\n  {p}" for p in done["files_removed"])
         + f"\nrefunds sent {done['refunds_sent']}, still owed {done['refunds_owed']}"
-        f"\n{done['abandoned']} reservation(s) left open past "
+        f"\n{plural(done['abandoned'], 'reservation')} left open past "
         f"{obj.gate.config.limits.reservation_timeout_minutes} min closed as counted "
-        f"(share.abandoned, R2); {done['open']} open now, in {done['pools']} pool(s)"))
+        f"(share.abandoned, R2); {done['open']} open now, in {plural(done['pools'], 'pool')}"))
     if done["refunds_owed"]:
         sys.exit(5)
 
@@ -90,5 +91,5 @@ def describe_upgrade(done: dict[str, int]) -> str:
     """One line on what Gate.upgrade did."""
     if done["from"] >= done["to"]:
         return f"store layout {done['from']}: up to date, nothing to do"
-    return (f"store layout {done['from']} -> {done['to']}: {done['counters']:,} counter(s) and "
-            f"{done['refusals']:,} refusal(s) indexed")
+    return (f"store layout {done['from']} -> {done['to']}: {plural(done['counters'], 'counter')} "
+            f"and {plural(done['refusals'], 'refusal')} indexed")

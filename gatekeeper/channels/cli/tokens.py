@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from gatekeeper.channels.cli.context import Context, Group, cli_actor, emit, json_option, pass_ctx
+from gatekeeper.channels.cli.tables import table
 
 
 @click.group(cls=Group)
@@ -29,9 +30,10 @@ def token_create(obj: Context, user_name: str, as_json: bool) -> None:
 def token_list(obj: Context, user_name: str | None, as_json: bool) -> None:
     """Live API tokens: owner, id (for `token revoke`), prefix, created, last used."""
     rows = obj.gate.users.list_tokens(user_name)
-    emit(obj, rows, "\n".join(
-        f"{t['user']}\t{t['id']}\t{t['prefix']}…\tcreated {t['created_at']}\t"
-        f"last used {t['last_used'] or 'never'}" for t in rows) or "no live tokens")
+    emit(obj, rows, table(
+        ["USER", "ID", "PREFIX", "CREATED", "LAST USED"],
+        [[t["user"], t["id"], f"{t['prefix']}…", t["created_at"], t["last_used"] or "never"]
+         for t in rows], empty="no live tokens"))
 
 
 @token.command("revoke")

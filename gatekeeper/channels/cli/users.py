@@ -9,6 +9,7 @@ import sys
 import click
 
 from gatekeeper.channels.cli.context import Context, Group, cli_actor, emit, json_option, pass_ctx
+from gatekeeper.channels.cli.tables import table
 from gatekeeper.rules import policy, roles
 
 
@@ -55,9 +56,10 @@ def user_accept_terms(obj: Context, name: str, as_json: bool) -> None:
 def user_list(obj: Context, as_json: bool) -> None:
     """Every user: entity, role, enabled or disabled."""
     users = obj.gate.users.list_users()
-    emit(obj, [u.to_dict() for u in users], "\n".join(
-        f"{u.name}\t{u.entity}\t{u.role}\t{'disabled' if u.disabled else 'enabled'}"
-        for u in users) or "no users")
+    emit(obj, [u.to_dict() for u in users], table(
+        ["NAME", "ENTITY", "ROLE", "STATUS"],
+        [[u.name, u.entity, u.role, "disabled" if u.disabled else "enabled"] for u in users],
+        empty="no users"))
 
 
 @user.command("disable")
