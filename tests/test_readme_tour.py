@@ -13,6 +13,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -105,6 +106,9 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
     """An empty `tour` directory beside `shared`; its embedded store is stopped afterwards."""
     if not (SHARED / "samples").is_dir():
         pytest.fail(f"the README's sample files are missing: {SHARED / 'samples'}")
+    missing = [tool for tool in ("bash", "jq", "curl") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"the tour uses {', '.join(missing)}: `.ci/run` installs them")
     (tmp_path / "shared").symlink_to(SHARED)
     tour = tmp_path / "tour"
     tour.mkdir()
