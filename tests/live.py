@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,21 @@ def start_server(directory: Path, env_extra: dict[str, str] | None = None) -> su
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("server did not start")
+
+
+@contextlib.contextmanager
+def serving(directory: Path) -> Iterator[str]:
+    """A real `gatekeeper serve` on DIRECTORY's config, for a browser: its base URL; stopped
+    afterwards, and its embedded store with it."""
+    from gatekeeper.ledger.store import EmbeddedServer
+
+    proc = start_server(directory)
+    try:
+        yield f"http://127.0.0.1:{proc.port}"  # type: ignore[attr-defined]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        EmbeddedServer(directory / "var").stop()
 
 
 def form_token(html: str, name: str = "csrf_token") -> str:

@@ -7,12 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from live import ARTIFACTS, PASSWORD, share_ids, sign_in_page, start_server
+from live import ARTIFACTS, PASSWORD, serving, share_ids, sign_in_page
 from playwright.sync_api import Browser
 
 from gatekeeper import config as config_mod
 from gatekeeper.domain.gate import Gate
-from gatekeeper.ledger.store import EmbeddedServer
 from gatekeeper.rules.errors import Forbidden, QuotaExceeded
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
@@ -37,13 +36,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         share_ids(gate, directory, "acme", 150)
     with pytest.raises(Forbidden):  # R8: no terms
         share_ids(gate, directory, "initech-research-and-development-labs", 5)
-    proc = start_server(directory)
-    try:
-        yield f"http://127.0.0.1:{proc.port}"  # type: ignore[attr-defined]
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        EmbeddedServer(directory / "var").stop()
+    with serving(directory) as site:
+        yield site
 
 
 CLIPPED = """() => {

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live import ARTIFACTS, start_server
+from live import ARTIFACTS, serving
 from openpyxl import load_workbook
 from playwright.sync_api import Browser, Page
 from pypdf import PdfReader
@@ -20,7 +20,6 @@ from pypdf import PdfReader
 from gatekeeper import config as config_mod
 from gatekeeper.domain.formats import iter_posts
 from gatekeeper.domain.gate import Gate
-from gatekeeper.ledger.store import EmbeddedServer
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 PASSWORD = "correct horse battery"
@@ -37,13 +36,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                       channel="cli")
     gate.users.add("ana", entity="acme", role="analyst", password=PASSWORD, actor="t",
                    channel="cli")
-    proc = start_server(directory)
-    try:
-        yield f"http://127.0.0.1:{proc.port}"  # type: ignore[attr-defined]
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        EmbeddedServer(directory / "var").stop()
+    with serving(directory) as site:
+        yield site
 
 
 def choose(page: Page, site: str, **filters: str) -> None:

@@ -14,14 +14,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from live import ARTIFACTS, share_ids, sign_in_page, start_server
+from live import ARTIFACTS, serving, share_ids, sign_in_page
 from playwright.sync_api import Browser
 
 from gatekeeper import config as config_mod
 from gatekeeper.domain import demo, shares
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import charges
-from gatekeeper.ledger.store import EmbeddedServer
 
 LIMIT = 6_000  # small enough that the demo's 5,000 posts bring a pool near it
 
@@ -59,13 +58,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
                      requested=41_000, share_id=uuid.uuid4().hex,
                      audit={"actor": "ana", "entity": ana.entity, "recipient": "ana",
                             "channel": "web", "kind": "export.xlsx"})
-    proc = start_server(directory)
-    try:
-        yield f"http://127.0.0.1:{proc.port}", loaded.passwords["carla"][1]  # type: ignore
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        EmbeddedServer(directory / "var").stop()
+    with serving(directory) as site:
+        yield site, loaded.passwords["carla"][1]
 
 
 def test_compliance_officer_reads_the_dashboard_and_records_a_permission(

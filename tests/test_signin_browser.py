@@ -7,12 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from live import sign_in_page, start_server
+from live import serving, sign_in_page
 from playwright.sync_api import Browser
 
 from gatekeeper import config as config_mod
 from gatekeeper.domain.gate import Gate
-from gatekeeper.ledger.store import EmbeddedServer
 
 PASSWORD = "correct horse battery"
 
@@ -28,13 +27,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         gate.users.add(name, entity="acme", role=role, password=PASSWORD, actor="t",
                        channel="cli")
     gate.users.accept_terms("ana", actor="ana", channel="web")
-    proc = start_server(directory)
-    try:
-        yield f"http://127.0.0.1:{proc.port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        EmbeddedServer(directory / "var").stop()
+    with serving(directory) as site:
+        yield site
 
 
 def test_no_page_trips_the_content_security_policy(site: str, browser: Browser) -> None:

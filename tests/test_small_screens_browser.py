@@ -13,12 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from live import ARTIFACTS, PASSWORD, share_ids, start_server
+from live import ARTIFACTS, PASSWORD, serving, share_ids
 from playwright.sync_api import Browser, Page
 
 from gatekeeper import config as config_mod
 from gatekeeper.domain.gate import Gate
-from gatekeeper.ledger.store import EmbeddedServer
 
 WIDTH, HEIGHT = 390, 844
 # (user, role, where sign-in lands, every other page the role opens)
@@ -46,13 +45,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     gate.users.accept_terms("ana", actor="ana", channel="web")
     share_ids(gate, directory, "acme", 25)
     gate.users.create_token("dan", actor="t", channel="cli")
-    proc = start_server(directory)
-    try:
-        yield f"http://127.0.0.1:{proc.port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        EmbeddedServer(directory / "var").stop()
+    with serving(directory) as site:
+        yield site
 
 
 FITS = """() => {
