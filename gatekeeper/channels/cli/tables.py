@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -57,7 +58,7 @@ def _cell(v: Any) -> str:
 def on_terminal() -> bool:
     """Whether a person is watching stderr (where progress goes); false when piped or
     captured, so logs and scripts get no bar noise."""
-    return click.get_text_stream("stderr").isatty()
+    return sys.stderr.isatty()
 
 
 def note(text: str) -> None:
@@ -83,7 +84,7 @@ def progress(items: Iterable[T], label: str, length: int | None = None) -> Itera
             show_eta=known, bar_template="%(label)s  [%(bar)s]  %(info)s" if known
             else "%(label)s  %(info)s",
             item_show_func=None if known else lambda n: None if n is None else f"{n:,}",
-            file=click.get_text_stream("stderr")) as bar:
+            file=sys.stderr) as bar:
 
         def counted() -> Iterator[T]:
             n = 0
@@ -107,5 +108,5 @@ def meter(label: str, length: int) -> Iterator[Callable[[int], None] | None]:
         yield None
         return
     with click.progressbar(length=length, label=label,
-                           file=click.get_text_stream("stderr")) as bar:
+                           file=sys.stderr) as bar:
         yield bar.update
