@@ -76,7 +76,7 @@ def test_plural_counts_a_noun_in_the_right_number(n: int, word: str, shown: str)
 
 def test_entity_list_is_an_aligned_table_with_headers(runner: Run, world: Path) -> None:
     lines = assert_aligned(ok(runner("entity", "list")),
-                           ["NAME", "KIND", "POOL", "R3 EXEMPT", "R4 PERMIT", "R8 TERMS"])
+                           ["NAME", "KIND", "POOL", "R3 EXEMPT", "R4 THROUGH", "R8 TERMS"])
     assert lines[1].split() == ["acme", "commercial", "acme", "no", "-", "Jane", "Doe"]
     assert lines[2].split()[:4] == ["university-of-somewhere", "academic",
                                     "university-of-somewhere", "yes"]
@@ -216,3 +216,20 @@ def test_report_is_quiet_when_piped_and_says_what_it_does_on_a_terminal(
     shown = runner("report", "--out", "r2.pdf")
     assert shown.stderr.splitlines() == [
         "reading the audit log and counters for the previous month…", "laying out r2.pdf…"]
+
+
+def test_a_permission_is_shown_through_its_last_day_as_typed_not_a_day_late(
+        runner: Run, world: Path) -> None:
+    """R4: `--until 2030-06-30` holds through that day; its exclusive end (the next midnight)
+    read as "until 2030-07-01T00:00:00Z" a day late everywhere a person reads it."""
+    said = ok(runner("entity", "permit", "acme", "--limit", "2000", "--until", "2030-06-30",
+                     "--reference", "X-1"))
+    assert "through 2030-06-30 (reference: X-1)" in said and "2030-07-01" not in said
+    listed = ok(runner("entity", "list"))
+    assert "2030-06-30" in listed and "2030-07-01" not in listed
+    quota = ok(runner("quota", "entity", "acme"))
+    assert "R4: 2,000 through 2030-06-30 (X-1)" in quota and "2030-07-01" not in quota
+    # The machine-readable end stays the exclusive instant.
+    [acme] = [e for e in json.loads(ok(runner("entity", "list", "--json")))
+              if e["name"] == "acme"]
+    assert acme["permission"]["until"] == "2030-07-01T00:00:00Z"

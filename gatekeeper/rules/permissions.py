@@ -89,6 +89,15 @@ def end_of_day_ms(day: str, timezone: str) -> int:
     return int(end.timestamp() * 1000)
 
 
+def last_day(until: int | str, timezone: str) -> str:
+    """The last valid day of a permission, as it was typed (YYYY-MM-DD in the zone), from its
+    exclusive end in ms or as ISO 8601: what a person reads, where "until 2027-01-02T00:00Z"
+    reads as a day late."""
+    if isinstance(until, str):
+        until = int(datetime.fromisoformat(until.replace("Z", "+00:00")).timestamp() * 1000)
+    return datetime.fromtimestamp((until - 1) / 1000, ZoneInfo(timezone)).date().isoformat()
+
+
 def parse(limit: str, until: str, reference: str, *, timezone: str, now_ms: int) -> Permit:
     """A permission as a person typed it (CLI options or the compliance form), checked whole:
     a limit, a last valid day (YYYY-MM-DD in `timezone`) still to come, and a reference."""

@@ -7,7 +7,6 @@ import click
 from gatekeeper.channels.cli.context import Context, Group, cli_actor, emit, json_option, pass_ctx
 from gatekeeper.channels.cli.tables import table
 from gatekeeper.domain.gate import record_permission, set_parent
-from gatekeeper.ledger.ledger import iso
 from gatekeeper.rules import permissions, policy
 
 
@@ -77,8 +76,9 @@ def entity_permit(obj: Context, name: str, limit_text: str, until: str, referenc
                           actor=cli_actor(), channel="cli")
     p = e.permission
     assert p is not None  # just recorded
+    through = permissions.last_day(p.valid_until_ms, obj.config.limits.timezone)
     emit(obj, e.to_dict(), f"R4: {name} may receive {permissions.shown(p.limit)} Post IDs "
-                           f"per window until {iso(p.valid_until_ms)} (reference: {reference})")
+                           f"per window through {through} (reference: {reference})")
 
 
 @entity.command("list")
@@ -87,10 +87,11 @@ def entity_permit(obj: Context, name: str, limit_text: str, until: str, referenc
 def entity_list(obj: Context, as_json: bool) -> None:
     """List entities."""
     rows = [e.to_dict() for e in obj.gate.entities.all()]
+    tz = obj.config.limits.timezone
     emit(obj, rows, table(
-        ["NAME", "KIND", "POOL", "R3 EXEMPT", "R4 PERMIT", "R8 TERMS"],
+        ["NAME", "KIND", "POOL", "R3 EXEMPT", "R4 THROUGH", "R8 TERMS"],
         [[r["name"], r["kind"], r["pool"], bool(r["exemption"]),
-          r["permission"]["until"] if r["permission"] else None,
+          permissions.last_day(r["permission"]["until"], tz) if r["permission"] else None,
           r["terms"]["by"] if r["terms"] else None] for r in rows], empty="no entities"))
 
 

@@ -9,9 +9,10 @@ import click
 from gatekeeper.channels.cli.context import Context, Group, emit, json_option, pass_ctx
 from gatekeeper.channels.cli.tables import plural, table
 from gatekeeper.domain import quota
+from gatekeeper.rules import permissions
 
 
-def _quota_text(q: dict[str, Any]) -> str:
+def _quota_text(q: dict[str, Any], tz: str) -> str:
     def n(v: int | None) -> str:
         return "unlimited" if v is None else f"{v:,}"
 
@@ -19,11 +20,12 @@ def _quota_text(q: dict[str, Any]) -> str:
     exempt, p = q.get("exemption"), q.get("permission")
     r3 = exempt and ("R3: academic, non-commercial research, recorded by "
                      f"{exempt['recorded_by']}")
-    r4 = p and f"R4: {n(p['limit'])} until {p['until']} ({p['reference']})"
+    through = p and f"through {permissions.last_day(p['until'], tz)}"
+    r4 = p and f"R4: {n(p['limit'])} {through} ({p['reference']})"
     why = None
     if q["limit"] is None:  # "unlimited" once, with why, instead of limit and remaining
         why = r3 or r4 or "no limit"
-        because = (r3 or (p and f"R4 permission until {p['until']} ({p['reference']})")
+        because = (r3 or (p and f"R4 permission {through} ({p['reference']})")
                    or "no limit applies")
         lines.append(f"  used       {n(q['used'])} (unlimited: {because})")
     else:
@@ -65,7 +67,7 @@ def quota_cmd() -> None:
 def quota_entity(obj: Context, name: str, as_json: bool) -> None:
     """R2: an entity's Post IDs over the window."""
     q = quota.entity_quota(obj.gate, name)
-    emit(obj, q, _quota_text(q))
+    emit(obj, q, _quota_text(q, obj.config.limits.timezone))
 
 
 @quota_cmd.command("user")
@@ -75,4 +77,4 @@ def quota_entity(obj: Context, name: str, as_json: bool) -> None:
 def quota_user(obj: Context, name: str, as_json: bool) -> None:
     """R6: a recipient's hydrated objects in the day window."""
     q = quota.user_quota(obj.gate, name)
-    emit(obj, q, _quota_text(q))
+    emit(obj, q, _quota_text(q, obj.config.limits.timezone))
