@@ -116,6 +116,22 @@ _LANG = {"type": "string",
 _AUTHOR = {"type": "string", "pattern": f"^{_WS}(?:@?[A-Za-z0-9_]{{1,50}})?{_WS}$"}
 
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def _quota_path(summary: str) -> dict[str, Any]:
+    """GET of a quota object (an entity's or a recipient's): the same answer, its own summary."""
+    return {"get": {
+        "summary": summary,
+        "security": _SECURED,
+        "parameters": [{"name": "name", "in": "path", "required": True,
+                        "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "The quota object", "headers": _RATELIMIT_HEADERS,
+                              "content": {"application/json": {
+                                  "schema": {"$ref": "#/components/schemas/Quota"}}}},
+                      **_errors(401, 403, 404, 503)},
+    }}
+
+
 _EXPORT_METHODS = ("get", "post", "put", "patch", "delete")
 _REFUSED_EXPORT: dict[str, Any] = {
     "summary": "Always refused and audited, as is every path under it: hydrated content "
@@ -258,30 +274,8 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
-        "/api/v1/quota/entities/{name}": {
-            "get": {
-                "summary": "An entity's R2 quota",
-                "security": _SECURED,
-                "parameters": [{"name": "name", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "The quota object",
-                                      "headers": _RATELIMIT_HEADERS, "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Quota"}}}},
-                    **_errors(401, 403, 404, 503)},
-            }
-        },
-        "/api/v1/quota/users/{name}": {
-            "get": {
-                "summary": "A recipient's R6 quota",
-                "security": _SECURED,
-                "parameters": [{"name": "name", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "The quota object",
-                                      "headers": _RATELIMIT_HEADERS, "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Quota"}}}},
-                    **_errors(401, 403, 404, 503)},
-            }
-        },
+        "/api/v1/quota/entities/{name}": _quota_path("An entity's R2 quota"),
+        "/api/v1/quota/users/{name}": _quota_path("A recipient's R6 quota"),
         "/api/v1/deletions": {
             "post": {
                 "summary": "Ingest a deletion list (R9): plain IDs or batch-compliance JSONL",
