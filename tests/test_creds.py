@@ -25,6 +25,7 @@ from gatekeeper.channels.web.app import create_app
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.store import EmbeddedServer
+from gatekeeper.rules.errors import Conflict
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 
@@ -301,3 +302,34 @@ def test_metrics_access_is_checked_in_the_config(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text('[server]\nmetrics = "everyone"\n')
     with pytest.raises(config_mod.ConfigError, match=r"server\.metrics"):
         config_mod.load(tmp_path / "config.toml")
+
+
+# --- the last admin stays (R12) -----------------------------------------------------------------
+
+
+def test_the_last_enabled_admin_can_be_neither_disabled_nor_demoted(gate: Gate,
+                                                                   client: FlaskClient) -> None:
+    before = len(_records(gate, "user.disable")) + len(_records(gate, "user.role"))
+    with pytest.raises(Conflict, match="last enabled admin") as refused:
+        gate.users.set_disabled("adam", True, actor="t", channel="cli")
+    assert refused.value.rule == "R12"
+    with pytest.raises(Conflict, match="last enabled admin"):
+        gate.users.set_role("adam", "compliance", actor="t", channel="cli")
+    assert sign_in(client, "adam", PASSWORD) == 302  # on the web too, for one's own account
+    page = client.get("/admin/users").get_data(as_text=True)
+    resp = client.post("/admin/users/adam",
+                       data={"csrf_token": form_token(page), "action": "disable"})
+    assert resp.status_code == 409 and "last enabled admin" in resp.get_data(as_text=True)
+    user = gate.users.get("adam")
+    assert not user.disabled and user.role == "admin"
+    assert len(_records(gate, "user.disable")) + len(_records(gate, "user.role")) == before
+    # With a second enabled admin, either may go; then the other is the last one again.
+    gate.users.add("ada", entity="acme", role="admin", password=PASSWORD, actor="t",
+                   channel="cli")
+    gate.users.set_disabled("ada", True, actor="t", channel="cli")
+    with pytest.raises(Conflict):
+        gate.users.set_disabled("adam", True, actor="t", channel="cli")
+    gate.users.set_disabled("ada", False, actor="t", channel="cli")
+    assert gate.users.set_role("adam", "compliance", actor="t", channel="cli").role == "compliance"
+    # Enabling, and changes to other users, are never refused by this rule.
+    assert gate.users.set_disabled("dan", True, actor="t", channel="cli").disabled

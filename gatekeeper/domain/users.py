@@ -169,8 +169,26 @@ class Users:
                      name, user.entity, kind, "R12", message)
         return self.get(name)
 
+    def _keep_an_admin(self, name: str) -> None:
+        """R12: someone must remain who can administer; the last enabled admin stays one.
+
+        Checked before the change, not inside its script: users live in their pools' slots, so
+        no one script sees them all. Two admins disabling each other at the same instant could
+        both pass; `gatekeeper user add --role admin` on the server still recovers from that.
+        """
+        user = self.get(name)
+        if user.role not in roles.MAY_ADMINISTER or user.disabled:
+            return
+        if not any(u.name != name and u.role in roles.MAY_ADMINISTER and not u.disabled
+                   for u in self.list_users()):
+            raise Conflict(f"R12: {name} is the last enabled admin; add or enable another "
+                           "admin first, so that someone can still administer users",
+                           rule="R12")
+
     def set_disabled(self, name: str, disabled: bool, *, actor: str, channel: str) -> User:
         """Disable (or enable again) a user: no sign-in, no token, no session while disabled."""
+        if disabled:
+            self._keep_an_admin(name)
         return self._change(name, {"disabled": "1" if disabled else "0"}, actor, channel,
                             "user.disable" if disabled else "user.enable",
                             "disabled" if disabled else "enabled")
@@ -180,6 +198,8 @@ class Users:
             raise BadInput(f"role {role!r} is not one of {', '.join(roles.ROLES)}",
                            field="role", rule="R12")
         before = self.get(name).role
+        if role not in roles.MAY_ADMINISTER:
+            self._keep_an_admin(name)
         return self._change(name, {"role": role}, actor, channel, "user.role",
                             f"role {before} -> {role}")
 
