@@ -305,7 +305,12 @@ def test_quota_endpoints_return_the_quota_object(server: Server) -> None:
 
 def test_healthz_metrics_and_openapi(server: Server) -> None:
     team = setup_team(server)
+    auth = {"Authorization": f"Bearer {team.token}"}
     server.share_text(team.token, team.entity, [1, 2])
+    # A refusal (R2: 101 of 100) and a denial (R5) of its own, whatever ran before.
+    assert server.share_text(team.token, team.entity, list(range(3, 104)))[0] == 429
+    assert server.request("POST", "/api/v1/exports", "{}",
+                          {**auth, "Content-Type": "application/json"})[0] == 403
     assert server.request("GET", "/healthz")[0] == 200
     status, headers, body = server.request("GET", "/metrics")
     text = body.decode()
