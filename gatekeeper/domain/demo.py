@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import random
-import secrets
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gatekeeper.domain.gate import Gate
+
+if TYPE_CHECKING:
+    from gatekeeper.domain.demostory import Loaded
 
 DEMO_DATASET = "demo"
 PAGE_SIZE = 100  # twarc2 asks for 100 posts per page
@@ -353,75 +352,46 @@ def demo_pages(posts: int = 100_000, seed: int = 0,
                "__twarc": {"url": url, "version": VERSION, "retrieved_at": retrieved}}
 
 
+class Made(NamedTuple):
+    """What the history needs to know of a generated post (the file holds the rest)."""
+
+    id: str
+    lang: str
+    ms: int  # created_at
+    author: str
+
+
 def write_demo_dataset(path: Path, posts: int = 100_000, seed: int = 0,
-                       anchor: datetime | None = None) -> None:
+                       anchor: datetime | None = None,
+                       progress: Callable[[int], None] | None = None) -> list[Made]:
     """Write the demo dataset to `path` as gzipped twarc2 JSONL; the same seed and anchor give
-    the same bytes.
+    the same bytes. Returns each post's ID, language, time and author, newest first.
 
     `anchor` (default: now; naive means UTC) is the end of the 60 days the posts are spread
     over. Compressed at level 1: the demo is generated at start-up and 100,000 posts must take
-    seconds, not tens of seconds.
+    seconds, not tens of seconds. `progress`, if given, is told the posts written so far after
+    each page.
     """
+    made: list[Made] = []
     with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
                                                  compresslevel=1, mtime=0) as out:
         # json.dumps with its defaults is how twarc2 writes a page (ASCII-escaped, spaced).
         for page in demo_pages(posts, seed, anchor):
             out.write(json.dumps(page).encode("ascii") + b"\n")
+            made += [Made(p["id"], p["lang"], (int(p["id"]) >> 22) + TWITTER_EPOCH_MS,
+                          p["author_id"]) for p in page["data"]]
+            if progress is not None:
+                progress(len(made))
+    return made
 
 
 # --- loading the demo into an empty store ---------------------------------------------------------
 
-DEMO_ENTITIES = (
-    # name, kind, research: a commercial customer and an exempt university (R3)
-    ("acme-analytics", "commercial", False),
-    ("northfield-university", "academic", True),
-)
-DEMO_USERS = (("ana", "analyst"), ("dan", "data"), ("carla", "compliance"), ("ada", "admin"))
 
+def load(gate: Gate, posts: int = 100_000, *, history: bool = True,
+         progress: Callable[[str, int, int], None] | None = None) -> Loaded | None:
+    """Fill an empty store with the demo and its story (see demostory); None (and nothing
+    changed) if it holds any."""
+    from gatekeeper.domain import demostory  # it builds on this module
 
-@dataclass
-class Loaded:
-    """What --demo created, with the secrets to print once."""
-
-    dataset: str
-    posts: int
-    entities: list[str]
-    passwords: dict[str, tuple[str, str]]  # user -> (role, password)
-    token: str  # the data-team user's API token
-
-    def describe(self) -> str:
-        users = "\n".join(f"  {name:<6} {role:<11} {password}"
-                          for name, (role, password) in self.passwords.items())
-        return (f"demo loaded: dataset {self.dataset!r} ({self.posts:,} posts), entities "
-                f"{', '.join(self.entities)}\n"
-                f"users of {self.entities[0]} (passwords shown once — note them now):\n{users}\n"
-                f"API token of the data-team user dan (shown once):\n  {self.token}")
-
-
-def load(gate: Gate, posts: int = 100_000) -> Loaded | None:
-    """Fill an empty store with demo data; None (and nothing changed) if it holds any."""
-    if gate.entities.names() or gate.datasets.list():
-        return None
-    actor, channel = "demo", "cli"
-    directory = gate.config.datasets_dir
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".demo-", suffix=".jsonl.gz")
-    os.close(fd)
-    try:
-        write_demo_dataset(Path(tmp), posts=posts)
-        info = gate.datasets.add(DEMO_DATASET, Path(tmp), actor=actor, channel=channel)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    for name, kind, research in DEMO_ENTITIES:
-        gate.entities.add(name, kind=kind, research=research, parent=None, actor=actor,
-                          channel=channel)
-        gate.entities.accept_terms(name, by="Demo Signatory", actor=actor, channel=channel)
-    home = DEMO_ENTITIES[0][0]
-    passwords = {}
-    for name, role in DEMO_USERS:
-        password = secrets.token_urlsafe(12)
-        gate.users.add(name, entity=home, role=role, password=password, actor=actor,
-                       channel=channel)
-        passwords[name] = (role, password)
-    token = gate.users.create_token("dan", actor=actor, channel=channel)
-    return Loaded(DEMO_DATASET, info.posts, [e[0] for e in DEMO_ENTITIES], passwords, token)
+    return demostory.load(gate, posts, history=history, progress=progress)
