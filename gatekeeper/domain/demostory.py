@@ -21,6 +21,7 @@ and the university instead, by accident: one "Demo Signatory" attested for both.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import json
@@ -29,14 +30,11 @@ import secrets
 import tempfile
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from gatekeeper.domain import shares
-from gatekeeper.domain.datasets import DatasetInfo
 from gatekeeper.domain.demo import DEMO_DATASET, Made, write_demo_dataset
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import charges
@@ -112,58 +110,45 @@ def load(gate: Gate, posts: int = 100_000, *, history: bool = True,
         return None
     report = progress or _quiet
     days = _working_days(gate.clock.now_ms()) if history else []
-    # A gate of its own for each thread of work, over the same store: the story's clock moves
-    # day by day while the dataset is registered at its own instant.
-    story = _at(gate, days[0] + 9 * HOUR if days else None)
-    registrar = _at(gate, days[0] + 10 * HOUR if days else None)
-    # The posts were collected before they were registered: none is newer than that.
-    anchor = datetime.fromtimestamp(registrar.clock.now_ms() / 1000, UTC)
+    # Over the same store, a clock the story moves: set-up at 9:00 on its first day, the
+    # dataset registered at 10:00, then day after day.
+    story = gate
+    if days:
+        story = Gate(gate.config, client=gate.client,
+                     clock=FixedClock(gate.client, days[0] + 9 * HOUR))
     directory = gate.config.datasets_dir
     directory.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=directory, prefix=".demo-", suffix=".jsonl.gz")
     os.close(fd)
     tmp = Path(name)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatekeeper-demo") as pool, \
-            tempfile.TemporaryDirectory(prefix="gatekeeper-demo-") as work:
-        # scrypt lets go of the GIL: the users' password hashes are made while posts are.
-        cast = pool.submit(_cast, story)
-        registered: Future[DatasetInfo] | None = None
-        try:
-            made = write_demo_dataset(tmp, posts=posts, anchor=anchor,
-                                      progress=lambda n: report("posts", n, posts))
-            passwords, token = cast.result()
-            size, read = tmp.stat().st_size, 0
+    try:
+        passwords, token = _cast(story)
+        if isinstance(story.clock, FixedClock):
+            story.clock.set(story.clock.now_ms() + HOUR)
+        # The posts were collected before they were registered: none is newer than that.
+        anchor = datetime.fromtimestamp(story.clock.now_ms() / 1000, UTC)
+        made = write_demo_dataset(tmp, posts=posts, anchor=anchor,
+                                  progress=lambda n: report("posts", n, posts))
+        size, read = tmp.stat().st_size, 0
 
-            def advance(n: int) -> None:
-                nonlocal read
-                read += n
-                report("bytes", read, size)
+        def advance(n: int) -> None:
+            nonlocal read
+            read += n
+            report("bytes", read, size)
 
-            # Registering reads the file (CPU) while the story mostly waits on the store
-            # (each write is on disk before it is answered): side by side, they take the
-            # time of the longer.
-            registered = pool.submit(registrar.datasets.add, DEMO_DATASET, tmp, actor="dan",
-                                     channel="cli", progress=advance)
-            if days:
-                _Story(story, days, made, Path(work), report, registered).run()
-            info = registered.result()
-        finally:
-            jobs: list[Future[Any]] = [cast] if registered is None else [cast, registered]
-            wait(jobs)  # before the file goes: registering may still be reading it
-            tmp.unlink(missing_ok=True)
+        info = story.datasets.add(DEMO_DATASET, tmp, actor="dan", channel="cli",
+                                  progress=advance)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if days:
+        with tempfile.TemporaryDirectory(prefix="gatekeeper-demo-") as work:
+            _Story(story, days, made, Path(work), report).run()
     return Loaded(DEMO_DATASET, info.posts, gate.entities.names(), passwords, token,
                   days[0] if days else None)
 
 
 def _quiet(stage: str, done: int, total: int) -> None:
     return None
-
-
-def _at(gate: Gate, ms: int | None) -> Gate:
-    """`gate` itself (the store's clock), or a gate over its store whose clock is fixed at ms."""
-    if ms is None:
-        return gate
-    return Gate(gate.config, client=gate.client, clock=FixedClock(gate.client, ms))
 
 
 HOUR = 3_600_000
@@ -202,11 +187,8 @@ class _Story:
     """Five weeks of work, a working day at a time, each act at its hour of the day."""
 
     def __init__(self, gate: Gate, days: list[int], made: list[Made], work: Path,
-                 report: Progress, registered: Future[DatasetInfo]) -> None:
+                 report: Progress) -> None:
         self.gate, self.days, self.made, self.work, self.report = gate, days, made, work, report
-        # The dataset's registration is audited in the system stream, which only grows: the
-        # story's first record there (a deletion list) waits for it.
-        self.registered = registered
         self.by_lang: dict[str, list[Made]] = {}
         for m in made:
             self.by_lang.setdefault(m.lang, []).append(m)
@@ -216,7 +198,8 @@ class _Story:
                       "globex-media": max(5, n // 200), "acme-analytics-labs": max(5, n // 250)}
         self.next = 0  # acme's daily refresh takes the next slice of the posts
         self.last_refresh: list[str] = []
-        self.deleted: set[str] = set()
+        self.gone: list[Made] = []  # posts a deletion list named (R9)
+        self.newest_first = [-m.ms for m in made]  # made is newest first: bisect finds a date
         self.later: dict[int, list[tuple[float, Callable[[], object]]]] = {}
 
     def at(self, day: int, hour: float) -> None:
@@ -271,9 +254,7 @@ class _Story:
             acts += self.quota_story(i)
         elif weekday in (0, 2, 4) and i >= 1:
             lang = EXPORT_LANGS[i % len(EXPORT_LANGS)]
-            acts.append((14.5, lambda: self.export(
-                ["xlsx", "pdf"][i % 2], {"lang": lang},
-                self.by_lang.get(lang, []))))
+            acts.append((14.5, lambda: self.export(["xlsx", "pdf"][i % 2], {"lang": lang})))
         return acts
 
     def add_customer(self, name: str) -> None:
@@ -309,7 +290,7 @@ class _Story:
                    "brand monitoring: daily refresh", key=f"refresh-{self.date(i)}")
 
     def study(self, entity: str, lang: str, purpose: str) -> None:
-        ids = [m.id for m in self.by_lang.get(lang, [])][:self.sizes[entity]]
+        ids = [m.id for m in self.by_lang.get(lang, [])[:self.sizes[entity]]]
         self.share(f"{entity}-{lang}", entity, ids, purpose)
 
     def authors(self, i: int) -> None:
@@ -323,11 +304,10 @@ class _Story:
     # --- R9: X's compliance stream lists posts acme is about to receive ----------------------
 
     def deletions(self, i: int) -> None:
-        self.registered.result()
         n = self.sizes["acme-analytics"]
         start = self.next % len(self.made)
         gone = self.made[start:start + max(2, n // 25)]
-        self.deleted |= {m.id for m in gone}
+        self.gone += gone
         lines = [json.dumps({"id": m.id, "action": "delete", "reason": reason,
                              "created_at": datetime.fromtimestamp(m.ms / 1000, UTC)
                              .isoformat(timespec="milliseconds").replace("+00:00", "Z")})
@@ -339,10 +319,19 @@ class _Story:
 
     # --- exports: what hydrated.export counts, without writing the file ---------------------
 
-    def export(self, fmt: str, filters: dict[str, str], selected: list[Made]) -> bool:
-        """ana's export of `selected` as the export page counts it: R5/R8 checked, the
+    def matching(self, filters: dict[str, str]) -> int:
+        """How many posts a `lang` or `since` filter selects, less those listed deleted (R9)."""
+        if "lang" in filters:
+            lang = filters["lang"]
+            return len(self.by_lang.get(lang, [])) - sum(m.lang == lang for m in self.gone)
+        since = int(datetime.fromisoformat(filters["since"]).replace(tzinfo=UTC).timestamp())
+        return (bisect.bisect_right(self.newest_first, -since * 1000)
+                - sum(m.ms >= since * 1000 for m in self.gone))
+
+    def export(self, fmt: str, filters: dict[str, str]) -> bool:
+        """ana's export of a selection as the export page counts it: R5/R8 checked, the
         ledger's take (R6, and R2 for her entity), settled as delivered. False if refused."""
-        posts = sum(m.id not in self.deleted for m in selected)
+        posts = self.matching(filters)
         if not posts:
             return True
         gate, user = self.gate, self.gate.users.get("ana")
@@ -365,22 +354,21 @@ class _Story:
     def quota_story(self, i: int) -> list[tuple[float, Callable[[], object]]]:
         """R6: ana exports the English posts, then asks for the last weeks of everything,
         which would pass her daily limit: refused, with when it fits; the next day it does."""
-        english = self.by_lang.get("en", [])
+        english = {"lang": "en"}
         acts: list[tuple[float, Callable[[], object]]] = [
-            (10, lambda: self.export("xlsx", {"lang": "en"}, english))]
+            (10, lambda: self.export("xlsx", english))]
         limit = self.gate.config.limits.hydrated_per_recipient
         newest = self.made[0].ms if self.made else 0
         for weeks in range(1, 9):
             since = (newest - weeks * 7 * DAY_MS) // DAY_MS * DAY_MS  # a date filter's midnight
-            recent = [m for m in self.made if m.ms >= since]
-            if limit - len(english) < len(recent) <= limit:
-                when = {"since": f"{datetime.fromtimestamp(since / 1000, UTC):%Y-%m-%d}"}
+            when = {"since": f"{datetime.fromtimestamp(since / 1000, UTC):%Y-%m-%d}"}
+            if limit - self.matching(english) < self.matching(when) <= limit:
                 break
         else:
             return acts  # too few posts for the story (a small demo)
 
         def again() -> None:
-            self.export("xlsx", when, recent)
+            self.export("xlsx", when)
 
         self.later[i + 1] = [(10.5, again)]
         return [*acts, (15, again)]
