@@ -218,7 +218,7 @@ class _Story:
 
     def plan(self, i: int) -> list[tuple[float, Callable[[], object]]]:
         """Day `i`'s acts, each with its hour (UTC)."""
-        weekday = i % 5
+        weekday = datetime.fromtimestamp(self.days[i] / 1000, UTC).weekday()  # Monday is 0
         acts: list[tuple[float, Callable[[], object]]] = self.later.pop(i, [])
         if i >= 1:
             acts.append((8.5, lambda: self.refresh(i)))
