@@ -338,7 +338,8 @@ def test_serve_demo_piped_says_a_few_plain_lines_stage_by_stage(
     out, err = capsys.readouterr()
     assert out.startswith("demo loaded: dataset 'demo' (2,000 posts)")
     assert err.splitlines() == [
-        "demo: generating posts 2,000/2,000", "demo: registering dataset 100%",
+        "demo: generating posts 0/2,000", "demo: generating posts 2,000/2,000",
+        "demo: registering dataset 100%",
         *(f"demo: history: week {w} of 5" for w in range(1, 6)),
         "demo: history: 5 weeks written"]
 
@@ -352,7 +353,7 @@ def test_piped_progress_is_a_line_per_stage_and_quarter_never_a_redraw() -> None
 
     log = io.StringIO()
     shown = DemoProgress(log, terminal=False)
-    for n in range(10_000, 100_001, 10_000):
+    for n in range(0, 100_001, 10_000):
         shown("posts", n, 100_000)
     for n in range(1 << 20, 30 << 20, 1 << 20):
         shown("bytes", n, 29 << 20)
@@ -360,7 +361,7 @@ def test_piped_progress_is_a_line_per_stage_and_quarter_never_a_redraw() -> None
         shown("weeks", week, 5)
     shown.close()
     assert log.getvalue().splitlines() == [
-        "demo: generating posts 10,000/100,000", "demo: generating posts 30,000/100,000",
+        "demo: generating posts 0/100,000", "demo: generating posts 30,000/100,000",
         "demo: generating posts 50,000/100,000", "demo: generating posts 80,000/100,000",
         "demo: generating posts 100,000/100,000",
         "demo: registering dataset 3%", "demo: registering dataset 27%",
