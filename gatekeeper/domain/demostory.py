@@ -122,12 +122,12 @@ def load(gate: Gate, posts: int = 100_000, *, history: bool = True,
     os.close(fd)
     tmp = Path(name)
     try:
-        passwords, token = _cast(story)
+        report("posts", 0, posts)  # at once: the users' password hashes, then the first
+        passwords, token = _cast(story)  # chunk of posts, each take a while
         if isinstance(story.clock, FixedClock):
             story.clock.set(story.clock.now_ms() + HOUR)
         # The posts were collected before they were registered: none is newer than that.
         anchor = datetime.fromtimestamp(story.clock.now_ms() / 1000, UTC)
-        report("posts", 0, posts)  # before the first chunk is done, which takes a while
         made = write_demo_dataset(tmp, posts=posts, anchor=anchor,
                                   progress=lambda n: report("posts", n, posts))
         size, read = tmp.stat().st_size, 0
