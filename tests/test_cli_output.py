@@ -5,6 +5,11 @@ only on a terminal."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
@@ -186,6 +191,70 @@ def test_a_terminal_gets_a_progress_bar_on_stderr(runner: Run, world: Path,
     n = export.stdout.split()[0]
     assert export.stdout == f"{n} audit records written to a.jsonl (jsonl)\n"
     assert export.stderr.split("writing a.jsonl")[-1].split()[0].startswith(n)  # final count
+
+
+def _share_in_a_process(cwd: Path, *args: str, terminal: bool) -> tuple[int, str, str]:
+    """`gatekeeper share ARGS` in a process of its own, its stderr a real terminal (a pty) or
+    a pipe; its exit status, stdout and stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+    command = [sys.executable, "-m", "gatekeeper", "share", *args]
+    if not terminal:
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+        return done.returncode, done.stdout, done.stderr
+    master, slave = pty.openpty()
+    shown = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # every copy of the terminal's other side is closed
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=slave,
+                          text=True) as proc:
+        os.close(slave)
+        out, _ = proc.communicate(timeout=120)
+    reader.join(timeout=30)
+    os.close(master)
+    return proc.returncode, out, shown.decode()
+
+
+def test_a_large_share_shows_a_bar_on_a_terminal_and_nothing_when_piped(
+        runner: Run, world: Path) -> None:
+    """Issue 13 item 6: `share` reads a large ID file for a while; a person at a terminal
+    sees how far it got (the helper `dataset add` uses), a pipe gets nothing but the answer."""
+    (world / "ids.txt").write_text("".join(f"{10**15 + i}\n" for i in range(200_000)))
+    share = ("--as", "dana", "--entity", "acme", "--ids", "ids.txt")
+    status, out, err = _share_in_a_process(world, *share, "--allow-partial", "--out", "a.txt",
+                                           terminal=True)
+    assert status == 0, (out, err)
+    assert out.startswith("PARTIAL: granted 100 of 200,000 Post IDs to acme -> a.txt\n")
+    assert "reading ids.txt" in err and "100%" in err and "\r" in err  # redrawn in place
+    status, out, err = _share_in_a_process(world, *share, "--kind", "users", "--out", "b.txt",
+                                           terminal=False)
+    assert status == 0, (out, err)
+    assert out.startswith("granted 200,000 of 200,000 User IDs to acme -> b.txt\n")
+    assert err == ""
+
+
+def test_a_dataset_share_counts_the_posts_read_on_a_terminal_only(
+        runner: Run, world: Path) -> None:
+    ok(runner("dataset", "add", "kpop", str(SAMPLES / "kpop.jsonl")))
+    share = ("--as", "dana", "--entity", "acme", "--dataset", "kpop", "--kind", "users")
+    status, out, err = _share_in_a_process(world, *share, "--out", "a.txt", terminal=True)
+    assert status == 0, (out, err)
+    authors = out.split()[1]
+    assert out.startswith(f"granted {authors} of {authors} User IDs to acme -> a.txt")
+    assert err.rstrip().endswith(f"reading dataset kpop: authors  {authors}\x1b[?25h")
+    status, out, err = _share_in_a_process(world, *share, "--out", "b.txt", terminal=False)
+    assert status == 0 and err == "", (out, err)
 
 
 def test_the_readme_completion_command_prints_a_bash_completion_script() -> None:

@@ -32,7 +32,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
         f'[redis]\ndata_dir = "var"\n[limits]\npost_ids_per_entity = {LIMIT}\n'
         '[datasets]\ndir = "datasets"\n')
     gate = Gate(config_mod.load(directory / "config.toml"))
-    loaded = demo.load(gate, posts=5_000)
+    loaded = demo.load(gate, posts=5_000, history=False)  # figures from this test alone
     assert loaded is not None
     # The demo's commercial customer gets every demo post (near its limit), through a child.
     gate.entities.add("acme-analytics-eu", kind="commercial", research=False,

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import pty
 import re
+import sys
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -178,8 +182,11 @@ def test_serve_demo_loads_only_into_an_empty_store(tmp_path: Path) -> None:
             "analyst", "data", "compliance", "admin"}
         kinds = {e.name: (e.kind, e.exemption() is not None, e.terms is not None)
                  for e in gate.entities.all()}
-        assert kinds == {"acme-analytics": ("commercial", False, True),
-                         "northfield-university": ("academic", True, True)}
+        assert kinds == {"harbour-data": ("commercial", False, False),
+                         "acme-analytics": ("commercial", False, True),
+                         "northfield-university": ("academic", True, True),
+                         "globex-media": ("commercial", False, True),
+                         "acme-analytics-labs": ("commercial", False, True)}
         role, password = loaded.passwords["dan"]
         assert gate.users.check_password("dan", password).role == role == "data"
         assert gate.users.user_for_token(loaded.token).name == "dan"
@@ -188,3 +195,214 @@ def test_serve_demo_loads_only_into_an_empty_store(tmp_path: Path) -> None:
         assert [p.name for p in (tmp_path / "datasets").iterdir()] == ["demo.jsonl.gz"]
     finally:
         EmbeddedServer(tmp_path / "var").stop()
+
+
+# --- the story: who runs gatekeeper, and five weeks of its use (issue 13 item 9) ----------------
+
+DAY = 86_400_000
+
+
+@pytest.fixture
+def story(redis_client: Any, tmp_path: Path, quick_password_hashes: None) -> tuple[Any, Any]:
+    """The demo (2,000 posts) loaded into an empty store on each backend; an analyst's daily
+    limit (R6) small enough that the small demo's exports reach it."""
+    from gatekeeper import config as config_mod
+    from gatekeeper.domain import demo
+    from gatekeeper.domain.gate import Gate
+
+    (tmp_path / "config.toml").write_text(
+        '[limits]\nhydrated_per_recipient = 1000\n[datasets]\ndir = "datasets"\n')
+    gate = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
+    loaded = demo.load(gate, posts=2_000)
+    assert loaded is not None
+    return gate, loaded
+
+
+def test_the_officer_and_admin_belong_to_the_organisation_running_gatekeeper(
+        story: tuple[Any, Any]) -> None:
+    from gatekeeper.domain import demostory
+
+    gate, loaded = story
+    users = {name: gate.users.get(name) for name in loaded.passwords}
+    assert {n: (u.role, u.entity) for n, u in users.items()} == {
+        "ana": ("analyst", "acme-analytics"),  # a customer's analyst exports for herself
+        "dan": ("data", demostory.OPERATOR), "carla": ("compliance", demostory.OPERATOR),
+        "ada": ("admin", demostory.OPERATOR)}
+    operator = gate.entities.get(demostory.OPERATOR)
+    # It receives nothing: no attestation (R8), so no share could go to it, and none did.
+    assert operator.terms is None and operator.parent is None
+    from gatekeeper.domain import dashboard
+
+    assert dashboard.overview(gate).row(demostory.OPERATOR).own.used == 0
+    customers = {e.name for e in gate.entities.all() if e.terms is not None}
+    assert demostory.OPERATOR not in customers
+    assert all(u.entity not in customers for u in users.values()
+               if u.role in ("compliance", "admin"))
+    text = loaded.describe()
+    assert f"{demostory.OPERATOR} runs gatekeeper" in text
+    assert "carla  compliance  harbour-data" in text and "ada    admin       harbour-data" in text
+
+
+def test_the_history_fills_the_dashboards_charts_on_at_least_14_of_the_last_30_days(
+        story: tuple[Any, Any]) -> None:
+    from gatekeeper.domain import dashboard
+
+    gate, loaded = story
+    ov = dashboard.overview(gate)
+    active = sorted(d for d, n in ov.daily_total().items() if n > 0 and d in ov.days)
+    assert len(active) >= 14, active
+    assert len(ov.days) == 30
+    # Five weeks, the store's clock afterwards: nothing written is in the future.
+    now = gate.clock.now_ms()
+    assert now - 37 * DAY < loaded.since_ms < now - 33 * DAY
+    rows = {r.name: r for r in ov.entities}
+    assert rows["acme-analytics"].own.used > 0 and rows["northfield-university"].own.used > 0
+    assert rows["northfield-university"].own.limit is None  # R3: exempt, counted
+
+
+def test_the_history_is_the_librarys_own_records_in_order_and_its_chains_verify(
+        story: tuple[Any, Any]) -> None:
+    from gatekeeper.domain.audit import AuditLog
+    from gatekeeper.ledger import chain
+
+    gate, loaded = story
+    records = list(AuditLog(gate.client).records())
+    times = [int(r["id"].split("-")[0]) for r in records]
+    assert times == sorted(times) and times[0] == loaded.since_ms + 9 * 3_600_000
+    assert times[-1] < gate.clock.now_ms()
+    seen = {(r["kind"], r["outcome"], r.get("rule") or "") for r in records}
+    for kind in ("share.posts", "share.users", "export.xlsx", "export.pdf"):
+        assert {(kind, "granted", ""), (kind, "delivered", "")} <= seen, kind
+    assert {("deletions.posts", "ingested", "R9"), ("dataset.add", "changed", "R11"),
+            ("entity.terms", "changed", "R8"), ("token.create", "changed", "R12")} <= seen
+    assert ("share.posts", "denied", "R8") in seen  # globex-media before it attested
+    assert ("export.xlsx", "refused", "R6") in seen  # ana past her daily limit
+    assert ("share.posts", "replayed", "") in seen  # a retry with its key, counted once
+    assert any(r.get("removed_r9") for r in records)  # the deletion list at work
+    days = {t // DAY for t in times}
+    assert len(days) >= 20
+    assert all(r.problem is None for r in chain.verify(gate.client))
+
+
+def test_the_demos_one_r10_flag_is_its_intended_example_and_is_explained(
+        story: tuple[Any, Any]) -> None:
+    """The first demo was flagged by accident: one "Demo Signatory" attested for the company
+    and the university. Now the one flag is the story's: acme-analytics-labs."""
+    from gatekeeper.domain import dashboard, demostory
+
+    gate, loaded = story
+    flags = dashboard.overview(gate).flags
+    assert [f.entities for f in flags] == [demostory.SPLIT_EXAMPLE]
+    attested = {e.name: e.terms.by for e in gate.entities.all() if e.terms is not None}
+    assert attested["acme-analytics"] == attested["acme-analytics-labs"]
+    assert len(set(attested.values())) == len(attested) - 1  # everyone else their own
+    assert "R10 on the dashboard, on purpose: acme-analytics-labs" in loaded.describe()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "acme-analytics-labs" in readme and "on purpose" in readme
+
+
+def test_without_history_everything_happens_now_and_nothing_is_counted(
+        redis_client: Any, tmp_path: Path, quick_password_hashes: None) -> None:
+    from gatekeeper import config as config_mod
+    from gatekeeper.domain import dashboard, demo
+    from gatekeeper.domain.gate import Gate
+
+    (tmp_path / "config.toml").write_text('[datasets]\ndir = "datasets"\n')
+    gate = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
+    before = gate.clock.now_ms()
+    loaded = demo.load(gate, posts=300, history=False)
+    assert loaded is not None and loaded.since_ms is None
+    ov = dashboard.overview(gate)
+    assert not ov.daily_total() and not ov.flags
+    assert gate.datasets.info("demo").added_at >= datetime.fromtimestamp(
+        before // 1000, UTC).isoformat().replace("+00:00", "")[:19]
+
+
+# --- what serve --demo says while it builds --------------------------------------------------
+
+
+def _demo_gate(redis_client: Any, tmp_path: Path) -> Any:
+    from gatekeeper import config as config_mod
+    from gatekeeper.domain.gate import Gate
+
+    (tmp_path / "config.toml").write_text('[datasets]\ndir = "datasets"\n')
+    return Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
+
+
+def test_serve_demo_piped_says_a_few_plain_lines_stage_by_stage(
+        redis_client: Any, tmp_path: Path, quick_password_hashes: None,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gatekeeper.channels.cli import serve
+
+    serve.load_demo(_demo_gate(redis_client, tmp_path), posts=2_000)
+    out, err = capsys.readouterr()
+    assert out.startswith("demo loaded: dataset 'demo' (2,000 posts)")
+    assert err.splitlines() == [
+        "demo: generating posts 0/2,000", "demo: generating posts 2,000/2,000",
+        "demo: registering dataset 100%",
+        *(f"demo: history: week {w} of 5" for w in range(1, 6)),
+        "demo: history: 5 weeks written"]
+
+
+def test_piped_progress_is_a_line_per_stage_and_quarter_never_a_redraw() -> None:
+    """The full-size build as it reports (ten chunks of posts, the file read 1 MiB at a time,
+    five weeks): a log gets about a dozen plain lines, each stage's quarters in order."""
+    import io
+
+    from gatekeeper.channels.cli.serve import DemoProgress
+
+    log = io.StringIO()
+    shown = DemoProgress(log, terminal=False)
+    for n in range(0, 100_001, 10_000):
+        shown("posts", n, 100_000)
+    for n in range(1 << 20, 30 << 20, 1 << 20):
+        shown("bytes", n, 29 << 20)
+    for week in range(6):
+        shown("weeks", week, 5)
+    shown.close()
+    assert log.getvalue().splitlines() == [
+        "demo: generating posts 0/100,000", "demo: generating posts 30,000/100,000",
+        "demo: generating posts 50,000/100,000", "demo: generating posts 80,000/100,000",
+        "demo: generating posts 100,000/100,000",
+        "demo: registering dataset 3%", "demo: registering dataset 27%",
+        "demo: registering dataset 51%", "demo: registering dataset 75%",
+        "demo: registering dataset 100%",
+        *(f"demo: history: week {w} of 5" for w in range(1, 6)),
+        "demo: history: 5 weeks written"]
+
+
+def test_serve_demo_on_a_terminal_redraws_one_line_in_place(
+        redis_client: Any, tmp_path: Path, quick_password_hashes: None,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real terminal (a pty) on stderr: the stages under way share a line redrawn with
+    carriage returns; each stage's last words stay."""
+    from gatekeeper.channels.cli import serve
+
+    master, slave = pty.openpty()
+    seen = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the slave side closed
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    with open(slave, "w", encoding="utf-8", closefd=True) as terminal, \
+            monkeypatch.context() as patch:
+        patch.setattr(sys, "stderr", terminal)
+        serve.load_demo(_demo_gate(redis_client, tmp_path), posts=2_000)
+    reader.join(timeout=30)
+    os.close(master)
+    shown = seen.decode()
+    assert "\r\x1b[Kdemo: generating posts" in shown
+    finals = [line.rsplit("\r\x1b[K", 1)[-1] for line in shown.replace("\r\n", "\n").split("\n")
+              if line]
+    assert finals[:1] == ["demo: generating posts 2,000/2,000"]
+    assert {"demo: history: 5 weeks written", "demo: registering dataset 100%"} <= set(finals)
+    assert capsys.readouterr().out.startswith("demo loaded: dataset 'demo' (2,000 posts)")

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from gatekeeper import faults
 from gatekeeper.domain import spool
@@ -202,8 +202,10 @@ def select_ids(lines: Iterable[bytes], source: str, kind: str, deleted: Deleted)
 
 
 def select_id_file(path: Path, kind: str, deleted: Deleted,
-                   max_line_bytes: int = MAX_LINE_BYTES) -> Selection:
-    """select_ids over a file, with a clear error when it cannot be read or spooled."""
+                   max_line_bytes: int = MAX_LINE_BYTES,
+                   progress: Callable[[int], None] | None = None) -> Selection:
+    """select_ids over a file, with a clear error when it cannot be read or spooled;
+    `progress`, if given, is told how many more bytes were read (a CLI bar)."""
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
@@ -211,15 +213,47 @@ def select_id_file(path: Path, kind: str, deleted: Deleted,
     with fh:
         try:
             # Not `for line in fh`: that reads a line whole, however long.
-            return select_ids(read_lines(fh.read, str(path), max_line_bytes), str(path), kind,
-                              deleted)
+            return select_ids(read_lines(_reporting(fh.read, progress), str(path),
+                                         max_line_bytes), str(path), kind, deleted)
         except OSError as exc:  # reading it, or spooling the selection (a full disk)
             raise InsufficientStorage(f"{path}: the IDs could not be read and spooled "
                                       f"({exc.strerror or exc}); nothing was counted") from None
 
 
+def _reporting(read: Callable[[int], bytes], progress: Callable[[int], None] | None
+               ) -> Callable[[int], bytes]:
+    """`read`, telling `progress` (if any) how many bytes each call returned."""
+    if progress is None:
+        return read
+
+    def counted(n: int) -> bytes:
+        data = read(n)
+        progress(len(data))
+        return data
+
+    return counted
+
+
+T = TypeVar("T")
+
+
+def _counting(items: Iterable[T], progress: Callable[[int], None] | None,
+              step: int = 1_000) -> Iterator[T]:
+    """`items`, telling `progress` (if any) how many more were read, every `step`."""
+    if progress is None:
+        yield from items
+        return
+    n = 0
+    for n, item in enumerate(items, 1):
+        yield item
+        if n % step == 0:
+            progress(step)
+    progress(n % step)
+
+
 def select_from_dataset(gate: Gate, dataset: str, filters: Any, kind: str,
-                        deleted: Deleted) -> Selection:
+                        deleted: Deleted, progress: Callable[[int], None] | None = None
+                        ) -> Selection:
     """Dehydrate a dataset selection: its Post IDs, or its distinct author User IDs (R9-free).
 
     R9 decides on each post's light record (its ID, author, and what it retweets), read
@@ -229,7 +263,7 @@ def select_from_dataset(gate: Gate, dataset: str, filters: Any, kind: str,
     sel = Selection(f"dataset {dataset}")
     try:
         if kind == "users":
-            for author in gate.datasets.author_ids(dataset, filters):
+            for author in _counting(gate.datasets.author_ids(dataset, filters), progress):
                 if deleted.hides_user(author):
                     sel.drop(author.encode())
                 else:
@@ -242,7 +276,8 @@ def select_from_dataset(gate: Gate, dataset: str, filters: Any, kind: str,
             repeated = {i.encode() for i in recorded or ()}
             met: set[bytes] = set()
             dropped = SeenIds()  # R9 drops: the spool never sees them
-            for light in gate.datasets.light(dataset, filters, retweets=deleted.listed):
+            for light in _counting(gate.datasets.light(dataset, filters,
+                                                       retweets=deleted.listed), progress):
                 ident = light[0].encode()
                 if deleted.hides_light(light):
                     if dropped.add(int(ident)):
@@ -346,17 +381,22 @@ def write_file(out: Path, selection: Selection, n: int) -> None:
 def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str = "posts",
                   ids_path: Path | None = None, dataset: str | None = None,
                   filters: Any = None, allow_partial: bool = False, purpose: str | None = None,
-                  idempotency_key: str | None = None, channel: str = "cli") -> Reservation:
-    """The CLI's share: an ID file or a dataset selection in, the granted ID file out."""
+                  idempotency_key: str | None = None, channel: str = "cli",
+                  progress: Callable[[int], None] | None = None) -> Reservation:
+    """The CLI's share: an ID file or a dataset selection in, the granted ID file out.
+
+    `progress`, if given, is told how far reading the input got: bytes of an ID file, posts
+    (or authors) of a dataset."""
     shown = filters.to_dict() if filters is not None and not filters.is_empty else None
     extra = {"dataset": dataset, "filters": json.dumps(shown, sort_keys=True) if shown else None}
     auth = authorise(gate, actor=actor, entity=entity, kind=kind, channel=channel,
                      purpose=purpose, extra={k: v for k, v in extra.items() if v})
     deleted = gate.deletions.current()
     if dataset is not None:
-        selection = select_from_dataset(gate, dataset, filters, kind, deleted)
+        selection = select_from_dataset(gate, dataset, filters, kind, deleted, progress)
     elif ids_path is not None:
-        selection = select_id_file(ids_path, kind, deleted, gate.config.max_line_bytes)
+        selection = select_id_file(ids_path, kind, deleted, gate.config.max_line_bytes,
+                                   progress)
     else:
         raise BadInput("give --ids FILE or --dataset NAME")
     with selection:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from gatekeeper.channels.cli.context import Context, Group, cli_actor, emit, json_option, pass_ctx
-from gatekeeper.channels.cli.tables import meter, plural, table
+from gatekeeper.channels.cli.tables import meter, plural, size_of, table
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.salvage import Skipped, words
 
@@ -50,7 +50,7 @@ def dataset_add(obj: Context, name: str, path: Path, skip_bad_lines: bool,
                 as_json: bool) -> None:
     """Validate PATH whole and register it as dataset NAME."""
     skipped = Skipped() if skip_bad_lines else None
-    with meter(f"checking {path.name}", _size(path)) as advance:
+    with meter(f"checking {path.name}", size_of(path)) as advance:
         info = obj.gate.datasets.add(name, path, actor=cli_actor(), channel="cli",
                                      skipped=skipped, progress=advance)
     data = info.to_dict()
@@ -62,14 +62,6 @@ def dataset_add(obj: Context, name: str, path: Path, skip_bad_lines: bool,
         if skipped.count > len(skipped.lines):
             text += f"\n  … and {skipped.count - len(skipped.lines):,} more (not listed)"
     emit(obj, data, text)
-
-
-def _size(path: Path) -> int:
-    """The bar's length: the file's bytes (0 if unreadable: add() names the problem)."""
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 @dataset.command("remove")

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
 from gatekeeper.channels.cli.context import Context, cli_actor, pass_ctx
 from gatekeeper.channels.cli.store import describe_upgrade
+from gatekeeper.channels.cli.tables import on_terminal
 from gatekeeper.domain.checkpoints import in_background as checkpoints_in_background
 from gatekeeper.rules.errors import GatekeeperError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from gatekeeper.domain.gate import Gate
 
 
 @click.command("serve")
@@ -23,7 +31,6 @@ def serve(obj: Context, host: str | None, port: int | None, demo: bool) -> None:
     import waitress
 
     from gatekeeper.channels.web.app import create_app
-    from gatekeeper.domain import demo as demo_mod
 
     gate = obj.gate
     cfg = gate.config.server
@@ -45,16 +52,13 @@ def serve(obj: Context, host: str | None, port: int | None, demo: bool) -> None:
     except StoreUnavailable as exc:
         click.echo(f"start-up upgrade skipped: {exc.message}; run `gatekeeper store upgrade` "
                    "once the store is back", err=True)
+    if demo:  # before the first checkpoint, which then pins the demo's history too
+        load_demo(gate)
     gate.recover_in_background()
     try:  # R11: signed audit checkpoints every audit.checkpoint_minutes
         checkpoints_in_background(gate)
     except GatekeeperError as exc:
         click.echo(f"note: no audit checkpoints are written: {exc.message}", err=True)
-    if demo:
-        loaded = demo_mod.load(gate)
-        click.echo(loaded.describe() if loaded else
-                   "--demo: the store already holds data; nothing was loaded (demo data is "
-                   "loaded only into an empty store)")
     if not os.environ.get(cfg.secret_key_env):
         click.echo(f"note: ${cfg.secret_key_env} is not set; sessions last until this process "
                    "stops (R12: set it from a secret store)", err=True)
@@ -70,3 +74,78 @@ def serve(obj: Context, host: str | None, port: int | None, demo: bool) -> None:
                    # anything larger before buffering it.
                    max_request_body_size=cfg.max_upload_mb * 2**21,
                    clear_untrusted_proxy_headers=True)
+
+
+def load_demo(gate: Gate, posts: int = 100_000) -> None:
+    """--demo: the demo and its story into an empty store, saying how far it got on stderr."""
+    from gatekeeper.domain import demo
+
+    shown = DemoProgress(sys.stderr, on_terminal())
+    try:
+        loaded = demo.load(gate, posts, progress=shown)
+    finally:
+        shown.close()
+    click.echo(loaded.describe() if loaded else
+               "--demo: the store already holds data; nothing was loaded (demo data is "
+               "loaded only into an empty store)")
+
+
+class DemoProgress:
+    """What the demo build says while it runs (its `progress`), one stage per line.
+
+    On a terminal the stages under way share one line, redrawn in place at most every
+    REDRAW_S, and a stage's last words stay on a line of their own. Piped (a log), each stage
+    gets a plain line when it starts and at each quarter — history at each week — so the log
+    is never silent for long and never fills with redraws. Stages may report from two
+    threads at once (registering the dataset beside the history).
+    """
+
+    REDRAW_S = 0.1
+
+    def __init__(self, out: TextIO, terminal: bool) -> None:
+        self.out, self.terminal = out, terminal
+        self.lock = threading.Lock()
+        self.live: dict[str, str] = {}  # unfinished stages, as last shown
+        self.marks: dict[str, int] = {}
+        self.drawn = 0.0
+
+    @staticmethod
+    def words(stage: str, done: int, total: int) -> str:
+        if stage == "posts":
+            return f"generating posts {done:,}/{total:,}"
+        if stage == "bytes":
+            return f"registering dataset {100 * done // max(total, 1)}%"
+        if stage == "weeks":
+            return (f"history: week {done + 1} of {total}" if done < total
+                    else f"history: {total} weeks written")
+        return f"{stage} {done:,}/{total:,}"
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        text, finished = self.words(stage, done, total), done >= total
+        with self.lock:
+            if not self.terminal:
+                mark = done if stage == "weeks" else 4 * done // max(total, 1)
+                if self.marks.get(stage) != mark:
+                    self.marks[stage] = mark
+                    self._write(f"demo: {text}\n")
+                return
+            new = stage not in self.live
+            self.live[stage] = text
+            if finished:
+                del self.live[stage]
+                self._write(f"\r\x1b[Kdemo: {text}\n")
+            now = time.monotonic()
+            if self.live and (finished or new or now - self.drawn >= self.REDRAW_S):
+                self.drawn = now
+                self._write("\r\x1b[Kdemo: " + " · ".join(self.live.values()))
+
+    def close(self) -> None:
+        """End a line left open (the build stopped before a stage finished)."""
+        with self.lock:
+            if self.terminal and self.live:
+                self._write("\n")
+                self.live.clear()
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()

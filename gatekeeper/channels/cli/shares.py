@@ -8,7 +8,7 @@ import click
 
 from gatekeeper.channels.cli.context import Context, emit, json_option, pass_ctx
 from gatekeeper.channels.cli.datasets import filter_options, filters_of
-from gatekeeper.channels.cli.tables import plural
+from gatekeeper.channels.cli.tables import meter, plural, size_of
 from gatekeeper.domain import shares
 from gatekeeper.rules import policy
 from gatekeeper.rules.errors import BadInput
@@ -39,10 +39,16 @@ def share(obj: Context, actor: str, entity_name: str, ids_path: Path | None,
     filters = filters_of(filter_values)
     if ids_path is not None and not filters.is_empty:
         raise BadInput("filters apply to --dataset, not to an --ids file")
-    r = shares.share_to_file(obj.gate, actor=actor, entity=entity_name, out=out, kind=kind,
-                             ids_path=ids_path, dataset=dataset, filters=filters,
-                             allow_partial=allow_partial, purpose=purpose,
-                             idempotency_key=idempotency_key, channel="cli")
+    # A bar while the input is read (what takes the time of a large share): an ID file's
+    # bytes, or a running count of a dataset's posts read (how many match is not known).
+    shown = (f"reading {ids_path.name}", size_of(ids_path)) if ids_path is not None else (
+        f"reading dataset {dataset}: {'authors' if kind == 'users' else 'posts'}", None)
+    with meter(*shown) as advance:
+        r = shares.share_to_file(obj.gate, actor=actor, entity=entity_name, out=out, kind=kind,
+                                 ids_path=ids_path, dataset=dataset, filters=filters,
+                                 allow_partial=allow_partial, purpose=purpose,
+                                 idempotency_key=idempotency_key, channel="cli",
+                                 progress=advance)
     data = {**r.to_dict(), "out": str(out), "repeats": r.audit.get("repeats") or 0}
     q = data["quota"]
     what = "Post ID" if kind == "posts" else "User ID"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -100,12 +101,36 @@ def progress(items: Iterable[T], label: str, length: int | None = None) -> Itera
 STEP = 500
 
 
+def size_of(path: Path) -> int:
+    """A file's bytes, a bar's length (0 if unreadable: the command names the problem)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 @contextlib.contextmanager
-def meter(label: str, length: int) -> Iterator[Callable[[int], None] | None]:
-    """A callback that advances a bar of `length` units (bytes, rows) on a terminal; None
-    when stderr is piped, so the work it is given to does not even count."""
+def meter(label: str, length: int | None) -> Iterator[Callable[[int], None] | None]:
+    """A callback that advances a bar of `length` units (bytes, rows) on a terminal — a
+    running count when the length is not known (None); None when stderr is piped, so the work
+    it is given to does not even count."""
     if not on_terminal():
         yield None
+        return
+    if length is None:
+        counter: Any
+        with click.progressbar(length=0, label=label, show_pos=False, show_percent=False,
+                               show_eta=False, bar_template="%(label)s  %(info)s",
+                               item_show_func=lambda n: None if n is None else f"{n:,}",
+                               file=sys.stderr) as counter:
+            seen = 0
+
+            def count(n: int) -> None:
+                nonlocal seen
+                seen += n
+                counter.update(n, seen)
+
+            yield count
         return
     with click.progressbar(length=length, label=label,
                            file=sys.stderr) as bar:
