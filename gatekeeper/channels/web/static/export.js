@@ -14,11 +14,15 @@
   var GIVE_UP_MS = 30 * 60 * 1000; // no word from the server for this long: say so
   var number = new Intl.NumberFormat("en-US");
 
+  // Attributes, never form.dataset: a form's controls are its named properties, and these
+  // forms have a control named "dataset" that hides the element's own.
+  function data(form, name) { return form.getAttribute("data-" + name) || ""; }
+
   function buttons(form) { return form.querySelectorAll("button"); }
   function status(form) { return form.querySelector(".status"); }
 
   function busy(form, on, words) {
-    form.dataset.busy = on ? "1" : "";
+    if (on) form.setAttribute("data-busy", "1"); else form.removeAttribute("data-busy");
     var all = buttons(form);
     for (var i = 0; i < all.length; i++) all[i].disabled = on;
     if (words !== undefined && status(form)) status(form).textContent = words;
@@ -31,7 +35,7 @@
 
   function fresh(form) {
     // The allowance as it now is and a new ticket (the one just used is spent).
-    return fetch(form.dataset.state, {credentials: "same-origin", cache: "no-store",
+    return fetch(data(form, "state"), {credentials: "same-origin", cache: "no-store",
                                       headers: {"Accept": "application/json"}})
       .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
       .then(function (s) {
@@ -61,7 +65,7 @@
         var tickets = document.querySelectorAll("input[name=ticket]");
         for (var i = 0; i < tickets.length; i++) tickets[i].value = s.ticket;
         var forms = document.querySelectorAll("form[data-progress]");
-        for (var j = 0; j < forms.length; j++) forms[j].dataset.progress = s.progress_url;
+        for (var j = 0; j < forms.length; j++) forms[j].setAttribute("data-progress", s.progress_url);
       });
   }
 
@@ -105,12 +109,12 @@
 
   function onSubmit(event) {
     var form = event.currentTarget;
-    if (form.dataset.busy) { event.preventDefault(); return; }
-    if (form.dataset.progress) {
+    if (data(form, "busy")) { event.preventDefault(); return; }
+    if (data(form, "progress")) {
       busy(form, true, "Counting the selection…");
-      follow(form, form.dataset.progress);
+      follow(form, data(form, "progress"));
     } else {
-      busy(form, true, form.dataset.wait);
+      busy(form, true, data(form, "wait"));
     }
   }
 
