@@ -135,6 +135,8 @@ def test_export_page_shows_progress_blocks_a_double_click_and_is_ready_for_the_n
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
     posts: list[str] = []
     page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    previews: list[str] = []
+    page.on("request", lambda r: previews.append(r.url) if r.is_navigation_request() else None)
     seen: list[tuple[str, bool]] = []
     page.expose_binding("reportStatus", lambda _source, text, disabled: seen.append(
         (text, disabled)) if text and (not seen or seen[-1] != (text, disabled)) else None)
@@ -143,8 +145,13 @@ def test_export_page_shows_progress_blocks_a_double_click_and_is_ready_for_the_n
     assert page.get_attribute("#until", "type") == "date"
 
     page.select_option("#dataset", "big")
-    page.click("#preview-button")
+    page.evaluate(WATCH.replace("#export-status", "#selection .status")
+                  .replace("#export-button", "#preview-button"))
+    press(page, "#preview-button", clicks=2)
     page.wait_for_selector("#export-form")
+    assert seen == [("Counting the selection…", True)]  # said, and disabled, while counting
+    assert len([u for u in previews if "dataset=big" in u]) == 1  # one preview for two clicks
+    seen.clear()
     assert page.inner_text("#preview").startswith(f"{POSTS:,} posts match")
     assert page.inner_text("#remaining") == f"{LIMIT:,}"
     ticket = page.input_value("#export-form input[name=ticket]")

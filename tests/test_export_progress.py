@@ -286,3 +286,4 @@ def test_the_local_time_markup_rounds_up_to_the_minute(app: Any) -> None:
             '<time datetime="2026-11-29T08:00:01Z" data-local>2026-11-29 08:01 UTC</time>')
         assert str(local_time("2026-11-29T23:59:00Z")).endswith(">2026-11-29 23:59 UTC</time>")
         assert str(local_time(None)) == ""
+        assert str(local_time(1_795_939_201_000)) == str(local_time("2026-11-29T08:00:01Z"))

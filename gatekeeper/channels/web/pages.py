@@ -314,12 +314,14 @@ def export_state() -> Response:
 
 
 @bp.app_template_global()
-def local_time(iso_utc: str | None) -> Markup:
-    """A moment as the pages show it: UTC to the minute (rounded up: "from" is never early)
-    in a <time> that static/times.js rewrites to the reader's zone with a distance beside."""
-    if not iso_utc:
+def local_time(moment: str | int | None) -> Markup:
+    """A moment (ISO 8601 UTC, or epoch ms) as the pages show it: UTC to the minute (rounded
+    up: "from" is never early) in a <time> that static/times.js rewrites to the reader's zone
+    with a distance beside. Any page may use it: base.html loads the script."""
+    if moment is None or moment == "":
         return Markup("")
-    at = datetime.fromisoformat(iso_utc.replace("Z", "+00:00")).astimezone(UTC)
+    at = datetime.fromtimestamp(moment / 1000, UTC) if isinstance(moment, int) else \
+        datetime.fromisoformat(moment.replace("Z", "+00:00")).astimezone(UTC)
     shown = at if at.second == 0 and at.microsecond == 0 else \
         at.replace(second=0, microsecond=0) + timedelta(minutes=1)
     return Markup('<time datetime="{}" data-local>{}</time>').format(
