@@ -68,8 +68,10 @@ class ExportProgress:
 
     def rows(self, written: int, total: int) -> None:
         """`written` of `total` rows are in the file: recorded if the bound allows."""
+        if written - self._rows_at < EVERY_ROWS:
+            return  # the common case, before asking the clock
         now = time.monotonic()
-        if written - self._rows_at < EVERY_ROWS or now - self._time_at < EVERY_S:
+        if now - self._time_at < EVERY_S:
             return
         self._rows_at, self._time_at = written, now
         self.state("writing", written, total)
