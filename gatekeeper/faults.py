@@ -5,6 +5,8 @@ way fail(9), gofail and fail-rs do it: the tests then kill this process (``kill`
 Redis server whose pid is in ``GATEKEEPER_FAILPOINT_STORE_PID`` and carry on (``kill-store``),
 or raise a full disk (``enospc``) at exactly that point, and check afterwards that no ID left
 uncounted, no audit total disagrees with the ledger and no hydrated byte stayed on disk.
+``hold`` waits there until the file named by ``GATEKEEPER_FAILPOINT_RELEASE`` exists, so that
+a browser test sees an export's progress at a known step rather than by timing.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
+from pathlib import Path
 
 ENV = "GATEKEEPER_FAILPOINT"
 ENV_STORE_PID = "GATEKEEPER_FAILPOINT_STORE_PID"
+ENV_RELEASE = "GATEKEEPER_FAILPOINT_RELEASE"
+HOLD_MAX_S = 120  # a hold nobody releases lets go at last: a test fails, it does not hang
 
 # Every failpoint, in the order a delivery passes them (the tests iterate over these).
 POINTS = (
@@ -46,5 +52,10 @@ def point(name: str) -> None:
         os.kill(int(os.environ[ENV_STORE_PID]), signal.SIGKILL)
     elif action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    elif action == "hold":
+        release = Path(os.environ[ENV_RELEASE])
+        deadline = time.monotonic() + HOLD_MAX_S
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     else:
-        raise ValueError(f"{ENV}: unknown action {action!r} (kill, kill-store, enospc)")
+        raise ValueError(f"{ENV}: unknown action {action!r} (kill, kill-store, enospc, hold)")

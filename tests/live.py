@@ -131,12 +131,12 @@ def start_server(directory: Path, env_extra: dict[str, str] | None = None) -> su
 
 
 @contextlib.contextmanager
-def serving(directory: Path) -> Iterator[str]:
-    """A real `gatekeeper serve` on DIRECTORY's config, for a browser: its base URL; stopped
-    afterwards, and its embedded store with it."""
+def serving(directory: Path, env_extra: dict[str, str] | None = None) -> Iterator[str]:
+    """A real `gatekeeper serve` on DIRECTORY's config (and `env_extra` in its environment),
+    for a browser: its base URL; stopped afterwards, and its embedded store with it."""
     from gatekeeper.ledger.store import EmbeddedServer
 
-    proc = start_server(directory)
+    proc = start_server(directory, env_extra)
     try:
         yield f"http://127.0.0.1:{proc.port}"  # type: ignore[attr-defined]
     finally:

@@ -14,7 +14,7 @@ import contextlib
 import json
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -214,8 +214,9 @@ class Export:
 
 
 def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users: bool,
-           channel: str) -> Export:
-    """Count and write a hydrated export for `user`; QuotaExceeded counts nothing."""
+           channel: str, progress: Callable[[int, int], None] | None = None) -> Export:
+    """Count and write a hydrated export for `user`; QuotaExceeded counts nothing.
+    `progress(written, total)` hears of each post row the writer takes (it bounds itself)."""
     if fmt not in FORMATS:
         raise BadInput(f"format must be xlsx or pdf, not {fmt!r}")
     request_id = uuid.uuid4().hex
@@ -262,7 +263,10 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
     try:
         handle = spool.anonymous()
         faults.point("export.reserved")
-        _write(fmt, _failing_midway(selection.posts(gate)), handle, about,
+        rows = selection.posts(gate)
+        if progress is not None:
+            rows = _reporting(rows, posts, progress)
+        _write(fmt, _failing_midway(rows), handle, about,
                authors if with_users else None, selection.referenced)
         handle.flush()
         size = handle.tell()
@@ -297,6 +301,14 @@ def _failing_midway(posts: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]
         if i == 100:
             faults.point("export.writing")
         yield post
+
+
+def _reporting(posts: Iterator[dict[str, Any]], total: int,
+               progress: Callable[[int, int], None]) -> Iterator[dict[str, Any]]:
+    progress(0, total)
+    for i, post in enumerate(posts, 1):
+        yield post
+        progress(i, total)  # the writer asked for the next row: row i is written
 
 
 def _write(fmt: str, posts: Iterator[dict[str, Any]], out: IO[bytes], about: dict[str, Any],

@@ -223,6 +223,12 @@ def ticket(root: str, ticket_id: str) -> str:
     return f"{_pool(root)}:ticket:{ticket_id}"
 
 
+def export_progress(root: str, user: str, progress_id: str) -> str:
+    """How far one running web export has got (JSON: state, rows written, rows in all), for
+    the page that started it; short-lived, and named by its user so no one else reads it."""
+    return f"{_pool(root)}:export-progress:{user}:{progress_id}"
+
+
 def login_failures(name: str) -> str:
     """Failed sign-ins for a user name (brute-force protection)."""
     return f"{SYS}:login-failures:{name}"

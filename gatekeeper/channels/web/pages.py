@@ -9,12 +9,14 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
     Response,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -22,9 +24,10 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
+from markupsafe import Markup
 
 from gatekeeper.channels.web.extension import current_gate
-from gatekeeper.domain import denials, hydrated
+from gatekeeper.domain import denials, hydrated, progress
 from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.filters import FILTER_FIELDS, Filters
 from gatekeeper.domain.gate import Gate
@@ -199,9 +202,11 @@ def _render_form(values: dict[str, Any], error: str | None = None,
         except GatekeeperError as exc:
             error = exc.message
     quota, window = hydrated_usage(g, user)
+    ticket = hydrated.issue_ticket(g, user)
     return render_template(
         "export.html", datasets=g.datasets.list(), values=values, preview=preview,
-        error=error, refusal=refusal, ticket=hydrated.issue_ticket(g, user),
+        error=error, refusal=refusal, ticket=ticket,
+        progress_url=url_for("pages.export_progress", pid=progress.progress_id(ticket)),
         quota=quota, window=window,
         next_release=iso(quota.releases[0][0]) if quota.releases else None,
         filter_fields=FILTER_FIELDS,
@@ -226,27 +231,39 @@ def export_download() -> Any:
     form = request.form
     values = {k: form.get(k, "") for k in (*FILTER_FIELDS, "dataset", "format", "users",
                                             *EXPORT_OPTIONS, "limit")}
+    ticket = form.get("ticket")
     try:
-        hydrated.redeem_ticket(g, user, form.get("ticket"))
+        hydrated.redeem_ticket(g, user, ticket)
     except Forbidden as refusal:
+        # No progress written: a replayed ticket's progress is the first click's to tell.
         record_denial(g.ledger, user.root, refusal, {
             "actor": user.name, "entity": user.entity, "recipient": user.name,
             "channel": "web", "kind": "export.ticket"})
         values.pop("limit")
         return _render_form(values, error=refusal.message, status=403)
+    assert ticket is not None  # redeemed
+    track = progress.ExportProgress(g, user, ticket)
+    track.state("counting")
     try:
         selection, _ = _form_selection(values)
         result = hydrated.export(g, user, selection, fmt=values["format"] or "xlsx",
-                                 with_users=values["users"] == "1", channel="web")
+                                 with_users=values["users"] == "1", channel="web",
+                                 progress=track.rows)
     except QuotaExceeded as exc:
+        track.state("refused")
         values.pop("limit")
         return _render_form(values, refusal={**exc.details, "rule": exc.rule,
                                              "message": exc.message}, status=429)
     except GatekeeperError as exc:
+        track.state("failed" if exc.status >= 500 else "refused")
         if exc.status >= 500:
             raise
         values.pop("limit")
         return _render_form(values, error=exc.message, status=exc.status)
+    except BaseException:
+        track.state("failed")
+        raise
+    track.state("done", result.posts, result.posts)
     resp = Response(
         # Not direct_passthrough: Werkzeug then skips close(), and with it call_on_close.
         result.chunks(), mimetype=result.mimetype,
@@ -255,3 +272,57 @@ def export_download() -> Any:
                  "X-Export-Id": result.share_id})
     resp.call_on_close(result.file.close)
     return resp
+
+
+# --- the page keeping up: progress and a fresh allowance (issue 13) -----------------------------
+
+
+def _no_store(body: dict[str, Any], status: int = 200) -> Response:
+    resp = jsonify(body)
+    resp.status_code = status
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.get("/export/progress/<pid>")
+@role_required(*roles.MAY_EXPORT_HYDRATED)
+def export_progress(pid: str) -> Response:
+    """How far the export this person started from the page has got (figures only)."""
+    found = progress.read(gate(), me(), pid)
+    if found is None:  # not started yet, long over, or not theirs: the same answer
+        return _no_store({"state": "unknown"}, 404)
+    return _no_store(found)
+
+
+@bp.get("/export/state")
+@role_required(*roles.MAY_EXPORT_HYDRATED)
+def export_state() -> Response:
+    """The allowance as it is now and a fresh ticket, for the page after a download: the
+    person may export the same selection again (in the other format) at once."""
+    user = me()
+    if not user.accepted_terms:
+        raise Forbidden("R8: accept X's terms on the terms page before exporting", rule="R8")
+    g = gate()
+    quota, window = hydrated_usage(g, user)
+    ticket = hydrated.issue_ticket(g, user)
+    return _no_store({
+        "remaining": quota.remaining, "used": quota.used, "limit": quota.limit,
+        "window": window,
+        "next_release": iso(quota.releases[0][0]) if quota.releases else None,
+        "ticket": ticket,
+        "progress_url": url_for("pages.export_progress", pid=progress.progress_id(ticket))})
+
+
+@bp.app_template_global()
+def local_time(moment: str | int | None) -> Markup:
+    """A moment (ISO 8601 UTC, or epoch ms) as the pages show it: UTC to the minute (rounded
+    up: "from" is never early) in a <time> that static/times.js rewrites to the reader's zone
+    with a distance beside. Any page may use it: base.html loads the script."""
+    if moment is None or moment == "":
+        return Markup("")
+    at = datetime.fromtimestamp(moment / 1000, UTC) if isinstance(moment, int) else \
+        datetime.fromisoformat(moment.replace("Z", "+00:00")).astimezone(UTC)
+    shown = at if at.second == 0 and at.microsecond == 0 else \
+        at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return Markup('<time datetime="{}" data-local>{}</time>').format(
+        at.strftime("%Y-%m-%dT%H:%M:%SZ"), shown.strftime("%Y-%m-%d %H:%M UTC"))
