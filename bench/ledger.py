@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import limits
 import redis
@@ -44,6 +44,7 @@ from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateL
 
 from gatekeeper.ledger import clock, keys
 from gatekeeper.ledger.ledger import Ledger
+from gatekeeper.ledger.scripts import Scripts
 from gatekeeper.ledger.store import EmbeddedServer, redis_server_binary
 from gatekeeper.rules.errors import QuotaExceeded
 from gatekeeper.rules.limits import DAY_MS, Counter, Limit, Window
@@ -210,7 +211,25 @@ def quiet(client: redis.Redis) -> None:
         time.sleep(0.05)
 
 
-def latencies(side: Side, entities: Callable[[int], str], cost: int, reps: int) -> list[float]:
+class Grants(Protocol):
+    label: str
+
+    def grant(self, entity: str, cost: int) -> bool: ...
+
+
+class Same:
+    """One call standing in for a grant (the breakdown's do-nothing script)."""
+
+    label = "a do-nothing script"
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.call = call
+
+    def grant(self, entity: str, cost: int) -> bool:
+        return bool(self.call())
+
+
+def latencies(side: Grants, entities: Callable[[int], str], cost: int, reps: int) -> list[float]:
     """Milliseconds per grant; rep i goes to entities(i). Every grant must succeed."""
     out = []
     for i in range(reps):
@@ -241,6 +260,64 @@ def alternated(runs: int) -> list[tuple[int, str]]:
     """(run, side) in the order they run: each run in the reverse order of the one before,
     so that drift (AOF growth, page cache, the other tenants) falls on every side alike."""
     return [(r, s) for r in range(runs) for s in (SIDES if r % 2 == 0 else SIDES[::-1])]
+
+
+class Recorded:
+    """Stands in for the ledger's scripts: runs them and keeps the last call's KEYS, ARGV and
+    answer, or (once `canned`) answers as they last did without asking the server."""
+
+    def __init__(self, real: Scripts) -> None:
+        self.real = real
+        self.canned = False
+        self.last: tuple[list[str], list[Any], dict[str, Any]] = ([], [], {})
+
+    def run(self, name: str, keys_: list[str], args: list[Any]) -> dict[str, Any]:
+        if self.canned:
+            return dict(self.last[2])
+        answer = self.real.run(name, keys_, args)
+        self.last = (keys_, args, answer)
+        return answer
+
+
+def breakdown(client: redis.Redis, sides: dict[str, Side], runs: int, reps: int,
+              fsync: str) -> dict[str, dict[str, float]]:
+    """Where a cost-1 grant's time goes, per side (medians of `runs` alternated runs): p50
+    latency with every write fsynced before it is answered (``always``) and without (``no``),
+    whose difference is the fsync; the script's own time in the server (INFO commandstats);
+    the AOF bytes a grant appends; for gatekeeper, a do-nothing script sent with the very KEYS
+    and ARGV of a take (the round trip: redis-py, the socket, argument parsing) and the
+    Python around the call (Ledger.take with the script's answer canned)."""
+    out: dict[str, dict[str, list[float]]] = {n: {} for n in sides}
+    for run, name in alternated(runs):
+        for policy in (("always", "no") if run % 2 == 0 else ("no", "always")):
+            client.config_set("appendfsync", policy)
+            client.config_resetstat()
+            aof = client.info("persistence")["aof_current_size"]
+            ms = latencies(sides[name], lambda _i, n=name, r=run: f"why-{n}-{r}", 1, reps)
+            out[name].setdefault(policy, []).append(pct(ms, 50))
+            stats = client.info("commandstats")["cmdstat_evalsha"]
+            out[name].setdefault("server", []).append(stats["usec_per_call"] / 1000)
+            out[name].setdefault("aof", []).append(
+                (client.info("persistence")["aof_current_size"] - aof) / reps)
+    client.config_set("appendfsync", fsync)
+    ours = sides["ours"]
+    assert isinstance(ours, Ours)
+    real = ours.ledger.scripts
+    recorded = Recorded(real)
+    ours.ledger.scripts = cast(Scripts, recorded)
+    ours.grant("why-shape", 1)
+    keys_, args, _ = recorded.last
+    noop = client.register_script("return '{}'")
+    recorded.canned = True
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            ours.grant("why-python", 1)
+        out["ours"].setdefault("python", []).append((time.perf_counter() - t0) / reps * 1000)
+        ms = latencies(Same(lambda: noop(keys=keys_, args=args)), lambda _i: "", 1, reps)
+        out["ours"].setdefault("noop", []).append(pct(ms, 50))
+    ours.ledger.scripts = real
+    return {n: {k: statistics.median(v) for k, v in m.items()} for n, m in out.items()}
 
 
 # --- the client processes (spawned once: each has its own clients) ----------------------------
@@ -340,7 +417,7 @@ def machine(client: redis.Redis, data_dir: Path) -> list[str]:
         f"redis-py {redis.__version__}, limits {limits.__version__}",
         f"store: one redis-server for every side, Unix socket only (no TCP), data dir on "
         f"{fs[0]}, appendonly {cfg['appendonly']}, appendfsync {cfg['appendfsync']}, the same "
-        f"for every side: {FSYNC.get(cfg['appendfsync'], '?')}",
+        f"for every side: {FSYNC.get(str(cfg['appendfsync']), '?')}",
     ]
 
 
@@ -367,6 +444,8 @@ def main() -> int:
                         help="IDs left under the limit when the race starts")
     parser.add_argument("--race-attempts", type=int, default=500,
                         help="cost-1 grants each racing process attempts")
+    parser.add_argument("--breakdown-reps", type=int, default=500,
+                        help="cost-1 grants per side, run and fsync policy for the breakdown")
     parser.add_argument("--fsync", choices=sorted(FSYNC), default="always",
                         help="appendfsync for the run, every side alike (default: as deployed)")
     args = parser.parse_args()
@@ -391,6 +470,9 @@ def main() -> int:
 
             def keep(name: str, what: str, value: Any) -> None:
                 res[name].setdefault(what, []).append(value)
+
+            why = breakdown(client, sides, args.runs, args.breakdown_reps, args.fsync)
+            loads.append(load())
 
             # Latency, cost 1: a fresh entity per side and run, many grants into it.
             for run, name in alternated(args.runs):
@@ -447,6 +529,11 @@ def main() -> int:
                 quiet(client)
                 ms = latencies(sides[name], lambda _i, n=name: f"win-{n}", 1, args.window_reps)
                 keep(name, "win50", pct(ms, 50))
+            for name, s in sides.items():
+                res[name]["win_mem"] = sum(memory(client, s.pattern(f"win-{name}")).values())
+            res["ours"]["win_counter"] = sum(  # the counter alone: its list, total and days
+                client.memory_usage(k, samples=0) or 0
+                for k in keys.counter_keys(keys.counter("win-ours", "r2", "win-ours")))
             loads.append(load())
 
             # Over-granting: fill one entity to LIMIT - race_left, then N processes race into it.
@@ -488,6 +575,8 @@ def main() -> int:
     row("grant latency, cost 100,000, p99 (ms)", "big99", ".3f")
     row(f"grant latency, cost 1, {args.window_grants:,} grants in the window, p50 (ms)",
         "win50", ".3f")
+    rows.append(["Redis memory per entity with those grants (B)",
+                 *(f"{res[n]['win_mem']:,}" for n in SIDES)])
     row(f"grants/s, {args.procs} processes, cost 1", "rate1", ",.0f")
     row(f"grants/s, {args.procs} processes, cost 100,000", "rate_big", ",.1f")
     row(f"Redis memory per entity after {SHARES_PER_ENTITY} x 100,000 (B)", "mem", ",.0f")
@@ -516,6 +605,9 @@ def main() -> int:
               for n in SIDES)
           + " (gatekeeper: counter list and total, audit stream and chain, share hashes, "
           "indexes)")
+    print(f"memory with {args.window_grants:,} grants: gatekeeper's counter alone (list, total, "
+          f"days) {res['ours']['win_counter']:,} B; the rest is a share record and a chained "
+          "audit record per grant, which no rival keeps")
     for what, label in (("rate1", "grants/s cost 1"), ("rate_big", "grants/s cost 100,000"),
                         ("small50", "cost-1 p50 ms")):
         print(f"runs, {label}: " + " / ".join(
@@ -524,6 +616,19 @@ def main() -> int:
     print(f"race: granted {granted} of {args.procs * args.race_attempts:,} attempted IDs with "
           f"{args.race_left:,} left; "
           f"gatekeeper's counter reads {ours_used:,} used of {LIMIT:,}")
+
+    print()
+    print("where a cost-1 grant's time goes (p50 latency with appendfsync always and no, one "
+          "process; the script's own time in the server; AOF bytes appended per grant):")
+    print_table(["side", "p50 always (ms)", "p50 no (ms)", "fsync (ms)", "script in server (ms)",
+                 "AOF B/grant"],
+                [[sides[n].short, f"{why[n]['always']:.3f}", f"{why[n]['no']:.3f}",
+                  f"{why[n]['always'] - why[n]['no']:.3f}", f"{why[n]['server']:.3f}",
+                  f"{why[n]['aof']:,.0f}"] for n in SIDES])
+    print(f"gatekeeper's take around the script: the round trip of a do-nothing script sent the "
+          f"take's very KEYS and ARGV {why['ours']['noop']:.3f} ms (p50); the Python of "
+          f"Ledger.take and the bench's call with the script's answer canned "
+          f"{why['ours']['python']:.3f} ms")
 
     o, mw, zs = fig["ours"], fig["mw"], fig["zset"]
     goals = [
