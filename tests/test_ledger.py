@@ -788,6 +788,7 @@ def test_a_take_into_the_open_bucket_rewrites_no_expiry_and_reads_reservations_o
     assert calls("pexpire") == 0  # the share record's lifetime is an EXPIRE
     assert calls("zadd") == 2  # the open reservation and the share in the pool's key index
     assert calls("zscore") == 0
+    assert calls("exists") == 0  # the head bucket's LINDEX tells whether the list exists
     assert calls("zrangebyscore") == 1  # stale reservations: read once, checked and closed
     assert calls("zremrangebyscore") == 1  # the key index's expired entries
 

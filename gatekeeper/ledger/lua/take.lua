@@ -123,23 +123,23 @@ for c = 1, n do
   if spec.err then return spec end
   local had_sum = redis.call('GET', sum_key)
   local total = tonumber(had_sum or '0')
-  if total ~= 0 and redis.call('EXISTS', key) == 0 then
+  local head = redis.call('LINDEX', key, 0)  -- none: there is no list (a list is never empty)
+  if total ~= 0 and not head then
     -- The bucket list expired with its last bucket: nothing of it is in the window any more.
     redis.call('DEL', sum_key)
     total = 0
   end
   local popped = false
-  while true do
-    local head = redis.call('LINDEX', key, 0)
-    if not head then break end
+  while head do
     local start, sum = parse_bucket(head)
     if not expired(spec, now, start) then break end
     redis.call('LPOP', key)
     total = total - sum
     popped = true
+    head = redis.call('LINDEX', key, 0)
   end
   if popped then
-    if redis.call('LLEN', key) == 0 then
+    if not head then
       redis.call('DEL', sum_key)
       total = 0
     else
