@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import redis
+from conftest import real_client
 
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.ledger import CounterState, Idempotency, Ledger, iso
@@ -748,6 +749,48 @@ def test_counter_left_idle_after_a_refusal_comes_back_empty(
     assert used(ledger, r2(0, ten, tiny), later) == 0
     grant = take(ledger, [r2(10, ten, tiny)], later, "d")  # the whole limit is free again
     assert grant.counters[0].used == 10
+
+
+def test_a_take_into_the_open_bucket_renews_an_expiry_left_short(
+    redis_client: redis.Redis, ledger: Ledger
+) -> None:
+    # A charge merged into the newest bucket keeps the expiry the bucket was opened with; one
+    # that finds the list living shorter (a settle that counted a delivery again opened the
+    # bucket) renews it, so the list never expires before its newest bucket has left.
+    take(ledger, [r2(5)], T0 + 100, "a")
+    redis_client.pexpire(ENTITY_KEY, 50)
+    redis_client.persist(ENTITY_KEY + ":sum")
+    take(ledger, [r2(5)], T0 + 200, "b")  # the same bucket, T0
+    assert redis_client.pttl(ENTITY_KEY) > 10_000  # leaves at T0 + 11,000, kept a second more
+    assert redis_client.pttl(ENTITY_KEY + ":sum") > 10_000
+    assert used(ledger, r2(), T0 + 300) == 10
+
+
+def test_a_take_into_the_open_bucket_rewrites_no_expiry_and_reads_reservations_once(
+    real_server: dict[str, str],
+) -> None:
+    # What a cost-1 grant costs is mostly its calls and the AOF bytes fsynced before it is
+    # answered: a charge into the bucket already open writes the charge, the share record and
+    # its two index entries, and the audit record — not the counter's expiries again.
+    r = real_client(real_server)
+    r.flushall()
+    ledger = Ledger(r)
+    take(ledger, [r2(1)], T0 + 100, "first")
+    before = r.info("commandstats")
+    take(ledger, [r2(1)], T0 + 200, "second")  # the same bucket, T0
+    after = r.info("commandstats")
+    r.flushall()
+
+    def calls(command: str) -> int:
+        return int(after.get(f"cmdstat_{command}", {}).get("calls", 0)) - int(
+            before.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    assert calls("pexpire") == 0  # the share record's lifetime is an EXPIRE
+    assert calls("zadd") == 2  # the open reservation and the share in the pool's key index
+    assert calls("zscore") == 0
+    assert calls("exists") == 0  # the head bucket's LINDEX tells whether the list exists
+    assert calls("zrangebyscore") == 1  # stale reservations: read once, checked and closed
+    assert calls("zremrangebyscore") == 1  # the key index's expired entries
 
 
 # --- the active index and moved pools (R10) -------------------------------------------------

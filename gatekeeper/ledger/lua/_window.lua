@@ -196,9 +196,15 @@ local REFUSED = {refused = true, denied = true, conflict = true}
 -- conservative). `reserved` is the pool's index (share id -> ms reserved); `prefix` the pool's
 -- key prefix ('gk:{e:ROOT}:'); each closing appends a 'share.abandoned' record to `audit_key`.
 local SHARE_OWNER = {'actor', 'entity', 'recipient', 'channel', 'kind', 'request_id'}
+local STALE = {}  -- read once per call: checked for declared keys, then closed
 local function stale_reservations(reserved, now, timeout)
-  return redis.call('ZRANGEBYSCORE', reserved, '-inf', string.format('%d', now - timeout),
-                    'LIMIT', 0, 1000)
+  local before = string.format('%d', now - timeout)
+  local seen = STALE[reserved .. ' ' .. before]
+  if seen == nil then
+    seen = redis.call('ZRANGEBYSCORE', reserved, '-inf', before, 'LIMIT', 0, 1000)
+    STALE[reserved .. ' ' .. before] = seen
+  end
+  return seen
 end
 
 -- The share keys abandon_stale would touch that the caller did not declare (see the top).
