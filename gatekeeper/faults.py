@@ -5,6 +5,8 @@ way fail(9), gofail and fail-rs do it: the tests then kill this process (``kill`
 Redis server whose pid is in ``GATEKEEPER_FAILPOINT_STORE_PID`` and carry on (``kill-store``),
 or raise a full disk (``enospc``) at exactly that point, and check afterwards that no ID left
 uncounted, no audit total disagrees with the ledger and no hydrated byte stayed on disk.
+``pause`` holds the thread there until the test lets it go (files in
+``GATEKEEPER_FAILPOINT_DIR``): a request kept busy for as long as the test needs, no timing.
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import threading
+import time
+from pathlib import Path
 
 ENV = "GATEKEEPER_FAILPOINT"
 ENV_STORE_PID = "GATEKEEPER_FAILPOINT_STORE_PID"
+ENV_DIR = "GATEKEEPER_FAILPOINT_DIR"
 
 # Every failpoint, in the order a delivery passes them (the tests iterate over these).
 POINTS = (
+    "heavy.admitted",    # a heavy web request (export, preview, upload) holds its slot
     "share.reserved",    # counted (reserved), nothing written yet
     "share.writing",     # part of the ID file written (to an anonymous file)
     "deliver.written",   # the ID file is in place, not yet committed
@@ -46,5 +53,21 @@ def point(name: str) -> None:
         os.kill(int(os.environ[ENV_STORE_PID]), signal.SIGKILL)
     elif action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    elif action == "pause":
+        pause(name)
     else:
-        raise ValueError(f"{ENV}: unknown action {action!r} (kill, kill-store, enospc)")
+        raise ValueError(f"{ENV}: unknown action {action!r} (kill, kill-store, enospc, pause)")
+
+
+def pause(name: str) -> None:
+    """Hold this thread at `name` until the file NAME.go appears in $GATEKEEPER_FAILPOINT_DIR;
+    meanwhile NAME.THREAD.held there says a thread is held (the test's event to act on)."""
+    directory = Path(os.environ[ENV_DIR])
+    go = directory / f"{name}.go"
+    held = directory / f"{name}.{threading.get_ident()}.held"
+    held.touch()
+    try:
+        while not go.exists():
+            time.sleep(0.01)
+    finally:
+        held.unlink(missing_ok=True)

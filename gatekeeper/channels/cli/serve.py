@@ -64,8 +64,13 @@ def serve(obj: Context, host: str | None, port: int | None, demo: bool) -> None:
         click.echo(f"note: listening on {host} but server.public_url is not https://…: session "
                    "cookies are sent without Secure; put TLS in front and set it (README: "
                    "Behind a TLS proxy)", err=True)
-    click.echo(f"gatekeeper serving on http://{host}:{port}/ (waitress, {cfg.threads} threads)")
+    slots, queue = cfg.heavy_limits()
+    click.echo(f"gatekeeper serving on http://{host}:{port}/ (waitress, {cfg.threads} threads; "
+               f"heavy work: {slots} at once, {queue} waiting)")
     waitress.serve(app, host=host, port=port, threads=cfg.threads, ident="gatekeeper",
+                   # Reading on while a request runs tells a request waiting for a heavy
+                   # slot that its client left (heavy.py), so it gives up its place.
+                   channel_request_lookahead=1,
                    # The app answers 413 in JSON up to twice the limit; waitress refuses
                    # anything larger before buffering it.
                    max_request_body_size=cfg.max_upload_mb * 2**21,
