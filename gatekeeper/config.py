@@ -184,11 +184,13 @@ class ServerConfig:
 
     def heavy_limits(self) -> tuple[int, int]:
         """(heavy requests running at once, heavy requests waiting for a slot). Derived when
-        not set: a quarter of the threads run heavy work (at least one) and as many may wait,
-        always leaving at least one thread for /healthz and light pages."""
-        slots = self.heavy_slots or max(1, self.threads // 4)
+        not set: half the threads for heavy work, of which an eighth of all run (at least one)
+        and the rest wait — heavy work is Python under one GIL, so a second one running adds
+        little but slows every light request (bench/load.py) — always leaving at least one
+        thread for /healthz and light pages."""
+        slots = self.heavy_slots or max(1, self.threads // 8)
         queue = self.heavy_queue if self.heavy_queue >= 0 else \
-            max(0, min(slots, self.threads - 1 - slots))
+            max(0, min(self.threads // 2 - slots, self.threads - 1 - slots))
         return slots, queue
 
 

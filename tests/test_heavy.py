@@ -14,15 +14,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faultkit import Answer, Client, alert
 from flask import Flask, Response
-from live import build_gate, start_server
+from live import PASSWORD, build_gate, sign_in, start_server
 
 from gatekeeper import config as config_mod
 from gatekeeper import faults
 from gatekeeper.channels.web import heavy
+from gatekeeper.channels.web.app import create_app
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.store import EmbeddedServer
@@ -259,6 +261,47 @@ def said(got: Answer) -> str:
     return f"{got.status}: {alert(got.text)}"
 
 
+# --- which requests are heavy (the app in-process, fakeredis and a real server) ---------------
+
+
+def test_only_heavy_requests_wait_for_a_slot_light_ones_and_small_uploads_never_do(
+        tmp_path: Path, redis_client: Any) -> None:
+    gate = build_gate(tmp_path, redis_client, kpop=True, terms="Jane Doe",
+                      config="[server]\nthreads = 2\nheavy_slots = 1\nheavy_queue = 0",
+                      users=(("ana", "analyst"), ("dan", "data")))
+    gate.users.accept_terms("ana", actor="t", channel="cli")
+    auth = {"Authorization": "Bearer " + gate.users.create_token("dan", actor="t",
+                                                                 channel="cli")}
+    app = create_app(gate, {"TESTING": True, "SECRET_KEY": "t", "WTF_CSRF_ENABLED": False})
+    taken = app.extensions[heavy.KEY].acquire("export")  # the one slot, busy elsewhere
+    api, web = app.test_client(), app.test_client()
+    assert sign_in(web, "ana", PASSWORD) == 302
+
+    small = api.post("/api/v1/shares?entity=acme", data="1\n2\n", headers=auth,
+                     content_type="text/plain")
+    assert small.status_code == 200 and small.get_data() == b"1\n2\n"
+    small.close()  # its spool file
+    assert web.get("/export").status_code == 200  # the form, no dataset: no preview
+    large = api.post("/api/v1/shares?entity=acme", headers=auth, content_type="text/plain",
+                     data="".join(f"{i}\n" for i in range(10**17, 10**17 + 60_000)))
+    by_dataset = api.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop"},
+                          headers=auth)
+    stranger = api.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop"})
+    preview = web.get("/export?dataset=kpop&lang=en")
+    for busy in (large, by_dataset):
+        assert busy.status_code == 503 and busy.get_json()["error"] == "busy"
+        assert int(busy.headers["Retry-After"]) >= 1
+    assert stranger.status_code == 401  # no token: no place in line, not even a 503
+    assert preview.status_code == 503 and int(preview.headers["Retry-After"]) >= 1
+    page = preview.get_data(as_text=True)
+    assert "busy" in alert(page) and 'value="en"' in page  # the form as sent, no preview
+    assert 'id="export-form"' not in page
+    taken.release()
+    assert web.get("/export?dataset=kpop").status_code == 200
+    assert [r for r in gate.client.xrange(keys.audit("acme"))
+            if r[1][b"kind"] == b"share.posts" and r[1][b"outcome"] == b"granted"] != []
+
+
 # --- the slots themselves (no server) --------------------------------------------------------
 
 
@@ -307,8 +350,8 @@ def _server(tmp_path: Path, text: str) -> config_mod.ServerConfig:
     return config_mod.load(tmp_path / "config.toml").server
 
 
-@pytest.mark.parametrize(("threads", "limits"), [(8, (2, 2)), (4, (1, 1)), (3, (1, 1)),
-                                                 (2, (1, 0)), (16, (4, 4))])
+@pytest.mark.parametrize(("threads", "limits"), [(8, (1, 3)), (4, (1, 1)), (3, (1, 0)),
+                                                 (2, (1, 0)), (16, (2, 6))])
 def test_heavy_bounds_are_derived_from_threads_leaving_threads_for_light_pages(
         tmp_path: Path, threads: int, limits: tuple[int, int]) -> None:
     assert _server(tmp_path, f"threads = {threads}").heavy_limits() == limits
