@@ -86,6 +86,10 @@ def _non_negative(value: int) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+def _heavy_queue(value: int) -> str | None:
+    return None if value >= -1 else "must be -1 (derived from threads), 0 (no waiting) or more"
+
+
 # section -> key -> (type, default, check). The README's configuration table is checked
 # against this schema by a test, so documentation and code cannot drift apart.
 SCHEMA: dict[str, dict[str, tuple[type, Any, Any]]] = {
@@ -114,6 +118,11 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, Any]]] = {
         "metrics": (str, "loopback", _metrics_access),
         "public_url": (str, "", _public_url),
         "trusted_proxies": (int, 0, _non_negative),
+        # Heavy work (exports, previews that scan, large uploads): how many run at once and
+        # how many wait for a slot, bounded so threads stay free for light pages (heavy.py).
+        "heavy_slots": (int, 0, _not_negative),  # 0: derived from threads
+        "heavy_queue": (int, -1, _heavy_queue),  # -1: derived from threads
+        "heavy_wait_seconds": (int, 30, _positive),
     },
     "datasets": {
         "dir": (str, "datasets", None),
@@ -169,6 +178,20 @@ class ServerConfig:
     metrics: str = "loopback"
     public_url: str = ""  # "https://..." when people reach the service over TLS (a proxy)
     trusted_proxies: int = 0  # proxies in front whose X-Forwarded-* headers are believed
+    heavy_slots: int = 0  # 0: derived (heavy_limits)
+    heavy_queue: int = -1  # -1: derived (heavy_limits)
+    heavy_wait_seconds: int = 30
+
+    def heavy_limits(self) -> tuple[int, int]:
+        """(heavy requests running at once, heavy requests waiting for a slot). Derived when
+        not set: half the threads for heavy work, of which an eighth of all run (at least one)
+        and the rest wait — heavy work is Python under one GIL, so a second one running adds
+        little but slows every light request (bench/load.py) — always leaving at least one
+        thread for /healthz and light pages."""
+        slots = self.heavy_slots or max(1, self.threads // 8)
+        queue = self.heavy_queue if self.heavy_queue >= 0 else \
+            max(0, min(self.threads // 2 - slots, self.threads - 1 - slots))
+        return slots, queue
 
 
 @dataclass(frozen=True)
@@ -207,6 +230,20 @@ def _validate(raw: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
                 raise ConfigError(f"{source}: {name} = {value!r} {problem}")
             merged[section][key] = value
     return merged
+
+
+def _server(server: ServerConfig, source: str) -> ServerConfig:
+    """`server` if its heavy-work bounds leave a thread for light pages; else ConfigError."""
+    slots, queue = server.heavy_limits()
+    if slots + queue >= server.threads:
+        # A waiting request holds a thread as a running one does: with every thread heavy,
+        # /healthz and sign-in wait behind exports (issue 14).
+        raise ConfigError(
+            f"{source}: server.heavy_slots ({slots}) + server.heavy_queue ({queue}) must be "
+            f"less than server.threads ({server.threads}), so that threads stay free for "
+            "/healthz and light pages; lower them or raise server.threads"
+            + (" (2 or more)" if server.threads < 2 else ""))
+    return server
 
 
 def _xdg_home(variable: str, fallback: str) -> Path:
@@ -294,7 +331,7 @@ def load(path: str | os.PathLike[str] | None = None, *, use_default: bool = True
             cluster=values["redis"]["cluster"],
         ),
         limits=LimitsConfig(**values["limits"]),
-        server=ServerConfig(**values["server"]),
+        server=_server(ServerConfig(**values["server"]), str(file) if file else "defaults"),
         datasets_dir=(base / values["datasets"]["dir"]).resolve(),
         max_line_bytes=values["datasets"]["max_line_mb"] << 20,
         source=source,

@@ -5,8 +5,10 @@ way fail(9), gofail and fail-rs do it: the tests then kill this process (``kill`
 Redis server whose pid is in ``GATEKEEPER_FAILPOINT_STORE_PID`` and carry on (``kill-store``),
 or raise a full disk (``enospc``) at exactly that point, and check afterwards that no ID left
 uncounted, no audit total disagrees with the ledger and no hydrated byte stayed on disk.
-``hold`` waits there until the file named by ``GATEKEEPER_FAILPOINT_RELEASE`` exists, so that
-a browser test sees an export's progress at a known step rather than by timing.
+``pause`` holds the thread there until the test lets it go (files in
+``GATEKEEPER_FAILPOINT_DIR``): a request kept busy for as long as the test needs, no timing.
+``hold`` is the same with one release file (``GATEKEEPER_FAILPOINT_RELEASE``) for every thread.
+Neither waits longer than HOLD_MAX_S: a test nobody releases fails, it does not hang.
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
 ENV = "GATEKEEPER_FAILPOINT"
 ENV_STORE_PID = "GATEKEEPER_FAILPOINT_STORE_PID"
 ENV_RELEASE = "GATEKEEPER_FAILPOINT_RELEASE"
+ENV_DIR = "GATEKEEPER_FAILPOINT_DIR"
 HOLD_MAX_S = 120  # a hold nobody releases lets go at last: a test fails, it does not hang
 
 # Every failpoint, in the order a delivery passes them (the tests iterate over these).
 POINTS = (
+    "heavy.admitted",    # a heavy web request (export, preview, upload) holds its slot
     "share.reserved",    # counted (reserved), nothing written yet
     "share.writing",     # part of the ID file written (to an anonymous file)
     "deliver.written",   # the ID file is in place, not yet committed
@@ -53,9 +58,27 @@ def point(name: str) -> None:
     elif action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     elif action == "hold":
-        release = Path(os.environ[ENV_RELEASE])
-        deadline = time.monotonic() + HOLD_MAX_S
-        while not release.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for(Path(os.environ[ENV_RELEASE]))
+    elif action == "pause":
+        pause(name)
     else:
-        raise ValueError(f"{ENV}: unknown action {action!r} (kill, kill-store, enospc, hold)")
+        raise ValueError(f"{ENV}: unknown action {action!r} "
+                         "(kill, kill-store, enospc, hold, pause)")
+
+
+def _wait_for(release: Path) -> None:
+    deadline = time.monotonic() + HOLD_MAX_S
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def pause(name: str) -> None:
+    """Hold this thread at `name` until the file NAME.go appears in $GATEKEEPER_FAILPOINT_DIR;
+    meanwhile NAME.THREAD.held there says a thread is held (the test's event to act on)."""
+    directory = Path(os.environ[ENV_DIR])
+    held = directory / f"{name}.{threading.get_ident()}.held"
+    held.touch()
+    try:
+        _wait_for(directory / f"{name}.go")
+    finally:
+        held.unlink(missing_ok=True)

@@ -138,6 +138,17 @@ class StoreUnavailable(GatekeeperError):
     code = "store_unavailable"
 
 
+class Busy(GatekeeperError):
+    """Every slot for heavy work (exports, previews that scan, large uploads) is taken and the
+    line to wait for one is full, or the wait ran out: nothing was run, counted or recorded.
+    Retry after ``retry_after`` seconds (the Retry-After header). Light pages and /healthz
+    still answer: the slots leave server threads free for them."""
+
+    status = 503
+    exit_code = 5  # the CLI never meets it; with the store's code, "try again later"
+    code = "busy"
+
+
 class InsufficientStorage(GatekeeperError):
     """A file could not be written (the disk or its quota is full, an I/O error): nothing
     half-written is left, and what was reserved for it is given back."""

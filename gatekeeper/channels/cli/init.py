@@ -50,6 +50,9 @@ session_max_hours = 12           # R12: and this long after sign-in, used or not
 metrics = "loopback"             # who reads /metrics: "loopback", "token" or "open"
 public_url = ""                  # "https://..." behind a TLS proxy: cookies Secure (README)
 trusted_proxies = 0              # proxies whose X-Forwarded-* headers are believed
+heavy_slots = 0                  # exports/previews/large uploads at once (0: threads / 8)
+heavy_queue = -1                 # how many wait for a slot (-1: threads / 2 - slots), then 503
+heavy_wait_seconds = 30          # the longest one waits before 503 busy with Retry-After
 
 [datasets]
 dir = {datasets_dir}

@@ -19,6 +19,8 @@ from gatekeeper.rules.errors import GatekeeperError, StoreUnavailable
 if TYPE_CHECKING:
     from gatekeeper.domain.gate import Gate
 
+SWITCH_INTERVAL_S = 0.0005
+
 
 @click.command("serve")
 @click.option("--host", help="Listen address (default server.host).")
@@ -68,8 +70,17 @@ def serve(obj: Context, host: str | None, port: int | None, demo: bool) -> None:
         click.echo(f"note: listening on {host} but server.public_url is not https://…: session "
                    "cookies are sent without Secure; put TLS in front and set it (README: "
                    "Behind a TLS proxy)", err=True)
-    click.echo(f"gatekeeper serving on http://{host}:{port}/ (waitress, {cfg.threads} threads)")
+    slots, queue = cfg.heavy_limits()
+    # Heavy work is Python holding the GIL: a light request (/healthz, a page) waits for it
+    # up to the switch interval per busy thread. 0.5 ms, not CPython's 5: on 2 cores under
+    # load, /healthz's p99 beside two previews fell from ~350 to ~180 ms (bench/load.py).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    click.echo(f"gatekeeper serving on http://{host}:{port}/ (waitress, {cfg.threads} threads; "
+               f"heavy work: {slots} at once, {queue} waiting)")
     waitress.serve(app, host=host, port=port, threads=cfg.threads, ident="gatekeeper",
+                   # Reading on while a request runs tells a request waiting for a heavy
+                   # slot that its client left (heavy.py), so it gives up its place.
+                   channel_request_lookahead=1,
                    # The app answers 413 in JSON up to twice the limit; waitress refuses
                    # anything larger before buffering it.
                    max_request_body_size=cfg.max_upload_mb * 2**21,

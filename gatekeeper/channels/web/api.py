@@ -19,6 +19,7 @@ import orjson
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from gatekeeper import faults
+from gatekeeper.channels.web import heavy
 from gatekeeper.channels.web.extension import current_gate
 from gatekeeper.channels.web.openapi import OPENAPI, problem_types
 from gatekeeper.domain import denials, lines, quota, shares
@@ -68,6 +69,8 @@ def json_body() -> dict[str, Any]:
 
 def bearer() -> User:
     """The user whose API token authorises this request."""
+    if (checked := g.get("actor")) is not None:  # once per request (heavy.gated asks first)
+        return checked
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -89,7 +92,15 @@ def _flag(value: Any, name: str) -> bool:
     raise BadInput(f"{name} must be true or false, not {value!r}")
 
 
+def _heavy_upload() -> bool:
+    """A dataset selection (a scan) or a large upload is heavy work; the token is checked
+    first, so a request without a valid one never takes a place in line."""
+    bearer()
+    return request.mimetype == "application/json" or heavy.large_upload()
+
+
 @bp.post("/shares")
+@heavy.gated("share", when=_heavy_upload)
 def create_share() -> Response:
     """Share IDs with an entity: a dataset selection (JSON) or an uploaded ID list (text)."""
     started = time.perf_counter()
@@ -255,6 +266,7 @@ def ratelimit_headers(limit: int | None, remaining: int | None,
 
 
 @bp.post("/deletions")
+@heavy.gated("deletion list", when=_heavy_upload)
 def add_deletions() -> Response:
     """R9: ingest a deletion list (plain IDs or batch-compliance JSONL); ?kind=posts|users."""
     user = bearer()

@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gatekeeper import config as config_mod
-from gatekeeper.channels.web import api, ops, pages, sessions
+from gatekeeper.channels.web import api, heavy, ops, pages, sessions
 from gatekeeper.channels.web import auditlog as auditlog_pages
 from gatekeeper.channels.web import compliance as compliance_pages
 from gatekeeper.channels.web import home as home_pages
@@ -93,6 +93,7 @@ def create_app(gate: Gate | None = None, test_config: Mapping[str, Any] | None =
     csrf.init_app(app)
     sessions.init_app(app)
     ops.init_app(app)
+    heavy.init_app(app, config.server)
     register_error_handlers(app)
     for bp in (api.bp, pages.bp, compliance_pages.bp, auditlog_pages.bp, report_bp, account_bp,
                home_pages.bp):
@@ -153,8 +154,9 @@ def gatekeeper_error(exc: GatekeeperError) -> Any:
         denials.answered(exc)  # R11: every denial is a record (once; see denials.py)
     if _wants_json():
         return api.error_response(exc)
+    retry = exc.details.get("retry_after")  # a busy server or a quota says when, for people too
     return render_template_string(ERROR_PAGE, code=exc.status, message=exc.message), \
-        exc.status
+        exc.status, {} if retry is None else {"Retry-After": str(retry)}
 
 
 def disk_full(exc: OSError) -> Any:

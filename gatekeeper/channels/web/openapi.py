@@ -28,6 +28,8 @@ problem_types: dict[str, dict[str, Any]] = {
         ("unsupported_media_type", 415, "The body's media type is not accepted"),
         ("quota_exceeded", 429, "Refused by a quota; nothing was counted"),
         ("store_unavailable", 503, "The store is unavailable; nothing was released"),
+        ("busy", 503, "The server's slots for heavy work are all taken; nothing was run "
+                      "or counted (see Retry-After)"),
         ("insufficient_storage", 507, "The server's disk is full; nothing was delivered"),
     )
 }
@@ -76,7 +78,9 @@ def _errors(*codes: int) -> dict[str, Any]:
             413: "Upload larger than server.max_upload_mb, or a line of it longer than "
                  "datasets.max_line_mb (`file`, `line`, `limit_bytes`)",
             429: "Refused by a quota (R2); nothing was counted",
-            503: "Store unavailable: fail closed, nothing released",
+            503: "store_unavailable: fail closed, nothing released; or busy: every slot "
+                 "for heavy work (dataset shares, uploads over 1 MiB) is taken: nothing run "
+                 "or counted, retry after Retry-After",
             507: "The server's disk is full; nothing was delivered"}
     out: dict[str, Any] = {}
     for c in codes:

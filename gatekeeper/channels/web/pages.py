@@ -26,6 +26,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
 from markupsafe import Markup
 
+from gatekeeper.channels.web import heavy
 from gatekeeper.channels.web.extension import current_gate
 from gatekeeper.domain import denials, hydrated, progress
 from gatekeeper.domain.audit import record_denial
@@ -35,7 +36,7 @@ from gatekeeper.domain.quota import hydrated_usage
 from gatekeeper.domain.users import User
 from gatekeeper.ledger.ledger import iso
 from gatekeeper.rules import policy, roles
-from gatekeeper.rules.errors import BadInput, Forbidden, GatekeeperError, QuotaExceeded
+from gatekeeper.rules.errors import BadInput, Busy, Forbidden, GatekeeperError, QuotaExceeded
 
 bp = Blueprint("pages", __name__)
 
@@ -213,8 +214,19 @@ def _render_form(values: dict[str, Any], error: str | None = None,
     ), status
 
 
+def _busy_form(exc: Busy) -> Any:
+    # The form as sent, without a preview (that scan is heavy work too), saying why.
+    source = request.form if request.method == "POST" else request.args
+    values = {k: source.get(k, "") for k in (*FILTER_FIELDS, "dataset", "format", "users",
+                                             *EXPORT_OPTIONS)}
+    page, status = _render_form(values, error=exc.message, status=exc.status)
+    return page, status, {"Retry-After": str(exc.details["retry_after"])}
+
+
 @bp.get("/export")
 @role_required(*roles.MAY_EXPORT_HYDRATED)
+# A dataset chosen means a preview, which scans it: heavy (issue 14).
+@heavy.gated("preview", when=lambda: bool(request.args.get("dataset")), busy=_busy_form)
 def export_form() -> Any:
     if not me().accepted_terms:
         return redirect(url_for("pages.terms"))
@@ -225,6 +237,7 @@ def export_form() -> Any:
 
 @bp.post("/export")
 @role_required(*roles.MAY_EXPORT_HYDRATED)
+@heavy.gated("export", busy=_busy_form)
 def export_download() -> Any:
     user = me()
     g = gate()

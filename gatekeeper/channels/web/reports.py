@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, request
 
-from gatekeeper.channels.web import pages
+from gatekeeper.channels.web import heavy, pages
 from gatekeeper.domain.monthly import monthly_report, write_pdf
 from gatekeeper.rules import roles
 
@@ -18,6 +18,7 @@ report_bp = Blueprint("report", __name__)
 
 @report_bp.get("/report")
 @pages.role_required(*roles.MAY_RECORD_COMPLIANCE)
+@heavy.gated("report")
 def report_download() -> Response:
     """The month's report as a PDF download (?month=YYYY-MM; default the previous month)."""
     report = monthly_report(pages.gate(), request.args.get("month") or None,
