@@ -11,6 +11,7 @@ There is deliberately no command that writes hydrated content (R1, R5).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -33,7 +34,7 @@ COMMANDS = {
 
 
 class Commands(dict[str, click.Command]):
-    """The group's commands, each imported on first look-up."""
+    """The group's commands, each imported on first look-up; listing them all imports all."""
 
     def __missing__(self, name: str) -> click.Command:
         if name not in COMMANDS:
@@ -44,6 +45,39 @@ class Commands(dict[str, click.Command]):
         self[name] = command
         return command
 
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def __contains__(self, name: object) -> bool:
+        return name in COMMANDS or super().__contains__(name)
+
+    def _all(self) -> None:
+        for name in COMMANDS:
+            self[name]  # the look-up imports it
+
+    def __iter__(self) -> Iterator[str]:
+        self._all()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._all()
+        return super().__len__()
+
+    def keys(self) -> Any:
+        self._all()
+        return super().keys()
+
+    def values(self) -> Any:
+        self._all()
+        return super().values()
+
+    def items(self) -> Any:
+        self._all()
+        return super().items()
+
 
 class LazyGroup(Group):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -51,10 +85,7 @@ class LazyGroup(Group):
         self.commands = Commands(self.commands)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        try:
-            return self.commands[cmd_name]
-        except KeyError:
-            return None
+        return self.commands.get(cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*COMMANDS, *self.commands})
