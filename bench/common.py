@@ -61,6 +61,39 @@ def own_peak_mb() -> float:
     raise OSError("no VmHWM in /proc/self/status")
 
 
+# A fresh interpreter started with `python -c`: it notes its own VmHWM before importing
+# anything, imports one bench module (whose top level imports nothing heavy) and calls one of its
+# functions, then reports the function's figures with its own VmHWM at the end. So a side's peak
+# is that side's: its interpreter, its imports and its work — never the parent's size (a parent
+# at 211 MB made a 10.9 MB child report 211 MB through ru_maxrss, which Linux keeps across
+# execve), nor what the bench's own module would have imported for the other sides.
+CHILD = """
+import json, sys
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+baseline = hwm()
+root, bench, module, function, *args = sys.argv[1:]
+sys.path[:0] = [root, bench]
+result = getattr(__import__(module), function)(*args)
+result.update(baseline_mb=baseline, peak_mb=hwm())
+print(json.dumps(result))
+"""
+
+
+def run_fresh(label: str, module: str, function: str, args: Sequence[object],
+              root: Path) -> dict:
+    """`module.function(*args)` (args as strings) in a fresh interpreter; its result dict, with
+    ``peak_mb``, the child's own VmHWM at the end, and ``baseline_mb``, the bare interpreter's."""
+    done = subprocess.run([sys.executable, "-c", CHILD, str(root), str(Path(__file__).parent),
+                           module, function, *map(str, args)],
+                          capture_output=True, text=True, check=False, cwd=root)
+    if done.returncode != 0:
+        raise SystemExit(f"{label} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def run_child(label: str, args: Sequence[str], cwd: Path) -> dict:
     """Run this Python on `args` in a fresh process; its last stdout line, read as JSON.
 

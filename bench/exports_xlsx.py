@@ -23,7 +23,9 @@ Every side runs ``--rounds`` times, the rounds alternating the order of the side
 then backward), so no side always follows the same neighbour on this shared machine; the table
 shows medians and each run is listed below it. Peak memory is each fresh interpreter's own
 VmHWM (imports included), read in /proc/self/status — not ``ru_maxrss``, which on Linux a child
-inherits from the process that started it. Prints the table and the goals; exits 1 if a goal
+inherits from the process that started it. Each side's interpreter is started with ``python -c``
+and imports only what its side needs (this module imports nothing of any side at its top); the
+bare interpreter's own VmHWM is shown too. Prints the table and the goals; exits 1 if a goal
 fails (or a side fails to run).
 
 Run from the repository root (``pip install -e '.[bench]'``: pandas, lxml, twarc-csv)::
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import os
 import platform
 import re
@@ -58,16 +59,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the repository's packages, wherever Python was started from
     sys.path.insert(0, str(ROOT))
 
-from common import (  # noqa: E402
-    machine_line,
-    own_peak_mb,
-    print_goals,
-    print_table,
-    run_child,
-)
-
-from exports.columns import COLUMNS, row  # noqa: E402
-from gatekeeper.domain.formats import iter_posts  # noqa: E402
+# Nothing of the sides here: a side's fresh interpreter imports this module, and what it
+# imports at its top would count in every side's peak.
+from common import machine_line, print_goals, print_table, run_fresh  # noqa: E402
 
 SIDES = {
     "gatekeeper": "gatekeeper write_xlsx",
@@ -83,15 +77,22 @@ SHEET = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 
 def clean_rows(path: Path, limit: int) -> Any:
     """Rows as the competitors can take them: XML-illegal characters replaced."""
+    from exports.columns import row
+    from gatekeeper.domain.formats import iter_posts
+
     for post in islice(iter_posts(path), limit):
         yield [ILLEGAL.sub("\ufffd", v) if type(v) is str else v for v in row(post)]
 
 
 def run_side(side: str, data: Path, out: Path, limit: int) -> dict[str, Any]:
-    """One side, in this (fresh) process: time from first read to closed file, own peak RSS."""
+    """One side, in this (fresh) process: time from first read to closed file (run_fresh adds
+    the process's own peak RSS)."""
+    from exports.columns import COLUMNS
+
     columns = len(COLUMNS)
     if side == "gatekeeper":
         from exports.xlsx import write_xlsx
+        from gatekeeper.domain.formats import iter_posts
 
         t0 = time.perf_counter()
         with open(out, "wb") as f:
@@ -129,12 +130,16 @@ def run_side(side: str, data: Path, out: Path, limit: int) -> dict[str, Any]:
         frame.to_excel(out, sheet_name="Posts", index=False, engine="openpyxl")
         rows = len(frame)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "rows": rows, "columns": columns, "peak_mb": own_peak_mb()}
+    return {"seconds": seconds, "rows": rows, "columns": columns}
+
+
+def child(side: str, data: str, out: str, limit: str) -> dict[str, Any]:
+    """What a side's fresh interpreter runs (`common.run_fresh`)."""
+    return run_side(side, Path(data), Path(out), int(limit))
 
 
 def spawn(side: str, data: Path, out: Path, limit: int) -> dict[str, Any]:
-    result = run_child(side, [__file__, "--side", side, "--data", str(data), "--out", str(out),
-                              "--posts", str(limit)], ROOT)
+    result = run_fresh(side, "exports_xlsx", "child", [side, data, out, limit], ROOT)
     result["size_mb"] = out.stat().st_size / 1e6
     return result
 
@@ -155,6 +160,9 @@ def posts_sheet_rows(path: Path) -> tuple[int, int]:
 
 def read_only_seconds(data: Path, limit: int) -> float:
     """Reading and flattening alone: the floor every side stands on."""
+    from exports.columns import row
+    from gatekeeper.domain.formats import iter_posts
+
     t0 = time.perf_counter()
     for post in islice(iter_posts(data), limit):
         row(post)
@@ -169,13 +177,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="runs of every side, in alternating order; the table shows medians")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
-    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.side:  # a child: one side, one line of JSON
-        print(json.dumps(run_side(args.side, args.data, args.out, args.posts)))
-        return 0
 
     from gatekeeper.domain.demo import write_demo_dataset
 
@@ -215,7 +217,8 @@ def main() -> int:
     except ImportError:
         lxml_version = "not installed"
 
-    med = {side: {k: median(run[k] for run in got) for k in ("seconds", "peak_mb", "size_mb")}
+    med = {side: {k: median(run[k] for run in got)
+                  for k in ("seconds", "peak_mb", "size_mb", "baseline_mb")}
            for side, got in runs.items()}
     last = {side: got[-1] for side, got in runs.items()}
     pd_s, tw_s = med["pandas"]["seconds"], med["twarc_csv"]["seconds"]
@@ -225,6 +228,7 @@ def main() -> int:
         ("time vs pandas to_excel", *(f"{med[s]['seconds'] / pd_s:.2f}x" for s in SIDES)),
         ("time vs twarc2 csv", *(f"{med[s]['seconds'] / tw_s:.2f}x" for s in SIDES)),
         ("peak RSS, own VmHWM (MB)", *(f"{med[s]['peak_mb']:.0f}" for s in SIDES)),
+        ("  of which the bare interpreter", *(f"{med[s]['baseline_mb']:.0f}" for s in SIDES)),
         ("file size (MB)", *(f"{med[s]['size_mb']:.1f}" for s in SIDES)),
         ("rows written", *(f"{last[s]['rows']:,}" for s in SIDES)),
         ("columns", *(f"{last[s]['columns']}" for s in SIDES)),

@@ -25,14 +25,12 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from gatekeeper import faults
-from gatekeeper.domain import spool
+from gatekeeper.domain import idlists, spool
 from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.entities import Entity
-from gatekeeper.domain.formats import is_id
 from gatekeeper.domain.gate import Gate
-from gatekeeper.domain.lines import MAX_LINE_BYTES
-from gatekeeper.domain.lines import read as read_lines
+from gatekeeper.domain.lines import CHUNK, MAX_LINE_BYTES
 from gatekeeper.domain.seen import SeenIds, maybe_repeated
 from gatekeeper.domain.users import User
 from gatekeeper.ledger import charges
@@ -41,7 +39,7 @@ from gatekeeper.ledger.reservation import Reservation
 from gatekeeper.rules import policy
 from gatekeeper.rules.errors import BadInput, GatekeeperError, InsufficientStorage, PoolMoved
 
-MAX_REPORTED = 1000  # bad lines listed in full; past this only counted
+MAX_REPORTED = idlists.MAX_REPORTED  # bad lines listed in full; past this only counted
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: no trailing newline
 
 
@@ -60,6 +58,12 @@ class Selection:
         self._fh.write(ident + b"\n")
         self._digest.update(ident + b"\n")
         self.count += 1
+
+    def add_block(self, block: bytes, count: int) -> None:
+        """Add `count` IDs at once: `block` holds them, each ended by a newline."""
+        self._fh.write(block)
+        self._digest.update(block)
+        self.count += count
 
     def drop(self, ident: bytes) -> None:
         """Leave out an ID on a deletion list (R9). It still names the request: a retry
@@ -157,43 +161,32 @@ def select_ids(lines: Iterable[bytes], source: str, kind: str, deleted: Deleted)
 
     Every bad line is reported with its number (BadInput.details["details"]); nothing is
     selected unless the whole list is valid. An ID listed again is left out and counted in
-    `Selection.repeats`: each ID is delivered and counted once.
+    `Selection.repeats`: each ID is delivered and counted once. Line by line: the rules as
+    written; uploads and ID files go through `select_id_stream`, which keeps them faster.
     """
-    hidden = deleted.posts if kind == "posts" else deleted.users
-    problems: list[dict[str, Any]] = []
-    bad = 0
-    dropped = SeenIds()  # R9 IDs, which the spool never sees
     sel = Selection(source)
     try:
+        check = idlists.Checker(sel, source, deleted.posts if kind == "posts" else deleted.users)
         for number, raw in enumerate(lines, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            if is_id(line):
-                if bad:
-                    continue  # the list is already refused: only collect the problems
-                if hidden and int(line) in hidden:
-                    if dropped.add(int(line)):
-                        sel.drop(line)
-                    else:
-                        sel.repeat(line)
-                else:
-                    sel.add(line)
-                continue
-            bad += 1
-            if len(problems) < MAX_REPORTED:
-                shown = line[:40].decode("utf-8", "replace")
-                problems.append({"line": number, "message":
-                                 f"{shown!r} is not a Post/User ID (a positive decimal integer "
-                                 "below 2^63)"})
-        if bad:
-            more = f" (first {MAX_REPORTED} listed)" if bad > len(problems) else ""
-            first = problems[0]
-            raise BadInput(
-                f"{source}: {bad:,} invalid line(s){more}, e.g. line {first['line']}: "
-                f"{first['message']}; nothing was counted",
-                details=problems, invalid_lines=bad,
-            )
+            check.line(number, raw)
+        check.finish()
+        sel.distinct()
+        return sel.seal()
+    except BaseException:
+        sel.close()
+        raise
+
+
+def select_id_stream(chunks: Iterable[bytes], source: str, kind: str, deleted: Deleted,
+                     max_line_bytes: int = MAX_LINE_BYTES) -> Selection:
+    """`select_ids` over raw bytes (an upload, an ID file), whole blocks of lines at a time:
+    the same IDs, digest, counts and errors, ~0.1 µs an ID (`gatekeeper.domain.idlists`)."""
+    sel = Selection(source)
+    try:
+        check = idlists.Checker(sel, source, deleted.posts if kind == "posts" else deleted.users)
+        for number, block in idlists.blocks(chunks, source, max_line_bytes):
+            check.block(number, block)
+        check.finish()
         sel.distinct()
         return sel.seal()
     except BaseException:
@@ -213,8 +206,9 @@ def select_id_file(path: Path, kind: str, deleted: Deleted,
     with fh:
         try:
             # Not `for line in fh`: that reads a line whole, however long.
-            return select_ids(read_lines(_reporting(fh.read, progress), str(path),
-                                         max_line_bytes), str(path), kind, deleted)
+            read = _reporting(fh.read, progress)
+            return select_id_stream(iter(lambda: read(CHUNK), b""), str(path), kind,
+                                    deleted, max_line_bytes)
         except OSError as exc:  # reading it, or spooling the selection (a full disk)
             raise InsufficientStorage(f"{path}: the IDs could not be read and spooled "
                                       f"({exc.strerror or exc}); nothing was counted") from None

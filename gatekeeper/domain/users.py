@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from werkzeug.security import check_password_hash, generate_password_hash
 
 from gatekeeper.domain.entities import Entities, check_name
 from gatekeeper.ledger import keys
@@ -34,6 +33,20 @@ MIN_PASSWORD = 12
 TOKEN_ID_LEN = 12
 MAX_FAILURES = 5  # password checks per user name per LOCKOUT_S before a lockout
 LOCKOUT_S = 900
+
+
+# werkzeug's scrypt, imported on first use: werkzeug.security loads werkzeug's whole HTTP toolkit
+# (~5 MB), which a CLI share or export never needs (bench/ids.py's 40 MB budget).
+def generate_password_hash(password: str) -> str:
+    from werkzeug.security import generate_password_hash as hash_password
+
+    return hash_password(password)
+
+
+def check_password_hash(stored: str, password: str) -> bool:
+    from werkzeug.security import check_password_hash as check
+
+    return check(stored, password)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import multiprocessing as mp
 import os
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,6 +259,8 @@ def _workers(client: Any, stream: str, workers: int | None) -> int:
     a reply, another hashes), at most eight."""
     if workers is not None:
         return workers
+    import multiprocessing as mp  # here: a share or an export never verifies (bench/ids.py)
+
     if (getattr(client, "connection_pool", None) is None or threading.active_count() > 1
             or "fork" not in mp.get_all_start_methods()
             or client.xlen(stream) < PARALLEL_MIN):
@@ -293,6 +293,9 @@ def _parallel(client: Any, stream: str, start: str, pinned: dict[int, str],
     jobs = [(stream, a, b, pinned) for a, b in _ranges(client, stream, start, 4 * workers)]
     if threading.active_count() > 1:  # forking a process with threads is unsafe: the same
         return [_verify_part(client, *job) for job in jobs]  # ranges, one after another
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
     _FORKED = client  # a forked child's connection pool makes connections of its own
     try:
         with ProcessPoolExecutor(min(workers, len(jobs)),

@@ -141,7 +141,9 @@ def create_share() -> Response:
             raise BadInput("?entity=NAME is required with a text/plain ID list")
         auth = shares.authorise(gk, actor=user, entity=entity, kind=kind, channel="api",
                                 purpose=purpose)
-        selection = shares.select_ids(uploaded_lines(), "upload", kind, gk.deletions.current())
+        selection = shares.select_id_stream(iter(lambda: request.stream.read(READ), b""),
+                                            "upload", kind, gk.deletions.current(),
+                                            gk.config.max_line_bytes)
         request_parts = (purpose,)
     else:
         raise BadInput(f"send application/json or text/plain, not {request.mimetype}")
