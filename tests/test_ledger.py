@@ -404,6 +404,39 @@ def test_commit_of_a_reservation_whose_record_is_gone_counts_the_delivery(
     assert used(ledger, r2(), T0 + 300) == 60
 
 
+def test_a_recount_in_a_newer_bucket_keeps_the_counter_alive_for_that_buckets_window(
+    redis_client: redis.Redis, ledger: Ledger
+) -> None:
+    # The delivery is counted again at commit time, in a bucket newer than any the counter
+    # held. The list's lifetime was set for its older buckets; had it stayed so, the list (and
+    # the recounted IDs with it) would vanish while the new bucket is still in the window: the
+    # ledger would under-count and grant again what was delivered (R2).
+    take(ledger, [r2(30)], T0 + 100, "export")
+    redis_client.delete(keys.share(ROOT, "export"))
+    # Real time has run on while the delivery went out: the old bucket has ~2 s left to live.
+    for key in (ENTITY_KEY, ENTITY_KEY + ":sum"):
+        redis_client.pexpire(key, 2_000)
+    assert ledger.settle(ROOT, "export", [r2(30)], delivered=True, audit={},
+                         now_ms=T0 + 9_900) == "recounted"
+    # The new bucket starts at T0 + 9,000 and leaves the window at T0 + 20,000: 10.1 s on.
+    for key in (ENTITY_KEY, ENTITY_KEY + ":sum"):
+        assert redis_client.pttl(key) >= 10_100
+    assert redis_client.zscore(keys.active(ROOT), ENTITY_KEY) >= T0 + 20_000
+
+
+def test_a_recount_into_a_counter_that_expired_gives_the_new_list_a_lifetime(
+    redis_client: redis.Redis, ledger: Ledger
+) -> None:
+    take(ledger, [r2(30)], T0 + 100, "export")
+    redis_client.delete(keys.share(ROOT, "export"), ENTITY_KEY, ENTITY_KEY + ":sum")
+    assert ledger.settle(ROOT, "export", [r2(30)], delivered=True, audit={},
+                         now_ms=T0 + 30_000) == "recounted"
+    assert used(ledger, r2(), T0 + 30_000) == 30
+    for key in (ENTITY_KEY, ENTITY_KEY + ":sum"):
+        assert 0 < redis_client.pttl(key) <= 12_000  # not a key that lives for ever
+    assert redis_client.zscore(keys.active(ROOT), ENTITY_KEY) >= T0 + 41_000
+
+
 def test_refund_of_a_partial_grant_gives_back_only_what_was_granted(ledger: Ledger) -> None:
     take(ledger, [r2(90)], T0 + 100, "first")
     assert take(ledger, [r2(25)], T0 + 200, "partial", partial=True).granted == 10
