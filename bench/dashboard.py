@@ -98,31 +98,35 @@ def build_entities(gate: Gate, n: int) -> list[Entity]:
 
 
 def build_users(gate: Gate, entities: list[Entity], n: int) -> list[User]:
-    """n users, one data-team member per entity and analysts, written as Users.add does."""
+    """n users: data-team members (one per entity, for at most a tenth of the users, so that
+    10,000 entities still leave analysts) and analysts, each written as Users.add writes them
+    (its hash and its user.add record in one record.lua call) but for the password hash: one
+    scrypt hash shared by all, since hashing 10,000 passwords would take minutes."""
     digest = generate_password_hash(PASSWORD)  # one scrypt hash, shared: this is a bench
     seconds, _ = gate.client.time()
     now = int(seconds) * 1000
     gate.users.add("cora", entity=entities[0].name, role="compliance", password=PASSWORD,
                    actor="bench", channel="cli")
+    data = min(len(entities), max(1, n // 10))
     users: list[User] = []
     pipe = gate.client.pipeline(transaction=False)
     for j in range(n - 1):
         ent = entities[j % len(entities)]
-        role = "data" if j < len(entities) else "analyst"
-        name = f"user-{j:05d}"
-        pipe.hsetnx(keys.USERS, name, ent.name)
-        pipe.hset(keys.user(ent.root, name), mapping={
-            "name": name, "entity": ent.name, "role": role, "password_hash": digest,
-            "created_at": now, "created_by": "bench", "terms_version": policy.TERMS_VERSION,
-            "terms_at": now})
-        pipe.xadd(keys.audit(ent.root), {
-            "time": now, "actor": "bench", "entity": ent.name, "recipient": name,
-            "channel": "cli", "kind": "user.add", "outcome": "changed", "rule": "R12",
-            "message": f"role={role}"})
-        users.append(User(name, ent.name, ent.root, role, now, policy.TERMS_VERSION, now))
-        if len(pipe) >= 3000:
-            pipe.execute()
+        pipe.hsetnx(keys.USERS, f"user-{j:05d}", ent.name)
     pipe.execute()
+    for j in range(n - 1):
+        ent = entities[j % len(entities)]
+        role = "data" if j < data else "analyst"
+        name = f"user-{j:05d}"
+        gate.ledger.record(keys.user(ent.root, name), keys.audit(ent.root), mode="create",
+                           fields={"name": name, "entity": ent.name, "role": role,
+                                   "password_hash": digest, "created_at": now,
+                                   "created_by": "bench", "terms_version": policy.TERMS_VERSION,
+                                   "terms_at": now},
+                           audit={"actor": "bench", "entity": ent.name, "recipient": name,
+                                  "channel": "cli", "kind": "user.add", "outcome": "changed",
+                                  "rule": "R12", "message": f"role={role}"})
+        users.append(User(name, ent.name, ent.root, role, now, policy.TERMS_VERSION, now))
     return users
 
 
@@ -181,6 +185,10 @@ def run_traffic(gate: Gate, entities: list[Entity], users: list[User],
     cfg = gate.config.limits
     by_name = {e.name: e for e in entities}
     data_users = [u for u in users if u.role == "data"]
+
+    def member(i: int) -> User:  # a data-team member for entity i (its own, when it has one)
+        return data_users[i % len(data_users)]
+
     analysts = [u for u in users if u.role == "analyst"]
     ledger = gate.ledger
     counts: dict[str, int] = {}
@@ -188,7 +196,7 @@ def run_traffic(gate: Gate, entities: list[Entity], users: list[User],
         counts[ev.kind] = counts.get(ev.kind, 0) + 1
         if ev.kind == "denied":
             try:
-                shares.authorise(gate, actor=data_users[ev.who], entity=entity_name(ev.who),
+                shares.authorise(gate, actor=member(ev.who), entity=entity_name(ev.who),
                                  kind="posts", channel="api", purpose="bench")
             except Forbidden:
                 continue  # audited by authorise
@@ -207,7 +215,7 @@ def run_traffic(gate: Gate, entities: list[Entity], users: list[User],
                 continue
             root = by_name[entity.root]
             counters = charges.id_share_counters(entity, root, "posts", ev.amount, cfg)
-            audit = {"actor": data_users[ev.who].name, "entity": entity.name,
+            audit = {"actor": member(ev.who).name, "entity": entity.name,
                      "recipient": entity.name, "channel": "api", "kind": "share.posts",
                      "request_id": uuid.uuid4().hex, "purpose": "bench"}
         idem = None

@@ -1,0 +1,132 @@
+"""Pool summaries: what a dashboard needs of every pool, read without peeking every counter.
+
+Each pool keeps a summary of its counters (``keys.summary``: ``SCOPE:OWNER`` -> ``SUM:HEAD:TAIL``)
+written by the scripts beside every change to a counter's buckets (``_window.lua``'s
+``summarise``): the running total, and when the oldest and the newest bucket leave the window.
+Nothing leaves a counter before HEAD, so until then its use is SUM exactly; from TAIL nothing
+is left. In between (or for a counter without an entry: written before summaries, or moved in
+from another pool) a reader peeks the counter. The summary is never trusted beyond what it
+proves, so it cannot disagree with the counters; it only saves reading them.
+
+``pools.lua`` reads many pools' summaries, active indexes, newest refusals and entity hashes in
+one call per few hundred pools (one round trip per server through a Batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.ledger import Ledger
+from gatekeeper.ledger.scripts import decode
+from gatekeeper.ledger.store import Batch
+
+POOLS_PER_CALL = 250  # pools per pools.lua call, so that no single call holds the server long
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One counter's summary entry."""
+
+    total: int  # the sum of its buckets, expired or not
+    head: int  # ms at which its oldest bucket leaves the window (0: unknown, peek it)
+    tail: int  # ms at which its newest bucket leaves (and with it the last use)
+
+    @staticmethod
+    def parse(value: str) -> Entry:
+        total, head, tail = value.split(":")
+        return Entry(int(total), int(head), int(tail))
+
+    def used(self, now_ms: int) -> int | None:
+        """Its use at `now_ms` when the entry proves it, else None (peek the counter)."""
+        if now_ms >= self.tail:
+            return 0
+        if now_ms < self.head:
+            return self.total
+        return None
+
+
+@dataclass
+class Pool:
+    """What pools.lua read of one pool."""
+
+    summary: dict[str, str]  # SCOPE:OWNER -> "SUM:HEAD:TAIL" (Entry.parse reads one)
+    active: set[str]  # counter keys whose newest bucket is still in the window
+    refused: str  # the ID of the newest record in its refusal index, "" if none
+
+    def used(self, root: str, scope: str, owner: str, now_ms: int) -> int | None:
+        """A counter's use now as far as the summary and the active index prove it; None:
+        peek it."""
+        raw = self.summary.get(f"{scope}:{owner}")
+        if raw is not None:
+            return used(raw, now_ms)
+        return None if keys.counter(root, scope, owner) in self.active else 0
+
+
+def used(raw: str, now_ms: int) -> int | None:
+    """Entry.parse(raw).used(now_ms), without the object (a dashboard reads thousands)."""
+    total, head, tail = raw.split(":")
+    if now_ms >= int(tail):
+        return 0
+    if now_ms < int(head):
+        return int(total)
+    return None
+
+
+@dataclass
+class Read:
+    now_ms: int
+    pools: dict[str, Pool]
+    entities: list[list[str]]  # each hash as [field, value, ...], in the order asked
+    days: list[int]  # R2 use of the pools' roots per day asked
+
+
+def _pool_keys(root: str) -> list[str]:
+    return [keys.summary(root), keys.active(root), keys.refusals_of(keys.audit(root)),
+            keys.counter_daily(keys.counter(root, "r2", root))]
+
+
+def queue_pools(ledger: Ledger, batch: Batch | None, roots: Sequence[str],
+                entities: dict[str, list[str]], days: Sequence[int], *,
+                now_ms: int | None = None, per_pool_calls: bool = False
+                ) -> Callable[[list[Any]], Read]:
+    """Queue pools.lua (as `ledger` runs its scripts) over `roots`, with each root's entity
+    names in `entities`, on `batch` (None: run each call now); returns what turns the answers
+    into a Read. `per_pool_calls`: one call per pool, as a Redis Cluster needs (a script
+    touches one slot)."""
+    scripts = ledger.scripts
+    size = 1 if per_pool_calls else POOLS_PER_CALL
+    calls = [list(roots[i:i + size]) for i in range(0, len(roots), size)]
+    first = len(batch) if batch is not None else 0
+    answers: list[Any] = []
+    for part in calls:
+        call_keys = [k for root in part for k in _pool_keys(root)]
+        call_keys += [keys.entity(root, name) for root in part for name in entities.get(root, [])]
+        args = ["" if now_ms is None else now_ms, len(part), *days]
+        if batch is None:
+            answers.append(scripts.run("pools", call_keys, args))
+        else:
+            batch.add(call_keys[0], lambda pipe, k=call_keys, a=args:
+                      scripts.queue(pipe, "pools", k, a))
+
+    def read(results: list[Any]) -> Read:
+        outs = answers if batch is None else [decode(r) for r in
+                                              results[first:first + len(calls)]]
+        pools: dict[str, Pool] = {}
+        hashes: list[list[str]] = []
+        total = [0] * len(days)
+        now = 0
+        for part, out in zip(calls, outs, strict=True):
+            now = int(out["now"])
+            for root, (flat, active, refused) in zip(part, out["pools"] or [], strict=True):
+                flat = flat or []
+                pools[root] = Pool(dict(zip(flat[::2], flat[1::2], strict=True)),
+                                   set(active or []), refused)
+            hashes += [h or [] for h in out["entities"] or []]
+            for d, n in enumerate(out["days"] or []):
+                total[d] += int(n)
+        return Read(now, pools, hashes, total)
+
+    return read
