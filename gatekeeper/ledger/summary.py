@@ -14,6 +14,7 @@ one call per few hundred pools (one round trip per server through a Batch).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,3 +131,36 @@ def queue_pools(ledger: Ledger, batch: Batch | None, roots: Sequence[str],
         return Read(now, pools, hashes, total)
 
     return read
+
+
+HEADS_PER_CALL = 1000  # streams per heads.lua call
+
+
+def stream_heads(ledger: Ledger, streams: Sequence[str], highs: Sequence[str],
+                 low: str) -> list[str] | None:
+    """The ID of the newest record of each stream between `low` and its `highs` entry
+    (inclusive; "" when it holds none there), in one round trip (heads.lua, in calls of
+    HEADS_PER_CALL streams); None on a Redis Cluster, where a script reads one slot and this
+    would be a call per stream."""
+    if ledger.cluster:
+        return None
+    if len(set(highs)) == 1:  # one bound for all (a first page): sent once
+        highs = highs[:1]
+    calls = [range(i, min(i + HEADS_PER_CALL, len(streams)))
+             for i in range(0, len(streams), HEADS_PER_CALL)]
+    if len(calls) == 1:  # one call: no pipeline needed
+        out = ledger.scripts.run("heads", [*streams, *map(keys.chain_of, streams)],
+                                 [low, *highs])
+        return list(out) if out else []  # cjson writes an empty array as {}
+    batch = Batch(ledger.client)
+    for part in calls:
+        ks = [streams[i] for i in part]
+        ks += [keys.chain_of(k) for k in ks]
+        args = [low, *(highs if len(highs) == 1 else [highs[i] for i in part])]
+        batch.add(ks[0], lambda pipe, ks=ks, args=args: ledger.scripts.queue(
+            pipe, "heads", ks, args))
+    heads: list[str] = []
+    for raw in batch.execute():
+        out = json.loads(raw)
+        heads += list(out) if out else []
+    return heads
