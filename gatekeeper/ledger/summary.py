@@ -14,6 +14,7 @@ one call per few hundred pools (one round trip per server through a Batch).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -84,9 +85,13 @@ class Read:
     days: list[int]  # R2 use of the pools' roots per day asked
 
 
-def _pool_keys(root: str) -> list[str]:
-    return [keys.summary(root), keys.active(root), keys.refusals_of(keys.audit(root)),
-            keys.counter_daily(keys.counter(root, "r2", root))]
+@functools.lru_cache(maxsize=65_536)  # the same pools are read on every dashboard request
+def _pool_keys(root: str) -> tuple[str, ...]:
+    return (keys.summary(root), keys.active(root), keys.refusals_of(keys.audit(root)),
+            keys.counter_daily(keys.counter(root, "r2", root)))
+
+
+_entity_key = functools.lru_cache(maxsize=65_536)(keys.entity)
 
 
 def queue_pools(ledger: Ledger, batch: Batch | None, roots: Sequence[str],
@@ -104,7 +109,7 @@ def queue_pools(ledger: Ledger, batch: Batch | None, roots: Sequence[str],
     answers: list[Any] = []
     for part in calls:
         call_keys = [k for root in part for k in _pool_keys(root)]
-        call_keys += [keys.entity(root, name) for root in part for name in entities.get(root, [])]
+        call_keys += [_entity_key(root, name) for root in part for name in entities.get(root, [])]
         args = ["" if now_ms is None else now_ms, len(part), *days]
         if batch is None:
             answers.append(scripts.run("pools", call_keys, args))
