@@ -509,8 +509,8 @@ def main() -> int:
               f"{summary['recipients_active']:,} recipients, {summary['share.posts']:,} Post "
               f"IDs, {report.refusal_count:,} refusals; audit records and ledger counters "
               f"agree: {'yes' if summary['checks_ok'] else 'NO'}")
-    for line in loads:
-        print(line)
+    for fact in loads:
+        print(fact)
     print()
     print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
     print(line)

@@ -127,7 +127,8 @@ def board(gate: Gate, *, q: str = "", sort: str = "ratio", page: int = 1, upage:
     with failing_closed():
         batch = Batch(client)
         read_pools = queue_pools(gate.ledger, batch, [*pools, *former], names_of,
-                                 days, now_ms=now, per_pool_calls=is_cluster(client))
+                                 days, now_ms=now, per_pool_calls=is_cluster(client),
+                                 layout=int(layout or 0))
         read = read_pools(batch.execute())
     parsed = [p for flat in read.entities if (p := _entity(flat, cfg)) is not None]
     entities = [e for e, _, _ in parsed]
@@ -152,7 +153,7 @@ def board(gate: Gate, *, q: str = "", sort: str = "ratio", page: int = 1, upage:
             if field.startswith("r6:") and user_root.get(owner := field[3:]) == root:
                 r6[owner] = summary_used(raw, now)
         # Active counters without an entry (written before summaries, or moved in, R10).
-        for key in pool.active:
+        for key in pool.live(now):
             if ":ctr:r6:" in key and key.rpartition(":ctr:")[2] not in pool.summary:
                 counter = keys.parse_counter(key)
                 if counter and user_root.get(counter[2]) == root:
@@ -187,10 +188,11 @@ def board(gate: Gate, *, q: str = "", sort: str = "ratio", page: int = 1, upage:
                           if used / max(hydrated_limit, 1) >= dash.NEAR_LIMIT),
         "users_idle": len(entity_of) - len(active),
     }
-    shown = [r for r in rows if dash._matches(q, r.entity.name)]
+    shown = [r for r in rows if dash._matches(q, r.entity.name)] if q.strip() else rows
     shown.sort(key=_sort_key(sort if sort in dash.SORTS else "ratio"))
     epage = dash.paginate(shown, page, per_page)
-    people = [(n, used) for n, used in active if dash._matches(q, n, entity_of[n])]
+    people = [(n, used) for n, used in active if dash._matches(q, n, entity_of[n])] \
+        if q.strip() else active
     people.sort(key=lambda p: (-p[1], p[0]))
     upage_ = dash.paginate(people, upage, per_page)
 
@@ -199,9 +201,12 @@ def board(gate: Gate, *, q: str = "", sort: str = "ratio", page: int = 1, upage:
     # A child's row shows its pool's use: its root is measured too (its row is not shown).
     extra = sorted({e.root for e in visible} - {e.name for e in visible})
     users = [_user(n, entity_of[n], user_root[n]) for n, _ in upage_.rows]
-    snap = dash._Snapshot(now, entities, revoked,
-                          sorted((n, ent, user_root[n]) for n, ent in entity_of.items()),
-                          {k for e in visible for k in read.pools[e.root].active}, [],
+    # The rows need their pools only: members, children, users, active counters.
+    shown_pools = {e.root for e in visible}
+    snap = dash._Snapshot(now, [e for e in entities if e.root in shown_pools], revoked,
+                          sorted((n, ent, user_root[n]) for n, ent in entity_of.items()
+                                 if user_root[n] in shown_pools),
+                          {k for root in shown_pools for k in read.pools[root].live(now)}, [],
                           int(layout or 0))
     heads = sorted(((p.refused, keys.refusals_of(keys.audit(root)))
                     for root, p in read.pools.items() if p.refused),
@@ -219,7 +224,8 @@ def board(gate: Gate, *, q: str = "", sort: str = "ratio", page: int = 1, upage:
         now_ms=now, post_window=f"{cfg.post_ids_window_days}d",
         hydrated_window=cfg.hydrated_window, hydrated_limit=hydrated_limit,
         entities=rows_shown, users=m.users, refusals=refusals,
-        recipients=len(entity_of), flags=_flags(entities, snap.directory),
+        recipients=len(entity_of),
+        flags=_flags(entities, sorted((n, ent, "") for n, ent in entity_of.items())),
         days=days, layout=int(layout or 0), totals=totals)
     return Board(ov, dash.Page(rows_shown, epage.number, epage.pages, epage.total),
                  dash.Page(m.users, upage_.number, upage_.pages, upage_.total), summary)

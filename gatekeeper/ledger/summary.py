@@ -55,8 +55,12 @@ class Pool:
     """What pools.lua read of one pool."""
 
     summary: dict[str, str]  # SCOPE:OWNER -> "SUM:HEAD:TAIL" (Entry.parse reads one)
-    active: set[str]  # counter keys whose newest bucket is still in the window
+    active: dict[str, float]  # counter key -> when its newest bucket leaves the window
     refused: str  # the ID of the newest record in its refusal index, "" if none
+
+    def live(self, now_ms: int) -> set[str]:
+        """The counters whose newest bucket is still in the window at `now_ms`."""
+        return {k for k, until in self.active.items() if until > now_ms}
 
     def used(self, root: str, scope: str, owner: str, now_ms: int) -> int | None:
         """A counter's use now as far as the summary and the active index prove it; None:
@@ -64,7 +68,7 @@ class Pool:
         raw = self.summary.get(f"{scope}:{owner}")
         if raw is not None:
             return used(raw, now_ms)
-        return None if keys.counter(root, scope, owner) in self.active else 0
+        return None if self.active.get(keys.counter(root, scope, owner), 0) > now_ms else 0
 
 
 def used(raw: str, now_ms: int) -> int | None:
@@ -81,14 +85,33 @@ def used(raw: str, now_ms: int) -> int | None:
 class Read:
     now_ms: int
     pools: dict[str, Pool]
-    entities: list[list[str]]  # each hash as [field, value, ...], in the order asked
+    entities: list[list[str]]  # each hash as [field, value, ...], pool by pool as asked
     days: list[int]  # R2 use of the pools' roots per day asked
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A pool as read last, under its chain head's hash: unchanged while the hash is."""
+
+    hash: str
+    names: tuple[str, ...]
+    days: tuple[int, ...]
+    layout: int  # the store's layout (a migration indexes without an audit record)
+    pool: Pool
+    entities: list[list[str]]
+    used: list[int]  # its root's R2 use per day of `days`
+
+
+# Per process, by pool root. The chain hash covers the stream's whole history, so a hash seen
+# on one store is never another store's.
+_SEEN: dict[str, _Seen] = {}
+_SEEN_MAX = 100_000
 
 
 @functools.lru_cache(maxsize=65_536)  # the same pools are read on every dashboard request
 def _pool_keys(root: str) -> tuple[str, ...]:
     return (keys.summary(root), keys.active(root), keys.refusals_of(keys.audit(root)),
-            keys.counter_daily(keys.counter(root, "r2", root)))
+            keys.counter_daily(keys.counter(root, "r2", root)), keys.chain_of(keys.audit(root)))
 
 
 _entity_key = functools.lru_cache(maxsize=65_536)(keys.entity)
@@ -96,21 +119,31 @@ _entity_key = functools.lru_cache(maxsize=65_536)(keys.entity)
 
 def queue_pools(ledger: Ledger, batch: Batch | None, roots: Sequence[str],
                 entities: dict[str, list[str]], days: Sequence[int], *,
-                now_ms: int | None = None, per_pool_calls: bool = False
+                now_ms: int | None = None, per_pool_calls: bool = False, layout: int = 0
                 ) -> Callable[[list[Any]], Read]:
     """Queue pools.lua (as `ledger` runs its scripts) over `roots`, with each root's entity
     names in `entities`, on `batch` (None: run each call now); returns what turns the answers
-    into a Read. `per_pool_calls`: one call per pool, as a Redis Cluster needs (a script
+    into a Read. A pool read before whose audit chain head has not moved since is not read
+    again (pools.lua). `per_pool_calls`: one call per pool, as a Redis Cluster needs (a script
     touches one slot)."""
     scripts = ledger.scripts
     size = 1 if per_pool_calls else POOLS_PER_CALL
     calls = [list(roots[i:i + size]) for i in range(0, len(roots), size)]
     first = len(batch) if batch is not None else 0
+    day_list = tuple(days)
+    seen: dict[str, _Seen] = {}
+    for root in roots:
+        known = _SEEN.get(root)
+        if known is not None and known.days == day_list and known.layout == layout \
+                and known.names == tuple(entities.get(root, ())):
+            seen[root] = known
     answers: list[Any] = []
     for part in calls:
         call_keys = [k for root in part for k in _pool_keys(root)]
         call_keys += [_entity_key(root, name) for root in part for name in entities.get(root, [])]
-        args = ["" if now_ms is None else now_ms, len(part), *days]
+        args = ["" if now_ms is None else now_ms, len(part), len(day_list), *day_list,
+                *(seen[root].hash if root in seen else "" for root in part),
+                *(len(entities.get(root, [])) for root in part)]
         if batch is None:
             answers.append(scripts.run("pools", call_keys, args))
         else:
@@ -122,17 +155,32 @@ def queue_pools(ledger: Ledger, batch: Batch | None, roots: Sequence[str],
                                               results[first:first + len(calls)]]
         pools: dict[str, Pool] = {}
         hashes: list[list[str]] = []
-        total = [0] * len(days)
+        total = [0] * len(day_list)
         now = 0
         for part, out in zip(calls, outs, strict=True):
             now = int(out["now"])
-            for root, (flat, active, refused) in zip(part, out["pools"] or [], strict=True):
-                flat = flat or []
-                pools[root] = Pool(dict(zip(flat[::2], flat[1::2], strict=True)),
-                                   set(active or []), refused)
-            hashes += [h or [] for h in out["entities"] or []]
-            for d, n in enumerate(out["days"] or []):
-                total[d] += int(n)
+            for root, answer in zip(part, out["pools"] or [], strict=True):
+                if len(answer) == 1:  # unchanged since `seen`
+                    known = seen[root]
+                else:
+                    chain, flat, active, refused, used_days, flats = answer
+                    flat, active = flat or [], active or []
+                    known = _Seen(chain, tuple(entities.get(root, ())), day_list, layout,
+                                  Pool(dict(zip(flat[::2], flat[1::2], strict=True)),
+                                       {k: float(v) for k, v in zip(active[::2], active[1::2],
+                                                                    strict=True)},
+                                       refused),
+                                  [h or [] for h in flats or []],
+                                  [int(n) if n else 0 for n in used_days or []]
+                                  or [0] * len(day_list))
+                    if chain:
+                        if len(_SEEN) >= _SEEN_MAX:
+                            _SEEN.clear()
+                        _SEEN[root] = known
+                pools[root] = known.pool
+                hashes += known.entities
+                for i, n in enumerate(known.used):
+                    total[i] += n
         return Read(now, pools, hashes, total)
 
     return read
