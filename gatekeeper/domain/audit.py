@@ -240,8 +240,7 @@ class _Merge:
         live = [s for s in self.sources if not s.done]
         if self.probed and self.want is not None:
             live.sort(key=lambda s: (s.nxt, s.rank))
-            for s in live[self.want:]:
-                heapq.heappush(self.waiting, (s.nxt, s.rank))
+            self.waiting = [(s.nxt, s.rank) for s in live[self.want:]]  # sorted: a heap
             live = live[:self.want]
         self._fetch(live)
         for s in live:
