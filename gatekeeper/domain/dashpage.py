@@ -24,8 +24,8 @@ from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.users import User
 from gatekeeper.ledger import charges, keys
 from gatekeeper.ledger.ledger import LAYOUT, decode_daily
-from gatekeeper.ledger.store import Batch, failing_closed, is_cluster
-from gatekeeper.ledger.summary import queue_pools
+from gatekeeper.ledger.store import failing_closed
+from gatekeeper.ledger.summary import read_pools
 from gatekeeper.ledger.summary import used as summary_used
 from gatekeeper.rules import policy
 from gatekeeper.rules.limits import DAY_MS, Limit
@@ -114,29 +114,18 @@ def board(gate: Gate, *, q: str = "", sort: str = "ratio", page: int = 1, upage:
         pipe.get(keys.LAYOUT)
         pipe.xrevrange(keys.refusals_of(keys.SYS_AUDIT), count=dash.RECENT_REFUSALS)
         entity_dir, user_dir, streams, layout, sys_refusals = pipe.execute()
-    roots = {k.decode(): v.decode() for k, v in entity_dir.items()}
-    names_of: dict[str, list[str]] = {}
-    for name in sorted(roots):
-        names_of.setdefault(roots[name], []).append(name)
+    names_of, user_dir_text, former = _directories(entity_dir, user_dir, streams)
     pools = sorted(names_of)
-    # Pools whose stream outlived them (they joined another, R10) keep their refusals there.
-    former = sorted({r for s in streams if (r := keys.root_of_key(s.decode())) is not None}
-                    - set(pools))
     today = now // DAY_MS
     days = list(range(today - dash.HISTORY_DAYS + 1, today + 1))
-    with failing_closed():
-        batch = Batch(client)
-        read_pools = queue_pools(gate.ledger, batch, [*pools, *former], names_of,
-                                 days, now_ms=now, per_pool_calls=is_cluster(client),
-                                 layout=int(layout or 0))
-        read = read_pools(batch.execute())
+    read = read_pools(gate.ledger, [*pools, *former], names_of, days, now_ms=now,
+                      layout=int(layout or 0))
     parsed = [p for flat in read.entities if (p := _entity(flat, cfg)) is not None]
     entities = [e for e, _, _ in parsed]
     revoked = {e.name for e, gone, _ in parsed if gone}
     limits = {e.name: _limit(limit, now) for e, _, limit in parsed}
     by_name = {e.name: e for e in entities}
-    entity_of = {k.decode(): v.decode() for k, v in user_dir.items()}
-    entity_of = {n: ent for n, ent in entity_of.items() if ent in by_name}
+    entity_of = {n: ent for n, ent in user_dir_text.items() if ent in by_name}
     user_root = {n: by_name[ent].root for n, ent in entity_of.items()}
 
     # Each counter's use as the summaries prove it (None: not proven, peeked below).
@@ -153,8 +142,9 @@ def board(gate: Gate, *, q: str = "", sort: str = "ratio", page: int = 1, upage:
             if field.startswith("r6:") and user_root.get(owner := field[3:]) == root:
                 r6[owner] = summary_used(raw, now)
         # Active counters without an entry (written before summaries, or moved in, R10).
-        for key in pool.live(now):
-            if ":ctr:r6:" in key and key.rpartition(":ctr:")[2] not in pool.summary:
+        for key, until in pool.active.items():
+            if until > now and ":ctr:r6:" in key \
+                    and key.rpartition(":ctr:")[2] not in pool.summary:
                 counter = keys.parse_counter(key)
                 if counter and user_root.get(counter[2]) == root:
                     r6[counter[2]] = None
@@ -229,6 +219,30 @@ def board(gate: Gate, *, q: str = "", sort: str = "ratio", page: int = 1, upage:
         days=days, layout=int(layout or 0), totals=totals)
     return Board(ov, dash.Page(rows_shown, epage.number, epage.pages, epage.total),
                  dash.Page(m.users, upage_.number, upage_.pages, upage_.total), summary)
+
+
+# The directories as decoded last: they change when an entity or user is added, not per request.
+_DIRS: list[Any] = [None]  # [(raw, names_of, users, former)], replaced whole (threads)
+
+
+def _directories(entity_dir: dict[bytes, bytes], user_dir: dict[bytes, bytes],
+                 streams: set[bytes]) -> tuple[dict[str, list[str]], dict[str, str], list[str]]:
+    """Each pool's entity names, the users' entities, and the roots of pools whose stream
+    outlived them (they joined another, R10: their refusals stay there) — decoded once per
+    change of the directories."""
+    raw = (entity_dir, user_dir, streams)
+    last = _DIRS[0]
+    if last is not None and last[0] == raw:
+        return last[1], last[2], last[3]
+    roots = {k.decode(): v.decode() for k, v in entity_dir.items()}
+    names_of: dict[str, list[str]] = {}
+    for name in sorted(roots):
+        names_of.setdefault(roots[name], []).append(name)
+    users = {k.decode(): v.decode() for k, v in user_dir.items()}
+    former = sorted({r for s in streams if (r := keys.root_of_key(s.decode())) is not None}
+                    - set(names_of))
+    _DIRS[0] = (raw, names_of, users, former)
+    return names_of, users, former
 
 
 def _order(rid: str) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from typing import Any
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.ledger import Ledger
 from gatekeeper.ledger.scripts import decode
-from gatekeeper.ledger.store import Batch
+from gatekeeper.ledger.store import Batch, failing_closed
 
 POOLS_PER_CALL = 250  # pools per pools.lua call, so that no single call holds the server long
 
@@ -119,17 +119,16 @@ _entity_key = functools.lru_cache(maxsize=65_536)(keys.entity)
 
 def queue_pools(ledger: Ledger, batch: Batch | None, roots: Sequence[str],
                 entities: dict[str, list[str]], days: Sequence[int], *,
-                now_ms: int | None = None, per_pool_calls: bool = False, layout: int = 0
-                ) -> Callable[[list[Any]], Read]:
+                now_ms: int | None = None, per_pool_calls: bool = False, layout: int = 0,
+                only: set[str] | None = None) -> Callable[[list[Any]], Read]:
     """Queue pools.lua (as `ledger` runs its scripts) over `roots`, with each root's entity
     names in `entities`, on `batch` (None: run each call now); returns what turns the answers
     into a Read. A pool read before whose audit chain head has not moved since is not read
     again (pools.lua). `per_pool_calls`: one call per pool, as a Redis Cluster needs (a script
-    touches one slot)."""
+    touches one slot). `only`: send only these pools; the others are taken as read before
+    (read_pools checked that their chain heads have not moved)."""
     scripts = ledger.scripts
     size = 1 if per_pool_calls else POOLS_PER_CALL
-    calls = [list(roots[i:i + size]) for i in range(0, len(roots), size)]
-    first = len(batch) if batch is not None else 0
     day_list = tuple(days)
     seen: dict[str, _Seen] = {}
     for root in roots:
@@ -137,6 +136,10 @@ def queue_pools(ledger: Ledger, batch: Batch | None, roots: Sequence[str],
         if known is not None and known.days == day_list and known.layout == layout \
                 and known.names == tuple(entities.get(root, ())):
             seen[root] = known
+    kept = {} if only is None else {r: seen[r] for r in roots if r not in only and r in seen}
+    sent = [r for r in roots if r not in kept]
+    calls = [sent[i:i + size] for i in range(0, len(sent), size)]
+    first = len(batch) if batch is not None else 0
     answers: list[Any] = []
     for part in calls:
         call_keys = [k for root in part for k in _pool_keys(root)]
@@ -157,6 +160,7 @@ def queue_pools(ledger: Ledger, batch: Batch | None, roots: Sequence[str],
         hashes: list[list[str]] = []
         total = [0] * len(day_list)
         now = 0
+        got: dict[str, _Seen] = dict(kept)
         for part, out in zip(calls, outs, strict=True):
             now = int(out["now"])
             for root, answer in zip(part, out["pools"] or [], strict=True):
@@ -177,13 +181,48 @@ def queue_pools(ledger: Ledger, batch: Batch | None, roots: Sequence[str],
                         if len(_SEEN) >= _SEEN_MAX:
                             _SEEN.clear()
                         _SEEN[root] = known
-                pools[root] = known.pool
-                hashes += known.entities
-                for i, n in enumerate(known.used):
-                    total[i] += n
-        return Read(now, pools, hashes, total)
+                got[root] = known
+        for root in roots:
+            known = got[root]
+            pools[root] = known.pool
+            hashes += known.entities
+            for i, n in enumerate(known.used):
+                total[i] += n
+        return Read(now or (now_ms or 0), pools, hashes, total)
 
     return read
+
+
+def read_pools(ledger: Ledger, roots: Sequence[str], entities: dict[str, list[str]],
+               days: Sequence[int], *, now_ms: int | None = None, layout: int = 0) -> Read:
+    """pools.lua over `roots` (see queue_pools), in one round trip when nothing was read
+    before; else first the chain hashes of the pools read before (one call), and then only the
+    pools that changed or were never read are sent in full — a refresh of 10,000 unchanged
+    pools sends 10,000 keys, not 60,000. On a Redis Cluster, a call per pool (queue_pools)."""
+    with failing_closed():
+        if ledger.cluster:
+            batch = Batch(ledger.client)
+            read = queue_pools(ledger, batch, roots, entities, days, now_ms=now_ms,
+                               per_pool_calls=True, layout=layout)
+            return read(batch.execute())
+        known = [r for r in roots if r in _SEEN]
+        changed = set(roots) - set(known)
+        if known:
+            hashes: list[str] = []
+            for i in range(0, len(known), HEADS_PER_CALL):
+                part = known[i:i + HEADS_PER_CALL]
+                out = ledger.scripts.run("pools", [_pool_keys(r)[4] for r in part],
+                                         ["hashes"])
+                hashes += out["hashes"] or []
+            changed |= {r for r, h in zip(known, hashes, strict=True)
+                        if not h or (seen := _SEEN.get(r)) is None or h != seen.hash}
+        if not changed:
+            return queue_pools(ledger, None, roots, entities, days, now_ms=now_ms,
+                               layout=layout, only=set())([])
+        batch = Batch(ledger.client)
+        read = queue_pools(ledger, batch, roots, entities, days, now_ms=now_ms, layout=layout,
+                           only=changed)
+        return read(batch.execute())
 
 
 HEADS_PER_CALL = 1000  # streams per heads.lua call

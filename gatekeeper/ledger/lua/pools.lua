@@ -11,7 +11,8 @@
 --                counters, the refusal index beside its audit stream, its root's R2 days and
 --                its audit chain head (keys.chain_of)
 -- KEYS[5P+1 ..]  the pools' entity hashes, pool by pool
--- ARGV[1]   now in ms, or '' for the Redis clock
+-- ARGV[1]   now in ms, or '' for the Redis clock; or 'hashes': KEYS are chain heads only, and
+--           the answer is {hashes: [hash or '', ...]} (which pools changed, read first)
 -- ARGV[2]   P, the number of pools; ARGV[3] D, the number of days
 -- ARGV[4 .. 3+D]          epoch days whose R2 use of the pool's root is read
 -- ARGV[4+D .. 3+D+P]      per pool, the chain head hash the caller holds ('' none)
@@ -19,6 +20,12 @@
 -- Returns JSON {now, pools: [[hash] (unchanged) or [hash, summary as field, value, ...,
 --   active counters as member, score, ..., newest refusal id or '', use per day (false:
 --   none), [entity hash as field, value, ...] ...]]}
+
+if ARGV[1] == 'hashes' then  -- KEYS: chain heads only; their hashes, nothing else read
+  local out = {}
+  for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, 'hash') or '' end
+  return cjson.encode({hashes = out})
+end
 
 local now = now_ms(ARGV[1])
 local p = tonumber(ARGV[2])
