@@ -632,3 +632,103 @@ def test_metrics_say_when_the_store_is_down(gate: Gate) -> None:
 def test_a_daily_chart_labels_whole_numbers(peak: int, labels: list[str]) -> None:
     svg = str(charts.daily({100: peak}, 30, end_day=100))
     assert re.findall(r'<text x="42"[^>]*>([^<]+)</text>', svg) == labels  # 0, middle, top
+
+
+# --- /dashboard at scale: pool summaries, rows for the page shown (dashpage) -----------------
+
+
+def _as_before(gate: Gate, q: str, sort: str, page: int, per_page: int) -> tuple[Any, ...]:
+    """What the page showed when it built a row for every entity and recipient."""
+    ov = dashboard.overview(gate)
+    table = dashboard.entity_table(ov, q=q, sort=sort, page=page, per_page=per_page)
+    users = dashboard.user_table(ov, q=q, page=page, per_page=per_page)
+    summary = {
+        "entities": len(ov.entities),
+        "near": sum(1 for r in ov.entities if r.near_limit),
+        "at_limit": sum(1 for r in ov.entities if r.ratio is not None and r.ratio >= 1),
+        "exempt": sum(1 for r in ov.entities if r.exempt),
+        "permissions": sum(1 for r in ov.entities if r.permission_state == "active"),
+        "users_near": sum(1 for r in ov.users if r.near_limit),
+        "users_idle": ov.recipients - sum(1 for r in ov.users if r.usage.used),
+    }
+    return (summary, _rows(table), [(u.name, u.usage) for u in users.rows],
+            (table.number, table.pages, table.total), [r.id for r in ov.refusals],
+            ov.daily_total(), ov.flags)
+
+
+def _rows(table: dashboard.Page[dashboard.EntityRow]) -> list[tuple[Any, ...]]:
+    return [(r.name, r.own, r.pool, r.user_ids, r.children, r.members, r.users,
+             r.permission_state, r.daily) for r in table.rows]
+
+
+@pytest.mark.parametrize(("q", "sort", "page", "per_page"), [
+    ("", "ratio", 1, 100), ("", "used", 2, 2), ("acme", "name", 1, 2), ("", "ratio", 3, 3)])
+def test_the_page_from_pool_summaries_shows_what_every_row_showed(
+        gate: Gate, tmp_path: Path, q: str, sort: str, page: int, per_page: int) -> None:
+    from gatekeeper.domain import dashpage
+
+    # Recipients active now, one of them near the limit, one refunded to nothing.
+    for name, n in (("j.smith", 25), ("J_Smith", 3), ("dan", 4)):
+        user = gate.users.get(name)
+        counter = charges.hydrated_counter(user, n, gate.config.limits)
+        gate.ledger.take(user.root, [counter], requested=n, share_id=f"x-{name}",
+                         audit={"actor": name})
+        gate.ledger.settle(user.root, f"x-{name}", [counter], delivered=name != "dan",
+                           audit={})
+    b = dashpage.board(gate, q=q, sort=sort, page=page, upage=page, per_page=per_page)
+    got = (b.summary, _rows(b.table), [(u.name, u.usage) for u in b.users.rows],
+           (b.table.number, b.table.pages, b.table.total), [r.id for r in b.ov.refusals],
+           b.ov.daily_total(), b.ov.flags)
+    assert got == _as_before(gate, q, sort, page, per_page)
+    assert [u.role for u in b.users.rows] == [
+        gate.users.get(u.name).role for u in b.users.rows]
+
+
+def test_the_page_builds_rows_for_the_page_shown_and_its_round_trips_do_not_grow(
+        gate: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
+    """100 more entities and 60 more recipients, all active: still five pipelined round trips
+    and the clock, and rows only for the page (with the roots of the children on it)."""
+    from gatekeeper.domain import dashpage
+
+    measured: list[int] = []
+    real_measure = dashboard._measure
+
+    def measure(g: Gate, snap: Any, entities: list[Any], *a: Any, **k: Any) -> Any:
+        measured.append(len(entities))
+        return real_measure(g, snap, entities, *a, **k)
+
+    def trips() -> int:
+        count: list[str] = []
+        real_execute = redis.client.Pipeline.execute
+
+        def execute(self: Any, *a: Any, **k: Any) -> Any:
+            count.append("pipeline")
+            return real_execute(self, *a, **k)
+
+        with monkeypatch.context() as m:
+            m.setattr(redis.client.Pipeline, "execute", execute)
+            m.setattr(dashboard, "_measure", measure)
+            board = dashpage.board(gate, per_page=5)
+        assert len(board.table.rows) == 5
+        return len(count)
+
+    dashpage.board(gate)  # scripts loaded
+    few = trips()
+    cfg = gate.config.limits
+    for i in range(100):
+        name = f"bulk{i:03d}"
+        gate.entities.add(name, kind="commercial", research=False,
+                          parent="acme" if i % 10 == 0 else None, actor="t", channel="cli")
+    pipe = gate.client.pipeline(transaction=False)
+    for i in range(60):
+        pipe.hset(keys.USERS, f"reader{i:02d}", "umbrella")
+    pipe.execute()
+    for i in range(60):
+        reader = dashboard.User(f"reader{i:02d}", "umbrella", "umbrella", "analyst", 0, None,
+                                None)
+        counter = charges.hydrated_counter(reader, 1 + i % 7, cfg)
+        gate.ledger.take("umbrella", [counter], requested=1 + i % 7, share_id=f"r{i}",
+                         audit={})
+    measured.clear()
+    assert trips() <= 5 and few <= 5
+    assert measured and max(measured) <= 5 + 1  # the page's rows and a child's pool root

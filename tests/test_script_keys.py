@@ -30,6 +30,7 @@ from gatekeeper.domain.gate import Gate, set_parent
 from gatekeeper.ledger import chain, charges, keys
 from gatekeeper.ledger.ledger import LAYOUT, Counter, Limit, post_id_window
 from gatekeeper.ledger.scripts import Scripts
+from gatekeeper.ledger.summary import queue_pools, stream_heads
 
 PACKAGE = Path(gatekeeper.__file__).parent
 LEDGER = PACKAGE / "ledger"
@@ -182,6 +183,12 @@ def test_every_script_touches_only_its_declared_keys(spy: tuple[redis.Redis, red
     set_parent(g, "globex", parent="acme", reason="same company", actor="cora",
                channel="cli")
     assert g.ledger.peek(counters[:1])[1][0].used == 600 + 300
+    read = queue_pools(g.ledger, None, ["acme", "globex"], {"acme": ["acme", "acme-labs"]},
+                       [int(time.time() * 1000) // 86_400_000])([])
+    assert read.pools["acme"].summary and len(read.entities) == 2 and read.days[0] == 900
+    top = f"{2**64 - 1}-{2**64 - 1}"
+    heads = stream_heads(g.ledger, [keys.audit("acme"), keys.audit("globex")], [top], "0-0")
+    assert heads is not None and all(heads)
     assert set(scripts.ran) == set(Scripts.NAMES)
     assert scripts.ran.count("take") > 8
 

@@ -150,6 +150,7 @@ class Overview:
     # not in the indexes yet, so some users, User IDs and refusals are missing until `gatekeeper
     # store upgrade` (or `serve`'s start-up) runs Ledger.upgrade — a page never writes.
     layout: int = LAYOUT
+    totals: dict[int, int] | None = None  # daily_total, when read without every row (dashpage)
 
     @property
     def outdated(self) -> bool:
@@ -158,6 +159,8 @@ class Overview:
     def daily_total(self) -> dict[int, int]:
         """Post IDs per day over every pool: the roots of each day (a child's IDs are in its
         pool's; a linked entity's were its own until the day of its link, R10)."""
+        if self.totals is not None:
+            return self.totals
         total: dict[int, int] = {}
         for row in self.entities:
             for day, n in row.daily.items():

@@ -153,7 +153,8 @@ ANY_COUNTER = f"{PREFIX}:{{e:*}}:ctr:*"  # with its :sum and :daily (SCAN TYPE l
 
 # Keys of a pool that stay when it joins another (R10, move.lua): its history (the audit
 # stream, its chain head and refusal index, R11), its own indexes and markers.
-STAYING = ("audit", "audit:chain", "refusals", "active", "reserved", "none", "moved", "keys")
+STAYING = ("audit", "audit:chain", "refusals", "active", "reserved", "none", "moved", "keys",
+           "summary")
 
 
 def stays(key: str) -> bool:
@@ -174,6 +175,15 @@ def active(root: str) -> str:
     """Sorted set of the pool's counters that may hold usage: counter key -> the ms at which
     its newest bucket leaves the window. Written by take.lua; readers skip idle counters."""
     return f"{_pool(root)}:active"
+
+
+def summary(root: str) -> str:
+    """The pool's summary of its counters (hash: ``SCOPE:OWNER`` -> ``SUM:HEAD:TAIL``, the
+    counter's running total and the ms at which its oldest and newest buckets leave the
+    window), written by every script that changes a counter's buckets, beside the change
+    (_window.lua's summarise), so that a dashboard reads one hash per pool instead of peeking
+    every counter. It stays when the pool moves (its counters' entries are dropped there)."""
+    return f"{_pool(root)}:summary"
 
 
 def reserved(root: str) -> str:

@@ -240,7 +240,7 @@ class Ledger:
             [audit_key, keys.chain_of(audit_key), idem_key, keys.share(root, share_id),
              keys.active(root), keys.moved(root), keys.refusals_of(audit_key),
              keys.reserved(root), keys.pool_keys(root),
-             *(k for c in counters for k in keys.counter_keys(c.key))],
+             *(k for c in counters for k in keys.counter_keys(c.key)), keys.summary(root)],
             args,
         )
         status = out["status"]
@@ -349,7 +349,7 @@ class Ledger:
             "settle",
             [keys.share(root, share_id), audit_key, keys.chain_of(audit_key), idem_key,
              keys.reserved(root), keys.pool_keys(root),
-             *(k for c in counters for k in keys.counter_keys(c.key))],
+             *(k for c in counters for k in keys.counter_keys(c.key)), keys.summary(root)],
             [*args, *_audit_args({"share_id": share_id, **audit})],
         )
         return out["status"]
@@ -522,7 +522,8 @@ class Ledger:
             old = sorted(k.decode() for k in indexed if not keys.stays(k.decode()))
             shares = [keys.share(name, r.decode()) for r in reserved]
             out = self.scripts.run(
-                "move", [*fixed, *old, *(keys.rehome(k, root) for k in old), *shares],
+                "move", [*fixed, *old, *(keys.rehome(k, root) for k in old), *shares,
+                         keys.summary(root)],
                 [self.clock.arg(), name, parent, root, self.reservation_timeout_ms, len(old),
                  r2_window.length_ms, r2_window.width_ms, *_audit_args(fields)])
             if out["status"] != "undeclared":

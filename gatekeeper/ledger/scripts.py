@@ -29,7 +29,8 @@ def source(name: str) -> str:
 class Scripts:
     """The scripts, each registered once per client (EVALSHA, loaded again on NOSCRIPT)."""
 
-    NAMES = ("take", "settle", "peek", "record", "move", "sweep")
+    NAMES = ("take", "settle", "peek", "record", "move", "sweep", "pools",
+             "heads")
 
     def __init__(self, client: redis.Redis) -> None:
         for name in self.NAMES:

@@ -33,7 +33,7 @@ MIMETYPES = {
 
 
 def _log() -> AuditLog:
-    return AuditLog(gate().client)
+    return AuditLog(gate().client, gate().ledger)
 
 
 def _values() -> dict[str, str]:

@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from gatekeeper.channels.web import charts
 from gatekeeper.channels.web.pages import gate, me, role_required
-from gatekeeper.domain import auditrows, dashboard
+from gatekeeper.domain import auditrows, dashboard, dashpage
 from gatekeeper.domain.entities import Link
 from gatekeeper.domain.gate import record_permission as permit
 from gatekeeper.domain.gate import set_parent
@@ -68,24 +68,15 @@ def _helpers() -> dict[str, Any]:
 def dashboard_page() -> Any:
     q = request.args.get("q", "").strip()
     sort = request.args.get("sort", "ratio")
-    ov = dashboard.overview(gate())
-    table = dashboard.entity_table(ov, q=q, sort=sort, page=_int_arg("page"),
-                                   per_page=PER_PAGE)
-    users = dashboard.user_table(ov, q=q, page=_int_arg("upage"), per_page=PER_PAGE)
-    dashboard.read_roles(gate(), users.rows)
+    # Rows only for the two pages shown; counts and order from the pools' summaries.
+    b = dashpage.board(gate(), q=q, sort=sort, page=_int_arg("page"), upage=_int_arg("upage"),
+                       per_page=PER_PAGE)
+    ov = b.ov
     now = datetime.fromtimestamp(ov.now_ms / 1000, UTC)
     last_month = (now.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
-    summary = {
-        "entities": len(ov.entities),
-        "near": sum(1 for r in ov.entities if r.near_limit),
-        "at_limit": sum(1 for r in ov.entities if r.ratio is not None and r.ratio >= 1),
-        "exempt": sum(1 for r in ov.entities if r.exempt),
-        "permissions": sum(1 for r in ov.entities if r.permission_state == "active"),
-        "users_near": sum(1 for r in ov.users if r.near_limit),
-        "users_idle": ov.recipients - sum(1 for r in ov.users if r.usage.used),
-    }
     return render_template(
-        "dashboard.html", ov=ov, table=table, users=users, q=q, sort=sort, summary=summary,
+        "dashboard.html", ov=ov, table=b.table, users=b.users, q=q, sort=sort,
+        summary=b.summary,
         month=now.strftime("%Y-%m"), last_month=last_month, end_day=ov.days[-1],
         **_helpers())
 

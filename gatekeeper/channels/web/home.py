@@ -30,7 +30,7 @@ SCAN = 500
 
 
 def _recent_shares(name: str) -> list[dict[str, str]]:
-    records, _ = AuditLog(gate().client).page(AuditFilter(user=name), size=SCAN)
+    records, _ = AuditLog(gate().client, gate().ledger).page(AuditFilter(user=name), size=SCAN)
     return [r for r in records
             if r.get("actor") == name and r.get("kind", "").startswith("share.")][:RECENT_SHARES]
 

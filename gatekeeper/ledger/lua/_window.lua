@@ -293,3 +293,37 @@ end
 local function prune_index(index)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', string.format('(%d', now_ms('')))
 end
+
+-- The pool's summary (keys.summary): per counter 'SUM:HEAD:TAIL', its running total and the
+-- ms at which its oldest and its newest bucket leave the window. Until HEAD the counter's use
+-- is SUM exactly; from TAIL it is 0; in between a reader peeks it. Every script that changes a
+-- counter's buckets rewrites its entry beside the change (or drops it: a reader peeks a
+-- counter without one), so that a dashboard reads one hash per pool. `spec` gives the window.
+local function summary_field(key) return string.match(key, ':ctr:(.*)$') end
+
+local function summarise(summary, spec, key, sum_key)
+  local head = redis.call('LINDEX', key, 0)
+  if not head then
+    redis.call('HDEL', summary, summary_field(key))
+    return
+  end
+  local first = parse_bucket(head)
+  local last = parse_bucket(redis.call('LINDEX', key, -1))
+  redis.call('HSET', summary, summary_field(key), (redis.call('GET', sum_key) or '0') .. ':'
+             .. fmt(release_at(spec, first)) .. ':' .. fmt(release_at(spec, last)))
+end
+
+-- After a change to a counter's bucket sums (settle.lua): the new total, the same HEAD and
+-- TAIL. `added` (a bucket was inserted, which may move either): HEAD 0 and TAIL never, so
+-- that a reader peeks the counter, whether or not it had an entry before.
+local NEVER = '9007199254740991'
+local function resummarise(summary, key, sum_key, added)
+  local field = summary_field(key)
+  local total = redis.call('GET', sum_key) or '0'
+  if added then
+    redis.call('HSET', summary, field, total .. ':0:' .. NEVER)
+    return
+  end
+  local old = redis.call('HGET', summary, field)
+  if old then redis.call('HSET', summary, field, total .. string.match(old, '(:.*)$')) end
+end

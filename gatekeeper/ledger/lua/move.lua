@@ -28,7 +28,9 @@
 -- KEYS[18] the entity's hash under its new name
 -- KEYS[19 .. 18+M]     the old pool's keys to move (every key of its index)
 -- KEYS[19+M .. 18+2M]  the same keys in the new pool, in the same order
--- KEYS[19+2M ..]       share records of stale reservations to close (see abandon_stale)
+-- KEYS[19+2M .. #KEYS-1] share records of stale reservations to close (see abandon_stale)
+-- KEYS[#KEYS]          the new pool's summary of its counters (its R2 counter's entry is
+--                      rewritten; a moved counter has none there, so readers peek it)
 --   When the index names a key not given, or a stale reservation's record is not given, the
 --   answer is {status: 'undeclared', keys} and nothing is changed: the caller reads again.
 -- ARGV[1]  now in ms, or '' for the Redis clock
@@ -152,6 +154,7 @@ if redis.call('EXISTS', own) == 1 then
     index_key(KEYS[12], pool)
     index_key(KEYS[12], KEYS[14])
   end
+  summarise(KEYS[#KEYS], r2, pool, KEYS[14])
 end
 -- Usage per day is history: the pool's days before this one stay as they were charged (a
 -- report for an earlier month must not change), and the entity's own days show its usage

@@ -7,8 +7,9 @@
 -- KEYS[4]   idempotency record, or the pool's placeholder key (a refund frees a retry)
 -- KEYS[5]   the pool's index of open reservations (the share leaves it)
 -- KEYS[6]   the pool's index of its keys (a counter charged again may be created anew)
--- KEYS[7..] per counter charged, in the order take.lua was given them: its bucket list,
+-- KEYS[7..6+3N] per counter charged, in the order take.lua was given them: its bucket list,
 --           running total and usage per day
+-- KEYS[7+3N] the pool's summary of its counters (keys.summary)
 -- ARGV[1]   now in ms, or '' for the Redis clock
 -- ARGV[2]   'commit' or 'refund'
 -- ARGV[3]   N, the number of counters; then per counter: amount charged, bucket width ms
@@ -47,6 +48,7 @@ local function adjust(c, start, amount, sign)
       redis.call('LSET', key, i, fmt(bstart) .. ':' .. fmt(bsum + delta))
       redis.call('INCRBY', sum_key, delta)
       redis.call('HINCRBY', daily_key, fmt(math.floor(bstart / DAY)), delta)
+      resummarise(KEYS[7 + 3 * n], key, sum_key, false)
       return
     end
     if bstart < start then
@@ -55,6 +57,7 @@ local function adjust(c, start, amount, sign)
         redis.call('LINSERT', key, 'AFTER', pivot, fmt(start) .. ':' .. fmt(amount))
         redis.call('INCRBY', sum_key, amount)
         redis.call('HINCRBY', daily_key, fmt(math.floor(start / DAY)), amount)
+        resummarise(KEYS[7 + 3 * n], key, sum_key, true)
       end
       return
     end
@@ -64,6 +67,7 @@ local function adjust(c, start, amount, sign)
     redis.call('LPUSH', key, fmt(start) .. ':' .. fmt(amount))
     redis.call('INCRBY', sum_key, amount)
     redis.call('HINCRBY', daily_key, fmt(math.floor(start / DAY)), amount)
+    resummarise(KEYS[7 + 3 * n], key, sum_key, true)
   end
 end
 

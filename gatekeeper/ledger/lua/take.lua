@@ -12,7 +12,8 @@
 -- KEYS[8]   the pool's index of open reservations (share id -> ms reserved)
 -- KEYS[9]   the pool's index of its keys (every key created here is entered)
 -- KEYS[10..9+3N] per counter: its bucket list, its running total, its usage per day
--- KEYS[10+3N..]  share records of earlier requests this call may read or close (a stale
+-- KEYS[10+3N]   the pool's summary of its counters (keys.summary; summarise in _window.lua)
+-- KEYS[11+3N..]  share records of earlier requests this call may read or close (a stale
 --                reservation, the first request of an idempotency key); when one is missing
 --                the answer is {status: 'undeclared', keys} and nothing is changed
 -- ARGV[1]   now in ms, or '' for the Redis clock (only tests pass a value)
@@ -151,6 +152,7 @@ for c = 1, n do
   spec.daily_key = daily_key
   spec.used = total
   spec.had_sum = had_sum ~= false and total ~= 0
+  spec.touched = popped  -- its summary entry is rewritten below
   specs[c] = spec
 end
 
@@ -240,6 +242,7 @@ else
         index_counter(KEYS[9], s.key, s.sum_key, s.daily_key, ttl)
       end
       s.used = s.used + amount
+      s.touched = true
     end
     charges[c] = fmt(start) .. ':' .. fmt(amount)
   end
@@ -262,6 +265,10 @@ else
   redis.call('ZADD', KEYS[8], fmt(now), share_id)
   prune_index(KEYS[9])
   index_new(KEYS[9], KEYS[4], tonumber(ARGV[5]) * 1000)
+end
+
+for c = 1, n do
+  if specs[c].touched then summarise(KEYS[10 + 3 * n], specs[c], specs[c].key, specs[c].sum_key) end
 end
 
 for c = 1, n do
