@@ -75,6 +75,12 @@ EXPECTED: dict[str, Expect] = {
     "POST /terms": page(*roles.ROLES),
     "GET /export": lambda mode, role: "403 R5" if mode == "token" else page("analyst")(mode, role),
     "POST /export": export_form_post,
+    # The export page's script: how far an export has got, and a fresh allowance and ticket.
+    "GET /export/progress/<pid>": lambda mode, role: "403 R5" if mode == "token"
+    else page("analyst")(mode, role),
+    # The matrix's analyst has not accepted X's terms: no allowance, no ticket (R8).
+    "GET /export/state": lambda mode, role: "403 R5" if mode == "token"
+    else {"ok": "403 R8"}.get(page("analyst")(mode, role), page("analyst")(mode, role)),
     "GET /dashboard": page(*COMPLIANCE),
     "GET /entities/<name>": page(*COMPLIANCE),
     "POST /entities/<name>/academic": page(*COMPLIANCE),
