@@ -19,6 +19,7 @@ import click
 import orjson
 import pytest
 import redis
+from auditkit import Spy, all_pages
 from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
@@ -159,18 +160,6 @@ def oracle(redis_client: redis.Redis) -> list[tuple[tuple[int, int], str, dict[s
     return sorted(out, key=lambda t: (t[0], t[1]))
 
 
-def all_pages(log: AuditLog, f: AuditFilter | None = None, size: int = 50) -> list[dict]:
-    out: list[dict] = []
-    cursor = None
-    while True:
-        page, cursor = log.page(f, before=cursor, size=size)
-        assert len(page) <= size
-        out += page
-        if cursor is None:
-            return out
-        assert len(page) == size  # only a full page points to an older one
-
-
 # --- reading: order, pages, ties --------------------------------------------------------------
 
 
@@ -307,28 +296,6 @@ def test_page_size_must_be_reasonable(redis_client: redis.Redis) -> None:
 def test_an_empty_log_has_an_empty_page_and_no_cursor(redis_client: redis.Redis) -> None:
     assert AuditLog(redis_client).page() == ([], None)
     assert list(AuditLog(redis_client).records()) == []
-
-
-class Spy:
-    """Counts round trips: pipelines executed and the commands in them, direct commands."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.pipelines: list[list[tuple[Any, ...]]] = []
-        self.direct: list[tuple[Any, ...]] = []
-        spy = self
-        original_execute = redis.client.Pipeline.execute
-        original_command = redis.Redis.execute_command
-
-        def execute(pipe: Any, *a: Any, **kw: Any) -> Any:
-            spy.pipelines.append([c[0] for c in pipe.command_stack])
-            return original_execute(pipe, *a, **kw)
-
-        def command(r: Any, *args: Any, **kw: Any) -> Any:
-            spy.direct.append(args)
-            return original_command(r, *args, **kw)
-
-        monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
-        monkeypatch.setattr(redis.Redis, "execute_command", command)
 
 
 def test_first_page_reads_every_stream_in_one_round_trip_then_only_what_it_needs(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import redis
-from test_audit import Spy, all_pages
+from auditkit import Spy, all_pages
 
 from gatekeeper.domain import audit
 from gatekeeper.domain.audit import AuditLog

@@ -42,6 +42,12 @@ class Window(Protocol):
     def timezone(self) -> str | None: ...
 
 
+def surely_out_after(w: Window) -> int:
+    """How long after its start a bucket of `w` surely counts no more: the window and the
+    bucket's width, or a whole day more on a calendar day (its end moves with the zone)."""
+    return w.length_ms + (DAY_MS if w.timezone else w.width_ms)
+
+
 def upgrade(client: redis.Redis, windows: Mapping[str, Window]) -> dict[str, int]:
     """Bring a store to LAYOUT, once: index the counters that hold usage (2; `windows` by
     counter scope), the latest refusals of every audit stream (3) and every pool's keys (4).
@@ -115,7 +121,7 @@ def _index_active_counters(client: redis.Redis, windows: Mapping[str, Window]) -
             continue  # gone since the scan, or not a counter this version knows
         root, scope, _ = parsed
         w, start = windows[scope], int(bucket.split(b":", 1)[0])
-        release = start + w.length_ms + (DAY_MS if w.timezone else w.width_ms)
+        release = start + surely_out_after(w)
         pipe.zadd(keys.active(root), {key: release})
     pipe.execute()
     return len(found)

@@ -343,13 +343,14 @@ class Ledger:
         args: list[Any] = [self.clock.arg(now_ms), "commit" if delivered else "refund",
                            len(counters)]
         for c in counters:
-            args += [c.amount, c.window.width_ms]
+            args += [c.amount, c.window.width_ms, layout.surely_out_after(c.window)]
         audit_key = keys.audit(root)
         out = self.scripts.run(
             "settle",
             [keys.share(root, share_id), audit_key, keys.chain_of(audit_key), idem_key,
              keys.reserved(root), keys.pool_keys(root),
-             *(k for c in counters for k in keys.counter_keys(c.key)), keys.summary(root)],
+             *(k for c in counters for k in keys.counter_keys(c.key)), keys.summary(root),
+             keys.active(root)],
             [*args, *_audit_args({"share_id": share_id, **audit})],
         )
         return out["status"]

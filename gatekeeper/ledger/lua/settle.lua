@@ -10,11 +10,15 @@
 -- KEYS[7..6+3N] per counter charged, in the order take.lua was given them: its bucket list,
 --           running total and usage per day
 -- KEYS[7+3N] the pool's summary of its counters (keys.summary)
+-- KEYS[8+3N] the pool's index of active counters (keys.active: a counter charged again is in it
+--           until the bucket charged leaves the window)
 -- ARGV[1]   now in ms, or '' for the Redis clock
 -- ARGV[2]   'commit' or 'refund'
 -- ARGV[3]   N, the number of counters; then per counter: amount charged, bucket width ms
---           (used only to count again a delivery whose reservation is gone, see below)
--- ARGV[4+2N..] audit field/value pairs
+--           (used only to count again a delivery whose reservation is gone, see below), and
+--           how long after its start a bucket surely counts no more (window + width; a day
+--           more for calendar days, as ledger/layout.py reckons a release)
+-- ARGV[4+3N..] audit field/value pairs
 -- Returns JSON {status}:
 --   delivered | refunded                  the reservation was open and is now settled
 --   recounted                             a commit found the reservation refunded or gone:
@@ -27,16 +31,35 @@
 local now = now_ms(ARGV[1])
 local action = ARGV[2]
 local n = tonumber(ARGV[3])
-local audit_from = 4 + 2 * n
+local audit_from = 4 + 3 * n
 -- Counter c's bucket list (its running total and days follow it in KEYS).
 local function ctr(c) return 4 + 3 * c end
 local record = redis.call('HMGET', KEYS[1], 'status', 'charges', 'granted', 'requested')
 local share_id = string.match(KEYS[1], 'share:(.*)$')
 
+-- A counter charged again in the bucket starting at `start` must live until that bucket
+-- leaves the window. Its list's lifetime was set for the buckets it held — perhaps older,
+-- or none at all when the list had expired and is created anew here — and a list that
+-- expired early would drop the IDs counted again: R2 under-counted, granted twice.
+local function keep_alive(c, start)
+  local key, sum_key, daily_key = KEYS[ctr(c)], KEYS[ctr(c) + 1], KEYS[ctr(c) + 2]
+  local release = start + tonumber(ARGV[6 + 3 * (c - 1)])
+  local ttl = release - now + 1000
+  if redis.call('PTTL', key) < ttl - 1000 then  -- also -1 (none) and -2 (gone)
+    redis.call('PEXPIRE', key, ttl)
+    redis.call('PEXPIRE', sum_key, ttl)
+  end
+  local listed = redis.call('ZSCORE', KEYS[8 + 3 * n], key)
+  if not listed or tonumber(listed) < release then
+    redis.call('ZADD', KEYS[8 + 3 * n], fmt(release), key)
+  end
+  if redis.call('PTTL', daily_key) < 0 then redis.call('PEXPIRE', daily_key, 400 * DAY) end
+end
+
 -- Add `amount` to (sign 1) or take it from (sign -1) the bucket starting at `start`; a
 -- bucket already out of the window left the counts by itself. Charging back inserts the
 -- bucket in order when it is gone (a refund leaves buckets at 0, so that is rare).
-local function adjust(c, start, amount, sign)
+local function change_bucket(c, start, amount, sign)
   local key, sum_key, daily_key = KEYS[ctr(c)], KEYS[ctr(c) + 1], KEYS[ctr(c) + 2]
   local len = redis.call('LLEN', key)
   local i = -1
@@ -71,6 +94,11 @@ local function adjust(c, start, amount, sign)
   end
 end
 
+local function adjust(c, start, amount, sign)
+  change_bucket(c, start, amount, sign)
+  if sign > 0 then keep_alive(c, start) end
+end
+
 local function audit(outcome, granted, extra)
   local args = {'XADD', KEYS[2], '*', 'time', fmt(now), 'outcome', outcome,
                 'requested', record[4] or granted, 'granted', granted}
@@ -99,8 +127,8 @@ if action == 'commit' and record[1] ~= 'reserved' and record[1] ~= 'delivered'
     end
   else
     for c = 1, n do
-      local amount = tonumber(ARGV[4 + 2 * (c - 1)])
-      local width = tonumber(ARGV[5 + 2 * (c - 1)])
+      local amount = tonumber(ARGV[4 + 3 * (c - 1)])
+      local width = tonumber(ARGV[5 + 3 * (c - 1)])
       if amount > 0 then adjust(c, math.floor(now / width) * width, amount, 1) end
       if c == 1 then total = amount end
     end
