@@ -162,9 +162,10 @@ class Datasets:
         with Unnamed(self.directory) as copy, Unnamed(self.directory) as index:
             # The index is built in the same pass, unless bad lines are skipped: the copy is
             # then rewritten, and indexed once named (a second pass, on that rare path).
-            builder = dsindex.Builder(index.file) if skipped is None else None
+            builder = None
             try:
                 with self._writing(name, source):
+                    builder = dsindex.Builder(index.file) if skipped is None else None
                     scan = self._scan(Path(source), copy.file, skipped, progress, builder)
                     copy.file.flush()
                 with self._locked() as dir_fd:
