@@ -411,7 +411,7 @@ class Datasets:
         if not dsindex.describes(indexed, dsindex.identity(path)):
             self.reindex(name)
         with open(indexed, "rb") as fh:
-            yield pq.ParquetFile(fh)
+            yield pq.ParquetFile(fh, read_dictionary=dsquery.DICTIONARY)
 
     def indexed(self, name: str, read: Callable[[pq.ParquetFile], T]) -> T:
         """`read(index)`; an index damaged past its footer fails to read: it is rebuilt and

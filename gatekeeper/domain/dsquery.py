@@ -54,15 +54,36 @@ class Picked:
 class Counted:
     posts: int
     duplicates: int
-    authors: list[tuple[int, int, int]]  # (user ID, index row, ref) of each author's first row
+    # Each distinct author of the Users sheet, in first-seen order: their User IDs, and the
+    # index row (and referenced post, -1 for the post itself) where each was first met.
+    author_ids: np.ndarray
+    author_rows: np.ndarray
+    author_refs: np.ndarray
     picked: Picked
     upto: int  # rows processed
+
+    @property
+    def authors(self) -> list[tuple[int, int, int]]:
+        """(User ID, index row, ref) of each author's first row."""
+        return list(zip(self.author_ids.tolist(), self.author_rows.tolist(),
+                        self.author_refs.tolist(), strict=True))
+
+
+DICTIONARY = ["lang", "username"]  # read as dictionaries: compared once per distinct value
+
+
+def _equal(column: Any, value: str) -> Any:
+    """`column == value`, on a dictionary column by its dictionary."""
+    if pa.types.is_dictionary(column.type):
+        hits = pc.indices_nonzero(pc.fill_null(pc.equal(column.dictionary, value), False))
+        return pc.is_in(column.indices, value_set=pc.cast(hits, column.indices.type))
+    return pc.equal(column, value)
 
 
 def _mask(batch: pa.RecordBatch, f: Filters) -> pa.Array | None:
     conds: list[Any] = []
     if f.lang is not None:
-        conds.append(pc.equal(batch["lang"], f.lang))
+        conds.append(_equal(batch["lang"], f.lang))
     if f._since is not None or f._until is not None:
         created, raw = batch["created"], batch["created_raw"]
         ts: Any = None
@@ -78,7 +99,7 @@ def _mask(batch: pa.RecordBatch, f: Filters) -> pa.Array | None:
     if f._needle is not None:
         conds.append(pc.match_substring(batch["text"], f._needle))
     if f.author is not None:
-        cond = pc.equal(batch["username"], f.author)
+        cond = _equal(batch["username"], f.author)
         a = f.author
         if a.isdigit() and a[0] != "0" and int(a) < 2**63:
             cond = pc.or_kleene(cond, pc.equal(batch["author"], int(a)))
@@ -234,7 +255,8 @@ def count(pf: pq.ParquetFile, filters: Filters, deleted: Deleted, *, limit: int 
     upto = picked.processed(limit)
     kept = picked.first[:upto] & ~picked.hidden[:upto]
     duplicates = int((~picked.first[:upto]).sum())
-    authors: list[tuple[int, int, int]] = []
+    found = np.zeros(0, _I64)
+    rows = refs = found
     if with_users and picked.users is not None:
         at = np.nonzero(kept)[0]
         users = picked.users[:upto][at]
@@ -244,9 +266,8 @@ def count(pf: pq.ParquetFile, filters: Filters, deleted: Deleted, *, limit: int 
         at, users = at[ok], users[ok]
         _, first = np.unique(users, return_index=True)
         first.sort()
-        authors = [(int(users[i]), int(picked.rows[at[i]]), int(picked.refs[at[i]]))
-                   for i in first]
-    return Counted(int(kept.sum()), duplicates, authors, picked, upto)
+        found, rows, refs = users[first], picked.rows[at[first]], picked.refs[at[first]]
+    return Counted(int(kept.sum()), duplicates, found, rows, refs, picked, upto)
 
 
 def places(pf: pq.ParquetFile, rows: np.ndarray) -> Iterator[tuple[int, int, int, int]]:

@@ -158,7 +158,7 @@ class Selection:
         counted = gate.datasets.count(self.dataset, self.filters, self.deleted,
                                       limit=self.limit, referenced=self.referenced,
                                       with_users=with_users)
-        return Tally(counted.posts, _Authors(gate, self.dataset, counted.authors),
+        return Tally(counted.posts, _Authors(gate, self.dataset, counted),
                      counted.duplicates)
 
 
@@ -166,16 +166,17 @@ class _Authors(Mapping[str, dict[str, Any]]):
     """A selection's distinct authors by User ID, in first-seen order; their records are read
     from the posts they were first met in, once, when first asked for."""
 
-    def __init__(self, gate: Gate, dataset: str, found: list[tuple[int, int, int]]) -> None:
-        self._gate, self._dataset, self._found = gate, dataset, found
+    def __init__(self, gate: Gate, dataset: str, counted: Any) -> None:
+        self._gate, self._dataset, self._counted = gate, dataset, counted
         self._records: dict[str, dict[str, Any]] | None = None
 
     def _load(self) -> dict[str, dict[str, Any]]:
         if self._records is None:
+            found = self._counted.authors
             posts = dict(self._gate.datasets.fetch(
-                self._dataset, sorted({row for _, row, _ in self._found})))
+                self._dataset, sorted({row for _, row, _ in found})))
             records = {}
-            for _, row, ref in self._found:
+            for _, row, ref in found:
                 post = posts[row]
                 author = (post if ref < 0 else referenced_rows(post)[ref]).get("author") or {}
                 records[author["id"]] = author
@@ -183,7 +184,7 @@ class _Authors(Mapping[str, dict[str, Any]]):
         return self._records
 
     def __len__(self) -> int:
-        return len(self._found)
+        return len(self._counted.author_ids)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._load())
