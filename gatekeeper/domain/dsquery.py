@@ -27,46 +27,56 @@ _I64 = np.int64
 
 
 @dataclass
-class Picked:
-    """The rows a selection gives, in file order, before the limit: where each comes from
-    (index row, and which referenced post of it, -1 for the post itself), whether R9 hides it,
-    whether it is the first of its ID, and its Users-sheet author (0: none)."""
-
-    ids: np.ndarray
-    rows: np.ndarray
-    refs: np.ndarray
-    hidden: np.ndarray
-    first: np.ndarray
-    users: np.ndarray | None
-
-    def processed(self, limit: int | None) -> int:
-        """How many rows the export loop looks at before `limit` rows have left."""
-        n = len(self.ids)
-        if limit is None:
-            return n
-        if limit <= 0:
-            return 0
-        kept = np.cumsum(self.first & ~self.hidden)
-        return min(n, int(np.searchsorted(kept, limit, side="left")) + 1)
-
-
-@dataclass
 class Counted:
+    """What a selection holds: posts, duplicates left out, the rows that leave (index row, and
+    which referenced post of it, -1 for the post itself) in file order, and the distinct
+    authors of the Users sheet in first-seen order, with the row where each was first met."""
+
     posts: int
     duplicates: int
-    # Each distinct author of the Users sheet, in first-seen order: their User IDs, and the
-    # index row (and referenced post, -1 for the post itself) where each was first met.
+    rows: np.ndarray
+    refs: np.ndarray
     author_ids: np.ndarray
     author_rows: np.ndarray
     author_refs: np.ndarray
-    picked: Picked
-    upto: int  # rows processed
 
     @property
     def authors(self) -> list[tuple[int, int, int]]:
         """(User ID, index row, ref) of each author's first row."""
         return list(zip(self.author_ids.tolist(), self.author_rows.tolist(),
                         self.author_refs.tolist(), strict=True))
+
+
+class _Seen:
+    """Which IDs earlier batches met: a sorted array (8 bytes an ID), or, when only a few
+    known IDs can repeat, a set of those."""
+
+    def __init__(self, only: list[str] | None = None) -> None:
+        self.only = None if only is None else np.array(sorted({int(i) for i in only}), _I64)
+        self.met: set[int] = set()
+        self.sorted = np.zeros(0, _I64)
+
+    def first(self, ids: np.ndarray) -> np.ndarray:
+        """Whether each of `ids` (in order) is the first of its ID so far; records them."""
+        if self.only is not None:
+            first = np.ones(len(ids), bool)
+            if len(self.only):
+                for i in np.nonzero(np.isin(ids, self.only))[0].tolist():
+                    ident = int(ids[i])
+                    if ident in self.met:
+                        first[i] = False
+                    self.met.add(ident)
+            return first
+        first = np.zeros(len(ids), bool)
+        # Those met before first (usually most), then the first of each of the rest.
+        fresh = np.nonzero(~np.isin(ids, self.sorted))[0] if len(self.sorted) \
+            else np.arange(len(ids))
+        if not len(fresh):
+            return first
+        uniq, at = np.unique(ids[fresh], return_index=True)
+        first[fresh[at]] = True
+        self.sorted = np.union1d(self.sorted, uniq)
+        return first
 
 
 DICTIONARY = ["lang", "username"]  # read as dictionaries: compared once per distinct value
@@ -126,7 +136,9 @@ def _columns(filters: Filters, deleted: Deleted, referenced: bool, users: bool) 
     if filters.contains is not None:
         cols.add("text")
     if filters.author is not None:
-        cols |= {"username", "author"}
+        cols.add("username")
+        if filters.author.isdigit():  # a User ID is compared with the author column too
+            cols.add("author")
     if deleted.listed:
         cols |= {"author", "rt", "rt_author"}
     if users:
@@ -157,20 +169,19 @@ def _hidden(deleted: Deleted, pid: np.ndarray, author: np.ndarray, rt: np.ndarra
     return hidden
 
 
-def pick(pf: pq.ParquetFile, filters: Filters, deleted: Deleted, *, referenced: bool = False,
-         with_users: bool = False, repeated: list[str] | None = None,
-         refs_dedup: bool = True) -> Picked:
-    """The rows of a selection, in file order (see `Picked`). `repeated`: the post IDs the
-    file holds more than once, when known (`DatasetInfo.repeated_posts`)."""
+def _batches(pf: pq.ParquetFile, filters: Filters, deleted: Deleted, referenced: bool,
+             with_users: bool) -> Iterator[dict[str, np.ndarray]]:
+    """A row group at a time, the rows the selection gives in file order (a post's referenced
+    posts first, with `referenced`): ids, rows, refs, hidden (R9), users (0: none)."""
     cols = _columns(filters, deleted, referenced, with_users)
     posts = pa.array(sorted(deleted.posts), pa.int64())
     users = pa.array(sorted(deleted.users), pa.int64())
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("ids", "rows", "refs", "hidden",
-                                                           "users")}
+    # Row numbers and referenced-post places in 4 bytes where they fit.
+    row_type = np.int32 if pf.metadata.num_rows < 2**31 else _I64
     base = 0
     for batch in pf.iter_batches(batch_size=1 << 16, columns=cols, use_threads=False):
         n = batch.num_rows
-        rows = np.arange(base, base + n, dtype=_I64)
+        rows = np.arange(base, base + n, dtype=row_type)
         base += n
         mask = _mask(batch, filters)
         if mask is not None:
@@ -194,80 +205,71 @@ def pick(pf: pq.ParquetFile, filters: Filters, deleted: Deleted, *, referenced: 
             is_ref[at] = False
             names = {"ids": "ref_ids", "author": "ref_authors", "rt": "ref_rt",
                      "rt_author": "ref_rt_authors", "users": "ref_users"}
-            cols_out: dict[str, np.ndarray] = {}
+            expanded: dict[str, np.ndarray] = {}
             for key, ref_name in names.items():
                 out = np.zeros(total, _I64)
                 out[at] = own[key]
                 if ref_name in batch.schema.names:
                     out[is_ref] = _np(pc.list_flatten(batch[ref_name]))
-                cols_out[key] = out
-            refs = np.arange(total, dtype=_I64) - np.repeat(at - lens, lens + 1)
+                expanded[key] = out
+            refs = (np.arange(total, dtype=_I64) - np.repeat(at - lens, lens + 1)
+                    ).astype(np.int32)
             refs[at] = -1
             rows = np.repeat(rows, lens + 1)
-            own = cols_out
+            own = expanded
         else:
-            refs = np.full(n, -1, _I64)
-        parts["ids"].append(own["ids"])
-        parts["rows"].append(rows)
-        parts["refs"].append(refs)
-        parts["users"].append(own["users"])
-        parts["hidden"].append(
-            _hidden(deleted, own["ids"], own["author"], own["rt"], own["rt_author"], posts, users)
-            if listed else np.zeros(len(own["ids"]), bool))
-
-    def joined(key: str, dtype: Any) -> np.ndarray:
-        return np.concatenate(parts[key]) if parts[key] else np.zeros(0, dtype)
-
-    ids = joined("ids", _I64)
-    return Picked(ids=ids, rows=joined("rows", _I64), refs=joined("refs", _I64),
-                  hidden=joined("hidden", bool), first=_first(ids, None if referenced
-                                                               else repeated),
-                  users=joined("users", _I64) if with_users else None)
-
-
-def _first(ids: np.ndarray, repeated: list[str] | None) -> np.ndarray:
-    """Whether each row is the first of its ID. Given the IDs the file repeats (usually
-    none), only their rows are looked at; otherwise every ID is."""
-    if repeated is not None:
-        first = np.ones(len(ids), bool)
-        if repeated:
-            cand = np.nonzero(np.isin(ids, np.array([int(i) for i in repeated], _I64)))[0]
-            met: set[int] = set()
-            for i in cand.tolist():
-                ident = int(ids[i])
-                if ident in met:
-                    first[i] = False
-                met.add(ident)
-        return first
-    first = np.zeros(len(ids), bool)
-    if len(ids):
-        _, at = np.unique(ids, return_index=True)
-        first[at] = True
-    return first
+            refs = np.full(n, -1, np.int32)
+        hidden = _hidden(deleted, own["ids"], own["author"], own["rt"], own["rt_author"],
+                         posts, users) if listed else np.zeros(len(own["ids"]), bool)
+        yield {"ids": own["ids"], "rows": rows, "refs": refs, "hidden": hidden,
+               "users": own["users"]}
 
 
 def count(pf: pq.ParquetFile, filters: Filters, deleted: Deleted, *, limit: int | None,
           referenced: bool, with_users: bool, repeated: list[str] | None) -> Counted:
-    """What `hydrated.Selection.tally` counts: posts, duplicates left out, and (with_users)
-    the distinct authors the Users sheet shows, each with where it was first met."""
-    picked = pick(pf, filters, deleted, referenced=referenced, with_users=with_users,
-                  repeated=repeated)
-    upto = picked.processed(limit)
-    kept = picked.first[:upto] & ~picked.hidden[:upto]
-    duplicates = int((~picked.first[:upto]).sum())
-    found = np.zeros(0, _I64)
-    rows = refs = found
-    if with_users and picked.users is not None:
+    """What `hydrated.Selection.tally` counts and `posts` writes, in one pass a row group at
+    a time: memory holds the current row group, the IDs met (only the few the file repeats,
+    when known), the rows that leave and the authors met — never every row at once.
+    `repeated`: the post IDs the file holds more than once (`DatasetInfo.repeated_posts`)."""
+    seen = _Seen(None if referenced else repeated)
+    authors = _Seen()
+    hidden_users = pa.array(sorted(deleted.users), pa.int64())
+    posts = duplicates = 0
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("rows", "refs", "a_ids", "a_rows",
+                                                         "a_refs")}
+    for b in _batches(pf, filters, deleted, referenced, with_users):
+        if limit is not None and posts >= limit:
+            break
+        first = seen.first(b["ids"])
+        kept = first & ~b["hidden"]
+        if limit is not None:
+            # The export loop stops at the row after the limit-th that leaves.
+            total = np.cumsum(kept)
+            if len(total) and posts + int(total[-1]) >= limit:
+                upto = int(np.searchsorted(total, limit - posts, side="left")) + 1
+                first, kept = first[:upto], kept[:upto]
+                b = {k: v[:upto] for k, v in b.items()}
+        posts += int(kept.sum())
+        duplicates += int((~first).sum())
         at = np.nonzero(kept)[0]
-        users = picked.users[:upto][at]
-        ok = (users != 0) & (users != BAD)
-        if deleted.users:
-            ok &= ~_is_in(users, pa.array(sorted(deleted.users), pa.int64()))
-        at, users = at[ok], users[ok]
-        _, first = np.unique(users, return_index=True)
-        first.sort()
-        found, rows, refs = users[first], picked.rows[at[first]], picked.refs[at[first]]
-    return Counted(int(kept.sum()), duplicates, found, rows, refs, picked, upto)
+        out["rows"].append(b["rows"][at])
+        out["refs"].append(b["refs"][at])
+        if with_users:
+            users = b["users"][at]
+            ok = (users != 0) & (users != BAD)
+            if deleted.users:
+                ok &= ~_is_in(users, hidden_users)
+            at, users = at[ok], users[ok]
+            new = authors.first(users)
+            out["a_ids"].append(users[new])
+            out["a_rows"].append(b["rows"][at[new]])
+            out["a_refs"].append(b["refs"][at[new]])
+
+    def joined(key: str, dtype: Any) -> np.ndarray:
+        return np.concatenate(out[key]) if out[key] else np.zeros(0, dtype)
+
+    return Counted(posts, duplicates, joined("rows", np.int32), joined("refs", np.int32),
+                   joined("a_ids", _I64), joined("a_rows", np.int32), joined("a_refs", np.int32))
 
 
 def places(pf: pq.ParquetFile, rows: np.ndarray) -> Iterator[tuple[int, int, int, int]]:

@@ -115,9 +115,7 @@ class Selection:
                                       limit=self.limit, referenced=self.referenced)
         if tally is not None:
             tally.duplicates += counted.duplicates
-        picked, upto = counted.picked, counted.upto
-        keep = np.nonzero(picked.first[:upto] & ~picked.hidden[:upto])[0]
-        rows, refs = picked.rows[keep], picked.refs[keep]
+        rows, refs = counted.rows, counted.refs
         fetched = gate.datasets.fetch(self.dataset, np.unique(rows).tolist())
         with contextlib.closing(fetched):
             at, post = -1, None
