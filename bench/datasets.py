@@ -171,58 +171,63 @@ def main() -> int:
     print(machine_line())
     print(f"load average before: {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="bench-datasets-") as tmp:
-        work = Path(tmp)
-        started = time.perf_counter()
-        generate(work / "big.jsonl", args.posts)
-        size = (work / "big.jsonl").stat().st_size
-        print(f"generated {args.posts:,} posts, {size / 1e9:.2f} GB, in "
-              f"{time.perf_counter() - started:.1f} s")
-        add = run("add", work)
-        print(f"dataset add: {add['seconds']:.1f} s ({add['cpu']:.1f} s CPU), peak "
-              f"{add['peak_mb']:.0f} MB")
-        rows, goals, peaks = [], [], [add["peak_mb"]]
-        scan_none = 0.0
-        for shape in SHAPES:
-            scans, indexed, cpus = [], [], []
-            for _ in range(args.runs):  # alternated: the load moves, both sides see it
-                s, i = run("scan", work, shape), run("index", work, shape)
-                if (s["posts"], s["users"]) != (i["posts"], i["users"]):
-                    raise SystemExit(f"{shape}: the index counts {i} but the JSONL {s}")
-                scans.append(s["seconds"])
-                indexed.append(i["seconds"])
-                cpus.append((s["cpu"], i["cpu"]))
-                peaks += [s["peak_mb"], i["peak_mb"]]
-            ms, mi = statistics.median(scans), statistics.median(indexed)
-            scan_none = ms if shape == "none" else scan_none
-            ratio = ms / mi
-            cs, ci = (statistics.median(c[k] for c in cpus) for k in (0, 1))
-            rows.append([shape, f"{i['posts']:,}", f"{ms:.2f} s", f"{mi * 1000:.0f} ms",
-                         f"{ratio:.0f}x", f"{cs:.2f} s / {ci * 1000:.0f} ms",
-                         f"{i['peak_mb']:.0f} MB"])
-            need = 10 if shape == "contains" else 100
-            goals.append((f"preview {shape}: index ≤ 1/{need} of the JSONL scan "
-                          f"({ratio:.0f}x faster)", ratio >= need))
-        print()
-        print_table(["preview", "posts", "JSONL scan", "index", "faster",
-                     "CPU scan / index", "index peak"], rows)
-        export = [run("export", work) for _ in range(args.runs)]
-        share = [run("share", work) for _ in range(args.runs)]
-        twarc = [dehydrate(work) for _ in range(args.runs)]
-        peaks += [r["peak_mb"] for r in export + share]
-        print(f"\nexport of {export[0]['rows']:,} selected posts (XLSX): "
-              f"{statistics.median(r['seconds'] for r in export):.2f} s median, peak "
-              f"{max(r['peak_mb'] for r in export):.0f} MB")
-        print(f"ID share of {share[0]['ids']:,} posts: "
-              f"{statistics.median(r['seconds'] for r in share):.2f} s median, peak "
-              f"{max(r['peak_mb'] for r in share):.0f} MB; twarc2 dehydrate of the same file "
-              f"{statistics.median(r['seconds'] for r in twarc):.2f} s")
-        goals.append((f"dataset add ≤ 2x the JSONL scan ({add['seconds']:.1f} s vs "
-                      f"{scan_none:.1f} s)", add["seconds"] <= 2 * scan_none))
-        goals.append((f"memory ≤ 500 MB throughout (max {max(peaks):.0f} MB)",
-                      max(peaks) <= 500))
-        from gatekeeper.ledger.store import EmbeddedServer
+        try:
+            return measure(args, Path(tmp))
+        finally:  # the children's store, started by the first of them
+            from gatekeeper.ledger.store import EmbeddedServer
 
-        EmbeddedServer(work / "var").stop()
+            EmbeddedServer(Path(tmp) / "var").stop()
+
+
+def measure(args: argparse.Namespace, work: Path) -> int:
+    started = time.perf_counter()
+    generate(work / "big.jsonl", args.posts)
+    size = (work / "big.jsonl").stat().st_size
+    print(f"generated {args.posts:,} posts, {size / 1e9:.2f} GB, in "
+          f"{time.perf_counter() - started:.1f} s")
+    add = run("add", work)
+    print(f"dataset add: {add['seconds']:.1f} s ({add['cpu']:.1f} s CPU), peak "
+          f"{add['peak_mb']:.0f} MB")
+    rows, goals, peaks = [], [], [add["peak_mb"]]
+    scan_none = 0.0
+    for shape in SHAPES:
+        scans, indexed, cpus = [], [], []
+        for _ in range(args.runs):  # alternated: the load moves, both sides see it
+            s, i = run("scan", work, shape), run("index", work, shape)
+            if (s["posts"], s["users"]) != (i["posts"], i["users"]):
+                raise SystemExit(f"{shape}: the index counts {i} but the JSONL {s}")
+            scans.append(s["seconds"])
+            indexed.append(i["seconds"])
+            cpus.append((s["cpu"], i["cpu"]))
+            peaks += [s["peak_mb"], i["peak_mb"]]
+        ms, mi = statistics.median(scans), statistics.median(indexed)
+        scan_none = ms if shape == "none" else scan_none
+        ratio = ms / mi
+        cs, ci = (statistics.median(c[k] for c in cpus) for k in (0, 1))
+        rows.append([shape, f"{i['posts']:,}", f"{ms:.2f} s", f"{mi * 1000:.0f} ms",
+                     f"{ratio:.0f}x", f"{cs:.2f} s / {ci * 1000:.0f} ms",
+                     f"{i['peak_mb']:.0f} MB"])
+        need = 10 if shape == "contains" else 100
+        goals.append((f"preview {shape}: index ≤ 1/{need} of the JSONL scan "
+                      f"({ratio:.0f}x faster)", ratio >= need))
+    print()
+    print_table(["preview", "posts", "JSONL scan", "index", "faster",
+                 "CPU scan / index", "index peak"], rows)
+    export = [run("export", work) for _ in range(args.runs)]
+    share = [run("share", work) for _ in range(args.runs)]
+    twarc = [dehydrate(work) for _ in range(args.runs)]
+    peaks += [r["peak_mb"] for r in export + share]
+    print(f"\nexport of {export[0]['rows']:,} selected posts (XLSX): "
+          f"{statistics.median(r['seconds'] for r in export):.2f} s median, peak "
+          f"{max(r['peak_mb'] for r in export):.0f} MB")
+    print(f"ID share of {share[0]['ids']:,} posts: "
+          f"{statistics.median(r['seconds'] for r in share):.2f} s median, peak "
+          f"{max(r['peak_mb'] for r in share):.0f} MB; twarc2 dehydrate of the same file "
+          f"{statistics.median(r['seconds'] for r in twarc):.2f} s")
+    goals.append((f"dataset add ≤ 2x the JSONL scan ({add['seconds']:.1f} s vs "
+                  f"{scan_none:.1f} s)", add["seconds"] <= 2 * scan_none))
+    goals.append((f"memory ≤ 500 MB throughout (max {max(peaks):.0f} MB)",
+                  max(peaks) <= 500))
     print(f"load average after: {os.getloadavg()}")
     return print_goals(goals)
 
