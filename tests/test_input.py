@@ -411,7 +411,8 @@ def test_the_samples_still_pass_the_id_checks(tmp_path: Path) -> None:
 def test_dataset_remove_unregisters_deletes_the_file_and_audits_r11(
         runner: Run, store_dir: Path) -> None:
     assert runner("dataset", "add", "kpop", str(SAMPLES / "kpop.jsonl")).exit_code == 0
-    assert [p.name for p in (store_dir / "datasets").iterdir()] == ["kpop.jsonl"]
+    assert sorted(p.name for p in (store_dir / "datasets").iterdir()) == [
+        "kpop.index.parquet", "kpop.jsonl"]
     r = runner("dataset", "remove", "kpop", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["name"] == "kpop"

@@ -13,17 +13,21 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import redis
 
-from gatekeeper.domain import salvage
+from gatekeeper.domain import dsindex, dsquery, dsread, salvage
 from gatekeeper.domain.entities import check_name
 from gatekeeper.domain.filters import Filters
-from gatekeeper.domain.formats import distinct, iter_posts
+from gatekeeper.domain.formats import iter_posts
 from gatekeeper.domain.light import light_records
 from gatekeeper.domain.lines import CHUNK, GZIP_MAGIC, MAX_LINE_BYTES
 from gatekeeper.domain.seen import SeenIds
@@ -32,9 +36,10 @@ from gatekeeper.ledger import chain, keys
 from gatekeeper.ledger.ledger import Ledger, iso
 from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules.errors import BadInput, Conflict, InsufficientStorage, NotFound
-from gatekeeper.rules.r9 import Deleted, Light, author_id_of, light_of
+from gatekeeper.rules.r9 import Deleted, Light, author_id_of
 
 SUFFIXES = (".jsonl", ".jsonl.gz")
+T = TypeVar("T")
 
 
 def iter_post_ids(path: Path, filters: Filters | None = None,
@@ -78,6 +83,9 @@ class DatasetInfo:
     # share of it drops their later copies without remembering every ID it met; None when not
     # known (a dataset added before this was recorded, or more than MAX_REPEATED of them).
     repeated_posts: list[str] | None = None
+    # The index `add` built (`gatekeeper.domain.dsindex`): its version and the JSONL's identity
+    # (size, mtime, sampled fingerprint). None for a dataset added before indexes existed.
+    index: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, as stored in Redis and shown by the CLI and the API."""
@@ -151,26 +159,44 @@ class Datasets:
         self._refuse_taken(name)  # before reading what may be gigabytes
         # The copy has no name until it is complete and registered under the lock, so no
         # crash leaves a partial copy behind (gatekeeper.domain.spool).
-        with Unnamed(self.directory) as copy:
-            with self._writing(name, source):
-                scan = self._scan(Path(source), copy.file, skipped, progress)
-                copy.file.flush()
-            with self._locked() as dir_fd:
-                self._refuse_taken(name)
-                final = self.directory / (name + scan["suffix"])
-                for suffix in SUFFIXES:
-                    # Under the lock, with the name unregistered, such a file can only be left
-                    # over from an add that died between its naming and its registration.
-                    with contextlib.suppress(FileNotFoundError):
-                        (self.directory / (name + suffix)).unlink()
+        with Unnamed(self.directory) as copy, Unnamed(self.directory) as index:
+            # The index is built in the same pass, unless bad lines are skipped: the copy is
+            # then rewritten, and indexed once named (a second pass, on that rare path).
+            builder = None
+            try:
                 with self._writing(name, source):
-                    copy.name_as(final)
-                os.fsync(dir_fd)
-                try:
-                    return self._register(name, final.name, scan, actor, channel)
-                except BaseException:
-                    final.unlink(missing_ok=True)
-                    raise
+                    builder = dsindex.Builder(index.file) if skipped is None else None
+                    scan = self._scan(Path(source), copy.file, skipped, progress, builder)
+                    copy.file.flush()
+                with self._locked() as dir_fd:
+                    self._refuse_taken(name)
+                    final = self.directory / (name + scan["suffix"])
+                    indexed = dsindex.index_path(self.directory, name)
+                    for suffix in (*SUFFIXES, dsindex.SUFFIX):
+                        # Under the lock, with the name unregistered, such a file can only be
+                        # left over from an add that died between its naming and its
+                        # registration.
+                        with contextlib.suppress(FileNotFoundError):
+                            (self.directory / (name + suffix)).unlink()
+                    try:
+                        with self._writing(name, source):
+                            copy.name_as(final)
+                            if builder is None:
+                                scan["index"] = dsindex.build(final, indexed,
+                                                              self.max_line_bytes)
+                            else:
+                                scan["index"] = dsindex.identity(final)
+                                builder.finish(scan["index"])
+                                index.name_as(indexed)
+                        os.fsync(dir_fd)
+                        return self._register(name, final.name, scan, actor, channel)
+                    except BaseException:
+                        final.unlink(missing_ok=True)
+                        indexed.unlink(missing_ok=True)
+                        raise
+            finally:
+                if builder is not None:
+                    builder.abandon()  # nothing once finished; else the unnamed file goes
 
     def remove(self, name: str, *, actor: str, channel: str) -> DatasetInfo:
         """Unregister a dataset and delete its file, audited (R11); what it was.
@@ -200,12 +226,15 @@ class Datasets:
             path = (root / info.file).resolve()
             if path.parent == root:  # never delete outside the directory, whatever is recorded
                 path.unlink(missing_ok=True)
+                dsindex.index_path(root, name).unlink(missing_ok=True)
                 os.fsync(dir_fd)
         return info
 
     def _scan(self, source: Path, out: Any, skipped: salvage.Skipped | None = None,
-              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-        """Copy `source` into `out` while checking every line; what add() records about it."""
+              progress: Callable[[int], None] | None = None,
+              builder: dsindex.Builder | None = None) -> dict[str, Any]:
+        """Copy `source` into `out` while checking every line; what add() records about it.
+        Given `builder`, every post also goes to the index, in the same pass."""
         posts, langs, first, last = 0, set(), None, None
         authors: set[Any] = set()
         seen = SeenIds()  # ~7 bytes a post, while the file is read once
@@ -218,7 +247,10 @@ class Datasets:
         with src:
             tee = _Tee(src, out, str(source))
             read = tee.read if progress is None else _reporting(tee.read, progress)
-            for is_post, post in salvage.read(read, str(source), self.max_line_bytes, skipped):
+            stream = salvage.read(read, str(source), self.max_line_bytes, skipped) \
+                if builder is None else \
+                dsindex.placed_records(read, str(source), self.max_line_bytes, builder)
+            for is_post, post in stream:
                 if not is_post:
                     continue
                 posts += 1
@@ -289,7 +321,8 @@ class Datasets:
                            last_created_at=scan["last"], sha256=scan["sha256"],
                            bytes=scan["bytes"], added_at=iso(now_ms), added_by=actor,
                            skipped_lines=scan["skipped"], source_sha256=scan["source_sha256"],
-                           repeated_posts=scan["repeated"])
+                           repeated_posts=scan["repeated"],
+                           index={"version": dsindex.VERSION, **scan["index"]})
         skipped = (f"; {salvage.words(info.skipped_lines)} (--skip-bad-lines), source "
                    f"sha256 {scan['source_sha256'][:12]}" if info.skipped_lines else "")
         # "set", not "create": record.lua's create refuses when the *hash* exists, and this
@@ -358,29 +391,90 @@ class Datasets:
             return posts
         return (post for post in posts if filters.matches(post))
 
+    # --- read through the index (gatekeeper.domain.dsindex) ----------------------------------
+
+    def reindex(self, name: str, *, force: bool = False) -> None:
+        """Rebuild the dataset's index when it is missing, of another version or not of the
+        JSONL as it is now (or always, with `force`), under the directory lock."""
+        with self._locked():
+            path = self.path(name)
+            indexed = dsindex.index_path(path.parent, name)
+            if force or not dsindex.describes(indexed, dsindex.identity(path)):
+                dsindex.build(path, indexed, self.max_line_bytes)
+
+    @contextlib.contextmanager
+    def index(self, name: str) -> Iterator[pq.ParquetFile]:
+        """The dataset's index, checked against its JSONL first (and rebuilt when it does not
+        describe it): never a stale answer."""
+        path = self.path(name)
+        indexed = dsindex.index_path(path.parent, name)
+        if not dsindex.describes(indexed, dsindex.identity(path)):
+            self.reindex(name)
+        with open(indexed, "rb") as fh:
+            yield pq.ParquetFile(fh, read_dictionary=dsquery.DICTIONARY)
+
+    def indexed(self, name: str, read: Callable[[pq.ParquetFile], T]) -> T:
+        """`read(index)`; an index damaged past its footer fails to read: it is rebuilt and
+        read once more."""
+        try:
+            with self.index(name) as pf:
+                return read(pf)
+        except (pa.ArrowException, OSError):  # pyarrow says "can't deserialize" as OSError
+            self.reindex(name, force=True)
+        with self.index(name) as pf:
+            return read(pf)
+
+    def count(self, name: str, filters: Filters, deleted: Deleted, *, limit: int | None = None,
+              referenced: bool = False, with_users: bool = False) -> dsquery.Counted:
+        """What an export of this selection holds, from the index (`dsquery.count`)."""
+        repeated = self.info(name).repeated_posts
+        return self.indexed(name, lambda pf: dsquery.count(
+            pf, filters, deleted, limit=limit, referenced=referenced, with_users=with_users,
+            repeated=repeated))
+
+    def fetch(self, name: str, rows: Iterable[int]
+              ) -> Generator[tuple[int, dict[str, Any]], None, None]:
+        """(index row, post) of the given rows (ascending), read from the JSONL at the places
+        the index gives: only their lines are parsed (and, gzip aside, read)."""
+        path = self.path(name)
+        wanted = np.fromiter(rows, np.int64)
+        with self.index(name) as pf:
+            yield from dsread.posts_at(path, dsquery.places(pf, wanted), self.max_line_bytes)
+
     def post_ids(self, name: str, filters: Filters | None = None) -> Iterator[str]:
         """The IDs of the matching posts in file order (a post stored twice comes twice)."""
-        return iter_post_ids(self.path(name), filters, self.max_line_bytes)
+        self.path(name)  # here, so an unknown name fails at the call, not later
+        return self._post_ids(name, filters)
+
+    def _post_ids(self, name: str, filters: Filters | None) -> Iterator[str]:
+        with self.index(name) as pf:
+            for batch in dsquery.batches(pf, filters or Filters(), ["pid"]):
+                yield from map(str, batch["pid"].to_pylist())
 
     def light(self, name: str, filters: Filters | None = None, *,
               retweets: bool = True) -> Iterator[Light]:
         """The `Light` records (what R9 decides on) of the matching posts, in file order."""
-        path = self.path(name)
-        if filters is None or filters.is_empty:
-            return light_records(path, retweets=retweets, max_line_bytes=self.max_line_bytes)
-        return (light_of(post) for post in iter_posts(path, self.max_line_bytes)
-                if filters.matches(post))
+        self.path(name)
+        return self._light(name, filters, retweets)
+
+    def _light(self, name: str, filters: Filters | None, retweets: bool) -> Iterator[Light]:
+        cols = ["pid", "author", "rt", "rt_author"] if retweets else ["pid", "author"]
+        with self.index(name) as pf:
+            for batch in dsquery.batches(pf, filters or Filters(), cols):
+                yield from zip(*(dsquery.light_column(batch[c]) if c in batch.schema.names
+                                 else [None] * batch.num_rows
+                                 for c in ("pid", "author", "rt", "rt_author")), strict=True)
 
     def author_ids(self, name: str, filters: Filters | None = None) -> Iterator[str]:
         """The distinct author User IDs of the matching posts, in first-seen order."""
-        path = self.path(name)
-        if filters is None or filters.is_empty:
-            authors: Iterator[Any] = (light[1] for light in light_records(
-                path, retweets=False, max_line_bytes=self.max_line_bytes))
-        else:
-            authors = (author_id_of(p) for p in iter_posts(path, self.max_line_bytes)
-                       if filters.matches(p))
-        return distinct(authors)
+        authors: list[Any] = []
+        with self.index(name) as pf:
+            for batch in dsquery.batches(pf, filters or Filters(), ["author"]):
+                authors.append(pc.unique(batch["author"]))
+        if not authors:
+            return iter(())
+        return (str(a) for a in pc.unique(pa.chunked_array(authors)).to_pylist()
+                if a is not None)
 
     def affected(self, deleted: Deleted, before: Deleted | None = None) -> dict[str, int]:
         """R9: per dataset, how many stored posts `deleted` hides — or, given `before`, how
@@ -389,10 +483,7 @@ class Datasets:
         if not deleted.listed:
             return out
         for info in self.list():
-            n = sum(1 for light in light_records(self.path(info.name),
-                                                 max_line_bytes=self.max_line_bytes)
-                    if deleted.hides_light(light)
-                    and (before is None or not before.hides_light(light)))
+            n = self.indexed(info.name, lambda pf: dsquery.newly_hidden(pf, deleted, before))
             if n:
                 out[info.name] = n
         return out

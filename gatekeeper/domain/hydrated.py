@@ -14,18 +14,19 @@ import contextlib
 import json
 import secrets
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from exports.columns import REFERENCED, expand
+import numpy as np
+
+from exports.columns import REFERENCED, referenced_rows, whole
 from gatekeeper import faults
 from gatekeeper.domain import spool
 from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate
-from gatekeeper.domain.seen import SeenIds
 from gatekeeper.domain.users import User
 from gatekeeper.ledger import charges, keys
 from gatekeeper.ledger.layout import index_pool_key
@@ -87,7 +88,7 @@ class Tally:
     """What a pass over a selection found: posts, distinct authors, duplicates left out."""
 
     posts: int = 0
-    authors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    authors: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     duplicates: int = 0
 
 
@@ -106,31 +107,28 @@ class Selection:
 
     def posts(self, gate: Gate, tally: Tally | None = None) -> Iterator[dict[str, Any]]:
         """The posts to write, in file order. A post the dataset holds again (collections
-        that overlap) leaves once, as first found, and counts in `tally.duplicates`."""
-        n = 0
-        seen = SeenIds()  # ~7 bytes an ID, never the posts
-        # closing(): stopping at `limit` must close the dataset file now, not at some GC.
-        with contextlib.closing(gate.datasets.posts(self.dataset, self.filters)) as source:
-            for post in self._rows(source):
-                if self.limit is not None and n >= self.limit:
-                    return
-                if not seen.add(int(post["id"])):
-                    if tally is not None:
-                        tally.duplicates += 1
-                    continue
-                # R9: hidden posts never leave; scrub_geo'd ones leave without their geo,
-                # removed here, before any writer in exports/ sees the row.
-                cleaned = self.deleted.cleaned(post)
-                if cleaned is None:
-                    continue
-                n += 1
-                yield cleaned
+        that overlap) leaves once, as first found, and counts in `tally.duplicates`.
 
-    def _rows(self, source: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Each post's rows: the posts it references first (on request), then itself."""
-        for post in source:
-            yield from expand(post, whole_retweets=self.whole_retweets,
-                              referenced=self.referenced)
+        The dataset's index says which rows leave (`Datasets.count`); only their lines of the
+        JSONL are read (`Datasets.fetch`)."""
+        counted = gate.datasets.count(self.dataset, self.filters, self.deleted,
+                                      limit=self.limit, referenced=self.referenced)
+        if tally is not None:
+            tally.duplicates += counted.duplicates
+        rows, refs = counted.rows, counted.refs
+        fetched = gate.datasets.fetch(self.dataset, np.unique(rows).tolist())
+        with contextlib.closing(fetched):
+            at, post = -1, None
+            for row, ref in zip(rows.tolist(), refs.tolist(), strict=True):
+                while at != row:
+                    at, post = next(fetched)
+                assert post is not None
+                one = post if ref < 0 else referenced_rows(post)[ref]
+                # R9: hidden posts never leave (the index left them out); scrub_geo'd ones
+                # leave without their geo, removed here, before any writer in exports/ sees it.
+                cleaned = self.deleted.cleaned(whole(one) if self.whole_retweets else one)
+                if cleaned is not None:
+                    yield cleaned
 
     def options(self) -> dict[str, str]:
         """The export options in words, for the file's About block and the audit record."""
@@ -153,16 +151,44 @@ class Selection:
         return tally.posts, list(tally.authors.values())
 
     def tally(self, gate: Gate, with_users: bool) -> Tally:
-        """`count`, with the duplicates left out."""
-        tally = Tally()
-        authors = tally.authors
-        for post in self.posts(gate, tally):
-            tally.posts += 1
-            author = post.get("author")
-            if with_users and author and author.get("id") not in authors \
-                    and not self.deleted.hides_user(author["id"]):
-                authors[author["id"]] = author
-        return tally
+        """`count`, with the duplicates left out: from the dataset's index alone (the authors'
+        records, for a Users sheet, are read from the JSONL only when asked for)."""
+        counted = gate.datasets.count(self.dataset, self.filters, self.deleted,
+                                      limit=self.limit, referenced=self.referenced,
+                                      with_users=with_users)
+        return Tally(counted.posts, _Authors(gate, self.dataset, counted),
+                     counted.duplicates)
+
+
+class _Authors(Mapping[str, dict[str, Any]]):
+    """A selection's distinct authors by User ID, in first-seen order; their records are read
+    from the posts they were first met in, once, when first asked for."""
+
+    def __init__(self, gate: Gate, dataset: str, counted: Any) -> None:
+        self._gate, self._dataset, self._counted = gate, dataset, counted
+        self._records: dict[str, dict[str, Any]] | None = None
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        if self._records is None:
+            found = self._counted.authors
+            posts = dict(self._gate.datasets.fetch(
+                self._dataset, sorted({row for _, row, _ in found})))
+            records = {}
+            for _, row, ref in found:
+                post = posts[row]
+                author = (post if ref < 0 else referenced_rows(post)[ref]).get("author") or {}
+                records[author["id"]] = author
+            self._records = records
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self._counted.author_ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        return self._load()[key]
 
 
 def preview(gate: Gate, user: User, selection: Selection, with_users: bool) -> dict[str, Any]:

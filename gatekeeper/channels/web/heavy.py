@@ -49,7 +49,7 @@ class HeavyWork:
         self.running = 0
         self._line: deque[object] = deque()  # the waiting requests, first come first served
         self._cond = threading.Condition()
-        self._took: deque[float] = deque((), 32)  # recent heavy durations (Retry-After)
+        self._took: deque[float] = deque(maxlen=32)  # recent heavy durations (Retry-After)
         self.refused = 0
 
     @property
