@@ -3,6 +3,11 @@
 The files are read by `gatekeeper.domain.formats`; this module names them, keeps them inside the
 dataset directory, selects posts with `Filters` (the same in CLI, API and web form) and reports
 what an R9 deletion list hides in them.
+
+Over ~400 lines for a reason: adding a dataset copies it, checks it and builds its index
+(`dsindex`) in one pass under one lock, and the lazy rebuild of a missing or stale index takes
+the same lock and identity check — kept together so that no reader sees a half-registered
+dataset. Reading the index is `dsquery`/`dsread`'s.
 """
 
 from __future__ import annotations
