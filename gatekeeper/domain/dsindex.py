@@ -33,7 +33,6 @@ import pyarrow.parquet as pq
 
 from gatekeeper.domain import lines, spool
 from gatekeeper.domain.formats import Record, load, records
-from gatekeeper.domain.lines import BOM
 from gatekeeper.rules.errors import BadInput
 from gatekeeper.rules.r9 import author_id_of, retweet_of
 
@@ -159,21 +158,7 @@ def placed_records(read: Callable[[int], bytes], name: str, max_line_bytes: int,
     """`formats.read_records`, every post also added to `builder` with its place: the byte
     offset and length of its line in the decompressed file, and its place among the line's
     posts."""
-    head = bytearray()
-
-    def noting(chunks: Iterator[bytes]) -> Iterator[bytes]:
-        for chunk in chunks:
-            if len(head) < len(BOM):
-                head.extend(chunk[:len(BOM) - len(head)])
-            yield chunk
-
-    offset = 0
-    for number, line in enumerate(lines.split(noting(lines.chunks(read, name)), name,
-                                              max_line_bytes), 1):
-        start = offset
-        if number == 1 and bytes(head) == BOM:  # split() dropped it from the first line
-            start = offset = len(BOM)
-        offset += len(line) + 1
+    for number, start, line in lines.placed(read, name, max_line_bytes):
         if not line or line.isspace():
             continue
         position = 0

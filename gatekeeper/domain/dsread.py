@@ -11,7 +11,7 @@ from typing import Any
 
 from gatekeeper.domain import lines
 from gatekeeper.domain.formats import load, records
-from gatekeeper.domain.lines import BOM, GZIP_MAGIC
+from gatekeeper.domain.lines import GZIP_MAGIC
 from gatekeeper.rules.errors import BadInput
 
 Place = tuple[int, int, int, int]  # (index row, line offset, line length, post's place in it)
@@ -51,21 +51,7 @@ def _gzip_at(read: Any, name: str, places: Iterator[Place], max_line_bytes: int
     want = next(places, None)
     if want is None:
         return
-    head = bytearray()
-
-    def noting(chunks: Iterator[bytes]) -> Iterator[bytes]:
-        for chunk in chunks:
-            if len(head) < len(BOM):
-                head.extend(chunk[:len(BOM) - len(head)])
-            yield chunk
-
-    offset = 0
-    for number, line in enumerate(lines.split(noting(lines.chunks(read, name)), name,
-                                              max_line_bytes), 1):
-        if number == 1 and bytes(head) == BOM:
-            offset = len(BOM)
-        start = offset
-        offset += len(line) + 1
+    for _number, start, line in lines.placed(read, name, max_line_bytes):
         while want is not None and want[1] == start:
             yield want[0], _post(line, name, want[3])
             want = next(places, None)

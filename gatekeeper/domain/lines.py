@@ -122,6 +122,27 @@ def numbered(pieces: Iterator[bytes], name: str, max_bytes: int) -> Iterator[tup
             yield number, line
 
 
+def placed(read: Callable[[int], bytes], name: str, max_bytes: int
+           ) -> Iterator[tuple[int, int, bytes]]:
+    """(number, offset, line) for every line of the decompressed content behind `read`, blank
+    lines included; `offset` is the line's first byte in that content (past a byte-order mark,
+    which `split` drops from the first line) — where a dataset index says a post is."""
+    head = bytearray()
+
+    def noting(pieces: Iterator[bytes]) -> Iterator[bytes]:
+        for piece in pieces:
+            if len(head) < len(BOM):
+                head.extend(piece[:len(BOM) - len(head)])
+            yield piece
+
+    offset = 0
+    for number, line in enumerate(split(noting(chunks(read, name)), name, max_bytes), 1):
+        if number == 1 and bytes(head) == BOM:
+            offset = len(BOM)
+        yield number, offset, line
+        offset += len(line) + 1
+
+
 @contextlib.contextmanager
 def opened(path: Path) -> Iterator[Callable[[int], bytes]]:
     try:

@@ -164,28 +164,31 @@ def select_ids(lines: Iterable[bytes], source: str, kind: str, deleted: Deleted)
     `Selection.repeats`: each ID is delivered and counted once. Line by line: the rules as
     written; uploads and ID files go through `select_id_stream`, which keeps them faster.
     """
-    sel = Selection(source)
-    try:
-        check = idlists.Checker(sel, source, deleted.posts if kind == "posts" else deleted.users)
+    def feed(check: idlists.Checker) -> None:
         for number, raw in enumerate(lines, start=1):
             check.line(number, raw)
-        check.finish()
-        sel.distinct()
-        return sel.seal()
-    except BaseException:
-        sel.close()
-        raise
+
+    return _checked(source, kind, deleted, feed)
 
 
 def select_id_stream(chunks: Iterable[bytes], source: str, kind: str, deleted: Deleted,
                      max_line_bytes: int = MAX_LINE_BYTES) -> Selection:
     """`select_ids` over raw bytes (an upload, an ID file), whole blocks of lines at a time:
     the same IDs, digest, counts and errors, ~0.1 µs an ID (`gatekeeper.domain.idlists`)."""
+    def feed(check: idlists.Checker) -> None:
+        for number, block in idlists.blocks(chunks, source, max_line_bytes):
+            check.block(number, block)
+
+    return _checked(source, kind, deleted, feed)
+
+
+def _checked(source: str, kind: str, deleted: Deleted,
+             feed: Callable[[idlists.Checker], None]) -> Selection:
+    """The selection `feed` gives its checker, distinct and sealed; closed if anything fails."""
     sel = Selection(source)
     try:
         check = idlists.Checker(sel, source, deleted.posts if kind == "posts" else deleted.users)
-        for number, block in idlists.blocks(chunks, source, max_line_bytes):
-            check.block(number, block)
+        feed(check)
         check.finish()
         sel.distinct()
         return sel.seal()
