@@ -21,15 +21,11 @@ import os
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import redis
 
-from gatekeeper.domain import dsindex, dsquery, dsread, salvage
+from gatekeeper.domain import salvage
 from gatekeeper.domain.entities import check_name
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.formats import iter_posts
@@ -42,6 +38,11 @@ from gatekeeper.ledger.ledger import Ledger, iso
 from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules.errors import BadInput, Conflict, InsufficientStorage, NotFound
 from gatekeeper.rules.r9 import Deleted, Light, author_id_of
+
+if TYPE_CHECKING:  # imported where used: a command that reads no dataset loads no pyarrow
+    import pyarrow.parquet as pq
+
+    from gatekeeper.domain import dsindex, dsquery
 
 SUFFIXES = (".jsonl", ".jsonl.gz")
 T = TypeVar("T")
@@ -160,6 +161,7 @@ class Datasets:
         refusing the file, and the copy holds only the lines kept (`gatekeeper.domain.salvage`).
         `progress`, if given, is told how many more bytes of `source` were read (a CLI bar).
         """
+        from gatekeeper.domain import dsindex
         check_name(name, "dataset")
         self._refuse_taken(name)  # before reading what may be gigabytes
         # The copy has no name until it is complete and registered under the lock, so no
@@ -211,6 +213,7 @@ class Datasets:
         the next `add` of the name replaces; never a registered dataset without its file.
         A share already reading the file finishes: an open file outlives its unlink.
         """
+        from gatekeeper.domain import dsindex
         self.info(name)  # NotFound before taking the lock
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._locked() as dir_fd:  # not between another add's rename and registration
@@ -240,6 +243,7 @@ class Datasets:
               builder: dsindex.Builder | None = None) -> dict[str, Any]:
         """Copy `source` into `out` while checking every line; what add() records about it.
         Given `builder`, every post also goes to the index, in the same pass."""
+        from gatekeeper.domain import dsindex
         posts, langs, first, last = 0, set(), None, None
         authors: set[Any] = set()
         seen = SeenIds()  # ~7 bytes a post, while the file is read once
@@ -320,6 +324,7 @@ class Datasets:
 
     def _register(self, name: str, file: str, scan: dict[str, Any], actor: str,
                   channel: str) -> DatasetInfo:
+        from gatekeeper.domain import dsindex
         now_ms = self.ledger.clock.now_ms()
         info = DatasetInfo(name=name, file=file, posts=scan["posts"], users=scan["users"],
                            languages=scan["languages"], first_created_at=scan["first"],
@@ -401,6 +406,7 @@ class Datasets:
     def reindex(self, name: str, *, force: bool = False) -> None:
         """Rebuild the dataset's index when it is missing, of another version or not of the
         JSONL as it is now (or always, with `force`), under the directory lock."""
+        from gatekeeper.domain import dsindex
         with self._locked():
             path = self.path(name)
             indexed = dsindex.index_path(path.parent, name)
@@ -411,6 +417,9 @@ class Datasets:
     def index(self, name: str) -> Iterator[pq.ParquetFile]:
         """The dataset's index, checked against its JSONL first (and rebuilt when it does not
         describe it): never a stale answer."""
+        import pyarrow.parquet as pq
+
+        from gatekeeper.domain import dsindex, dsquery
         path = self.path(name)
         indexed = dsindex.index_path(path.parent, name)
         if not dsindex.describes(indexed, dsindex.identity(path)):
@@ -421,6 +430,7 @@ class Datasets:
     def indexed(self, name: str, read: Callable[[pq.ParquetFile], T]) -> T:
         """`read(index)`; an index damaged past its footer fails to read: it is rebuilt and
         read once more."""
+        import pyarrow as pa
         try:
             with self.index(name) as pf:
                 return read(pf)
@@ -432,6 +442,7 @@ class Datasets:
     def count(self, name: str, filters: Filters, deleted: Deleted, *, limit: int | None = None,
               referenced: bool = False, with_users: bool = False) -> dsquery.Counted:
         """What an export of this selection holds, from the index (`dsquery.count`)."""
+        from gatekeeper.domain import dsquery
         repeated = self.info(name).repeated_posts
         return self.indexed(name, lambda pf: dsquery.count(
             pf, filters, deleted, limit=limit, referenced=referenced, with_users=with_users,
@@ -441,6 +452,9 @@ class Datasets:
               ) -> Generator[tuple[int, dict[str, Any]], None, None]:
         """(index row, post) of the given rows (ascending), read from the JSONL at the places
         the index gives: only their lines are parsed (and, gzip aside, read)."""
+        import numpy as np
+
+        from gatekeeper.domain import dsquery, dsread
         path = self.path(name)
         wanted = np.fromiter(rows, np.int64)
         with self.index(name) as pf:
@@ -452,6 +466,7 @@ class Datasets:
         return self._post_ids(name, filters)
 
     def _post_ids(self, name: str, filters: Filters | None) -> Iterator[str]:
+        from gatekeeper.domain import dsquery
         with self.index(name) as pf:
             for batch in dsquery.batches(pf, filters or Filters(), ["pid"]):
                 yield from map(str, batch["pid"].to_pylist())
@@ -463,6 +478,7 @@ class Datasets:
         return self._light(name, filters, retweets)
 
     def _light(self, name: str, filters: Filters | None, retweets: bool) -> Iterator[Light]:
+        from gatekeeper.domain import dsquery
         cols = ["pid", "author", "rt", "rt_author"] if retweets else ["pid", "author"]
         with self.index(name) as pf:
             for batch in dsquery.batches(pf, filters or Filters(), cols):
@@ -472,6 +488,10 @@ class Datasets:
 
     def author_ids(self, name: str, filters: Filters | None = None) -> Iterator[str]:
         """The distinct author User IDs of the matching posts, in first-seen order."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from gatekeeper.domain import dsquery
         authors: list[Any] = []
         with self.index(name) as pf:
             for batch in dsquery.batches(pf, filters or Filters(), ["author"]):
@@ -484,6 +504,7 @@ class Datasets:
     def affected(self, deleted: Deleted, before: Deleted | None = None) -> dict[str, int]:
         """R9: per dataset, how many stored posts `deleted` hides — or, given `before`, how
         many it hides that `before` did not (what one deletion list newly hides)."""
+        from gatekeeper.domain import dsquery
         out: dict[str, int] = {}
         if not deleted.listed:
             return out

@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import numpy as np
-
 from exports.columns import REFERENCED, referenced_rows, whole
 from gatekeeper import faults
 from gatekeeper.domain import spool
@@ -111,6 +109,8 @@ class Selection:
 
         The dataset's index says which rows leave (`Datasets.count`); only their lines of the
         JSONL are read (`Datasets.fetch`)."""
+        import numpy as np  # here: a command that reads no dataset loads no numpy
+
         counted = gate.datasets.count(self.dataset, self.filters, self.deleted,
                                       limit=self.limit, referenced=self.referenced)
         if tally is not None:
