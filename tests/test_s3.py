@@ -31,7 +31,13 @@ from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.hydrated import Selection
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.ledger import Ledger
-from gatekeeper.rules.errors import BadInput, ConfigError, InsufficientStorage, NotFound
+from gatekeeper.rules.errors import (
+    BadInput,
+    ConfigError,
+    InsufficientStorage,
+    NotFound,
+    StoreUnavailable,
+)
 from gatekeeper.rules.r9 import Deleted
 from tests.test_dsindex import FILTERS, SAMPLES, deletions, generated
 
@@ -272,3 +278,14 @@ def test_the_store_lock_is_released_only_by_its_holder(
         assert not redis_client.set(keys.DATASETS_LOCK, "other", nx=True, px=1000)
         redis_client.set(keys.DATASETS_LOCK, "other")  # it expired and another server took it
     assert redis_client.get(keys.DATASETS_LOCK) == b"other"  # not deleted by the old holder
+
+
+def test_an_unreachable_store_is_said_plainly_and_counts_as_unavailable(
+        redis_client: redis.Redis, tmp_path: Path, store_url: str) -> None:
+    remote = Datasets(redis_client, Ledger(redis_client), store_url)
+    remote.add("kpop", SAMPLES / "kpop.jsonl", actor="t", channel="cli")
+    away = Datasets(redis_client, Ledger(redis_client), store_url.replace(
+        store_url.split("endpoint_override=")[1].split("&")[0], f"127.0.0.1:{_free_port()}"))
+    with pytest.raises(StoreUnavailable, match="cannot be reached") as err:
+        away.check("kpop")
+    assert "secret" not in err.value.message and SECRET not in err.value.message

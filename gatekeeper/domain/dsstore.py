@@ -30,7 +30,7 @@ import redis
 
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.store import failing_closed
-from gatekeeper.rules.errors import BadInput, Conflict, NotFound
+from gatekeeper.rules.errors import BadInput, Conflict, NotFound, StoreUnavailable
 
 LOCK_MS = 30_000  # a crashed holder frees the lock after this; a live one renews it
 RENEW_S = LOCK_MS / 3000
@@ -63,8 +63,21 @@ class ObjectStore:
     def where(self, file: str) -> str:
         return f"{self.url.rstrip('/')}/{file}"
 
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """The object store unreachable or refusing is said plainly (HTTP 503, exit 5), as
+        Redis away is: the answer is no."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StoreUnavailable(f"the dataset store {self.url} cannot be reached ({exc})",
+                                   store=self.url) from None
+
     def info(self, file: str) -> pafs.FileInfo:
-        return self.fs.get_file_info(self.key(file))
+        with self._reaching():
+            return self.fs.get_file_info(self.key(file))
 
     def exists(self, file: str) -> bool:
         return bool(self.info(file).type == pafs.FileType.File)
@@ -80,7 +93,8 @@ class ObjectStore:
     def open(self, file: str) -> Any:
         """A seekable reader of the object (ranged GETs)."""
         try:
-            return self.fs.open_input_file(self.key(file))
+            with self._reaching():
+                return self.fs.open_input_file(self.key(file))
         except FileNotFoundError:
             raise NotFound(f"{self.where(file)} is missing") from None
 
@@ -90,12 +104,12 @@ class ObjectStore:
         src.flush()
         # The spool is write-only and may have no name: read it again through /proc. No
         # compression: pyarrow would otherwise gzip a NAME.jsonl.gz again, told by its suffix.
-        with open(f"/proc/self/fd/{src.fileno()}", "rb") as spooled, \
+        with self._reaching(), open(f"/proc/self/fd/{src.fileno()}", "rb") as spooled, \
                 self.fs.open_output_stream(self.key(file), compression=None) as out:
             shutil.copyfileobj(spooled, out, 8 << 20)
 
     def remove(self, file: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError), self._reaching():
             self.fs.delete_file(self.key(file))
 
     @contextlib.contextmanager
