@@ -289,3 +289,18 @@ def test_an_unreachable_store_is_said_plainly_and_counts_as_unavailable(
     with pytest.raises(StoreUnavailable, match="cannot be reached") as err:
         away.check("kpop")
     assert "secret" not in err.value.message and SECRET not in err.value.message
+
+
+def test_the_cli_adds_shows_and_removes_a_dataset_in_the_store(
+        store_dir: Path, runner: Any, store_url: str) -> None:
+    config = store_dir / "config.toml"
+    config.write_text(config.read_text() + f'[datasets]\ndir = "{store_url}"\n')
+    added = runner("dataset", "add", "kpop", str(SAMPLES / "kpop.jsonl"))
+    assert added.exit_code == 0, added.output
+    assert objects(store_url) == ["kpop.index.parquet", "kpop.jsonl"]
+    shown = runner("dataset", "show", "kpop")
+    assert shown.exit_code == 0 and "100" in shown.output, shown.output
+    assert not (store_dir / "datasets").exists()  # nothing written on the local disk
+    removed = runner("dataset", "remove", "kpop")
+    assert removed.exit_code == 0, removed.output
+    assert objects(store_url) == []
