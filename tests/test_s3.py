@@ -9,9 +9,11 @@ failed add leave no object; a stale or missing index in the store is rebuilt.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ from gatekeeper.ledger.ledger import Ledger
 from gatekeeper.rules.errors import (
     BadInput,
     ConfigError,
+    Conflict,
     InsufficientStorage,
     NotFound,
     StoreUnavailable,
@@ -304,3 +307,30 @@ def test_the_cli_adds_shows_and_removes_a_dataset_in_the_store(
     removed = runner("dataset", "remove", "kpop")
     assert removed.exit_code == 0, removed.output
     assert objects(store_url) == []
+
+
+def test_two_servers_adding_one_name_at_once_register_it_once(
+        redis_client: redis.Redis, tmp_path: Path, store_url: str) -> None:
+    one, two = (_gate(tmp_path, redis_client, store_url, n) for n in ("one", "two"))
+    outcomes: list[str] = []
+
+    def add(gate: Gate, source: Path) -> None:
+        try:
+            gate.datasets.add("same", source, actor="t", channel="cli")
+            outcomes.append(source.name)
+        except Conflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=add, args=(one, SAMPLES / "kpop.jsonl")),
+               threading.Thread(target=add, args=(two, SAMPLES / "geo_tweets.jsonl"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes)[0] == "conflict" and len(outcomes) == 2, outcomes
+    [winner] = [o for o in outcomes if o != "conflict"]
+    assert one.datasets.info("same").sha256 == hashlib.sha256(
+        (SAMPLES / winner).read_bytes()).hexdigest()
+    with admin().open_input_file(key_of(store_url, "same.jsonl")) as fh:
+        assert fh.read() == (SAMPLES / winner).read_bytes()  # the winner's bytes, whole
+    assert objects(store_url) == ["same.index.parquet", "same.jsonl"]

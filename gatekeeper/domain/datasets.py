@@ -552,12 +552,37 @@ class Datasets:
     def index(self, name: str) -> Iterator[pq.ParquetFile]:
         """The dataset's index, checked against its JSONL first (and rebuilt when it does not
         describe it): never a stale answer."""
-        file = self._file(name)
         indexed = name + dsindex.SUFFIX
+        if self.remote is not None:
+            # Fewer round trips: one HEAD says the JSONL is there and what it is, and the
+            # index is opened once, for the check and for the read.
+            source = self.remote.identity(self.info(name).file)
+            fh = self._remote_index(self.remote, indexed, source)
+            if fh is None:
+                self.reindex(name)
+                fh = self._open(indexed)
+            with fh:
+                yield pq.ParquetFile(fh, read_dictionary=dsquery.DICTIONARY)
+            return
+        file = self._file(name)
         if not self._describes(indexed, self._identity(file)):
             self.reindex(name)
         with self._open(indexed) as fh:
             yield pq.ParquetFile(fh, read_dictionary=dsquery.DICTIONARY)
+
+    @staticmethod
+    def _remote_index(store: dsstore.ObjectStore, indexed: str, source: dict[str, Any]
+                      ) -> Any:
+        """The object-store index opened, if it describes `source` (`dsindex.describes`
+        reads its footer); else None."""
+        try:
+            fh = store.open(indexed)
+        except NotFound:
+            return None
+        if dsindex.describes(fh, source):
+            return fh
+        fh.close()
+        return None
 
     def indexed(self, name: str, read: Callable[[pq.ParquetFile], T]) -> T:
         """`read(index)`; an index damaged past its footer fails to read: it is rebuilt and
