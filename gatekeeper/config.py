@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatekeeper.rules.errors import ConfigError
@@ -59,6 +59,24 @@ def _redis_url(value: str) -> str | None:
     if value == "embedded" or value.startswith(("redis://", "rediss://", "unix://")):
         return None
     return 'must be "embedded" or a redis://, rediss:// or unix:// URL'
+
+
+CREDENTIALS = ("access_key", "secret_key", "session_token")
+
+
+def _datasets_dir(value: str) -> str | None:
+    """A directory, or an S3-compatible store's URL (gatekeeper.domain.dsstore) that names
+    no credentials: those come from the environment, never from a file."""
+    if "://" not in value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme != "s3" or not parts.netloc:
+        return "must be a directory or an s3://BUCKET/PREFIX URL"
+    if parts.username or parts.password or \
+            set(parse_qs(parts.query)) & set(CREDENTIALS):
+        return ("must not hold credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "in the environment")
+    return None
 
 
 def _port(value: int) -> str | None:
@@ -125,7 +143,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, Any]]] = {
         "heavy_wait_seconds": (int, 30, _positive),
     },
     "datasets": {
-        "dir": (str, "datasets", None),
+        "dir": (str, "datasets", _datasets_dir),
         "max_line_mb": (int, 16, _positive),
     },
     "audit": {
@@ -204,6 +222,9 @@ class Config:
     max_line_bytes: int = 16 << 20  # the longest line any reader accepts (datasets.max_line_mb)
     source: str = "flag"  # how the file was found: a key of SOURCES
     audit: AuditConfig = AuditConfig()
+    # `[datasets] dir` as an object-store URL (then `datasets_dir` is unused): the datasets
+    # several servers share (gatekeeper.domain.dsstore)
+    datasets_url: str | None = None
 
 
 def _validate(raw: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
@@ -332,7 +353,9 @@ def load(path: str | os.PathLike[str] | None = None, *, use_default: bool = True
         ),
         limits=LimitsConfig(**values["limits"]),
         server=_server(ServerConfig(**values["server"]), str(file) if file else "defaults"),
-        datasets_dir=(base / values["datasets"]["dir"]).resolve(),
+        datasets_dir=(base / ("datasets" if "://" in values["datasets"]["dir"]
+                              else values["datasets"]["dir"])).resolve(),
+        datasets_url=values["datasets"]["dir"] if "://" in values["datasets"]["dir"] else None,
         max_line_bytes=values["datasets"]["max_line_mb"] << 20,
         source=source,
         audit=AuditConfig(

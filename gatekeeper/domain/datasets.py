@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -28,7 +29,7 @@ import redis
 from gatekeeper.domain import salvage
 from gatekeeper.domain.entities import check_name
 from gatekeeper.domain.filters import Filters
-from gatekeeper.domain.formats import iter_posts
+from gatekeeper.domain.formats import iter_posts, read_records
 from gatekeeper.domain.light import light_records
 from gatekeeper.domain.lines import CHUNK, GZIP_MAGIC, MAX_LINE_BYTES
 from gatekeeper.domain.seen import SeenIds
@@ -42,7 +43,7 @@ from gatekeeper.rules.r9 import Deleted, Light, author_id_of
 if TYPE_CHECKING:  # imported where used: a command that reads no dataset loads no pyarrow
     import pyarrow.parquet as pq
 
-    from gatekeeper.domain import dsindex, dsquery
+    from gatekeeper.domain import dsindex, dsquery, dsstore
 
 SUFFIXES = (".jsonl", ".jsonl.gz")
 T = TypeVar("T")
@@ -140,13 +141,20 @@ class _Tee:
 
 
 class Datasets:
-    """The registered datasets: files in one directory, described in Redis (``{sys}`` slot)."""
+    """The registered datasets: files in one directory or object-store prefix, described in
+    Redis (``{sys}`` slot)."""
 
-    def __init__(self, client: redis.Redis, ledger: Ledger, directory: Path,
+    def __init__(self, client: redis.Redis, ledger: Ledger, directory: Path | str,
                  max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self.client = client
         self.ledger = ledger
-        self.directory = Path(directory)
+        # An object store (gatekeeper.domain.dsstore) shared by several servers; `directory`
+        # is then only where an add spools its copy before the upload.
+        self.remote: dsstore.ObjectStore | None = None
+        if isinstance(directory, str) and "://" in directory:  # dsstore.is_url, unimported
+            from gatekeeper.domain import dsstore
+            self.remote = dsstore.ObjectStore(directory, client)
+        self.directory = Path(tempfile.gettempdir()) if self.remote else Path(directory)
         # One cap for validating and for reading back: a file added under it reads under it.
         self.max_line_bytes = max_line_bytes
 
@@ -164,6 +172,9 @@ class Datasets:
         from gatekeeper.domain import dsindex
         check_name(name, "dataset")
         self._refuse_taken(name)  # before reading what may be gigabytes
+        if self.remote is not None:
+            return self._add_remote(self.remote, name, Path(source), actor=actor,
+                                    channel=channel, skipped=skipped, progress=progress)
         # The copy has no name until it is complete and registered under the lock, so no
         # crash leaves a partial copy behind (gatekeeper.domain.spool).
         with Unnamed(self.directory) as copy, Unnamed(self.directory) as index:
@@ -215,21 +226,15 @@ class Datasets:
         """
         from gatekeeper.domain import dsindex
         self.info(name)  # NotFound before taking the lock
+        if self.remote is not None:
+            with self.remote.locked():
+                info = self._unregister(name, actor, channel)
+                self.remote.remove(info.file)
+                self.remote.remove(name + dsindex.SUFFIX)
+            return info
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._locked() as dir_fd:  # not between another add's rename and registration
-            info = self.info(name)
-            with failing_closed():
-                now_ms = self.ledger.clock.now_ms()
-                pipe = self.client.pipeline(transaction=True)
-                pipe.hdel(keys.DATASETS, name)
-                chain.append(pipe, keys.SYS_AUDIT, {
-                    "time": now_ms, "actor": actor,
-                    "channel": channel, "kind": "dataset.remove", "outcome": "changed",
-                    "rule": "R11", "dataset": name,
-                    "message": f"dataset {name}: removed ({info.posts:,} posts by "
-                               f"{info.users:,} users in {info.file}, sha256 "
-                               f"{info.sha256[:12]})"}, at_ms=self.ledger.clock.fixed_ms)
-                pipe.execute()
+            info = self._unregister(name, actor, channel)
             root = self.directory.resolve()
             path = (root / info.file).resolve()
             if path.parent == root:  # never delete outside the directory, whatever is recorded
@@ -237,6 +242,95 @@ class Datasets:
                 dsindex.index_path(root, name).unlink(missing_ok=True)
                 os.fsync(dir_fd)
         return info
+
+    def _unregister(self, name: str, actor: str, channel: str) -> DatasetInfo:
+        """Drop the record, with its audit record, in one transaction (under the lock)."""
+        info = self.info(name)
+        with failing_closed():
+            now_ms = self.ledger.clock.now_ms()
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hdel(keys.DATASETS, name)
+            chain.append(pipe, keys.SYS_AUDIT, {
+                "time": now_ms, "actor": actor,
+                "channel": channel, "kind": "dataset.remove", "outcome": "changed",
+                "rule": "R11", "dataset": name,
+                "message": f"dataset {name}: removed ({info.posts:,} posts by "
+                           f"{info.users:,} users in {info.file}, sha256 "
+                           f"{info.sha256[:12]})"}, at_ms=self.ledger.clock.fixed_ms)
+            pipe.execute()
+        return info
+
+    def _add_remote(self, store: dsstore.ObjectStore, name: str, source: Path, *, actor: str,
+                    channel: str, skipped: salvage.Skipped | None,
+                    progress: Callable[[int], None] | None) -> DatasetInfo:
+        """`add` into an object store: spooled and indexed locally as for a directory, then
+        uploaded under the store's lock — the JSONL first, the index once it names the
+        uploaded object; on any failure both objects go, so a failed add leaves none."""
+        from gatekeeper.domain import dsindex
+        with Unnamed(self.directory) as copy, Unnamed(self.directory) as index:
+            builder = None
+            try:
+                with self._writing(name, source):
+                    builder = dsindex.Builder(index.file) if skipped is None else None
+                    scan = self._scan(source, copy.file, skipped, progress, builder)
+                    copy.file.flush()
+                with store.locked():
+                    self._refuse_taken(name)
+                    file, indexed = name + scan["suffix"], name + dsindex.SUFFIX
+                    for suffix in (*SUFFIXES, dsindex.SUFFIX):
+                        store.remove(name + suffix)  # left by an add that died, as above
+                    try:
+                        with self._uploading(name, source):
+                            store.upload(copy.file, file)
+                            if builder is None:
+                                scan["index"] = self._build_remote(store, file, indexed)
+                            else:
+                                scan["index"] = store.identity(file)
+                                builder.finish(scan["index"])
+                                store.upload(index.file, indexed)
+                        return self._register(name, file, scan, actor, channel)
+                    except BaseException:
+                        store.remove(file)
+                        store.remove(indexed)
+                        raise
+            finally:
+                if builder is not None:
+                    builder.abandon()
+
+    def _build_remote(self, store: dsstore.ObjectStore, file: str, indexed: str
+                      ) -> dict[str, Any]:
+        """(Re)build the index of an object-store JSONL, read through pyarrow, and upload it
+        whole; what it records of the JSONL (`dsindex.build` for a directory)."""
+        from gatekeeper.domain import dsindex
+        source = store.identity(file)
+        with Unnamed(self.directory) as out:
+            builder = dsindex.Builder(out.file)
+            try:
+                with store.open(file) as fh:
+                    for _ in dsindex.placed_records(fh.read, store.where(file),
+                                                    self.max_line_bytes, builder):
+                        pass
+            except BaseException:
+                builder.abandon()
+                raise
+            if store.identity(file) != source:
+                builder.abandon()
+                raise BadInput(f"{store.where(file)}: changed while it was being indexed; the "
+                               "index was not written", file=store.where(file))
+            builder.finish(source)
+            store.upload(out.file, indexed)
+        return source
+
+    @contextlib.contextmanager
+    def _uploading(self, name: str, source: Path) -> Iterator[None]:
+        """Uploading to the object store: a refusal is said plainly (the caller cleans up)."""
+        try:
+            yield
+        except OSError as exc:  # pyarrow says an S3 error as OSError
+            raise InsufficientStorage(
+                f"{self.remote.url if self.remote else self.directory}: cannot store the copy "
+                f"of {source} for dataset {name} ({exc}); nothing was registered",
+                file=str(source)) from None
 
     def _scan(self, source: Path, out: Any, skipped: salvage.Skipped | None = None,
               progress: Callable[[int], None] | None = None,
@@ -381,8 +475,49 @@ class Datasets:
             raise NotFound(f"no dataset named {name!r}")
         return DatasetInfo.from_json(raw)
 
+    def check(self, name: str) -> None:
+        """NotFound unless the dataset is registered and its file is there."""
+        self._file(name)
+
+    def _file(self, name: str) -> str:
+        """The dataset's file name, checked there (in the directory or the object store)."""
+        if self.remote is None:
+            return self.path(name).name
+        file = self.info(name).file
+        if not self.remote.exists(file):
+            raise NotFound(f"dataset {name!r} is registered but its file "
+                           f"{self.remote.where(file)} is missing")
+        return file
+
+    def _open(self, file: str) -> Any:
+        """A seekable binary reader of a dataset file (a context manager)."""
+        if self.remote is not None:
+            return self.remote.open(file)
+        return open(self.directory.resolve() / file, "rb")  # closed by the caller's with
+
+    def _identity(self, file: str) -> dict[str, Any]:
+        from gatekeeper.domain import dsindex
+        if self.remote is not None:
+            return self.remote.identity(file)
+        return dsindex.identity(self.directory.resolve() / file)
+
+    def _describes(self, indexed: str, source: dict[str, Any]) -> bool:
+        import pyarrow as pa
+
+        from gatekeeper.domain import dsindex
+        if self.remote is None:
+            return dsindex.describes(self.directory.resolve() / indexed, source)
+        try:
+            with self.remote.open(indexed) as fh:
+                return dsindex.describes(fh, source)
+        except (NotFound, OSError, pa.ArrowException):
+            return False
+
     def path(self, name: str) -> Path:
-        """The dataset's file, which is always inside the dataset directory."""
+        """The dataset's file, which is always inside the dataset directory (a directory's
+        datasets only: an object store's have no local path)."""
+        if self.remote is not None:
+            raise NotFound(f"dataset {name!r} is in {self.remote.url}, not a local file")
         root = self.directory.resolve()
         path = (root / self.info(name).file).resolve()
         if path.parent != root:
@@ -395,11 +530,24 @@ class Datasets:
               ) -> Generator[dict[str, Any], None, None]:
         """The dataset's posts that match `filters`, authors attached, in file order (close it
         to close the file)."""
-        path = self.path(name)  # here, so an unknown name fails at the call, not later
-        posts = iter_posts(path, self.max_line_bytes)
+        file = self._file(name)  # here, so an unknown name fails at the call, not later
+        posts = iter_posts(self.path(name), self.max_line_bytes) if self.remote is None \
+            else self._remote_posts(file)
         if filters is None or filters.is_empty:
             return posts
         return (post for post in posts if filters.matches(post))
+
+    def _remote_posts(self, file: str) -> Generator[dict[str, Any], None, None]:
+        with self._open(file) as fh:
+            for is_post, obj in read_records(fh.read, self._where(file), self.max_line_bytes):
+                if is_post:
+                    yield obj
+
+    def _where(self, file: str) -> str:
+        """A dataset file as messages name it."""
+        if self.remote is not None:
+            return self.remote.where(file)
+        return str(self.directory.resolve() / file)
 
     # --- read through the index (gatekeeper.domain.dsindex) ----------------------------------
 
@@ -407,6 +555,12 @@ class Datasets:
         """Rebuild the dataset's index when it is missing, of another version or not of the
         JSONL as it is now (or always, with `force`), under the directory lock."""
         from gatekeeper.domain import dsindex
+        if self.remote is not None:
+            with self.remote.locked():
+                file, key = self._file(name), name + dsindex.SUFFIX
+                if force or not self._describes(key, self._identity(file)):
+                    self._build_remote(self.remote, file, key)
+            return
         with self._locked():
             path = self.path(name)
             indexed = dsindex.index_path(path.parent, name)
@@ -420,12 +574,38 @@ class Datasets:
         import pyarrow.parquet as pq
 
         from gatekeeper.domain import dsindex, dsquery
-        path = self.path(name)
-        indexed = dsindex.index_path(path.parent, name)
-        if not dsindex.describes(indexed, dsindex.identity(path)):
+        indexed = name + dsindex.SUFFIX
+        if self.remote is not None:
+            # Fewer round trips: one HEAD says the JSONL is there and what it is, and the
+            # index is opened once, for the check and for the read.
+            source = self.remote.identity(self.info(name).file)
+            fh = self._remote_index(self.remote, indexed, source)
+            if fh is None:
+                self.reindex(name)
+                fh = self._open(indexed)
+            with fh:
+                yield pq.ParquetFile(fh, read_dictionary=dsquery.DICTIONARY)
+            return
+        file = self._file(name)
+        if not self._describes(indexed, self._identity(file)):
             self.reindex(name)
-        with open(indexed, "rb") as fh:
+        with self._open(indexed) as fh:
             yield pq.ParquetFile(fh, read_dictionary=dsquery.DICTIONARY)
+
+    @staticmethod
+    def _remote_index(store: dsstore.ObjectStore, indexed: str, source: dict[str, Any]
+                      ) -> Any:
+        """The object-store index opened, if it describes `source` (`dsindex.describes`
+        reads its footer); else None."""
+        from gatekeeper.domain import dsindex
+        try:
+            fh = store.open(indexed)
+        except NotFound:
+            return None
+        if dsindex.describes(fh, source):
+            return fh
+        fh.close()
+        return None
 
     def indexed(self, name: str, read: Callable[[pq.ParquetFile], T]) -> T:
         """`read(index)`; an index damaged past its footer fails to read: it is rebuilt and
@@ -455,14 +635,15 @@ class Datasets:
         import numpy as np
 
         from gatekeeper.domain import dsquery, dsread
-        path = self.path(name)
+        file = self._file(name)
         wanted = np.fromiter(rows, np.int64)
-        with self.index(name) as pf:
-            yield from dsread.posts_at(path, dsquery.places(pf, wanted), self.max_line_bytes)
+        with self.index(name) as pf, self._open(file) as fh:
+            yield from dsread.posts_at(fh, self._where(file), dsquery.places(pf, wanted),
+                                       self.max_line_bytes)
 
     def post_ids(self, name: str, filters: Filters | None = None) -> Iterator[str]:
         """The IDs of the matching posts in file order (a post stored twice comes twice)."""
-        self.path(name)  # here, so an unknown name fails at the call, not later
+        self._file(name)  # here, so an unknown name fails at the call, not later
         return self._post_ids(name, filters)
 
     def _post_ids(self, name: str, filters: Filters | None) -> Iterator[str]:
@@ -474,7 +655,7 @@ class Datasets:
     def light(self, name: str, filters: Filters | None = None, *,
               retweets: bool = True) -> Iterator[Light]:
         """The `Light` records (what R9 decides on) of the matching posts, in file order."""
-        self.path(name)
+        self._file(name)
         return self._light(name, filters, retweets)
 
     def _light(self, name: str, filters: Filters | None, retweets: bool) -> Iterator[Light]:

@@ -191,8 +191,9 @@ def index_path(directory: Path, name: str) -> Path:
     return directory / (name + SUFFIX)
 
 
-def describes(index: Path, source: dict[str, Any]) -> bool:
-    """Whether `index` is a complete index of this version for the JSONL of `source`."""
+def describes(index: Path | Any, source: dict[str, Any]) -> bool:
+    """Whether `index` (a path, or an open object-store file) is a complete index of this
+    version for the JSONL of `source`."""
     try:
         meta = pq.read_metadata(index).metadata or {}
         recorded = json.loads(meta[META])

@@ -6,7 +6,6 @@ parsed."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 from gatekeeper.domain import lines
@@ -28,22 +27,21 @@ def _post(line: bytes, name: str, position: int) -> dict[str, Any]:
                    "stale", file=name)
 
 
-def posts_at(path: Path, places: Iterable[Place], max_line_bytes: int
+def posts_at(fh: Any, name: str, places: Iterable[Place], max_line_bytes: int
              ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(index row, post) at each place, in the order given (ascending offsets)."""
-    name = str(path)
-    with open(path, "rb") as fh:
-        gz = fh.read(2) == GZIP_MAGIC
-        if not gz:
-            last: tuple[int, bytes] | None = None
-            for row, offset, length, position in places:
-                if last is None or last[0] != offset:
-                    fh.seek(offset)
-                    last = (offset, fh.read(length))
-                yield row, _post(last[1], name, position)
-            return
-        fh.seek(0)
-        yield from _gzip_at(fh.read, name, iter(places), max_line_bytes)
+    """(index row, post) at each place, in the order given (ascending offsets), read from
+    `fh`, a seekable binary reader of the JSONL (a local file or an object-store object)."""
+    gz = fh.read(2) == GZIP_MAGIC
+    if not gz:
+        last: tuple[int, bytes] | None = None
+        for row, offset, length, position in places:
+            if last is None or last[0] != offset:
+                fh.seek(offset)
+                last = (offset, fh.read(length))
+            yield row, _post(last[1], name, position)
+        return
+    fh.seek(0)
+    yield from _gzip_at(fh.read, name, iter(places), max_line_bytes)
 
 
 def _gzip_at(read: Any, name: str, places: Iterator[Place], max_line_bytes: int

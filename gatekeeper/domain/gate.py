@@ -41,7 +41,8 @@ class Gate:
         self.users = Users(self.client, self.ledger, self.entities)
         self.deletions = Deletions(self.client, max_line_bytes=config.max_line_bytes,
                                    clock=self.clock)
-        self.datasets = Datasets(self.client, self.ledger, config.datasets_dir,
+        self.datasets = Datasets(self.client, self.ledger,
+                                 config.datasets_url or config.datasets_dir,
                                  max_line_bytes=config.max_line_bytes)
         # Refunds owed while the store was away (gatekeeper.ledger.pending).
         self.pending_dir = config.redis.data_dir / "pending"

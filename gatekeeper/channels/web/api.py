@@ -128,7 +128,7 @@ def create_share() -> Response:
                                 purpose=purpose, extra={"dataset": dataset,
                                                         **({"filters": as_json} if shown
                                                            else {})})
-        gk.datasets.path(dataset)  # unknown dataset: 404 before any work
+        gk.datasets.check(dataset)  # unknown dataset: 404 before any work
         selection = shares.select_from_dataset(gk, dataset, filters, kind,
                                                gk.deletions.current())
         request_parts: tuple[Any, ...] = (dataset, str(shown), purpose)

@@ -180,7 +180,7 @@ def _form_selection(form: Any) -> tuple[hydrated.Selection, dict[str, str]]:
     dataset = form.get("dataset", "")
     if not dataset:
         raise BadInput("choose a dataset")
-    gate().datasets.path(dataset)
+    gate().datasets.check(dataset)
     limit = form.get("limit") or None
     if limit is not None:
         if not limit.isdigit() or int(limit) <= 0:
