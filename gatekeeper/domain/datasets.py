@@ -151,7 +151,7 @@ class Datasets:
         # An object store (gatekeeper.domain.dsstore) shared by several servers; `directory`
         # is then only where an add spools its copy before the upload.
         self.remote: dsstore.ObjectStore | None = None
-        if isinstance(directory, str) and "://" in directory:  # dsstore.is_url, unimported
+        if isinstance(directory, str) and "://" in directory:  # config's datasets_url
             from gatekeeper.domain import dsstore
             self.remote = dsstore.ObjectStore(directory, client)
         self.directory = Path(tempfile.gettempdir()) if self.remote else Path(directory)

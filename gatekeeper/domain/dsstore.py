@@ -37,11 +37,6 @@ RENEW_S = LOCK_MS / 3000
 WAIT_S = 600.0  # how long an add or remove waits for another server's
 
 
-def is_url(where: object) -> bool:
-    """Whether a `[datasets] dir` value names an object store rather than a directory."""
-    return isinstance(where, str) and "://" in where
-
-
 class ObjectStore:
     """The dataset files under one prefix of an object store (flat: NAME.jsonl and its index)."""
 
