@@ -116,6 +116,9 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
+CLI_PASSWORD = "correct horse battery"  # the `acme` fixture's user dana
+
+
 @pytest.fixture
 def store_dir(tmp_path: Path) -> Iterator[Path]:
     """A config with small limits and an embedded store that is stopped afterwards."""
@@ -137,6 +140,18 @@ def runner(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Re
         return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def acme(runner: Callable[..., Result], store_dir: Path) -> Path:
+    """Through the CLI: entity acme (with R8 terms; R2 limit 100 from `store_dir`'s config) and
+    data-team user dana, whose password is CLI_PASSWORD; returns the store dir."""
+    assert runner("entity", "add", "acme", "--kind", "commercial").exit_code == 0
+    assert runner("entity", "accept-terms", "acme", "--by", "Jane Doe").exit_code == 0
+    r = runner("user", "add", "dana", "--entity", "acme", "--role", "data", "--password-stdin",
+               input=CLI_PASSWORD + "\n")
+    assert r.exit_code == 0, r.output
+    return store_dir
 
 
 @pytest.fixture

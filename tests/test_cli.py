@@ -35,17 +35,6 @@ def ids_file(path: Path, start: int, n: int) -> Path:
     return path
 
 
-@pytest.fixture
-def acme(runner: Run, store_dir: Path) -> Path:
-    """Entity acme (with R8 terms) and data-team user dana; returns the store dir."""
-    assert runner("entity", "add", "acme", "--kind", "commercial").exit_code == 0
-    assert runner("entity", "accept-terms", "acme", "--by", "Jane Doe").exit_code == 0
-    r = runner("user", "add", "dana", "--entity", "acme", "--role", "data", "--password-stdin",
-            input=PASSWORD + "\n")
-    assert r.exit_code == 0, r.output
-    return store_dir
-
-
 def quota(runner: Run, kind: str, name: str) -> dict:
     r = runner("quota", kind, name, "--json")
     assert r.exit_code == 0, r.output

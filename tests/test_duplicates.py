@@ -42,17 +42,6 @@ def kpop_ids() -> list[str]:
             for p in json.loads(line)["data"]]
 
 
-@pytest.fixture
-def acme(runner: Run, store_dir: Path) -> Path:
-    """Entity acme (with R8 terms, R2 limit 100) and data-team user dana; the store dir."""
-    assert runner("entity", "add", "acme", "--kind", "commercial").exit_code == 0
-    assert runner("entity", "accept-terms", "acme", "--by", "Jane Doe").exit_code == 0
-    r = runner("user", "add", "dana", "--entity", "acme", "--role", "data", "--password-stdin",
-               input=PASSWORD + "\n")
-    assert r.exit_code == 0, r.output
-    return store_dir
-
-
 def used(runner: Run, entity: str) -> int:
     r = runner("quota", "entity", entity, "--json")
     assert r.exit_code == 0, r.output
