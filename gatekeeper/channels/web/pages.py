@@ -313,8 +313,7 @@ def export_state() -> Response:
     """The allowance as it is now and a fresh ticket, for the page after a download: the
     person may export the same selection again (in the other format) at once."""
     user = me()
-    if not user.accepted_terms:
-        raise Forbidden("R8: accept X's terms on the terms page before exporting", rule="R8")
+    policy.check_hydrated_export(user, "web")  # R8: no allowance or ticket before the terms
     g = gate()
     quota, window = hydrated_usage(g, user)
     ticket = hydrated.issue_ticket(g, user)
