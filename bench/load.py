@@ -16,8 +16,12 @@ the analysts' threads never delay its clock. Prints each run, the medians of the
 load average before each; exits 1 if the loaded p99 of /healthz (median of the runs) is over
 100 ms, or if a request failed in a way none of busy/refused explains.
 
-Run from the repository root (issue 14 asks for 10,000,000 posts once previews read an index;
-until then a preview scans the JSONL, so use a smaller file)::
+Run from the repository root. Issue 14's run: the 10,000,000-post file bench/datasets.py
+generates (kept aside), eight analysts::
+
+    python bench/load.py --jsonl big10m.jsonl --posts 10000000 --contains needle --runs 3
+
+or demo posts generated here (cached under --workdir)::
 
     python bench/load.py --posts 200000 --seconds 60 --runs 3
 """
@@ -217,6 +221,19 @@ def an_author(path: Path) -> str:
     return username
 
 
+def file_shapes(path: Path, contains: str | None) -> list[dict[str, str]]:
+    """The five shapes over a given file, from its first page: its first post's language and
+    week, its first author, and a word of its first post's text."""
+    with open(path, "rb") as fh:
+        page = json.loads(fh.readline())
+    post = page["data"][0]
+    day = datetime.fromisoformat(post["created_at"].replace("Z", "+00:00")).date()
+    word = contains or max(post["text"].split(), key=len)
+    return [{}, {"lang": post["lang"]},
+            {"since": day.isoformat(), "until": (day + timedelta(days=7)).isoformat()},
+            {"author": an_author(path)}, {"contains": word}]
+
+
 def set_up(base: Path, data: Path, analysts: int, server: str) -> tuple[Any, float]:
     """A store with entity `bench` (terms accepted), `analysts` analysts and the dataset; the
     Gate and how long `dataset add` took."""
@@ -303,6 +320,12 @@ def main() -> int:
                         help="the config's [server] lines, e.g. 'threads = 8\\nheavy_slots = 2'")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/gatekeeper-bench"),
                         help="where the generated dataset is cached")
+    parser.add_argument("--jsonl", type=Path,
+                        help="use this twarc2 JSONL file (e.g. the one bench/datasets.py "
+                             "generates) instead of generating demo posts; --posts is then "
+                             "what it holds")
+    parser.add_argument("--contains", help="the contains shape's word with --jsonl (default: "
+                        "the longest word of the file's first post)")
     parser.add_argument("--poll", nargs=2, metavar=("PORT", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.poll:
@@ -310,10 +333,14 @@ def main() -> int:
         return 0
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     server_lines = args.server.replace("\\n", "\n")
-    data, reused = dataset_file(args.workdir.resolve(), args.posts)
-    week = (ANCHOR - timedelta(days=7)).date().isoformat()
-    shapes = [{}, {"lang": "en"}, {"since": week, "until": ANCHOR.date().isoformat()},
-              {"author": an_author(data)}, {"contains": "music"}]
+    if args.jsonl:
+        data, reused = args.jsonl.resolve(), True
+        shapes = file_shapes(data, args.contains)
+    else:
+        data, reused = dataset_file(args.workdir.resolve(), args.posts)
+        week = (ANCHOR - timedelta(days=7)).date().isoformat()
+        shapes = [{}, {"lang": "en"}, {"since": week, "until": ANCHOR.date().isoformat()},
+                  {"author": an_author(data)}, {"contains": "music"}]
     from gatekeeper.ledger.store import EmbeddedServer
 
     base = Path(tempfile.mkdtemp(prefix="gk-load-"))
@@ -365,8 +392,9 @@ def main() -> int:
     print()
     print(f"command: {command}")
     print(machine_line())
-    print(f"dataset: {args.posts:,} posts, {data.stat().st_size / 2**20:,.0f} MB of JSONL "
-          f"({'reused from the cache' if reused else 'generated'}); dataset add {add_s:.1f} s")
+    origin = "given" if args.jsonl else "reused from the cache" if reused else "generated"
+    print(f"dataset: {data.name}, {args.posts:,} posts, {data.stat().st_size / 2**20:,.0f} MB "
+          f"of JSONL ({origin}); dataset add {add_s:.1f} s; shapes {shapes}")
     print(f"server: waitress, {threads} threads; heavy work {slots} at once, {queue} waiting; "
           f"{args.analysts} analysts, exports of {args.export_posts:,} posts (XLSX)")
     print(f"load average at the end: {load_avg()}")
