@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -45,11 +46,15 @@ def outcome(select: object) -> tuple[object, ...]:
 
 def both(data: bytes, sizes: list[int], cap: int = lines.MAX_LINE_BYTES,
          deleted: Deleted = NOTHING, kind: str = "posts") -> tuple[tuple, tuple]:
-    """The per-line rules (`select_ids` over the line reader) and the block path, same input."""
-    old = outcome(lambda: shares.select_ids(lines.split(iter(cut(data, sizes)), "up", cap),
-                                            "up", kind, deleted))
-    new = outcome(lambda: shares.select_id_stream(iter(cut(data, sizes)), "up", kind, deleted,
-                                                  cap))
+    """The per-line rules (`select_ids` over the line reader) with repeats found by the bitmap
+    pass, and the block path with repeats found by numpy (`repeated_ids`, which large lists
+    take), same input."""
+    with mock.patch.object(shares, "EXACT_FROM", 10**9):
+        old = outcome(lambda: shares.select_ids(lines.split(iter(cut(data, sizes)), "up", cap),
+                                                "up", kind, deleted))
+    with mock.patch.object(shares, "EXACT_FROM", 0):
+        new = outcome(lambda: shares.select_id_stream(iter(cut(data, sizes)), "up", kind,
+                                                      deleted, cap))
     return old, new
 
 
@@ -89,12 +94,13 @@ def test_the_block_path_ends_as_the_per_line_rules_on_hostile_input(
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(1, 2**63 - 1), max_size=300), st.sampled_from([b"\n", b"\r\n"]),
-       st.lists(st.integers(1, 5000), min_size=1, max_size=4), st.booleans(), st.booleans())
+       st.lists(st.integers(1, 5000), min_size=1, max_size=4), st.booleans(),
+       st.lists(st.integers(0, 299), max_size=12))
 def test_the_block_path_ends_as_the_per_line_rules_on_valid_lists(
         values: list[int], eol: bytes, sizes: list[int], final_newline: bool,
-        repeat: bool) -> None:
-    listed = [str(v).encode() for v in values] + ([str(values[0]).encode()]
-                                                  if repeat and values else [])
+        repeat: list[int]) -> None:
+    listed = [str(v).encode() for v in values]
+    listed += [listed[i % len(listed)] for i in repeat] if listed else []
     data = eol.join(listed) + (eol if final_newline and listed else b"")
     hidden = frozenset(values[1:3])
     for deleted in (NOTHING, Deleted(1, hidden, frozenset())):
