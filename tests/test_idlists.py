@@ -214,6 +214,33 @@ def test_a_canonical_list_is_validated_without_looking_at_each_line(
         assert sel.count == 200_000
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.integers(1, 21), st.lists(st.text("0123456789", min_size=1, max_size=3)
+                                     | st.sampled_from(["9", "92", "0", " ", "\r", "\x00", "a",
+                                                        "\n", "٣"]), min_size=1, max_size=80),
+       st.booleans())
+def test_a_block_of_one_line_length_is_judged_as_the_regular_expression_judges_it(
+        width: int, pieces: list[str], crlf: bool) -> None:
+    """The table check (lines of one length) against the regular expression alone, on blocks
+    cut into lines of `width` bytes from digits and what must not pass: a stray newline, a
+    space, a "\\r", a NUL, a letter, a leading 0, 19 digits from 9, over 19 digits."""
+    text = "".join(pieces).encode()
+    body = text[:len(text) - len(text) % width] or text
+    rows = [body[i:i + width] for i in range(0, len(body), width)]
+    eol = b"\r\n" if crlf else b"\n"
+    block = eol.join(rows) + eol
+    assert idlists.canonical(block) == idlists.matched(block.replace(b"\r\n", b"\n"))
+
+
+def test_a_table_of_19_digit_ids_from_9_is_compared_with_2_to_the_63() -> None:
+    top = b"9223372036854775807\n"
+    assert idlists.canonical(top * 3) == top * 3
+    for bad in (b"9223372036854775808\n", b"9999999999999999999\n"):
+        assert idlists.canonical(top + bad + top) is None
+        assert idlists.canonical(bad + top) is None
+    assert idlists.canonical(b"12345678901234567890\n" * 3) is None  # 20 digits: over 2^63
+
+
 def test_the_canonical_check_refuses_what_the_per_line_rules_refuse() -> None:
     assert idlists.canonical(b"1\n22\n9223372036854775807\n") is not None
     assert idlists.canonical(b"1\r\n22\r\n") == b"1\n22\n"
