@@ -113,6 +113,8 @@ IN_MEMORY: dict[str, tuple[str, Callable[[list[str], Path], None]]] = {
     "joined": ("IDs in memory: one '\\n'.join, fsync", joined),
 }
 UPLOAD = "POST /api/v1/shares to `gatekeeper serve`, end to end"
+UPLOAD_SMALL = "the same with a tenth of the IDs"
+FLAT_MB = 30.0  # bench/ids.py's: the server's peak with all the IDs vs a tenth
 
 
 def side(key: str, src: str, work: str) -> dict:
@@ -153,13 +155,13 @@ class Server:
         self.token = gate.users.create_token(user, actor="bench", channel="cli")
         self.proc, self.port = bench_ids.start_server(run_dir, self.config)
 
-    def upload(self, path: Path, n: int) -> float:
-        """Seconds from the request's first byte to the response's last; exits if the IDs
-        do not come back whole."""
+    def upload(self, path: Path, n: int) -> tuple[float, float]:
+        """Seconds from the request's first byte to the response's last, and the server's
+        peak MB meanwhile; exits if the IDs do not come back whole."""
         run = self.bench_ids.upload(self.port, self.token, path, n, False, self.proc.pid, UPLOAD)
         if run.note:
             raise SystemExit(f"the upload failed: {run.note}")
-        return float(run.seconds)
+        return float(run.seconds), float(run.peak_mb)
 
     def stop(self) -> None:
         from gatekeeper.ledger.store import EmbeddedServer
@@ -184,19 +186,26 @@ def main() -> int:
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     load_before = os.getloadavg()
     labels = {**{k: v[0] for k, v in FROM_FILE.items()},
-              **{k: v[0] for k, v in IN_MEMORY.items()}, "upload": UPLOAD}
+              **{k: v[0] for k, v in IN_MEMORY.items()}, "upload": UPLOAD,
+              "upload_small": UPLOAD_SMALL}
     runs: dict[str, list[float]] = {k: [] for k in labels}
+    server_mb: dict[str, list[float]] = {"upload": [], "upload_small": []}
     work = Path(tempfile.mkdtemp(prefix="gk-bench-idfile-"))
     server = None
     try:
         src = work / "ids.txt"
         src.write_text("".join(f"{FIRST + i * 7919}\n" for i in range(n)))
+        small = work / "ids-small.txt"
+        small.write_text("".join(f"{FIRST + i * 7919}\n" for i in range(n // 10)))
+        uploads = {"upload": (src, n), "upload_small": (small, n // 10)}
         server = Server(work)
-        server.upload(src, n)  # a warm-up, not counted
+        server.upload(small, n // 10)  # a warm-up (numpy loaded), not counted
         for r in range(args.rounds):
             for key in list(labels) if r % 2 == 0 else list(reversed(labels)):
-                if key == "upload":
-                    runs[key].append(server.upload(src, n))
+                if key in uploads:
+                    seconds, peak = server.upload(*uploads[key])
+                    runs[key].append(seconds)
+                    server_mb[key].append(peak)
                 else:
                     got = run_fresh(key, "idfile", "side", [key, src, work], ROOT)
                     runs[key].append(got["seconds"])
@@ -222,6 +231,10 @@ def main() -> int:
     print_table(("side", "median s", "µs per ID", "runs (s)"), rows)
     ours_s, per_id, up_s = med["ours"], med["v_blocks"] / n * 1e6, med["upload"]
     print(f"validation, blocks vs per line: {med['v_lines'] / med['v_blocks']:.1f}x faster")
+    peak = {k: max(v) for k, v in server_mb.items()}
+    print(f"server peak (its RSS polled every 10 ms and VmHWM): {peak['upload']:.0f} MB with "
+          f"{n:,} IDs, {peak['upload_small']:.0f} MB with {n // 10:,} (runs: "
+          + "; ".join(", ".join(f"{x:.0f}" for x in v) for v in server_mb.values()) + ")")
     return print_goals([
         (f"{n:,}-ID file validated and written in <= {TOTAL_S:g} s ({ours_s:.3f} s)",
          ours_s <= TOTAL_S),
@@ -229,6 +242,9 @@ def main() -> int:
          f"{med['v_lines'] / n * 1e6:.3f} µs)", per_id <= PER_ID_US),
         (f"{n:,} IDs uploaded and shared back end to end in <= {UPLOAD_S:g} s ({up_s:.3f} s)",
          up_s <= UPLOAD_S),
+        (f"server memory flat: {n:,} vs {n // 10:,} IDs within +{FLAT_MB:g} MB "
+         f"({peak['upload'] - peak['upload_small']:+.0f} MB)",
+         peak["upload"] - peak["upload_small"] <= FLAT_MB),
         ("the file is byte-identical to the per-line rules' and to the input", same),
     ])
 
