@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -81,7 +82,10 @@ def repeated_ids(chunks: Iterable[bytes], count: int) -> set[bytes]:
     sorted; equal neighbours are the repeats."""
     import numpy as np  # here: a share that never holds a large list loads no numpy
 
-    values = np.empty(count, np.uint64)
+    # Mapped here, not malloc'd: freeing a malloc'd block this large would raise glibc's mmap
+    # threshold to its size, and a server's threads would then keep every later buffer below
+    # it in their arenas (tens of MB, bench/idfile.py).
+    values = np.frombuffer(mmap.mmap(-1, max(8 * count, 1)), np.uint64, count)  # unmapped with it
     filled = 0
     for chunk in chunks:
         got = _numbers(chunk)
