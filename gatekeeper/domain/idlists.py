@@ -6,11 +6,11 @@ the first line dropped; a line over the cap refused as `gatekeeper.domain.lines`
 What makes it fast is that nearly every list is *canonical*: nothing but IDs, each ended by
 ``\\n`` (or ``\\r\\n``). A block of whole lines (~1 MB) is checked for that at once — as a table
 when its lines have one length, else by one regular expression, in C either way — and then goes
-to the spool and the digest as it is. Only a block that is not
-canonical — a bad line, a blank line, a space, a stray ``\\r`` — is read line by line, by the
-same `Checker.line` as before, which names each bad line and its value. So the outcome (IDs,
-order, digest, counts, errors) is the per-line rules' in every case; tests/test_idlists.py
-holds the two against each other on random and hostile inputs.
+to the spool and the digest as it is. Only a block that is not canonical — a bad line, a blank
+line, a space, a stray ``\\r`` — is read line by line, by the same `Checker.line` as before,
+which names each bad line and its value. So the outcome (IDs, order, digest, counts, errors) is
+the per-line rules' in every case; tests/test_idlists.py holds the two against each other on
+random and hostile inputs, and the table check against the regular expression.
 """
 
 from __future__ import annotations
