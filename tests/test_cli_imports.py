@@ -72,6 +72,24 @@ def test_a_cli_share_imports_no_web_export_or_signing_library(shared_store: Path
     assert "gatekeeper.channels.cli.audit" not in modules
 
 
+def test_a_large_id_file_loads_numpy_for_its_repeats_and_still_no_pyarrow(
+        shared_store: Path) -> None:
+    """From `EXACT_FROM` IDs on, repeats are found by numpy, imported then and only then; the
+    dataset index's pyarrow is never needed for an ID file."""
+    from gatekeeper.domain.shares import EXACT_FROM
+
+    ids = shared_store / "ids.txt"
+    ids.write_text("".join(f"{1460000000000000000 + i}\n" for i in range(EXACT_FROM)) + "7\n7\n")
+    code, modules, err = run(shared_store, "share", "--as", "dan", "--entity", "acme",
+                             "--purpose", "test", "--ids", str(ids), "--out",
+                             str(shared_store / "o.txt"))
+    assert code == 0, err
+    assert (shared_store / "o.txt").read_text().count("\n") == EXACT_FROM + 1  # 7 once
+    assert "numpy" in modules
+    assert "pyarrow" not in modules
+    assert unused_loaded(modules) == []
+
+
 def test_every_command_is_still_listed_and_runs(shared_store: Path) -> None:
     listed = CliRunner().invoke(cli.main, ["--help"])
     assert listed.exit_code == 0

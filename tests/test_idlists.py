@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -45,11 +46,15 @@ def outcome(select: object) -> tuple[object, ...]:
 
 def both(data: bytes, sizes: list[int], cap: int = lines.MAX_LINE_BYTES,
          deleted: Deleted = NOTHING, kind: str = "posts") -> tuple[tuple, tuple]:
-    """The per-line rules (`select_ids` over the line reader) and the block path, same input."""
-    old = outcome(lambda: shares.select_ids(lines.split(iter(cut(data, sizes)), "up", cap),
-                                            "up", kind, deleted))
-    new = outcome(lambda: shares.select_id_stream(iter(cut(data, sizes)), "up", kind, deleted,
-                                                  cap))
+    """The per-line rules (`select_ids` over the line reader) with repeats found by the bitmap
+    pass, and the block path with repeats found by numpy (`repeated_ids`, which large lists
+    take), same input."""
+    with mock.patch.object(shares, "EXACT_FROM", 10**9):
+        old = outcome(lambda: shares.select_ids(lines.split(iter(cut(data, sizes)), "up", cap),
+                                                "up", kind, deleted))
+    with mock.patch.object(shares, "EXACT_FROM", 0):
+        new = outcome(lambda: shares.select_id_stream(iter(cut(data, sizes)), "up", kind,
+                                                      deleted, cap))
     return old, new
 
 
@@ -89,12 +94,13 @@ def test_the_block_path_ends_as_the_per_line_rules_on_hostile_input(
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(1, 2**63 - 1), max_size=300), st.sampled_from([b"\n", b"\r\n"]),
-       st.lists(st.integers(1, 5000), min_size=1, max_size=4), st.booleans(), st.booleans())
+       st.lists(st.integers(1, 5000), min_size=1, max_size=4), st.booleans(),
+       st.lists(st.integers(0, 299), max_size=12))
 def test_the_block_path_ends_as_the_per_line_rules_on_valid_lists(
         values: list[int], eol: bytes, sizes: list[int], final_newline: bool,
-        repeat: bool) -> None:
-    listed = [str(v).encode() for v in values] + ([str(values[0]).encode()]
-                                                  if repeat and values else [])
+        repeat: list[int]) -> None:
+    listed = [str(v).encode() for v in values]
+    listed += [listed[i % len(listed)] for i in repeat] if listed else []
     data = eol.join(listed) + (eol if final_newline and listed else b"")
     hidden = frozenset(values[1:3])
     for deleted in (NOTHING, Deleted(1, hidden, frozenset())):
@@ -206,6 +212,33 @@ def test_a_canonical_list_is_validated_without_looking_at_each_line(
     path.write_bytes(eol.join(ids(200_000)) + eol)
     with shares.select_id_file(path, "posts", NOTHING) as sel:
         assert sel.count == 200_000
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(1, 21), st.lists(st.text("0123456789", min_size=1, max_size=3)
+                                     | st.sampled_from(["9", "92", "0", " ", "\r", "\x00", "a",
+                                                        "\n", "٣"]), min_size=1, max_size=80),
+       st.booleans())
+def test_a_block_of_one_line_length_is_judged_as_the_regular_expression_judges_it(
+        width: int, pieces: list[str], crlf: bool) -> None:
+    """The table check (lines of one length) against the regular expression alone, on blocks
+    cut into lines of `width` bytes from digits and what must not pass: a stray newline, a
+    space, a "\\r", a NUL, a letter, a leading 0, 19 digits from 9, over 19 digits."""
+    text = "".join(pieces).encode()
+    body = text[:len(text) - len(text) % width] or text
+    rows = [body[i:i + width] for i in range(0, len(body), width)]
+    eol = b"\r\n" if crlf else b"\n"
+    block = eol.join(rows) + eol
+    assert idlists.canonical(block) == idlists.matched(block.replace(b"\r\n", b"\n"))
+
+
+def test_a_table_of_19_digit_ids_from_9_is_compared_with_2_to_the_63() -> None:
+    top = b"9223372036854775807\n"
+    assert idlists.canonical(top * 3) == top * 3
+    for bad in (b"9223372036854775808\n", b"9999999999999999999\n"):
+        assert idlists.canonical(top + bad + top) is None
+        assert idlists.canonical(bad + top) is None
+    assert idlists.canonical(b"12345678901234567890\n" * 3) is None  # 20 digits: over 2^63
 
 
 def test_the_canonical_check_refuses_what_the_per_line_rules_refuse() -> None:
