@@ -824,6 +824,11 @@ def test_a_take_into_the_open_bucket_rewrites_no_expiry_and_reads_reservations_o
     assert calls("exists") == 0  # the head bucket's LINDEX tells whether the list exists
     assert calls("zrangebyscore") == 1  # stale reservations: read once, checked and closed
     assert calls("zremrangebyscore") == 1  # the key index's expired entries
+    # The counter's head and tail buckets and its total are read once: the summary entry is
+    # written from what the take read and charged, not read back (three calls more).
+    assert calls("lindex") == 2
+    assert calls("get") == 2  # the moved marker and the running total
+    assert calls("hset") == 3  # the share record, the summary entry, the chain head
 
 
 # --- the active index and moved pools (R10) -------------------------------------------------
