@@ -50,10 +50,10 @@ class Scripts:
     def _direct(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA on a connection of the pool, sent and read directly: redis-py's generic
         command path (deprecation and observability wrappers, retry closures, ~150 Python
-        calls) cost ~30 µs a call, a tenth of a cost-1 grant on a quiet machine. Anything but
-        an answer or a script error — the server lost its scripts (NOSCRIPT), a connection
-        that died or went stale — goes the generic way, which loads the script or reconnects
-        and retries exactly as it did before."""
+        calls) costs ~30 µs a call, a tenth of a cost-1 grant on a quiet machine. An answer
+        or a script's error is returned or raised as before; NOSCRIPT (the server lost its
+        scripts) and a connection that died or went stale go the generic way, which loads
+        the script or reconnects and retries as every call did before."""
         pool = self.pool
         if pool is None:
             return script(keys=keys, args=args)
