@@ -25,6 +25,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -280,12 +281,20 @@ class Recorded:
         return answer
 
 
+def cpu_s() -> float:
+    """This process's CPU time (user + system) in seconds: the client's own work per grant,
+    whatever the machine's other tenants make it wait."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def breakdown(client: redis.Redis, sides: dict[str, Side], runs: int, reps: int,
               fsync: str) -> dict[str, dict[str, float]]:
     """Where a cost-1 grant's time goes, per side (medians of `runs` alternated runs): p50
     latency with every write fsynced before it is answered (``always``) and without (``no``),
     whose difference is the fsync; the script's own time in the server (INFO commandstats);
-    the AOF bytes a grant appends; for gatekeeper, a do-nothing script sent with the very KEYS
+    the AOF bytes a grant appends; the client's CPU time per grant (user + system, both
+    policies); for gatekeeper, a do-nothing script sent with the very KEYS
     and ARGV of a take (the round trip: redis-py, the socket, argument parsing) and the
     Python around the call (Ledger.take with the script's answer canned)."""
     out: dict[str, dict[str, list[float]]] = {n: {} for n in sides}
@@ -294,7 +303,9 @@ def breakdown(client: redis.Redis, sides: dict[str, Side], runs: int, reps: int,
             client.config_set("appendfsync", policy)
             client.config_resetstat()
             aof = client.info("persistence")["aof_current_size"]
+            cpu = cpu_s()
             ms = latencies(sides[name], lambda _i, n=name, r=run: f"why-{n}-{r}", 1, reps)
+            out[name].setdefault("client", []).append((cpu_s() - cpu) / reps * 1000)
             out[name].setdefault(policy, []).append(pct(ms, 50))
             stats = client.info("commandstats")["cmdstat_evalsha"]
             out[name].setdefault("server", []).append(stats["usec_per_call"] / 1000)
@@ -429,12 +440,13 @@ def median(xs: list[float]) -> float:
 def print_why(sides: dict[str, Side], why: dict[str, dict[str, float]]) -> None:
     print()
     print("where a cost-1 grant's time goes (p50 latency with appendfsync always and no, one "
-          "process; the script's own time in the server; AOF bytes appended per grant):")
+          "process; the script's own time in the server; the client's CPU time per grant; "
+          "AOF bytes appended per grant):")
     print_table(["side", "p50 always (ms)", "p50 no (ms)", "fsync (ms)", "script in server (ms)",
-                 "AOF B/grant"],
+                 "client CPU (ms)", "AOF B/grant"],
                 [[sides[n].short, f"{why[n]['always']:.3f}", f"{why[n]['no']:.3f}",
                   f"{why[n]['always'] - why[n]['no']:.3f}", f"{why[n]['server']:.3f}",
-                  f"{why[n]['aof']:,.0f}"] for n in SIDES])
+                  f"{why[n]['client']:.3f}", f"{why[n]['aof']:,.0f}"] for n in SIDES])
     print(f"gatekeeper's take around the script: the round trip of a do-nothing script sent the "
           f"take's very KEYS and ARGV {why['ours']['noop']:.3f} ms (p50); the Python of "
           f"Ledger.take and the bench's call with the script's answer canned "
