@@ -15,6 +15,7 @@ goals; exits 1 if a goal fails (among them: parity with the moving window at cos
 Run from the repository root::
 
     python bench/ledger.py
+    python bench/ledger.py --cost1   # only the cost-1 rows (the parity check), ~1/4 the time
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -279,12 +281,20 @@ class Recorded:
         return answer
 
 
+def cpu_s() -> float:
+    """This process's CPU time (user + system) in seconds: the client's own work per grant,
+    whatever the machine's other tenants make it wait."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def breakdown(client: redis.Redis, sides: dict[str, Side], runs: int, reps: int,
               fsync: str) -> dict[str, dict[str, float]]:
     """Where a cost-1 grant's time goes, per side (medians of `runs` alternated runs): p50
     latency with every write fsynced before it is answered (``always``) and without (``no``),
     whose difference is the fsync; the script's own time in the server (INFO commandstats);
-    the AOF bytes a grant appends; for gatekeeper, a do-nothing script sent with the very KEYS
+    the AOF bytes a grant appends; the client's CPU time per grant (user + system, both
+    policies); for gatekeeper, a do-nothing script sent with the very KEYS
     and ARGV of a take (the round trip: redis-py, the socket, argument parsing) and the
     Python around the call (Ledger.take with the script's answer canned)."""
     out: dict[str, dict[str, list[float]]] = {n: {} for n in sides}
@@ -293,7 +303,9 @@ def breakdown(client: redis.Redis, sides: dict[str, Side], runs: int, reps: int,
             client.config_set("appendfsync", policy)
             client.config_resetstat()
             aof = client.info("persistence")["aof_current_size"]
+            cpu = cpu_s()
             ms = latencies(sides[name], lambda _i, n=name, r=run: f"why-{n}-{r}", 1, reps)
+            out[name].setdefault("client", []).append((cpu_s() - cpu) / reps * 1000)
             out[name].setdefault(policy, []).append(pct(ms, 50))
             stats = client.info("commandstats")["cmdstat_evalsha"]
             out[name].setdefault("server", []).append(stats["usec_per_call"] / 1000)
@@ -425,6 +437,64 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+def print_why(sides: dict[str, Side], why: dict[str, dict[str, float]]) -> None:
+    print()
+    print("where a cost-1 grant's time goes (p50 latency with appendfsync always and no, one "
+          "process; the script's own time in the server; the client's CPU time per grant; "
+          "AOF bytes appended per grant):")
+    print_table(["side", "p50 always (ms)", "p50 no (ms)", "fsync (ms)", "script in server (ms)",
+                 "client CPU (ms)", "AOF B/grant"],
+                [[sides[n].short, f"{why[n]['always']:.3f}", f"{why[n]['no']:.3f}",
+                  f"{why[n]['always'] - why[n]['no']:.3f}", f"{why[n]['server']:.3f}",
+                  f"{why[n]['client']:.3f}", f"{why[n]['aof']:,.0f}"] for n in SIDES])
+    print(f"gatekeeper's take around the script: the round trip of a do-nothing script sent the "
+          f"take's very KEYS and ARGV {why['ours']['noop']:.3f} ms (p50); the Python of "
+          f"Ledger.take and the bench's call with the script's answer canned "
+          f"{why['ours']['python']:.3f} ms")
+
+
+def cost1_goals(args: argparse.Namespace, fig: dict[str, dict[str, float]]
+                ) -> list[tuple[str, bool]]:
+    o, mw = fig["ours"], fig["mw"]
+    return [
+        (f"cost-1 grant p50 at parity or better with the moving window's "
+         f"({o['small50']:.3f} vs {mw['small50']:.3f} ms: {mw['small50'] / o['small50']:.2f}x)",
+         o["small50"] <= mw["small50"]),
+        (f"cost-1 grants/s from {args.procs} processes at parity or better "
+         f"({o['rate1']:,.0f} vs {mw['rate1']:,.0f}: {o['rate1'] / mw['rate1']:.2f}x)",
+         o["rate1"] >= mw["rate1"]),
+    ]
+
+
+def report_cost1(args: argparse.Namespace, command: str, facts: list[str],
+                 sides: dict[str, Side], res: dict[str, dict[str, Any]],
+                 why: dict[str, dict[str, float]], loads: list[str], started: float) -> int:
+    """--cost1: the cost-1 rows, the breakdown and the two parity goals."""
+    fig = {name: {k: median(v) for k, v in r.items() if isinstance(v, list)}
+           for name, r in res.items()}
+    print(f"gatekeeper ledger vs the rivals at cost 1, {LIMIT:,} IDs per 30 days (R2)")
+    print(f"command: {command}")
+    for fact in facts:
+        print(fact)
+    print("sides: " + "; ".join(f"{sides[n].short} = {sides[n].label}" for n in SIDES))
+    print(f"load average (1/5/15 min) at start and after each phase: {' | '.join(loads)}")
+    print()
+    print_table(["metric", *(sides[n].short for n in SIDES)], [
+        ["grant latency, cost 1, p50 (ms)", *(f"{fig[n]['small50']:.3f}" for n in SIDES)],
+        ["grant latency, cost 1, p99 (ms)", *(f"{fig[n]['small99']:.3f}" for n in SIDES)],
+        [f"grants/s, {args.procs} processes, cost 1", *(f"{fig[n]['rate1']:,.0f}"
+                                                       for n in SIDES)]])
+    print(f"each figure: the median of {args.runs} runs per side, the sides alternated; "
+          f"{args.small_reps} grants per latency run, {args.seconds:g} s per throughput round")
+    for what, label in (("rate1", "grants/s cost 1"), ("small50", "cost-1 p50 ms")):
+        print(f"runs, {label}: " + " / ".join(
+            f"{sides[n].short} " + ", ".join(f"{v:,.3g}" for v in res[n][what]) for n in SIDES))
+    print_why(sides, why)
+    code = print_goals(cost1_goals(args, fig))
+    print(f"\ntotal run time {time.perf_counter() - started:.0f} s")
+    return code
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per side of each phase")
@@ -448,6 +518,9 @@ def main() -> int:
                         help="cost-1 grants per side, run and fsync policy for the breakdown")
     parser.add_argument("--fsync", choices=sorted(FSYNC), default="always",
                         help="appendfsync for the run, every side alike (default: as deployed)")
+    parser.add_argument("--cost1", action="store_true",
+                        help="only the cost-1 rows (breakdown, latency, grants/s) and their "
+                             "goals: the parity check")
     args = parser.parse_args()
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     started = time.perf_counter()
@@ -485,7 +558,7 @@ def main() -> int:
 
             # Latency, cost 100,000: fresh entities, 15 grants each (exactly the limit); then
             # memory per full entity, measured on every one of them.
-            for run, name in alternated(args.runs):
+            for run, name in alternated(0 if args.cost1 else args.runs):
                 count = args.big_entities_mw if name == "mw" else args.big_entities
                 quiet(client)
                 ms = latencies(sides[name],
@@ -505,7 +578,7 @@ def main() -> int:
 
             # Grants per second: N spawned processes, each its own client and entities.
             pool = Pool(socket, args.procs)
-            for cost, what in ((1, "rate1"), (BIG, "rate_big")):
+            for cost, what in ((1, "rate1"), (BIG, "rate_big"))[:1 if args.cost1 else 2]:
                 for run, name in alternated(args.runs):
                     quiet(client)
                     prefix = f"tp-{name}-{cost}-{run}"
@@ -515,6 +588,8 @@ def main() -> int:
                 loads.append(load())
             pool.close()
             pool = None
+            if args.cost1:
+                return report_cost1(args, command, facts, sides, res, why, loads, started)
 
             # Many grants in the window: cost-1 grants into an entity that already holds
             # --window-grants of them (the sorted set's are added in bulk, the others granted).
@@ -617,27 +692,11 @@ def main() -> int:
           f"{args.race_left:,} left; "
           f"gatekeeper's counter reads {ours_used:,} used of {LIMIT:,}")
 
-    print()
-    print("where a cost-1 grant's time goes (p50 latency with appendfsync always and no, one "
-          "process; the script's own time in the server; AOF bytes appended per grant):")
-    print_table(["side", "p50 always (ms)", "p50 no (ms)", "fsync (ms)", "script in server (ms)",
-                 "AOF B/grant"],
-                [[sides[n].short, f"{why[n]['always']:.3f}", f"{why[n]['no']:.3f}",
-                  f"{why[n]['always'] - why[n]['no']:.3f}", f"{why[n]['server']:.3f}",
-                  f"{why[n]['aof']:,.0f}"] for n in SIDES])
-    print(f"gatekeeper's take around the script: the round trip of a do-nothing script sent the "
-          f"take's very KEYS and ARGV {why['ours']['noop']:.3f} ms (p50); the Python of "
-          f"Ledger.take and the bench's call with the script's answer canned "
-          f"{why['ours']['python']:.3f} ms")
+    print_why(sides, why)
 
     o, mw, zs = fig["ours"], fig["mw"], fig["zset"]
     goals = [
-        (f"cost-1 grant p50 at parity or better with the moving window's "
-         f"({o['small50']:.3f} vs {mw['small50']:.3f} ms: {mw['small50'] / o['small50']:.2f}x)",
-         o["small50"] <= mw["small50"]),
-        (f"cost-1 grants/s from {args.procs} processes at parity or better "
-         f"({o['rate1']:,.0f} vs {mw['rate1']:,.0f}: {o['rate1'] / mw['rate1']:.2f}x)",
-         o["rate1"] >= mw["rate1"]),
+        *cost1_goals(args, fig),
         (f"cost-100,000 p50 >= 50x faster than the moving window's "
          f"({mw['big50'] / o['big50']:,.1f}x)", mw["big50"] >= 50 * o["big50"]),
         (f"cost-100,000 p50 within 1.5x of our cost-1 p50 ({o['big50'] / o['small50']:.2f}x)",

@@ -824,6 +824,44 @@ def test_a_take_into_the_open_bucket_rewrites_no_expiry_and_reads_reservations_o
     assert calls("exists") == 0  # the head bucket's LINDEX tells whether the list exists
     assert calls("zrangebyscore") == 1  # stale reservations: read once, checked and closed
     assert calls("zremrangebyscore") == 1  # the key index's expired entries
+    # The counter's head and tail buckets and its total are read once: the summary entry is
+    # written from what the take read and charged, not read back (three calls more).
+    assert calls("lindex") == 2
+    assert calls("get") == 2  # the moved marker and the running total
+    assert calls("hset") == 3  # the share record, the summary entry, the chain head
+
+
+def test_a_take_sends_its_script_without_redis_pys_generic_command_path(
+    redis_client: redis.Redis, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # redis-py's generic path (wrappers, retry closures: ~150 Python calls) cost ~30 µs of a
+    # cost-1 grant; a script call goes straight to a pooled connection.
+    take(ledger, [r2(1)], T0, "warm")
+    generic: list[object] = []
+    monkeypatch.setattr(redis_client, "execute_command", lambda *a, **k: generic.append(a))
+    grant = take(ledger, [r2(1)], T0 + 10, "direct")
+    assert grant.granted == 1 and generic == []
+    monkeypatch.undo()
+    assert used(ledger, r2(), T0 + 20) == 2
+
+
+def test_a_take_after_the_server_lost_its_scripts_or_the_connection_still_counts_once(
+    real_server: dict[str, str],
+) -> None:
+    # NOSCRIPT (a restarted or flushed server) and a connection that died go redis-py's way,
+    # which loads the script or reconnects: the take is counted once, with its audit record.
+    r = real_client(real_server)
+    r.flushall()
+    ledger = Ledger(r)
+    take(ledger, [r2(1)], T0, "a")
+    r.script_flush()
+    take(ledger, [r2(1)], T0 + 10, "b")
+    admin = real_client(real_server)
+    admin.client_kill_filter(skipme=True, _type="normal")  # every other connection: r's
+    take(ledger, [r2(1)], T0 + 20, "c")
+    assert used(ledger, r2(), T0 + 30) == 3
+    assert [x["share_id"] for x in audit_records(r)] == ["a", "b", "c"]
+    r.flushall()
 
 
 # --- the active index and moved pools (R10) -------------------------------------------------

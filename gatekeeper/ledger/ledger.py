@@ -28,6 +28,7 @@ reading its answer; split apart, a script's two halves would live in different f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -215,11 +216,9 @@ class Ledger:
         # script decides by the Redis clock.
         around = self._around(now_ms)
         ttl_share = max(c.window.length_ms for c in counters) // 1000 + 86_400
-        idem_key = (
-            keys.idempotency(root, idempotency.actor, idempotency.key)
-            if idempotency
-            else keys.placeholder(root)
-        )
+        fixed = _take_keys(root)
+        idem_key = keys.idempotency(root, idempotency.actor, idempotency.key) if idempotency \
+            else fixed[2]
         args: list[Any] = [
             self.clock.arg(now_ms),
             "1" if partial else "0",
@@ -234,13 +233,10 @@ class Ledger:
         for c in counters:
             args += counter_args(c, around)
         args += _audit_args(audit)
-        audit_key = keys.audit(root)
         out = self._run(
             "take",
-            [audit_key, keys.chain_of(audit_key), idem_key, keys.share(root, share_id),
-             keys.active(root), keys.moved(root), keys.refusals_of(audit_key),
-             keys.reserved(root), keys.pool_keys(root),
-             *(k for c in counters for k in keys.counter_keys(c.key)), keys.summary(root)],
+            [fixed[0], fixed[1], idem_key, keys.share(root, share_id), *fixed[3:8],
+             *(k for c in counters for k in keys.counter_keys(c.key)), fixed[8]],
             args,
         )
         status = out["status"]
@@ -533,6 +529,17 @@ class Ledger:
                             children=tuple(out.get("children") or ()), share=out.get("share"))
         raise Conflict(f"R10: the keys of pool {name!r} kept changing while it was moved; "
                        "nothing was changed, try again", rule="R10")
+
+
+@functools.lru_cache(maxsize=4096)
+def _take_keys(root: str) -> tuple[str, ...]:
+    """The keys of a pool every take names (built once per pool: a take is the hot path):
+    its audit stream and chain head, its placeholder idempotency key, active index, moved
+    marker, refusal index, open reservations, index of its keys and summary."""
+    audit_key = keys.audit(root)
+    return (audit_key, keys.chain_of(audit_key), keys.placeholder(root), keys.active(root),
+            keys.moved(root), keys.refusals_of(audit_key), keys.reserved(root),
+            keys.pool_keys(root), keys.summary(root))
 
 
 def _peek_keys(counters: list[Counter]) -> list[str]:

@@ -301,6 +301,13 @@ end
 -- counter without one), so that a dashboard reads one hash per pool. `spec` gives the window.
 local function summary_field(key) return string.match(key, ':ctr:(.*)$') end
 
+-- The entry of a counter whose total (a decimal string) and first and last bucket starts the
+-- caller knows (take.lua has just read or written them: no call to read them again).
+local function summary_entry(summary, spec, key, total, first, last)
+  redis.call('HSET', summary, summary_field(key), total .. ':' .. fmt(release_at(spec, first))
+             .. ':' .. fmt(release_at(spec, last)))
+end
+
 local function summarise(summary, spec, key, sum_key)
   local head = redis.call('LINDEX', key, 0)
   if not head then
@@ -309,8 +316,7 @@ local function summarise(summary, spec, key, sum_key)
   end
   local first = parse_bucket(head)
   local last = parse_bucket(redis.call('LINDEX', key, -1))
-  redis.call('HSET', summary, summary_field(key), (redis.call('GET', sum_key) or '0') .. ':'
-             .. fmt(release_at(spec, first)) .. ':' .. fmt(release_at(spec, last)))
+  summary_entry(summary, spec, key, redis.call('GET', sum_key) or '0', first, last)
 end
 
 -- After a change to a counter's bucket sums (settle.lua): the new total, the same HEAD and

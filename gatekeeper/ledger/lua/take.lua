@@ -153,6 +153,7 @@ for c = 1, n do
   spec.used = total
   spec.had_sum = had_sum ~= false and total ~= 0
   spec.touched = popped  -- its summary entry is rewritten below
+  if head then spec.first = parse_bucket(head) end  -- its oldest bucket left in the window
   specs[c] = spec
 end
 
@@ -223,6 +224,8 @@ else
         end
       end
       if not merged then redis.call('RPUSH', s.key, fmt(start) .. ':' .. fmt(amount)) end
+      s.last = start  -- its newest bucket: the one charged (the summary needs no read)
+      if s.first == nil then s.first = start end
       redis.call('INCRBY', s.sum_key, amount)
       -- Usage per UTC day, for charts and the monthly report; kept for 400 days.
       redis.call('HINCRBY', s.daily_key, fmt(math.floor(start / DAY)), amount)
@@ -268,7 +271,12 @@ else
 end
 
 for c = 1, n do
-  if specs[c].touched then summarise(KEYS[10 + 3 * n], specs[c], specs[c].key, specs[c].sum_key) end
+  local s = specs[c]
+  if s.last then
+    summary_entry(KEYS[10 + 3 * n], s, s.key, fmt(s.used), s.first, s.last)
+  elseif s.touched then
+    summarise(KEYS[10 + 3 * n], s, s.key, s.sum_key)
+  end
 end
 
 for c = 1, n do
