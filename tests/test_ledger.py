@@ -18,7 +18,13 @@ from conftest import real_client
 
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.ledger import CounterState, Idempotency, Ledger, iso
-from gatekeeper.rules.errors import Conflict, InProgress, PoolMoved, QuotaExceeded
+from gatekeeper.rules.errors import (
+    Conflict,
+    InProgress,
+    PoolMoved,
+    QuotaExceeded,
+    StoreUnavailable,
+)
 from gatekeeper.rules.limits import DAY_MS, Counter, Limit, Window
 
 ROOT = "acme"
@@ -821,7 +827,8 @@ def test_a_take_into_the_open_bucket_rewrites_no_expiry_and_reads_reservations_o
     assert calls("pexpire") == 0  # the share record's lifetime is an EXPIRE
     assert calls("zadd") == 2  # the open reservation and the share in the pool's key index
     assert calls("zscore") == 0
-    assert calls("exists") == 0  # the head bucket's LINDEX tells whether the list exists
+    assert calls("exists") == 1  # the share record (a resent take changes nothing); the head
+    # bucket's LINDEX tells whether the list exists
     assert calls("zrangebyscore") == 1  # stale reservations: read once, checked and closed
     assert calls("zremrangebyscore") == 1  # the key index's expired entries
     # The counter's head and tail buckets and its total are read once: the summary entry is
@@ -861,6 +868,41 @@ def test_a_take_after_the_server_lost_its_scripts_or_the_connection_still_counts
     take(ledger, [r2(1)], T0 + 20, "c")
     assert used(ledger, r2(), T0 + 30) == 3
     assert [x["share_id"] for x in audit_records(r)] == ["a", "b", "c"]
+    r.flushall()
+
+
+def test_a_take_sent_again_after_its_answer_was_lost_counts_once_and_fails_closed(
+    real_server: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server ran the take, then the answer was lost (a socket timeout after the send): the
+    # client sends the same EVALSHA again (redis-py's retry, or the direct path's fallback).
+    # The second run must change nothing — counted once, one grant record — and the caller
+    # gets no grant it cannot prove (fail closed: the reservation stands and is settled or
+    # abandoned, so counted, as any other).
+    from redis.connection import AbstractConnection as Connection
+
+    r = real_client(real_server)
+    r.flushall()
+    ledger = Ledger(r)
+    real_read = Connection.read_response
+    lost: list[object] = []
+
+    def read_then_lose(self: Connection, *args: object, **kw: object) -> object:
+        answer = real_read(self, *args, **kw)
+        if not lost and isinstance(answer, bytes) and b'"granted"' in answer:
+            lost.append(answer)
+            raise redis.exceptions.TimeoutError("Timeout reading from socket")
+        return answer
+
+    monkeypatch.setattr(Connection, "read_response", read_then_lose)
+    with pytest.raises(StoreUnavailable) as failed:
+        take(ledger, [r2(1)], T0, "a")
+    monkeypatch.undo()
+    assert lost, "the first answer was not lost: the test did not test anything"
+    assert "R2" in failed.value.message and "share a" in failed.value.message
+    assert used(ledger, r2(), T0 + 10) == 1
+    assert [x["share_id"] for x in audit_records(r) if x.get("share_id")] == ["a"]
+    assert r.hget(keys.share(ROOT, "a"), "status") == b"reserved"
     r.flushall()
 
 

@@ -243,6 +243,12 @@ class Ledger:
         if status == "moved":
             raise PoolMoved(f"R10: the pool of {root!r} joined the pool of {out['root']!r} "
                             "while this request was made; nothing was counted, try again")
+        if status == "resent":  # the first run's answer was lost on the way back (R2, R11)
+            raise StoreUnavailable(
+                f"R2: the answer to this request (share {out['share_id']}) was lost between "
+                "the Redis store and gatekeeper, so nothing was delivered; the request stays "
+                "reserved, counted until it is closed — try again (with the same "
+                "Idempotency-Key to be answered from the first request)")
         if status == "in_progress":
             closes = int(out["closes_at"])
             key = idempotency.key if idempotency else ""

@@ -32,6 +32,9 @@
 --   0 if none), available_at (-1: never), counters:[{limit, used, remaining, rule}], audit_id}
 --   status: granted | partial | refused | replay | conflict   (numbers as decimal strings)
 --   or {status: 'moved', root} when the pool has joined the pool `root` (nothing changed)
+--   or {status: 'resent', share_id} when this share's record exists: the call ran before and
+--   its answer was lost (nothing changed now; the first run's reservation is settled or
+--   abandoned, and so counted, as any other)
 --   or {status: 'in_progress', share_id, retry_after_ms, closes_at} when the key's first request is still
 --   reserved: it may yet be refunded, so a retry may deliver nothing until it is settled (R2)
 -- A replay is answered only for a first request that is counted for good (delivered, or
@@ -55,6 +58,11 @@ local prefix = string.sub(KEYS[4], 1, #KEYS[4] - #share_id - #'share:')
 -- A pool that joined another (R10) takes nothing more: its keys live in the new pool now.
 local moved = redis.call('GET', KEYS[6])
 if moved then return cjson.encode({status = 'moved', root = moved, now = fmt(now)}) end
+-- The same call run again (its answer was lost and the client sent it again: redis-py's retry
+-- after a timeout): the first run's reservation stands, and this one changes nothing.
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  return cjson.encode({status = 'resent', share_id = share_id, now = fmt(now)})
+end
 
 local function audit(fields)
   local args = {'XADD', KEYS[1], '*', 'time', fmt(now)}
