@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from gatekeeper import faults
-from gatekeeper.domain import idlists, spool
+from gatekeeper.domain import idlists, manifests, spool
 from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.entities import Entity
@@ -401,8 +401,16 @@ def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str =
                       idempotency_key=idempotency_key,
                       request=(dataset, extra["filters"], purpose))
         n = res.deliverable(selection)
+
+        def deliver() -> None:
+            manifests.record_share(gate, res, selection.head(n), kind)
+            write_file(out, selection, n)
+
         try:
-            res.deliver(lambda: write_file(out, selection, n), f"{n:,} IDs at {out}")
+            res.deliver(deliver, f"{n:,} IDs at {out}")
+        except InsufficientStorage as exc:  # the manifest could not be stored
+            raise InsufficientStorage(f"{exc}; {res.refund_words()}",
+                                      settled=res.settled) from exc
         except OSError as exc:
             raise BadInput(f"{out}: cannot write the ID file ({exc.strerror or exc}); "
                            f"{res.refund_words()}", settled=res.settled) from exc
