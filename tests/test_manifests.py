@@ -75,6 +75,29 @@ def test_time_clustered_ids_take_under_three_bytes_each() -> None:
     assert len(encode(ids)) / len(set(ids)) <= 3
 
 
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(IDS.filter(bool), max_size=300), st.lists(st.integers(1, 200), max_size=20),
+       st.integers(1, 400))
+def test_id_lines_parse_the_same_however_the_spool_is_cut(
+        ids: list[int], cuts: list[int], block: int) -> None:
+    data = b"".join(b"%d\n" % i for i in ids)
+    chunks, at = [], 0
+    for size in [*cuts, len(data)]:
+        chunks.append(data[at:at + size])
+        at += size
+    manifests.PARSE_BLOCK, kept = block, manifests.PARSE_BLOCK
+    try:
+        assert manifests.parse_lines(chunks).tolist() == ids
+    finally:
+        manifests.PARSE_BLOCK = kept
+
+
+def test_id_lines_that_are_not_ids_are_refused() -> None:
+    for bad in (b"12\n3", b"1a\n", b"\n", b"12\n1a\n", b"12345678901234567890\n"):
+        with pytest.raises(ValueError):
+            manifests.parse_lines([bad])
+
+
 def test_the_fourth_byte_is_the_version_and_another_version_is_refused_by_name() -> None:
     data = encode([1, 2, 3])
     assert data[:3] == b"GKM" and data[3] == manifests.VERSION

@@ -62,6 +62,7 @@ HEADER = struct.Struct("<3sBI")  # magic, version, meta length
 COUNTS = struct.Struct("<QQ")  # posts, users
 MAX_META = 1 << 16
 LOW_BITS = 22  # a snowflake's worker (10 bits) and sequence (12 bits)
+PARSE_BLOCK = 4 << 20  # bytes of ID lines parsed at once
 MAX_ID = 1 << 63  # IDs are below 2^63 (gatekeeper.domain.formats)
 SUFFIX = ".gkm"
 MONTH_RE = re.compile(r"\d{4}-\d{2}")
@@ -89,7 +90,7 @@ def as_ids(values: Any) -> Ids:
         arr = arr.astype(np.int64) if arr.dtype.kind != "O" else np.array(arr, dtype=np.uint64)
     if arr.dtype.kind == "i" and int(arr.min()) < 0:
         raise ValueError("an ID is never negative")
-    ids = np.sort(arr.astype(np.uint64, copy=False), kind="stable")
+    ids = np.sort(arr.astype(np.uint64, copy=False))
     if int(ids[-1]) >= MAX_ID:
         raise ValueError(f"an ID is below 2^63, not {int(ids[-1])}")
     # np.unique hashes (numpy >= 2.3) and is many times slower than this on sorted input.
@@ -100,31 +101,79 @@ def as_ids(values: Any) -> Ids:
 
 
 def parse_lines(chunks: Iterable[bytes]) -> Ids:
-    """IDs from newline-ended decimal lines (a share's spool, already validated), in C."""
+    """IDs from newline-ended decimal lines (a share's spool, already validated; a line may be
+    cut between chunks), read a digit column at a time for every line of one length at once
+    (numpy: ~20 ns an ID, where ``int()`` per line takes ~150 ns)."""
     import numpy as np
 
-    parts, expected = [], 0
-    for chunk in chunks:
-        expected += chunk.count(b"\n")
-        if chunk.strip():
-            parts.append(np.fromstring(chunk, dtype=np.uint64, sep="\n"))
-    ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
-    if ids.size != expected:  # fromstring stops at the first thing it cannot read
-        raise ValueError(f"{expected} ID lines, but {ids.size} read as IDs")
-    return ids
+    parts, pending, size = [], [], 0
+    for chunk in chunks:  # in blocks of ~4 MB of whole lines: few numpy calls, little memory
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= PARSE_BLOCK:
+            block = b"".join(pending)
+            cut = block.rfind(b"\n") + 1
+            if cut:
+                parts.append(_parse_chunk(np, block[:cut]))
+            pending, size = [block[cut:]], len(block) - cut
+    if size:
+        parts.append(_parse_chunk(np, b"".join(pending)))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
 
 
-def _planes(ids: Ids) -> bytes:
+def _parse_chunk(np: Any, chunk: bytes) -> Ids:
+    buf = np.frombuffer(chunk, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    if ends.size == 0 or ends[-1] != buf.size - 1:
+        raise ValueError("ID lines end with a newline")
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    lengths = ends - starts
+    shortest, longest = int(lengths.min()), int(lengths.max())
+    if shortest < 1 or longest > 19:
+        raise ValueError("an ID line of 0 or more than 19 characters")
+    if shortest == longest:  # every line one length (nearly always: 19 digits): no gathers
+        return _digits(np, buf.reshape(ends.size, longest + 1), longest)
+    out = np.zeros(ends.size, dtype=np.uint64)
+    # Not np.unique: it hashes (numpy >= 2.3), seconds for a million values.
+    for length in np.flatnonzero(np.bincount(lengths)).tolist():
+        at = np.flatnonzero(lengths == length)
+        out[at] = _digits(np, buf[starts[at, None] + np.arange(length + 1)], length)
+    return out
+
+
+def _digits(np: Any, rows: Any, length: int) -> Ids:
+    """The numbers of `rows`, a matrix of ASCII digit lines `length` long (then a newline)."""
+    value = np.zeros(rows.shape[0], dtype=np.uint64)
+    for j in range(length):
+        digit = rows[:, j] - np.uint8(48)
+        if digit.size and int(digit.max()) > 9:
+            raise ValueError("an ID line holds something other than digits")
+        value *= np.uint64(10)
+        value += digit
+    return value
+
+
+def _planes(ids: Ids, out: Any) -> None:
+    """Write the byte planes of `ids` (sorted) into `out`, a uint8 array of 11 bytes an ID:
+    8 planes of the millisecond deltas, then 3 of the low 22 bits. In place, plane by plane:
+    a 1.5M-ID share holds no more than a few arrays of its size."""
     import numpy as np
 
+    n = ids.size
+    if n == 0:
+        return
     high = ids >> np.uint64(LOW_BITS)
-    deltas = np.empty_like(high)
-    if high.size:
-        deltas[0] = high[0]
-        np.subtract(high[1:], high[:-1], out=deltas[1:])
-    low = (ids & np.uint64((1 << LOW_BITS) - 1)).astype("<u4")
-    return (deltas.astype("<u8").view(np.uint8).reshape(-1, 8).T.tobytes()
-            + low.view(np.uint8).reshape(-1, 4)[:, :3].T.tobytes())
+    high[1:] -= high[:-1].copy()  # the deltas (the first stays whole)
+    wide = high.astype("<u8", copy=False).view(np.uint8).reshape(n, 8)  # no copy on x86/ARM
+    for b in range(8):
+        out[b * n:(b + 1) * n] = wide[:, b]
+    del high, wide
+    low = (ids & np.uint64((1 << LOW_BITS) - 1)).astype("<u8", copy=False
+                                                       ).view(np.uint8).reshape(n, 8)
+    for b in range(3):
+        out[(8 + b) * n:(9 + b) * n] = low[:, b]
 
 
 def _unplanes(data: memoryview, n: int) -> Ids:
@@ -146,14 +195,18 @@ def _unplanes(data: memoryview, n: int) -> Ids:
 
 def encode(posts: Any, users: Any = (), meta: dict[str, Any] | None = None) -> bytes:
     """A manifest of the Post IDs and User IDs (any order, repeats ignored) and `meta`."""
+    import numpy as np
     import zstandard
 
     p, u = as_ids(posts), as_ids(users)
     about = json.dumps(meta or {}, sort_keys=True, separators=(",", ":")).encode()
     if len(about) > MAX_META:
         raise ValueError("a manifest's meta is at most 64 KiB")
-    payload = _planes(p) + _planes(u)
-    packed = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True).compress(payload)
+    payload = np.empty(11 * (p.size + u.size), dtype=np.uint8)
+    _planes(p, payload[:11 * p.size])
+    _planes(u, payload[11 * p.size:])
+    packed = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True).compress(
+        memoryview(payload))  # type: ignore[arg-type]
     return HEADER.pack(MAGIC, VERSION, len(about)) + about + COUNTS.pack(p.size, u.size) + packed
 
 

@@ -145,6 +145,16 @@ class Selection:
             left -= len(lines)
             yield b"".join(lines)
 
+    def blocks(self, n: int, size: int = 1 << 22) -> Iterator[bytes]:
+        """The first `n` IDs as the spool holds them, a line possibly cut between blocks: for
+        all of them, big reads without splitting lines (a share's manifest reads them so)."""
+        if n < self.count:
+            yield from self.head(n)
+            return
+        self._fh.seek(0)
+        while block := self._fh.read(size):
+            yield block
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._fh.close()
@@ -403,7 +413,7 @@ def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str =
         n = res.deliverable(selection)
 
         def deliver() -> None:
-            manifests.record_share(gate, res, selection.head(n), kind)
+            manifests.record_share(gate, res, selection.blocks(n), kind)
             write_file(out, selection, n)
 
         try:
