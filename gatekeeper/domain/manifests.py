@@ -144,14 +144,19 @@ def _parse_chunk(np: Any, chunk: bytes) -> Ids:
 
 
 def _digits(np: Any, rows: Any, length: int) -> Ids:
-    """The numbers of `rows`, a matrix of ASCII digit lines `length` long (then a newline)."""
+    """The numbers of `rows`, a matrix of ASCII digit lines `length` long (then a newline):
+    four digits at a time in 16 bits, then into 64 (5 wide passes for 19 digits, not 19)."""
+    digits = rows[:, :length] - np.uint8(48)
+    if digits.size and int(digits.max()) > 9:  # also catches bytes below "0" (wrapped round)
+        raise ValueError("an ID line holds something other than digits")
     value = np.zeros(rows.shape[0], dtype=np.uint64)
-    for j in range(length):
-        digit = rows[:, j] - np.uint8(48)
-        if digit.size and int(digit.max()) > 9:
-            raise ValueError("an ID line holds something other than digits")
-        value *= np.uint64(10)
-        value += digit
+    for start in range(0, length, 4):
+        group = digits[:, start].astype(np.uint16)
+        for j in range(start + 1, min(start + 4, length)):
+            group *= np.uint16(10)
+            group += digits[:, j]
+        value *= np.uint64(10 ** (min(start + 4, length) - start))
+        value += group
     return value
 
 
