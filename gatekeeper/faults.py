@@ -30,6 +30,7 @@ HOLD_MAX_S = 120  # a hold nobody releases lets go at last: a test fails, it doe
 POINTS = (
     "heavy.admitted",    # a heavy web request (export, preview, upload) holds its slot
     "share.reserved",    # counted (reserved), nothing written yet
+    "manifest.written",  # its manifest stored (the CLI: before share.reserved), nothing sent
     "share.writing",     # part of the ID file written (to an anonymous file)
     "deliver.written",   # the ID file is in place, not yet committed
     "deliver.committed",  # committed, the command has not answered yet

@@ -175,8 +175,11 @@ def test_the_id_spool_and_the_published_file_never_have_a_partial_name(
     monkeypatch.setattr(shares.Selection, "head", watching)
     share(gate, ids, tmp_path / "out.txt", key=None)
 
-    assert names and all(listing == ["config.toml", "ids.txt"] for listing in names)
-    assert sorted(os.listdir(tmp_path)) == ["config.toml", "ids.txt", "out.txt"]
+    # datasets/ holds the share's manifest (gatekeeper.domain.manifests), also named whole.
+    assert names and all([n for n in listing if n != "datasets"] == ["config.toml", "ids.txt"]
+                         for listing in names)
+    assert sorted(os.listdir(tmp_path)) == ["config.toml", "datasets", "ids.txt", "out.txt"]
+    assert [p.suffix for p in (tmp_path / "datasets" / "manifests").glob("*/*")] == [".gkm"]
 
 
 def test_an_api_retry_while_the_first_is_unsettled_is_409_with_retry_after(

@@ -16,6 +16,7 @@ from gatekeeper.domain import spool
 from gatekeeper.domain.datasets import Datasets
 from gatekeeper.domain.deletions import Deletions, Ingest
 from gatekeeper.domain.entities import Entities, Entity, Link
+from gatekeeper.domain.manifests import Manifests
 from gatekeeper.domain.users import Users
 from gatekeeper.ledger import keys, pending, store
 from gatekeeper.ledger.clock import Clock
@@ -44,6 +45,8 @@ class Gate:
         self.datasets = Datasets(self.client, self.ledger,
                                  config.datasets_url or config.datasets_dir,
                                  max_line_bytes=config.max_line_bytes)
+        # What each delivery held, beside the datasets (issue 15).
+        self.manifests = Manifests(self.client, config.datasets_url or config.datasets_dir)
         # Refunds owed while the store was away (gatekeeper.ledger.pending).
         self.pending_dir = config.redis.data_dir / "pending"
 

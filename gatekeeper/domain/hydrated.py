@@ -25,6 +25,7 @@ from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate
+from gatekeeper.domain.manifests import Collector
 from gatekeeper.domain.users import User
 from gatekeeper.ledger import charges, keys
 from gatekeeper.ledger.layout import index_pool_key
@@ -289,7 +290,8 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
     try:
         handle = spool.anonymous()
         faults.point("export.reserved")
-        rows = selection.posts(gate)
+        held = Collector()  # what the file holds, for its manifest (issue 15)
+        rows = iter(held.watch(selection.posts(gate), selection.whole_retweets))
         if progress is not None:
             rows = _reporting(rows, posts, progress)
         _write(fmt, _failing_midway(rows), handle, about,
@@ -297,10 +299,19 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
         handle.flush()
         size = handle.tell()
         handle.seek(0)
+        for author in authors if with_users else ():
+            held.add(author)  # a Users sheet row: its id is the User ID
+        ref = gate.manifests.write(grant.share_id, grant.now_ms, held.posts, held.users,
+                                   {k: audit[k] for k in ("recipient", "entity", "channel",
+                                                          "kind", "actor")})
+        audit.update(ref.audit())
+        faults.point("manifest.written")
     except BaseException as exc:
         if handle is not None:
             handle.close()
         res.refund()
+        if isinstance(exc, InsufficientStorage):  # the manifest could not be stored
+            raise InsufficientStorage(f"{exc}; {res.refund_words()}", rule="R7") from exc
         if isinstance(exc, OSError):
             raise InsufficientStorage(
                 f"the export could not be written ({exc.strerror or exc}); "

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from gatekeeper import faults
-from gatekeeper.domain import idlists, spool
+from gatekeeper.domain import idlists, manifests, spool
 from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.entities import Entity
@@ -167,6 +167,16 @@ class Selection:
             if lines:
                 left -= lines
                 yield data
+
+    def blocks(self, n: int, size: int = 1 << 22) -> Iterator[bytes]:
+        """The first `n` IDs as the spool holds them, a line possibly cut between blocks: for
+        all of them, big reads without splitting lines (a share's manifest reads them so)."""
+        if n < self.count:
+            yield from self.head(n)
+            return
+        self._fh.seek(0)
+        while block := self._fh.read(size):
+            yield block
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -424,8 +434,16 @@ def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str =
                       idempotency_key=idempotency_key,
                       request=(dataset, extra["filters"], purpose))
         n = res.deliverable(selection)
+
+        def deliver() -> None:
+            manifests.record_share(gate, res, selection.blocks(n), kind)
+            write_file(out, selection, n)
+
         try:
-            res.deliver(lambda: write_file(out, selection, n), f"{n:,} IDs at {out}")
+            res.deliver(deliver, f"{n:,} IDs at {out}")
+        except InsufficientStorage as exc:  # the manifest could not be stored
+            raise InsufficientStorage(f"{exc}; {res.refund_words()}",
+                                      settled=res.settled) from exc
         except OSError as exc:
             raise BadInput(f"{out}: cannot write the ID file ({exc.strerror or exc}); "
                            f"{res.refund_words()}", settled=res.settled) from exc

@@ -38,6 +38,8 @@ DATASETS = f"{SYS}:datasets"  # hash: dataset name -> JSON of its DatasetInfo
 # string: the token of the server adding or removing a dataset in an object store (dsstore)
 DATASETS_LOCK = f"{SYS}:datasets:lock"
 DELETED_VERSION = f"{SYS}:deleted:version"  # bumped by every R9 ingest and lift
+# sorted set: every delivery manifest ("YYYY-MM/DELIVERY") by delivery time in ms (manifests)
+MANIFESTS = f"{SYS}:manifests"
 AUDIT_STREAMS = f"{SYS}:audit-streams"  # set: every pool audit stream ever written
 LAYOUT = f"{SYS}:layout"  # version of the stored layout (see layout.LAYOUT)
 

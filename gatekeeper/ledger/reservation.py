@@ -19,6 +19,9 @@ from gatekeeper.ledger.ledger import Grant, Idempotency, Ledger
 from gatekeeper.rules.errors import StoreUnavailable
 from gatekeeper.rules.limits import Counter
 
+# What the committed delivery's audit record says of its manifest (gatekeeper.domain.manifests).
+MANIFEST_FIELDS = ("manifest", "manifest_sha256", "manifest_posts", "manifest_users")
+
 
 @dataclass
 class Reservation:
@@ -127,7 +130,7 @@ class Reservation:
 
     def _settle_audit(self) -> dict[str, Any]:
         return {k: self.audit[k] for k in ("actor", "entity", "recipient", "channel", "kind",
-                                           "request_id") if k in self.audit}
+                                           "request_id", *MANIFEST_FIELDS) if k in self.audit}
 
     def to_dict(self) -> dict[str, Any]:
         main = self.grant.counters[0]

@@ -22,7 +22,7 @@ from gatekeeper import faults
 from gatekeeper.channels.web import heavy
 from gatekeeper.channels.web.extension import current_gate
 from gatekeeper.channels.web.openapi import OPENAPI, problem_types
-from gatekeeper.domain import denials, lines, quota, shares
+from gatekeeper.domain import denials, lines, manifests, quota, shares
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate, ingest_deletion_stream
 from gatekeeper.domain.users import User
@@ -162,6 +162,7 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
         raise
     try:
         faults.point("share.reserved")
+        manifests.record_share(gk, res, selection.blocks(res.deliverable(selection)), kind)
         # The IDs are ready in the spool; once the response starts they are delivered, so
         # the share is settled first (refunded if the store fails before a byte is sent).
         res.commit_before_sending()

@@ -1,0 +1,324 @@
+"""Delivery manifests (issue 15 item 1): the codec, where manifests are stored, and that every
+granted ID share (CLI, API) and hydrated export has one whose IDs are exactly what it delivered,
+named by the committed delivery's audit record (both backends; the object store on moto)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from live import PASSWORD, build_gate, form_token, share_ids, sign_in
+
+from gatekeeper import config as config_mod
+from gatekeeper.domain import manifests
+from gatekeeper.domain.gate import Gate
+from gatekeeper.domain.manifests import BadManifest, decode, encode
+from gatekeeper.ledger import keys
+from tests.test_s3 import _admin, moto_endpoint, objects, store_url  # noqa: F401 - fixtures
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+IDS = st.integers(min_value=0, max_value=2**63 - 1)
+EPOCH_MS = 1288834974657  # X's snowflake epoch
+
+
+@st.composite
+def snowflakes(draw: st.DrawFn) -> list[int]:
+    """Time-clustered X IDs: increasing milliseconds, a few workers, small sequences."""
+    t = draw(st.integers(1_500_000_000_000, 1_800_000_000_000)) - EPOCH_MS
+    out = []
+    for gap, worker, seq in draw(st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 1023),
+                                                    st.integers(0, 4095)), max_size=300)):
+        t += gap
+        out.append(t << 22 | worker << 12 | seq)
+    return out
+
+
+# --- the codec ----------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(IDS, max_size=400), st.lists(IDS, max_size=200),
+       st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3))
+def test_any_ids_round_trip_sorted_and_unique(posts: list[int], users: list[int],
+                                              meta: dict[str, str]) -> None:
+    got = decode(encode(posts, users, meta))
+    assert got.posts.tolist() == sorted(set(posts))
+    assert got.users.tolist() == sorted(set(users))
+    assert got.meta == meta
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(snowflakes(), snowflakes())
+def test_time_clustered_snowflakes_round_trip(posts: list[int], users: list[int]) -> None:
+    got = decode(encode(posts, users))
+    assert got.posts.tolist() == sorted(set(posts))
+    assert got.users.tolist() == sorted(set(users))
+
+
+def test_time_clustered_ids_take_under_three_bytes_each() -> None:
+    import random
+
+    rng = random.Random(15)
+    t, ids = 1_700_000_000_000 - EPOCH_MS, []
+    for _ in range(50_000):
+        t += int(rng.expovariate(1 / 400))
+        ids.append(t << 22 | rng.choice((325, 326, 327, 337, 341, 343)) << 12 | rng.randrange(8))
+    assert len(encode(ids)) / len(set(ids)) <= 3
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(IDS.filter(bool), max_size=300), st.lists(st.integers(1, 200), max_size=20),
+       st.integers(1, 400))
+def test_id_lines_parse_the_same_however_the_spool_is_cut(
+        ids: list[int], cuts: list[int], block: int) -> None:
+    data = b"".join(b"%d\n" % i for i in ids)
+    chunks, at = [], 0
+    for size in [*cuts, len(data)]:
+        chunks.append(data[at:at + size])
+        at += size
+    manifests.PARSE_BLOCK, kept = block, manifests.PARSE_BLOCK
+    try:
+        assert manifests.parse_lines(chunks).tolist() == ids
+    finally:
+        manifests.PARSE_BLOCK = kept
+
+
+def test_id_lines_that_are_not_ids_are_refused() -> None:
+    for bad in (b"12\n3", b"1a\n", b"\n", b"12\n1a\n", b"12345678901234567890\n"):
+        with pytest.raises(ValueError):
+            manifests.parse_lines([bad])
+
+
+def test_the_fourth_byte_is_the_version_and_another_version_is_refused_by_name() -> None:
+    data = encode([1, 2, 3])
+    assert data[:3] == b"GKM" and data[3] == manifests.VERSION
+    with pytest.raises(BadManifest, match="version 9; this gatekeeper reads version 1"):
+        decode(data[:3] + bytes([9]) + data[4:], "m.gkm")
+
+
+def test_every_truncation_is_rejected_with_a_clear_error() -> None:
+    data = encode(list(range(10**17, 10**17 + 5000, 7)), [12, 783214], {"delivery": "x"})
+    for cut in range(len(data)):
+        with pytest.raises(BadManifest, match=r"m\.gkm"):
+            decode(data[:cut], "m.gkm")
+
+
+def test_a_corrupt_byte_in_the_counts_or_ids_is_rejected() -> None:
+    data = encode(list(range(10**17, 10**17 + 3000, 3)), [5, 6])
+    start = data.index(b"}") + 1  # after the meta: the counts and the zstd frame
+    for at in range(start, len(data), max(1, (len(data) - start) // 300)):
+        bad = bytearray(data)
+        bad[at] ^= 0x5A
+        with pytest.raises(BadManifest):
+            decode(bytes(bad))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+def test_hostile_bytes_raise_only_bad_manifest(tail: bytes, n_posts: int, n_users: int) -> None:
+    for data in (tail, b"GKM\x01" + struct.pack("<I", 2) + b"{}" +
+                 struct.pack("<QQ", n_posts, n_users) + tail):
+        with pytest.raises(BadManifest):
+            decode(data)
+
+
+def test_a_frame_of_sorted_ids_whose_sum_wraps_is_rejected() -> None:
+    import numpy as np
+    import zstandard
+
+    deltas = np.array([2**40, 2**63, 2**63], dtype="<u8")  # adds up past 2^64
+    payload = deltas.view(np.uint8).reshape(-1, 8).T.tobytes() + bytes(9)
+    data = (b"GKM\x01" + struct.pack("<I", 2) + b"{}" + struct.pack("<QQ", 3, 0)
+            + zstandard.ZstdCompressor().compress(payload))
+    with pytest.raises(BadManifest, match="do not add up"):
+        decode(data)
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+def test_a_manifest_is_stored_by_month_whole_and_indexed_by_delivery_time(
+        tmp_path: Path, redis_client: redis.Redis) -> None:
+    store = manifests.Manifests(redis_client, tmp_path / "datasets")
+    at = 1_764_400_000_000  # 2025-11-29
+    ref = store.write("a" * 32, at, [3, 1, 2], [9])
+    assert ref.name == f"2025-11/{'a' * 32}" and (ref.posts, ref.users) == (3, 1)
+    path = tmp_path / "datasets" / "manifests" / "2025-11" / f"{'a' * 32}.gkm"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == ref.sha256
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
+    assert store.read(ref.name).posts.tolist() == [1, 2, 3]
+    assert store.read(ref.name).meta == {"delivery": "a" * 32, "at_ms": at}
+    store.write("b" * 32, at + 86_400_000 * 40, [4])
+    assert store.listed() == [ref.name, f"2026-01/{'b' * 32}"]
+    assert store.listed(until_ms=at) == [ref.name]
+    assert redis_client.zscore(keys.MANIFESTS, ref.name) == at
+
+
+def test_a_manifest_write_that_fails_names_nothing_and_indexes_nothing(
+        tmp_path: Path, redis_client: redis.Redis) -> None:
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "manifests").write_text("not a directory")
+    store = manifests.Manifests(redis_client, tmp_path / "datasets")
+    with pytest.raises(manifests.InsufficientStorage, match="could not be written"):
+        store.write("c" * 32, 1_764_400_000_000, [1])
+    assert store.listed() == []
+
+
+def test_a_manifest_in_the_object_store_is_one_object_under_its_month(
+        tmp_path: Path, redis_client: redis.Redis, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("store_url")
+    store = manifests.Manifests(redis_client, url)
+    ref = store.write("d" * 32, 1_764_400_000_000, list(range(10**18, 10**18 + 1000)), [7])
+    base, _, query = url.partition("?")
+    assert objects(f"{base}/manifests/2025-11?{query}") == [f"{'d' * 32}.gkm"]
+    assert store.read(ref.name).posts.size == 1000
+    assert hashlib.sha256(store.read_bytes(ref.name)).hexdigest() == ref.sha256
+    assert not store.exists(f"2025-11/{'e' * 32}")
+
+
+# --- every delivery has its manifest ------------------------------------------------------------
+
+
+def settled(gate: Gate, root: str = "acme") -> list[dict[str, str]]:
+    """The committed deliveries' audit records."""
+    return [r for r in ({k.decode(): v.decode() for k, v in f.items()}
+                        for _i, f in gate.client.xrange(keys.audit(root)))
+            if r.get("outcome") == "delivered"]
+
+
+def check_manifest(gate: Gate, record: dict[str, str]) -> Any:
+    """The manifest a committed delivery's audit record names, checked against its sha256."""
+    data = gate.manifests.read_bytes(record["manifest"])
+    assert hashlib.sha256(data).hexdigest() == record["manifest_sha256"]
+    got = decode(data)
+    assert (str(got.posts.size), str(got.users.size)) == (record["manifest_posts"],
+                                                          record["manifest_users"])
+    assert got.meta["delivery"] == record["share_id"]
+    return got
+
+
+@pytest.fixture
+def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
+    return build_gate(tmp_path, redis_client, terms="Jane Doe", kpop=True, config=(
+        "[limits]\nhydrated_per_recipient = 1000\npost_ids_per_entity = 100000\n"))
+
+
+def test_a_cli_share_commits_with_the_manifest_of_exactly_the_ids_in_its_file(
+        gate: Gate, tmp_path: Path) -> None:
+    share_ids(gate, tmp_path, "acme", 2500, start=1_600_000_000_000_000_000)
+    delivered = [int(i) for i in (tmp_path / "out.txt").read_text().split()]
+    [record] = settled(gate)
+    got = check_manifest(gate, record)
+    assert got.posts.tolist() == sorted(delivered) and got.users.size == 0
+    assert got.meta["recipient"] == "acme" and got.meta["channel"] == "cli"
+
+
+def test_a_partial_share_records_only_what_it_granted(gate: Gate, tmp_path: Path) -> None:
+    from gatekeeper.domain import shares
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{i}\n" for i in range(10**18, 10**18 + 100_050)))
+    shares.share_to_file(gate, actor="dan", entity="acme", ids_path=ids,
+                         out=tmp_path / "out.txt", purpose="t", allow_partial=True)
+    delivered = [int(i) for i in (tmp_path / "out.txt").read_text().split()]
+    assert len(delivered) == 100_000
+    [record] = settled(gate)
+    assert check_manifest(gate, record).posts.tolist() == delivered
+
+
+def test_a_replay_delivers_under_the_first_manifest_and_writes_none(
+        gate: Gate, tmp_path: Path) -> None:
+    share_ids(gate, tmp_path, "acme", 10, key="k1")
+    share_ids(gate, tmp_path, "acme", 10, key="k1")
+    [record] = settled(gate)
+    assert gate.manifests.listed() == [record["manifest"]]
+
+
+def test_an_api_share_commits_with_the_manifest_of_exactly_the_ids_it_sent(
+        gate: Gate, client: FlaskClient) -> None:
+    token = gate.users.create_token("dan", actor="t", channel="cli")
+    body = "".join(f"{i}\n" for i in range(10**18 + 5, 10**18 + 4005, 2)) + f"{10**18 + 5}\n"
+    resp = client.post("/api/v1/shares?entity=acme&purpose=t", data=body,
+                       headers={"Authorization": f"Bearer {token}",
+                                "Content-Type": "text/plain"})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    sent = [int(i) for i in resp.get_data(as_text=True).split()]
+    resp.close()
+    [record] = settled(gate)
+    assert record["manifest"].endswith(resp.headers["X-Share-Id"])
+    assert check_manifest(gate, record).posts.tolist() == sorted(sent)
+
+
+def spanish_posts() -> list[dict[str, Any]]:
+    from gatekeeper.domain.formats import iter_posts
+
+    return [p for p in iter_posts(SAMPLES / "kpop.jsonl") if p.get("lang") == "es"]
+
+
+def export_spanish(client: FlaskClient) -> bytes:
+    """ana signs in, agrees to the terms and exports kpop's Spanish posts (retweets whole)."""
+    assert sign_in(client, "ana", PASSWORD) == 302
+    page = client.get("/terms").get_data(as_text=True)
+    assert client.post("/terms", data={"agree": "yes", "csrf_token": form_token(
+        page, "csrf_token")}).status_code == 302
+    form = client.get("/export", query_string={"dataset": "kpop", "lang": "es"}
+                      ).get_data(as_text=True)
+    form = form[form.index('id="export-form"'):]
+    data = {"format": "xlsx", **dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form))}
+    resp = client.post("/export", data=data)
+    try:
+        assert resp.status_code == 200, resp.get_data(as_text=True)[:500]
+        return resp.get_data()
+    finally:
+        resp.close()
+
+
+def test_a_hydrated_export_commits_with_the_manifest_of_its_posts_and_users(
+        gate: Gate, client: FlaskClient) -> None:
+    from openpyxl import load_workbook
+
+    book = load_workbook(io.BytesIO(export_spanish(client)), read_only=True)
+    header, *rows = list(book["Posts"].iter_rows(values_only=True))
+    book.close()
+    spanish = spanish_posts()
+    assert sorted(r[header.index("id")] for r in rows) == sorted(p["id"] for p in spanish)
+    [record] = settled(gate)
+    got = check_manifest(gate, record)
+    originals = [r for p in spanish for r in p.get("referenced_tweets") or ()
+                 if r.get("type") == "retweeted" and "text" in r]
+    assert originals  # what a whole retweet delivers of another post
+    assert got.posts.tolist() == sorted({int(p["id"]) for p in spanish + originals})
+    assert got.users.tolist() == sorted({int(p["author_id"]) for p in spanish + originals})
+    assert got.meta["recipient"] == "ana" and record["kind"] == "export.xlsx"
+
+
+def test_a_share_whose_manifest_cannot_be_stored_is_refunded_and_delivers_nothing(
+        gate: Gate, tmp_path: Path) -> None:
+    from gatekeeper.rules.errors import InsufficientStorage
+
+    (tmp_path / "datasets" / "manifests").write_text("not a directory")
+    with pytest.raises(InsufficientStorage, match="nothing was delivered or counted"):
+        share_ids(gate, tmp_path, "acme", 10)
+    assert not (tmp_path / "out.txt").exists()
+    assert settled(gate) == []
+
+
+def test_a_share_to_a_store_url_keeps_its_manifest_in_the_object_store(
+        tmp_path: Path, redis_client: redis.Redis, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("store_url")
+    g = build_gate(tmp_path, redis_client, terms="Jane Doe")
+    (tmp_path / "config.toml").write_text(f'[datasets]\ndir = "{url}"\n')
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
+    share_ids(g, tmp_path, "acme", 300)
+    [record] = settled(g)
+    assert check_manifest(g, record).posts.size == 300
+    assert not (tmp_path / "datasets" / "manifests").exists()
