@@ -182,7 +182,7 @@ class _Authors(Mapping[str, dict[str, Any]]):
         return self._records
 
     def __len__(self) -> int:
-        return len(self._counted.author_ids)
+        return len(self._counted.author_keys)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._load())
