@@ -95,8 +95,10 @@ def child(path: Path, shape: str) -> dict:
     warm_up(Filters.parse(shapes[shape]))  # what a running server has done already
     start, cpu = time.perf_counter(), time.process_time()
     pf = pq.ParquetFile(path, read_dictionary=dsquery.DICTIONARY)
+    # What a preview asks (`Selection.tally`): counts, no rows kept; no post stored twice.
     got = dsquery.count(pf, Filters.parse(shapes[shape]), Deleted(0, frozenset(), frozenset()),
-                        limit=None, referenced=False, with_users=True, repeated=[])
+                        limit=None, referenced=False, with_users=True, repeated=[],
+                        rows=False)
     return {"posts": got.posts, "users": len(got.author_keys),
             "seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu,
             "peak_mb": own_peak_mb()}

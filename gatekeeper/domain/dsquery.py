@@ -102,16 +102,20 @@ def _mask(batch: pa.RecordBatch, f: Filters, names_exact: bool) -> pa.Array | No
         conds.append(_equal(batch["lang"], f.lang))
     if f._since is not None or f._until is not None:
         created, raw = batch["created"], batch["created_raw"]
+        plain = raw.null_count == len(raw)  # no time only text gives: the times alone
         ts: Any = None
         text: Any = None
         for bound, op in ((f._since, pc.greater_equal), (f._until, pc.less)):
             if bound is None:
                 continue
             at = pa.scalar(datetime.fromisoformat(bound), pa.timestamp("ms", tz="UTC"))
-            one, other = op(created, at), op(raw, bound)
+            one = op(created, at)
             ts = one if ts is None else pc.and_kleene(ts, one)
-            text = other if text is None else pc.and_kleene(text, other)
-        conds.append(pc.fill_null(pc.if_else(pc.is_valid(created), ts, text), False))
+            if not plain:
+                other = op(raw, bound)
+                text = other if text is None else pc.and_kleene(text, other)
+        conds.append(pc.fill_null(ts if plain else pc.if_else(pc.is_valid(created), ts, text),
+                                  False))
     if f._needle is not None:
         conds.append(pc.match_substring(batch["text"], f._needle))
     if f.author is not None:
@@ -311,12 +315,14 @@ class _Ordinals:
 
 
 def count(pf: pq.ParquetFile, filters: Filters, deleted: Deleted, *, limit: int | None,
-          referenced: bool, with_users: bool, repeated: list[str] | None) -> Counted:
+          referenced: bool, with_users: bool, repeated: list[str] | None,
+          rows: bool = True) -> Counted:
     """What `hydrated.Selection.tally` counts and `posts` writes, in one pass a row group at
     a time: memory holds the current row group, the IDs met (only the few the file repeats,
     when known), the rows that leave and the authors met — never every row at once.
     `repeated`: the post IDs the file holds more than once (`DatasetInfo.repeated_posts`);
-    when it is known and empty, no post ID is read."""
+    when it is known and empty, no post ID is read. Without `rows` (a tally), the rows that
+    leave are counted, not kept (`Counted.rows` and `refs` are empty)."""
     seen = _Seen(None if referenced else repeated)
     ids = referenced or repeated is None or bool(repeated)
     by_id = _Seen()  # authors by User ID: referenced posts have no ordinal
@@ -340,8 +346,9 @@ def count(pf: pq.ParquetFile, filters: Filters, deleted: Deleted, *, limit: int 
         posts += int(kept.sum())
         duplicates += int((~first).sum())
         at = np.nonzero(kept)[0]
-        out["rows"].append(b["rows"][at])
-        out["refs"].append(b["refs"][at])
+        if rows:
+            out["rows"].append(b["rows"][at])
+            out["refs"].append(b["refs"][at])
         if with_users:
             users = b["users"][at]
             ok = (users != 0) & (users != BAD) if by_ordinal is None \

@@ -155,7 +155,7 @@ class Selection:
         records, for a Users sheet, are read from the JSONL only when asked for)."""
         counted = gate.datasets.count(self.dataset, self.filters, self.deleted,
                                       limit=self.limit, referenced=self.referenced,
-                                      with_users=with_users)
+                                      with_users=with_users, rows=False)
         return Tally(counted.posts, _Authors(gate, self.dataset, counted),
                      counted.duplicates)
 
