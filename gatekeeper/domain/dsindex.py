@@ -66,6 +66,7 @@ SCHEMA = pa.schema([
 ])
 # Previews read these whole: no dictionary (decoding one costs more than it saves), lz4 (zstd
 # takes 2-4x longer to decompress). lang, username and created_raw hold few distinct values.
+_APPENDED = [f.name for f in SCHEMA if f.name not in ("uord", "uname")]
 _HOT = ["pid", "created", "author", "rt", "rt_author", "user", "uord", "uname"]
 _DICTIONARY = ["lang", "username", "created_raw"]
 _WRITER = {"compression": {f.name: "lz4" if f.name in _HOT else "zstd" for f in SCHEMA},
@@ -134,46 +135,59 @@ class Builder:
 
     def __init__(self, out: IO[bytes]) -> None:
         self._writer = pq.ParquetWriter(out, SCHEMA, **_WRITER)
-        self._cols: dict[str, list[Any]] = {name: [] for name in SCHEMA.names
-                                            if name not in ("uord", "uname")}
+        self._cols: dict[str, list[Any]] = {name: [] for name in _APPENDED}
         self.rows = 0
         self._open = True
         self._users = _Sorted()  # User ID -> ordinal
         self._names = _Sorted()  # first hash -> second hash
         self.names_exact = True  # no two usernames share a first hash
+        self._hashed: dict[str, tuple[int, int]] = {}  # names recently hashed (most recur)
+        self._append = tuple(self._cols[name].append for name in _APPENDED)
 
     def add(self, post: dict[str, Any], offset: int, length: int, position: int) -> None:
-        c = self._cols
-        c["pid"].append(_int(post["id"]))
+        # Called once a post (10 million times for 10 million posts): appends bound once.
+        (pid, created_at, created_raw, lang, author_at, username, text, rt_at, rt_author_at,
+         user_at, ref_ids, ref_authors, ref_rt, ref_rt_authors, ref_users, offset_at,
+         length_at, position_at) = self._append
+        pid(_int(post["id"]))
         created, raw = _time(post.get("created_at"))
-        c["created"].append(created)
-        c["created_raw"].append(raw)
-        c["lang"].append(str(post.get("lang") or "").lower())
-        c["author"].append(_int(author_id_of(post)))
-        c["username"].append(str((post.get("author") or {}).get("username") or "").lower())
-        c["text"].append(str(post.get("text") or "").casefold())
-        rt, rt_author = retweet_of(post) or (None, None)
-        c["rt"].append(_int(rt))
-        c["rt_author"].append(_int(rt_author))
-        c["user"].append(_user(post))
+        created_at(created)
+        created_raw(raw)
+        lang(str(post.get("lang") or "").lower())
+        author_at(_int(author_id_of(post)))
+        author = post.get("author")
+        username(str((author or {}).get("username") or "").lower())
+        text(str(post.get("text") or "").casefold())
         refs = post.get("referenced_tweets")
-        rows = [r for r in refs if isinstance(r, dict) and "text" in r
-                and r.get("id") is not None] if isinstance(refs, list) else ()
+        if refs is None:  # most posts: no retweet, nothing referenced
+            rt_at(None)
+            rt_author_at(None)
+            rows: Any = ()
+        else:
+            rt, rt_author = retweet_of(post) or (None, None)
+            rt_at(_int(rt))
+            rt_author_at(_int(rt_author))
+            rows = [r for r in refs if isinstance(r, dict) and "text" in r
+                    and r.get("id") is not None] if isinstance(refs, list) else ()
+        user_at(_user(post) if author else None)
         if rows:  # exports.columns.referenced_rows: the referenced posts the file holds
             ref_rts = [retweet_of(r) or (None, None) for r in rows]
-            c["ref_ids"].append([_int(r["id"]) for r in rows])
-            c["ref_authors"].append([_int(author_id_of(r)) for r in rows])
-            c["ref_rt"].append([_int(x[0]) for x in ref_rts])
-            c["ref_rt_authors"].append([_int(x[1]) for x in ref_rts])
-            c["ref_users"].append([_user(r) for r in rows])
+            ref_ids([_int(r["id"]) for r in rows])
+            ref_authors([_int(author_id_of(r)) for r in rows])
+            ref_rt([_int(x[0]) for x in ref_rts])
+            ref_rt_authors([_int(x[1]) for x in ref_rts])
+            ref_users([_user(r) for r in rows])
         else:
-            for name in ("ref_ids", "ref_authors", "ref_rt", "ref_rt_authors", "ref_users"):
-                c[name].append(None)
-        c["offset"].append(offset)
-        c["length"].append(length)
-        c["position"].append(position)
+            ref_ids(None)
+            ref_authors(None)
+            ref_rt(None)
+            ref_rt_authors(None)
+            ref_users(None)
+        offset_at(offset)
+        length_at(length)
+        position_at(position)
         self.rows += 1
-        if len(c["pid"]) >= ROWS:
+        if len(self._cols["pid"]) >= ROWS:
             self._flush()
 
     def _flush(self) -> None:
@@ -212,7 +226,15 @@ class Builder:
         """Each row's `name_hash(username)[0]`, hashing each distinct name once; notes whether
         two names of the file share it."""
         encoded = username.dictionary_encode()
-        pairs = [name_hash(n) for n in encoded.dictionary.to_pylist()]
+        known = self._hashed
+        if len(known) > 1 << 17:
+            known.clear()  # bounded: ~20 MB
+        pairs = []
+        for name in encoded.dictionary.to_pylist():
+            pair = known.get(name)
+            if pair is None:
+                pair = known[name] = name_hash(name)
+            pairs.append(pair)
         first = np.array([p[0] for p in pairs], np.int64)
         second = np.array([p[1] for p in pairs], np.int64)
         uniq, at_first = np.unique(first, return_index=True)
