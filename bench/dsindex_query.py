@@ -6,6 +6,12 @@ shapes of `bench/datasets.py` on it, each in a fresh interpreter (its own VmHWM)
 medians. Goal: ≤ 500 MB. Exit 1 when it fails.
 
     python bench/dsindex_query.py --posts 10000000 --runs 3
+
+With --jsonl PATH, the index is that of a file `bench/datasets.py` generated (its shapes and
+dates), built as `dataset add` builds it, at --index PATH (kept there, and reused while it
+describes the file, so the 10M-post build is paid once):
+
+    python bench/dsindex_query.py --jsonl /work/big/big10m.jsonl --index /tmp/big.index.parquet
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import machine_line, own_peak_mb, print_goals, print_table, run_child  # noqa: E402
+from bench.datasets import SHAPES as DATASETS_SHAPES  # noqa: E402
 
 SHAPES = {"none": {}, "lang": {"lang": "ja"},
           "since/until": {"since": "2024-01-02", "until": "2024-01-09"},
@@ -32,13 +39,13 @@ SHAPES = {"none": {}, "lang": {"lang": "ja"},
 def write(path: Path, posts: int) -> None:
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from gatekeeper.domain.dsindex import ROWS, SCHEMA
+    from gatekeeper.domain.dsindex import ROWS, SCHEMA, Builder
 
     ids = SCHEMA.field("ref_ids").type
     langs = pa.array(["en", "en", "en", "ja", "ko", "es", "pt", "de"])
-    writer = pq.ParquetWriter(path, SCHEMA, compression="zstd")
+    out = open(path, "wb")  # noqa: SIM115 - closed below
+    builder = Builder(out)
     for start in range(0, posts, ROWS):
         n = min(ROWS, posts - start)
         i = np.arange(start, start + n, dtype=np.int64)
@@ -58,8 +65,21 @@ def write(path: Path, posts: int) -> None:
             "position": pa.array(np.zeros(n, np.int32)),
             **{name: pa.nulls(n, ids) for name in ("ref_ids", "ref_authors", "ref_rt",
                                                    "ref_rt_authors", "ref_users")}}
-        writer.write_batch(pa.record_batch([cols[f.name] for f in SCHEMA], schema=SCHEMA))
-    writer.close()
+        builder.write(cols)
+        builder.rows += n
+    builder.finish({})
+    out.close()
+
+
+def build(jsonl: Path, index: Path) -> None:
+    from gatekeeper.domain import dsindex
+
+    if dsindex.describes(index, dsindex.identity(jsonl)):
+        print(f"index of {jsonl}: {index} (already built)")
+        return
+    started = time.perf_counter()
+    dsindex.build(jsonl, index, 1 << 26)
+    print(f"index of {jsonl} built in {time.perf_counter() - started:.1f} s")
 
 
 def child(path: Path, shape: str) -> dict:
@@ -70,14 +90,24 @@ def child(path: Path, shape: str) -> dict:
     from gatekeeper.domain.filters import Filters
     from gatekeeper.rules.r9 import Deleted
 
-    warm_up(Filters.parse(SHAPES[shape]))  # what a running server has done already
-    pf = pq.ParquetFile(path, read_dictionary=dsquery.DICTIONARY)
+    shapes = DATASETS_SHAPES if shape.startswith("jsonl:") else SHAPES
+    shape = shape.removeprefix("jsonl:")
+    warm_up(Filters.parse(shapes[shape]))  # what a running server has done already
     start, cpu = time.perf_counter(), time.process_time()
-    got = dsquery.count(pf, Filters.parse(SHAPES[shape]), Deleted(0, frozenset(), frozenset()),
-                        limit=None, referenced=False, with_users=True, repeated=[])
-    return {"posts": got.posts, "users": len(got.author_ids),
+    pf = pq.ParquetFile(path, read_dictionary=dsquery.DICTIONARY)
+    # What a preview asks (`Selection.tally`): counts, no rows kept; no post stored twice.
+    got = dsquery.count(pf, Filters.parse(shapes[shape]), Deleted(0, frozenset(), frozenset()),
+                        limit=None, referenced=False, with_users=True, repeated=[],
+                        rows=False)
+    return {"posts": got.posts, "users": len(got.author_keys),
             "seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu,
             "peak_mb": own_peak_mb()}
+
+
+def pq_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
 
 
 def main() -> int:
@@ -86,6 +116,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--child", type=Path)
     parser.add_argument("--shape", default="none")
+    parser.add_argument("--jsonl", type=Path, help="a file bench/datasets.py generated")
+    parser.add_argument("--index", type=Path, help="where its index is kept (with --jsonl)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.shape)))
@@ -93,13 +125,18 @@ def main() -> int:
     print(machine_line())
     print(f"load average before: {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="bench-dsindex-") as tmp:
-        path = Path(tmp) / "big.index.parquet"
-        write(path, args.posts)
-        print(f"index of {args.posts:,} posts: {path.stat().st_size / 1e6:.0f} MB")
+        path = args.index or Path(tmp) / "big.index.parquet"
+        if args.jsonl:
+            build(args.jsonl, path)
+        else:
+            write(path, args.posts)
+        prefix = "jsonl:" if args.jsonl else ""
+        print(f"index of {pq_rows(path):,} posts: {path.stat().st_size / 1e6:.0f} MB")
         rows, peaks = [], []
         for shape in SHAPES:
             runs = [run_child(shape, [str(Path(__file__).resolve()), "--child", str(path),
-                                      "--shape", shape], ROOT) for _ in range(args.runs)]
+                                      "--shape", prefix + shape], ROOT)
+                    for _ in range(args.runs)]
             peaks += [r["peak_mb"] for r in runs]
             rows.append([shape, f"{runs[0]['posts']:,}", f"{runs[0]['users']:,}",
                          f"{statistics.median(r['seconds'] for r in runs):.2f} s",

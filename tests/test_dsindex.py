@@ -256,3 +256,109 @@ def test_add_builds_the_index_in_its_one_pass_and_skip_bad_lines_indexes_the_cop
     assert list(datasets.post_ids("b")) == list(iter_post_ids(datasets.path("b")))
     assert dsindex.describes(dsindex.index_path(datasets.directory, "b"),
                              dsindex.identity(datasets.path("b")))
+
+
+def test_answers_hold_when_the_index_has_many_row_groups(
+        datasets: Datasets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Author ordinals and name hashes carried from row group to row group, groups skipped by
+    their time statistics: still the JSONL pass's answers."""
+    monkeypatch.setattr(dsindex, "ROWS", 3)
+    gate: Any = SimpleNamespace(datasets=datasets)
+    for n, source in enumerate(sources(tmp_path)[2:]):
+        name = f"m{n}"
+        datasets.add(name, source, actor="t", channel="cli")
+        groups = pq_groups(datasets, name)
+        assert groups > 3 or n == 0, groups
+        for deleted in deletions(datasets.path(name), n)[n % 2::2]:
+            for i, filters in enumerate(FILTERS):
+                for referenced in (False, True):
+                    sel = Selection(name, filters, deleted, limit=(None, 4)[i % 2],
+                                    referenced=referenced)
+                    want, got = scan_tally(gate, sel, True), sel.tally(gate, True)
+                    shown = (name, deleted.version, filters, referenced)
+                    assert (got.posts, got.duplicates) == (want.posts, want.duplicates), shown
+                    assert list(got.authors.items()) == list(want.authors.items()), shown
+                    assert list(sel.posts(gate)) == list(scan_posts(gate, sel)), shown
+            assert list(datasets.author_ids(name, filters)) == list(dict.fromkeys(
+                p["author_id"] for p in iter_posts(datasets.path(name))
+                if filters.matches(p) and p["author_id"]))
+
+
+def pq_groups(datasets: Datasets, name: str) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(dsindex.index_path(datasets.directory, name)).metadata
+               .num_row_groups)
+
+
+def timed(path: Path, posts: int) -> Path:
+    """Pages of posts in time order (as a collection is), no post twice."""
+    users = [{"id": str(500 + i), "username": f"Name_{i}"} for i in range(7)]
+    lines = []
+    for page in range(0, posts, 5):
+        data = [{"id": str(10**15 + i), "author_id": users[i % 7]["id"], "lang": "en",
+                 "text": f"post {i}", "created_at": f"2024-01-{1 + i // 4:02d}T12:00:00.000Z"}
+                for i in range(page, min(page + 5, posts))]
+        lines.append(json.dumps({"data": data, "includes": {"users": users}}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_preview_reads_only_the_columns_and_row_groups_it_asks_for(
+        datasets: Datasets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cost follows what is asked: no post IDs when none repeat and no R9 list, authors by
+    ordinal, usernames by hash, and row groups wholly outside since/until not read."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(dsindex, "ROWS", 10)
+    datasets.add("t", timed(tmp_path / "t.jsonl", 100), actor="t", channel="cli")
+    assert datasets.info("t").repeated_posts == []
+    reads: list[tuple[list[str], list[int] | None]] = []
+    iter_batches = pq.ParquetFile.iter_batches
+
+    def spy(self: pq.ParquetFile, *args: Any, **kwargs: Any) -> Any:
+        reads.append((sorted(kwargs["columns"]), kwargs.get("row_groups")))
+        return iter_batches(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    gate: Any = SimpleNamespace(datasets=datasets)
+    none = Deleted(0, frozenset(), frozenset())
+    for filters, columns, groups in [
+            (Filters(), ["uord"], list(range(10))),
+            (Filters(lang="en"), ["lang", "uord"], list(range(10))),
+            (Filters(author="name_3"), ["uname", "uord"], list(range(10))),
+            (Filters(since="2024-01-05", until="2024-01-09"),
+             ["created", "created_raw", "uord"], [1, 2, 3])]:
+        reads.clear()
+        sel = Selection("t", filters, none)
+        got, want = sel.tally(gate, True), scan_tally(gate, sel, True)
+        assert (got.posts, list(got.authors)) == (want.posts, list(want.authors)), filters
+        assert reads == [(columns, groups)], filters
+    reads.clear()  # an R9 list needs the post IDs
+    sel = Selection("t", Filters(), Deleted(1, frozenset({10**15 + 3}), frozenset()))
+    assert sel.tally(gate, True).posts == 99
+    assert "pid" in reads[0][0]
+
+
+def test_usernames_sharing_a_hash_are_told_apart_by_the_names_themselves(
+        datasets: Datasets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index notes when two usernames of the file share the stored hash, and `author` then
+    compares the names: the answer stays exact."""
+    def weak(name: str) -> tuple[int, int]:
+        return len(name), sum(map(ord, name))  # user_3 and user_5 collide
+
+    monkeypatch.setattr(dsindex, "name_hash", weak)
+    monkeypatch.setattr("gatekeeper.domain.dsquery.name_hash", weak)
+    datasets.add("g", generated(tmp_path / "g.jsonl", 4), actor="t", channel="cli")
+    import pyarrow.parquet as pq
+
+    index = pq.ParquetFile(dsindex.index_path(datasets.directory, "g"))
+    assert dsindex.footer(index)["names_exact"] is False
+    gate: Any = SimpleNamespace(datasets=datasets)
+    for author in ("user_3", "user_5", "103"):
+        sel = Selection("g", Filters(author=author), Deleted(0, frozenset(), frozenset()))
+        got, want = sel.tally(gate, True), scan_tally(gate, sel, True)
+        assert want.posts > 0
+        assert (got.posts, list(got.authors)) == (want.posts, list(want.authors)), author
+        assert list(datasets.post_ids("g", Filters(author=author))) == [
+            p["id"] for p in iter_posts(datasets.path("g")) if Filters(author=author).matches(p)]

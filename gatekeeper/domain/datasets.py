@@ -620,13 +620,14 @@ class Datasets:
             return read(pf)
 
     def count(self, name: str, filters: Filters, deleted: Deleted, *, limit: int | None = None,
-              referenced: bool = False, with_users: bool = False) -> dsquery.Counted:
+              referenced: bool = False, with_users: bool = False,
+              rows: bool = True) -> dsquery.Counted:
         """What an export of this selection holds, from the index (`dsquery.count`)."""
         from gatekeeper.domain import dsquery
         repeated = self.info(name).repeated_posts
         return self.indexed(name, lambda pf: dsquery.count(
             pf, filters, deleted, limit=limit, referenced=referenced, with_users=with_users,
-            repeated=repeated))
+            repeated=repeated, rows=rows))
 
     def fetch(self, name: str, rows: Iterable[int]
               ) -> Generator[tuple[int, dict[str, Any]], None, None]:

@@ -15,6 +15,13 @@ httpfs extension is downloaded at run time from a host we may not reach.
 
 IDs are int64. An ID a line holds that is not one (a reference X wrote oddly) is stored as BAD:
 R9 hides such a row, as `Deleted.hides_light` does when int() fails.
+
+So that a preview's cost follows what it asks, not the file's size (version 2), each row also
+holds its author as a dense ordinal (`uord`: distinct authors counted with an array of
+booleans, no hashing of IDs) and its username as a 64-bit hash (`uname`: `author` compares an
+integer column, not a string one). The footer says how many ordinals there are and whether two
+usernames of the file share a hash (then `author` reads the names themselves). The columns a
+preview reads are written plain and lightly compressed; text and lists with zstd.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -36,7 +44,7 @@ from gatekeeper.domain.formats import Record, load, records
 from gatekeeper.rules.errors import BadInput
 from gatekeeper.rules.r9 import author_id_of, retweet_of
 
-VERSION = 1
+VERSION = 2
 ROWS = 65_536  # posts per row group: what a build holds in memory at once
 META = b"gatekeeper.index"
 SUFFIX = ".index.parquet"
@@ -53,7 +61,44 @@ SCHEMA = pa.schema([
     ("ref_ids", _IDS), ("ref_authors", _IDS), ("ref_rt", _IDS), ("ref_rt_authors", _IDS),
     ("ref_users", _IDS),
     ("offset", pa.int64()), ("length", pa.int64()), ("position", pa.int32()),
+    ("uord", pa.int32()),  # `user` as a dense ordinal from 1 (0: no user, or BAD)
+    ("uname", pa.int64()),  # name_hash(username)
 ])
+# Previews read these whole: no dictionary (decoding one costs more than it saves), lz4 (zstd
+# takes 2-4x longer to decompress). lang, username and created_raw hold few distinct values.
+_APPENDED = [f.name for f in SCHEMA if f.name not in ("uord", "uname")]
+_HOT = ["pid", "created", "author", "rt", "rt_author", "user", "uord", "uname"]
+_DICTIONARY = ["lang", "username", "created_raw"]
+_WRITER = {"compression": {f.name: "lz4" if f.name in _HOT else "zstd" for f in SCHEMA},
+           "use_dictionary": _DICTIONARY}
+
+
+def name_hash(name: str) -> tuple[int, int]:
+    """A username's two independent 64-bit hashes (signed): the first is stored per row, the
+    second tells, while the index is built, two names that share the first apart."""
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return (int.from_bytes(digest[:8], "little", signed=True),
+            int.from_bytes(digest[8:], "little", signed=True))
+
+
+class _Sorted:
+    """Keys met so far, sorted, with a value each (8 + 8 bytes a key): what the builder keeps
+    of every user and every username instead of a Python dict (~100 bytes an entry)."""
+
+    def __init__(self) -> None:
+        self.keys = np.zeros(0, np.int64)
+        self.values = np.zeros(0, np.int64)
+
+    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(where each of `keys` (sorted, distinct) is or would go, whether it is there)."""
+        at = np.searchsorted(self.keys, keys)
+        found = at < len(self.keys)
+        found[found] = self.keys[at[found]] == keys[found]
+        return at, found
+
+    def insert(self, at: np.ndarray, keys: np.ndarray, values: np.ndarray) -> None:
+        self.keys = np.insert(self.keys, at, keys)
+        self.values = np.insert(self.values, at, values)
 
 
 def _int(value: Any) -> int | None:
@@ -89,59 +134,125 @@ class Builder:
     """Rows appended a post at a time, written a row group at a time to `out`."""
 
     def __init__(self, out: IO[bytes]) -> None:
-        self._writer = pq.ParquetWriter(out, SCHEMA, compression="zstd")
-        self._cols: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+        self._writer = pq.ParquetWriter(out, SCHEMA, **_WRITER)
+        self._cols: dict[str, list[Any]] = {name: [] for name in _APPENDED}
         self.rows = 0
         self._open = True
+        self._users = _Sorted()  # User ID -> ordinal
+        self._names = _Sorted()  # first hash -> second hash
+        self.names_exact = True  # no two usernames share a first hash
+        self._hashed: dict[str, tuple[int, int]] = {}  # names recently hashed (most recur)
+        self._append = tuple(self._cols[name].append for name in _APPENDED)
 
     def add(self, post: dict[str, Any], offset: int, length: int, position: int) -> None:
-        c = self._cols
-        c["pid"].append(_int(post["id"]))
+        # Called once a post (10 million times for 10 million posts): appends bound once.
+        (pid, created_at, created_raw, lang, author_at, username, text, rt_at, rt_author_at,
+         user_at, ref_ids, ref_authors, ref_rt, ref_rt_authors, ref_users, offset_at,
+         length_at, position_at) = self._append
+        pid(_int(post["id"]))
         created, raw = _time(post.get("created_at"))
-        c["created"].append(created)
-        c["created_raw"].append(raw)
-        c["lang"].append(str(post.get("lang") or "").lower())
-        c["author"].append(_int(author_id_of(post)))
-        c["username"].append(str((post.get("author") or {}).get("username") or "").lower())
-        c["text"].append(str(post.get("text") or "").casefold())
-        rt, rt_author = retweet_of(post) or (None, None)
-        c["rt"].append(_int(rt))
-        c["rt_author"].append(_int(rt_author))
-        c["user"].append(_user(post))
+        created_at(created)
+        created_raw(raw)
+        lang(str(post.get("lang") or "").lower())
+        author_at(_int(author_id_of(post)))
+        author = post.get("author")
+        username(str((author or {}).get("username") or "").lower())
+        text(str(post.get("text") or "").casefold())
         refs = post.get("referenced_tweets")
-        rows = [r for r in refs if isinstance(r, dict) and "text" in r
-                and r.get("id") is not None] if isinstance(refs, list) else ()
+        if refs is None:  # most posts: no retweet, nothing referenced
+            rt_at(None)
+            rt_author_at(None)
+            rows: Any = ()
+        else:
+            rt, rt_author = retweet_of(post) or (None, None)
+            rt_at(_int(rt))
+            rt_author_at(_int(rt_author))
+            rows = [r for r in refs if isinstance(r, dict) and "text" in r
+                    and r.get("id") is not None] if isinstance(refs, list) else ()
+        user_at(_user(post) if author else None)
         if rows:  # exports.columns.referenced_rows: the referenced posts the file holds
             ref_rts = [retweet_of(r) or (None, None) for r in rows]
-            c["ref_ids"].append([_int(r["id"]) for r in rows])
-            c["ref_authors"].append([_int(author_id_of(r)) for r in rows])
-            c["ref_rt"].append([_int(x[0]) for x in ref_rts])
-            c["ref_rt_authors"].append([_int(x[1]) for x in ref_rts])
-            c["ref_users"].append([_user(r) for r in rows])
+            ref_ids([_int(r["id"]) for r in rows])
+            ref_authors([_int(author_id_of(r)) for r in rows])
+            ref_rt([_int(x[0]) for x in ref_rts])
+            ref_rt_authors([_int(x[1]) for x in ref_rts])
+            ref_users([_user(r) for r in rows])
         else:
-            for name in ("ref_ids", "ref_authors", "ref_rt", "ref_rt_authors", "ref_users"):
-                c[name].append(None)
-        c["offset"].append(offset)
-        c["length"].append(length)
-        c["position"].append(position)
+            ref_ids(None)
+            ref_authors(None)
+            ref_rt(None)
+            ref_rt_authors(None)
+            ref_users(None)
+        offset_at(offset)
+        length_at(length)
+        position_at(position)
         self.rows += 1
-        if len(c["pid"]) >= ROWS:
+        if len(self._cols["pid"]) >= ROWS:
             self._flush()
 
     def _flush(self) -> None:
         if not self._cols["pid"]:
             return
-        batch = pa.record_batch([pa.array(self._cols[f.name], f.type) for f in SCHEMA],
-                                schema=SCHEMA)
-        self._writer.write_batch(batch)
+        self.write({f.name: pa.array(self._cols[f.name], f.type) for f in SCHEMA
+                    if f.name in self._cols})
         for values in self._cols.values():
             values.clear()
+
+    def write(self, arrays: dict[str, pa.Array]) -> None:
+        """Write one row group of every column but those derived here (`uord`, `uname`)."""
+        arrays = {**arrays, "uord": pa.array(self._ordinals(arrays["user"]), pa.int32()),
+                  "uname": pa.array(self._hashes(arrays["username"]), pa.int64())}
+        self._writer.write_batch(pa.record_batch([arrays[f.name] for f in SCHEMA],
+                                                 schema=SCHEMA))
+
+    def _ordinals(self, user: pa.Array) -> np.ndarray:
+        """Each row's user as its ordinal: numbered from 1 as first met, 0 for none or BAD
+        (which the Users sheet skips)."""
+        ids = user.fill_null(0).to_numpy(zero_copy_only=False)
+        out = np.zeros(len(ids), np.int32)
+        real = np.nonzero((ids != 0) & (ids != BAD))[0]
+        uniq, first, inverse = np.unique(ids[real], return_index=True, return_inverse=True)
+        at, found = self._users.find(uniq)
+        ords = np.zeros(len(uniq), np.int64)
+        ords[found] = self._users.values[at[found]]
+        new = np.nonzero(~found)[0]
+        new = new[np.argsort(first[new], kind="stable")]
+        ords[new] = np.arange(len(self._users.keys) + 1, len(self._users.keys) + 1 + len(new))
+        self._users.insert(at[~found], uniq[~found], ords[~found])
+        out[real] = ords[inverse.reshape(-1)]
+        return out
+
+    def _hashes(self, username: pa.Array) -> np.ndarray:
+        """Each row's `name_hash(username)[0]`, hashing each distinct name once; notes whether
+        two names of the file share it."""
+        encoded = username.dictionary_encode()
+        known = self._hashed
+        if len(known) > 1 << 17:
+            known.clear()  # bounded: ~20 MB
+        pairs = []
+        for name in encoded.dictionary.to_pylist():
+            pair = known.get(name)
+            if pair is None:
+                pair = known[name] = name_hash(name)
+            pairs.append(pair)
+        first = np.array([p[0] for p in pairs], np.int64)
+        second = np.array([p[1] for p in pairs], np.int64)
+        uniq, at_first = np.unique(first, return_index=True)
+        if len(uniq) < len(first):
+            self.names_exact = False
+        at, found = self._names.find(uniq)
+        if (self._names.values[at[found]] != second[at_first[found]]).any():
+            self.names_exact = False
+        self._names.insert(at[~found], uniq[~found], second[at_first[~found]])
+        return first[encoded.indices.to_numpy(zero_copy_only=False)]
 
     def finish(self, source: dict[str, Any]) -> None:
         """Write the last rows and the footer, which names the JSONL the index describes."""
         self._flush()
         self._writer.add_key_value_metadata(
-            {META: json.dumps({"version": VERSION, "source": source, "rows": self.rows})})
+            {META: json.dumps({"version": VERSION, "source": source, "rows": self.rows,
+                               "users": len(self._users.keys),
+                               "names_exact": self.names_exact})})
         self._writer.close()
         self._open = False
 
@@ -189,6 +300,12 @@ def identity(path: Path) -> dict[str, Any]:
 
 def index_path(directory: Path, name: str) -> Path:
     return directory / (name + SUFFIX)
+
+
+def footer(pf: pq.ParquetFile) -> dict[str, Any]:
+    """What the index's footer records (`Builder.finish`)."""
+    recorded: dict[str, Any] = json.loads((pf.metadata.metadata or {})[META])
+    return recorded
 
 
 def describes(index: Path | Any, source: dict[str, Any]) -> bool:

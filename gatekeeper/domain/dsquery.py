@@ -5,6 +5,10 @@ One pass over the index's row groups, reading only the columns the question need
 expand`: referenced posts first, then the post), then R9 (`Deleted.hides_light`, over whole
 columns) and the duplicates (a post stored twice leaves once, as first found) — giving the same
 numbers as the JSONL pass of `hydrated.Selection`, which `tests/test_dsindex.py` checks.
+
+What is not asked is not read: post IDs only when duplicates, R9 or referenced posts need them,
+authors by their dense ordinal (`uord`), usernames by their hash (`uname`), and a row group whose
+created_at statistics lie outside since/until is skipped unread.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from gatekeeper.domain.dsindex import BAD
+from gatekeeper.domain.dsindex import BAD, footer, name_hash
 from gatekeeper.domain.filters import Filters
 from gatekeeper.rules.r9 import Deleted
 
@@ -36,14 +40,14 @@ class Counted:
     duplicates: int
     rows: np.ndarray
     refs: np.ndarray
-    author_ids: np.ndarray
+    author_keys: np.ndarray  # one per author: its User ID, or its ordinal in the index
     author_rows: np.ndarray
     author_refs: np.ndarray
 
     @property
     def authors(self) -> list[tuple[int, int, int]]:
-        """(User ID, index row, ref) of each author's first row."""
-        return list(zip(self.author_ids.tolist(), self.author_rows.tolist(),
+        """(author key, index row, ref) of each author's first row."""
+        return list(zip(self.author_keys.tolist(), self.author_rows.tolist(),
                         self.author_refs.tolist(), strict=True))
 
 
@@ -90,26 +94,33 @@ def _equal(column: Any, value: str) -> Any:
     return pc.equal(column, value)
 
 
-def _mask(batch: pa.RecordBatch, f: Filters) -> pa.Array | None:
+def _mask(batch: pa.RecordBatch, f: Filters, names_exact: bool) -> pa.Array | None:
+    """Which rows `f` selects; None: all. `names_exact`: no two usernames of the index share
+    a hash (its footer says), so `author` compares hashes."""
     conds: list[Any] = []
     if f.lang is not None:
         conds.append(_equal(batch["lang"], f.lang))
     if f._since is not None or f._until is not None:
         created, raw = batch["created"], batch["created_raw"]
+        plain = raw.null_count == len(raw)  # no time only text gives: the times alone
         ts: Any = None
         text: Any = None
         for bound, op in ((f._since, pc.greater_equal), (f._until, pc.less)):
             if bound is None:
                 continue
             at = pa.scalar(datetime.fromisoformat(bound), pa.timestamp("ms", tz="UTC"))
-            one, other = op(created, at), op(raw, bound)
+            one = op(created, at)
             ts = one if ts is None else pc.and_kleene(ts, one)
-            text = other if text is None else pc.and_kleene(text, other)
-        conds.append(pc.fill_null(pc.if_else(pc.is_valid(created), ts, text), False))
+            if not plain:
+                other = op(raw, bound)
+                text = other if text is None else pc.and_kleene(text, other)
+        conds.append(pc.fill_null(ts if plain else pc.if_else(pc.is_valid(created), ts, text),
+                                  False))
     if f._needle is not None:
         conds.append(pc.match_substring(batch["text"], f._needle))
     if f.author is not None:
-        cond = _equal(batch["username"], f.author)
+        cond = pc.equal(batch["uname"], name_hash(f.author)[0]) if names_exact \
+            else _equal(batch["username"], f.author)
         a = f.author
         if a.isdigit() and a[0] != "0" and int(a) < 2**63:
             cond = pc.or_kleene(cond, pc.equal(batch["author"], int(a)))
@@ -127,8 +138,9 @@ def _np(values: Any) -> np.ndarray:
     return pc.fill_null(values, 0).to_numpy(zero_copy_only=False).astype(_I64, copy=False)
 
 
-def _columns(filters: Filters, deleted: Deleted, referenced: bool, users: bool) -> list[str]:
-    cols = {"pid"}
+def _columns(filters: Filters, deleted: Deleted, referenced: bool, users: bool, *,
+             names_exact: bool, ids: bool = True) -> list[str]:
+    cols = {"pid"} if ids else set()
     if filters.lang is not None:
         cols.add("lang")
     if filters.since is not None or filters.until is not None:
@@ -136,13 +148,15 @@ def _columns(filters: Filters, deleted: Deleted, referenced: bool, users: bool) 
     if filters.contains is not None:
         cols.add("text")
     if filters.author is not None:
-        cols.add("username")
+        cols.add("uname" if names_exact else "username")
         if filters.author.isdigit():  # a User ID is compared with the author column too
             cols.add("author")
     if deleted.listed:
         cols |= {"author", "rt", "rt_author"}
-    if users:
-        cols.add("user")
+    if users:  # by ID with referenced posts (which have no ordinal) or to hide them (R9)
+        cols.add("uord" if not referenced else "user")
+        if deleted.users:
+            cols.add("user")
     if referenced:
         cols.add("ref_ids")
         if deleted.listed:
@@ -169,34 +183,91 @@ def _hidden(deleted: Deleted, pid: np.ndarray, author: np.ndarray, rt: np.ndarra
     return hidden
 
 
+def _groups(pf: pq.ParquetFile, filters: Filters) -> Iterator[tuple[int, int, int]]:
+    """(row group, its first row, its rows) of the groups `filters` may select rows of: one
+    whose created_at statistics lie wholly outside since/until (and holds no time only text
+    gives) has none."""
+    meta = pf.metadata
+    bounds = None
+    if filters._since is not None or filters._until is not None:
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        created, raw = names.index("created"), names.index("created_raw")
+        low, high = (None if b is None else pa.scalar(datetime.fromisoformat(b),
+                                                      pa.timestamp("ms", tz="UTC")).value
+                     for b in (filters._since, filters._until))
+        bounds = (created, raw, low, high)
+    start = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        n = group.num_rows
+        if bounds is None or not _outside(group, *bounds):
+            yield g, start, n
+        start += n
+
+
+def _outside(group: Any, created: int, raw: int, low: int | None, high: int | None) -> bool:
+    stats, text = group.column(created).statistics, group.column(raw).statistics
+    if text is None or not text.has_null_count or text.null_count != group.num_rows:
+        return False  # a time only text gives is compared as text
+    if stats is not None and stats.has_null_count and stats.null_count == group.num_rows:
+        return True  # no post with a time: in no time range
+    if stats is None or not stats.has_min_max:
+        return False
+    return (low is not None and stats.max_raw < low) or (high is not None
+                                                          and stats.min_raw >= high)
+
+
+def _read(pf: pq.ParquetFile, filters: Filters, cols: list[str]
+          ) -> Iterator[tuple[np.ndarray, pa.RecordBatch]]:
+    """(index rows, batch) of the row groups `_groups` keeps, `cols` of them."""
+    groups = list(_groups(pf, filters))
+    if not groups:
+        return
+    row_type = np.int32 if pf.metadata.num_rows < 2**31 else _I64
+    # Read as one stream; a batch's rows are mapped back to the index's numbering.
+    starts = np.array([g[1] for g in groups], _I64)
+    sizes = np.array([g[2] for g in groups], _I64)
+    within = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    shift = starts - within
+    skipped = bool(shift.any())
+    at = 0
+    for batch in pf.iter_batches(batch_size=int(sizes.max()), row_groups=[g[0] for g in groups],
+                                 columns=cols, use_threads=False):
+        n = batch.num_rows
+        rows = np.arange(at, at + n, dtype=_I64)
+        if skipped:
+            rows += shift[np.searchsorted(within, rows, side="right") - 1]
+        at += n
+        yield rows.astype(row_type, copy=False), batch
+
+
 def _batches(pf: pq.ParquetFile, filters: Filters, deleted: Deleted, referenced: bool,
-             with_users: bool) -> Iterator[dict[str, np.ndarray]]:
+             with_users: bool, ids: bool) -> Iterator[dict[str, np.ndarray]]:
     """A row group at a time, the rows the selection gives in file order (a post's referenced
-    posts first, with `referenced`): ids, rows, refs, hidden (R9), users (0: none)."""
-    cols = _columns(filters, deleted, referenced, with_users)
+    posts first, with `referenced`): ids (without `ids`: none read, zeros), rows, refs, hidden
+    (R9), users (0: none), uord (the author's ordinal, without `referenced`)."""
+    names_exact = bool(footer(pf).get("names_exact"))
+    cols = _columns(filters, deleted, referenced, with_users, names_exact=names_exact,
+                    ids=ids or referenced or deleted.listed)
     posts = pa.array(sorted(deleted.posts), pa.int64())
     users = pa.array(sorted(deleted.users), pa.int64())
-    # Row numbers and referenced-post places in 4 bytes where they fit.
-    row_type = np.int32 if pf.metadata.num_rows < 2**31 else _I64
-    base = 0
-    for batch in pf.iter_batches(batch_size=1 << 16, columns=cols, use_threads=False):
-        n = batch.num_rows
-        rows = np.arange(base, base + n, dtype=row_type)
-        base += n
-        mask = _mask(batch, filters)
+    for rows, batch in _read(pf, filters, cols):
+        mask = _mask(batch, filters, names_exact)
         if mask is not None:
             batch = batch.filter(mask)
             rows = rows[np.asarray(mask.to_numpy(zero_copy_only=False), bool)]
-            n = batch.num_rows
-            if not n:
-                continue
+        n = batch.num_rows
+        if not n:
+            continue
         listed = deleted.listed
         zeros = np.zeros(n, _I64)
-        own = {"ids": _np(batch["pid"]),
+        have = batch.schema.names
+        own = {"ids": _np(batch["pid"]) if "pid" in have else zeros,
                "author": _np(batch["author"]) if listed else zeros,
                "rt": _np(batch["rt"]) if listed else zeros,
                "rt_author": _np(batch["rt_author"]) if listed else zeros,
-               "users": _np(batch["user"]) if with_users else zeros}
+               "users": _np(batch["user"]) if "user" in have else zeros}
+        uord = _np(batch["uord"]) if "uord" in have else zeros
         if referenced:
             lens = _np(pc.list_value_length(batch["ref_ids"]))
             total = n + int(lens.sum())
@@ -209,7 +280,7 @@ def _batches(pf: pq.ParquetFile, filters: Filters, deleted: Deleted, referenced:
             for key, ref_name in names.items():
                 out = np.zeros(total, _I64)
                 out[at] = own[key]
-                if ref_name in batch.schema.names:
+                if ref_name in have:
                     out[is_ref] = _np(pc.list_flatten(batch[ref_name]))
                 expanded[key] = out
             refs = (np.arange(total, dtype=_I64) - np.repeat(at - lens, lens + 1)
@@ -222,25 +293,48 @@ def _batches(pf: pq.ParquetFile, filters: Filters, deleted: Deleted, referenced:
         hidden = _hidden(deleted, own["ids"], own["author"], own["rt"], own["rt_author"],
                          posts, users) if listed else np.zeros(len(own["ids"]), bool)
         yield {"ids": own["ids"], "rows": rows, "refs": refs, "hidden": hidden,
-               "users": own["users"]}
+               "users": own["users"], "uord": uord}
+
+
+class _Ordinals:
+    """The authors met so far, by their ordinal in the index: an array of booleans (one byte
+    an author of the dataset), no hashing."""
+
+    def __init__(self, authors: int) -> None:
+        self.met = np.zeros(authors + 1, bool)
+        self.met[0] = True  # no author (or one whose ID is not one): never counted
+
+    def first(self, ords: np.ndarray) -> np.ndarray:
+        """Where (in order) each author of `ords` not met before is first met; records them."""
+        fresh = np.nonzero(~self.met[ords])[0]
+        if not len(fresh):
+            return fresh
+        new, at = np.unique(ords[fresh], return_index=True)
+        self.met[new] = True
+        return np.sort(fresh[at])
 
 
 def count(pf: pq.ParquetFile, filters: Filters, deleted: Deleted, *, limit: int | None,
-          referenced: bool, with_users: bool, repeated: list[str] | None) -> Counted:
+          referenced: bool, with_users: bool, repeated: list[str] | None,
+          rows: bool = True) -> Counted:
     """What `hydrated.Selection.tally` counts and `posts` writes, in one pass a row group at
     a time: memory holds the current row group, the IDs met (only the few the file repeats,
     when known), the rows that leave and the authors met — never every row at once.
-    `repeated`: the post IDs the file holds more than once (`DatasetInfo.repeated_posts`)."""
+    `repeated`: the post IDs the file holds more than once (`DatasetInfo.repeated_posts`);
+    when it is known and empty, no post ID is read. Without `rows` (a tally), the rows that
+    leave are counted, not kept (`Counted.rows` and `refs` are empty)."""
     seen = _Seen(None if referenced else repeated)
-    authors = _Seen()
+    ids = referenced or repeated is None or bool(repeated)
+    by_id = _Seen()  # authors by User ID: referenced posts have no ordinal
+    by_ordinal = _Ordinals(int(footer(pf)["users"])) if with_users and not referenced else None
     hidden_users = pa.array(sorted(deleted.users), pa.int64())
     posts = duplicates = 0
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("rows", "refs", "a_ids", "a_rows",
                                                          "a_refs")}
-    for b in _batches(pf, filters, deleted, referenced, with_users):
+    for b in _batches(pf, filters, deleted, referenced, with_users, ids):
         if limit is not None and posts >= limit:
             break
-        first = seen.first(b["ids"])
+        first = seen.first(b["ids"]) if ids else np.ones(len(b["rows"]), bool)
         kept = first & ~b["hidden"]
         if limit is not None:
             # The export loop stops at the row after the limit-th that leaves.
@@ -252,16 +346,23 @@ def count(pf: pq.ParquetFile, filters: Filters, deleted: Deleted, *, limit: int 
         posts += int(kept.sum())
         duplicates += int((~first).sum())
         at = np.nonzero(kept)[0]
-        out["rows"].append(b["rows"][at])
-        out["refs"].append(b["refs"][at])
+        if rows:
+            out["rows"].append(b["rows"][at])
+            out["refs"].append(b["refs"][at])
         if with_users:
             users = b["users"][at]
-            ok = (users != 0) & (users != BAD)
+            ok = (users != 0) & (users != BAD) if by_ordinal is None \
+                else np.ones(len(at), bool)
             if deleted.users:
                 ok &= ~_is_in(users, hidden_users)
-            at, users = at[ok], users[ok]
-            new = authors.first(users)
-            out["a_ids"].append(users[new])
+            at = at[ok]
+            if by_ordinal is not None:
+                keys = b["uord"][at]
+                new = by_ordinal.first(keys)
+            else:
+                keys = users[ok]
+                new = np.nonzero(by_id.first(keys))[0]
+            out["a_ids"].append(keys[new])
             out["a_rows"].append(b["rows"][at[new]])
             out["a_refs"].append(b["refs"][at[new]])
 
@@ -298,10 +399,11 @@ def places(pf: pq.ParquetFile, rows: np.ndarray) -> Iterator[tuple[int, int, int
 
 def batches(pf: pq.ParquetFile, filters: Filters, cols: list[str]) -> Iterator[pa.RecordBatch]:
     """The index's rows that match `filters`, `cols` of them, a row group at a time."""
+    names_exact = bool(footer(pf).get("names_exact"))
     need = sorted(set(cols) | set(_columns(filters, Deleted(0, frozenset(), frozenset()),
-                                           False, False)))
-    for batch in pf.iter_batches(batch_size=1 << 16, columns=need, use_threads=False):
-        mask = _mask(batch, filters)
+                                           False, False, names_exact=names_exact)))
+    for _, batch in _read(pf, filters, need):
+        mask = _mask(batch, filters, names_exact)
         if mask is not None:
             batch = batch.filter(mask)
         if batch.num_rows:

@@ -156,7 +156,7 @@ class Selection:
         records, for a Users sheet, are read from the JSONL only when asked for)."""
         counted = gate.datasets.count(self.dataset, self.filters, self.deleted,
                                       limit=self.limit, referenced=self.referenced,
-                                      with_users=with_users)
+                                      with_users=with_users, rows=False)
         return Tally(counted.posts, _Authors(gate, self.dataset, counted),
                      counted.duplicates)
 
@@ -183,7 +183,7 @@ class _Authors(Mapping[str, dict[str, Any]]):
         return self._records
 
     def __len__(self) -> int:
-        return len(self._counted.author_ids)
+        return len(self._counted.author_keys)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._load())
