@@ -115,6 +115,7 @@ def _pool_keys(root: str) -> tuple[str, ...]:
 
 
 _entity_key = functools.lru_cache(maxsize=65_536)(keys.entity)
+_chain_key = functools.lru_cache(maxsize=65_536)(keys.chain_of)  # every stream, every page
 
 
 def queue_pools(ledger: Ledger, batch: Batch | None, roots: Sequence[str],
@@ -279,7 +280,7 @@ def stream_heads_top(ledger: Ledger, streams: Sequence[str], low: str, highs: tu
     batch = Batch(ledger.client)
     answers: list[Any] = []
     for part in calls:
-        ks = [keys.chain_of(streams[i]) for i in part]
+        ks = [_chain_key(streams[i]) for i in part]
         args = ["top", k, low, *highs, min(len(part), max(0, split - part.start))]
         if len(calls) == 1:  # one call: no pipeline needed
             answers.append(ledger.scripts.run("heads", ks, args))
