@@ -30,7 +30,7 @@ from gatekeeper.domain.gate import Gate, set_parent
 from gatekeeper.ledger import chain, charges, keys
 from gatekeeper.ledger.ledger import LAYOUT, Counter, Limit, post_id_window
 from gatekeeper.ledger.scripts import Scripts
-from gatekeeper.ledger.summary import queue_pools, stream_heads
+from gatekeeper.ledger.summary import queue_pools, stream_heads, stream_heads_top
 
 PACKAGE = Path(gatekeeper.__file__).parent
 LEDGER = PACKAGE / "ledger"
@@ -189,6 +189,9 @@ def test_every_script_touches_only_its_declared_keys(spy: tuple[redis.Redis, red
     top = f"{2**64 - 1}-{2**64 - 1}"
     heads = stream_heads(g.ledger, [keys.audit("acme"), keys.audit("globex")], [top], "0-0")
     assert heads is not None and all(heads)
+    tops = stream_heads_top(g.ledger, [keys.audit("globex"), keys.audit("acme")], "0-0",
+                            (top, heads[0]), 1, 1)
+    assert tops is not None and len(tops[0]) >= 1
     assert set(scripts.ran) == set(Scripts.NAMES)
     assert scripts.ran.count("take") > 8
 

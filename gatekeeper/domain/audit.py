@@ -18,7 +18,8 @@ import base64
 import binascii
 import heapq
 import re
-from collections.abc import Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import redis
@@ -27,7 +28,7 @@ from gatekeeper.domain.auditfilter import AuditFilter, Id, iso_ms, parse_id
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.ledger import Ledger
 from gatekeeper.ledger.store import failing_closed
-from gatekeeper.ledger.summary import stream_heads
+from gatekeeper.ledger.summary import stream_heads, stream_heads_top
 from gatekeeper.rules.errors import BadInput, GatekeeperError
 
 FIELDS = ("time", "actor", "entity", "recipient", "channel", "kind", "requested", "granted",
@@ -36,6 +37,12 @@ FORMATS = ("jsonl", "csv", "xlsx")
 MAX_PAGE = 1000
 MAX_SEQ = 2**64 - 1
 PROBE_FROM = 64  # streams from which a page asks their heads first (AuditLog._probe)
+# Whether a page with a filter on the records' fields (entity, user, channel, outcome, rule)
+# starts from the streams holding the first records too (AuditLog._top). Off: such a filter
+# drops records, so the page would usually read every stream's head after all; tests turn it
+# on.
+TOP_WHEN_FILTERED = False
+TOP = True  # whether pages start from the first streams' heads at all (bench/dashboard.py)
 CURSOR_RE = re.compile(r"^([0-9]{1,20})-([0-9]{1,20}) (.+)$", re.DOTALL)
 
 Pos = tuple[int, int]  # an entry ID in merge order: (ms, seq), negated when newest comes first
@@ -143,9 +150,10 @@ class _Merge:
 
     def __init__(self, client: redis.Redis, sources: list[_Source], *, descending: bool,
                  cap: int, want: int | None = None, window: Id | None = None,
-                 extras: int = 64, probed: bool = False) -> None:
+                 extras: int = 64, probed: bool = False,
+                 rest: tuple[Pos, Callable[[], list[_Source]]] | None = None) -> None:
         self.client = client
-        self.sources = sources
+        self.sources = {s.rank: s for s in sources}  # by rank (ranks need not be contiguous)
         self.sign = -1 if descending else 1
         self.cap = cap
         self.want = want
@@ -160,6 +168,9 @@ class _Merge:
         # Each source's `nxt` is its newest record in range (stream_heads): only the `want`
         # first are read at the start; the others wait until the merge reaches them.
         self.probed = probed
+        # (frontier, read): the streams not in `sources` hold no record before the frontier;
+        # `read` gives them, probed, if the merge gets there (a filter dropped records).
+        self.rest = rest
 
     def _pos(self, ident: Id) -> Pos:
         return self.sign * ident[0], self.sign * ident[1]
@@ -216,9 +227,9 @@ class _Merge:
     def _refill(self, heap: list[tuple[Pos, int, Any]], top: Pos | None) -> int:
         """Fetch every stream that may hold a record before `top` (None: every waiting one),
         and read ahead up to `extras` more that ran dry before the window's end."""
-        group = []
+        group: list[_Source] = []
         while self.waiting and (top is None or self.waiting[0][0] <= top):
-            group.append(self.sources[heapq.heappop(self.waiting)[1]])
+            self._pop_waiting(group)
         room, end = self.extras, self.upto
         for s in self.dry.values():
             if room == 0:
@@ -227,21 +238,38 @@ class _Merge:
                 group.append(s)
                 room -= 1
         while room and self.waiting and (end is None or self.waiting[0][0] <= end):
-            group.append(self.sources[heapq.heappop(self.waiting)[1]])
-            room -= 1
+            room -= self._pop_waiting(group)
         n = self._fetch(group)
         for s in group:
             self._place(s, heap)
         return n
 
+    def _pop_waiting(self, group: list[_Source]) -> int:
+        """Move the first waiting stream to `group` (1); at the frontier, first make every
+        stream not read yet wait in its place (0)."""
+        rank = heapq.heappop(self.waiting)[1]
+        if rank >= 0:
+            group.append(self.sources[rank])
+            return 1
+        assert self.rest is not None
+        for s in self.rest[1]():
+            self.sources[s.rank] = s
+            if not s.done:
+                heapq.heappush(self.waiting, (s.nxt, s.rank))
+        self.rest = None
+        return 0
+
     def __iter__(self) -> Iterator[tuple[Id, str, Any]]:
         """(entry ID, stream key, raw fields), in order."""
         heap: list[tuple[Pos, int, Any]] = []
-        live = [s for s in self.sources if not s.done]
+        live = [s for s in self.sources.values() if not s.done]
         if self.probed and self.want is not None:
             live.sort(key=lambda s: (s.nxt, s.rank))
             self.waiting = [(s.nxt, s.rank) for s in live[self.want:]]  # sorted: a heap
             live = live[:self.want]
+            if self.rest is not None:
+                # Rank -1: the other streams are read before any record at the frontier's ID.
+                heapq.heappush(self.waiting, (self.rest[0], -1))
         self._fetch(live)
         for s in live:
             self._place(s, heap)
@@ -286,16 +314,20 @@ class AuditLog:
 
     def __init__(self, client: redis.Redis, ledger: Ledger | None = None) -> None:
         self.client = client
-        # With the ledger, a page first asks every stream for its newest ID in one script
-        # call (summary.stream_heads) and reads records only from the streams that hold the
-        # page's: 10,000 pools' streams cost one call, not 10,000 commands.
+        # With the ledger, a page first asks which streams' newest records come first
+        # (summary.stream_heads_top: one chain head read a stream, in Redis, and only those
+        # streams answered) and reads records only from the streams that hold the page's:
+        # 10,000 pools' streams cost one round trip and ~51 merge sources, not 10,000 of each.
         self.ledger = ledger
 
     def streams(self) -> list[str]:
         """Every audit stream: each pool's (as registered in AUDIT_STREAMS) and the system's."""
         with failing_closed():
             members = self.client.smembers(keys.AUDIT_STREAMS)
-        return sorted({_text(m) for m in members} | {keys.SYS_AUDIT})
+        # One decode per member, no call around it: 10,000 pools' streams on every page.
+        names = {m.decode("utf-8", "replace") if isinstance(m, bytes) else m for m in members}
+        names.add(keys.SYS_AUDIT)
+        return sorted(names)
 
     def _streams_for(self, f: AuditFilter) -> list[str]:
         if f.entity is None:
@@ -326,30 +358,40 @@ class AuditLog:
         f = filters or AuditFilter()
         after = decode_cursor(before) if before else None
         lo, hi = _bounds(f)
-        sources: list[_Source] = []
         # Newest first is the exact reverse of oldest first: records with the same ID come in
         # descending stream key order, so streams are ranked from the last key.
-        for key in reversed(self._streams_for(f)):
-            top = hi
-            if after is not None:
-                # Of the records with the cursor's ID, those of streams with a key before the
-                # cursor's stream are still to come.
-                ident, at_key = after
-                bound = ident if key < at_key else _before(ident)
-                if bound is None:
-                    continue
-                top = min(top, bound)
-            sources.append(_Source(key, len(sources), (-top[0], -top[1]), (-lo[0], -lo[1]), 1))
+        names = self._streams_for(f)
+        split = 0
+        tops: tuple[Id | None, Id] = (hi, hi)
+        if after is not None:
+            # Of the records with the cursor's ID, those of streams with a key before the
+            # cursor's stream are still to come: the first `split` streams (ranked) end just
+            # before that ID, the others at it.
+            ident, at_key = after
+            split = len(names) - bisect_left(names, at_key)
+            early = _before(ident)
+            tops = (None if early is None else min(hi, early), min(hi, ident))
+        names.reverse()
         # Where the same page ended last time: a window that makes most streams answer with
         # nothing at all (a hint for speed only; what is read is the same without it).
         hint_key = (id(self.client), f)
         floor, span = _HINTS.get(hint_key, (None, None))
         if after is not None:
             floor = None if span is None else max(0, after[0][0] - span)
-        probed = self._probe(sources, lo)
+        ranked = _Ranked(names, lo, tops, split)
+        top = None
+        if (TOP and self.ledger is not None and len(names) >= PROBE_FROM
+                and (TOP_WHEN_FILTERED or _every_record_matches(f))):
+            top = self._top(ranked, size + 1)
+        if top is not None:
+            sources, rest = top
+            probed = True
+        else:
+            sources, rest = ranked.sources(range(len(names))), None
+            probed = self._probe(sources, lo)
         merge = _Merge(self.client, sources, descending=True, cap=MAX_PAGE, want=size + 1,
                        window=None if floor is None or probed else (floor, 0), extras=1024,
-                       probed=probed)
+                       probed=probed, rest=rest)
         out: list[dict[str, str]] = []
         last: tuple[Id, str] | None = None
         more = False
@@ -374,10 +416,44 @@ class AuditLog:
         return out, encode_cursor(*last)
 
 
-    def _probe(self, sources: list[_Source], lo: Id) -> bool:
+    def _top(self, ranked: _Ranked, k: int
+             ) -> tuple[list[_Source], tuple[Pos, Callable[[], list[_Source]]] | None] | None:
+        """Sources for the streams holding the first `k` records (heads.lua's top mode: what
+        Python handles follows the page, not the number of streams), and the frontier with
+        what reads the other streams' heads when the merge gets there; None on a Cluster."""
+        assert self.ledger is not None
+        lo = ranked.lo
+        highs = tuple("" if t is None else f"{t[0]}-{t[1]}" for t in ranked.tops)
+        got = stream_heads_top(self.ledger, ranked.names, f"{lo[0]}-{lo[1]}",
+                               (highs[0], highs[1]), ranked.split, k)
+        if got is None:
+            return None
+        found, frontier = got
+        sources = []
+        for rank, head in found:
+            ident = parse_id(head)
+            assert ident is not None
+            sources.append(_Source(ranked.names[rank], rank, (-ident[0], -ident[1]),
+                                   (-lo[0], -lo[1]), 1))
+        if frontier is None:
+            return sources, None
+        at = parse_id(frontier[1])
+        assert at is not None
+        taken = {s.rank for s in sources}
+
+        def others() -> list[_Source]:
+            rest = ranked.sources(r for r in range(len(ranked.names)) if r not in taken)
+            if rest and not self._probe(rest, lo, always=True):
+                raise AssertionError("heads.lua answered a top call but not this one")
+            return rest
+
+        return sources, ((-at[0], -at[1]), others)
+
+    def _probe(self, sources: list[_Source], lo: Id, *, always: bool = False) -> bool:
         """Move each (descending) source to its newest record in range, or mark it done when
-        it holds none; False when there is no ledger to ask (or it cannot, on a Cluster)."""
-        if self.ledger is None or len(sources) < PROBE_FROM:
+        it holds none; False when there is no ledger to ask (or it cannot, on a Cluster), or
+        there are fewer than PROBE_FROM streams and not `always`."""
+        if self.ledger is None or (len(sources) < PROBE_FROM and not always):
             return False
         heads = stream_heads(self.ledger, [s.key for s in sources],
                              [f"{-s.nxt[0]}-{-s.nxt[1]}" for s in sources], f"{lo[0]}-{lo[1]}")
@@ -390,6 +466,35 @@ class AuditLog:
             else:
                 s.nxt = (-ident[0], -ident[1])
         return True
+
+
+class _Ranked:
+    """The streams of a page in merge order (descending key) and where each one's range ends:
+    the first `split` at tops[0], the others at tops[1] (None: nothing in range)."""
+
+    def __init__(self, names: list[str], lo: Id, tops: tuple[Id | None, Id], split: int
+                 ) -> None:
+        self.names = names
+        self.lo = lo
+        self.tops = tops
+        self.split = split
+
+    def sources(self, ranks: Iterable[int]) -> list[_Source]:
+        """A (not yet probed) source for each stream of `ranks` that has a range."""
+        out = []
+        end = (-self.lo[0], -self.lo[1])
+        for rank in ranks:
+            top = self.tops[0] if rank < self.split else self.tops[1]
+            if top is not None:
+                out.append(_Source(self.names[rank], rank, (-top[0], -top[1]), end, 1))
+        return out
+
+
+def _every_record_matches(f: AuditFilter) -> bool:
+    """Whether every record in the filter's time range matches it (its time range is what
+    the streams are read in; a pool's stream holds its children's records too)."""
+    return (f.entity is None and f.user is None and f.channel is None and f.outcome is None
+            and f.rule is None)
 
 
 def _bounds(f: AuditFilter) -> tuple[Id, Id]:

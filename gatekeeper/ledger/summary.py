@@ -115,6 +115,7 @@ def _pool_keys(root: str) -> tuple[str, ...]:
 
 
 _entity_key = functools.lru_cache(maxsize=65_536)(keys.entity)
+_chain_key = functools.lru_cache(maxsize=65_536)(keys.chain_of)  # every stream, every page
 
 
 def queue_pools(ledger: Ledger, batch: Batch | None, roots: Sequence[str],
@@ -256,3 +257,57 @@ def stream_heads(ledger: Ledger, streams: Sequence[str], highs: Sequence[str],
         out = json.loads(raw)
         heads += list(out) if out else []
     return heads
+
+
+Head = tuple[int, str]  # a stream's index and the ID of its newest record in range
+
+
+def stream_heads_top(ledger: Ledger, streams: Sequence[str], low: str, highs: tuple[str, str],
+                     split: int, k: int) -> tuple[list[Head], Head | None] | None:
+    """The streams whose newest record between `low` and their highest ID comes first: the
+    highest is highs[0] for streams[:split] and highs[1] for the others ("": none in range).
+    Streams are in merge order (of records with the same ID, the earlier stream's first).
+    Returns (index, ID) of at least the first `k` of them (when there are that many), and the
+    frontier: the first stream not returned, when there is one — no stream left out holds a
+    record before its newest. heads.lua's top mode reads the chain heads only (one key a
+    stream) and answers at most k + 1 of them, so what the caller handles follows `k`, not
+    the number of streams; the few streams whose head is past their range (or names no
+    record) are then asked the plain way (stream_heads). None on a Redis Cluster."""
+    if ledger.cluster:
+        return None
+    calls = [range(i, min(i + HEADS_PER_CALL, len(streams)))
+             for i in range(0, len(streams), HEADS_PER_CALL)]
+    batch = Batch(ledger.client)
+    answers: list[Any] = []
+    for part in calls:
+        ks = [_chain_key(streams[i]) for i in part]
+        args = ["top", k, low, *highs, min(len(part), max(0, split - part.start))]
+        if len(calls) == 1:  # one call: no pipeline needed
+            answers.append(ledger.scripts.run("heads", ks, args))
+        else:
+            batch.add(ks[0], lambda pipe, ks=ks, args=args: ledger.scripts.queue(
+                pipe, "heads", ks, args))
+    if len(calls) > 1:
+        answers = [json.loads(raw) for raw in batch.execute()]
+    found: list[Head] = []
+    unknown: list[int] = []
+    frontier: tuple[tuple[int, int], int, str] | None = None
+    for part, answer in zip(calls, answers, strict=True):
+        out = answer["top"] or []  # cjson writes an empty array as {}
+        unknown += [part.start + int(i) - 1 for i in answer["unknown"] or []]
+        pairs = [(part.start + int(i) - 1, str(ident))
+                 for i, ident in zip(out[::2], out[1::2], strict=True)]
+        found += pairs[:k]
+        if len(pairs) > k:
+            index, ident = pairs[k]
+            ms, _, seq = ident.partition("-")
+            # Merge order: newest first, then the earlier stream.
+            rank = ((-int(ms), -int(seq)), index, ident)
+            if frontier is None or rank[:2] < frontier[:2]:
+                frontier = rank
+    if unknown:
+        asked = stream_heads(ledger, [streams[i] for i in unknown],
+                             [highs[0] if i < split else highs[1] for i in unknown], low)
+        assert asked is not None  # not a Cluster
+        found += [(i, ident) for i, ident in zip(unknown, asked, strict=True) if ident]
+    return found, None if frontier is None else frontier[1:]
