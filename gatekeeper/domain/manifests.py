@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import mmap
 import re
 import struct
 from collections.abc import Callable, Iterable
@@ -216,7 +217,10 @@ def encode(posts: Any, users: Any = (), meta: dict[str, Any] | None = None) -> b
     about = json.dumps(meta or {}, sort_keys=True, separators=(",", ":")).encode()
     if len(about) > MAX_META:
         raise ValueError("a manifest's meta is at most 64 KiB")
-    payload = np.empty(11 * (p.size + u.size), dtype=np.uint8)
+    size = 11 * (p.size + u.size)
+    # Mapped, not malloc'd (as domain/seen.py's arrays): freeing a malloc'd block this large
+    # would raise glibc's mmap threshold, and a server's threads would keep later buffers.
+    payload = np.frombuffer(mmap.mmap(-1, max(size, 1)), np.uint8, size)
     _planes(p, payload[:11 * p.size])
     _planes(u, payload[11 * p.size:])
     packed = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True).compress(
