@@ -92,6 +92,16 @@ def test_id_lines_parse_the_same_however_the_spool_is_cut(
         manifests.PARSE_BLOCK = kept
 
 
+def test_sorted_unique_ids_are_taken_as_they_are_and_still_checked() -> None:
+    import numpy as np
+
+    ids = np.array([1, 5, 9], dtype=np.uint64)
+    assert manifests.as_ids(ids) is ids
+    assert manifests.as_ids(np.array([9, 1, 5, 5], dtype=np.uint64)).tolist() == [1, 5, 9]
+    with pytest.raises(ValueError, match="below 2"):
+        manifests.as_ids(np.array([1, 2**63], dtype=np.uint64))
+
+
 def test_id_lines_that_are_not_ids_are_refused() -> None:
     for bad in (b"12\n3", b"1a\n", b"\n", b"12\n1a\n", b"12345678901234567890\n"):
         with pytest.raises(ValueError):
@@ -233,6 +243,77 @@ def test_a_partial_share_records_only_what_it_granted(gate: Gate, tmp_path: Path
     assert len(delivered) == 100_000
     [record] = settled(gate)
     assert check_manifest(gate, record).posts.tolist() == delivered
+
+
+def large_list(tmp_path: Path) -> tuple[Path, list[int]]:
+    """An ID file of 100,000 lines (`shares.EXACT_FROM`: repeats found by numpy), shuffled,
+    ten of them repeats; the IDs it holds."""
+    import random
+
+    from gatekeeper.domain import shares
+
+    rng = random.Random(15)
+    ids = [1_600_000_000_000_000_000 + rng.randrange(1 << 40) for _ in range(shares.EXACT_FROM)]
+    ids[-10:] = ids[:10]
+    rng.shuffle(ids)
+    path = tmp_path / "large.txt"
+    path.write_text("".join(f"{i}\n" for i in ids))
+    return path, ids
+
+
+def test_a_large_list_shared_whole_is_recorded_from_the_ids_it_was_checked_with(
+        gate: Gate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: the sorted IDs the repeats pass read are the manifest — the spool is not
+    parsed again — and the manifest is stored before the file is named (made alongside)."""
+    from gatekeeper.domain import shares
+
+    path, ids = large_list(tmp_path)
+    out = tmp_path / "out.txt"
+    monkeypatch.setattr(manifests, "parse_lines", lambda *a: pytest.fail("parsed again"))
+    store = manifests.Manifests.store
+    seen_out: list[bool] = []
+
+    def storing(self: manifests.Manifests, *args: Any) -> manifests.Ref:
+        seen_out.append(out.exists())
+        return store(self, *args)
+
+    monkeypatch.setattr(manifests.Manifests, "store", storing)
+    res = shares.share_to_file(gate, actor="dan", entity="acme", ids_path=path, out=out,
+                               purpose="t")
+    delivered = [int(i) for i in out.read_text().split()]
+    assert res.grant.granted == len(set(ids)) == len(delivered) and seen_out == [False]
+    [record] = settled(gate)
+    assert check_manifest(gate, record).posts.tolist() == sorted(set(ids)) == sorted(delivered)
+
+
+def test_a_large_list_whose_manifest_cannot_be_stored_delivers_nothing(
+        gate: Gate, tmp_path: Path) -> None:
+    from gatekeeper.domain import shares
+    from gatekeeper.rules.errors import InsufficientStorage
+
+    path, _ids = large_list(tmp_path)
+    (tmp_path / "datasets" / "manifests").write_text("not a directory")
+    with pytest.raises(InsufficientStorage, match="nothing was delivered or counted"):
+        shares.share_to_file(gate, actor="dan", entity="acme", ids_path=path,
+                             out=tmp_path / "out.txt", purpose="t")
+    assert not (tmp_path / "out.txt").exists()
+    assert settled(gate) == []
+
+
+def test_an_api_share_of_a_large_list_is_recorded_without_parsing_it_again(
+        gate: Gate, client: FlaskClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    path, ids = large_list(tmp_path)
+    monkeypatch.setattr(manifests, "parse_lines", lambda *a: pytest.fail("parsed again"))
+    token = gate.users.create_token("dan", actor="t", channel="cli")
+    resp = client.post("/api/v1/shares?entity=acme&purpose=t", data=path.read_bytes(),
+                       headers={"Authorization": f"Bearer {token}",
+                                "Content-Type": "text/plain"})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    sent = [int(i) for i in resp.get_data(as_text=True).split()]
+    resp.close()
+    [record] = settled(gate)
+    assert check_manifest(gate, record).posts.tolist() == sorted(set(ids)) == sorted(sent)
 
 
 def test_a_replay_delivers_under_the_first_manifest_and_writes_none(

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatekeeper.domain import shares
-from gatekeeper.domain.seen import SeenIds, maybe_repeated, repeated_ids
+from gatekeeper.domain.seen import SeenIds, maybe_repeated, repeated_ids, sorted_ids, unique_of
 from gatekeeper.domain.shares import select_ids
 from gatekeeper.rules.r9 import Deleted
 
@@ -86,6 +86,19 @@ def test_repeated_ids_are_exactly_the_ids_listed_more_than_once() -> None:
     lines = [str(v).encode() for v in ids_with_repeats(100_000, 4)]
     assert repeated_ids(iter(whole_lines(lines, 1 << 20)), len(lines)) == \
         repeated_by_counting(lines)
+
+
+def test_the_sorted_ids_without_repeats_are_the_distinct_ids() -> None:
+    """What a large share's manifest is made of (issue 15): `sorted_ids` then `unique_of`."""
+    values = ids_with_repeats(100_000, 5)
+    lines = [str(v).encode() for v in values]
+    got = sorted_ids(iter(whole_lines(lines, 1 << 16)), len(lines))
+    assert got.tolist() == sorted(values)
+    assert unique_of(got).tolist() == sorted(set(values))
+    distinct = unique_of(got)
+    assert unique_of(distinct) is distinct  # none repeated: the array itself, no copy
+    assert unique_of(distinct[:1]).tolist() == distinct[:1].tolist()
+    assert unique_of(distinct[:0]).size == 0
 
 
 @pytest.mark.parametrize("width", [1, 17, 19])

@@ -8,6 +8,8 @@
   fact (`gatekeeper.domain.shares.Selection.distinct`), exactly;
 - `repeated_ids` finds the repeated IDs of a large spooled ID file exactly, with numpy (8 bytes
   an ID, ~0.05 µs an ID: no Python per ID); a share of a few IDs does not load numpy for it.
+  The sorted array it reads them from (`sorted_ids`) is also the share's manifest, once its
+  repeats are gone (`unique_of`): no second parse, no second sort (issue 15).
 """
 
 from __future__ import annotations
@@ -80,12 +82,14 @@ def repeated_ids(chunks: Iterable[bytes], count: int) -> set[bytes]:
     digits, no leading zero, below 2^63, as a spool holds them) ended by a newline; `count`
     lines in all. Exact: every line is read as its number (a uint64) into one array, which is
     sorted; equal neighbours are the repeats."""
-    import numpy as np  # here: a share that never holds a large list loads no numpy
+    return repeats_of(sorted_ids(chunks, count))
 
-    # Mapped here, not malloc'd: freeing a malloc'd block this large would raise glibc's mmap
-    # threshold to its size, and a server's threads would then keep every later buffer below
-    # it in their arenas (tens of MB, bench/idfile.py).
-    values = np.frombuffer(mmap.mmap(-1, max(8 * count, 1)), np.uint64, count)  # unmapped with it
+
+def sorted_ids(chunks: Iterable[bytes], count: int) -> np.ndarray:
+    """The numbers of the `count` lines of `chunks` (as `repeated_ids` takes them), sorted,
+    repeats included: a uint64 array in its own mapping. numpy loads here, not with this
+    module: a share that never holds a large list loads none."""
+    values = _mapped(count)
     filled = 0
     for chunk in chunks:
         got = _numbers(chunk)
@@ -94,10 +98,45 @@ def repeated_ids(chunks: Iterable[bytes], count: int) -> set[bytes]:
     if filled != count:
         raise ValueError(f"{filled} lines read where {count} were spooled")
     values.sort()
+    return values
+
+
+def repeats_of(values: np.ndarray) -> set[bytes]:
+    """The numbers that occur more than once in `values` (sorted), as ID lines are written."""
+    import numpy as np
+
     same = values[1:] == values[:-1]
     if not same.any():
         return set()
     return {b"%d" % v for v in np.unique(values[1:][same]).tolist()}
+
+
+def unique_of(values: np.ndarray) -> np.ndarray:
+    """`values` (sorted) without repeats: itself when it has none (np.unique hashes since
+    numpy 2.3, many times slower on sorted input), else a copy in a mapping of its own."""
+    import numpy as np
+
+    if values.size < 2:
+        return values
+    keep = np.empty(values.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    kept = int(np.count_nonzero(keep))
+    if kept == values.size:
+        return values
+    out = _mapped(kept)
+    np.compress(keep, values, out=out)
+    return out
+
+
+def _mapped(count: int) -> np.ndarray:
+    """An uninitialised uint64 array of `count` values, unmapped with it. Mapped here, not
+    malloc'd: freeing a malloc'd block this large would raise glibc's mmap threshold to its
+    size, and a server's threads would then keep every later buffer below it in their arenas
+    (tens of MB, bench/idfile.py)."""
+    import numpy as np
+
+    return np.frombuffer(mmap.mmap(-1, max(8 * count, 1)), np.uint64, count)
 
 
 def _numbers(block: bytes) -> np.ndarray:

@@ -31,7 +31,7 @@ from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.entities import Entity
 from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.lines import CHUNK, MAX_LINE_BYTES
-from gatekeeper.domain.seen import SeenIds, maybe_repeated, repeated_ids
+from gatekeeper.domain.seen import SeenIds, maybe_repeated, repeats_of, sorted_ids, unique_of
 from gatekeeper.domain.users import User
 from gatekeeper.ledger import charges
 from gatekeeper.ledger.ledger import Idempotency
@@ -57,6 +57,7 @@ class Selection:
         self.removed = 0  # dropped by R9
         self.repeats = 0  # an ID already selected: each leaves and counts once per share
         self._digest = hashlib.sha256()
+        self._sorted: Any = None  # a large list's IDs, sorted, from `distinct` (its manifest)
 
     def add(self, ident: bytes) -> None:
         self._fh.write(ident + b"\n")
@@ -87,9 +88,10 @@ class Selection:
         finds the IDs that may repeat (every one that does, and a few percent that only share a
         bit) and a second pass that looks only those up. Only then — rarely — is the spool
         copied once, a chunk without any of them as it is. An ID added stays in the digest
-        however often it came."""
+        however often it came. A large list keeps its sorted IDs for its manifest."""
         if self.count >= EXACT_FROM:
-            repeated = repeated_ids(self.head(self.count, BLOCK), self.count)
+            self._sorted = sorted_ids(self.head(self.count, BLOCK), self.count)
+            repeated = repeats_of(self._sorted)
         else:
             repeated = self._repeated_small()
         if not repeated:
@@ -131,6 +133,13 @@ class Selection:
                 else:
                     once.add(ident)
         return repeated
+
+    def manifest_ids(self, n: int) -> Any:
+        """The IDs of a grant of the first `n`, sorted and unique (a numpy uint64 array), when
+        `distinct` read them already — a large list granted whole — else None (the manifest
+        then parses the spool). Handed over: asked again, it is None."""
+        ids, self._sorted = self._sorted, None
+        return unique_of(ids) if ids is not None and n == self.count else None
 
     def seal(self) -> Selection:
         self._fh.flush()
@@ -390,8 +399,10 @@ def reserve(gate: Gate, auth: Authorised, selection: Selection, *, kind: str,
                        pending_dir=gate.pending_dir)
 
 
-def write_file(out: Path, selection: Selection, n: int) -> None:
-    """Write the first `n` IDs to `out`; the file appears there only once complete."""
+def write_file(out: Path, selection: Selection, n: int,
+               before_naming: Callable[[], None] | None = None) -> None:
+    """Write the first `n` IDs to `out`; the file appears there only once complete (and
+    `before_naming`, if given, has returned: the share's manifest is stored)."""
 
     faults.point("share.reserved")
 
@@ -404,6 +415,8 @@ def write_file(out: Path, selection: Selection, n: int) -> None:
             faults.point("share.writing")
         if written != n:
             raise OSError(f"{selection.source} changed while it was being shared")
+        if before_naming is not None:
+            before_naming()
 
     spool.publish(out, write)
 
@@ -436,8 +449,13 @@ def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str =
         n = res.deliverable(selection)
 
         def deliver() -> None:
-            manifests.record_share(gate, res, selection.blocks(n), kind)
-            write_file(out, selection, n)
+            ids = selection.manifest_ids(n)
+            if ids is None:
+                manifests.record_share(gate, res, selection.blocks(n), kind)
+                write_file(out, selection, n)
+            else:  # a large list granted whole: its manifest is made while the file is written
+                manifests.record_share_alongside(
+                    gate, res, ids, kind, lambda stored: write_file(out, selection, n, stored))
 
         try:
             res.deliver(deliver, f"{n:,} IDs at {out}")

@@ -162,7 +162,8 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
         raise
     try:
         faults.point("share.reserved")
-        manifests.record_share(gk, res, selection.blocks(res.deliverable(selection)), kind)
+        n = res.deliverable(selection)
+        manifests.record_share(gk, res, selection.blocks(n), kind, selection.manifest_ids(n))
         # The IDs are ready in the spool; once the response starts they are delivered, so
         # the share is settled first (refunded if the store fails before a byte is sent).
         res.commit_before_sending()
