@@ -9,6 +9,7 @@ import redis
 
 from gatekeeper.domain.audit import AuditLog
 from gatekeeper.domain.auditfilter import AuditFilter
+from gatekeeper.ledger.scripts import Scripts
 
 
 def all_pages(log: AuditLog, f: AuditFilter | None = None, size: int = 50) -> list[dict]:
@@ -41,5 +42,14 @@ class Spy:
             spy.direct.append(args)
             return original_command(r, *args, **kw)
 
+        # A script sent straight on a pooled connection (Scripts._direct) is a round trip too.
+        original_direct = Scripts._direct
+
+        def direct(scripts: Any, script: Any, keys: list[str], args: list[Any]) -> Any:
+            if scripts.pool is not None:
+                spy.direct.append(("EVALSHA", script.sha, len(keys), *keys, *args))
+            return original_direct(scripts, script, keys, args)
+
         monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
         monkeypatch.setattr(redis.Redis, "execute_command", command)
+        monkeypatch.setattr(Scripts, "_direct", direct)
