@@ -355,12 +355,17 @@ def test_two_servers_adding_one_name_at_once_register_it_once(
 class Relay:
     """A TCP relay to moto that drops every connection, and refuses new ones, from the moment
     the `nth` request matching `pattern` reaches it (before that request is passed on): the
-    store gone mid-operation, at a point the test chooses. `back()` brings it back."""
+    store gone mid-operation, at a point the test chooses. `back()` brings it back. With
+    `only`, just that request and every later match (pyarrow's retries too) are dropped; the
+    rest pass: a store failing some reads while it answers others."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
         self.pattern: re.Pattern[bytes] | None = None
         self.left = 0
+        self.only = False
+        self.requests: list[bytes] = []  # "METHOD path" of every request passed or dropped
+        self.listening = False
         self.seen = 0  # requests matching `pattern` since it was set
         self.cut = threading.Event()
         self.lock = threading.Lock()
@@ -374,11 +379,13 @@ class Relay:
         self.listener.bind(("127.0.0.1", self.port))
         self.port = self.listener.getsockname()[1]
         self.listener.listen(64)
+        self.listening = True
         threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
 
-    def drop_at(self, pattern: bytes, nth: int = 1) -> None:
+    def drop_at(self, pattern: bytes, nth: int = 1, *, only: bool = False) -> None:
         with self.lock:
             self.pattern, self.left, self.seen = re.compile(pattern), nth, 0
+            self.only = only
 
     def count(self, pattern: bytes) -> None:
         """Count the requests matching `pattern`, dropping none."""
@@ -407,6 +414,9 @@ class Relay:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
                 if requests and self._drops(data):
+                    if self.only:
+                        self.cut.set()
+                        break  # this connection only
                     self.drop()
                     return
                 dst.sendall(data)
@@ -416,6 +426,7 @@ class Relay:
 
     def _drops(self, data: bytes) -> bool:
         with self.lock:
+            self.requests += re.findall(rb"(?m)^(?:GET|HEAD|PUT|POST|DELETE) [^ ?]+", data)
             if self.pattern is None:
                 return False
             hits = len(self.pattern.findall(data))
@@ -424,6 +435,7 @@ class Relay:
 
     def drop(self) -> None:
         self.cut.set()
+        self.listening = False
         with contextlib.suppress(OSError):  # wakes the accept() blocked on it (Linux)
             self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
@@ -439,7 +451,8 @@ class Relay:
         with self.lock:
             self.pattern = None
         self.cut.clear()
-        self._listen()
+        if not self.listening:
+            self._listen()
 
 
 @pytest.fixture
@@ -466,29 +479,38 @@ def plainly(message: str, url: str) -> None:
     assert SECRET not in message and KEY_ID not in message and "Traceback" not in message
 
 
-def test_a_preview_whose_store_drops_at_any_read_is_the_plain_answer_never_a_rebuild(
-        redis_client: redis.Redis, relay: Relay, relayed_url: str) -> None:
+def test_a_preview_whose_store_fails_a_read_is_the_plain_answer_never_a_rebuild(
+        redis_client: redis.Redis, relay: Relay, relayed_url: str, moto_endpoint: str) -> None:
     remote = Datasets(redis_client, Ledger(redis_client), relayed_url)
     remote.add("kpop", SAMPLES / "kpop.jsonl", actor="t", channel="cli")
     sel = Selection("kpop", Filters(lang="es"), Deleted(0, frozenset(), frozenset()))
-    gate: Any = SimpleNamespace(datasets=remote)
     relay.count(request_for("kpop.index.parquet"))
-    want = sel.tally(gate, with_users=True)
+    want = sel.tally(SimpleNamespace(datasets=remote), with_users=True)
     reads = relay.seen
     assert reads >= 2  # the footer checked, then the columns read
-    index_key = key_of(relayed_url, "kpop.index.parquet")
-    before = admin().get_file_info(index_key).mtime_ns
-    for nth in range(1, reads + 1):  # the store gone at each read of the index in turn
-        relay.drop_at(request_for("kpop.index.parquet"), nth)
+    host, port = moto_endpoint.rsplit(":", 1)
+    for nth in range(1, reads + 1):  # each read of the index in turn fails, the store
+        # answering every other request (its retries fail too): a fresh server each time
+        flaky = Relay((host, int(port)))
+        server = Datasets(redis_client, Ledger(redis_client),
+                          relayed_url.replace(f":{relay.port}&", f":{flaky.port}&"))
+        flaky.drop_at(request_for("kpop.index.parquet"), nth, only=True)
         with pytest.raises(DatasetStoreUnavailable) as err:
-            sel.tally(gate, with_users=True)
-        assert relay.cut.is_set()
+            sel.tally(SimpleNamespace(datasets=server), with_users=True)
+        assert flaky.cut.is_set(), nth
         plainly(err.value.message, relayed_url)
-        relay.back()
         assert redis_client.get(keys.DATASETS_LOCK) is None
-    # Never taken for a damaged index: the same index object, never rebuilt.
-    assert admin().get_file_info(index_key).mtime_ns == before
-    assert sel.tally(gate, with_users=True) == want
+        # Never taken for a damaged or stale index, so never rebuilt: a rebuild reads the
+        # whole JSONL (minutes at 10M posts) for a network error.
+        rebuilding = [r for r in flaky.requests
+                      if (r.startswith(b"GET ") and r.endswith(b"/kpop.jsonl")) or
+                      (r.startswith((b"PUT ", b"POST ")) and r.endswith(SUFFIX_BYTES))]
+        assert rebuilding == [], (nth, flaky.requests)
+        flaky.drop()
+    assert sel.tally(SimpleNamespace(datasets=remote), with_users=True) == want
+
+
+SUFFIX_BYTES = b"/kpop" + dsindex.SUFFIX.encode()
 
 
 def test_an_index_rebuild_whose_store_drops_mid_read_writes_no_index(
@@ -705,3 +727,27 @@ def test_an_add_whose_store_drops_is_cleaned_by_the_next_add_of_the_name(
     with admin().open_input_file(key_of(relayed_url, "kpop.jsonl")) as fh:
         assert fh.read() == (SAMPLES / "geo_tweets.jsonl").read_bytes()
     assert not redis_client.smembers(keys.DATASETS_PENDING)
+
+
+def test_an_api_dataset_share_whose_store_drops_mid_read_is_503_json_and_counts_nothing(
+        client: FlaskClient, gate: Gate, relay: Relay, relayed_url: str) -> None:
+    gate.entities.accept_terms("acme", by="Jane Doe", actor="t", channel="cli")
+    gate.users.add("dee", entity="acme", role="data", password=PASSWORD, actor="t",
+                   channel="cli")
+    auth = {"Authorization": f"Bearer {gate.users.create_token('dee', actor='t', channel='cli')}"}
+    relay.drop_at(request_for("kpop.index.parquet"), 2)  # past the footer: the columns
+    resp = client.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop"},
+                       headers=auth)
+    assert resp.status_code == 503 and relay.cut.is_set()
+    body = resp.get_json()
+    assert body["error"] == "store_unavailable" and body["store"] == relayed_url.split("?")[0]
+    plainly(body["message"], relayed_url)
+    assert quota.entity_quota(gate, "acme")["used"] == 0
+    relay.back()
+    resp = client.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop"},
+                       headers=auth)
+    try:
+        assert resp.status_code == 200 and len(resp.get_data().split()) == 100
+    finally:
+        resp.close()  # the ID file is streamed from its spool
+    assert quota.entity_quota(gate, "acme")["used"] == 100
