@@ -5,11 +5,19 @@ tests fail). Credentials come from the environment only. What a dataset in the s
 previews, tallies, export rows, ID shares — equals what the same file answers from a
 directory; two Gates over one Redis and one store see each other's datasets; remove and a
 failed add leave no object; a stale or missing index in the store is rebuilt.
+
+The store dropping mid-operation is a real one: the code under test reaches moto through a
+TCP relay (`Relay`) that, from the moment a request matching a pattern passes, drops every
+connection and refuses new ones — until the test brings it back. The tests look into the
+store directly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import re
 import socket
 import subprocess
 import sys
@@ -24,9 +32,13 @@ from typing import Any
 import pyarrow.fs as pafs
 import pytest
 import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from live import form_token, sign_in
 
 from gatekeeper import config as config_mod
-from gatekeeper.domain import dsindex, dsstore
+from gatekeeper import faults
+from gatekeeper.domain import dsindex, dsstore, quota
 from gatekeeper.domain.datasets import Datasets
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate
@@ -37,9 +49,9 @@ from gatekeeper.rules.errors import (
     BadInput,
     ConfigError,
     Conflict,
+    DatasetStoreUnavailable,
     InsufficientStorage,
     NotFound,
-    StoreUnavailable,
 )
 from gatekeeper.rules.r9 import Deleted
 from tests.test_dsindex import FILTERS, SAMPLES, deletions, generated
@@ -229,6 +241,7 @@ def test_a_failed_add_leaves_no_object_and_registers_nothing(
         remote.add("kpop", SAMPLES / "kpop.jsonl", actor="t", channel="cli")
     assert objects(store_url) == []
     assert remote.list() == [] and redis_client.get(keys.DATASETS_LOCK) is None
+    assert not redis_client.smembers(keys.DATASETS_PENDING)  # removed at once: nothing owed
     monkeypatch.setattr(dsstore.ObjectStore, "upload", upload)
     assert remote.add("kpop", SAMPLES / "kpop.jsonl", actor="t", channel="cli").posts == 100
 
@@ -289,7 +302,7 @@ def test_an_unreachable_store_is_said_plainly_and_counts_as_unavailable(
     remote.add("kpop", SAMPLES / "kpop.jsonl", actor="t", channel="cli")
     away = Datasets(redis_client, Ledger(redis_client), store_url.replace(
         store_url.split("endpoint_override=")[1].split("&")[0], f"127.0.0.1:{_free_port()}"))
-    with pytest.raises(StoreUnavailable, match="cannot be reached") as err:
+    with pytest.raises(DatasetStoreUnavailable, match="cannot be reached") as err:
         away.check("kpop")
     assert "secret" not in err.value.message and SECRET not in err.value.message
 
@@ -334,3 +347,407 @@ def test_two_servers_adding_one_name_at_once_register_it_once(
     with admin().open_input_file(key_of(store_url, "same.jsonl")) as fh:
         assert fh.read() == (SAMPLES / winner).read_bytes()  # the winner's bytes, whole
     assert objects(store_url) == ["same.index.parquet", "same.jsonl"]
+
+
+# --- the store dropping mid-operation -----------------------------------------------------------
+
+
+class Relay:
+    """A TCP relay to moto that drops every connection, and refuses new ones, from the moment
+    the `nth` request matching `pattern` reaches it (before that request is passed on): the
+    store gone mid-operation, at a point the test chooses. `back()` brings it back. With
+    `only`, just that request and every later match (pyarrow's retries too) are dropped; the
+    rest pass: a store failing some reads while it answers others."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.pattern: re.Pattern[bytes] | None = None
+        self.left = 0
+        self.only = False
+        self.requests: list[bytes] = []  # "METHOD path" of every request passed or dropped
+        self.listening = False
+        self.seen = 0  # requests matching `pattern` since it was set
+        self.cut = threading.Event()
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.port = 0
+        self._listen()
+
+    def _listen(self) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.port = self.listener.getsockname()[1]
+        self.listener.listen(64)
+        self.listening = True
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def drop_at(self, pattern: bytes, nth: int = 1, *, only: bool = False) -> None:
+        with self.lock:
+            self.pattern, self.left, self.seen = re.compile(pattern), nth, 0
+            self.only = only
+
+    def count(self, pattern: bytes) -> None:
+        """Count the requests matching `pattern`, dropping none."""
+        self.drop_at(pattern, nth=0)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed: the store is away
+            if self.cut.is_set():
+                client.close()
+                return
+            try:
+                up = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, up]
+            threading.Thread(target=self._pump, args=(client, up, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, requests: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if requests and self._drops(data):
+                    if self.only:
+                        self.cut.set()
+                        break  # this connection only
+                    self.drop()
+                    return
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def _drops(self, data: bytes) -> bool:
+        with self.lock:
+            self.requests += re.findall(rb"(?m)^(?:GET|HEAD|PUT|POST|DELETE) [^ ?]+", data)
+            if self.pattern is None:
+                return False
+            hits = len(self.pattern.findall(data))
+            self.seen += hits
+            return bool(self.left and self.seen >= self.left)
+
+    def drop(self) -> None:
+        self.cut.set()
+        self.listening = False
+        with contextlib.suppress(OSError):  # wakes the accept() blocked on it (Linux)
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self.lock:
+            self.pattern = None
+            sockets, self.sockets = self.sockets, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def back(self) -> None:
+        with self.lock:
+            self.pattern = None
+        self.cut.clear()
+        if not self.listening:
+            self._listen()
+
+
+@pytest.fixture
+def relay(moto_endpoint: str) -> Iterator[Relay]:
+    host, port = moto_endpoint.rsplit(":", 1)
+    r = Relay((host, int(port)))
+    yield r
+    r.drop()
+
+
+@pytest.fixture
+def relayed_url(store_url: str, relay: Relay, moto_endpoint: str) -> str:
+    """The same bucket, reached through the relay."""
+    return store_url.replace(moto_endpoint, f"127.0.0.1:{relay.port}")
+
+
+def request_for(file: str, method: bytes = b"GET") -> bytes:
+    return method + rb" /[^ ]*/" + re.escape(file.encode()) + rb"[ ?]"
+
+
+def plainly(message: str, url: str) -> None:
+    """The store's plain answer: its URL, never credentials, never a traceback."""
+    assert "cannot be reached" in message and url.split("?")[0] in message, message
+    assert SECRET not in message and KEY_ID not in message and "Traceback" not in message
+
+
+def test_a_preview_whose_store_fails_a_read_is_the_plain_answer_never_a_rebuild(
+        redis_client: redis.Redis, relay: Relay, relayed_url: str, moto_endpoint: str) -> None:
+    remote = Datasets(redis_client, Ledger(redis_client), relayed_url)
+    remote.add("kpop", SAMPLES / "kpop.jsonl", actor="t", channel="cli")
+    sel = Selection("kpop", Filters(lang="es"), Deleted(0, frozenset(), frozenset()))
+    relay.count(request_for("kpop.index.parquet"))
+    want = sel.tally(SimpleNamespace(datasets=remote), with_users=True)
+    reads = relay.seen
+    assert reads >= 2  # the footer checked, then the columns read
+    host, port = moto_endpoint.rsplit(":", 1)
+    for nth in range(1, reads + 1):  # each read of the index in turn fails, the store
+        # answering every other request (its retries fail too): a fresh server each time
+        flaky = Relay((host, int(port)))
+        server = Datasets(redis_client, Ledger(redis_client),
+                          relayed_url.replace(f":{relay.port}&", f":{flaky.port}&"))
+        flaky.drop_at(request_for("kpop.index.parquet"), nth, only=True)
+        with pytest.raises(DatasetStoreUnavailable) as err:
+            sel.tally(SimpleNamespace(datasets=server), with_users=True)
+        assert flaky.cut.is_set(), nth
+        plainly(err.value.message, relayed_url)
+        assert redis_client.get(keys.DATASETS_LOCK) is None
+        # Never taken for a damaged or stale index, so never rebuilt: a rebuild reads the
+        # whole JSONL (minutes at 10M posts) for a network error.
+        rebuilding = [r for r in flaky.requests
+                      if (r.startswith(b"GET ") and r.endswith(b"/kpop.jsonl")) or
+                      (r.startswith((b"PUT ", b"POST ")) and r.endswith(SUFFIX_BYTES))]
+        assert rebuilding == [], (nth, flaky.requests)
+        flaky.drop()
+    assert sel.tally(SimpleNamespace(datasets=remote), with_users=True) == want
+
+
+SUFFIX_BYTES = b"/kpop" + dsindex.SUFFIX.encode()
+
+
+def test_an_index_rebuild_whose_store_drops_mid_read_writes_no_index(
+        redis_client: redis.Redis, relay: Relay, relayed_url: str) -> None:
+    remote = Datasets(redis_client, Ledger(redis_client), relayed_url)
+    remote.add("kpop", SAMPLES / "kpop.jsonl", actor="t", channel="cli")
+    want = list(remote.post_ids("kpop"))
+    admin().delete_file(key_of(relayed_url, "kpop.index.parquet"))  # to be rebuilt
+    relay.drop_at(request_for("kpop.jsonl"))  # the rebuild's first read of the JSONL
+    with pytest.raises(DatasetStoreUnavailable) as err:
+        list(remote.post_ids("kpop"))
+    plainly(err.value.message, relayed_url)
+    assert objects(relayed_url) == ["kpop.jsonl"]  # no index, whole or partial
+    assert redis_client.get(keys.DATASETS_LOCK) is None
+    relay.back()
+    assert list(remote.post_ids("kpop")) == want
+    assert objects(relayed_url) == ["kpop.index.parquet", "kpop.jsonl"]
+
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def gate(tmp_path: Path, redis_client: redis.Redis, relayed_url: str) -> Gate:
+    """A server whose datasets are in the store, reached through the relay."""
+    (tmp_path / "config.toml").write_text(
+        '[limits]\nhydrated_per_recipient = 1000\npost_ids_per_entity = 1000\n'
+        f'[datasets]\ndir = "{relayed_url}"\n')
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
+    g.datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="test", channel="cli")
+    g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
+                   channel="cli")
+    g.users.add("ana", entity="acme", role="analyst", password=PASSWORD, actor="t",
+                channel="cli")
+    return g
+
+
+def _signed_in(client: FlaskClient) -> None:
+    assert sign_in(client, "ana", PASSWORD) == 302
+    page = client.get("/terms").get_data(as_text=True)
+    resp = client.post("/terms", data={"agree": "yes",
+                                       "csrf_token": form_token(page, "csrf_token")})
+    assert resp.status_code == 302
+
+
+def _export_form(client: FlaskClient) -> dict[str, str]:
+    resp = client.get("/export", query_string={"dataset": "kpop", "lang": "es"})
+    assert resp.status_code == 200
+    form = resp.get_data(as_text=True)
+    form = form[form.index('id="export-form"'):]
+    return {"format": "xlsx", **dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form))}
+
+
+# The XLSX writer leaves the partial package's ZipFile open when its rows raise; collected after
+# the export closed its spool, the ZipFile's __del__ fails to write to it (ignored, harmless:
+# the partial file is discarded). Noticed in exports/xlsx.py, not this part's to change.
+@pytest.mark.filterwarnings("ignore:Exception ignored in. <function ZipFile.__del__"
+                            ":pytest.PytestUnraisableExceptionWarning")
+def test_a_web_export_whose_store_drops_mid_read_is_a_plain_503_and_counts_nothing(
+        app: Flask, gate: Gate, relay: Relay, relayed_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    client = app.test_client()  # not kept in a `with`: it posts from another thread
+    _signed_in(client)
+    form = _export_form(client)  # previewed: the index read, the tally shown
+    # Held once counted (reserved), nothing read of the posts yet; the store then drops at
+    # the first post fetched from the JSONL at its offset.
+    held = tmp_path / "failpoints"
+    held.mkdir()
+    monkeypatch.setenv(faults.ENV, "export.reserved:pause")
+    monkeypatch.setenv(faults.ENV_DIR, str(held))
+    answered: dict[str, Any] = {}
+    def post() -> None:
+        try:
+            answered["resp"] = client.post("/export", data=form)
+        except BaseException as exc:
+            answered["exc"] = repr(exc)
+
+    export = threading.Thread(target=post)
+    export.start()
+    deadline = time.monotonic() + 120
+    while not list(held.glob("export.reserved.*.held")):
+        assert export.is_alive() and time.monotonic() < deadline, answered
+        time.sleep(0.01)
+    assert quota.user_quota(gate, "ana")["used"] > 0  # reserved
+    relay.drop_at(request_for("kpop.jsonl"))
+    (held / "export.reserved.go").touch()
+    export.join()
+    monkeypatch.delenv(faults.ENV)
+    resp = answered["resp"]
+    assert resp.status_code == 503 and relay.cut.is_set()
+    plainly(resp.get_data(as_text=True), relayed_url)
+    assert quota.user_quota(gate, "ana")["used"] == 0  # given back, not committed
+    relay.back()
+    resp = client.post("/export", data=_export_form(client))
+    try:
+        assert resp.status_code == 200
+        from openpyxl import load_workbook
+        book = load_workbook(io.BytesIO(resp.get_data()), read_only=True)
+        rows = list(book["Posts"].iter_rows(values_only=True))
+        book.close()
+    finally:
+        resp.close()
+    assert quota.user_quota(gate, "ana")["used"] == len(rows) - 1 > 0
+
+
+def test_a_web_preview_whose_store_is_away_shows_the_plain_answer(
+        client: FlaskClient, gate: Gate, relay: Relay, relayed_url: str) -> None:
+    _signed_in(client)
+    relay.drop_at(request_for("kpop.index.parquet"))
+    resp = client.get("/export", query_string={"dataset": "kpop", "lang": "es"})
+    assert resp.status_code != 500 and relay.cut.is_set()
+    page = resp.get_data(as_text=True)
+    plainly(page.replace("&#39;", "'"), relayed_url)
+    relay.back()
+    assert "cannot be reached" not in _page(client)
+
+
+def _page(client: FlaskClient) -> str:
+    resp = client.get("/export", query_string={"dataset": "kpop", "lang": "es"})
+    assert resp.status_code == 200
+    return resp.get_data(as_text=True)
+
+
+def test_a_cli_share_whose_store_drops_mid_read_exits_5_and_counts_nothing(
+        acme: Path, runner: Any, relay: Relay, relayed_url: str) -> None:
+    config = acme / "config.toml"
+    config.write_text(config.read_text() + f'[datasets]\ndir = "{relayed_url}"\n')
+    assert runner("dataset", "add", "kpop", str(SAMPLES / "kpop.jsonl")).exit_code == 0
+    relay.drop_at(request_for("kpop.index.parquet"), 2)  # past the footer: the columns
+    share = ("share", "--as", "dana", "--entity", "acme", "--dataset", "kpop",
+             "--out", "ids.txt")
+    failed = runner(*share)
+    assert failed.exit_code == 5 and relay.cut.is_set(), failed.output
+    plainly(failed.output, relayed_url)
+    assert not (acme / "ids.txt").exists() and list(acme.glob("ids.txt*")) == []
+    relay.back()
+    # The entity may share 100 IDs (store_dir's config), kpop holds 100: had the failed share
+    # counted any, this one would be refused.
+    done = runner(*share)
+    assert done.exit_code == 0, done.output
+    assert len((acme / "ids.txt").read_text().split()) == 100
+
+
+def test_an_object_replaced_with_the_same_size_in_the_same_second_is_reindexed(
+        redis_client: redis.Redis, tmp_path: Path, store_url: str) -> None:
+    remote = Datasets(redis_client, Ledger(redis_client), store_url)
+    source = generated(tmp_path / "g.jsonl", 7)
+    body = source.read_bytes()
+    changed = body.replace(b"Stra\\u00dfe", b"xylophone  ")  # same size, other text
+    assert changed != body and len(changed) == len(body)
+    store = remote.remote
+    assert store is not None
+    for _ in range(50):  # until the replacement lands in the second the original did
+        info = remote.add("g", source, actor="t", channel="cli")
+        assert info.index is not None
+        with admin().open_output_stream(key_of(store_url, "g.jsonl"), compression=None) as out:
+            out.write(changed)
+        now = store.identity("g.jsonl")
+        if (now["bytes"], now["mtime_ns"]) == (info.index["bytes"], info.index["mtime_ns"]):
+            break
+        remote.remove("g", actor="t", channel="cli")
+    else:
+        pytest.fail("no replacement landed within the original's second in 50 tries")
+    assert now["etag"] != info.index["etag"]  # what tells them apart
+    local = Datasets(redis_client, Ledger(redis_client), tmp_path / "local")
+    (tmp_path / "changed.jsonl").write_bytes(changed)
+    local.add("c", tmp_path / "changed.jsonl", actor="t", channel="cli")
+    local.add("o", source, actor="t", channel="cli")
+
+    def strasse(datasets: Datasets, name: str) -> tuple[int, list[int]]:
+        got = datasets.count(name, Filters(contains="xylophone"), Deleted(0, frozenset(),
+                                                                        frozenset()))
+        return got.posts, got.rows.tolist()
+
+    assert strasse(remote, "g") == strasse(local, "c") != strasse(local, "o")
+    with admin().open_input_file(key_of(store_url, "g.index.parquet")) as fh:
+        assert dsindex.describes(fh, now)  # rebuilt for the replacement
+
+
+def test_a_store_dropping_mid_add_leaves_no_object_once_it_is_back(
+        redis_client: redis.Redis, tmp_path: Path, relay: Relay, relayed_url: str) -> None:
+    (tmp_path / "config.toml").write_text(f'[datasets]\ndir = "{relayed_url}"\n')
+    gate = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
+    relay.drop_at(request_for("kpop.index.parquet", b"(?:PUT|POST)"))  # the JSONL is up
+    with pytest.raises(DatasetStoreUnavailable) as err:
+        gate.datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="t", channel="cli")
+    plainly(err.value.message, relayed_url)
+    assert "removed once the store is back" in err.value.message
+    assert gate.datasets.list() == [] and redis_client.get(keys.DATASETS_LOCK) is None
+    assert objects(relayed_url) == ["kpop.jsonl"]  # kept by the store that dropped
+    assert redis_client.smembers(keys.DATASETS_PENDING) == {b"kpop"}
+    assert gate.sweep()["files_removed"] == []  # still away: the mark stays
+    assert redis_client.smembers(keys.DATASETS_PENDING) == {b"kpop"}
+    relay.back()
+    swept = gate.sweep()  # start-up and `gatekeeper store sweep`
+    assert swept["files_removed"] == [f"{relayed_url.split('?')[0]}/kpop.jsonl"]
+    assert objects(relayed_url) == []
+    assert not redis_client.smembers(keys.DATASETS_PENDING)
+    assert gate.datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="t", channel="cli").posts \
+        == 100
+    assert not redis_client.smembers(keys.DATASETS_PENDING)
+    assert gate.sweep()["files_removed"] == []  # a registered dataset is never swept
+
+
+def test_an_add_whose_store_drops_is_cleaned_by_the_next_add_of_the_name(
+        redis_client: redis.Redis, relay: Relay, relayed_url: str) -> None:
+    remote = Datasets(redis_client, Ledger(redis_client), relayed_url)
+    relay.drop_at(request_for("kpop.index.parquet", b"(?:PUT|POST)"))
+    with pytest.raises(DatasetStoreUnavailable):
+        remote.add("kpop", SAMPLES / "kpop.jsonl", actor="t", channel="cli")
+    relay.back()
+    remote.add("kpop", SAMPLES / "geo_tweets.jsonl", actor="t", channel="cli")
+    assert objects(relayed_url) == ["kpop.index.parquet", "kpop.jsonl"]
+    with admin().open_input_file(key_of(relayed_url, "kpop.jsonl")) as fh:
+        assert fh.read() == (SAMPLES / "geo_tweets.jsonl").read_bytes()
+    assert not redis_client.smembers(keys.DATASETS_PENDING)
+
+
+def test_an_api_dataset_share_whose_store_drops_mid_read_is_503_json_and_counts_nothing(
+        client: FlaskClient, gate: Gate, relay: Relay, relayed_url: str) -> None:
+    gate.entities.accept_terms("acme", by="Jane Doe", actor="t", channel="cli")
+    gate.users.add("dee", entity="acme", role="data", password=PASSWORD, actor="t",
+                   channel="cli")
+    auth = {"Authorization": f"Bearer {gate.users.create_token('dee', actor='t', channel='cli')}"}
+    relay.drop_at(request_for("kpop.index.parquet"), 2)  # past the footer: the columns
+    resp = client.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop"},
+                       headers=auth)
+    assert resp.status_code == 503 and relay.cut.is_set()
+    body = resp.get_json()
+    assert body["error"] == "store_unavailable" and body["store"] == relayed_url.split("?")[0]
+    plainly(body["message"], relayed_url)
+    assert quota.entity_quota(gate, "acme")["used"] == 0
+    relay.back()
+    resp = client.post("/api/v1/shares", json={"entity": "acme", "dataset": "kpop"},
+                       headers=auth)
+    try:
+        assert resp.status_code == 200 and len(resp.get_data().split()) == 100
+    finally:
+        resp.close()  # the ID file is streamed from its spool
+    assert quota.entity_quota(gate, "acme")["used"] == 100

@@ -37,7 +37,14 @@ from gatekeeper.domain.spool import Unnamed
 from gatekeeper.ledger import chain, keys
 from gatekeeper.ledger.ledger import Ledger, iso
 from gatekeeper.ledger.store import failing_closed
-from gatekeeper.rules.errors import BadInput, Conflict, InsufficientStorage, NotFound
+from gatekeeper.rules.errors import (
+    BadInput,
+    Conflict,
+    DatasetStoreUnavailable,
+    InsufficientStorage,
+    NotFound,
+    StoreUnavailable,
+)
 from gatekeeper.rules.r9 import Deleted, Light, author_id_of
 
 if TYPE_CHECKING:  # imported where used: a command that reads no dataset loads no pyarrow
@@ -265,7 +272,9 @@ class Datasets:
                     progress: Callable[[int], None] | None) -> DatasetInfo:
         """`add` into an object store: spooled and indexed locally as for a directory, then
         uploaded under the store's lock — the JSONL first, the index once it names the
-        uploaded object; on any failure both objects go, so a failed add leaves none."""
+        uploaded object; on any failure both objects go, so a failed add leaves none. The
+        name is marked pending first: a store that drops mid-add and keeps a part has it
+        removed once it is back (`sweep_store`), if the retried removal here cannot."""
         from gatekeeper.domain import dsindex
         with Unnamed(self.directory) as copy, Unnamed(self.directory) as index:
             builder = None
@@ -277,6 +286,7 @@ class Datasets:
                 with store.locked():
                     self._refuse_taken(name)
                     file, indexed = name + scan["suffix"], name + dsindex.SUFFIX
+                    store.mark_pending(name)
                     for suffix in (*SUFFIXES, dsindex.SUFFIX):
                         store.remove(name + suffix)  # left by an add that died, as above
                     try:
@@ -288,14 +298,47 @@ class Datasets:
                                 scan["index"] = store.identity(file)
                                 builder.finish(scan["index"])
                                 store.upload(index.file, indexed)
-                        return self._register(name, file, scan, actor, channel)
-                    except BaseException:
-                        store.remove(file)
-                        store.remove(indexed)
+                        info = self._register(name, file, scan, actor, channel)
+                    except BaseException as exc:
+                        if store.remove_all([file, indexed]):
+                            store.unmark_pending(name)
+                        elif isinstance(exc, DatasetStoreUnavailable):
+                            raise DatasetStoreUnavailable(
+                                f"{exc.message}; dataset {name} was not registered, and what "
+                                f"of it reached the store is removed once the store is back "
+                                f"(the next add of {name}, `gatekeeper store sweep` or "
+                                "start-up)", store=store.url) from None
                         raise
+                    with contextlib.suppress(StoreUnavailable):  # a stale mark only unmarks
+                        store.unmark_pending(name)
+                    return info
             finally:
                 if builder is not None:
                     builder.abandon()
+
+    def sweep_store(self) -> list[str]:
+        """What adds left in the object store when it dropped mid-add (their names still
+        marked pending), removed now that it answers; their URLs. A store still away keeps
+        its marks for the next sweep. A directory's adds leave nothing (unnamed copies)."""
+        from gatekeeper.domain import dsindex
+        store = self.remote
+        if store is None or not store.pending():
+            return []
+        removed: list[str] = []
+        with store.locked():
+            for name in store.pending():
+                with failing_closed():
+                    registered = self.client.hexists(keys.DATASETS, name)
+                if not registered:  # registered: it completed before the mark went
+                    try:
+                        for file in (name + suffix for suffix in (*SUFFIXES, dsindex.SUFFIX)):
+                            if store.exists(file):
+                                store.remove(file)
+                                removed.append(store.where(file))
+                    except DatasetStoreUnavailable:
+                        return removed
+                store.unmark_pending(name)
+        return removed
 
     def _build_remote(self, store: dsstore.ObjectStore, file: str, indexed: str
                       ) -> dict[str, Any]:
@@ -571,6 +614,7 @@ class Datasets:
     def index(self, name: str) -> Iterator[pq.ParquetFile]:
         """The dataset's index, checked against its JSONL first (and rebuilt when it does not
         describe it): never a stale answer."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         from gatekeeper.domain import dsindex, dsquery
@@ -584,7 +628,12 @@ class Datasets:
                 self.reindex(name)
                 fh = self._open(indexed)
             with fh:
-                yield pq.ParquetFile(fh, read_dictionary=dsquery.DICTIONARY)
+                try:
+                    yield pq.ParquetFile(fh.native, read_dictionary=dsquery.DICTIONARY)
+                except (OSError, pa.ArrowException) as exc:  # the store gone mid-read
+                    if self.remote.failed(exc):
+                        raise self.remote.unavailable(exc) from None
+                    raise  # a damaged index: `indexed` rebuilds it
             return
         file = self._file(name)
         if not self._describes(indexed, self._identity(file)):
@@ -596,14 +645,19 @@ class Datasets:
     def _remote_index(store: dsstore.ObjectStore, indexed: str, source: dict[str, Any]
                       ) -> Any:
         """The object-store index opened, if it describes `source` (`dsindex.describes`
-        reads its footer); else None."""
+        reads its footer through the reader: the store failing there is its plain answer,
+        not a reason to rebuild); else None."""
         from gatekeeper.domain import dsindex
         try:
             fh = store.open(indexed)
         except NotFound:
             return None
-        if dsindex.describes(fh, source):
-            return fh
+        try:
+            if dsindex.describes(fh, source):
+                return fh
+        except BaseException:
+            fh.close()
+            raise
         fh.close()
         return None
 

@@ -9,7 +9,11 @@ JSONL is read at the offsets the index gives. Credentials come only from the env
 in the URL, so none is ever written in config.toml.
 
 An object appears whole when its upload completes, so a file is uploaded under its final key
-only once its local spool is complete, and removed on any failure. A directory flock cannot
+only once its local spool is complete, and removed on any failure; the name is marked pending
+in Redis first, so objects a store that dropped mid-add kept are removed once it is back (the
+next add of the name, `gatekeeper store sweep`, start-up). The store failing at any point —
+opening, mid-read, uploading — is one answer, DatasetStoreUnavailable with the store's URL:
+nothing counted, nothing half-written, never a traceback. A directory flock cannot
 serialise servers: a Redis lock does (SET NX PX with a token, kept alive while held, released
 by compare-and-delete in a WATCH transaction — no Lua outside the ledger).
 """
@@ -22,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import IO, Any
 
 import pyarrow as pa
@@ -30,11 +35,13 @@ import redis
 
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.store import failing_closed
-from gatekeeper.rules.errors import BadInput, Conflict, NotFound, StoreUnavailable
+from gatekeeper.rules.errors import BadInput, Conflict, DatasetStoreUnavailable, NotFound
 
 LOCK_MS = 30_000  # a crashed holder frees the lock after this; a live one renews it
 RENEW_S = LOCK_MS / 3000
 WAIT_S = 600.0  # how long an add or remove waits for another server's
+REMOVE_TRIES = 3  # a failed add removes what it uploaded: tries, REMOVE_PAUSE_S apart
+REMOVE_PAUSE_S = 0.5
 
 
 class ObjectStore:
@@ -58,6 +65,17 @@ class ObjectStore:
     def where(self, file: str) -> str:
         return f"{self.url.rstrip('/')}/{file}"
 
+    def unavailable(self, exc: BaseException) -> DatasetStoreUnavailable:
+        """The plain answer (HTTP 503, exit 5) for the store unreachable or refusing."""
+        return DatasetStoreUnavailable(f"the dataset store {self.url} cannot be reached "
+                                       f"({exc}); try again later", store=self.url)
+
+    @staticmethod
+    def failed(exc: BaseException) -> bool:
+        """Whether pyarrow's error is the store's (every S3 error it raises names the AWS
+        error; a damaged Parquet file never does)."""
+        return isinstance(exc, OSError) and "AWS Error" in str(exc)
+
     @contextlib.contextmanager
     def _reaching(self) -> Iterator[None]:
         """The object store unreachable or refusing is said plainly (HTTP 503, exit 5), as
@@ -67,8 +85,7 @@ class ObjectStore:
         except FileNotFoundError:
             raise
         except OSError as exc:
-            raise StoreUnavailable(f"the dataset store {self.url} cannot be reached ({exc})",
-                                   store=self.url) from None
+            raise self.unavailable(exc) from None
 
     def info(self, file: str) -> pafs.FileInfo:
         with self._reaching():
@@ -78,18 +95,29 @@ class ObjectStore:
         return bool(self.info(file).type == pafs.FileType.File)
 
     def identity(self, file: str) -> dict[str, Any]:
-        """What the index records of its JSONL: an object is replaced whole, never edited in
-        place, and a new one has a new modification time (and usually size)."""
-        info = self.info(file)
-        if info.type != pafs.FileType.File:
-            raise NotFound(f"{self.where(file)} is missing")
-        return {"bytes": info.size, "mtime_ns": info.mtime_ns}
+        """What the index records of its JSONL, from one HEAD: an object is replaced whole,
+        never edited in place. Size and modification time (whole seconds) do not tell a
+        replacement of the same size in the same second: the ETag (and the version, in a
+        versioned bucket) does — it changes with the content."""
+        with self.open(file) as fh, self._reaching():
+            meta = {k.lower(): v.decode() for k, v in (fh.native.metadata() or {}).items()}
+            size = fh.native.size()
+        modified = meta.get("last-modified")
+        if modified is None:
+            mtime_ns = self.info(file).mtime_ns  # another HEAD, for a store that said none
+        else:
+            at = datetime.fromisoformat(modified.replace("Z", "+00:00"))
+            mtime_ns = int(at.timestamp()) * 10**9
+        found = {"bytes": size, "mtime_ns": mtime_ns, "etag": meta.get("etag")}
+        if meta.get("versionid"):
+            found["version"] = meta["versionid"]
+        return found
 
-    def open(self, file: str) -> Any:
+    def open(self, file: str) -> Reader:
         """A seekable reader of the object (ranged GETs)."""
         try:
             with self._reaching():
-                return self.fs.open_input_file(self.key(file))
+                return Reader(self, file, self.fs.open_input_file(self.key(file)))
         except FileNotFoundError:
             raise NotFound(f"{self.where(file)} is missing") from None
 
@@ -106,6 +134,36 @@ class ObjectStore:
     def remove(self, file: str) -> None:
         with contextlib.suppress(FileNotFoundError), self._reaching():
             self.fs.delete_file(self.key(file))
+
+    def remove_all(self, files: list[str], tries: int = REMOVE_TRIES) -> bool:
+        """Remove `files`, trying a store that stopped answering a few times (a short
+        outage); whether every one is gone."""
+        for attempt in range(tries):
+            try:
+                for file in files:
+                    self.remove(file)
+                return True
+            except DatasetStoreUnavailable:
+                if attempt + 1 < tries:
+                    time.sleep(REMOVE_PAUSE_S)
+        return False
+
+    # --- names an add is uploading (Redis), for what a dropped store keeps ------------------
+
+    def mark_pending(self, name: str) -> None:
+        """Before the first byte goes up: should the store drop mid-add and keep a part,
+        this names what to remove once it is back (`Datasets.sweep_store`)."""
+        with failing_closed():
+            self.client.sadd(keys.DATASETS_PENDING, name)
+
+    def unmark_pending(self, name: str) -> None:
+        with failing_closed():
+            self.client.srem(keys.DATASETS_PENDING, name)
+
+    def pending(self) -> list[str]:
+        with failing_closed():
+            names = self.client.smembers(keys.DATASETS_PENDING)
+        return sorted(n.decode() if isinstance(n, bytes) else n for n in names)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -149,3 +207,52 @@ class ObjectStore:
                 pipe.execute()
             except redis.WatchError:
                 return  # it changed hands meanwhile: not ours to touch
+
+
+class Reader:
+    """An object opened for reading (pyarrow's, `native`), whose failures mid-read — the
+    store gone between two ranged GETs — are the store's plain answer, not an OSError that
+    callers would take for a full disk or a damaged file."""
+
+    def __init__(self, store: ObjectStore, file: str, native: pa.NativeFile) -> None:
+        self.store, self.file, self.native = store, file, native
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except FileNotFoundError:  # removed meanwhile (remove by another server)
+            raise NotFound(f"{self.store.where(self.file)} is missing") from None
+        except OSError as exc:
+            raise self.store.unavailable(exc) from None
+
+    def read(self, n: int = -1) -> bytes:
+        with self._reading():
+            return bytes(self.native.read(None if n is None or n < 0 else n))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        with self._reading():
+            return int(self.native.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self.native.tell())
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.native.closed)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.native.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -72,6 +72,7 @@ class Gate:
         """What a crash may have left: partial files and spools removed, refunds owed sent,
         and every pool's reservations left open past the timeout closed as counted."""
         removed = spool.sweep([self.config.datasets_dir, self.config.redis.data_dir])
+        orphans = self.datasets.sweep_store()  # what an object store kept of a failed add
         refunds = pending.retry(self.ledger, self.pending_dir)
         with store.failing_closed():
             roots = sorted({store.text(root) for root in self.client.hvals(keys.ENTITIES)})
@@ -80,7 +81,8 @@ class Gate:
             swept = self.ledger.sweep(root)
             closed += swept["abandoned"]
             still_open += swept["open"]
-        return {"files_removed": [str(p) for p in removed], "refunds_sent": refunds["settled"],
+        return {"files_removed": [str(p) for p in removed] + orphans,
+                "refunds_sent": refunds["settled"],
                 "refunds_owed": refunds["left"], "abandoned": closed, "open": still_open,
                 "pools": len(roots)}
 

@@ -37,6 +37,8 @@ SYS_AUDIT = f"{SYS}:audit"  # stream: audit records that belong to no pool
 DATASETS = f"{SYS}:datasets"  # hash: dataset name -> JSON of its DatasetInfo
 # string: the token of the server adding or removing a dataset in an object store (dsstore)
 DATASETS_LOCK = f"{SYS}:datasets:lock"
+# set: names an object-store add is uploading; one left behind names objects to remove
+DATASETS_PENDING = f"{SYS}:datasets:pending"
 DELETED_VERSION = f"{SYS}:deleted:version"  # bumped by every R9 ingest and lift
 # sorted set: every delivery manifest ("YYYY-MM/DELIVERY") by delivery time in ms (manifests)
 MANIFESTS = f"{SYS}:manifests"

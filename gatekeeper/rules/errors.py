@@ -138,6 +138,18 @@ class StoreUnavailable(GatekeeperError):
     code = "store_unavailable"
 
 
+class DatasetStoreUnavailable(GatekeeperError):
+    """The object store holding the datasets (`[datasets] dir = "s3://…"`) cannot be reached or
+    stopped answering mid-read: said with its URL, never its credentials. The same answer as
+    StoreUnavailable (503, exit 5, "store_unavailable") but not a subclass: that one means Redis,
+    whose failure a delivery answers differently (a refund kept on disk, its own message); here
+    Redis answers, so whatever was reserved is given back at once."""
+
+    status = 503
+    exit_code = 5
+    code = "store_unavailable"
+
+
 class Busy(GatekeeperError):
     """Every slot for heavy work (exports, previews that scan, large uploads) is taken and the
     line to wait for one is full, or the wait ran out: nothing was run, counted or recorded.
