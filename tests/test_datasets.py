@@ -392,6 +392,23 @@ def listing(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
+def test_a_copy_of_many_chunks_is_byte_identical_and_a_refused_one_leaves_no_copy_thread(
+        datasets: Datasets, tmp_path: Path) -> None:
+    import threading
+
+    many = [post(str(10**12 + i), "x" * 300) for i in range(12_000)]  # ~5 MB: chunks of 1 MB
+    source = write_lines(tmp_path / "many.jsonl", many)
+    info = datasets.add("many", source, actor="admin", channel="cli")
+    copy = (datasets.directory / info.file).read_bytes()
+    assert copy == source.read_bytes() and info.bytes == len(copy)
+    assert info.sha256 == hashlib.sha256(copy).hexdigest() and info.posts == 12_000
+    bad = write_lines(tmp_path / "bad.jsonl", [*many, "{cut", *many])
+    with pytest.raises(BadInput, match=r"bad\.jsonl, line 12001"):
+        datasets.add("bad", bad, actor="admin", channel="cli")
+    assert not [t for t in threading.enumerate() if t.name == "dataset-copy"]
+    assert listing(datasets.directory) == ["many.index.parquet", "many.jsonl"]
+
+
 def test_add_copies_the_file_and_registers_it_with_its_audit_record(
         datasets: Datasets, redis_client: redis.Redis) -> None:
     source = SAMPLES / "kpop.jsonl"

@@ -18,7 +18,9 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -26,10 +28,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
-from gatekeeper.domain import salvage
+from gatekeeper.domain import lines, salvage
 from gatekeeper.domain.entities import check_name
 from gatekeeper.domain.filters import Filters
-from gatekeeper.domain.formats import iter_posts, read_records
+from gatekeeper.domain.formats import iter_posts, load, read_records, records
 from gatekeeper.domain.light import light_records
 from gatekeeper.domain.lines import CHUNK, GZIP_MAGIC, MAX_LINE_BYTES
 from gatekeeper.domain.seen import SeenIds
@@ -125,15 +127,32 @@ def _reporting(read: Callable[[int], bytes], progress: Callable[[int], None]
 
 
 class _Tee:
-    """A reader that copies every byte it reads into `out` and hashes it."""
+    """A reader that copies every byte it reads into `out` and hashes it. A thread writes and
+    hashes (both release the GIL) while the caller parses what was read; `close` waits for it
+    and raises what a write raised (a full disk)."""
 
     def __init__(self, src: Any, out: Any, name: str) -> None:
         self.src, self.out, self.name = src, out, name
         self.sha = hashlib.sha256()
         self.size = 0
         self.head = b""  # the first bytes: gzip or not
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)  # ~8 MB ahead
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="dataset-copy", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (data := self._chunks.get()) is not None:
+            if self._error is None:
+                try:
+                    self.out.write(data)
+                    self.sha.update(data)
+                except BaseException as exc:  # raised in the reader's thread
+                    self._error = exc
 
     def read(self, n: int) -> bytes:
+        if self._error is not None:
+            raise self._error
         try:
             data = self.src.read(n)
         except OSError as exc:
@@ -141,10 +160,39 @@ class _Tee:
                            file=self.name) from None
         if not self.size:
             self.head = data[:2]
-        self.out.write(data)
-        self.sha.update(data)
+        if data:
+            self._chunks.put(data)
         self.size += len(data)
         return data
+
+    def close(self) -> None:
+        """Every byte read written and hashed, or what a write raised."""
+        self.stop()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        """The thread gone, once it wrote what it was given; idempotent, raises nothing."""
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+
+
+def _indexed(read: Callable[[int], bytes], name: str, max_line_bytes: int,
+             builder: dsindex.Builder) -> Iterator[tuple[dict[str, Any], int, str | None]]:
+    """`dsindex.placed_records`' posts, each with its ID as an int and `author_id_of` it,
+    computed once for the add and the index: the readers checked both are IDs (or absent)."""
+    for number, start, line in lines.placed(read, name, max_line_bytes):
+        if not line or line.isspace():
+            continue
+        position = 0
+        for is_post, post in records(load(line, name, number), (name, number)):
+            if is_post:
+                pid, author_id = int(post["id"]), author_id_of(post)
+                builder.row(post, pid, None if author_id is None else int(author_id), start,
+                            len(line), position)
+                position += 1
+                yield post, pid, author_id
 
 
 class Datasets:
@@ -380,7 +428,6 @@ class Datasets:
               builder: dsindex.Builder | None = None) -> dict[str, Any]:
         """Copy `source` into `out` while checking every line; what add() records about it.
         Given `builder`, every post also goes to the index, in the same pass."""
-        from gatekeeper.domain import dsindex
         posts, langs, first, last = 0, set(), None, None
         authors: set[Any] = set()
         seen = SeenIds()  # ~7 bytes a post, while the file is read once
@@ -390,18 +437,18 @@ class Datasets:
         except OSError as exc:
             raise BadInput(f"{source}: cannot read the dataset file ({exc.strerror})",
                            file=str(source)) from None
-        with src:
-            tee = _Tee(src, out, str(source))
+        tee = _Tee(src, out, str(source))
+        with src, contextlib.ExitStack() as stack:
+            stack.callback(tee.stop)  # on a bad line too: no thread left writing
             read = tee.read if progress is None else _reporting(tee.read, progress)
-            stream = salvage.read(read, str(source), self.max_line_bytes, skipped) \
-                if builder is None else \
-                dsindex.placed_records(read, str(source), self.max_line_bytes, builder)
-            for is_post, post in stream:
-                if not is_post:
-                    continue
+            stream = ((post, int(post["id"]), author_id_of(post)) for is_post, post in
+                      salvage.read(read, str(source), self.max_line_bytes, skipped)
+                      if is_post) if builder is None else \
+                _indexed(read, str(source), self.max_line_bytes, builder)
+            for post, pid, author_id in stream:
                 posts += 1
-                authors.add(author_id_of(post))
-                if not seen.add(int(post["id"])) and len(repeated) <= MAX_REPEATED:
+                authors.add(author_id)
+                if not seen.add(pid) and len(repeated) <= MAX_REPEATED:
                     repeated.add(post["id"])
                 if post.get("lang"):
                     langs.add(str(post["lang"]))
@@ -411,6 +458,7 @@ class Datasets:
                     last = created if last is None or created > last else last
             while skipped is not None and read(CHUNK):
                 pass  # past a broken gzip stream too: source_sha256 is the whole file's
+            tee.close()
         if posts == 0:
             what = f"; {salvage.words(skipped.count)}" if skipped and skipped.count else ""
             raise BadInput(f"{source}: holds no posts (a user-lookup or empty file?){what}; "

@@ -145,16 +145,22 @@ class Builder:
         self._append = tuple(self._cols[name].append for name in _APPENDED)
 
     def add(self, post: dict[str, Any], offset: int, length: int, position: int) -> None:
+        self.row(post, _int(post["id"]), _int(author_id_of(post)), offset, length, position)
+
+    def row(self, post: dict[str, Any], pid: int | None, author_id: int | None, offset: int,
+            length: int, position: int) -> None:
+        """`add`, given the post's ID and author ID as `_int` reads them: `dataset add` has
+        computed them already."""
         # Called once a post (10 million times for 10 million posts): appends bound once.
-        (pid, created_at, created_raw, lang, author_at, username, text, rt_at, rt_author_at,
+        (pid_at, created_at, created_raw, lang, author_at, username, text, rt_at, rt_author_at,
          user_at, ref_ids, ref_authors, ref_rt, ref_rt_authors, ref_users, offset_at,
          length_at, position_at) = self._append
-        pid(_int(post["id"]))
+        pid_at(pid)
         created, raw = _time(post.get("created_at"))
         created_at(created)
         created_raw(raw)
         lang(str(post.get("lang") or "").lower())
-        author_at(_int(author_id_of(post)))
+        author_at(author_id)
         author = post.get("author")
         username(str((author or {}).get("username") or "").lower())
         text(str(post.get("text") or "").casefold())
