@@ -158,3 +158,11 @@ def sign_in(client: Any, name: str, password: str) -> int:
     resp = client.post("/login", data={"username": name, "password": password,
                                        "csrf_token": form_token(page)})
     return resp.status_code
+
+
+def sign_in_agreeing(client: Any, name: str, password: str) -> None:
+    """Sign in, then agree to the terms (R8) as a person's first visit does."""
+    assert sign_in(client, name, password) == 302
+    page = client.get("/terms").get_data(as_text=True)
+    resp = client.post("/terms", data={"agree": "yes", "csrf_token": form_token(page)})
+    assert resp.status_code == 302

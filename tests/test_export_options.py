@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
-from live import form_token, sign_in
+from live import sign_in_agreeing
 from openpyxl import load_workbook
 
 from exports.columns import REFERENCED
@@ -44,11 +44,7 @@ def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
 
 
 def signed_in(client: FlaskClient) -> None:
-    assert sign_in(client, "ana", PASSWORD) == 302
-    page = client.get("/terms").get_data(as_text=True)
-    resp = client.post("/terms", data={"agree": "yes",
-                                       "csrf_token": form_token(page, "csrf_token")})
-    assert resp.status_code == 302
+    sign_in_agreeing(client, "ana", PASSWORD)
 
 
 def used(gate: Gate) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
-from live import PASSWORD, build_gate, form_token, sign_in
+from live import PASSWORD, build_gate, form_token, sign_in, sign_in_agreeing
 
 from gatekeeper.domain import hydrated, progress
 from gatekeeper.domain.filters import Filters
@@ -34,10 +34,7 @@ def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
 
 
 def signed_in(client: FlaskClient, name: str = "ana") -> None:
-    assert sign_in(client, name, PASSWORD) == 302
-    page = client.get("/terms").get_data(as_text=True)
-    resp = client.post("/terms", data={"agree": "yes", "csrf_token": form_token(page)})
-    assert resp.status_code == 302
+    sign_in_agreeing(client, name, PASSWORD)
 
 
 def export_page(client: FlaskClient, **query: str) -> str:

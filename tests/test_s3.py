@@ -34,7 +34,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from live import form_token, sign_in
+from live import sign_in_agreeing
 
 from gatekeeper import config as config_mod
 from gatekeeper import faults
@@ -554,11 +554,7 @@ def gate(tmp_path: Path, redis_client: redis.Redis, relayed_url: str) -> Gate:
 
 
 def _signed_in(client: FlaskClient) -> None:
-    assert sign_in(client, "ana", PASSWORD) == 302
-    page = client.get("/terms").get_data(as_text=True)
-    resp = client.post("/terms", data={"agree": "yes",
-                                       "csrf_token": form_token(page, "csrf_token")})
-    assert resp.status_code == 302
+    sign_in_agreeing(client, "ana", PASSWORD)
 
 
 def _export_form(client: FlaskClient) -> dict[str, str]:
