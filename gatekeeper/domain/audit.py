@@ -10,6 +10,10 @@ Order is the stream entry ID — the Redis clock in ms when the record was appen
 sequence — and, for records of different streams with the same ID, the stream's key. That order
 is total, so a page cursor (the last record's ID and stream) resumes exactly: no record is shown
 twice or skipped, however many records share a millisecond.
+
+Over ~400 lines for a reason: the merge, its cursor, the first-page shortcut (heads.lua's top
+mode and its frontier) and the filters are one algorithm whose invariants (total order, nothing
+shown twice or skipped) only hold together; split, each half would have to restate them.
 """
 
 from __future__ import annotations

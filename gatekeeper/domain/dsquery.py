@@ -9,6 +9,9 @@ numbers as the JSONL pass of `hydrated.Selection`, which `tests/test_dsindex.py`
 What is not asked is not read: post IDs only when duplicates, R9 or referenced posts need them,
 authors by their dense ordinal (`uord`), usernames by their hash (`uname`), and a row group whose
 created_at statistics lie outside since/until is skipped unread.
+
+Over ~400 lines for a reason: which columns a question reads and what it computes from them
+must change together, and tests/test_dsindex.py holds the whole against the JSONL pass.
 """
 
 from __future__ import annotations

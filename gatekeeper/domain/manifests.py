@@ -23,6 +23,10 @@ is handed. A month per folder, and a sorted set in Redis of every manifest by de
 make a sweep by age and a trace over many manifests a range read, not a scan.
 
 numpy and zstandard load only when a manifest is made or read.
+
+Over ~400 lines for a reason: the format, its reader's checks against hostile bytes, and
+the writers that must store a manifest before a delivery is committed change together (the
+version byte ties them).
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@
   allowance when partial was asked for);
 - deliver: write the file (CLI: beside --out, renamed into place) or stream the response (API),
   then commit; if writing fails first, the reservation is refunded.
+
+Over ~400 lines for a reason: the four steps are one path read top to bottom (reserve → deliver →
+commit, with the manifest between), and the spool they share (`Selection`) lives beside them.
 """
 
 from __future__ import annotations
