@@ -473,12 +473,7 @@ def report_cost1(args: argparse.Namespace, command: str, facts: list[str],
     fig = {name: {k: median(v) for k, v in r.items() if isinstance(v, list)}
            for name, r in res.items()}
     print(f"gatekeeper ledger vs the rivals at cost 1, {LIMIT:,} IDs per 30 days (R2)")
-    print(f"command: {command}")
-    for fact in facts:
-        print(fact)
-    print("sides: " + "; ".join(f"{sides[n].short} = {sides[n].label}" for n in SIDES))
-    print(f"load average (1/5/15 min) at start and after each phase: {' | '.join(loads)}")
-    print()
+    _header(command, facts, sides, loads)
     print_table(["metric", *(sides[n].short for n in SIDES)], [
         ["grant latency, cost 1, p50 (ms)", *(f"{fig[n]['small50']:.3f}" for n in SIDES)],
         ["grant latency, cost 1, p99 (ms)", *(f"{fig[n]['small99']:.3f}" for n in SIDES)],
@@ -494,6 +489,16 @@ def report_cost1(args: argparse.Namespace, command: str, facts: list[str],
     print(f"\ntotal run time {time.perf_counter() - started:.0f} s")
     return code
 
+
+
+def _header(command: str, facts: list[str], sides: Any, loads: list[str]) -> None:
+    """What a run's figures stand on: the command, the machine, the sides, the load."""
+    print(f"command: {command}")
+    for fact in facts:
+        print(fact)
+    print("sides: " + "; ".join(f"{sides[n].short} = {sides[n].label}" for n in SIDES))
+    print(f"load average (1/5/15 min) at start and after each phase: {' | '.join(loads)}")
+    print()
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -660,12 +665,7 @@ def main() -> int:
 
     print("gatekeeper ledger vs the rivals, "
           f"{LIMIT:,} IDs per 30 days (R2), a grant = one admission decision")
-    print(f"command: {command}")
-    for fact in facts:
-        print(fact)
-    print("sides: " + "; ".join(f"{sides[n].short} = {sides[n].label}" for n in SIDES))
-    print(f"load average (1/5/15 min) at start and after each phase: {' | '.join(loads)}")
-    print()
+    _header(command, facts, sides, loads)
     print_table(["metric", *(sides[n].short for n in SIDES)], rows)
     print(f"each figure: the median of {args.runs} runs per side, the sides alternated (A B C D, "
           "D C B A, ...); latency percentiles nearest-rank within a run")
