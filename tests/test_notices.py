@@ -281,3 +281,60 @@ def test_a_refunded_delivery_opens_no_notice_after_its_share_record_expired(
         assert gate.client.delete(keys.share("beta", share)) == 1
     [ident] = ingest(gate, [str(D + 1), str(D + 101)]).notices
     assert [d.delivery for d in gate.notices.get(ident).deliveries] == [kept]
+
+
+# --- the CLI (the embedded store) ----------------------------------------------------------------
+
+
+def test_the_cli_lists_shows_exports_and_acknowledges_a_notice(
+        runner: Any, acme: Path) -> None:
+    from pypdf import PdfReader
+
+    from tests.conftest import CLI_PASSWORD
+
+    r = runner("user", "add", "cora", "--entity", "acme", "--role", "compliance",
+               "--password-stdin", input=CLI_PASSWORD + "\n")
+    assert r.exit_code == 0, r.output
+    (acme / "ids.txt").write_text("".join(f"{A + i}\n" for i in range(20)))
+    r = runner("share", "--as", "dana", "--entity", "acme", "--ids", "ids.txt", "--out", "o.txt")
+    assert r.exit_code == 0, r.output
+    assert runner("notices", "list").output.strip() == "no deletion notices"
+    (acme / "tweets_deleted.jsonl").write_text("".join(
+        json.dumps({"id": str(A + i), "action": "delete", "reason": "deleted"}) + "\n"
+        for i in (3, 4)) + f"{A + 10**6}\n")
+    r = runner("deletions", "add", "tweets_deleted.jsonl")
+    assert r.exit_code == 0 and "1 deletion notice opened" in r.output, r.output
+    r = runner("notices", "list", "--open", "--json")
+    [listed] = json.loads(r.output)
+    ident = listed["id"]
+    assert (listed["recipient"], listed["recipient_kind"], listed["posts"]) == ("acme",
+                                                                                "entity", 2)
+    r = runner("notices", "show", ident)
+    assert r.exit_code == 0 and "to entity acme" in r.output and "open" in r.output, r.output
+    assert runner("notices", "show", "f" * 32).exit_code == 2
+
+    r = runner("notices", "export", ident, "--out", "letter", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    ids_file = acme / "letter" / f"notice-{ident}-posts.txt"
+    assert ids_file.read_text() == f"{A + 3}\n{A + 4}\n" and ids_file.name in str(out["files"])
+    pdf = PdfReader(acme / "letter" / f"notice-{ident}.pdf")
+    words = " ".join(page.extract_text() for page in pdf.pages)
+    for expected in ("Deletion notice", "entity acme", "Delete by", str(A + 3), "24 hours",
+                     ident):
+        assert expected in words
+
+    r = runner("notices", "ack", ident, "--by", "Jane Doe", "--as", "dana")
+    assert r.exit_code == 4 and "R12" in r.output, r.output
+    r = runner("notices", "ack", ident, "--by", "Jane Doe", "--note", "by mail", "--as", "cora")
+    assert r.exit_code == 0 and "confirmed by Jane Doe" in r.output, r.output
+    assert runner("notices", "list", "--open").output.strip() == "no open deletion notices"
+    r = runner("notices", "ack", ident, "--by", "Jane Doe", "--as", "cora")
+    assert r.exit_code != 0 and "acknowledged by Jane Doe" in r.output
+    r = runner("audit", "export", "--format", "jsonl", "--out", "audit.jsonl")
+    assert r.exit_code == 0, r.output
+    kinds = [json.loads(line).get("kind") for line in
+             (acme / "audit.jsonl").read_text().splitlines()]
+    assert {"notices.open", "notices.export", "notices.ack"} <= set(kinds)
+    r = runner("notices", "scan", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["opened"] == [], r.output

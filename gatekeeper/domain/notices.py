@@ -38,6 +38,7 @@ transaction that opens its notices are one crash-safety argument, read together.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -48,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import redis
 
@@ -344,6 +345,61 @@ class Notices:
     def ids(self, notice_id: str) -> NoticeIds:
         notice = self.get(notice_id)
         return decode_ids(self.files.read(notice.file), self.files.where(notice.file))
+
+    # --- exporting -------------------------------------------------------------------------
+
+    def export(self, notice_id: str, out_dir: Path, *, actor: str, channel: str
+               ) -> dict[str, Any]:
+        """Write what a recipient needs into `out_dir`: the ID file(s) of what to delete
+        (SPEC: one decimal ID per line) and the letter (PDF: who, what, delivered when, the
+        deadline, the policy), each written whole; audited (R9)."""
+        from exports.notice_pdf import Letter, LetterDelivery, write_notice_pdf
+
+        notice = self.get(notice_id)
+        got = self.ids(notice.id)
+        posts, users = got.posts(), got.users()
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            files = []
+            for label, ids in (("posts", posts), ("users", users)):
+                if ids.size:
+                    path = out_dir / f"notice-{notice.id}-{label}.txt"
+                    spool.publish(path, functools.partial(_write_ids, ids))
+                    files.append(path)
+            ack = None
+            if notice.acked_ms is not None:
+                ack = (f"by {notice.acked_by} at {iso(notice.acked_ms)}"
+                       + (f" ({notice.acked_note})" if notice.acked_note else ""))
+            letter = Letter(
+                notice_id=notice.id, recipient_kind=notice.recipient_kind,
+                recipient=notice.recipient, entity=notice.entity,
+                opened=iso(notice.opened_ms), deadline=iso(notice.deadline_ms),
+                deliveries=[LetterDelivery(d.delivery, d.channel, d.kind,
+                                           iso(d.delivered_ms), d.file, d.posts, d.users)
+                            for d in notice.deliveries],
+                posts=posts.tolist(), users=users.tolist(), policy=policy.POLICY_TEXT,
+                id_files=[p.name for p in files], sources=notice.sources, state=notice.state,
+                acknowledged=ack)
+            pdf = out_dir / f"notice-{notice.id}.pdf"
+            pages: list[int] = []
+            spool.publish(pdf, lambda fh: pages.append(write_notice_pdf(letter, fh)))
+        except OSError as exc:
+            raise InsufficientStorage(f"{out_dir}: the notice could not be written "
+                                      f"({exc.strerror or exc})", rule="R9") from exc
+        files.append(pdf)
+        with failing_closed():
+            now_ms = self.gate.clock.now_ms()
+            pipe = self.client.pipeline(transaction=True)
+            chain.append(pipe, keys.SYS_AUDIT, {
+                "time": now_ms, "actor": actor, "channel": channel, "entity": notice.entity,
+                "recipient": notice.recipient, "kind": "notices.export", "outcome": "changed",
+                "rule": "R9", "requested": notice.ids, "request_id": notice.id,
+                "message": f"deletion notice {notice.id} to {notice.recipient_kind} "
+                           f"{notice.recipient} exported: letter and ID file(s) of "
+                           f"{notice.ids:,} ID(s) to {out_dir}"}, at_ms=self.gate.clock.fixed_ms)
+            pipe.execute()
+        return {"id": notice.id, "files": [str(p) for p in files], "pages": pages[0],
+                "posts": int(posts.size), "users": int(users.size)}
 
     # --- acknowledging ---------------------------------------------------------------------
 
@@ -646,6 +702,10 @@ def _notice(raw: dict[str, str]) -> Notice:
         acked_ms=int(raw["acked_ms"]) if raw.get("acked_ms") else None,
         acked_note=raw.get("acked_note") or None, acked_actor=raw.get("acked_actor") or None,
         file=raw.get("file", ""))
+
+
+def _write_ids(ids: Ids, fh: IO[bytes]) -> None:
+    fh.writelines(id_lines(ids))
 
 
 def id_lines(ids: Ids) -> Iterator[bytes]:
