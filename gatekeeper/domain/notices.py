@@ -42,6 +42,8 @@ import functools
 import hashlib
 import io
 import json
+import os
+import socket
 import struct
 import uuid
 from collections.abc import Iterable, Iterator
@@ -72,7 +74,10 @@ if TYPE_CHECKING:
     Ids = npt.NDArray[np.uint64]
 
 KINDS = ("posts", "users")
-LOCK_MS = 15 * 60_000  # a scan's lock: a crashed scanner's lapses after this
+# A scan's lock: a scanner killed on another host holds it until it lapses; one on this host
+# is seen dead at once (its pid). A scan renews it as it reads, and commits only if still its.
+LOCK_MS = 60_000
+RENEW_EVERY = 50  # manifests read between renewals
 AUDIT_LOOKUP = 20_000  # audit records read past a delivery for its settle record, at most
 READERS = 4  # manifests read and intersected at once (zstd and numpy let go of the GIL)
 SUFFIX = ".gkn"
@@ -301,6 +306,7 @@ class Notices:
         self.gate = gate
         self.client = gate.client
         self.files = Files(gate.client, gate.config.datasets_url or gate.config.datasets_dir)
+        self._token = ""  # the lock this object's scan holds
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -456,10 +462,10 @@ class Notices:
     def scan(self, *, actor: str, channel: str) -> Scan:
         """Open the notices the IDs ingests newly hid owe (see the module's docstring). Safe to
         run at any time and again: what an earlier scan finished is not looked at twice."""
-        token = uuid.uuid4().hex
-        with failing_closed():
-            if not self.client.set(keys.NOTICES_LOCK, token, nx=True, px=LOCK_MS):
-                return Scan(busy=True)
+        token = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}"
+        if not self._lock(token):
+            return Scan(busy=True)
+        self._token = token
         out = Scan()
         try:
             while self._waiting():
@@ -481,6 +487,36 @@ class Notices:
                 pipe.exists(keys.notices_pending(kind), keys.notices_batch(kind))
             pipe.exists(keys.NOTICES_INGESTS)
             return any(pipe.execute())
+
+    def _lock(self, token: str) -> bool:
+        """Take the scan's lock — or a dead scanner's of this host (killed mid-scan)."""
+        with failing_closed():
+            if self.client.set(keys.NOTICES_LOCK, token, nx=True, px=LOCK_MS):
+                return True
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(keys.NOTICES_LOCK)
+                    holder = text(pipe.get(keys.NOTICES_LOCK) or b"").split()
+                    if holder and (len(holder) != 3 or holder[0] != socket.gethostname()
+                                   or _alive(int(holder[1]))):
+                        return False
+                    pipe.multi()
+                    pipe.set(keys.NOTICES_LOCK, token, px=LOCK_MS)
+                    pipe.execute()
+                    return True
+                except (redis.WatchError, ValueError):
+                    return False
+
+    def _renew(self) -> None:
+        with failing_closed(), self.client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(keys.NOTICES_LOCK)
+                if text(pipe.get(keys.NOTICES_LOCK) or b"") == self._token:
+                    pipe.multi()
+                    pipe.pexpire(keys.NOTICES_LOCK, LOCK_MS)
+                    pipe.execute()
+            except redis.WatchError:
+                pass  # taken over: the commit will see it
 
     def _unlock(self, token: str) -> None:
         with failing_closed(), self.client.pipeline(transaction=True) as pipe:
@@ -568,7 +604,9 @@ class Notices:
 
         hits = []
         with ThreadPoolExecutor(READERS, "gatekeeper-notices") as pool:
-            for found in pool.map(look, names):
+            for at, found in enumerate(pool.map(look, names)):
+                if at % RENEW_EVERY == RENEW_EVERY - 1:
+                    self._renew()
                 if isinstance(found, str):
                     out.unreadable.append(found)
                 elif found is not None:
@@ -658,8 +696,12 @@ class Notices:
         """Every notice of the batch, with its audit record, and the batch gone: one
         transaction, so a crash before it leaves the batch for the next scan, and after it
         nothing to do again."""
-        with failing_closed():
-            pipe = self.client.pipeline(transaction=True)
+        with failing_closed(), self.client.pipeline(transaction=True) as pipe:
+            pipe.watch(keys.NOTICES_LOCK)
+            if text(pipe.get(keys.NOTICES_LOCK) or b"") != self._token:
+                raise Conflict("the notice scan's lock lapsed (another scan took over and "
+                               "opens these notices)", rule="R9")
+            pipe.multi()
             for fields, kind, name in made:
                 ident = fields["id"]
                 pipe.hset(keys.notice(ident), mapping=cast(Any, fields))
@@ -682,8 +724,22 @@ class Notices:
                 pipe.delete(keys.notices_batch(kind))
             if ingests:
                 pipe.zrem(keys.NOTICES_INGESTS, *(m for m, _a in ingests))
-            pipe.execute()
+            try:
+                pipe.execute()
+            except redis.WatchError:
+                raise Conflict("the notice scan's lock changed hands before it committed "
+                               "(the other scan opens these notices)", rule="R9") from None
         out.opened += [self.get(fields["id"]) for fields, _k, _n in made]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _valid(notice_id: str) -> bool:
