@@ -290,10 +290,8 @@ def test_the_cli_lists_shows_exports_and_acknowledges_a_notice(
         runner: Any, acme: Path) -> None:
     from pypdf import PdfReader
 
-    from tests.conftest import CLI_PASSWORD
-
     r = runner("user", "add", "cora", "--entity", "acme", "--role", "compliance",
-               "--password-stdin", input=CLI_PASSWORD + "\n")
+               "--password-stdin", input=PASSWORD + "\n")  # the same as conftest's
     assert r.exit_code == 0, r.output
     (acme / "ids.txt").write_text("".join(f"{A + i}\n" for i in range(20)))
     r = runner("share", "--as", "dana", "--entity", "acme", "--ids", "ids.txt", "--out", "o.txt")
