@@ -276,8 +276,10 @@ def _pending_notices(pipe: Any, kind: str, hide: list[int], hidden: str,
     them waiting, never lost."""
     for i in range(0, len(hide), BATCH):
         pipe.sadd(keys.NOTICES_TMP, *hide[i:i + BATCH])
-    pipe.sdiffstore(keys.NOTICES_TMP, [keys.NOTICES_TMP, hidden])
-    pipe.sunionstore(keys.notices_pending(kind), [keys.notices_pending(kind), keys.NOTICES_TMP])
+    # execute_command: a cluster pipeline refuses these by name; here every key is in {sys}.
+    pipe.execute_command("SDIFFSTORE", keys.NOTICES_TMP, keys.NOTICES_TMP, hidden)
+    pipe.execute_command("SUNIONSTORE", keys.notices_pending(kind), keys.notices_pending(kind),
+                         keys.NOTICES_TMP)
     pipe.delete(keys.NOTICES_TMP)
     pipe.zadd(keys.NOTICES_INGESTS, {json.dumps(ingest, sort_keys=True): now_ms})
 
