@@ -14,11 +14,13 @@ import redis
 from flask.testing import FlaskClient
 from live import PASSWORD, build_gate, form_token, share_ids, sign_in
 
+from gatekeeper import config as config_mod
 from gatekeeper.domain import notices as notices_mod
 from gatekeeper.domain.gate import Gate, ingest_deletion_stream
 from gatekeeper.domain.notices import Notice
 from gatekeeper.ledger import keys
 from gatekeeper.rules.errors import BadInput, Conflict, Forbidden, NotFound
+from tests.test_s3 import _admin, moto_endpoint, objects, store_url  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.usefixtures("quick_password_hashes")
 
@@ -142,6 +144,7 @@ def test_a_deletion_list_opens_one_notice_per_recipient_that_holds_what_it_newly
     assert ids_of(gate, beta) == ([B + 1], [])
     ana = found[("person", "ana")]
     assert [d.kind for d in ana.deliveries] == ["export.xlsx"]
+    assert re.fullmatch(r"kpop-ana-\d{8}T\d{6}\.xlsx", str(ana.deliveries[0].file))
     # R9's exits' rules: the original, and the retweets that carry its content.
     assert ids_of(gate, ana) == (sorted(int(i) for i in (ORIGINAL, *RETWEETS)), [])
 
@@ -336,3 +339,18 @@ def test_the_cli_lists_shows_exports_and_acknowledges_a_notice(
     assert {"notices.open", "notices.export", "notices.ack"} <= set(kinds)
     r = runner("notices", "scan", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["opened"] == [], r.output
+
+
+def test_a_notices_ids_go_to_the_object_store_beside_the_manifests(
+        tmp_path: Path, redis_client: redis.Redis, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("store_url")
+    build_gate(tmp_path, redis_client, terms="Jane Doe")
+    (tmp_path / "config.toml").write_text(f'[datasets]\ndir = "{url}"\n')
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
+    share_ids(g, tmp_path, "acme", 30, start=A)
+    [ident] = ingest(g, [str(A + 2), str(A + 29)]).notices
+    notice = g.notices.get(ident)
+    month = notice.file.split("/")[0]
+    assert objects(url.replace("/data?", f"/data/notices/{month}?")) == [f"{ident}.gkn"]
+    assert ids_of(g, notice) == ([A + 2, A + 29], [])
+    assert not (tmp_path / "datasets" / "notices").exists()
