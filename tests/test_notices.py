@@ -354,3 +354,26 @@ def test_a_notices_ids_go_to_the_object_store_beside_the_manifests(
     assert objects(url.replace("/data?", f"/data/notices/{month}?")) == [f"{ident}.gkn"]
     assert ids_of(g, notice) == ([A + 2, A + 29], [])
     assert not (tmp_path / "datasets" / "notices").exists()
+
+
+def test_one_scan_at_a_time_and_a_dead_scanners_lock_is_taken_over(
+        gate: Gate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import socket
+
+    share_ids(gate, tmp_path, "acme", 10, start=A)
+    here = socket.gethostname()
+    monkeypatch.setattr(notices_mod.Notices, "scan", lambda self, **kw: notices_mod.Scan())
+    assert ingest(gate, [str(A + 1)]).notices == []  # (its scan did not run)
+    monkeypatch.undo()
+    for holder in (f"{here} {os.getpid()} t", "elsewhere 1 t"):  # alive here; another host
+        gate.client.set(keys.NOTICES_LOCK, holder)
+        assert gate.notices.scan(actor="cora", channel="cli").busy
+        assert gate.notices.listing() == [] and gate.notices.pending() == 1
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    gate.client.set(keys.NOTICES_LOCK, f"{here} {dead} t")  # a scanner of this host, gone
+    [notice] = gate.notices.scan(actor="cora", channel="cli").opened
+    assert ids_of(gate, notice) == ([A + 1], []) and gate.client.get(keys.NOTICES_LOCK) is None

@@ -170,6 +170,7 @@ class Scan:
     refunded: int = 0  # deliveries that held the IDs but were refunded: no notice
     unreadable: list[str] = field(default_factory=list)  # manifests that could not be read
     busy: bool = False  # another scan holds the lock; it takes these IDs too
+    token: str = field(default="", repr=False)  # the lock this scan holds
 
     def to_dict(self) -> dict[str, Any]:
         return {"opened": [n.id for n in self.opened], "manifests": self.manifests,
@@ -306,7 +307,6 @@ class Notices:
         self.gate = gate
         self.client = gate.client
         self.files = Files(gate.client, gate.config.datasets_url or gate.config.datasets_dir)
-        self._token = ""  # the lock this object's scan holds
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -465,8 +465,7 @@ class Notices:
         token = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}"
         if not self._lock(token):
             return Scan(busy=True)
-        self._token = token
-        out = Scan()
+        out = Scan(token=token)
         try:
             while self._waiting():
                 self._scan_batch(out, actor, channel)
@@ -507,11 +506,11 @@ class Notices:
                 except (redis.WatchError, ValueError):
                     return False
 
-    def _renew(self) -> None:
+    def _renew(self, token: str) -> None:
         with failing_closed(), self.client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(keys.NOTICES_LOCK)
-                if text(pipe.get(keys.NOTICES_LOCK) or b"") == self._token:
+                if text(pipe.get(keys.NOTICES_LOCK) or b"") == token:
                     pipe.multi()
                     pipe.pexpire(keys.NOTICES_LOCK, LOCK_MS)
                     pipe.execute()
@@ -563,6 +562,7 @@ class Notices:
             "users", frozenset(users.tolist()))
         hidden = _union([posts, self._dataset_hidden(after, before)]) \
             if posts.size or users.size else posts
+        self._renew(out.token)  # the datasets' pass may have been long
         hits = self._hits(hidden, users, out) if hidden.size or users.size else []
         hits = self._delivered(hits, out)
         ingested_ms = min((at for _m, at in ingests), default=None)
@@ -607,7 +607,7 @@ class Notices:
         with ThreadPoolExecutor(READERS, "gatekeeper-notices") as pool:
             for at, found in enumerate(pool.map(look, names)):
                 if at % RENEW_EVERY == RENEW_EVERY - 1:
-                    self._renew()
+                    self._renew(out.token)
                 if isinstance(found, str):
                     out.unreadable.append(found)
                 elif found is not None:
@@ -699,7 +699,7 @@ class Notices:
         nothing to do again."""
         with failing_closed(), self.client.pipeline(transaction=True) as pipe:
             pipe.watch(keys.NOTICES_LOCK)
-            if text(pipe.get(keys.NOTICES_LOCK) or b"") != self._token:
+            if text(pipe.get(keys.NOTICES_LOCK) or b"") != out.token:
                 raise Conflict("the notice scan's lock lapsed (another scan took over and "
                                "opens these notices)", rule="R9")
             pipe.multi()
