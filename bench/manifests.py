@@ -145,7 +145,7 @@ def share(work: str, side: str) -> dict[str, Any]:
     if side == "without":
         manifests.record_share = lambda *a, **k: None  # type: ignore[assignment]
         manifests.record_share_alongside = (  # type: ignore[assignment]
-            lambda gate, res, ids, kind, write: write(lambda: None))
+            lambda gate, res, ids, kind, write, **_: write(lambda: None))
     out = base / f"out-{side}.txt"
     t0 = time.perf_counter()
     res = shares.share_to_file(gate, actor="dan", entity="acme", out=out,

@@ -302,8 +302,11 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
         for author in authors if with_users else ():
             held.add(author)  # a Users sheet row: its id is the User ID
         ref = gate.manifests.write(grant.share_id, grant.now_ms, held.posts, held.users,
-                                   {k: audit[k] for k in ("recipient", "entity", "channel",
-                                                          "kind", "actor")})
+                                   {**{k: audit[k] for k in ("recipient", "entity", "channel",
+                                                             "kind", "actor")},
+                                    "dataset": selection.dataset,
+                                    "file": _filename(selection.dataset, user.name,
+                                                      grant.now_ms, suffix)})
         audit.update(ref.audit())
         faults.point("manifest.written")
     except BaseException as exc:
@@ -328,9 +331,14 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
     except BaseException:
         handle.close()
         raise
-    stamp = iso(grant.now_ms).replace(":", "").replace("-", "")[:15]
-    filename = f"{selection.dataset}-{user.name}-{stamp}{suffix}"
+    filename = _filename(selection.dataset, user.name, grant.now_ms, suffix)
     return Export(handle, size, filename, mimetype, grant.share_id, posts, len(authors))
+
+
+def _filename(dataset: str, user: str, now_ms: int, suffix: str) -> str:
+    """The export's download name (also in its manifest, for trace)."""
+    stamp = iso(now_ms).replace(":", "").replace("-", "")[:15]
+    return f"{dataset}-{user}-{stamp}{suffix}"
 
 
 def _failing_midway(posts: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -454,11 +454,12 @@ def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str =
         def deliver() -> None:
             ids = selection.manifest_ids(n)
             if ids is None:
-                manifests.record_share(gate, res, selection.blocks(n), kind)
+                manifests.record_share(gate, res, selection.blocks(n), kind, file=out.name)
                 write_file(out, selection, n)
             else:  # a large list granted whole: its manifest is made while the file is written
                 manifests.record_share_alongside(
-                    gate, res, ids, kind, lambda stored: write_file(out, selection, n, stored))
+                    gate, res, ids, kind, lambda stored: write_file(out, selection, n, stored),
+                    file=out.name)
 
         try:
             res.deliver(deliver, f"{n:,} IDs at {out}")

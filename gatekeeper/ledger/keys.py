@@ -42,6 +42,9 @@ DATASETS_PENDING = f"{SYS}:datasets:pending"
 DELETED_VERSION = f"{SYS}:deleted:version"  # bumped by every R9 ingest and lift
 # sorted set: every delivery manifest ("YYYY-MM/DELIVERY") by delivery time in ms (manifests)
 MANIFESTS = f"{SYS}:manifests"
+# hash: each manifest's lowest and highest Post ID and User ID, "PMIN PMAX UMIN UMAX" ("- -"
+# for none), so a trace skips the manifests that cannot hold an ID (domain.trace)
+MANIFEST_SPANS = f"{SYS}:manifest-spans"
 AUDIT_STREAMS = f"{SYS}:audit-streams"  # set: every pool audit stream ever written
 LAYOUT = f"{SYS}:layout"  # version of the stored layout (see layout.LAYOUT)
 
