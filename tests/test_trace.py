@@ -25,6 +25,7 @@ from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.trace import trace
 from gatekeeper.ledger import keys
 from gatekeeper.rules.errors import BadInput
+from tests.test_s3 import _admin, moto_endpoint, store_url  # noqa: F401 - fixtures
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 BASE = 1_600_000_000_000_000_000
@@ -196,6 +197,23 @@ def test_a_swept_manifest_no_longer_indexed_is_passed_by(gate: Gate, tmp_path: P
     gate.manifests.listed = lambda *a: [name]  # type: ignore[method-assign]
     assert trace(gate, BASE + 10) == []
     gate.manifests.listed = names  # type: ignore[method-assign]
+
+
+def test_manifests_in_the_object_store_are_traced_by_header_and_block(
+        tmp_path: Path, redis_client: redis.Redis, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatekeeper import config as config_mod
+
+    monkeypatch.setattr(manifests, "BLOCK_IDS", 100)
+    url = request.getfixturevalue("store_url")
+    build_gate(tmp_path, redis_client, terms="Jane Doe")
+    (tmp_path / "config.toml").write_text(f'[datasets]\ndir = "{url}"\n')
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=redis_client)
+    a = share_file(g, tmp_path, [BASE + 3 * i for i in range(450)], "a.txt")
+    assert not (tmp_path / "datasets" / "manifests").exists()
+    for ident in (BASE, BASE + 297, BASE + 300, BASE + 3 * 449):
+        assert deliveries(g, ident) == [a] == deliveries(g, ident, use_spans=False)
+    assert deliveries(g, BASE + 298) == []
 
 
 @pytest.mark.parametrize("bad", ["12a", "-5", "", "9" * 20, str(2**63), "１２"])

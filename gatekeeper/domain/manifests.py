@@ -429,16 +429,18 @@ def unpack_block(block: Block, frame: bytes | memoryview, where: str = "the mani
         raise BadManifest(f"{where} holds {len(raw)} bytes in a block of {n} IDs, not "
                           f"{n * (width + 3)} (corrupt)")
     planes = np.frombuffer(raw, dtype=np.uint8).reshape(width + 3, n)
-    wide = np.zeros((n, 8), dtype=np.uint8)
-    wide[:, :width] = planes[:width].T
-    high = np.cumsum(wide.view("<u8").reshape(n), dtype=np.uint64)
+    # Each plane widened and shifted into place: contiguous passes, no strided transpose.
+    deltas = np.zeros(n, dtype=np.uint64)
+    for i in range(width):
+        deltas |= planes[i].astype(np.uint64) << np.uint64(8 * i)
+    high = np.cumsum(deltas, dtype=np.uint64)
     high += np.uint64(block.first >> LOW_BITS)
     # Deltas of sorted IDs are small; a sum that wrapped round 2^64 shows as a step down.
     if int(high[-1]) != block.last >> LOW_BITS or bool((high[1:] < high[:-1]).any()):
         raise BadManifest(f"{where}: a block's IDs do not add up (corrupt)")
-    low = np.zeros((n, 4), dtype=np.uint8)
-    low[:, :3] = planes[width:].T
-    ids = (high << np.uint64(LOW_BITS)) | low.view("<u4").reshape(n).astype(np.uint64)
+    ids = high << np.uint64(LOW_BITS)
+    for i in range(3):
+        ids |= planes[width + i].astype(np.uint64) << np.uint64(8 * i)
     if (int(ids[0]) != block.first or int(ids[-1]) != block.last
             or (n > 1 and not bool((ids[1:] > ids[:-1]).all()))):
         raise BadManifest(f"{where}: a block's IDs are not the sorted, unique IDs its table "

@@ -41,9 +41,11 @@ from gatekeeper.rules.errors import BadInput, NotFound
 
 if TYPE_CHECKING:
     from gatekeeper.domain.gate import Gate
+    from gatekeeper.domain.manifests import Header
 
 KINDS = {"posts": "post", "users": "user"}
 MAX_ID = 1 << 63
+THREADS = 4  # manifests read at once (bench/manifests.py)
 
 
 @dataclass(frozen=True)
@@ -76,11 +78,11 @@ def parse_id(value: str | int, kind: str = "posts") -> int:
     return int(text)
 
 
-def trace(gate: Gate, ident: str | int, *, kind: str = "posts", use_spans: bool = True
-          ) -> list[TraceHit]:
+def trace(gate: Gate, ident: str | int, *, kind: str = "posts", use_spans: bool = True,
+          threads: int = THREADS) -> list[TraceHit]:
     """Every delivery in the manifests whose `kind` ("posts" or "users") held `ident`,
     oldest first. `use_spans=False` opens every manifest's header instead of reading the
-    spans from Redis first (the bench measures both)."""
+    spans from Redis first; `threads` manifests are read at once (the bench measures both)."""
     if kind not in KINDS:
         raise BadInput(f"kind must be posts or users, not {kind!r}", field="kind")
     wanted = parse_id(ident, kind)
@@ -88,22 +90,31 @@ def trace(gate: Gate, ident: str | int, *, kind: str = "posts", use_spans: bool 
     names = manifests.listed()
     spans = manifests.spans(names) if use_spans else [None] * len(names)
     at = 0 if kind == "posts" else 1
-    hits = []
-    for name, span in zip(names, spans, strict=True):
-        if span is not None:
-            lowest_highest = span[at]
-            if lowest_highest is None or not lowest_highest[0] <= wanted <= lowest_highest[1]:
-                continue
+    maybe = [name for name, span in zip(names, spans, strict=True)
+             if span is None or _within(span[at], wanted)]
+
+    def find(name: str) -> Header | None:
         try:
-            head = manifests.find(name, kind, wanted)
+            return manifests.find(name, kind, wanted)
         except NotFound:
             with failing_closed():  # swept meanwhile: no longer in retention
                 if gate.client.zscore(keys.MANIFESTS, name) is None:
-                    continue
+                    return None
             raise
-        if head is not None:
-            hits.append(_hit(name, head.meta, KINDS[kind]))
-    return hits
+
+    if threads > 1 and len(maybe) > 1:  # file reads, zstd and numpy let go of the GIL
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(threads, len(maybe)), "gatekeeper-trace") as pool:
+            found = list(pool.map(find, maybe))
+    else:
+        found = [find(name) for name in maybe]
+    return [_hit(name, head.meta, KINDS[kind])
+            for name, head in zip(maybe, found, strict=True) if head is not None]
+
+
+def _within(span: tuple[int, int] | None, ident: int) -> bool:
+    return span is not None and span[0] <= ident <= span[1]
 
 
 def _hit(name: str, meta: dict[str, Any], held_as: str) -> TraceHit:
