@@ -287,14 +287,14 @@ def share(work: str, side: str) -> dict[str, Any]:
         manifests.record_share_alongside = (  # type: ignore[assignment]
             lambda gate, res, ids, kind, write, **_: write(lambda: None))
     out = base / f"out-{side}.txt"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = shares.share_to_file(gate, actor="dan", entity="acme", out=out,
                                ids_path=base / "ids.txt", purpose="bench")
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     out.unlink()
     if res.grant.granted != (base / "ids.txt").read_bytes().count(b"\n"):
         raise SystemExit("the share did not grant every ID")
-    return {"seconds": seconds, "manifest": res.audit.get("manifest")}
+    return {"seconds": seconds, "cpu": cpu, "manifest": res.audit.get("manifest")}
 
 
 def manifest_alone(work: str) -> dict[str, Any]:
@@ -406,9 +406,13 @@ def main() -> int:
     print_table(["side", "seconds", "peak MB", "runs (s)"], [
         [s, f"{med[s]:.3f}", f"{peak[s]:.0f}",
          " ".join(f"{x['seconds']:.3f}" for x in share_runs[s])] for s in share_runs])
+    cpu = {s: median(x["cpu"] for x in share_runs[s]) for s in ("without", "with")}
     print(f"manifest adds {added * 100:+.1f} % to the share "
           f"({(med['with'] - med['without']) * 1000:+.0f} ms); "
-          f"{share_runs['alone'][0]['bytes_per_id']:.3f} bytes per ID stored")
+          f"{share_runs['alone'][0]['bytes_per_id']:.3f} bytes per ID stored; CPU (all "
+          f"threads) {cpu['without']:.3f} s without, {cpu['with']:.3f} s with "
+          f"({(cpu['with'] / cpu['without'] - 1) * 100:+.1f} %: what it adds when no second "
+          "core is free)")
     ours = codec_runs[("ours", "clustered")]
     per_id = (ours[0]["bytes"] / ours[0]["ids"] if ours
               else share_runs["alone"][0]["bytes_per_id"])

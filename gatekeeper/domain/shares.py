@@ -419,6 +419,10 @@ def write_file(out: Path, selection: Selection, n: int,
         if written != n:
             raise OSError(f"{selection.source} changed while it was being shared")
         if before_naming is not None:
+            # On disk first (publish's own fsync then finds nothing to write): the manifest,
+            # made meanwhile in another thread, has the fsync's time to be stored too.
+            fh.flush()
+            os.fsync(fh.fileno())
             before_naming()
 
     spool.publish(out, write)
