@@ -193,7 +193,8 @@ def test_a_swept_manifest_no_longer_indexed_is_passed_by(gate: Gate, tmp_path: P
     [name] = gate.manifests.listed()
     names = gate.manifests.listed
     Path(gate.manifests.where(name)).unlink()  # the sweep removed it while trace listed it
-    gate.client.zrem(keys.MANIFESTS, name)
+    gate.manifests.unindex([name])
+    assert gate.client.hget(keys.MANIFEST_SPANS, name) is None
     gate.manifests.listed = lambda *a: [name]  # type: ignore[method-assign]
     assert trace(gate, BASE + 10) == []
     gate.manifests.listed = names  # type: ignore[method-assign]

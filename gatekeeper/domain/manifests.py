@@ -680,6 +680,16 @@ class Manifests:
             return False
         return True
 
+    def unindex(self, names: list[str]) -> None:
+        """Take manifests out of the index and their spans with them (a sweep, once the files
+        are gone): what trace and the sweep read stays one list."""
+        if names:
+            with failing_closed():
+                pipe = self.client.pipeline(transaction=False)
+                pipe.zrem(keys.MANIFESTS, *names)
+                pipe.hdel(keys.MANIFEST_SPANS, *names)
+                pipe.execute()
+
     def listed(self, since_ms: int = 0, until_ms: int | None = None) -> list[str]:
         """The manifests delivered in [since, until], oldest first (the Redis index)."""
         with failing_closed():

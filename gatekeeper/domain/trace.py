@@ -20,8 +20,9 @@ How it stays well under a second over a year of manifests (bench/manifests.py: 1
 deliveries, 100M IDs): the Redis index lists every manifest, and each one's lowest and highest
 ID (`keys.MANIFEST_SPANS`, one HMGET for all) rule out those that cannot hold the ID without
 opening them; each remaining one is opened for its header (block table, a few hundred bytes)
-and at most one block of 65,536 IDs is decompressed and searched. Manifests of version 1 (no
-table) are read whole.
+and at most one block of 65,536 IDs is decompressed and searched, `THREADS` manifests at a
+time. Manifests of version 1 (no table) are read whole; a manifest without spans in Redis is
+opened.
 
 The manifest's meta (written with it) says who and how; nothing else is read. Deliveries whose
 reservation was refunded (nothing left) keep their manifest until the retention sweep: a
