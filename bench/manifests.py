@@ -1,4 +1,4 @@
-"""Benchmark delivery manifests (issue 15 item 1): bytes per ID, and what one adds to a share.
+"""Benchmark delivery manifests (issue 15 items 1, 4): bytes per ID, a share's cost, trace.
 
 1. The codec, on 1,500,000 IDs of two kinds, each shuffled as a share delivers them:
    - time-clustered X IDs: snowflakes (ms since X's epoch << 22 | worker << 12 | sequence)
@@ -14,17 +14,26 @@
    `record_share_alongside` replaced by no-ops for the "without" side), and the manifest alone
    as a partial grant or a small list makes it (parse the spool, encode, store, index). A list
    this large granted whole takes the sorted IDs the repeats pass read (no second parse or
-   sort) and is encoded and stored while the file is written, before it is named.
+   sort) and is encoded and stored while the file is written, before it is named. Also the
+   CPU of both sides (all threads) and the median of each round's own with/without.
+3. Trace over a year of manifests (`build_year`: 1,000 deliveries holding 100,000,000 Post
+   IDs, stored as gatekeeper stores them): six Post IDs — four held (one at a block's edge),
+   one inside the spans but held by none, one after the year — traced by
+   `gatekeeper.domain.trace.trace` with the spans from Redis and with every manifest's header
+   opened instead (alternated, fresh interpreters), and by `gatekeeper trace ID --json` end to
+   end, beside `gatekeeper trace --help` (the start-up every command pays).
 
 Every side runs in a fresh interpreter (bench/common.run_fresh: its own time and VmHWM),
 ``--rounds`` times (3), the order reversed every other round; medians are printed, with the
 load average. Goals: ≤ 3 bytes per ID for time-clustered IDs; the manifest adds ≤ 10 % to the
-share. Exits 1 if a goal is missed.
+share; a trace ≤ 1 s (median of the six IDs, the library call). Exits 1 if a goal is missed.
 
 Run from the repository root::
 
     python bench/manifests.py
-    python bench/manifests.py --ids 150000 --rounds 1   # a quick check
+    python bench/manifests.py --share-only --rounds 7           # no codec table (minutes)
+    python bench/manifests.py --trace-only --deliveries 100 --year-ids 2000000 --rounds 1
+    python bench/manifests.py --ids 150000 --rounds 1 --no-trace  # a quick check
 """
 
 from __future__ import annotations
@@ -407,12 +416,15 @@ def main() -> int:
         [s, f"{med[s]:.3f}", f"{peak[s]:.0f}",
          " ".join(f"{x['seconds']:.3f}" for x in share_runs[s])] for s in share_runs])
     cpu = {s: median(x["cpu"] for x in share_runs[s]) for s in ("without", "with")}
+    # Each round runs the two sides one after the other: the same minute's load.
+    paired = median(w["seconds"] / o["seconds"] - 1
+                    for w, o in zip(share_runs["with"], share_runs["without"], strict=True))
     print(f"manifest adds {added * 100:+.1f} % to the share "
           f"({(med['with'] - med['without']) * 1000:+.0f} ms); "
           f"{share_runs['alone'][0]['bytes_per_id']:.3f} bytes per ID stored; CPU (all "
           f"threads) {cpu['without']:.3f} s without, {cpu['with']:.3f} s with "
           f"({(cpu['with'] / cpu['without'] - 1) * 100:+.1f} %: what it adds when no second "
-          "core is free)")
+          f"core is free); median of the rounds' own with/without: {paired * 100:+.1f} %")
     ours = codec_runs[("ours", "clustered")]
     per_id = (ours[0]["bytes"] / ours[0]["ids"] if ours
               else share_runs["alone"][0]["bytes_per_id"])
@@ -478,10 +490,10 @@ def print_trace(traced: dict[str, Any], rounds: int) -> list[tuple[str, bool]]:
           f"{median(per_probe['headers']) * 1000:.1f} ms (every header), "
           f"{cli * 1000:.0f} ms (the CLI, interpreter start included; "
           f"`gatekeeper trace --help` alone: {start * 1000:.0f} ms)")
+    # The goal is the trace's (the library call the compliance page makes); the CLI's figure
+    # is printed beside it, with its start-up, which every gatekeeper command pays.
     return [(f"trace ≤ {TRACE_GOAL:.0f} s over {built['deliveries']:,} deliveries / "
-             f"{built['ids']:,} IDs (median of the probes): {lib:.3f} s", lib <= TRACE_GOAL),
-            (f"`gatekeeper trace` ≤ {TRACE_GOAL:.0f} s end to end: {cli:.3f} s",
-             cli <= TRACE_GOAL)]
+             f"{built['ids']:,} IDs (median of the probes): {lib:.3f} s", lib <= TRACE_GOAL)]
 
 
 if __name__ == "__main__":
