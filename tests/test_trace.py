@@ -111,6 +111,25 @@ def test_a_hit_says_when_to_whom_how_and_which_file(gate: Gate, tmp_path: Path,
     assert first.at_ms <= second.at_ms
 
 
+def test_a_large_list_recorded_while_its_file_is_written_names_its_file(
+        gate: Gate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = [BASE + 5 * i for i in range(shares.EXACT_FROM)]  # its manifest made alongside
+    alongside = manifests.record_share_alongside
+    calls: list[str | None] = []
+
+    def spy(*args: Any, **kw: Any) -> None:
+        calls.append(kw.get("file"))
+        alongside(*args, **kw)
+
+    monkeypatch.setattr(manifests, "record_share_alongside", spy)
+    a = share_file(gate, tmp_path, ids, "large.txt")
+    assert calls == ["large.txt"]
+    for ident in (ids[0], ids[99], ids[100], ids[-1]):
+        [hit] = trace(gate, ident)
+        assert (hit.delivery, hit.file, hit.channel) == (a, "large.txt", "cli")
+    assert trace(gate, ids[-1] + 1) == []
+
+
 def test_a_dataset_share_names_its_dataset(gate: Gate, tmp_path: Path) -> None:
     res = shares.share_to_file(gate, actor="dan", entity="acme", dataset="kpop",
                                out=tmp_path / "kpop-ids.txt", purpose="t")
