@@ -8,6 +8,7 @@ import hashlib
 import io
 import re
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ def test_id_lines_that_are_not_ids_are_refused() -> None:
 def test_the_fourth_byte_is_the_version_and_another_version_is_refused_by_name() -> None:
     data = encode([1, 2, 3])
     assert data[:3] == b"GKM" and data[3] == manifests.VERSION
-    with pytest.raises(BadManifest, match="version 9; this gatekeeper reads version 1"):
+    with pytest.raises(BadManifest, match="version 9; this gatekeeper reads versions 1 and 2"):
         decode(data[:3] + bytes([9]) + data[4:], "m.gkm")
 
 
@@ -403,3 +404,124 @@ def test_a_share_to_a_store_url_keeps_its_manifest_in_the_object_store(
     [record] = settled(g)
     assert check_manifest(g, record).posts.size == 300
     assert not (tmp_path / "datasets" / "manifests").exists()
+
+
+# --- version 2: blocks, a checked table, one block read at a time -------------------------------
+
+
+def small_blocks(size: int) -> Any:
+    """manifests.BLOCK_IDS set to `size` for a with-block (hypothesis: no fixtures)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def setting() -> Any:
+        kept, manifests.BLOCK_IDS = manifests.BLOCK_IDS, size
+        try:
+            yield
+        finally:
+            manifests.BLOCK_IDS = kept
+
+    return setting()
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(IDS, max_size=300), st.lists(IDS, max_size=100), st.integers(1, 40))
+def test_version_2_round_trips_in_blocks_and_each_block_alone(
+        posts: list[int], users: list[int], block: int) -> None:
+    with small_blocks(block):
+        data = encode(posts, users, {"m": 1})
+    assert data[3] == 2
+    got = decode(data)
+    assert got.posts.tolist() == sorted(set(posts)) and got.users.tolist() == sorted(set(users))
+    head = manifests.read_header(data)
+    assert head.blocks is not None
+    for kind, ids in (("posts", sorted(set(posts))), ("users", sorted(set(users)))):
+        mine = [b for b in head.blocks if b.kind == kind]
+        assert [b.count for b in mine] == [len(ids[i:i + block])
+                                           for i in range(0, len(ids), block)]
+        assert head.span(kind) == ((ids[0], ids[-1]) if ids else None)
+        for b in mine:
+            at = head.body_at + b.offset
+            part = manifests.unpack_block(b, data[at:at + b.length]).tolist()
+            assert part[0] == b.first and part[-1] == b.last
+            assert all(head.block_for(kind, i) == b for i in part)
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(IDS, max_size=300), st.lists(IDS, max_size=100))
+def test_version_1_manifests_are_still_read(posts: list[int], users: list[int]) -> None:
+    got = decode(manifests.encode_v1(posts, users, {"delivery": "x"}))
+    assert got.posts.tolist() == sorted(set(posts)) and got.users.tolist() == sorted(set(users))
+    assert got.meta == {"delivery": "x"}
+
+
+def v2_sample() -> bytes:
+    with small_blocks(500):  # about 2 blocks of IDs 7 ms (and a little) apart, then users
+        return encode([10**17 + i * (7 << 22 | 12345) for i in range(1000)],
+                      [12, 783214, 2**40], {"delivery": "x"})
+
+
+def test_every_truncation_of_a_version_2_manifest_is_rejected_by_name() -> None:
+    data = v2_sample()
+    for cut in range(len(data)):
+        with pytest.raises(BadManifest, match=r"m\.gkm"):
+            decode(data[:cut], "m.gkm")
+
+
+def test_a_corrupt_byte_anywhere_in_a_version_2_manifest_is_rejected() -> None:
+    data = v2_sample()
+    start = data.index(b"}") + 1  # after the meta: counts, block table, checksum, frames
+    for at in range(start, len(data)):
+        bad = bytearray(data)
+        bad[at] ^= 0x5A
+        with pytest.raises(BadManifest):
+            decode(bytes(bad))
+
+
+def resealed(data: bytes, table: bytes) -> bytes:
+    """`data` with its block table replaced by `table` and the header's checksum made anew:
+    a header that passes its checksum and lies."""
+    head = manifests.read_header(data)
+    table_at = head.body_at - manifests.CHECK.size - len(table)
+    front = data[:table_at] + table
+    return front + manifests.CHECK.pack(zlib.crc32(front)) + data[head.body_at:]
+
+
+@pytest.mark.parametrize("field,value", [
+    (0, 10**17 + 1), (1, 10**17 + 10), (1, 2**63), (2, 499), (2, 501), (3, 1), (4, 1),
+    (4, 10**6), (5, 9), (5, 0), (0, 0)])
+def test_a_block_table_that_lies_is_rejected_even_with_a_good_checksum(field: int,
+                                                                       value: int) -> None:
+    data = v2_sample()
+    head = manifests.read_header(data)
+    assert head.blocks is not None
+    table_at = head.body_at - manifests.CHECK.size - len(head.blocks) * manifests.ENTRY.size
+    entries = [list(manifests.ENTRY.unpack_from(data, table_at + i * manifests.ENTRY.size))
+               for i in range(len(head.blocks))]
+    entries[1 if field != 0 or value else 0][field] = value
+    table = b"".join(manifests.ENTRY.pack(*e) for e in entries)
+    with pytest.raises(BadManifest, match=r"m\.gkm"):
+        decode(resealed(data, table), "m.gkm")
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1),
+       st.binary(max_size=300), st.binary(max_size=100))
+def test_hostile_version_2_headers_with_good_checksums_raise_only_bad_manifest(
+        n_posts: int, n_users: int, block_ids: int, table: bytes, tail: bytes) -> None:
+    front = b"GKM\x02" + struct.pack("<I", 2) + b"{}" + struct.pack(
+        "<QQI", n_posts, n_users, block_ids) + table
+    data = front + struct.pack("<I", zlib.crc32(front)) + tail
+    with pytest.raises(BadManifest):
+        decode(data)
+
+
+def test_a_header_is_read_from_its_first_bytes_and_asks_for_the_rest() -> None:
+    data = v2_sample()
+    head = manifests.read_header(data)
+    with pytest.raises(manifests.NeedMore) as more:
+        manifests.read_header(data[:20], "m.gkm", size=len(data))
+    assert more.value.wanted <= head.body_at
+    assert manifests.read_header(data[:head.body_at], size=len(data)) == head
+    with pytest.raises(BadManifest, match="not the"):  # the file is shorter than it says
+        manifests.read_header(data[:head.body_at], "m.gkm", size=len(data) - 1)

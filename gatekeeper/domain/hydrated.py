@@ -277,8 +277,7 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
     res = Reservation(gate.ledger, user.root, user.entity, f"export.{fmt}", grant, counters,
                       None, audit, pending_dir=gate.pending_dir)
     mimetype, suffix = FORMATS[fmt]
-    stamp = iso(grant.now_ms).replace(":", "").replace("-", "")[:15]
-    filename = f"{selection.dataset}-{user.name}-{stamp}{suffix}"
+    filename = _filename(selection.dataset, user.name, grant.now_ms, suffix)
     about = {"recipient": user.name, "entity": user.entity, "exported_at": iso(grant.now_ms),
              "dataset": selection.dataset, "filters": selection.filters.to_dict() or "none",
              "posts": str(posts), "duplicates dropped": str(tally.duplicates),
@@ -306,7 +305,8 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
         ref = gate.manifests.write(grant.share_id, grant.now_ms, held.posts, held.users,
                                    {**{k: audit[k] for k in ("recipient", "entity", "channel",
                                                              "kind", "actor")},
-                                    "file": filename})  # named in its deletion notices
+                                    "dataset": selection.dataset,
+                                    "file": filename})  # named in notices and traces
         audit.update(ref.audit())
         faults.point("manifest.written")
     except BaseException as exc:
@@ -332,6 +332,12 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
         handle.close()
         raise
     return Export(handle, size, filename, mimetype, grant.share_id, posts, len(authors))
+
+
+def _filename(dataset: str, user: str, now_ms: int, suffix: str) -> str:
+    """The export's download name (also in its manifest, for trace)."""
+    stamp = iso(now_ms).replace(":", "").replace("-", "")[:15]
+    return f"{dataset}-{user}-{stamp}{suffix}"
 
 
 def _failing_midway(posts: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

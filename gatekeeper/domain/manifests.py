@@ -31,16 +31,19 @@ version byte ties them).
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import hashlib
 import io
 import json
 import re
 import struct
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from gatekeeper import faults
 from gatekeeper.domain import spool
@@ -60,11 +63,23 @@ if TYPE_CHECKING:
     Ids = npt.NDArray[np.uint64]
 
 MAGIC = b"GKM"
-VERSION = 1
+VERSION = 2  # written; READS are read
+READS = (1, 2)
 LEVEL = 1  # zstd level: as small as level 9 on these planes (bench/manifests.py), 15x faster
+# A block's planes are ~330 KB: a 4 KB match table (2^12) instead of level 1's default finds
+# nearly as much, in ~15 % less CPU (2.546 bytes an ID instead of 2.532; measured)
+HASH_LOG = 12
 HEADER = struct.Struct("<3sBI")  # magic, version, meta length
-COUNTS = struct.Struct("<QQ")  # posts, users
+COUNTS = struct.Struct("<QQ")  # version 1: posts, users
+COUNTS2 = struct.Struct("<QQI")  # version 2: posts, users, IDs a block
+ENTRY = struct.Struct("<QQIQIB")  # version 2's block table: first, last, count, offset, length,
+#                                   bytes of a millisecond delta
+CHECK = struct.Struct("<I")  # version 2: crc32 of the header before it
+BLOCK_IDS = 1 << 16  # a trace decompresses one block: ~0.7 MB of planes, ~1 ms
+MAX_BLOCK_IDS = 1 << 24
+MAX_IDS = 1 << 40  # of a kind: bounds what a hostile header may make a reader allocate
 MAX_META = 1 << 16
+HEAD_READ = 1 << 14  # bytes read first for a header: most headers whole
 LOW_BITS = 22  # a snowflake's worker (10 bits) and sequence (12 bits)
 PARSE_BLOCK = 4 << 20  # bytes of ID lines parsed at once
 PLANE_STEP = 1 << 15  # IDs split into byte planes at once
@@ -171,10 +186,8 @@ def _digits(np: Any, rows: Any, length: int) -> Ids:
 
 
 def _planes(ids: Ids, out: Any) -> None:
-    """Write the byte planes of `ids` (sorted) into `out`, a uint8 array of 11 bytes an ID:
-    8 planes of the millisecond deltas, then 3 of the low 22 bits. A slice of IDs at a time
-    (`PLANE_STEP`): the temporaries stay small and warm in the cache — whole-array ones (3 of
-    12 MB at 1.5M IDs) cost more in fresh pages than in arithmetic."""
+    """Version 1's payload (kept to test its reader): the byte planes of `ids` (sorted) into
+    `out`, 11 bytes an ID: 8 planes of the millisecond deltas, then 3 of the low 22 bits."""
     import numpy as np
 
     n = ids.size
@@ -195,6 +208,7 @@ def _planes(ids: Ids, out: Any) -> None:
 
 
 def _unplanes(data: memoryview, n: int) -> Ids:
+    """Version 1's IDs from their payload."""
     import numpy as np
 
     raw = np.frombuffer(data, dtype=np.uint8)
@@ -211,23 +225,232 @@ def _unplanes(data: memoryview, n: int) -> Ids:
     return ids
 
 
-def encode(posts: Any, users: Any = (), meta: dict[str, Any] | None = None) -> bytes:
-    """A manifest of the Post IDs and User IDs (any order, repeats ignored) and `meta`."""
+def encode_v1(posts: Any, users: Any = (), meta: dict[str, Any] | None = None) -> bytes:
+    """A version 1 manifest (one zstd frame of every ID): what gatekeeper wrote before
+    version 2. Kept so the tests can make the files its reader must still read."""
     import numpy as np
     import zstandard
 
     p, u = as_ids(posts), as_ids(users)
-    about = json.dumps(meta or {}, sort_keys=True, separators=(",", ":")).encode()
-    if len(about) > MAX_META:
-        raise ValueError("a manifest's meta is at most 64 KiB")
-    # malloc'd, not mapped as domain/seen.py's arrays: a mapping's fresh pages cost ~15 ms
-    # more CPU here at 1.5M IDs (measured), and it is freed within the call.
+    about = _meta_bytes(meta)
     payload = np.empty(11 * (p.size + u.size), dtype=np.uint8)
     _planes(p, payload[:11 * p.size])
     _planes(u, payload[11 * p.size:])
     packed = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True).compress(
         memoryview(payload))  # type: ignore[arg-type]
-    return HEADER.pack(MAGIC, VERSION, len(about)) + about + COUNTS.pack(p.size, u.size) + packed
+    return HEADER.pack(MAGIC, 1, len(about)) + about + COUNTS.pack(p.size, u.size) + packed
+
+
+def _meta_bytes(meta: dict[str, Any] | None) -> bytes:
+    about = json.dumps(meta or {}, sort_keys=True, separators=(",", ":")).encode()
+    if len(about) > MAX_META:
+        raise ValueError("a manifest's meta is at most 64 KiB")
+    return about
+
+
+# --- version 2: blocks, each its own zstd frame, found through a checked table ------------------
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of a version 2 manifest: up to `block_ids` consecutive sorted IDs of one kind."""
+
+    kind: str  # "posts" or "users"
+    first: int
+    last: int
+    count: int
+    offset: int  # of its frame, from the first frame's start
+    length: int
+    width: int  # bytes of each millisecond delta (0-8)
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a manifest says before its IDs: enough to know whether it may hold an ID, and
+    which one block to read to find out. Version 1 has no table (`blocks` is None)."""
+
+    version: int
+    meta: dict[str, Any]
+    posts: int
+    users: int
+    blocks: tuple[Block, ...] | None
+    body_at: int  # where the first frame starts
+    size: int  # the whole manifest's length
+
+    def span(self, kind: str) -> tuple[int, int] | None:
+        """The lowest and highest ID of `kind` it holds (None: none; version 1: unknown)."""
+        mine = [b for b in self.blocks or () if b.kind == kind]
+        return (mine[0].first, mine[-1].last) if mine else None
+
+    def block_for(self, kind: str, ident: int) -> Block | None:
+        """The one block that would hold `ident`, if any may."""
+        mine = [b for b in self.blocks or () if b.kind == kind]
+        at = bisect.bisect_right([b.first for b in mine], ident) - 1
+        return mine[at] if at >= 0 and ident <= mine[at].last else None
+
+
+def _pack_block(part: Ids) -> tuple[int, bytes]:
+    """A block's frame: its millisecond parts as deltas from its first ID's (the table holds
+    that ID), in as few byte planes as its largest delta needs, then the low 22 bits' 3 planes
+    — zstd level 1 with a checksum. Returns (delta width, frame)."""
+    import numpy as np
+    import zstandard
+
+    n = part.size
+    high = part >> np.uint64(LOW_BITS)
+    deltas = np.zeros(n, dtype="<u8")
+    np.subtract(high[1:], high[:-1], out=deltas[1:])
+    width = (int(deltas.max()).bit_length() + 7) // 8
+    planes = np.empty((width + 3, n), dtype=np.uint8)
+    planes[:width] = deltas.view(np.uint8).reshape(n, 8)[:, :width].T
+    low = (part & np.uint64((1 << LOW_BITS) - 1)).astype("<u8", copy=False)
+    planes[width:] = low.view(np.uint8).reshape(n, 8)[:, :3].T
+    params = zstandard.ZstdCompressionParameters.from_level(
+        LEVEL, hash_log=HASH_LOG, write_checksum=1)
+    frame = zstandard.ZstdCompressor(compression_params=params).compress(
+        memoryview(planes.reshape(-1)))  # type: ignore[arg-type]
+    return width, frame
+
+
+def encode(posts: Any, users: Any = (), meta: dict[str, Any] | None = None,
+           threads: int = 1) -> bytes:
+    """A manifest (version 2) of the Post IDs and User IDs (any order, repeats ignored) and
+    `meta`. With `threads` > 1 its blocks are compressed that many at once (numpy and zstd
+    let go of the GIL)."""
+    p, u = as_ids(posts), as_ids(users)
+    about = _meta_bytes(meta)
+    parts = [("posts", p[at:at + BLOCK_IDS]) for at in range(0, p.size, BLOCK_IDS)]
+    parts += [("users", u[at:at + BLOCK_IDS]) for at in range(0, u.size, BLOCK_IDS)]
+    if threads > 1 and len(parts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads, "gatekeeper-manifest-block") as pool:
+            packed = list(pool.map(_pack_block, (ids for _kind, ids in parts)))
+    else:
+        packed = [_pack_block(ids) for _kind, ids in parts]
+    head = bytearray(HEADER.pack(MAGIC, VERSION, len(about)) + about
+                     + COUNTS2.pack(p.size, u.size, BLOCK_IDS))
+    offset = 0
+    for (_kind, ids), (width, frame) in zip(parts, packed, strict=True):
+        head += ENTRY.pack(int(ids[0]), int(ids[-1]), ids.size, offset, len(frame), width)
+        offset += len(frame)
+    head += CHECK.pack(zlib.crc32(head))
+    return b"".join([head, *(frame for _width, frame in packed)])
+
+
+def read_header(data: bytes | memoryview, where: str = "the manifest",
+                size: int | None = None) -> Header:
+    """The header of a manifest whose first bytes are `data` (all of it, or at least its
+    header when `size`, the whole length, is given). Anything truncated, corrupt or out of
+    bounds is BadManifest, named; a header that says more than `data` holds of it is
+    NeedMore (read that many bytes and ask again)."""
+    view = memoryview(data)
+    whole = len(view) if size is None else size
+    if len(view) < HEADER.size:
+        _need(HEADER.size, whole, where)
+    if bytes(view[:3]) != MAGIC:
+        raise BadManifest(f"{where} is not a gatekeeper manifest (no GKM header)")
+    _magic, version, meta_len = HEADER.unpack_from(view)
+    if version not in READS:
+        raise BadManifest(f"{where} is manifest version {version}; this gatekeeper reads "
+                          f"versions {' and '.join(map(str, READS))}")
+    if meta_len > MAX_META:
+        raise BadManifest(f"{where} is corrupt (a meta of {meta_len:,} bytes)")
+    at = HEADER.size + meta_len
+    counts = COUNTS if version == 1 else COUNTS2
+    if len(view) < at + counts.size:
+        _need(at + counts.size, whole, where)
+    meta = _meta_of(view[HEADER.size:at], where)
+    if version == 1:
+        n_posts, n_users = COUNTS.unpack_from(view, at)
+        return Header(1, meta, n_posts, n_users, None, at + COUNTS.size, whole)
+    n_posts, n_users, block_ids = COUNTS2.unpack_from(view, at)
+    if not 0 < block_ids <= MAX_BLOCK_IDS or max(n_posts, n_users) > MAX_IDS:
+        raise BadManifest(f"{where} is corrupt (claims {n_posts:,} posts and {n_users:,} "
+                          f"users in blocks of {block_ids:,})")
+    counts_of = [("posts", n_posts), ("users", n_users)]
+    n_blocks = sum(-(-n // block_ids) for _kind, n in counts_of)
+    table_at = at + COUNTS2.size
+    body_at = table_at + n_blocks * ENTRY.size + CHECK.size
+    if len(view) < body_at:
+        _need(body_at, whole, where)
+    (check,) = CHECK.unpack_from(view, body_at - CHECK.size)
+    if zlib.crc32(view[:body_at - CHECK.size]) != check:
+        raise BadManifest(f"{where}: its header does not match its checksum (corrupt)")
+    blocks, offset = [], 0
+    entries = ENTRY.iter_unpack(view[table_at:body_at - CHECK.size])
+    for kind, n in counts_of:
+        before = -1
+        for at_id in range(0, n, block_ids):
+            first, last, count, off, length, width = next(entries)
+            if (count != min(block_ids, n - at_id) or not before < first <= last < MAX_ID
+                    or (count == 1) != (first == last) or off != offset or length == 0
+                    or width > 8):
+                raise BadManifest(f"{where}: its block table is corrupt")
+            blocks.append(Block(kind, first, last, count, off, length, width))
+            before, offset = last, offset + length
+    if whole != body_at + offset:
+        raise BadManifest(f"{where} is {whole:,} bytes, not the {body_at + offset:,} its "
+                          "header says (truncated or corrupt)")
+    return Header(2, meta, n_posts, n_users, tuple(blocks), body_at, whole)
+
+
+class NeedMore(Exception):
+    """`read_header` was given too few bytes: read `wanted` of the manifest and ask again."""
+
+    def __init__(self, wanted: int) -> None:
+        super().__init__(wanted)
+        self.wanted = wanted
+
+
+def _need(wanted: int, whole: int, where: str) -> None:
+    if wanted > whole:
+        raise BadManifest(f"{where} is truncated (header)")
+    raise NeedMore(wanted)
+
+
+def _meta_of(raw: memoryview, where: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(bytes(raw))
+    except ValueError:
+        raise BadManifest(f"{where}: its meta is not JSON (corrupt)") from None
+    if not isinstance(meta, dict):
+        raise BadManifest(f"{where}: its meta is not a JSON object (corrupt)")
+    return meta
+
+
+def unpack_block(block: Block, frame: bytes | memoryview, where: str = "the manifest") -> Ids:
+    """The IDs of one block from its frame, checked against its table entry."""
+    import numpy as np
+    import zstandard
+
+    n, width = block.count, block.width
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(
+            bytes(frame), max_output_size=n * (width + 3))
+    except zstandard.ZstdError as exc:
+        raise BadManifest(f"{where} is truncated or corrupt ({exc})") from None
+    if len(raw) != n * (width + 3):
+        raise BadManifest(f"{where} holds {len(raw)} bytes in a block of {n} IDs, not "
+                          f"{n * (width + 3)} (corrupt)")
+    planes = np.frombuffer(raw, dtype=np.uint8).reshape(width + 3, n)
+    # Each plane widened and shifted into place: contiguous passes, no strided transpose.
+    deltas = np.zeros(n, dtype=np.uint64)
+    for i in range(width):
+        deltas |= planes[i].astype(np.uint64) << np.uint64(8 * i)
+    high = np.cumsum(deltas, dtype=np.uint64)
+    high += np.uint64(block.first >> LOW_BITS)
+    # Deltas of sorted IDs are small; a sum that wrapped round 2^64 shows as a step down.
+    if int(high[-1]) != block.last >> LOW_BITS or bool((high[1:] < high[:-1]).any()):
+        raise BadManifest(f"{where}: a block's IDs do not add up (corrupt)")
+    ids = high << np.uint64(LOW_BITS)
+    for i in range(3):
+        ids |= planes[width + i].astype(np.uint64) << np.uint64(8 * i)
+    if (int(ids[0]) != block.first or int(ids[-1]) != block.last
+            or (n > 1 and not bool((ids[1:] > ids[:-1]).all()))):
+        raise BadManifest(f"{where}: a block's IDs are not the sorted, unique IDs its table "
+                          "says (corrupt)")
+    return ids
 
 
 @dataclass(frozen=True)
@@ -238,32 +461,36 @@ class Decoded:
 
 
 def decode(data: bytes, where: str = "the manifest") -> Decoded:
-    """The IDs and meta of a manifest; anything truncated or corrupt is BadManifest, named."""
+    """The IDs and meta of a manifest (version 1 or 2); anything truncated or corrupt is
+    BadManifest, named."""
+    import numpy as np
+
+    try:
+        head = read_header(data, where)
+    except NeedMore:  # the whole manifest was given: it cannot hold more
+        raise BadManifest(f"{where} is truncated (header)") from None
+    if head.blocks is None:
+        return _decode_v1(memoryview(data), head, where)
+    view = memoryview(data)
+    got: dict[str, list[Ids]] = {"posts": [], "users": []}
+    for block in head.blocks:
+        at = head.body_at + block.offset
+        got[block.kind].append(unpack_block(block, view[at:at + block.length], where))
+    posts, users = (np.concatenate(got[k]) if got[k] else np.zeros(0, dtype=np.uint64)
+                    for k in ("posts", "users"))
+    return Decoded(posts, users, head.meta)
+
+
+def _decode_v1(view: memoryview, head: Header, where: str) -> Decoded:
     import zstandard
 
-    view = memoryview(data)
-    if len(view) < HEADER.size or bytes(view[:3]) != MAGIC:
-        raise BadManifest(f"{where} is not a gatekeeper manifest (no GKM header)")
-    _magic, version, meta_len = HEADER.unpack_from(view)
-    if version != VERSION:
-        raise BadManifest(f"{where} is manifest version {version}; this gatekeeper reads "
-                          f"version {VERSION}")
-    at = HEADER.size + meta_len
-    if meta_len > MAX_META or len(view) < at + COUNTS.size:
-        raise BadManifest(f"{where} is truncated (header)")
-    try:
-        meta = json.loads(bytes(view[HEADER.size:at]))
-    except ValueError:
-        raise BadManifest(f"{where}: its meta is not JSON (corrupt)") from None
-    if not isinstance(meta, dict):
-        raise BadManifest(f"{where}: its meta is not a JSON object (corrupt)")
-    n_posts, n_users = COUNTS.unpack_from(view, at)
+    n_posts, n_users = head.posts, head.users
     size = 11 * (n_posts + n_users)  # bounds what a hostile frame may inflate to
     if size > 11 * (1 << 40):
         raise BadManifest(f"{where} claims {n_posts + n_users:,} IDs (corrupt)")
     try:
         payload = zstandard.ZstdDecompressor().decompress(
-            bytes(view[at + COUNTS.size:]), max_output_size=max(size, 1))
+            bytes(view[head.body_at:]), max_output_size=max(size, 1))
     except zstandard.ZstdError as exc:
         raise BadManifest(f"{where} is truncated or corrupt ({exc})") from None
     if len(payload) != size:
@@ -271,7 +498,7 @@ def decode(data: bytes, where: str = "the manifest") -> Decoded:
                           "counts say (corrupt)")
     body = memoryview(payload)
     return Decoded(_unplanes(body[:11 * n_posts], n_posts),
-                   _unplanes(body[11 * n_posts:], n_users), meta)
+                   _unplanes(body[11 * n_posts:], n_users), head.meta)
 
 
 # --- storage ------------------------------------------------------------------------------------
@@ -355,8 +582,12 @@ class Manifests:
         except OSError as exc:
             raise InsufficientStorage(f"the manifest {self.where(name)} could not be written "
                                       f"({exc.strerror or exc})") from exc
+        head = read_header(data, self.where(name))
         with failing_closed():
-            self.client.zadd(keys.MANIFESTS, {name: at_ms})
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(keys.MANIFEST_SPANS, name, _spans_text(head))
+            pipe.zadd(keys.MANIFESTS, {name: at_ms})
+            pipe.execute()
         return Ref(name, hashlib.sha256(data).hexdigest(), posts, users)
 
     def read_bytes(self, name: str) -> bytes:
@@ -375,12 +606,89 @@ class Manifests:
     def read(self, name: str) -> Decoded:
         return decode(self.read_bytes(name), self.where(name))
 
+    @contextlib.contextmanager
+    def _open(self, name: str) -> Iterator[IO[bytes]]:
+        month, delivery = self._split(name)
+        if self.directory is None:
+            with self._store(month).open(delivery + SUFFIX) as reader:
+                yield reader  # type: ignore[misc]
+            return
+        try:
+            fh = (self.directory / month / (delivery + SUFFIX)).open("rb")
+        except FileNotFoundError:
+            raise NotFound(f"the manifest {self.where(name)} is missing") from None
+        with fh:
+            yield fh
+
+    def header(self, name: str) -> Header:
+        """A manifest's header, read without its IDs (a few KB; version 1: the whole file)."""
+        with self._open(name) as fh:
+            return self._header(fh, name)
+
+    def _header(self, fh: IO[bytes], name: str) -> Header:
+        where = self.where(name)
+        size = fh.seek(0, io.SEEK_END)
+        fh.seek(0)
+        data = fh.read(min(size, HEAD_READ))
+        while True:
+            try:
+                head = read_header(data, where, size)
+            except NeedMore as more:
+                data += fh.read(more.wanted - len(data))
+                if len(data) < more.wanted:  # shorter than it was a moment ago
+                    raise BadManifest(f"{where} is truncated (header)") from None
+                continue
+            if head.blocks is None:  # version 1: no table; its IDs are read whole
+                data += fh.read()
+                decode(data, where)  # checks it all, as a version 2 header is checked
+            return head
+
+    def find(self, name: str, kind: str, ident: int) -> Header | None:
+        """The manifest's header if it holds `ident` among its `kind` ("posts"/"users"),
+        else None: its header, then at most one block (version 1: the whole manifest)."""
+        import numpy as np
+
+        with self._open(name) as fh:
+            head = self._header(fh, name)
+            if head.blocks is None:
+                fh.seek(0)
+                ids = getattr(decode(fh.read(), self.where(name)), kind)
+            else:
+                block = head.block_for(kind, ident)
+                if block is None:
+                    return None
+                fh.seek(head.body_at + block.offset)
+                ids = unpack_block(block, fh.read(block.length), self.where(name))
+        at = int(np.searchsorted(ids, np.uint64(ident)))
+        return head if at < ids.size and int(ids[at]) == ident else None
+
+    def spans(self, names: list[str]) -> list[tuple[tuple[int, int] | None, ...] | None]:
+        """Each manifest's lowest and highest Post ID and User ID, from Redis (one read for
+        them all): (posts span, users span), a span None when it holds none of that kind;
+        None for a manifest stored without them (version 1)."""
+        if not names:
+            return []
+        with failing_closed():
+            raw = self.client.hmget(keys.MANIFEST_SPANS, names)
+        return [None if r is None else _spans_of(r.decode() if isinstance(r, bytes) else r)
+                for r in raw]
+
     def exists(self, name: str) -> bool:
         try:
             self.read_bytes(name)
         except NotFound:
             return False
         return True
+
+    def unindex(self, names: list[str]) -> None:
+        """Take manifests out of the index and their spans with them (a sweep, once the files
+        are gone): what trace and the sweep read stays one list."""
+        if names:
+            with failing_closed():
+                pipe = self.client.pipeline(transaction=False)
+                pipe.zrem(keys.MANIFESTS, *names)
+                pipe.hdel(keys.MANIFEST_SPANS, *names)
+                pipe.execute()
 
     def listed(self, since_ms: int = 0, until_ms: int | None = None) -> list[str]:
         """The manifests delivered in [since, until], oldest first (the Redis index)."""
@@ -390,31 +698,49 @@ class Manifests:
         return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
+def _spans_text(head: Header) -> str:
+    """'PMIN PMAX UMIN UMAX' ('- -' for a kind it holds none of): kept in Redis beside the
+    index, so a trace passes by a manifest that cannot hold an ID without opening it."""
+    return " ".join(" ".join(map(str, head.span(k) or ("-", "-"))) for k in ("posts", "users"))
+
+
+def _spans_of(text: str) -> tuple[tuple[int, int] | None, ...] | None:
+    parts = text.split()
+    if len(parts) != 4:
+        return None  # not ours to trust: the manifest is opened instead
+    return tuple(None if parts[i] == "-" else (int(parts[i]), int(parts[i + 1]))
+                 for i in (0, 2))
+
+
 def record_share(gate: Gate, res: Reservation, lines: Iterable[bytes], kind: str,
-                 ids: Ids | None = None) -> None:
+                 ids: Ids | None = None, file: str | None = None) -> None:
     """Store an ID share's manifest — `lines`, the IDs it delivers, newline-ended — after the
     reservation and before a byte leaves or the share is committed; the commit's audit record
     names it. `ids`, if given, are those IDs already read, sorted and unique (a large list
     granted whole: `Selection.manifest_ids`), and `lines` is left unread. A replay sends the
     first delivery's IDs again (or fewer, R9): that delivery's manifest holds them, so none is
-    written."""
+    written. `file`: the name of the file it is written to (the CLI's), for trace."""
     if res.grant.status == "replay":
         return
     if ids is None:
         ids = parse_lines(lines)
     ref = gate.manifests.write(
         res.grant.share_id, res.grant.now_ms, ids if kind == "posts" else (),
-        ids if kind == "users" else (), _share_meta(res))
+        ids if kind == "users" else (), _share_meta(res, file))
     res.audit.update(ref.audit())
     faults.point("manifest.written")
 
 
-def _share_meta(res: Reservation) -> dict[str, Any]:
-    return {k: res.audit.get(k) for k in ("recipient", "entity", "channel", "kind", "actor")}
+def _share_meta(res: Reservation, file: str | None = None) -> dict[str, Any]:
+    """Who, how and from what, as trace tells it (domain/trace.py)."""
+    meta = {k: res.audit.get(k) for k in ("recipient", "entity", "channel", "kind", "actor")}
+    return {**meta, **{k: v for k, v in (("dataset", res.audit.get("dataset")),
+                                         ("file", file)) if v}}
 
 
 def record_share_alongside(gate: Gate, res: Reservation, ids: Ids, kind: str,
-                           write: Callable[[Callable[[], None]], None]) -> None:
+                           write: Callable[[Callable[[], None]], None],
+                           file: str | None = None) -> None:
     """`record_share` for IDs already read (sorted, unique: `Selection.manifest_ids`), made
     and stored while `write` writes the delivery (another thread: numpy, zstd and the fsync
     let go of the GIL). `write` is handed `stored`, which waits for the manifest and names it
@@ -429,7 +755,7 @@ def record_share_alongside(gate: Gate, res: Reservation, ids: Ids, kind: str,
     from concurrent.futures import ThreadPoolExecutor
 
     share, at_ms = res.grant.share_id, res.grant.now_ms
-    meta = {"delivery": share, "at_ms": at_ms, **_share_meta(res)}
+    meta = {"delivery": share, "at_ms": at_ms, **_share_meta(res, file)}
     p, u = (ids, None) if kind == "posts" else (None, ids)
     name = name_of(share, at_ms)
 

@@ -419,6 +419,10 @@ def write_file(out: Path, selection: Selection, n: int,
         if written != n:
             raise OSError(f"{selection.source} changed while it was being shared")
         if before_naming is not None:
+            # On disk first (publish's own fsync then finds nothing to write): the manifest,
+            # made meanwhile in another thread, has the fsync's time to be stored too.
+            fh.flush()
+            os.fsync(fh.fileno())
             before_naming()
 
     spool.publish(out, write)
@@ -454,11 +458,12 @@ def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str =
         def deliver() -> None:
             ids = selection.manifest_ids(n)
             if ids is None:
-                manifests.record_share(gate, res, selection.blocks(n), kind)
+                manifests.record_share(gate, res, selection.blocks(n), kind, file=out.name)
                 write_file(out, selection, n)
             else:  # a large list granted whole: its manifest is made while the file is written
                 manifests.record_share_alongside(
-                    gate, res, ids, kind, lambda stored: write_file(out, selection, n, stored))
+                    gate, res, ids, kind, lambda stored: write_file(out, selection, n, stored),
+                    file=out.name)
 
         try:
             res.deliver(deliver, f"{n:,} IDs at {out}")

@@ -70,6 +70,9 @@ def notices_of(recipient_kind: str, name: str) -> str:
     return f"{SYS}:notices:of:{recipient_kind}:{name}"
 
 
+# hash: each manifest's lowest and highest Post ID and User ID, "PMIN PMAX UMIN UMAX" ("- -"
+# for none), so a trace skips the manifests that cannot hold an ID (domain.trace)
+MANIFEST_SPANS = f"{SYS}:manifest-spans"
 AUDIT_STREAMS = f"{SYS}:audit-streams"  # set: every pool audit stream ever written
 LAYOUT = f"{SYS}:layout"  # version of the stored layout (see layout.LAYOUT)
 

@@ -26,6 +26,8 @@ MAY_READ_OTHERS_QUOTA = MAY_RECORD_COMPLIANCE
 MAY_INGEST_DELETIONS = MAY_RECORD_COMPLIANCE
 # A recipient confirmed the deletion a notice asked for (issue 15): recorded by compliance.
 MAY_ACK_NOTICES = MAY_RECORD_COMPLIANCE
+# Trace: which deliveries held a post, to whom (issue 15) — the compliance officer's question.
+MAY_TRACE = MAY_RECORD_COMPLIANCE
 
 
 def allows(user: Person, allowed: tuple[str, ...]) -> bool:

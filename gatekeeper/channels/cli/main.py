@@ -1,7 +1,7 @@
 """The `gatekeeper` command: a thin translation between people and the library.
 
 Each noun has its module in this package (entities, users, tokens, datasets, deletions,
-shares, quota, report, audit, store, init, serve); this one is the group and registers every
+shares, quota, report, audit, store, init, serve, trace); this one is the group and registers every
 command, in one place. What the commands share (the Gate, the error handler, `--json`) is in
 `context`. Exit codes (SPEC.md): 0 done · 2 bad input or usage · 3 refused by a quota (R2/R6) ·
 4 refused by policy (R1, R5, R8, roles) · 5 store unavailable (fail closed).
@@ -31,6 +31,7 @@ COMMANDS = {
     "audit": ("audit", "audit_cli"), "report": ("report", "report_cli"),
     "store": ("store", "store_cmd"), "init": ("init", "init"), "serve": ("serve", "serve"),
     "notices": ("notices", "notices"),
+    "trace": ("trace", "trace_cmd"),
 }
 
 
