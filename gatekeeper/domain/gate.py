@@ -68,10 +68,14 @@ class Gate:
         thread.start()
         return thread
 
-    def sweep(self) -> dict[str, Any]:
+    def sweep(self, *, actor: str = "gatekeeper", channel: str = "cli") -> dict[str, Any]:
         """What a crash may have left: partial files and spools removed, refunds owed sent,
-        and every pool's reservations left open past the timeout closed as counted."""
-        removed = spool.sweep([self.config.datasets_dir, self.config.redis.data_dir])
+        and every pool's reservations left open past the timeout closed as counted. Then
+        the delivery manifests past retention, audited (domain/retention.py)."""
+        from gatekeeper.domain import retention
+
+        removed = spool.sweep([self.config.datasets_dir, self.config.redis.data_dir,
+                               *retention.month_dirs(self)])
         orphans = self.datasets.sweep_store()  # what an object store kept of a failed add
         refunds = pending.retry(self.ledger, self.pending_dir)
         with store.failing_closed():
@@ -81,8 +85,9 @@ class Gate:
             swept = self.ledger.sweep(root)
             closed += swept["abandoned"]
             still_open += swept["open"]
+        kept = retention.sweep(self, actor=actor, channel=channel)  # after refunds: see there
         return {"files_removed": [str(p) for p in removed] + orphans,
-                "refunds_sent": refunds["settled"],
+                "manifests": kept.to_dict(), "refunds_sent": refunds["settled"],
                 "refunds_owed": refunds["left"], "abandoned": closed, "open": still_open,
                 "pools": len(roots)}
 

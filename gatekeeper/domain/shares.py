@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from gatekeeper import faults
-from gatekeeper.domain import idlists, manifests, spool
+from gatekeeper.domain import idlists, manifests, redelivery, spool
 from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.entities import Entity
@@ -468,4 +468,6 @@ def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str =
         except OSError as exc:
             raise BadInput(f"{out}: cannot write the ID file ({exc.strerror or exc}); "
                            f"{res.refund_words()}", settled=res.settled) from exc
+        # Delivered and committed: now, off its path, R10's re-delivery check (issue 15).
+        redelivery.after_share(gate, res)
     return res

@@ -42,8 +42,16 @@ DATASETS_PENDING = f"{SYS}:datasets:pending"
 DELETED_VERSION = f"{SYS}:deleted:version"  # bumped by every R9 ingest and lift
 # sorted set: every delivery manifest ("YYYY-MM/DELIVERY") by delivery time in ms (manifests)
 MANIFESTS = f"{SYS}:manifests"
+# hash: an ID share's manifest name -> JSON of the R10 re-delivery found in it (redelivery.py)
+REDELIVERIES = f"{SYS}:r10:redelivered"
 AUDIT_STREAMS = f"{SYS}:audit-streams"  # set: every pool audit stream ever written
 LAYOUT = f"{SYS}:layout"  # version of the stored layout (see layout.LAYOUT)
+
+
+def manifests_of(entity: str) -> str:
+    """Sorted set: the manifests of an entity's ID shares by delivery time in ms, written after
+    each share (R10 re-delivery flags, domain/redelivery.py)."""
+    return f"{SYS}:manifests:entity:{entity}"
 
 
 def deleted(kind: str) -> str:
