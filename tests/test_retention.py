@@ -355,3 +355,54 @@ def test_findings_and_entity_indexes_go_with_their_manifests_past_retention(
     assert done["removed"] == 2 and done["r10_findings_removed"] == 1
     assert redelivery.findings(gate) == []
     assert gate.client.zcard(keys.manifests_of("acme")) == 0
+
+
+def redelivered_twice(gate: Gate, tmp_path: Path) -> tuple[Any, Any]:
+    """acme gets IDs 1-100 at T, then 91-120 at T+40 days: 10 of them again."""
+    first = share(gate, tmp_path, list(range(1, 101)))
+    at(gate, T + 40 * DAY)
+    return first, share(gate, tmp_path, list(range(91, 121)))
+
+
+def test_the_dashboard_shows_re_deliveries_reading_one_key_and_no_manifest(
+        gate: Gate, client: FlaskClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    from live import sign_in
+
+    gate.users.add("cora", entity="acme", role="compliance", password=PASSWORD, actor="t",
+                   channel="cli")
+    assert sign_in(client, "cora", PASSWORD) == 302
+    page = client.get("/dashboard").get_data(as_text=True)
+    assert 'id="redelivered"' in page and "No entity received Post IDs again" in page
+    first, again = redelivered_twice(gate, tmp_path)
+    monkeypatch.setattr(manifests.Manifests, "read_bytes",
+                        lambda *a: pytest.fail("a page read a manifest"))
+    page = client.get("/dashboard").get_data(as_text=True)
+    section = page.split('id="redelivered-h"')[1].split("</section>")[0]
+    assert "acme" in section and again.audit["manifest"] in section
+    assert first.audit["manifest"] in section and "(10 of 30)" in section
+
+
+def test_the_monthly_report_lists_the_months_re_deliveries(
+        gate: Gate, tmp_path: Path) -> None:
+    import io
+
+    import pypdf
+
+    from exports.report_pdf import write_report_pdf
+    from gatekeeper.domain.report import month_report
+
+    _first, again = redelivered_twice(gate, tmp_path)
+    month = retention.month_of(T + 40 * DAY)
+    at(gate, T + 80 * DAY)
+    data = month_report(gate, month)
+    [flag] = data.redelivered
+    assert flag.entity == "acme" and flag.ids == 10
+    assert [f.delivery for f in flag.findings] == [again.audit["manifest"]]
+    assert month_report(gate, retention.month_of(T)).redelivered == []  # by the share's month
+    buf = io.BytesIO()
+    write_report_pdf(data, buf)
+    text = " ".join(p.extract_text() or "" for p in pypdf.PdfReader(io.BytesIO(buf.getvalue()))
+                    .pages)
+    assert "Post IDs delivered again after 30 days" in text
+    assert again.audit["manifest"].split("/")[1][:12] in text.replace("\n", "")

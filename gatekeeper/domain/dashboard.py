@@ -151,6 +151,8 @@ class Overview:
     # store upgrade` (or `serve`'s start-up) runs Ledger.upgrade — a page never writes.
     layout: int = LAYOUT
     totals: dict[int, int] | None = None  # daily_total, when read without every row (dashpage)
+    # R10: entities that received Post IDs again after 30 days (domain/redelivery.py)
+    redelivered: list[Any] = field(default_factory=list)
 
     @property
     def outdated(self) -> bool:
@@ -374,7 +376,11 @@ def overview(gate: Gate, *, users: bool = True, history: bool = True) -> Overvie
                  indexes, 1, history=history)
     refusals = _latest_refusals(gate, m.records)
     flags = _flags(snap) if history else []
-    return _overview(gate, snap, m.rows, m.users, refusals, flags)
+    ov = _overview(gate, snap, m.rows, m.users, refusals, flags)
+    if history:  # one Redis read: the findings are made after each share, not here
+        from gatekeeper.domain import redelivery
+        ov.redelivered = redelivery.flags(gate)
+    return ov
 
 
 def _refused(records: Iterable[AuditRecord]) -> list[AuditRecord]:

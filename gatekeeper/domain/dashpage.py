@@ -19,6 +19,7 @@ from typing import Any
 
 from gatekeeper.config import LimitsConfig
 from gatekeeper.domain import dashboard as dash
+from gatekeeper.domain import redelivery
 from gatekeeper.domain.entities import Entity
 from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.users import User
@@ -216,7 +217,8 @@ def board(gate: Gate, *, q: str = "", sort: str = "ratio", page: int = 1, upage:
         entities=rows_shown, users=m.users, refusals=refusals,
         recipients=len(entity_of),
         flags=_flags(entities, sorted((n, ent, "") for n, ent in entity_of.items())),
-        days=days, layout=int(layout or 0), totals=totals)
+        days=days, layout=int(layout or 0), totals=totals,
+        redelivered=redelivery.flags(gate))  # one Redis read (made after each share)
     return Board(ov, dash.Page(rows_shown, epage.number, epage.pages, epage.total),
                  dash.Page(m.users, upage_.number, upage_.pages, upage_.total), summary)
 

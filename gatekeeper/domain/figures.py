@@ -162,6 +162,9 @@ class ReportData:
     checks: list[Check]
     records: int  # audit records read for the month
     checkpoint: str = "not taken"  # the signed audit checkpoint written with it (R11)
+    # R10: entities that received Post IDs again after 30 days, by shares of the month
+    # (domain/redelivery.EntityFlag), most IDs first
+    redelivered: list[Any] = field(default_factory=list)
 
     def total(self, kind: str) -> int:
         return sum(e.totals.net[kind] for e in self.entities)
