@@ -159,6 +159,27 @@ def test_a_sweep_in_the_object_store_removes_the_objects_and_their_entries(
     assert not (tmp_path / "datasets" / "manifests").exists()
 
 
+def test_an_object_store_away_stops_the_manifest_sweep_not_the_others(
+        gate: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatekeeper.rules.errors import DatasetStoreUnavailable
+
+    names = write_aged(gate)
+
+    def away(*a: Any) -> None:
+        raise DatasetStoreUnavailable("the dataset store s3://b cannot be reached")
+
+    monkeypatch.setattr(retention, "_remove", away)
+    done = gate.sweep()
+    assert "cannot be reached" in done["manifests"]["error"] and done["refunds_owed"] == 0
+    [record] = swept_records(gate)  # out of the index, recorded: the files are left over
+    assert record["count"] == "2"
+    monkeypatch.undo()
+    # The entries went first: the files are orphans now, removed once old enough.
+    for n in (names["120"], names["95"]):
+        os.utime(gate.manifests.where(n), ns=(OLD * 10**6, OLD * 10**6))
+    assert len(gate.sweep()["manifests"]["orphans_removed"]) == 2
+
+
 def test_store_sweep_says_what_it_removed(tmp_path: Path, redis_client: redis.Redis,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner

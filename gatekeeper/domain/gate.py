@@ -22,6 +22,7 @@ from gatekeeper.ledger import keys, pending, store
 from gatekeeper.ledger.clock import Clock
 from gatekeeper.ledger.ledger import LAYOUT, Ledger
 from gatekeeper.rules import permissions, roles
+from gatekeeper.rules.errors import DatasetStoreUnavailable
 from gatekeeper.rules.limits import post_id_window
 
 
@@ -85,9 +86,12 @@ class Gate:
             swept = self.ledger.sweep(root)
             closed += swept["abandoned"]
             still_open += swept["open"]
-        kept = retention.sweep(self, actor=actor, channel=channel)  # after refunds: see there
+        try:  # after the refunds: a refunded share's manifest is then an orphan to remove
+            kept = retention.sweep(self, actor=actor, channel=channel).to_dict()
+        except DatasetStoreUnavailable as exc:  # the object store away: the next sweep does it
+            kept = {**retention.Swept(0).to_dict(), "error": exc.message}
         return {"files_removed": [str(p) for p in removed] + orphans,
-                "manifests": kept.to_dict(), "refunds_sent": refunds["settled"],
+                "manifests": kept, "refunds_sent": refunds["settled"],
                 "refunds_owed": refunds["left"], "abandoned": closed, "open": still_open,
                 "pools": len(roots)}
 

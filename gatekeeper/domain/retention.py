@@ -95,11 +95,12 @@ def sweep(gate: Gate, *, actor: str, channel: str) -> Swept:
             named = [(text(n), int(at)) for n, at in cast("list[tuple[bytes, float]]", batch)]
             with failing_closed():
                 gate.client.zrem(keys.MANIFESTS, *(n for n, _ in named))
-            for name, at in named:
+            # Out of the index: no reader is sent to them any more (a file left is an orphan).
+            done.removed += len(named)
+            done.oldest = done.oldest or named[0]
+            done.newest = named[-1]
+            for name, _at in named:
                 _remove(store, name)
-                done.removed += 1
-                done.oldest = done.oldest or (name, at)
-                done.newest = (name, at)
         done.orphans = _orphans(store, cut)
         from gatekeeper.domain import redelivery
         done.findings = redelivery.forget_before(gate, cut)

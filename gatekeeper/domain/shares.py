@@ -450,9 +450,10 @@ def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str =
                       idempotency_key=idempotency_key,
                       request=(dataset, extra["filters"], purpose))
         n = res.deliverable(selection)
+        held: list[Any] = [None]  # a large list's sorted IDs, for the R10 check after
 
         def deliver() -> None:
-            ids = selection.manifest_ids(n)
+            ids = held[0] = selection.manifest_ids(n)
             if ids is None:
                 manifests.record_share(gate, res, selection.blocks(n), kind)
                 write_file(out, selection, n)
@@ -469,5 +470,5 @@ def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str =
             raise BadInput(f"{out}: cannot write the ID file ({exc.strerror or exc}); "
                            f"{res.refund_words()}", settled=res.settled) from exc
         # Delivered and committed: now, off its path, R10's re-delivery check (issue 15).
-        redelivery.after_share(gate, res)
+        redelivery.after_share(gate, res, held[0])
     return res

@@ -74,11 +74,12 @@ def store_sweep(obj: Context, as_json: bool) -> None:
            if kept["oldest"] else "")
         + (f" and {plural(len(kept['orphans_removed']), 'file')} no index named"
            if kept["orphans_removed"] else "")
+        + (f"; stopped: {kept['error']}" if kept.get("error") else "")
         + f"\nrefunds sent {done['refunds_sent']}, still owed {done['refunds_owed']}"
         f"\n{plural(done['abandoned'], 'reservation')} left open past "
         f"{obj.gate.config.limits.reservation_timeout_minutes} min closed as counted "
         f"(share.abandoned, R2); {done['open']} open now, in {plural(done['pools'], 'pool')}"))
-    if done["refunds_owed"]:
+    if done["refunds_owed"] or kept.get("error"):
         sys.exit(5)
 
 

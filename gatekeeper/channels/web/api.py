@@ -163,7 +163,8 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
     try:
         faults.point("share.reserved")
         n = res.deliverable(selection)
-        manifests.record_share(gk, res, selection.blocks(n), kind, selection.manifest_ids(n))
+        ids = selection.manifest_ids(n)  # a large list's, sorted: kept for the R10 check
+        manifests.record_share(gk, res, selection.blocks(n), kind, ids)
         # The IDs are ready in the spool; once the response starts they are delivered, so
         # the share is settled first (refunded if the store fails before a byte is sent).
         res.commit_before_sending()
@@ -216,7 +217,7 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
     resp = Response(body(), status=200, headers=headers, mimetype=mimetype)
     # Once the response is sent, R10's re-delivery check (issue 15; never raises); then the
     # spooled IDs are removed when the response closes, however the client leaves.
-    resp.call_on_close(lambda: redelivery.after_share(gk, res))
+    resp.call_on_close(lambda: redelivery.after_share(gk, res, ids))
     resp.call_on_close(selection.close)
     return resp
 
