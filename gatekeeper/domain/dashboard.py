@@ -213,6 +213,7 @@ class _Snapshot:
     active: set[str]  # counters that may hold usage now (the pools' active indexes)
     streams: list[str]
     layout: int = LAYOUT
+    redelivered: dict[Any, Any] = field(default_factory=dict)  # R10 findings (redelivery.py)
 
     def users(self, *, active_only: bool) -> list[User]:
         """Users as the directory knows them: counting R6 needs only name and pool (reading
@@ -238,7 +239,8 @@ def _snapshot(gate: Gate, *, with_users: bool) -> _Snapshot:
         pipe.hgetall(keys.USERS)
         pipe.smembers(keys.AUDIT_STREAMS)
         pipe.get(keys.LAYOUT)
-        entity_dir, user_dir, streams, layout = pipe.execute()
+        pipe.hgetall(keys.REDELIVERIES)
+        entity_dir, user_dir, streams, layout, redelivered = pipe.execute()
         roots = {k.decode(): v.decode() for k, v in entity_dir.items()}
         names = sorted(roots)
         directory = sorted((k.decode(), v.decode(), roots[v.decode()])
@@ -261,7 +263,7 @@ def _snapshot(gate: Gate, *, with_users: bool) -> _Snapshot:
     active = {k.decode() for members in rows[len(names):] for k in members}
     stream_names = sorted(s.decode() for s in streams)
     return _Snapshot(now_ms, entities, revoked, directory, active, stream_names,
-                     int(layout or 0))
+                     int(layout or 0), redelivered)
 
 
 def _permission_state(entity: Entity, revoked: set[str], now_ms: int) -> str | None:
@@ -377,9 +379,9 @@ def overview(gate: Gate, *, users: bool = True, history: bool = True) -> Overvie
     refusals = _latest_refusals(gate, m.records)
     flags = _flags(snap) if history else []
     ov = _overview(gate, snap, m.rows, m.users, refusals, flags)
-    if history:  # one Redis read: the findings are made after each share, not here
+    if history:  # read with the directories: the findings are made after each share
         from gatekeeper.domain import redelivery
-        ov.redelivered = redelivery.flags(gate)
+        ov.redelivered = redelivery.flags_of(snap.redelivered)
     return ov
 
 

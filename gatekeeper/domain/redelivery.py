@@ -162,6 +162,11 @@ def findings(gate: Gate, since_ms: int | None = None,
     first."""
     with failing_closed():
         raw = gate.client.hgetall(keys.REDELIVERIES)
+    return _parsed(raw, since_ms, until_ms)
+
+
+def _parsed(raw: dict[Any, Any], since_ms: int | None = None,
+            until_ms: int | None = None) -> list[Finding]:
     found = [Finding.from_json(text(k), text(v)) for k, v in raw.items()]
     return sorted((f for f in found
                    if (since_ms is None or f.at_ms >= since_ms)
@@ -172,8 +177,16 @@ def findings(gate: Gate, since_ms: int | None = None,
 def flags(gate: Gate, since_ms: int | None = None,
           until_ms: int | None = None) -> list[EntityFlag]:
     """The entities flagged, most Post IDs re-delivered first."""
+    with failing_closed():
+        raw = gate.client.hgetall(keys.REDELIVERIES)
+    return flags_of(raw, since_ms, until_ms)
+
+
+def flags_of(raw: dict[Any, Any], since_ms: int | None = None,
+             until_ms: int | None = None) -> list[EntityFlag]:
+    """`flags` from the hash as read (`keys.REDELIVERIES`, in a page's own pipeline)."""
     by: dict[str, EntityFlag] = {}
-    for f in findings(gate, since_ms, until_ms):
+    for f in _parsed(raw, since_ms, until_ms):
         by.setdefault(f.entity, EntityFlag(f.entity)).findings.append(f)
     return sorted(by.values(), key=lambda e: (-e.ids, e.entity))
 
