@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 DAY_MS = 86_400_000
 AFTER_MS = 30 * DAY_MS  # R10: content may not be kept and analysed longer than 30 days
 LOG = logging.getLogger(__name__)
+# What a commit answers for a share that left (Reservation.commit): each stays counted.
+DELIVERED = ("delivered", "recounted", "already_delivered", "already_abandoned")
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def after_share(gate: Gate, res: Reservation, ids: Ids | None = None) -> Finding
     """The check of a committed ID share (`ids`: its Post IDs sorted and unique, if at hand).
     Never raises: the share is delivered whatever happens here; a failure is logged."""
     if res.grant.status == "replay" or res.kind != "posts" or not res.audit.get("manifest") \
-            or res.settled not in ("delivered", "recounted"):
+            or res.settled not in DELIVERED:
         return None
     try:
         return check(gate, res.entity, str(res.audit["manifest"]), res.grant.now_ms, ids)
