@@ -184,6 +184,109 @@ def _chunks(data: bytes, size: int = 1 << 16) -> list[bytes]:
     return out
 
 
+# --- notices (issue 15 item 2): a deletion list against every delivery in retention ---------------
+
+NOTICES_GOAL_S = 30.0
+
+
+def delivery_ids(i: int, n: int, gap_ms: float) -> Any:
+    """Delivery `i`'s `n` clustered IDs (sorted): a collection starting 6 hours after delivery
+    i-1's, so neighbouring deliveries overlap in time as shares of one stream do."""
+    import numpy as np
+
+    rng = np.random.default_rng(1000 + i)
+    start = 1_740_000_000_000 - EPOCH_MS + i * 6 * 3_600_000
+    ms = start + np.cumsum(rng.exponential(gap_ms, n)).astype(np.uint64)
+    ids = (ms << np.uint64(22)) | (rng.choice(WORKERS, n).astype(np.uint64) << np.uint64(12)) \
+        | rng.choice(SEQUENCES, n).astype(np.uint64)
+    from gatekeeper.domain.manifests import as_ids
+
+    return as_ids(ids)  # sorted, unique (np.unique hashes: ~70 ms here)
+
+
+def setup_notices(work: Path, deliveries: int, per: int, gap_ms: float) -> dict[str, Any]:
+    """An embedded store with 20 entities and `deliveries` ID-share manifests of `per` IDs,
+    written straight through `Manifests.store` (each with its share record, delivered)."""
+    from gatekeeper import config as config_mod
+    from gatekeeper.domain import manifests
+    from gatekeeper.domain.gate import Gate
+    from gatekeeper.ledger import keys
+
+    (work / "config.toml").write_text('[redis]\ndata_dir = "var"\n[datasets]\ndir = "datasets"\n')
+    gate = Gate(config_mod.load(work / "config.toml"))
+    for e in range(20):
+        gate.entities.add(f"e{e}", kind="commercial", research=False, parent=None,
+                          actor="bench", channel="cli")
+    t0, total = time.perf_counter(), 0
+    for i in range(deliveries):
+        ids, share, at_ms = delivery_ids(i, per, gap_ms), secrets.token_hex(16), \
+            1_760_000_000_000 + i * 60_000
+        entity = f"e{i % 20}"
+        meta = {"delivery": share, "at_ms": at_ms, "recipient": entity, "entity": entity,
+                "channel": "cli", "kind": "share.posts", "actor": "dan"}
+        gate.manifests.store(manifests.name_of(share, at_ms), at_ms,
+                             manifests.encode(ids, (), meta), int(ids.size), 0)
+        gate.client.hset(keys.share(entity, share), mapping={"status": "delivered"})
+        total += int(ids.size)
+    return {"ids": total, "seconds": time.perf_counter() - t0}
+
+
+def notices_run(work: str, deliveries: str, per: str, gap_ms: str, seed: str
+                ) -> dict[str, Any]:
+    """Ingest a 100,000-ID deletion list (half of it delivered IDs of 500 deliveries, half
+    IDs no delivery holds; new in every run), then time the notices it opens (`scan`)."""
+    import numpy as np
+
+    from gatekeeper import config as config_mod
+    from gatekeeper.domain.gate import Gate
+
+    gate = Gate(config_mod.load(Path(work) / "config.toml"))
+    rng = np.random.default_rng(int(seed))
+    picked = rng.choice(int(deliveries), min(500, int(deliveries)), replace=False)
+    held = np.concatenate([rng.choice(delivery_ids(int(i), int(per), float(gap_ms)),
+                                      50_000 // picked.size,
+                                      replace=False) for i in picked])
+    low = (1_740_000_000_000 - EPOCH_MS) << 22
+    other = rng.integers(low, low + (300 * 86_400_000 << 22), 50_000, dtype=np.uint64)
+    lines = [b"%d\n" % i for i in np.concatenate([held, other]).tolist()]
+    t0 = time.perf_counter()
+    gate.deletions.add(lines, kind="posts", source="bench.txt", actor="bench", channel="cli")
+    t1 = time.perf_counter()
+    scan = gate.notices.scan(actor="bench", channel="cli")
+    t2 = time.perf_counter()
+    return {"ingest_s": t1 - t0, "seconds": t2 - t1, "opened": len(scan.opened),
+            "manifests": scan.manifests, "to_delete": sum(n.ids for n in scan.opened)}
+
+
+def notices_row(rounds: int, deliveries: int = 1000, per: int = 100_000,
+                gap_ms: float = 400.0) -> tuple[str, bool]:
+    """Print the notices row (medians of `rounds` fresh interpreters); its goal line."""
+    from gatekeeper.ledger.store import EmbeddedServer
+
+    with tempfile.TemporaryDirectory(prefix="gk-bench-notices-") as tmp:
+        work = Path(tmp)
+        try:
+            before = os.getloadavg()
+            built = setup_notices(work, deliveries, per, gap_ms)
+            runs = [run_fresh("notices", "manifests", "notices_run",
+                              [work, deliveries, per, gap_ms, r], ROOT) for r in range(rounds)]
+            after = os.getloadavg()
+        finally:
+            EmbeddedServer(work / "var").stop()
+    med = median(x["seconds"] for x in runs)
+    print(f"\nnotices: a 100,000-ID deletion list against {deliveries:,} deliveries totalling "
+          f"{built['ids']:,} IDs (built in {built['seconds']:.0f} s); medians of {rounds}; "
+          f"load {before[0]:.2f} before, {after[0]:.2f} after")
+    print_table(["side", "seconds", "ingest s", "notices", "IDs to delete", "peak MB",
+                 "runs (s)"], [[
+                     "scan", f"{med:.2f}", f"{median(x['ingest_s'] for x in runs):.2f}",
+                     str(runs[0]["opened"]), f"{runs[0]['to_delete']:,}",
+                     f"{median(x['peak_mb'] for x in runs):.0f}",
+                     " ".join(f"{x['seconds']:.2f}" for x in runs)]])
+    return (f"notices for a 100,000-ID list against {built['ids']:,} delivered IDs in "
+            f"≤ {NOTICES_GOAL_S:.0f} s: {med:.2f} s", med <= NOTICES_GOAL_S)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ids", type=int, default=1_500_000)
@@ -193,7 +296,11 @@ def main() -> int:
     parser.add_argument("--share-only", action="store_true",
                         help="skip the codec table (the roaring sides take minutes); the bytes "
                              "goal is then judged on the share's own manifest")
+    parser.add_argument("--notices-only", action="store_true", help="only the notices row")
     args = parser.parse_args()
+    if args.notices_only:
+        print(f"bench/manifests.py --notices-only; {machine_line()}")
+        return print_goals([notices_row(args.rounds)])
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     loads = [os.getloadavg()]
@@ -227,6 +334,7 @@ def main() -> int:
         finally:
             EmbeddedServer(work / "var").stop()
     loads.append(os.getloadavg())
+    notices_goal = notices_row(args.rounds)
 
     print(f"bench/manifests.py — {started}; {machine_line()}; Python "
           f"{platform.python_version()}")
@@ -260,6 +368,7 @@ def main() -> int:
         (f"≤ {BYTES_GOAL} bytes per time-clustered ID: {per_id:.3f}", per_id <= BYTES_GOAL),
         (f"the manifest adds ≤ {SHARE_GOAL:.0%} to a {n:,}-ID share: {added * 100:+.1f} %",
          added <= SHARE_GOAL),
+        notices_goal,
     ])
 
 

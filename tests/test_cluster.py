@@ -147,6 +147,9 @@ def test_deletions_apply_on_a_cluster(gate: Gate, tmp_path: Path) -> None:
                    '{"id": "8", "action": "scrub_geo"}\n{"id": "5", "action": "undelete"}\n')
     report = ingest_deletions(gate, job, kind=None, actor="cora", channel="cli")
     assert (report.new, report.scrub_geo, report.reversed) == (1, 1, 1)
+    # Issue 15: globex held 7; its notice opens on the cluster too.
+    assert report.notices_error is None and len(report.notices) == 1
+    assert gate.notices.ids(report.notices[0]).posts().tolist() == [7]
     lift_deletion(gate, "5", kind="posts", reason="undeleted on X", actor="cora",
                   channel="cli")
     deleted = gate.deletions.current()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +48,16 @@ class Ingest:
     reasons: dict[str, int] = field(default_factory=dict)
     datasets: dict[str, int] = field(default_factory=dict)  # dataset -> posts newly hidden
     new_ids: frozenset[int] = field(default_factory=frozenset, repr=False)
+    notices: list[str] = field(default_factory=list)  # deletion notices opened (issue 15)
+    notices_error: str | None = None  # why none could be opened now (`notices scan` retries)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "listed": self.listed, "new": self.new,
-                "scrub_geo": self.scrub_geo, "reversed": self.reversed,
-                "reasons": self.reasons, "datasets": self.datasets}
+        out = {"kind": self.kind, "listed": self.listed, "new": self.new,
+               "scrub_geo": self.scrub_geo, "reversed": self.reversed,
+               "reasons": self.reasons, "datasets": self.datasets, "notices": self.notices}
+        if self.notices_error:
+            out["notices_error"] = self.notices_error
+        return out
 
 
 @dataclass
@@ -185,6 +191,10 @@ class Deletions:
             # list hides, whatever other lists come in at the same time.
             for i in range(0, len(hide), BATCH):
                 pipe.smismember(hidden, hide[i:i + BATCH])
+            if hide:  # issue 15: what this list newly hides waits for a notice scan
+                _pending_notices(pipe, kind, hide, hidden, {
+                    "id": uuid.uuid4().hex, "kind": kind, "source": source, "actor": actor},
+                    now_ms)
             for i in range(0, len(hide), BATCH):
                 pipe.sadd(hidden, *hide[i:i + BATCH])
             for i in range(0, len(parsed.scrub), BATCH):
@@ -256,6 +266,22 @@ class Deletions:
             pipe.execute()
         return {"id": ident, "kind": kind, "reason": reason, "lifted_by": actor,
                 "reversal": said}
+
+
+def _pending_notices(pipe: Any, kind: str, hide: list[int], hidden: str,
+                     ingest: dict[str, str], now_ms: int) -> None:
+    """Queue on the ingest's transaction: the IDs of `hide` not yet in `hidden` join the IDs
+    waiting for a notice scan (gatekeeper.domain.notices), and the ingest its list. Decided
+    inside the transaction, as the report's count is: a crash right after it commits leaves
+    them waiting, never lost."""
+    for i in range(0, len(hide), BATCH):
+        pipe.sadd(keys.NOTICES_TMP, *hide[i:i + BATCH])
+    # execute_command: a cluster pipeline refuses these by name; here every key is in {sys}.
+    pipe.execute_command("SDIFFSTORE", keys.NOTICES_TMP, keys.NOTICES_TMP, hidden)
+    pipe.execute_command("SUNIONSTORE", keys.notices_pending(kind), keys.notices_pending(kind),
+                         keys.NOTICES_TMP)
+    pipe.delete(keys.NOTICES_TMP)
+    pipe.zadd(keys.NOTICES_INGESTS, {json.dumps(ingest, sort_keys=True): now_ms})
 
 
 def _ingest_message(source: str, kind: str, parsed: Parsed) -> str:

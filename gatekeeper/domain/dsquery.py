@@ -432,3 +432,19 @@ def newly_hidden(pf: pq.ParquetFile, deleted: Deleted, before: Deleted | None) -
                  else np.zeros(batch.num_rows, bool) for d, posts, users in lists]
         n += int((hides[0] & ~hides[1]).sum() if len(hides) > 1 else hides[0].sum())
     return n
+
+
+def newly_hidden_ids(pf: pq.ParquetFile, deleted: Deleted, before: Deleted) -> np.ndarray:
+    """The Post IDs of the dataset's posts `deleted` hides that `before` did not (issue 15:
+    what a deletion list newly hides of what may have been delivered), sorted."""
+    cols = ["author", "pid", "rt", "rt_author"]
+    lists = [(d, pa.array(sorted(d.posts), pa.int64()), pa.array(sorted(d.users), pa.int64()))
+             for d in (deleted, before)]
+    found = [np.zeros(0, _I64)]
+    for batch in pf.iter_batches(batch_size=1 << 16, columns=cols, use_threads=False):
+        pid, author, rt, rt_author = (_np(batch[c]) for c in ("pid", "author", "rt",
+                                                               "rt_author"))
+        now, was = (_hidden(d, pid, author, rt, rt_author, posts, users) if d.listed
+                    else np.zeros(batch.num_rows, bool) for d, posts, users in lists)
+        found.append(pid[now & ~was & (pid > 0)])
+    return np.sort(np.concatenate(found)).astype(np.uint64)  # not np.unique: it hashes

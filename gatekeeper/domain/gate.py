@@ -17,12 +17,13 @@ from gatekeeper.domain.datasets import Datasets
 from gatekeeper.domain.deletions import Deletions, Ingest
 from gatekeeper.domain.entities import Entities, Entity, Link
 from gatekeeper.domain.manifests import Manifests
+from gatekeeper.domain.notices import Notices
 from gatekeeper.domain.users import Users
 from gatekeeper.ledger import keys, pending, store
 from gatekeeper.ledger.clock import Clock
 from gatekeeper.ledger.ledger import LAYOUT, Ledger
 from gatekeeper.rules import permissions, roles
-from gatekeeper.rules.errors import DatasetStoreUnavailable
+from gatekeeper.rules.errors import DatasetStoreUnavailable, GatekeeperError
 from gatekeeper.rules.limits import post_id_window
 
 
@@ -48,6 +49,7 @@ class Gate:
                                  max_line_bytes=config.max_line_bytes)
         # What each delivery held, beside the datasets (issue 15).
         self.manifests = Manifests(self.client, config.datasets_url or config.datasets_dir)
+        self.notices = Notices(self)  # who must delete what R9 newly hides (issue 15)
         # Refunds owed while the store was away (gatekeeper.ledger.pending).
         self.pending_dir = config.redis.data_dir / "pending"
 
@@ -121,23 +123,30 @@ def ingest_deletions(gate: Gate, path: Path, *, kind: str | None, actor: str,
                      channel: str) -> Ingest:
     """R9: ingest a deletion file and report what it newly hides, per dataset."""
     return _newly_hidden(gate, gate.deletions.add_file(path, kind=kind, actor=actor,
-                                                        channel=channel))
+                                                        channel=channel), actor, channel)
 
 
 def ingest_deletion_stream(gate: Gate, lines: Iterable[bytes], *, kind: str, source: str,
                            actor: str, channel: str) -> Ingest:
     """R9: ingest an uploaded deletion list (see ingest_deletions)."""
     return _newly_hidden(gate, gate.deletions.add(lines, kind=kind, source=source, actor=actor,
-                                                  channel=channel))
+                                                  channel=channel), actor, channel)
 
 
-def _newly_hidden(gate: Gate, report: Ingest) -> Ingest:
+def _newly_hidden(gate: Gate, report: Ingest, actor: str, channel: str) -> Ingest:
     # Not a running total: the stored posts hidden now that were not before this list (the
     # lists as they are now, less the IDs this list added).
     if report.new_ids:
         after = gate.deletions.current()
         report.datasets = gate.datasets.affected(
             after, before=after.without(report.kind, report.new_ids))
+    # Issue 15: the recipients of what already left are told, once the ingest has committed;
+    # should this fail, the ingest stands and its IDs wait for the next scan.
+    try:
+        report.notices = [n.id for n in gate.notices.scan(actor=actor, channel=channel).opened]
+    except (GatekeeperError, OSError) as exc:
+        report.notices_error = (f"{exc}; the ingest stands, and `gatekeeper notices scan` "
+                                "opens its notices")
     return report
 
 

@@ -277,6 +277,8 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
     res = Reservation(gate.ledger, user.root, user.entity, f"export.{fmt}", grant, counters,
                       None, audit, pending_dir=gate.pending_dir)
     mimetype, suffix = FORMATS[fmt]
+    stamp = iso(grant.now_ms).replace(":", "").replace("-", "")[:15]
+    filename = f"{selection.dataset}-{user.name}-{stamp}{suffix}"
     about = {"recipient": user.name, "entity": user.entity, "exported_at": iso(grant.now_ms),
              "dataset": selection.dataset, "filters": selection.filters.to_dict() or "none",
              "posts": str(posts), "duplicates dropped": str(tally.duplicates),
@@ -302,8 +304,9 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
         for author in authors if with_users else ():
             held.add(author)  # a Users sheet row: its id is the User ID
         ref = gate.manifests.write(grant.share_id, grant.now_ms, held.posts, held.users,
-                                   {k: audit[k] for k in ("recipient", "entity", "channel",
-                                                          "kind", "actor")})
+                                   {**{k: audit[k] for k in ("recipient", "entity", "channel",
+                                                             "kind", "actor")},
+                                    "file": filename})  # named in its deletion notices
         audit.update(ref.audit())
         faults.point("manifest.written")
     except BaseException as exc:
@@ -328,8 +331,6 @@ def export(gate: Gate, user: User, selection: Selection, *, fmt: str, with_users
     except BaseException:
         handle.close()
         raise
-    stamp = iso(grant.now_ms).replace(":", "").replace("-", "")[:15]
-    filename = f"{selection.dataset}-{user.name}-{stamp}{suffix}"
     return Export(handle, size, filename, mimetype, grant.share_id, posts, len(authors))
 
 

@@ -44,6 +44,34 @@ DELETED_VERSION = f"{SYS}:deleted:version"  # bumped by every R9 ingest and lift
 MANIFESTS = f"{SYS}:manifests"
 # hash: an ID share's manifest name -> JSON of the R10 re-delivery found in it (redelivery.py)
 REDELIVERIES = f"{SYS}:r10:redelivered"
+# Deletion notices (gatekeeper.domain.notices, R9): IDs an ingest newly hid that no notice scan
+# has looked for yet (sets by kind; the scan moves them to its batch sets first), the ingests
+# they came from (sorted set by time), one hash per notice, the open ones by deadline, all by
+# opening time, each recipient's, and the scan's lock.
+NOTICES_INGESTS = f"{SYS}:notices:ingests"
+NOTICES_OPEN = f"{SYS}:notices:open"
+NOTICES_ALL = f"{SYS}:notices:all"
+NOTICES_LOCK = f"{SYS}:notices:lock"
+NOTICES_TMP = f"{SYS}:notices:tmp"  # used and removed inside one ingest's transaction
+
+
+def notices_pending(kind: str) -> str:
+    return f"{SYS}:notices:pending:{kind}"
+
+
+def notices_batch(kind: str) -> str:
+    return f"{SYS}:notices:batch:{kind}"
+
+
+def notice(notice_id: str) -> str:
+    return f"{SYS}:notice:{notice_id}"
+
+
+def notices_of(recipient_kind: str, name: str) -> str:
+    """Sorted set: a recipient's (entity or person) notices by opening time."""
+    return f"{SYS}:notices:of:{recipient_kind}:{name}"
+
+
 AUDIT_STREAMS = f"{SYS}:audit-streams"  # set: every pool audit stream ever written
 LAYOUT = f"{SYS}:layout"  # version of the stored layout (see layout.LAYOUT)
 

@@ -24,6 +24,8 @@ MAY_READ_METRICS = MAY_RECORD_COMPLIANCE
 MAY_READ_QUOTAS = ("data", *MAY_RECORD_COMPLIANCE)
 MAY_READ_OTHERS_QUOTA = MAY_RECORD_COMPLIANCE
 MAY_INGEST_DELETIONS = MAY_RECORD_COMPLIANCE
+# A recipient confirmed the deletion a notice asked for (issue 15): recorded by compliance.
+MAY_ACK_NOTICES = MAY_RECORD_COMPLIANCE
 
 
 def allows(user: Person, allowed: tuple[str, ...]) -> bool:

@@ -35,6 +35,11 @@ def deletions_add(obj: Context, path: Path, kind: str | None, as_json: bool) -> 
                      "(`gatekeeper deletions lift` does, one ID at a time)")
     lines += [f"  dataset {name}: {plural(n, 'stored post')} newly hidden"
               for name, n in report.datasets.items()]
+    if report.notices:
+        lines.append(f"  {plural(len(report.notices), 'deletion notice')} opened to the "
+                     "recipients of what already left (`gatekeeper notices list --open`)")
+    if report.notices_error:
+        lines.append(f"  warning: {report.notices_error}")
     emit(obj, report.to_dict(), "\n".join(lines))
 
 

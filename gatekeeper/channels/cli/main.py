@@ -30,6 +30,7 @@ COMMANDS = {
     "share": ("shares", "share"), "quota": ("quota", "quota_cmd"),
     "audit": ("audit", "audit_cli"), "report": ("report", "report_cli"),
     "store": ("store", "store_cmd"), "init": ("init", "init"), "serve": ("serve", "serve"),
+    "notices": ("notices", "notices"),
 }
 
 
