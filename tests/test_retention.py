@@ -420,6 +420,7 @@ def test_the_monthly_report_lists_the_months_re_deliveries(
     [flag] = data.redelivered
     assert flag.entity == "acme" and flag.ids == 10
     assert [f.delivery for f in flag.findings] == [again.audit["manifest"]]
+    assert data.summary()["redelivered_r10"] == {"entities": 1, "shares": 1, "post_ids": 10}
     assert month_report(gate, retention.month_of(T)).redelivered == []  # by the share's month
     buf = io.BytesIO()
     write_report_pdf(data, buf)

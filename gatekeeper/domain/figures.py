@@ -190,6 +190,9 @@ class ReportData:
             "pools": len(self.pools), "pool_links": self.joined("linked"),
             "pool_children_created": self.joined("created"),
             "deletion_ingests": len(self.deletions), "withheld_r9": self.withheld_r9,
+            "redelivered_r10": {"entities": len(self.redelivered),
+                                "shares": sum(len(f.findings) for f in self.redelivered),
+                                "post_ids": sum(f.ids for f in self.redelivered)},
             "checks_ok": all(c.ok for c in self.checks),
         }
 
