@@ -109,6 +109,8 @@ class ReportData(Protocol):
     def records(self) -> int: ...
     @property
     def checkpoint(self) -> str: ...
+    @property
+    def redelivered(self) -> Sequence[Any]: ...
 
     def total(self, kind: str) -> int: ...
     def top(self, n: int) -> Sequence[Any]: ...
@@ -372,6 +374,10 @@ class _Report:
             ("Pool links made (R10)", f"{d.joined('linked'):,}",
              f"existing entities linked to a parent; {d.joined('created'):,} created as "
              "children"),
+            ("Post IDs delivered again after 30 days (R10)",
+             f"{sum(f.ids for f in d.redelivered):,}",
+             f"to {_count(len(d.redelivered), 'entity')}, in "
+             f"{_count(sum(len(f.findings) for f in d.redelivered), 'share')} (section 8)"),
             ("Deletion lists ingested (R9)", f"{len(d.deletions):,}",
              f"{d.withheld_r9:,} IDs withheld from {_count(d.shares_with_withheld, 'share')}"),
         ]
@@ -615,6 +621,22 @@ class _Report:
                      j.channel, j.message) for j in d.pool_joins],
                    (84, 75, 75, 75, 72, 60, 68, 60, 40, 156), numeric=(6,),
                    empty="No entity joined a pool this month.")
+        self.story.append(Paragraph("Post IDs delivered again after 30 days", self.h2))
+        self.story.append(self.p(
+            "Shares of the month that gave an entity Post IDs it had first received more than "
+            "30 days before (in a delivery whose manifest was still kept): the IDs let it keep "
+            "and analyse content past 30 days. Exempt academic research (R3) is not checked. "
+            "Each share with the IDs it repeats, and the earlier deliveries they came in.",
+            self.small))
+        self.table(("entity", "time (UTC)", "share (manifest)", "Post IDs again", "of",
+                    "earlier deliveries (manifest, date, IDs in common)"),
+                   [(e.entity, _when(f.at_ms), f.delivery, f"{f.ids:,}", f"{f.delivered:,}",
+                     "; ".join(f"{n} {_when(at)[:10]} ({k:,})" for n, at, k in f.earlier[:5])
+                     + (f"; and {len(f.earlier) - 5:,} more" if len(f.earlier) > 5 else ""))
+                    for e in d.redelivered for f in e.findings],
+                   (90, 84, 150, 60, 50, 336), numeric=(3, 4),
+                   empty="No entity received Post IDs again more than 30 days after their "
+                         "first delivery this month.")
 
     def deletions(self) -> None:
         d = self.d

@@ -104,6 +104,15 @@ def _non_negative(value: int) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+def _retention_days(value: int) -> str | None:
+    # R10's re-delivery check compares a share with the same entity's deliveries more than 30
+    # days older: with less kept it could never see one. Ten years bounds a typo.
+    if 31 <= value <= 3650:
+        return None
+    return ("must be from 31 to 3650 days: delivery manifests are kept at least 31 days so "
+            "that a re-delivery beyond R10's 30 days can be seen")
+
+
 def _heavy_queue(value: int) -> str | None:
     return None if value >= -1 else "must be -1 (derived from threads), 0 (no waiting) or more"
 
@@ -145,6 +154,9 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, Any]]] = {
     "datasets": {
         "dir": (str, "datasets", _datasets_dir),
         "max_line_mb": (int, 16, _positive),
+    },
+    "manifests": {  # what each delivery held (issue 15): `gatekeeper store sweep` drops older
+        "retention_days": (int, 90, _retention_days),
     },
     "audit": {
         "signing_key_file": (str, "", None),
@@ -225,6 +237,8 @@ class Config:
     # `[datasets] dir` as an object-store URL (then `datasets_dir` is unused): the datasets
     # several servers share (gatekeeper.domain.dsstore)
     datasets_url: str | None = None
+    # Days a delivery manifest is kept (`[manifests] retention_days`), then swept.
+    manifest_retention_days: int = 90
 
 
 def _validate(raw: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
@@ -358,6 +372,7 @@ def load(path: str | os.PathLike[str] | None = None, *, use_default: bool = True
         datasets_url=values["datasets"]["dir"] if "://" in values["datasets"]["dir"] else None,
         max_line_bytes=values["datasets"]["max_line_mb"] << 20,
         source=source,
+        manifest_retention_days=values["manifests"]["retention_days"],
         audit=AuditConfig(
             signing_key_file=((base / values["audit"]["signing_key_file"]).resolve()
                               if values["audit"]["signing_key_file"] else None),

@@ -32,6 +32,12 @@ def test_repository_config_matches_the_defaults_of_the_spec() -> None:
     assert cfg.limits.hydrated_counts_toward_post_ids is True
     assert (cfg.server.host, cfg.server.port) == ("127.0.0.1", 8000)
     assert cfg.datasets_dir == REPO / "datasets"
+    assert cfg.manifest_retention_days == 90
+
+
+def test_manifest_retention_is_read_from_its_section(tmp_path: Path) -> None:
+    assert config.load(write(tmp_path, "[manifests]\nretention_days = 365\n")
+                       ).manifest_retention_days == 365
 
 
 def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
@@ -54,6 +60,11 @@ def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
         ("[server]\nport = true\n", "server.port must be int"),
         ('[redis]\nurl = "http://x"\n', "redis.url = 'http://x'"),
         ("[redis\n", "not valid TOML"),
+        ("[manifests]\nretention_days = 30\n",
+         "manifests.retention_days = 30 must be from 31 to 3650 days"),
+        ("[manifests]\nretention_days = 0\n", "manifests.retention_days = 0"),
+        ('[manifests]\nretention_days = "90d"\n', "manifests.retention_days must be int"),
+        ("[manifests]\nkeep = 90\n", "unknown key manifests.keep"),
     ],
 )
 def test_a_bad_config_names_the_key_and_value(tmp_path: Path, text: str, names: str) -> None:

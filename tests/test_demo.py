@@ -286,6 +286,24 @@ def test_the_history_is_the_librarys_own_records_in_order_and_its_chains_verify(
     assert all(r.problem is None for r in chain.verify(gate.client))
 
 
+def test_every_delivery_of_the_demo_exports_included_has_its_manifest(
+        story: tuple[Any, Any]) -> None:
+    """Issue 15: the story's exports went round hydrated.export and wrote no manifest."""
+    from gatekeeper.domain.audit import AuditLog
+
+    gate, _loaded = story
+    delivered = [r for r in AuditLog(gate.client).records() if r["outcome"] == "delivered"]
+    kinds = {r["kind"] for r in delivered}
+    assert {"export.xlsx", "export.pdf", "share.posts"} <= kinds
+    for r in delivered:
+        assert r.get("manifest"), (r["kind"], r["share_id"])
+        got = gate.manifests.read(r["manifest"])
+        assert got.meta["delivery"] == r["share_id"]
+        if r["kind"].startswith("export."):  # every post granted, with its author
+            assert got.posts.size == int(r["granted"]) and got.users.size > 0
+    assert sorted(gate.manifests.listed()) == sorted(r["manifest"] for r in delivered)
+
+
 def test_the_demos_one_r10_flag_is_its_intended_example_and_is_explained(
         story: tuple[Any, Any]) -> None:
     """The first demo was flagged by accident: one "Demo Signatory" attested for the company

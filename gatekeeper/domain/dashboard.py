@@ -151,6 +151,8 @@ class Overview:
     # store upgrade` (or `serve`'s start-up) runs Ledger.upgrade — a page never writes.
     layout: int = LAYOUT
     totals: dict[int, int] | None = None  # daily_total, when read without every row (dashpage)
+    # R10: entities that received Post IDs again after 30 days (domain/redelivery.py)
+    redelivered: list[Any] = field(default_factory=list)
 
     @property
     def outdated(self) -> bool:
@@ -211,6 +213,7 @@ class _Snapshot:
     active: set[str]  # counters that may hold usage now (the pools' active indexes)
     streams: list[str]
     layout: int = LAYOUT
+    redelivered: dict[Any, Any] = field(default_factory=dict)  # R10 findings (redelivery.py)
 
     def users(self, *, active_only: bool) -> list[User]:
         """Users as the directory knows them: counting R6 needs only name and pool (reading
@@ -236,7 +239,8 @@ def _snapshot(gate: Gate, *, with_users: bool) -> _Snapshot:
         pipe.hgetall(keys.USERS)
         pipe.smembers(keys.AUDIT_STREAMS)
         pipe.get(keys.LAYOUT)
-        entity_dir, user_dir, streams, layout = pipe.execute()
+        pipe.hgetall(keys.REDELIVERIES)
+        entity_dir, user_dir, streams, layout, redelivered = pipe.execute()
         roots = {k.decode(): v.decode() for k, v in entity_dir.items()}
         names = sorted(roots)
         directory = sorted((k.decode(), v.decode(), roots[v.decode()])
@@ -259,7 +263,7 @@ def _snapshot(gate: Gate, *, with_users: bool) -> _Snapshot:
     active = {k.decode() for members in rows[len(names):] for k in members}
     stream_names = sorted(s.decode() for s in streams)
     return _Snapshot(now_ms, entities, revoked, directory, active, stream_names,
-                     int(layout or 0))
+                     int(layout or 0), redelivered)
 
 
 def _permission_state(entity: Entity, revoked: set[str], now_ms: int) -> str | None:
@@ -374,7 +378,11 @@ def overview(gate: Gate, *, users: bool = True, history: bool = True) -> Overvie
                  indexes, 1, history=history)
     refusals = _latest_refusals(gate, m.records)
     flags = _flags(snap) if history else []
-    return _overview(gate, snap, m.rows, m.users, refusals, flags)
+    ov = _overview(gate, snap, m.rows, m.users, refusals, flags)
+    if history:  # read with the directories: the findings are made after each share
+        from gatekeeper.domain import redelivery
+        ov.redelivered = redelivery.flags_of(snap.redelivered)
+    return ov
 
 
 def _refused(records: Iterable[AuditRecord]) -> list[AuditRecord]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from gatekeeper.config import LimitsConfig
 from gatekeeper.domain import dashboard as dash
+from gatekeeper.domain import redelivery
 from gatekeeper.domain.entities import Entity
 from gatekeeper.domain.gate import Gate
 from gatekeeper.domain.users import User
@@ -113,7 +114,8 @@ def board(gate: Gate, *, q: str = "", sort: str = "ratio", page: int = 1, upage:
         pipe.smembers(keys.AUDIT_STREAMS)
         pipe.get(keys.LAYOUT)
         pipe.xrevrange(keys.refusals_of(keys.SYS_AUDIT), count=dash.RECENT_REFUSALS)
-        entity_dir, user_dir, streams, layout, sys_refusals = pipe.execute()
+        pipe.hgetall(keys.REDELIVERIES)  # R10 findings, made after each share (redelivery.py)
+        entity_dir, user_dir, streams, layout, sys_refusals, redelivered = pipe.execute()
     names_of, user_dir_text, former = _directories(entity_dir, user_dir, streams)
     pools = sorted(names_of)
     today = now // DAY_MS
@@ -216,7 +218,8 @@ def board(gate: Gate, *, q: str = "", sort: str = "ratio", page: int = 1, upage:
         entities=rows_shown, users=m.users, refusals=refusals,
         recipients=len(entity_of),
         flags=_flags(entities, sorted((n, ent, "") for n, ent in entity_of.items())),
-        days=days, layout=int(layout or 0), totals=totals)
+        days=days, layout=int(layout or 0), totals=totals,
+        redelivered=redelivery.flags_of(redelivered))
     return Board(ov, dash.Page(rows_shown, epage.number, epage.pages, epage.total),
                  dash.Page(m.users, upage_.number, upage_.pages, upage_.total), summary)
 

@@ -329,6 +329,16 @@ class _Story:
         return (bisect.bisect_right(self.newest_first, -since * 1000)
                 - sum(m.ms >= since * 1000 for m in self.gone))
 
+    def selected(self, filters: dict[str, str]) -> list[Made]:
+        """The posts `matching` counts (an export's manifest holds them and their authors)."""
+        if "lang" in filters:
+            chosen = self.by_lang.get(filters["lang"], [])
+        else:
+            since = int(datetime.fromisoformat(filters["since"]).replace(tzinfo=UTC).timestamp())
+            chosen = self.made[:bisect.bisect_right(self.newest_first, -since * 1000)]
+        gone = {m.id for m in self.gone}
+        return [m for m in chosen if m.id not in gone]
+
     def export(self, fmt: str, filters: dict[str, str]) -> bool:
         """ana's export of a selection as the export page counts it: R5/R8 checked, the
         ledger's take (R6, and R2 for her entity), settled as delivered. False if refused."""
@@ -348,8 +358,21 @@ class _Story:
                                      share_id=audit["request_id"], audit=audit)
         except QuotaExceeded:
             return False  # refused whole and audited by the ledger
-        Reservation(gate.ledger, user.root, user.entity, f"export.{fmt}", grant, counters, None,
-                    audit).commit_before_sending()
+        res = Reservation(gate.ledger, user.root, user.entity, f"export.{fmt}", grant, counters,
+                          None, audit)
+        # Like any delivery, its manifest before the commit (issue 15): posts and authors.
+        chosen = self.selected(filters)
+        try:
+            ref = gate.manifests.write(grant.share_id, grant.now_ms,
+                                       [int(m.id) for m in chosen],
+                                       [int(m.author) for m in chosen],
+                                       {k: audit[k] for k in ("recipient", "entity", "channel",
+                                                              "kind", "actor")})
+        except BaseException:
+            res.refund()
+            raise
+        audit.update(ref.audit())
+        res.commit_before_sending()
         return True
 
     def quota_story(self, i: int) -> list[tuple[float, Callable[[], object]]]:

@@ -162,6 +162,9 @@ class ReportData:
     checks: list[Check]
     records: int  # audit records read for the month
     checkpoint: str = "not taken"  # the signed audit checkpoint written with it (R11)
+    # R10: entities that received Post IDs again after 30 days, by shares of the month
+    # (domain/redelivery.EntityFlag), most IDs first
+    redelivered: list[Any] = field(default_factory=list)
 
     def total(self, kind: str) -> int:
         return sum(e.totals.net[kind] for e in self.entities)
@@ -187,6 +190,9 @@ class ReportData:
             "pools": len(self.pools), "pool_links": self.joined("linked"),
             "pool_children_created": self.joined("created"),
             "deletion_ingests": len(self.deletions), "withheld_r9": self.withheld_r9,
+            "redelivered_r10": {"entities": len(self.redelivered),
+                                "shares": sum(len(f.findings) for f in self.redelivered),
+                                "post_ids": sum(f.ids for f in self.redelivered)},
             "checks_ok": all(c.ok for c in self.checks),
         }
 

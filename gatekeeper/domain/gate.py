@@ -23,7 +23,7 @@ from gatekeeper.ledger import keys, pending, store
 from gatekeeper.ledger.clock import Clock
 from gatekeeper.ledger.ledger import LAYOUT, Ledger
 from gatekeeper.rules import permissions, roles
-from gatekeeper.rules.errors import GatekeeperError
+from gatekeeper.rules.errors import DatasetStoreUnavailable, GatekeeperError
 from gatekeeper.rules.limits import post_id_window
 
 
@@ -71,10 +71,14 @@ class Gate:
         thread.start()
         return thread
 
-    def sweep(self) -> dict[str, Any]:
+    def sweep(self, *, actor: str = "gatekeeper", channel: str = "cli") -> dict[str, Any]:
         """What a crash may have left: partial files and spools removed, refunds owed sent,
-        and every pool's reservations left open past the timeout closed as counted."""
-        removed = spool.sweep([self.config.datasets_dir, self.config.redis.data_dir])
+        and every pool's reservations left open past the timeout closed as counted. Then
+        the delivery manifests past retention, audited (domain/retention.py)."""
+        from gatekeeper.domain import retention
+
+        removed = spool.sweep([self.config.datasets_dir, self.config.redis.data_dir,
+                               *retention.month_dirs(self)])
         orphans = self.datasets.sweep_store()  # what an object store kept of a failed add
         refunds = pending.retry(self.ledger, self.pending_dir)
         with store.failing_closed():
@@ -84,8 +88,12 @@ class Gate:
             swept = self.ledger.sweep(root)
             closed += swept["abandoned"]
             still_open += swept["open"]
+        try:  # after the refunds: a refunded share's manifest is then an orphan to remove
+            kept = retention.sweep(self, actor=actor, channel=channel).to_dict()
+        except DatasetStoreUnavailable as exc:  # the object store away: the next sweep does it
+            kept = {**retention.Swept(0).to_dict(), "error": exc.message}
         return {"files_removed": [str(p) for p in removed] + orphans,
-                "refunds_sent": refunds["settled"],
+                "manifests": kept, "refunds_sent": refunds["settled"],
                 "refunds_owed": refunds["left"], "abandoned": closed, "open": still_open,
                 "pools": len(roots)}
 

@@ -752,7 +752,7 @@ def record_share_alongside(gate: Gate, res: Reservation, ids: Ids, kind: str,
     if res.grant.status == "replay":  # as record_share: the first delivery's manifest holds them
         write(lambda: None)
         return
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     share, at_ms = res.grant.share_id, res.grant.now_ms
     meta = {"delivery": share, "at_ms": at_ms, **_share_meta(res, file)}
@@ -768,13 +768,22 @@ def record_share_alongside(gate: Gate, res: Reservation, ids: Ids, kind: str,
 
     def stored() -> None:
         nonlocal done
+        assert making is not None
         res.audit.update(making.result().audit())
         done = True
         faults.point("manifest.written")
 
-    with ThreadPoolExecutor(1, "gatekeeper-manifest") as pool:  # waits for it, whatever happens
-        making = pool.submit(make)
-        write(stored)
+    making: Future[Ref] | None = None
+    try:
+        with ThreadPoolExecutor(1, "gatekeeper-manifest") as pool:  # waits for it, whatever
+            making = pool.submit(make)
+            write(stored)
+    except BaseException:
+        # Stored, but the delivery failed: named in the refund's audit, so that the refund
+        # takes it out of the index (Ledger.settle) — what never left is no delivery.
+        if not done and making is not None and making.exception() is None:
+            res.audit.update(making.result().audit())
+        raise
     if not done:
         raise RuntimeError("a delivery was written without waiting for its manifest")
 

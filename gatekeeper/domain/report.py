@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from gatekeeper.domain import redelivery
 from gatekeeper.domain.audit import AuditLog
 from gatekeeper.domain.auditfilter import AuditFilter
 from gatekeeper.domain.entities import Entity
@@ -323,7 +324,8 @@ def month_report(gate: Gate, month: str, *, actor: str = "", now_ms: int | None 
         withheld_r9=tally.withheld, shares_with_withheld=tally.with_withheld,
         deleted_now=_deleted_now(gate), datasets_affected=_affected(gate),
         post_ids_daily=post_ids, user_ids_daily=user_ids, hydrated_daily=hydrated,
-        checks=[], records=tally.count)
+        checks=[], records=tally.count,
+        redelivered=redelivery.flags(gate, start, end))  # R10, found after each share
     report.checks = _checks(report, sum(post_ids), sum(user_ids), sum(hydrated),
                             cfg.hydrated_counts_toward_post_ids)
     return report

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from gatekeeper import faults
-from gatekeeper.domain import idlists, manifests, spool
+from gatekeeper.domain import idlists, manifests, redelivery, spool
 from gatekeeper.domain.audit import record_denial
 from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.entities import Entity
@@ -454,9 +454,10 @@ def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str =
                       idempotency_key=idempotency_key,
                       request=(dataset, extra["filters"], purpose))
         n = res.deliverable(selection)
+        held: list[Any] = [None]  # a large list's sorted IDs, for the R10 check after
 
         def deliver() -> None:
-            ids = selection.manifest_ids(n)
+            ids = held[0] = selection.manifest_ids(n)
             if ids is None:
                 manifests.record_share(gate, res, selection.blocks(n), kind, file=out.name)
                 write_file(out, selection, n)
@@ -473,4 +474,6 @@ def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str =
         except OSError as exc:
             raise BadInput(f"{out}: cannot write the ID file ({exc.strerror or exc}); "
                            f"{res.refund_words()}", settled=res.settled) from exc
+        # Delivered and committed: now, off its path, R10's re-delivery check (issue 15).
+        redelivery.after_share(gate, res, held[0])
     return res

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import shutil
 import tempfile
@@ -51,6 +52,10 @@ class Unnamed:
     name, whole; closed without a name, it is gone (so is it when the process dies)."""
 
     def __init__(self, directory: Path) -> None:
+        # Folders made here (a manifest's first of a month): their names are synced with the
+        # file's, else a crash could lose the folder and the file in it (issue 15).
+        self._made = list(itertools.takewhile(lambda d: not d.exists(),
+                                              (directory, *directory.parents)))
         directory.mkdir(parents=True, exist_ok=True)
         fd = _unnamed(directory)
         self._tmp: str | None = None
@@ -64,10 +69,13 @@ class Unnamed:
         self.file.flush()
         os.fsync(self.file.fileno())
         if self._tmp is None:
-            _link(self.file.fileno(), out)
+            _link(self.file.fileno(), out)  # syncs its folder
         else:
             os.replace(self._tmp, out)
             self._tmp = None
+            sync_dir(out.parent)  # the rename is on disk only once its folder is
+        for made in self._made:
+            sync_dir(made.parent)
 
     def close(self) -> None:
         self.file.close()
@@ -80,6 +88,15 @@ class Unnamed:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def sync_dir(directory: Path) -> None:
+    """fsync a folder: the names made, renamed or removed in it are then on disk."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def publish(out: Path, write: Callable[[IO[bytes]], object]) -> None:

@@ -42,6 +42,8 @@ DATASETS_PENDING = f"{SYS}:datasets:pending"
 DELETED_VERSION = f"{SYS}:deleted:version"  # bumped by every R9 ingest and lift
 # sorted set: every delivery manifest ("YYYY-MM/DELIVERY") by delivery time in ms (manifests)
 MANIFESTS = f"{SYS}:manifests"
+# hash: an ID share's manifest name -> JSON of the R10 re-delivery found in it (redelivery.py)
+REDELIVERIES = f"{SYS}:r10:redelivered"
 # Deletion notices (gatekeeper.domain.notices, R9): IDs an ingest newly hid that no notice scan
 # has looked for yet (sets by kind; the scan moves them to its batch sets first), the ingests
 # they came from (sorted set by time), one hash per notice, the open ones by deadline, all by
@@ -75,6 +77,12 @@ def notices_of(recipient_kind: str, name: str) -> str:
 MANIFEST_SPANS = f"{SYS}:manifest-spans"
 AUDIT_STREAMS = f"{SYS}:audit-streams"  # set: every pool audit stream ever written
 LAYOUT = f"{SYS}:layout"  # version of the stored layout (see layout.LAYOUT)
+
+
+def manifests_of(entity: str) -> str:
+    """Sorted set: the manifests of an entity's ID shares by delivery time in ms, written after
+    each share (R10 re-delivery flags, domain/redelivery.py)."""
+    return f"{SYS}:manifests:entity:{entity}"
 
 
 def deleted(kind: str) -> str:

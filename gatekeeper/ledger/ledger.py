@@ -355,6 +355,15 @@ class Ledger:
              keys.active(root)],
             [*args, *_audit_args({"share_id": share_id, **audit})],
         )
+        if out["status"] in ("refunded", "already_refunded") and audit.get("manifest"):
+            # Nothing of a refunded share left: its manifest is no delivery's, and notices and
+            # trace (which read this index) must not count it (issue 15). Again on a repeat,
+            # in case the store dropped between the two.
+            with failing_closed():
+                pipe = self.client.pipeline(transaction=False)
+                pipe.zrem(keys.MANIFESTS, audit["manifest"])
+                pipe.hdel(keys.MANIFEST_SPANS, audit["manifest"])  # trace's spans of it
+                pipe.execute()
         return out["status"]
 
     def sweep(self, root: str, *, now_ms: int | None = None) -> dict[str, int]:

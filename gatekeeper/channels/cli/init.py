@@ -58,6 +58,9 @@ heavy_wait_seconds = 30          # the longest one waits before 503 busy with Re
 dir = {datasets_dir}
 max_line_mb = 16                 # longer lines are refused (file, line, size)
 
+[manifests]
+retention_days = 90              # delivery manifests (issue 15) older are removed by `store sweep`
+
 [audit]
 signing_key_file = ""            # R11: `gatekeeper audit keygen --out FILE`, then name it here
 signing_key_env = "GATEKEEPER_AUDIT_KEY"   # or the key in this variable (PEM or base64 seed)

@@ -61,16 +61,25 @@ def store_status(obj: Context, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def store_sweep(obj: Context, as_json: bool) -> None:
-    """Clean up after crashes: partial files and spools, refunds owed, open reservations."""
-    done = obj.gate.sweep()
+    """Clean up after crashes: partial files and spools, refunds owed, open reservations;
+    then delivery manifests past `[manifests] retention_days` (audited, R9)."""
+    done = obj.gate.sweep(actor=cli_actor(), channel="cli")
+    kept = done["manifests"]
     emit(obj, done, (
         f"removed {plural(len(done['files_removed']), 'leftover file')}"
         + "".join(f"\n  {p}" for p in done["files_removed"])
+        + f"\nremoved {plural(kept['removed'], 'delivery manifest')} past "
+        f"{obj.gate.config.manifest_retention_days} days' retention"
+        + (f" (delivered {kept['oldest']['manifest']} .. {kept['newest']['manifest']})"
+           if kept["oldest"] else "")
+        + (f" and {plural(len(kept['orphans_removed']), 'file')} no index named"
+           if kept["orphans_removed"] else "")
+        + (f"; stopped: {kept['error']}" if kept.get("error") else "")
         + f"\nrefunds sent {done['refunds_sent']}, still owed {done['refunds_owed']}"
         f"\n{plural(done['abandoned'], 'reservation')} left open past "
         f"{obj.gate.config.limits.reservation_timeout_minutes} min closed as counted "
         f"(share.abandoned, R2); {done['open']} open now, in {plural(done['pools'], 'pool')}"))
-    if done["refunds_owed"]:
+    if done["refunds_owed"] or kept.get("error"):
         sys.exit(5)
 
 

@@ -22,7 +22,7 @@ from gatekeeper import faults
 from gatekeeper.channels.web import heavy
 from gatekeeper.channels.web.extension import current_gate
 from gatekeeper.channels.web.openapi import OPENAPI, problem_types
-from gatekeeper.domain import denials, lines, manifests, quota, shares
+from gatekeeper.domain import denials, lines, manifests, quota, redelivery, shares
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate, ingest_deletion_stream
 from gatekeeper.domain.users import User
@@ -163,7 +163,8 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
     try:
         faults.point("share.reserved")
         n = res.deliverable(selection)
-        manifests.record_share(gk, res, selection.blocks(n), kind, selection.manifest_ids(n))
+        ids = selection.manifest_ids(n)  # a large list's, sorted: kept for the R10 check
+        manifests.record_share(gk, res, selection.blocks(n), kind, ids)
         # The IDs are ready in the spool; once the response starts they are delivered, so
         # the share is settled first (refunded if the store fails before a byte is sent).
         res.commit_before_sending()
@@ -214,7 +215,9 @@ def _deliver(auth: shares.Authorised, selection: shares.Selection, kind: str,
     m.latency.labels("shares").observe(time.perf_counter() - started)
     mimetype = "application/gzip" if gzip else "text/plain"
     resp = Response(body(), status=200, headers=headers, mimetype=mimetype)
-    # The spooled IDs are removed when the response closes, however the client leaves.
+    # Once the response is sent, R10's re-delivery check (issue 15; never raises); then the
+    # spooled IDs are removed when the response closes, however the client leaves.
+    resp.call_on_close(lambda: redelivery.after_share(gk, res, ids))
     resp.call_on_close(selection.close)
     return resp
 
