@@ -31,6 +31,7 @@ version byte ties them).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -358,6 +359,33 @@ class Manifests:
         with failing_closed():
             self.client.zadd(keys.MANIFESTS, {name: at_ms})
         return Ref(name, hashlib.sha256(data).hexdigest(), posts, users)
+
+    def store_stream(self, name: str, at_ms: int, chunks: Iterable[bytes], posts: int,
+                     users: int) -> Ref:
+        """`store` for a manifest encoded a chunk at a time (`manifest_v1.encode_sorted`):
+        the same file, written as the chunks come, never whole in memory."""
+        month, delivery = self._split(name)
+        sha = hashlib.sha256()
+        try:
+            with contextlib.ExitStack() as stack:
+                if self.directory is not None:
+                    unnamed = stack.enter_context(spool.Unnamed(self.directory / month))
+                    fh = unnamed.file
+                else:
+                    fh = stack.enter_context(spool.anonymous())
+                for chunk in chunks:
+                    fh.write(chunk)
+                    sha.update(chunk)
+                if self.directory is not None:
+                    unnamed.name_as(self.directory / month / (delivery + SUFFIX))
+                else:
+                    self._store(month).upload(fh, delivery + SUFFIX)
+        except OSError as exc:
+            raise InsufficientStorage(f"the manifest {self.where(name)} could not be written "
+                                      f"({exc.strerror or exc})") from exc
+        with failing_closed():
+            self.client.zadd(keys.MANIFESTS, {name: at_ms})
+        return Ref(name, sha.hexdigest(), posts, users)
 
     def read_bytes(self, name: str) -> bytes:
         month, delivery = self._split(name)

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from gatekeeper import faults
-from gatekeeper.domain import idlists, manifests, spool
+from gatekeeper.domain import dehydrate, idlists, manifest_v1, manifests, spool
 from gatekeeper.domain.audit import record_denial
+from gatekeeper.domain.dehydrate import Dehydrated
 from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.entities import Entity
 from gatekeeper.domain.gate import Gate
@@ -61,6 +62,8 @@ class Selection:
         self.repeats = 0  # an ID already selected: each leaves and counts once per share
         self._digest = hashlib.sha256()
         self._sorted: Any = None  # a large list's IDs, sorted, from `distinct` (its manifest)
+        # A whole dataset read from its ID sidecar: its manifest is made from the sidecar.
+        self.dehydrated: Dehydrated | None = None
 
     def add(self, ident: bytes) -> None:
         self._fh.write(ident + b"\n")
@@ -71,6 +74,13 @@ class Selection:
         """Add `count` IDs at once: `block` holds them, each ended by a newline."""
         self._fh.write(block)
         self._digest.update(block)
+        self.count += count
+
+    def add_rows(self, kept: bytes, count: int, named: bytes) -> None:
+        """Add `count` IDs (`kept`, each ended by a newline) of a block of rows, all of which
+        (`named`: R9's drops and repeats too, in order) name the request (`drop`, `repeat`)."""
+        self._fh.write(kept)
+        self._digest.update(named)
         self.count += count
 
     def drop(self, ident: bytes) -> None:
@@ -193,6 +203,8 @@ class Selection:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._fh.close()
+        if self.dehydrated is not None:
+            self.dehydrated.close()
 
     def __enter__(self) -> Selection:
         return self
@@ -302,6 +314,10 @@ def select_from_dataset(gate: Gate, dataset: str, filters: Any, kind: str,
     without building posts; with nothing listed, references are not even read. A post the
     file holds more than once (overlapping collections) leaves once, counted in `repeats`.
     """
+    if kind == "posts" and (filters is None or filters.is_empty):
+        whole = _from_sidecar(gate, dataset, deleted, progress)
+        if whole is not None:
+            return whole
     sel = Selection(f"dataset {dataset}")
     try:
         if kind == "users":
@@ -336,6 +352,26 @@ def select_from_dataset(gate: Gate, dataset: str, filters: Any, kind: str,
                 sel.distinct()
         return sel.seal()
     except BaseException:
+        sel.close()
+        raise
+
+
+def _from_sidecar(gate: Gate, dataset: str, deleted: Deleted,
+                  progress: Callable[[int], None] | None) -> Selection | None:
+    """Every post ID of a dataset, from its ID sidecar (`gatekeeper.domain.dehydrate`: no
+    pyarrow, no numpy); None when it has none a share may read (then: the index)."""
+    sidecar = gate.datasets.id_sidecar(dataset)
+    if sidecar is None:
+        return None
+    if not dehydrate.fits(sidecar, deleted):
+        sidecar.close()
+        return None
+    sel = Selection(f"dataset {dataset}")
+    try:
+        sel.dehydrated = dehydrate.dehydrate(sidecar, sel, deleted, progress)
+        return sel.seal()
+    except BaseException:
+        sidecar.close()
         sel.close()
         raise
 
@@ -452,6 +488,10 @@ def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str =
         n = res.deliverable(selection)
 
         def deliver() -> None:
+            if selection.dehydrated is not None:  # a whole dataset, from its sidecar
+                manifest_v1.record_share(gate, res, selection.dehydrated.sorted_ids(n), n, kind)
+                write_file(out, selection, n)
+                return
             ids = selection.manifest_ids(n)
             if ids is None:
                 manifests.record_share(gate, res, selection.blocks(n), kind)
