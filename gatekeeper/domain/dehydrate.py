@@ -70,7 +70,7 @@ class Dehydrated:
         # count before it and its first row — every row kept (the usual block) — or where in
         # `_rows` (int64 a kept ID) its rows are.
         self._blocks: list[tuple[int, int, int | None]] = []
-        self._rows = spool.anonymous()
+        self._rows = spool.anonymous(buffering=1 << 16)
         self._spooled = 0
         self.excluded: set[int] = set()  # IDs with no row kept (R9)
         self.first_kept: dict[int, int] = {}  # an ID on several rows: the row it left from

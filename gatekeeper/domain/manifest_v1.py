@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from gatekeeper.ledger.reservation import Reservation
 
 VERSION = 1
-READ = 1 << 18  # bytes of planes fed to zstd at a time
+READ = 1 << 17  # bytes of planes fed to zstd at a time
 STEP = 1 << 13  # IDs turned into planes at a time: a few hundred KB of Python ints
 _LOW_THIRD = bytes(b & ((1 << (LOW_BITS - 16)) - 1) for b in range(256))  # bits 16-21 of 24
 
@@ -55,7 +55,7 @@ def encode_sorted(blocks: Iterable[Sequence[int]], n: int, meta: dict[str, Any] 
         raise ValueError("a manifest's meta is at most 64 KiB")
     counts = (n, 0) if kind == "posts" else (0, n)
     yield HEADER.pack(MAGIC, VERSION, len(about)) + about + COUNTS.pack(*counts)
-    with spool.anonymous() as planes:
+    with spool.anonymous(buffering=0) as planes:  # written at offsets, read back whole
         fd = planes.fileno()
         at, before, last = 0, 0, -1
         for block in _pieces(blocks):

@@ -35,6 +35,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import re
 import struct
 from collections.abc import Callable, Iterable
@@ -373,8 +374,9 @@ class Manifests:
                     fh = unnamed.file
                 else:
                     fh = stack.enter_context(spool.anonymous())
-                for chunk in chunks:
-                    fh.write(chunk)
+                fh.flush()
+                for chunk in chunks:  # unbuffered: each chunk once in memory
+                    os.write(fh.fileno(), chunk)
                     sha.update(chunk)
                 if self.directory is not None:
                     unnamed.name_as(self.directory / month / (delivery + SUFFIX))

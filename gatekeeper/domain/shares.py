@@ -48,14 +48,15 @@ MAX_REPORTED = idlists.MAX_REPORTED  # bad lines listed in full; past this only 
 # worth its import (~0.3 s, 14 MB); below, the bitmap pass (~1 µs an ID) costs less than that.
 EXACT_FROM = 100_000
 BLOCK = 1 << 20  # bytes of the spool read at a time by the passes over it
+WHOLE_BLOCK = 1 << 18  # ...and by a whole-dataset share (memory is its goal: bench/ids.py)
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: no trailing newline
 
 
 class Selection:
     """IDs ready to share: validated, R9-filtered, spooled to a file no path names (R7)."""
 
-    def __init__(self, source: str) -> None:
-        self._fh = spool.anonymous()
+    def __init__(self, source: str, buffering: int = spool.BUFFER) -> None:
+        self._fh = spool.anonymous(buffering=buffering)
         self.source = source
         self.count = 0
         self.removed = 0  # dropped by R9
@@ -366,7 +367,7 @@ def _from_sidecar(gate: Gate, dataset: str, deleted: Deleted,
     if not dehydrate.fits(sidecar, deleted):
         sidecar.close()
         return None
-    sel = Selection(f"dataset {dataset}")
+    sel = Selection(f"dataset {dataset}", buffering=0)  # written a block of IDs at a time
     try:
         sel.dehydrated = dehydrate.dehydrate(sidecar, sel, deleted, progress)
         return sel.seal()
@@ -439,7 +440,7 @@ def reserve(gate: Gate, auth: Authorised, selection: Selection, *, kind: str,
 
 
 def write_file(out: Path, selection: Selection, n: int,
-               before_naming: Callable[[], None] | None = None) -> None:
+               before_naming: Callable[[], None] | None = None, chunk: int = BLOCK) -> None:
     """Write the first `n` IDs to `out`; the file appears there only once complete (and
     `before_naming`, if given, has returned: the share's manifest is stored)."""
 
@@ -448,9 +449,9 @@ def write_file(out: Path, selection: Selection, n: int,
     def write(fh: IO[bytes]) -> None:
         # The spool already holds one ID per line: copy bytes, never decode them.
         written = 0
-        for chunk in selection.head(n, BLOCK):
-            fh.write(chunk)
-            written += chunk.count(b"\n")
+        for ids in selection.head(n, chunk):
+            fh.write(ids)
+            written += ids.count(b"\n")
             faults.point("share.writing")
         if written != n:
             raise OSError(f"{selection.source} changed while it was being shared")
@@ -490,7 +491,7 @@ def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str =
         def deliver() -> None:
             if selection.dehydrated is not None:  # a whole dataset, from its sidecar
                 manifest_v1.record_share(gate, res, selection.dehydrated.sorted_ids(n), n, kind)
-                write_file(out, selection, n)
+                write_file(out, selection, n, chunk=WHOLE_BLOCK)
                 return
             ids = selection.manifest_ids(n)
             if ids is None:
