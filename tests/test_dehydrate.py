@@ -94,9 +94,12 @@ def selected(sel: shares.Selection) -> tuple[bytes, int, int, int, str]:
     return (b"".join(sel.head(sel.count)), sel.count, sel.removed, sel.repeats, sel.digest)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(("seed", "block"), [(1, dsids.BLOCK), (2, 16), (3, 7)])
 def test_the_sidecar_selects_what_the_index_selects_under_every_deletion_list(
-        gate: Gate, tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        gate: Gate, tmp_path: Path, seed: int, block: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`block`: rows a share reads at a time (small: an ID's rows fall in different blocks)."""
+    monkeypatch.setattr(dsids, "BLOCK", block)
     path = pages(tmp_path / f"p{seed}.jsonl", seed)
     gate.datasets.add("p", path, actor="t", channel="cli")
     for what, deleted in deletion_lists(path).items():
@@ -119,6 +122,7 @@ def test_a_dataset_holding_many_repeats_counts_them_as_the_index_does(
         gate: Gate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past 1,000 repeated posts the dataset records none (`MAX_REPEATED`) and the index path
     deduplicates after the fact (`Selection.distinct`): the sidecar's flags give the same."""
+    monkeypatch.setattr(dsids, "BLOCK", 64)
     path = pages(tmp_path / "a.jsonl", 4, posts=1500)
     text = path.read_text()
     path.write_text(text + text + text)  # every post three times
@@ -157,6 +161,7 @@ def test_a_cli_share_from_the_sidecar_delivers_and_records_what_the_index_path_d
         partial: bool) -> None:
     # Partial: fewer IDs left in the 30 days (123) than the dataset holds; the first 123 leave.
     gate = make_gate(tmp_path, redis_client, 123 if partial else 100_000)
+    monkeypatch.setattr(dsids, "BLOCK", 16)  # the 123rd ID in a block of its own
     path = pages(tmp_path / "p.jsonl", 5)
     gate.datasets.add("p", path, actor="t", channel="cli")
     deleted = deletion_lists(path)["both"]

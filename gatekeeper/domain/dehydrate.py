@@ -132,8 +132,10 @@ def dehydrate(sidecar: Sidecar, sink: Sink, deleted: Deleted,
                 block_rts.append(pending)
                 pending = next(retweets, None)
             hidden = _hidden(deleted, first, pids, authors, block_rts) if listed else set()
-            if not hidden and DUP not in flags:
-                sink.add_rows(text, count, text)  # every row kept, as it is
+            # Every row kept, as it is: no row hidden, no later row of an ID, and — while R9
+            # lists anything — no first row of an ID that comes again (it must be remembered).
+            if not hidden and DUP not in flags and not (listed and DUP | FIRST in flags):
+                sink.add_rows(text, count, text)
                 out._keep_block(first, count)
             else:
                 _mixed(out, sink, first, text, pids, flags, hidden, dropped, listed)
