@@ -278,3 +278,76 @@ def test_the_block_encoder_refuses_ids_out_of_order_or_not_as_many_as_said() -> 
         b"".join(manifest_v1.encode_sorted([[5, 9], [7]], 3))
     with pytest.raises(ValueError, match="was given"):
         b"".join(manifest_v1.encode_sorted([[5, 9]], 3))
+
+
+# --- the pass itself, against R9's own rules, on any rows ----------------------------------------
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.kept: list[bytes] = []
+        self.named: list[bytes] = []
+        self.removed = self.repeats = 0
+
+    def add_rows(self, kept: bytes, count: int, named: bytes) -> None:
+        got = kept.split()
+        assert len(got) == count
+        self.kept += got
+        self.named.append(named)
+
+
+def as_light(value: int | None) -> str | None:
+    return None if value is None else "?" if value == dsids.BAD else str(value)
+
+
+SMALL = st.integers(1, 12)  # few values: IDs repeat, lists hit
+ROW = st.tuples(SMALL, st.one_of(st.none(), SMALL, st.just(dsids.BAD)),
+                st.one_of(st.none(), SMALL, st.just(dsids.BAD)),
+                st.one_of(st.none(), SMALL, st.just(dsids.BAD)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(ROW, max_size=60), posts=st.frozensets(SMALL, max_size=4),
+       users=st.frozensets(SMALL, max_size=4), block=st.integers(1, 9),
+       n=st.integers(0, 60))
+def test_the_pass_keeps_counts_and_names_what_r9_and_the_index_path_would(
+        tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[int, Any, Any, Any]],
+        posts: frozenset[int], users: frozenset[int], block: int, n: int) -> None:
+    from gatekeeper.domain import dehydrate
+
+    path = tmp_path_factory.mktemp("pass") / "x.ids"
+    original = dsids.BLOCK
+    dsids.BLOCK = block
+    try:
+        with open(path, "wb") as out:
+            writer = dsids.Writer(out)
+            for row in rows:
+                writer.row(*row)
+            writer.finish({"t": 1})
+    finally:
+        dsids.BLOCK = original
+    deleted = Deleted(1, posts, users)
+    # The index path's rules (`shares.select_from_dataset`), row by row.
+    kept: list[bytes] = []
+    removed = repeats = 0
+    dropped: set[int] = set()
+    met: set[int] = set()
+    for pid, author, rt, rt_author in rows:
+        if deleted.hides_light((str(pid), as_light(author), as_light(rt), as_light(rt_author))):
+            removed, repeats = (removed + 1, repeats) if pid not in dropped else \
+                (removed, repeats + 1)
+            dropped.add(pid)
+        elif pid in met:
+            repeats += 1
+        else:
+            met.add(pid)
+            kept.append(str(pid).encode())
+    sink = Sink()
+    with dsids.Sidecar(path) as sidecar:
+        done = dehydrate.dehydrate(sidecar, sink, deleted)
+        assert (sink.kept, sink.removed, sink.repeats) == (kept, removed, repeats)
+        assert b"".join(sink.named) == b"".join(str(r[0]).encode() + b"\n" for r in rows)
+        n = min(n, len(kept))
+        made = [x for part in done.sorted_ids(n) for x in part]
+        assert made == sorted(int(i) for i in kept[:n])
+        done.close()
