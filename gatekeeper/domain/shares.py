@@ -56,7 +56,8 @@ class Selection:
     """IDs ready to share: validated, R9-filtered, spooled to a file no path names (R7)."""
 
     def __init__(self, source: str, buffering: int = spool.BUFFER) -> None:
-        self._fh = spool.anonymous(buffering=buffering)
+        self._fh = spool.anonymous() if buffering == spool.BUFFER else \
+            spool.anonymous(buffering=buffering)
         self.source = source
         self.count = 0
         self.removed = 0  # dropped by R9
