@@ -6,7 +6,8 @@ generator's pages, as twarc2 writes them; cached under --workdir) and its gzippe
 - `twarc2 dehydrate` on the plain file (the tool users have; installed into its own venv under
   --workdir on first run), and on the .gz file (it cannot read one, and says so, yet exits 0);
 - our whole CLI path, `gatekeeper share --dataset`, ledger included, on the plain and the .gz
-  dataset, against a fresh embedded store;
+  dataset, against a fresh embedded store — read from the dataset's ID sidecar — and the same
+  share read through the dataset's Parquet index as before the sidecar (`INDEX_PATH`);
 - a bare `orjson.loads` loop over the plain file, for reference;
 - the real server (`gatekeeper serve`, waitress, loopback) answering `POST /api/v1/shares` with
   150,000 and 1,500,000 uploaded IDs (text/plain, and the gzip response), with its peak memory.
@@ -78,6 +79,15 @@ with open(sys.argv[1], "rb") as fh:
             orjson.loads(line)
             pages += 1
 print(pages)
+"""
+# The share as it was before the ID sidecar (issue 14 item 6): the dataset's Parquet index,
+# read by pyarrow, R9 and repeats by numpy. The same CLI, with the sidecar looked away from.
+INDEX_PATH = """\
+import runpy, sys
+from gatekeeper.domain.datasets import Datasets
+Datasets.id_sidecar = lambda self, name: None
+sys.argv = ["gatekeeper", *sys.argv[1:]]
+runpy.run_module("gatekeeper", run_name="__main__", alter_sys=True)
 """
 MB = 2**20
 
@@ -439,10 +449,13 @@ def main() -> int:
             setup.append(f"`gatekeeper dataset add {name}` {time.perf_counter() - t0:.1f} s")
         datasets_dir = run_dir / "datasets"
 
-        def ours(key: str, label: str, dataset: str, stored: Path) -> None:
+        def ours(key: str, label: str, dataset: str, stored: Path,
+                 index_path: bool = False) -> None:
             warm(stored)
             out = run_dir / f"{key}.txt"
-            run, err = measured(label, [*gk, "share", "--as", USER, "--entity", ENTITY,
+            cli = [sys.executable, "-c", INDEX_PATH, "--config", str(config)] if index_path \
+                else gk
+            run, err = measured(label, [*cli, "share", "--as", USER, "--entity", ENTITY,
                                         "--dataset", dataset, "--out", str(out)],
                                 stdout=run_dir / f"{key}.stdout", env=env,
                                 log=run_dir / f"{key}.stderr")
@@ -485,6 +498,8 @@ def main() -> int:
                          datasets_dir / "bench.jsonl"),
             lambda: ours("ours_gz", "gatekeeper share --dataset, .gz", "bench-gz",
                          datasets_dir / "bench-gz.jsonl.gz"),
+            lambda: ours("before", "same, plain, via the index (before the sidecar)", "bench",
+                         datasets_dir / "bench.jsonl", index_path=True),
             bare,
             lambda: theirs("twarc_gz", "twarc2 dehydrate, .gz", gz),
         ]
@@ -537,8 +552,8 @@ def main() -> int:
         return f"{tw.seconds / run.seconds:,.1f}x"
 
     rows = []
-    for key in ("twarc", "ours", "ours_gz", "orjson", "twarc_gz", "up_small", "up_all",
-                "up_gzip"):
+    for key in ("twarc", "ours", "ours_gz", "before", "orjson", "twarc_gz", "up_small",
+                "up_all", "up_gzip"):
         r = runs[key]
         server_row = key.startswith("up_")
         rows.append((r.label, "-" if r.rc is None else f"{r.seconds:,.2f}",
@@ -572,7 +587,8 @@ def main() -> int:
     for r in rows:
         print(fmt(r))
     print(line)
-    for key in ("twarc", "ours", "ours_gz", "orjson", "up_small", "up_all", "up_gzip"):
+    for key in ("twarc", "ours", "ours_gz", "before", "orjson", "up_small", "up_all",
+                "up_gzip"):
         got = runs[key].extra.get("all") or []
         if len(got) > 1:
             print(f"  runs of {runs[key].label}: "
@@ -599,7 +615,7 @@ def main() -> int:
     if tw_gz.rc is not None:
         print(f"twarc2 on the .gz: exit {tw_gz.rc}, {tw_gz.ids:,} IDs written; it said: "
               f"{tw_gz.extra.get('said') or '(nothing)'}")
-    for key in ("ours", "ours_gz"):
+    for key in ("ours", "ours_gz", "before"):
         if runs[key].note:
             print(f"{runs[key].label}: {runs[key].note}")
     print(f"server: RSS {idle:,.0f} MB idle after a 1,000-ID warm-up; per request "
@@ -626,6 +642,13 @@ def main() -> int:
         (f"our dehydrate peak <= {DEHYDRATE_MB:g} MB (plain {us.peak_mb:.0f} MB, .gz "
          f"{usgz.peak_mb:.0f} MB)",
          us.rc == 0 and usgz.rc == 0 and max(us.peak_mb, usgz.peak_mb) <= DEHYDRATE_MB),
+        (f"our dehydrate (ID sidecar) no slower than via the index, as before "
+         f"({us.seconds:.2f} s vs {runs['before'].seconds:.2f} s; peak {us.peak_mb:.0f} vs "
+         f"{runs['before'].peak_mb:.0f} MB)",
+         us.rc == 0 and runs["before"].rc == 0 and us.seconds <= runs["before"].seconds),
+        ("our dehydrate gives the same ID file as via the index, as before",
+         us.rc == 0 and runs["before"].rc == 0
+         and us.extra.get("digest") == runs["before"].extra.get("digest")),
         ("our dehydrate gives twarc2's IDs, in its order, from the plain and the .gz file",
          None if not have_twarc else us.extra.get("digest") == tw.extra.get("digest")
          == usgz.extra.get("digest") and us.ids == args.posts),

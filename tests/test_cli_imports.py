@@ -1,6 +1,6 @@
 """A CLI share loads only what it uses (issue 14 item 6): no web stack, no export writers, no
-signing keys — each command's module is imported when that command runs, so a dehydrate stays
-within bench/ids.py's 40 MB."""
+signing keys — each command's module is imported when that command runs — and a dehydrate of a
+whole dataset neither pyarrow nor numpy, so that it comes near bench/ids.py's 40 MB."""
 
 from __future__ import annotations
 
@@ -66,10 +66,13 @@ def test_a_cli_share_imports_no_web_export_or_signing_library(shared_store: Path
     assert code == 0, err
     assert (shared_store / "o.txt").read_text().count("\n") == 100
     assert unused_loaded(modules) == []
-    # The dataset index's engine only when a dataset is read; numpy (and zstandard) for the
-    # share's manifest either way (gatekeeper.domain.manifests, issue 15).
-    assert ("pyarrow" in modules) == (source == "dataset")
-    assert {"numpy", "zstandard"} <= modules
+    # A whole dataset is read from its ID sidecar (gatekeeper.domain.dehydrate): neither the
+    # index's engine nor numpy, its manifest made a block at a time; an ID file's manifest
+    # parses the spool with numpy (gatekeeper.domain.manifests, issue 15). zstd either way.
+    assert "pyarrow" not in modules
+    assert ("numpy" in modules) == (source == "ids")
+    assert "msgspec" not in modules  # the JSONL readers' decoder: no JSONL is read
+    assert "zstandard" in modules
     assert "gatekeeper.channels.cli.shares" in modules
     assert "gatekeeper.channels.cli.audit" not in modules
 

@@ -406,7 +406,7 @@ def test_a_copy_of_many_chunks_is_byte_identical_and_a_refused_one_leaves_no_cop
     with pytest.raises(BadInput, match=r"bad\.jsonl, line 12001"):
         datasets.add("bad", bad, actor="admin", channel="cli")
     assert not [t for t in threading.enumerate() if t.name == "dataset-copy"]
-    assert listing(datasets.directory) == ["many.index.parquet", "many.jsonl"]
+    assert listing(datasets.directory) == ["many.ids", "many.index.parquet", "many.jsonl"]
 
 
 def test_add_copies_the_file_and_registers_it_with_its_audit_record(
@@ -422,7 +422,7 @@ def test_add_copies_the_file_and_registers_it_with_its_audit_record(
     assert info.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
     assert info.added_by == "admin" and info.added_at.endswith("Z")
     assert datasets.path("kpop").read_bytes() == source.read_bytes()
-    assert listing(datasets.directory) == ["kpop.index.parquet", "kpop.jsonl"]
+    assert listing(datasets.directory) == ["kpop.ids", "kpop.index.parquet", "kpop.jsonl"]
     assert json.loads(redis_client.hget(keys.DATASETS, "kpop")) == info.to_dict()
     assert datasets.info("kpop") == info and datasets.list() == [info]
     [record] = audit_records(redis_client)
@@ -475,7 +475,7 @@ def test_adding_an_existing_name_is_a_conflict_and_changes_nothing(
         datasets.add("d", SAMPLES / "geo_tweets.jsonl", actor="other", channel="api")
     assert datasets.info("d") == first and len(audit_records(redis_client)) == 1
     assert datasets.path("d").read_bytes() == (SAMPLES / "kpop.jsonl").read_bytes()
-    assert listing(datasets.directory) == ["d.index.parquet", "d.jsonl"]
+    assert listing(datasets.directory) == ["d.ids", "d.index.parquet", "d.jsonl"]
 
 
 @pytest.mark.parametrize("content", [
@@ -506,7 +506,7 @@ def test_the_copy_is_never_visible_half_written(
     monkeypatch.setattr(ds_mod._Tee, "read", watching)
     datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="admin", channel="cli")
     assert len(seen) > 50 and all(visible == [] for visible in seen)
-    assert listing(datasets.directory) == ["kpop.index.parquet", "kpop.jsonl"]
+    assert listing(datasets.directory) == ["kpop.ids", "kpop.index.parquet", "kpop.jsonl"]
 
 
 def test_a_store_failure_while_registering_removes_the_copy(
@@ -525,7 +525,7 @@ def test_a_file_left_by_an_interrupted_add_is_replaced(datasets: Datasets) -> No
     (datasets.directory / "kpop.jsonl.gz").write_bytes(b"half")
     (datasets.directory / "kpop.index.parquet").write_bytes(b"half")
     datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="admin", channel="cli")
-    assert listing(datasets.directory) == ["kpop.index.parquet", "kpop.jsonl"]
+    assert listing(datasets.directory) == ["kpop.ids", "kpop.index.parquet", "kpop.jsonl"]
 
 
 def test_list_is_sorted_by_name(datasets: Datasets) -> None:

@@ -192,9 +192,10 @@ def test_serve_demo_loads_only_into_an_empty_store(tmp_path: Path) -> None:
         assert gate.users.user_for_token(loaded.token).name == "dan"
         assert password in loaded.describe() and loaded.token in loaded.describe()
         assert demo.load(gate, posts=10) is None  # never into a store that holds data
-        # The dataset, its index, and the manifests of what the demo's shares delivered.
+        # The dataset, its index and ID sidecar, and the manifests of what the demo's shares
+        # delivered.
         assert sorted(p.name for p in (tmp_path / "datasets").iterdir()) == [
-            "demo.index.parquet", "demo.jsonl.gz", "manifests"]
+            "demo.ids", "demo.index.parquet", "demo.jsonl.gz", "manifests"]
     finally:
         EmbeddedServer(tmp_path / "var").stop()
 

@@ -238,7 +238,8 @@ def test_a_failing_build_leaves_no_index_file(datasets: Datasets, tmp_path: Path
     monkeypatch.setattr(dsindex.Builder, "add", failing)
     with pytest.raises(OSError):
         list(datasets.post_ids("g"))
-    assert sorted(p.name for p in datasets.directory.iterdir()) == ["g.jsonl"]
+    # No index, half or whole; the ID sidecar `add` wrote still describes the JSONL.
+    assert sorted(p.name for p in datasets.directory.iterdir()) == ["g.ids", "g.jsonl"]
     monkeypatch.setattr(dsindex.Builder, "add", add)
     assert list(datasets.post_ids("g")) == list(iter_post_ids(datasets.path("g")))
 

@@ -412,7 +412,7 @@ def test_dataset_remove_unregisters_deletes_the_file_and_audits_r11(
         runner: Run, store_dir: Path) -> None:
     assert runner("dataset", "add", "kpop", str(SAMPLES / "kpop.jsonl")).exit_code == 0
     assert sorted(p.name for p in (store_dir / "datasets").iterdir()) == [
-        "kpop.index.parquet", "kpop.jsonl"]
+        "kpop.ids", "kpop.index.parquet", "kpop.jsonl"]
     r = runner("dataset", "remove", "kpop", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["name"] == "kpop"

@@ -28,11 +28,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
-from gatekeeper.domain import lines, salvage
+from gatekeeper.domain import dsids, lines, salvage
 from gatekeeper.domain.entities import check_name
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.formats import iter_posts, load, read_records, records
-from gatekeeper.domain.light import light_records
 from gatekeeper.domain.lines import CHUNK, GZIP_MAGIC, MAX_LINE_BYTES
 from gatekeeper.domain.seen import SeenIds
 from gatekeeper.domain.spool import Unnamed
@@ -61,6 +60,8 @@ T = TypeVar("T")
 def iter_post_ids(path: Path, filters: Filters | None = None,
                   max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[str]:
     """Every post's ID in file order (repeats kept, as `twarc2 dehydrate`), optionally filtered."""
+    from gatekeeper.domain.light import light_records  # msgspec: not for a share's import
+
     if filters is None or filters.is_empty:
         for light in light_records(path, retweets=False, max_line_bytes=max_line_bytes):
             yield light[0]
@@ -232,20 +233,23 @@ class Datasets:
                                     channel=channel, skipped=skipped, progress=progress)
         # The copy has no name until it is complete and registered under the lock, so no
         # crash leaves a partial copy behind (gatekeeper.domain.spool).
-        with Unnamed(self.directory) as copy, Unnamed(self.directory) as index:
-            # The index is built in the same pass, unless bad lines are skipped: the copy is
-            # then rewritten, and indexed once named (a second pass, on that rare path).
+        with Unnamed(self.directory) as copy, Unnamed(self.directory) as index, \
+                Unnamed(self.directory) as ids:
+            # The index (and its ID sidecar) is built in the same pass, unless bad lines are
+            # skipped: the copy is then rewritten, and indexed once named (a second pass, on
+            # that rare path).
             builder = None
             try:
                 with self._writing(name, source):
-                    builder = dsindex.Builder(index.file) if skipped is None else None
+                    builder = dsindex.Builder(index.file, ids.file) if skipped is None else None
                     scan = self._scan(Path(source), copy.file, skipped, progress, builder)
                     copy.file.flush()
                 with self._locked() as dir_fd:
                     self._refuse_taken(name)
                     final = self.directory / (name + scan["suffix"])
                     indexed = dsindex.index_path(self.directory, name)
-                    for suffix in (*SUFFIXES, dsindex.SUFFIX):
+                    sidecar = dsids.sidecar_path(self.directory, name)
+                    for suffix in (*SUFFIXES, dsindex.SUFFIX, dsids.SUFFIX):
                         # Under the lock, with the name unregistered, such a file can only be
                         # left over from an add that died between its naming and its
                         # registration.
@@ -256,16 +260,18 @@ class Datasets:
                             copy.name_as(final)
                             if builder is None:
                                 scan["index"] = dsindex.build(final, indexed,
-                                                              self.max_line_bytes)
+                                                              self.max_line_bytes, ids=sidecar)
                             else:
                                 scan["index"] = dsindex.identity(final)
                                 builder.finish(scan["index"])
                                 index.name_as(indexed)
+                                ids.name_as(sidecar)
                         os.fsync(dir_fd)
                         return self._register(name, final.name, scan, actor, channel)
                     except BaseException:
                         final.unlink(missing_ok=True)
                         indexed.unlink(missing_ok=True)
+                        sidecar.unlink(missing_ok=True)
                         raise
             finally:
                 if builder is not None:
@@ -295,6 +301,7 @@ class Datasets:
             if path.parent == root:  # never delete outside the directory, whatever is recorded
                 path.unlink(missing_ok=True)
                 dsindex.index_path(root, name).unlink(missing_ok=True)
+                dsids.sidecar_path(root, name).unlink(missing_ok=True)
                 os.fsync(dir_fd)
         return info
 
@@ -655,8 +662,27 @@ class Datasets:
         with self._locked():
             path = self.path(name)
             indexed = dsindex.index_path(path.parent, name)
-            if force or not dsindex.describes(indexed, dsindex.identity(path)):
-                dsindex.build(path, indexed, self.max_line_bytes)
+            sidecar = dsids.sidecar_path(path.parent, name)
+            source = dsindex.identity(path)
+            if force or not dsindex.describes(indexed, source) \
+                    or not dsids.describes(sidecar, source):
+                dsindex.build(path, indexed, self.max_line_bytes, ids=sidecar)
+
+    def id_sidecar(self, name: str) -> dsids.Sidecar | None:
+        """The dataset's ID sidecar (`dsids`), checked against its JSONL first and rebuilt
+        with the index when it does not describe it: never a stale answer. None for an
+        object store's dataset, or one whose IDs are not all plain (read the index then)."""
+        if self.remote is not None:
+            return None
+        path = self.path(name)
+        sidecar = dsids.sidecar_path(path.parent, name)
+        if not dsids.describes(sidecar, dsids.identity(path)):
+            self.reindex(name)
+        opened = dsids.Sidecar(sidecar)
+        if not opened.meta.get("plain"):
+            opened.close()
+            return None
+        return opened
 
     def index_current(self, name: str) -> bool:
         """Whether the dataset's index describes its JSONL as it is now, so that reading it

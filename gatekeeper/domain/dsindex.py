@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +38,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gatekeeper.domain import lines, spool
+from gatekeeper.domain import dsids, lines, spool
+from gatekeeper.domain.dsids import identity
 from gatekeeper.domain.formats import Record, load, records
 from gatekeeper.rules.errors import BadInput
 from gatekeeper.rules.r9 import author_id_of, retweet_of
@@ -133,8 +133,10 @@ def _time(value: Any) -> tuple[datetime | None, str | None]:
 class Builder:
     """Rows appended a post at a time, written a row group at a time to `out`."""
 
-    def __init__(self, out: IO[bytes]) -> None:
+    def __init__(self, out: IO[bytes], ids: IO[bytes] | None = None) -> None:
         self._writer = pq.ParquetWriter(out, SCHEMA, **_WRITER)
+        # The ID sidecar (`dsids`), written in the same pass when given its file.
+        self.ids = dsids.Writer(ids) if ids is not None else None
         self._cols: dict[str, list[Any]] = {name: [] for name in _APPENDED}
         self.rows = 0
         self._open = True
@@ -168,11 +170,13 @@ class Builder:
         if refs is None:  # most posts: no retweet, nothing referenced
             rt_at(None)
             rt_author_at(None)
+            rt_id = rt_author_id = None
             rows: Any = ()
         else:
             rt, rt_author = retweet_of(post) or (None, None)
-            rt_at(_int(rt))
-            rt_author_at(_int(rt_author))
+            rt_id, rt_author_id = _int(rt), _int(rt_author)
+            rt_at(rt_id)
+            rt_author_at(rt_author_id)
             rows = [r for r in refs if isinstance(r, dict) and "text" in r
                     and r.get("id") is not None] if isinstance(refs, list) else ()
         user_at(_user(post) if author else None)
@@ -192,6 +196,8 @@ class Builder:
         offset_at(offset)
         length_at(length)
         position_at(position)
+        if self.ids is not None:
+            self.ids.row(pid, author_id, rt_id, rt_author_id)
         self.rows += 1
         if len(self._cols["pid"]) >= ROWS:
             self._flush()
@@ -261,6 +267,8 @@ class Builder:
                                "names_exact": self.names_exact})})
         self._writer.close()
         self._open = False
+        if self.ids is not None:
+            self.ids.finish(source)
 
     def abandon(self) -> None:
         """Stop writing (the file is anonymous: unnamed, it leaves nothing); idempotent."""
@@ -268,6 +276,8 @@ class Builder:
             self._open = False
             with contextlib.suppress(OSError, pa.ArrowException):
                 self._writer.close()
+        if self.ids is not None:
+            self.ids.abandon()
 
 
 def placed_records(read: Callable[[int], bytes], name: str, max_line_bytes: int,
@@ -287,21 +297,6 @@ def placed_records(read: Callable[[int], bytes], name: str, max_line_bytes: int,
 
 
 # --- which JSONL an index describes -------------------------------------------------------------
-
-
-SAMPLES, SAMPLE = 16, 4096
-
-
-def identity(path: Path) -> dict[str, Any]:
-    """The JSONL's identity, cheaply: size, mtime and a sha256 of 16 blocks spread over it."""
-    st = os.stat(path)
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        step = max(0, st.st_size - SAMPLE) / (SAMPLES - 1)
-        for i in range(SAMPLES):
-            fh.seek(int(i * step))
-            sha.update(fh.read(SAMPLE))
-    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "fingerprint": sha.hexdigest()}
 
 
 def index_path(directory: Path, name: str) -> Path:
@@ -326,12 +321,13 @@ def describes(index: Path | Any, source: dict[str, Any]) -> bool:
 
 
 def build(data: Path, index: Path, max_line_bytes: int,
-          progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """(Re)build the index of `data` at `index`; it appears only complete (spool.Unnamed).
-    What it records of `data`."""
+          progress: Callable[[int], None] | None = None, ids: Path | None = None
+          ) -> dict[str, Any]:
+    """(Re)build the index of `data` at `index` (and its ID sidecar at `ids`, if given); each
+    appears only complete (spool.Unnamed). What it records of `data`."""
     source = identity(data)
-    with spool.Unnamed(index.parent) as out:
-        builder = Builder(out.file)
+    with spool.Unnamed(index.parent) as out, spool.Unnamed(index.parent) as sidecar:
+        builder = Builder(out.file, sidecar.file if ids is not None else None)
         try:
             with lines.opened(data) as raw:
                 read = raw
@@ -351,4 +347,6 @@ def build(data: Path, index: Path, max_line_bytes: int,
                            "written", file=str(data))
         builder.finish(source)
         out.name_as(index)
+        if ids is not None:
+            sidecar.name_as(ids)
     return source

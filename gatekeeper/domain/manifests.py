@@ -36,6 +36,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import re
 import struct
 import zlib
@@ -568,27 +569,45 @@ class Manifests:
 
     def store(self, name: str, at_ms: int, data: bytes, posts: int, users: int) -> Ref:
         """`write`'s second half: store the encoded manifest `data` whole, then index it."""
+        head = read_header(data, self.where(name))
+        return self.store_stream(name, at_ms, [data], posts, users, lambda: _spans_text(head))
+
+    def store_stream(self, name: str, at_ms: int, chunks: Iterable[bytes], posts: int,
+                     users: int, spans: Callable[[], str]) -> Ref:
+        """Store a manifest given a chunk at a time (`store`'s whole bytes, or
+        `manifest_stream.encode_sorted`'s chunks: never whole in memory), then index it with its
+        `spans` (`_spans_text`). As spool.publish: unnamed until complete and synced, then
+        linked (or one upload: an object appears only complete); `spans()` is asked once the
+        chunks are written. A failure raises
+        InsufficientStorage (or StoreUnavailable) before anything names the manifest."""
         month, delivery = self._split(name)
+        sha = hashlib.sha256()
         try:
-            if self.directory is not None:
-                # As spool.publish: unnamed until complete and synced, then linked.
-                with spool.Unnamed(self.directory / month) as unnamed:
-                    unnamed.file.write(data)
+            with contextlib.ExitStack() as stack:
+                if self.directory is not None:
+                    unnamed = stack.enter_context(spool.Unnamed(self.directory / month))
+                    fh = unnamed.file
+                else:  # ObjectStore.upload copies a local file
+                    fh = stack.enter_context(spool.anonymous())
+                fh.flush()
+                for chunk in chunks:  # unbuffered: each chunk once in memory
+                    view = memoryview(chunk)
+                    while view:  # a short write (a disk filling up) is no silent truncation
+                        view = view[os.write(fh.fileno(), view):]
+                    sha.update(chunk)
+                if self.directory is not None:
                     unnamed.name_as(self.directory / month / (delivery + SUFFIX))
-            else:
-                with spool.anonymous() as fh:  # ObjectStore.upload copies a local file
-                    fh.write(data)
+                else:
                     self._store(month).upload(fh, delivery + SUFFIX)
         except OSError as exc:
             raise InsufficientStorage(f"the manifest {self.where(name)} could not be written "
                                       f"({exc.strerror or exc})") from exc
-        head = read_header(data, self.where(name))
         with failing_closed():
             pipe = self.client.pipeline(transaction=False)
-            pipe.hset(keys.MANIFEST_SPANS, name, _spans_text(head))
+            pipe.hset(keys.MANIFEST_SPANS, name, spans())
             pipe.zadd(keys.MANIFESTS, {name: at_ms})
             pipe.execute()
-        return Ref(name, hashlib.sha256(data).hexdigest(), posts, users)
+        return Ref(name, sha.hexdigest(), posts, users)
 
     def read_bytes(self, name: str) -> bytes:
         month, delivery = self._split(name)

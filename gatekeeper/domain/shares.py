@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from gatekeeper import faults
-from gatekeeper.domain import idlists, manifests, redelivery, spool
+from gatekeeper.domain import dehydrate, idlists, manifest_stream, manifests, redelivery, spool
 from gatekeeper.domain.audit import record_denial
+from gatekeeper.domain.dehydrate import Dehydrated
 from gatekeeper.domain.deletions import Deleted
 from gatekeeper.domain.entities import Entity
 from gatekeeper.domain.gate import Gate
@@ -47,20 +48,24 @@ MAX_REPORTED = idlists.MAX_REPORTED  # bad lines listed in full; past this only 
 # worth its import (~0.3 s, 14 MB); below, the bitmap pass (~1 µs an ID) costs less than that.
 EXACT_FROM = 100_000
 BLOCK = 1 << 20  # bytes of the spool read at a time by the passes over it
+WHOLE_BLOCK = 1 << 18  # ...and by a whole-dataset share (memory is its goal: bench/ids.py)
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: no trailing newline
 
 
 class Selection:
     """IDs ready to share: validated, R9-filtered, spooled to a file no path names (R7)."""
 
-    def __init__(self, source: str) -> None:
-        self._fh = spool.anonymous()
+    def __init__(self, source: str, buffering: int = spool.BUFFER) -> None:
+        self._fh = spool.anonymous() if buffering == spool.BUFFER else \
+            spool.anonymous(buffering=buffering)
         self.source = source
         self.count = 0
         self.removed = 0  # dropped by R9
         self.repeats = 0  # an ID already selected: each leaves and counts once per share
         self._digest = hashlib.sha256()
         self._sorted: Any = None  # a large list's IDs, sorted, from `distinct` (its manifest)
+        # A whole dataset read from its ID sidecar: its manifest is made from the sidecar.
+        self.dehydrated: Dehydrated | None = None
 
     def add(self, ident: bytes) -> None:
         self._fh.write(ident + b"\n")
@@ -71,6 +76,13 @@ class Selection:
         """Add `count` IDs at once: `block` holds them, each ended by a newline."""
         self._fh.write(block)
         self._digest.update(block)
+        self.count += count
+
+    def add_rows(self, kept: bytes, count: int, named: bytes) -> None:
+        """Add `count` IDs (`kept`, each ended by a newline) of a block of rows, all of which
+        (`named`: R9's drops and repeats too, in order) name the request (`drop`, `repeat`)."""
+        self._fh.write(kept)
+        self._digest.update(named)
         self.count += count
 
     def drop(self, ident: bytes) -> None:
@@ -193,6 +205,8 @@ class Selection:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._fh.close()
+        if self.dehydrated is not None:
+            self.dehydrated.close()
 
     def __enter__(self) -> Selection:
         return self
@@ -302,6 +316,10 @@ def select_from_dataset(gate: Gate, dataset: str, filters: Any, kind: str,
     without building posts; with nothing listed, references are not even read. A post the
     file holds more than once (overlapping collections) leaves once, counted in `repeats`.
     """
+    if kind == "posts" and (filters is None or filters.is_empty):
+        whole = _from_sidecar(gate, dataset, deleted, progress)
+        if whole is not None:
+            return whole
     sel = Selection(f"dataset {dataset}")
     try:
         if kind == "users":
@@ -336,6 +354,26 @@ def select_from_dataset(gate: Gate, dataset: str, filters: Any, kind: str,
                 sel.distinct()
         return sel.seal()
     except BaseException:
+        sel.close()
+        raise
+
+
+def _from_sidecar(gate: Gate, dataset: str, deleted: Deleted,
+                  progress: Callable[[int], None] | None) -> Selection | None:
+    """Every post ID of a dataset, from its ID sidecar (`gatekeeper.domain.dehydrate`: no
+    pyarrow, no numpy); None when it has none a share may read (then: the index)."""
+    sidecar = gate.datasets.id_sidecar(dataset)
+    if sidecar is None:
+        return None
+    if not dehydrate.fits(sidecar, deleted):
+        sidecar.close()
+        return None
+    sel = Selection(f"dataset {dataset}", buffering=0)  # written a block of IDs at a time
+    try:
+        sel.dehydrated = dehydrate.dehydrate(sidecar, sel, deleted, progress)
+        return sel.seal()
+    except BaseException:
+        sidecar.close()
         sel.close()
         raise
 
@@ -403,7 +441,7 @@ def reserve(gate: Gate, auth: Authorised, selection: Selection, *, kind: str,
 
 
 def write_file(out: Path, selection: Selection, n: int,
-               before_naming: Callable[[], None] | None = None) -> None:
+               before_naming: Callable[[], None] | None = None, chunk: int = BLOCK) -> None:
     """Write the first `n` IDs to `out`; the file appears there only once complete (and
     `before_naming`, if given, has returned: the share's manifest is stored)."""
 
@@ -412,9 +450,9 @@ def write_file(out: Path, selection: Selection, n: int,
     def write(fh: IO[bytes]) -> None:
         # The spool already holds one ID per line: copy bytes, never decode them.
         written = 0
-        for chunk in selection.head(n, BLOCK):
-            fh.write(chunk)
-            written += chunk.count(b"\n")
+        for ids in selection.head(n, chunk):
+            fh.write(ids)
+            written += ids.count(b"\n")
             faults.point("share.writing")
         if written != n:
             raise OSError(f"{selection.source} changed while it was being shared")
@@ -457,6 +495,11 @@ def share_to_file(gate: Gate, *, actor: str, entity: str, out: Path, kind: str =
         held: list[Any] = [None]  # a large list's sorted IDs, for the R10 check after
 
         def deliver() -> None:
+            if selection.dehydrated is not None:  # a whole dataset, from its sidecar
+                manifest_stream.record_share(gate, res, selection.dehydrated.sorted_ids(n), n, kind,
+                                         file=out.name)
+                write_file(out, selection, n, chunk=WHOLE_BLOCK)
+                return  # no IDs at hand: the R10 check reads the manifest if it must
             ids = held[0] = selection.manifest_ids(n)
             if ids is None:
                 manifests.record_share(gate, res, selection.blocks(n), kind, file=out.name)

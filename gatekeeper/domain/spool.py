@@ -27,11 +27,12 @@ BUFFER = 1 << 20
 LEGACY = ("gatekeeper-ids-", "gatekeeper-export-")
 
 
-def anonymous(directory: str | os.PathLike[str] | None = None) -> IO[bytes]:
+def anonymous(directory: str | os.PathLike[str] | None = None,
+              buffering: int = BUFFER) -> IO[bytes]:
     """A read-write spool file without a name (closed: gone, whatever ends the process)."""
     # tempfile uses O_TMPFILE where the kernel and file system have it, and otherwise unlinks
     # the file the moment it is created.
-    return tempfile.TemporaryFile("w+b", buffering=BUFFER, dir=directory)
+    return tempfile.TemporaryFile("w+b", buffering=buffering, dir=directory)
 
 
 def _unnamed(directory: Path) -> int | None:
