@@ -260,15 +260,18 @@ SNOWFLAKE = st.integers(min_value=1460 * 10**15, max_value=1460 * 10**15 + 10**1
 
 @settings(max_examples=150, deadline=None)
 @given(ids=st.lists(st.one_of(ID, SNOWFLAKE), max_size=3000), cut=st.integers(1, 700),
-       kind=st.sampled_from(["posts", "users"]), block=st.sampled_from([1, 7, 256, 1 << 16]))
+       kind=st.sampled_from(["posts", "users"]), block=st.sampled_from([1, 7, 256, 1 << 16]),
+       step=st.sampled_from([1, 5, 1 << 13]))
 def test_the_block_encoder_makes_the_manifest_the_numpy_encoder_makes(
-        ids: list[int], cut: int, kind: str, block: int) -> None:
-    """Byte for byte, with blocks of every size (the table, the frames, the checksum)."""
+        ids: list[int], cut: int, kind: str, block: int, step: int) -> None:
+    """Byte for byte, with blocks of every size (the table, the frames, the checksum) made
+    a step of any size at a time."""
     ordered = sorted(set(ids))
     meta = {"delivery": "d" * 32, "at_ms": 5, "recipient": "acme"}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(manifests, "BLOCK_IDS", block)
         mp.setattr(manifest_stream, "BLOCK_IDS", block)
+        mp.setattr(manifest_stream, "STEP", step)
         want = manifests.encode(ordered if kind == "posts" else (),
                                 ordered if kind == "users" else (), meta)
         got = b"".join(manifest_stream.encode_sorted(

@@ -42,12 +42,13 @@ if TYPE_CHECKING:
     from gatekeeper.ledger.reservation import Reservation
 
 READ = 1 << 17  # bytes of frames copied out at a time
+STEP = 1 << 13  # IDs of a block made Python ints at once: a few hundred KB
 _LOW_THIRD = bytes(b & ((1 << (LOW_BITS - 16)) - 1) for b in range(256))  # bits 16-21 of 24
 
 
-def _blocks(pieces: Iterable[Sequence[int]]) -> Iterator[list[int]]:
-    """The IDs again, cut where `manifests.encode` cuts them: every BLOCK_IDS."""
-    block: list[int] = []
+def _blocks(pieces: Iterable[Sequence[int]]) -> Iterator[array[int]]:
+    """The IDs again, cut where `manifests.encode` cuts them: every BLOCK_IDS (8 bytes an ID)."""
+    block = array("Q")
     for piece in pieces:
         at = 0
         while at < len(piece):
@@ -56,21 +57,29 @@ def _blocks(pieces: Iterable[Sequence[int]]) -> Iterator[list[int]]:
             at += take
             if len(block) == BLOCK_IDS:
                 yield block
-                block = []
+                block = array("Q")
     if block:
         yield block
 
 
-def pack_block(block: list[int], packer: Callable[[bytes], bytes]) -> tuple[int, bytes]:
-    """`manifests._pack_block` without numpy: (delta width, frame)."""
-    highs = [x >> LOW_BITS for x in block]
-    steps = [0, *map(sub, highs[1:], highs[:-1])]
-    width = (max(steps).bit_length() + 7) // 8  # bytes of the largest delta (0: none)
-    deltas = array("Q", steps).tobytes()
-    raw = array("Q", block).tobytes()
-    planes = [deltas[p::8] for p in range(width)]
-    planes += [raw[0::8], raw[1::8], raw[2::8].translate(_LOW_THIRD)]
-    return width, packer(b"".join(planes))
+def pack_block(block: array[int], packer: Callable[[bytes], bytes]) -> tuple[int, bytes]:
+    """`manifests._pack_block` without numpy: (delta width, frame). STEP IDs at a time are
+    Python ints; the planes are bytes (11 an ID at most)."""
+    planes = [bytearray() for _ in range(11)]  # 8 of the deltas, 3 of the low 22 bits
+    before, widest = block[0] >> LOW_BITS, 0
+    for at in range(0, len(block), STEP):
+        piece = block[at:at + STEP]
+        highs = [x >> LOW_BITS for x in piece]
+        steps = list(map(sub, highs, [before, *highs[:-1]]))
+        widest, before = max(widest, *steps), highs[-1]
+        deltas, raw = array("Q", steps).tobytes(), piece.tobytes()
+        for p in range(8):
+            planes[p] += deltas[p::8]
+        planes[8] += raw[0::8]
+        planes[9] += raw[1::8]
+        planes[10] += raw[2::8].translate(_LOW_THIRD)
+    width = (widest.bit_length() + 7) // 8  # bytes of the largest delta (0: none)
+    return width, packer(b"".join(planes[:width] + planes[8:]))
 
 
 def encode_sorted(pieces: Iterable[Sequence[int]], n: int, meta: dict[str, Any] | None = None,
@@ -88,7 +97,7 @@ def encode_sorted(pieces: Iterable[Sequence[int]], n: int, meta: dict[str, Any] 
         fd, offset, seen, last = frames.fileno(), 0, 0, -1
         for block in _blocks(pieces):
             if block[0] <= last or block[-1] >= MAX_ID or seen + len(block) > n \
-                    or any(map(int.__ge__, block[:-1], block[1:])):
+                    or any(map(int.__ge__, block[:-1], block[1:])):  # arrays: ints one by one
                 raise ValueError("manifest IDs out of order, too large or more than said")
             width, frame = pack_block(block, packer)
             view = memoryview(frame)
