@@ -188,8 +188,9 @@ def test_gatekeeper_help_lists_every_command(runner: Run) -> None:
         if isinstance(cmd, click.Group):
             sub = runner(name, "--help").output
             assert all(f"  {n} " in sub for n in cmd.commands), name
-    assert set(main.commands) == {"audit", "dataset", "deletions", "entity", "init", "quota",
-                                  "report", "serve", "share", "store", "token", "user"}
+    assert set(main.commands) == {"audit", "dataset", "deletions", "entity", "init", "notices",
+                                  "quota", "report", "serve", "share", "store", "token", "trace",
+                                  "user"}
     assert "upgrade" in main.commands["store"].commands  # type: ignore[attr-defined]
 
 

@@ -91,6 +91,7 @@ EXPECTED: dict[str, Expect] = {
     "GET /audit": page(*COMPLIANCE),
     "GET /audit/export": page(*COMPLIANCE),
     "GET /report": page(*COMPLIANCE),
+    "GET /trace": page(*roles.MAY_TRACE),
     "GET /account": page(*roles.ROLES),
     # The empty form's current password is wrong: a denial, behind the sign-in lockout.
     "POST /account": lambda mode, role: "401 R12" if mode == "session" else "login",

@@ -291,3 +291,28 @@ def test_cli_trace_is_for_compliance_and_refuses_bad_ids(gate: Gate, tmp_path: P
     r = run_cli(gate, "trace", "12x", "--as", "cora", "--json")
     assert r.exit_code == 2 and json.loads(r.output.split("\ngatekeeper:")[0])["error"]
     assert run_cli(gate, "trace", str(BASE), "--as", "nobody").exit_code != 0
+
+
+def test_the_trace_page_shows_compliance_every_delivery_that_held_an_id(
+        gate: Gate, tmp_path: Path, client: FlaskClient) -> None:
+    a = share_file(gate, tmp_path, [BASE, BASE + 7], "acme-ids.txt")
+    b = api_share(gate, client, [BASE + 7])
+    assert sign_in(client, "cora", PASSWORD) == 302
+    page = client.get("/trace", query_string={"id": str(BASE + 7)}).get_data(as_text=True)
+    assert f"Post {BASE + 7}: 2 deliveries" in page
+    rows = re.findall(r"<tr><td>(.*?)</td></tr>", page[page.index('id="trace-hits"'):])
+    assert [re.findall(r"<code>(\w+)</code>", r) for r in rows] == [[a], [b]]
+    assert "acme-ids.txt" in rows[0] and "<td>cli</td>" in rows[0] and "<td>api</td>" in rows[1]
+    one = client.get("/trace", query_string={"id": str(BASE)}).get_data(as_text=True)
+    assert f"Post {BASE}: 1 delivery" in one and b not in one
+    none = client.get("/trace", query_string={"id": str(BASE + 1), "kind": "users"})
+    assert none.status_code == 200 and 'id="trace-none"' in none.get_data(as_text=True)
+    bad = client.get("/trace", query_string={"id": "12x"})
+    assert bad.status_code == 400 and "not &#39;12x&#39;" in bad.get_data(as_text=True)
+    assert client.get("/trace").status_code == 200  # the form alone
+
+
+def test_the_trace_page_is_for_compliance_only(gate: Gate, client: FlaskClient) -> None:
+    assert client.get("/trace", query_string={"id": "1"}).status_code == 302  # sign in first
+    assert sign_in(client, "ana", PASSWORD) == 302
+    assert client.get("/trace", query_string={"id": "1"}).status_code == 403

@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gatekeeper import config as config_mod
-from gatekeeper.channels.web import api, heavy, ops, pages, sessions
+from gatekeeper.channels.web import api, heavy, ops, pages, sessions, tracepage
 from gatekeeper.channels.web import auditlog as auditlog_pages
 from gatekeeper.channels.web import compliance as compliance_pages
 from gatekeeper.channels.web import home as home_pages
@@ -96,7 +96,7 @@ def create_app(gate: Gate | None = None, test_config: Mapping[str, Any] | None =
     heavy.init_app(app, config.server)
     register_error_handlers(app)
     for bp in (api.bp, pages.bp, compliance_pages.bp, auditlog_pages.bp, report_bp, account_bp,
-               home_pages.bp):
+               home_pages.bp, tracepage.bp):
         app.register_blueprint(bp)
     return app
 
