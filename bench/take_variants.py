@@ -41,8 +41,7 @@ CUTS: dict[str, list[tuple[str, str]]] = {
         ("redis.call(unpack(record))", ""),
         ("redis.call('EXPIRE', KEYS[4], tonumber(ARGV[5]))", ""),
         ("redis.call('ZADD', KEYS[8], fmt(now), share_id)", ""),
-        ("  prune_index(KEYS[9])\n  index_new(KEYS[9], KEYS[4], tonumber(ARGV[5]) * 1000)\n",
-         "\n")],
+        ("  index_new(KEYS[9], KEYS[4], tonumber(ARGV[5]) * 1000)\n", "\n")],
     "summary entry": [
         ("    summary_entry(KEYS[10 + 3 * n], s, s.key, fmt(s.used), s.first, s.last)", "")],
     "usage per day": [

@@ -275,7 +275,10 @@ else
   redis.call(unpack(record))
   redis.call('EXPIRE', KEYS[4], tonumber(ARGV[5]))
   redis.call('ZADD', KEYS[8], fmt(now), share_id)
-  prune_index(KEYS[9])
+  -- The key index forgets keys that expired when a bucket opens (as the active index above:
+  -- at most once per bucket width and counter), not on every take into the open bucket. An
+  -- entry kept a few minutes past its key names a key move.lua finds gone and skips.
+  if opened then prune_index(KEYS[9]) end
   index_new(KEYS[9], KEYS[4], tonumber(ARGV[5]) * 1000)
 end
 
