@@ -164,3 +164,20 @@ def test_a_take_after_the_server_dropped_the_hot_connection_reconnects_and_count
     assert audited(r) == ["a", "b", "c"]
     r.flushall()
     admin.close()
+
+
+def test_a_pool_capped_small_keeps_every_connection_for_its_commands(
+    real_server: dict[str, str],
+) -> None:
+    # A connection kept out of a pool of two would leave one for every other command of the
+    # process: a small pool lends the scripts a connection per call, as before.
+    r = (redis.Redis.from_url(real_server["url"], max_connections=2) if "url" in real_server
+         else redis.Redis(unix_socket_path=real_server["unix_socket_path"], max_connections=2))
+    r.flushall()
+    ledger = Ledger(r)
+    take(ledger, "a")
+    assert ledger.scripts.hot is None
+    assert len(r.connection_pool._in_use_connections) == 0  # type: ignore[attr-defined]
+    assert take(ledger, "b") == "b" and used(ledger) == 2
+    r.flushall()
+    r.close()

@@ -43,7 +43,10 @@ class Scripts:
         # for a Redis Cluster or a client holding a single connection.
         self.pool = (client.connection_pool if isinstance(client, redis.Redis)
                      and getattr(client, "connection", None) is None else None)
-        self.hot = _hot(self.pool) if self.pool is not None else None
+        # The pool's hot connection (see _Hot), unless the pool is capped small: a connection
+        # kept out of a pool of a few would starve the rest of the process's commands.
+        self.hot = (_hot(self.pool) if self.pool is not None
+                    and getattr(self.pool, "max_connections", 0) >= HOT_MIN_POOL else None)
 
     def run(self, name: str, keys: list[str], args: list[Any]) -> dict[str, Any]:
         """Run a script and decode its JSON answer; connection failures fail closed."""
@@ -60,9 +63,9 @@ class Scripts:
         lost its scripts) and a connection that died or went stale go the generic way, which
         loads the script or reconnects and retries as every call did before."""
         pool, hot = self.pool, self.hot
-        if pool is None or hot is None:
+        if pool is None:
             return script(keys=keys, args=args)
-        if hot.lock.acquire(blocking=False):
+        if hot is not None and hot.lock.acquire(blocking=False):
             try:
                 if hot.conn is None:
                     hot.conn = pool.get_connection()
@@ -89,6 +92,9 @@ def decode(raw: bytes | str) -> dict[str, Any]:
 
 
 Decoder = Callable[[list[Any]], list[Any]]
+
+
+HOT_MIN_POOL = 64  # connections a pool may open for a hot one to be kept out of it
 
 
 class _Hot:
