@@ -509,6 +509,7 @@ def writes_breakdown(client: redis.Redis, sides: dict[str, Side], reps: int,
         side = sides[name]
         for _ in range(20):
             side.grant(f"writes-{name}", 1)
+        quiet(client)  # no AOF rewrite replacing the file under the measurement
         client.config_resetstat()
         start = path.stat().st_size
         for _ in range(reps):
