@@ -453,6 +453,111 @@ def print_why(sides: dict[str, Side], why: dict[str, dict[str, float]]) -> None:
           f"{why['ours']['python']:.3f} ms")
 
 
+# What each key a cost-1 take writes is for (gatekeeper's keys, by how their names end).
+ROLES = (("audit:chain", "chain head (R11: a cut tail shows)"),
+         (":audit", "audit record, chained (R11)"),
+         (":summary", "summary entry (the dashboard's one read per pool)"),
+         (":sum", "running total"), (":daily", "usage per day (charts, report)"),
+         (":reserved", "open reservations (abandoned ones closed as counted)"),
+         (":keys", "the pool's key index (R10 moves)"),
+         (":ctr:", "the charge (bucket)"))
+
+
+SENT_AS = {"PEXPIREAT": ("expire", "pexpire", "pexpireat")}
+
+
+def _role(name: str, command: bytes, key: bytes) -> str:
+    if command in (b"MULTI", b"EXEC"):
+        return "MULTI/EXEC around the script's writes"
+    k = key.decode(errors="replace")
+    if name == "ours":
+        if ":share:" in k:
+            return "share record (exact refund, crash recovery)" if command == b"HSET" \
+                else "share record's lifetime (31 days)"
+        for end, role in ROLES:
+            if end in k and (end != ":audit" or k.endswith(":audit")):
+                return role
+    return "-"
+
+
+def _aof_commands(data: bytes) -> list[list[bytes]]:
+    """The commands of an AOF stretch (RESP arrays of bulk strings)."""
+    out, i = [], 0
+    while i < len(data):
+        end = data.index(b"\r\n", i)
+        n, i, args = int(data[i + 1:end]), end + 2, []
+        for _ in range(n):
+            end = data.index(b"\r\n", i)
+            size = int(data[i + 1:end])
+            args.append(data[end + 2:end + 2 + size])
+            i = end + 2 + size + 2
+        out.append(args)
+    return out
+
+
+def writes_breakdown(client: redis.Redis, sides: dict[str, Side], reps: int,
+                     fsync: str) -> dict[str, list[list[str]]]:
+    """Per side (gatekeeper, moving window): each write a cost-1 grant appends to the AOF —
+    what it is for, its bytes, and the command's own time in the server (INFO commandstats,
+    per call; with ``appendfsync no``) — and the script's whole time beside the sum of its
+    commands' (the rest is Lua and Redis's per-call work around each command)."""
+    path = Path(client.config_get("dir")["dir"]) / client.config_get("appendfilename")[
+        "appendfilename"]
+    out: dict[str, list[list[str]]] = {}
+    client.config_set("appendfsync", "no")
+    for name in ("ours", "mw"):
+        side = sides[name]
+        for _ in range(20):
+            side.grant(f"writes-{name}", 1)
+        quiet(client)  # no AOF rewrite replacing the file under the measurement
+        client.config_resetstat()
+        start = path.stat().st_size
+        for _ in range(reps):
+            side.grant(f"writes-{name}", 1)
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+        stats = client.info("commandstats")
+        script = stats.get("cmdstat_evalsha", {"usec": 0})["usec"] / reps
+        rows: dict[tuple[str, str], list[float]] = {}
+        for args in _aof_commands(data):
+            command = args[0].upper()
+            key = (command.decode(), _role(name, command, args[1] if len(args) > 1 else b""))
+            row = rows.setdefault(key, [0.0, 0.0])
+            row[0] += 1 / reps
+            row[1] += (len(b"*%d\r\n" % len(args)) + sum(
+                len(b"$%d\r\n" % len(a)) + len(a) + 2 for a in args)) / reps
+        table = []
+        for (command, role), (count, size) in sorted(rows.items(), key=lambda r: -r[1][1]):
+            # A lifetime is written to the AOF as PEXPIREAT whichever command set it.
+            own = next((stats[f"cmdstat_{c}"]["usec_per_call"] for c in
+                        SENT_AS.get(command, (command.lower(),)) if f"cmdstat_{c}" in stats),
+                       None)
+            table.append([command, role, f"{count:.2f}", f"{size:,.0f}",
+                          "-" if own is None else f"{own:.2f}"])
+        inner = [v for k, v in stats.items()
+                 if k not in ("cmdstat_evalsha", "cmdstat_info", "cmdstat_config")]
+        calls = sum(v["calls"] for v in inner) / reps
+        table.append(["all", f"{calls:.0f} calls ({script:.1f} µs, "
+                      f"{sum(v['usec'] for v in inner) / reps:.1f} in commands)", "",
+                      f"{sum(r[1] for r in rows.values()):,.0f}", ""])
+        out[name] = table
+    client.config_set("appendfsync", fsync)
+    return out
+
+
+def print_writes(sides: dict[str, Side], writes: dict[str, list[list[str]]]) -> None:
+    print()
+    print("what a cost-1 grant writes (the AOF appended per grant, by command and what it is "
+          "for; a command's own time in the server per call, from INFO commandstats, "
+          "appendfsync no; 'all': every Redis call a grant makes, reads too, the script's "
+          "whole time in the server and its commands' own part — the rest is Lua and Redis's "
+          "work around each call):")
+    for name, table in writes.items():
+        print(f"{sides[name].short}:")
+        print_table(["command", "for", "per grant", "AOF B", "µs/call"], table)
+
+
 def cost1_goals(args: argparse.Namespace, fig: dict[str, dict[str, float]]
                 ) -> list[tuple[str, bool]]:
     o, mw = fig["ours"], fig["mw"]
@@ -468,7 +573,8 @@ def cost1_goals(args: argparse.Namespace, fig: dict[str, dict[str, float]]
 
 def report_cost1(args: argparse.Namespace, command: str, facts: list[str],
                  sides: dict[str, Side], res: dict[str, dict[str, Any]],
-                 why: dict[str, dict[str, float]], loads: list[str], started: float) -> int:
+                 why: dict[str, dict[str, float]], writes: dict[str, list[list[str]]],
+                 loads: list[str], started: float) -> int:
     """--cost1: the cost-1 rows, the breakdown and the two parity goals."""
     fig = {name: {k: median(v) for k, v in r.items() if isinstance(v, list)}
            for name, r in res.items()}
@@ -485,6 +591,7 @@ def report_cost1(args: argparse.Namespace, command: str, facts: list[str],
         print(f"runs, {label}: " + " / ".join(
             f"{sides[n].short} " + ", ".join(f"{v:,.3g}" for v in res[n][what]) for n in SIDES))
     print_why(sides, why)
+    print_writes(sides, writes)
     code = print_goals(cost1_goals(args, fig))
     print(f"\ntotal run time {time.perf_counter() - started:.0f} s")
     return code
@@ -550,6 +657,7 @@ def main() -> int:
                 res[name].setdefault(what, []).append(value)
 
             why = breakdown(client, sides, args.runs, args.breakdown_reps, args.fsync)
+            writes = writes_breakdown(client, sides, args.breakdown_reps, args.fsync)
             loads.append(load())
 
             # Latency, cost 1: a fresh entity per side and run, many grants into it.
@@ -594,7 +702,7 @@ def main() -> int:
             pool.close()
             pool = None
             if args.cost1:
-                return report_cost1(args, command, facts, sides, res, why, loads, started)
+                return report_cost1(args, command, facts, sides, res, why, writes, loads, started)
 
             # Many grants in the window: cost-1 grants into an entity that already holds
             # --window-grants of them (the sorted set's are added in bulk, the others granted).
@@ -693,6 +801,7 @@ def main() -> int:
           f"gatekeeper's counter reads {ours_used:,} used of {LIMIT:,}")
 
     print_why(sides, why)
+    print_writes(sides, writes)
 
     o, mw, zs = fig["ours"], fig["mw"], fig["zset"]
     goals = [
