@@ -15,6 +15,7 @@ from typing import IO, Any
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen import canvas
 from reportlab.platypus import (
     BaseDocTemplate,
@@ -90,6 +91,21 @@ def _numbered(label: str, font: str) -> type[canvas.Canvas]:
     return Numbered
 
 
+def _widths(rows: list[list[str]], font: str, size: float) -> list[float]:
+    """Each column as wide as its widest cell (a timestamp or a share id on one line), the
+    widest columns narrowed first when the page is too narrow for them all."""
+    pad = 13  # a Table cell's padding (6 each side) and a point to spare
+    wanted = [max(stringWidth(str(r[i]), font, size) for r in rows) + pad
+              for i in range(len(rows[0]))]
+    room = PAGE[0] - 2 * MARGIN
+    while sum(wanted) > room + 0.5:  # the widest down to the next widest, or to fit
+        widest = max(wanted)
+        below = max((w for w in wanted if w < widest), default=0.0)
+        to = max(below, widest - (sum(wanted) - room) / wanted.count(widest))
+        wanted = [to if w == widest else w for w in wanted]
+    return wanted
+
+
 def write_notice_pdf(letter: Letter, stream: IO[bytes]) -> int:
     """Write the letter to a binary stream; the number of pages."""
     f = _Fonts()
@@ -127,7 +143,7 @@ def write_notice_pdf(letter: Letter, stream: IO[bytes]) -> int:
         rows.append([d.delivered, d.delivery, d.channel, d.kind, d.file or "—",
                      f"{d.posts:,}", f"{d.users:,}"])
     cells = [[p(str(c), small) for c in row] for row in rows]
-    table = Table(cells, colWidths=[78, 120, 40, 60, 83, 59, 59], repeatRows=1)
+    table = Table(cells, colWidths=_widths(rows, f.base, small.fontSize), repeatRows=1)
     table.setStyle(TableStyle([
         ("GRID", (0, 0), (-1, -1), 0.3, colors.HexColor("#9aa3b2")),
         ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8ebf0")),

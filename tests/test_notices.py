@@ -331,6 +331,12 @@ def test_the_cli_lists_shows_exports_and_acknowledges_a_notice(
     for expected in ("Deletion notice", "entity acme", "Delete by", str(A + 3), "24 hours",
                      ident):
         assert expected in words
+    # The deliveries table: each cell on one line (a share id, a time, a header word whole).
+    lines = words[words.index("What was delivered"):].splitlines()
+    shown = set(re.findall(r"\b[0-9a-f]{32}\b", runner("notices", "show", ident).output))
+    assert len(shown - {ident}) == 1  # the one delivery, o.txt
+    for expected in ("Channel", "Posts", "Users", *(shown - {ident})):
+        assert expected in lines, (expected, lines)
 
     r = runner("notices", "ack", ident, "--by", "Jane Doe", "--as", "dana")
     assert r.exit_code == 4 and "R12" in r.output, r.output
