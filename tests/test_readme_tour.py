@@ -46,6 +46,13 @@ EXPECTED_OUTPUT = [
     ("--kind users", "User IDs to acme"),
     ("deletions add ../shared/samples/tweets_compliance.jsonl", "2 newly hidden"),
     ("deletions lift 1170025343920402432", "1170025343920402432"),
+    # The deletion's notice, from ingest to acknowledgement: one recipient, one delivery.
+    ("deletions add deleted.txt", "1 deletion notice opened"),
+    ("notices show", "to entity acme"),
+    ("notices show", "to-acme.txt"),
+    ("notices export", "notice-acme/notice-"),
+    ("trace \"$(jq", "to-acme.txt"),
+    ("notices ack", "acknowledged: confirmed by Acme data office"),
     ("set-parent globex", "pools its Post IDs with acme"),
     ("token revoke", "revoked"),
 ]
