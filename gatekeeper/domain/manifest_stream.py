@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from gatekeeper.ledger.reservation import Reservation
 
 READ = 1 << 17  # bytes of frames copied out at a time
-STEP = 1 << 13  # IDs of a block made Python ints at once: a few hundred KB
+STEP = 1 << 11  # IDs of a block made Python ints at once: ~100 KB
 _LOW_THIRD = bytes(b & ((1 << (LOW_BITS - 16)) - 1) for b in range(256))  # bits 16-21 of 24
 
 
@@ -62,24 +62,35 @@ def _blocks(pieces: Iterable[Sequence[int]]) -> Iterator[array[int]]:
         yield block
 
 
-def pack_block(block: array[int], packer: Callable[[bytes], bytes]) -> tuple[int, bytes]:
-    """`manifests._pack_block` without numpy: (delta width, frame). STEP IDs at a time are
-    Python ints; the planes are bytes (11 an ID at most)."""
-    planes = [bytearray() for _ in range(11)]  # 8 of the deltas, 3 of the low 22 bits
-    before, widest = block[0] >> LOW_BITS, 0
-    for at in range(0, len(block), STEP):
+def pack_block(block: array[int], packer: Callable[[bytes | bytearray], bytes]
+               ) -> tuple[int, bytes]:
+    """`manifests._pack_block` without numpy: (delta width, frame). Two passes of STEP IDs
+    at a time as Python ints — the first finds the widest delta, the second lays each plane
+    straight into the one buffer zstd reads (11 bytes an ID at most, no copy of it)."""
+    n, first = len(block), block[0] >> LOW_BITS
+    widest = 0
+    for at in range(0, n, STEP):
+        piece = block[max(at - 1, 0):at + STEP]  # with the ID before it: order across pieces
+        if any(map(int.__ge__, piece[:-1], piece[1:])):
+            raise ValueError("manifest IDs out of order, too large or more than said")
+        highs = [x >> LOW_BITS for x in piece]
+        widest = max(widest, *map(sub, highs[1:], highs[:-1]), 0)
+    width = (widest.bit_length() + 7) // 8  # bytes of the largest delta (0: none)
+    out = bytearray((width + 3) * n)
+    for at in range(0, n, STEP):
         piece = block[at:at + STEP]
         highs = [x >> LOW_BITS for x in piece]
-        steps = list(map(sub, highs, [before, *highs[:-1]]))
-        widest, before = max(widest, *steps), highs[-1]
-        deltas, raw = array("Q", steps).tobytes(), piece.tobytes()
-        for p in range(8):
-            planes[p] += deltas[p::8]
-        planes[8] += raw[0::8]
-        planes[9] += raw[1::8]
-        planes[10] += raw[2::8].translate(_LOW_THIRD)
-    width = (widest.bit_length() + 7) // 8  # bytes of the largest delta (0: none)
-    return width, packer(b"".join(planes[:width] + planes[8:]))
+        end = at + len(piece)
+        if width:
+            before = first if at == 0 else block[at - 1] >> LOW_BITS
+            deltas = array("Q", map(sub, highs, [before, *highs[:-1]])).tobytes()
+            for p in range(width):
+                out[p * n + at:p * n + end] = deltas[p::8]
+        raw = piece.tobytes()
+        out[width * n + at:width * n + end] = raw[0::8]
+        out[(width + 1) * n + at:(width + 1) * n + end] = raw[1::8]
+        out[(width + 2) * n + at:(width + 2) * n + end] = raw[2::8].translate(_LOW_THIRD)
+    return width, packer(out)
 
 
 def encode_sorted(pieces: Iterable[Sequence[int]], n: int, meta: dict[str, Any] | None = None,
@@ -96,8 +107,7 @@ def encode_sorted(pieces: Iterable[Sequence[int]], n: int, meta: dict[str, Any] 
     with spool.anonymous(buffering=0) as frames:
         fd, offset, seen, last = frames.fileno(), 0, 0, -1
         for block in _blocks(pieces):
-            if block[0] <= last or block[-1] >= MAX_ID or seen + len(block) > n \
-                    or any(map(int.__ge__, block[:-1], block[1:])):  # arrays: ints one by one
+            if block[0] <= last or block[-1] >= MAX_ID or seen + len(block) > n:
                 raise ValueError("manifest IDs out of order, too large or more than said")
             width, frame = pack_block(block, packer)
             view = memoryview(frame)
