@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
 
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.pdfbase.pdfmetrics import stringWidth
-from reportlab.pdfgen import canvas
 from reportlab.platypus import (
     BaseDocTemplate,
     Frame,
@@ -27,7 +26,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from exports.report_pdf import _Fonts
+from exports.report_pdf import _Fonts, _numbered
 
 PAGE = A4
 MARGIN = 48
@@ -64,31 +63,6 @@ class Letter:
     acknowledged: str | None = None  # "by WHO at WHEN (note)" once acknowledged
     sender: str = "gatekeeper"
     extra: dict[str, str] = field(default_factory=dict)
-
-
-def _numbered(label: str, font: str) -> type[canvas.Canvas]:
-    """A canvas that stamps the notice and "page N of M" on each page at the end."""
-
-    class Numbered(canvas.Canvas):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._pages: list[dict[str, Any]] = []
-
-        def showPage(self) -> None:  # reportlab's name
-            self._pages.append(dict(self.__dict__))
-            self._startPage()
-
-        def save(self) -> None:
-            for state in self._pages:
-                self.__dict__.update(state)
-                self.setFont(font, 7)
-                self.drawString(MARGIN, MARGIN / 2, label)
-                self.drawRightString(PAGE[0] - MARGIN, MARGIN / 2,
-                                     f"page {self._pageNumber} of {len(self._pages)}")
-                super().showPage()
-            super().save()
-
-    return Numbered
 
 
 def _widths(rows: list[list[str]], font: str, size: float) -> list[float]:
@@ -175,5 +149,5 @@ def write_notice_pdf(letter: Letter, stream: IO[bytes]) -> int:
     frame = Frame(MARGIN, MARGIN, WIDTH, PAGE[1] - 2 * MARGIN, id="body", leftPadding=0,
                   rightPadding=0, topPadding=0, bottomPadding=0)
     doc.addPageTemplates([PageTemplate(id="page", frames=[frame])])
-    doc.build(story, canvasmaker=_numbered(label, f.base))
+    doc.build(story, canvasmaker=_numbered(label, f.base, PAGE, MARGIN))
     return int(doc.page)

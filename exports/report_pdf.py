@@ -686,8 +686,10 @@ class _Report:
         return self.story
 
 
-def _numbered(label: str, font: str) -> type[canvas.Canvas]:
-    """A canvas that keeps its pages until the end, then stamps "page N of M" on each."""
+def _numbered(label: str, font: str, page: tuple[float, float] = PAGE,
+              margin: float = MARGIN) -> type[canvas.Canvas]:
+    """A canvas that keeps its pages until the end, then stamps `label` and "page N of M" on
+    each (the report's and the deletion notice's, exports/notice_pdf.py)."""
 
     class Numbered(canvas.Canvas):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -704,8 +706,8 @@ def _numbered(label: str, font: str) -> type[canvas.Canvas]:
                 self.__dict__.update(state)
                 self.setFont(font, 7)
                 self.setFillColor(colors.HexColor("#5b6475"))
-                self.drawString(MARGIN, MARGIN / 2, label)
-                self.drawRightString(PAGE[0] - MARGIN, MARGIN / 2,
+                self.drawString(margin, margin / 2, label)
+                self.drawRightString(page[0] - margin, margin / 2,
                                      f"page {self._pageNumber} of {total}")
                 super().showPage()
             super().save()

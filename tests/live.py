@@ -166,3 +166,19 @@ def sign_in_agreeing(client: Any, name: str, password: str) -> None:
     page = client.get("/terms").get_data(as_text=True)
     resp = client.post("/terms", data={"agree": "yes", "csrf_token": form_token(page)})
     assert resp.status_code == 302
+
+
+def export_spanish(client: Any, name: str = "ana") -> bytes:
+    """`name` (an analyst of build_gate's, PASSWORD) signs in, agrees to the terms and exports
+    kpop's Spanish posts as XLSX through the web form; the file's bytes."""
+    sign_in_agreeing(client, name, PASSWORD)
+    form = client.get("/export", query_string={"dataset": "kpop", "lang": "es"}
+                      ).get_data(as_text=True)
+    form = form[form.index('id="export-form"'):]
+    data = {"format": "xlsx", **dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form))}
+    resp = client.post("/export", data=data)
+    try:
+        assert resp.status_code == 200, resp.get_data(as_text=True)[:500]
+        return bytes(resp.get_data())
+    finally:
+        resp.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import struct
 import zlib
 from pathlib import Path
@@ -17,7 +16,7 @@ import redis
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from live import PASSWORD, build_gate, form_token, share_ids, sign_in
+from live import build_gate, export_spanish, share_ids
 
 from gatekeeper import config as config_mod
 from gatekeeper.domain import manifests
@@ -344,24 +343,6 @@ def spanish_posts() -> list[dict[str, Any]]:
     from gatekeeper.domain.formats import iter_posts
 
     return [p for p in iter_posts(SAMPLES / "kpop.jsonl") if p.get("lang") == "es"]
-
-
-def export_spanish(client: FlaskClient) -> bytes:
-    """ana signs in, agrees to the terms and exports kpop's Spanish posts (retweets whole)."""
-    assert sign_in(client, "ana", PASSWORD) == 302
-    page = client.get("/terms").get_data(as_text=True)
-    assert client.post("/terms", data={"agree": "yes", "csrf_token": form_token(
-        page, "csrf_token")}).status_code == 302
-    form = client.get("/export", query_string={"dataset": "kpop", "lang": "es"}
-                      ).get_data(as_text=True)
-    form = form[form.index('id="export-form"'):]
-    data = {"format": "xlsx", **dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form))}
-    resp = client.post("/export", data=data)
-    try:
-        assert resp.status_code == 200, resp.get_data(as_text=True)[:500]
-        return resp.get_data()
-    finally:
-        resp.close()
 
 
 def test_a_hydrated_export_commits_with_the_manifest_of_its_posts_and_users(

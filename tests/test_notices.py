@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
-from live import PASSWORD, build_gate, form_token, share_ids, sign_in
+from live import PASSWORD, build_gate, export_spanish, share_ids
 
 from gatekeeper import config as config_mod
 from gatekeeper.domain import notices as notices_mod
@@ -42,21 +42,6 @@ def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
                    channel="cli")
     g.entities.accept_terms("beta", by="Bo Beta", actor="t", channel="cli")
     return g
-
-
-def export_spanish(client: FlaskClient) -> None:
-    """ana signs in, agrees to the terms and exports kpop's Spanish posts (retweets whole)."""
-    assert sign_in(client, "ana", PASSWORD) == 302
-    page = client.get("/terms").get_data(as_text=True)
-    assert client.post("/terms", data={"agree": "yes", "csrf_token": form_token(
-        page, "csrf_token")}).status_code == 302
-    form = client.get("/export", query_string={"dataset": "kpop", "lang": "es"}
-                      ).get_data(as_text=True)
-    form = form[form.index('id="export-form"'):]
-    data = {"format": "xlsx", **dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form))}
-    resp = client.post("/export", data=data)
-    assert resp.status_code == 200, resp.get_data(as_text=True)[:500]
-    resp.close()
 
 
 def api_share(gate: Gate, client: FlaskClient, entity: str, ids: list[int]) -> str:

@@ -15,7 +15,7 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
-from live import PASSWORD, build_gate, form_token, sign_in
+from live import PASSWORD, build_gate, export_spanish, sign_in
 
 from gatekeeper.channels.cli.context import Context, Group
 from gatekeeper.channels.cli.trace import trace_cmd
@@ -56,21 +56,6 @@ def api_share(gate: Gate, client: FlaskClient, ids: list[int]) -> str:
     assert resp.status_code == 200, resp.get_data(as_text=True)
     resp.close()
     return str(resp.headers["X-Share-Id"])
-
-
-def export_spanish(client: FlaskClient) -> None:
-    """ana exports kpop's Spanish posts as XLSX through the web form."""
-    assert sign_in(client, "ana", PASSWORD) == 302
-    page = client.get("/terms").get_data(as_text=True)
-    assert client.post("/terms", data={"agree": "yes", "csrf_token": form_token(
-        page, "csrf_token")}).status_code == 302
-    form = client.get("/export", query_string={"dataset": "kpop", "lang": "es"}
-                      ).get_data(as_text=True)
-    form = form[form.index('id="export-form"'):]
-    data = {"format": "xlsx", **dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form))}
-    resp = client.post("/export", data=data)
-    assert resp.status_code == 200, resp.get_data(as_text=True)[:500]
-    resp.close()
 
 
 def deliveries(gate: Gate, ident: int, **kw: Any) -> list[str]:
