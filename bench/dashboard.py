@@ -16,7 +16,7 @@ measured two ways, alternating run by run (medians of at least 3): the dashboard
 pools' summaries with rows for the page shown against a row for every entity and recipient, and
 the audit log's first page from the heads of the streams that hold it (heads.lua's top mode)
 against every stream's head and against reading every stream; and ``/dashboard`` with the
-open deletion notices (``--notices``, default 10,000, issue 15: the page reads their count and
+open deletion notices (``--notices``, default 1,000, issue 15: the page reads their count and
 the first ten) against none, alternating. The load
 average is printed before, during and after the timing (the machine may be shared). Goals:
 ``/dashboard`` <= 300 ms with 1,000 entities and <= 500 ms with more (10,000), on a normal and on
@@ -448,7 +448,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=7, help="timed requests per page")
     parser.add_argument("--report-reps", type=int, default=3, help="timed monthly reports")
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--notices", type=int, default=10_000,
+    parser.add_argument("--notices", type=int, default=1_000,
                         help="open deletion notices on the store (issue 15; 0: none)")
     parser.add_argument("--no-report", action="store_true",
                         help="skip the monthly report (its own goal): pages only")
