@@ -109,12 +109,17 @@ def notice_file(ident: str, name: str) -> Response:
     a temporary directory and streamed from there."""
     notice = gate().notices.get(ident)
     own = notice.recipient_kind == policy.PERSON and notice.recipient == me().name
-    if name not in FILES or not (own or roles.allows(me(), ALLOWED)):
+    if not (own or roles.allows(me(), ALLOWED)):
         # Another person's notice is answered as an unknown one: its existence is theirs.
         raise NotFound(f"no deletion notice {ident!r}", rule="R9")
+    if name not in FILES:
+        raise NotFound(f"deletion notice {notice.id} has no file {name!r} (its files: "
+                       f"{', '.join(FILES)})", rule="R9")
     label, mimetype = FILES[name]
     if label and not getattr(notice, label):
         raise NotFound(f"deletion notice {notice.id} names no {label[:-1]} IDs", rule="R9")
+    # Not a prefix `spool.sweep` removes: a sweep on a live server must not take a download's
+    # files from under it (a process killed mid-download leaves this directory of IDs).
     directory = Path(tempfile.mkdtemp(prefix="gatekeeper-notice-"))
     try:
         gate().notices.export(notice.id, directory, actor=me().name, channel="web")
