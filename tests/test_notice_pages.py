@@ -21,12 +21,15 @@ from typing import Any
 import pdfplumber
 import pytest
 import redis
+from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 from live import PASSWORD, SAMPLES, form_token, sign_in
 
 from exports import report_pdf
 from gatekeeper import config as config_mod
+from gatekeeper.channels.cli import context as cli_context
+from gatekeeper.channels.cli import main as cli
 from gatekeeper.domain import shares
 from gatekeeper.domain.filters import Filters
 from gatekeeper.domain.gate import Gate, ingest_deletion_stream
@@ -285,7 +288,7 @@ def test_the_dashboard_reads_a_bounded_number_of_notices(
 
 
 def test_the_monthly_report_counts_notices_opened_acknowledged_and_overdue_per_recipient(
-        world: World) -> None:
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     g, clock = world.gate, world.clock
     clock.set(START + 34 * HOUR)
     g.notices.ack(world.bea.id, by="bea", actor="cora", channel="cli")  # late
@@ -314,3 +317,9 @@ def test_the_monthly_report_counts_notices_opened_acknowledged_and_overdue_per_r
     assert "Deletion notices to the recipients (R9)" in text
     assert "Overdue notices" in text and world.acme.id in text
     assert "Deletion notices opened (R9) 4 2 acknowledged, 3 overdue" in text
+    # The command says so too (and its --json summary carries the counts).
+    monkeypatch.setattr(cli_context, "Gate", lambda _config: g)
+    r = CliRunner().invoke(cli.main, ["--config", str(tmp_path / "config.toml"), "report",
+                                      "--month", "2026-03", "--out", str(tmp_path / "r.pdf")],
+                           catch_exceptions=False)
+    assert r.exit_code == 0 and "4 deletion notices opened, 3 overdue" in r.output, r.output
