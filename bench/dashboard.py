@@ -15,7 +15,9 @@ of that history (data and PDF); then a busy day — every analyst receives hydra
 measured two ways, alternating run by run (medians of at least 3): the dashboard's data from the
 pools' summaries with rows for the page shown against a row for every entity and recipient, and
 the audit log's first page from the heads of the streams that hold it (heads.lua's top mode)
-against every stream's head and against reading every stream. The load
+against every stream's head and against reading every stream; and ``/dashboard`` with the
+open deletion notices (``--notices``, default 1,000, issue 15: the page reads their count and
+the first ten) against none, alternating. The load
 average is printed before, during and after the timing (the machine may be shared). Goals:
 ``/dashboard`` <= 300 ms with 1,000 entities and <= 500 ms with more (10,000), on a normal and on
 a busy day; ``/audit`` first page <= 100 ms; the report <= 10 s. Prints one table and the goals;
@@ -254,6 +256,71 @@ def ingest_deletions(gate: Gate, rng: random.Random) -> None:
                            actor="cora", channel="web")
 
 
+def seed_notices(gate: Gate, n: int, now: int, entities: list[Entity],
+                 users: list[User]) -> None:
+    """`n` open deletion notices (issue 15), hashes and sorted sets shaped exactly as
+    Notices._commit writes them — half to people, half to entities; a third overdue, the rest
+    due within 20 hours — written directly: opening them through a scan needs manifests and
+    deletion lists, and only what the pages read matters here."""
+    import json
+
+    client = gate.client
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        ident = f"{i:032x}"
+        person = i % 2 == 0
+        kind = "person" if person else "entity"
+        who = users[i % len(users)] if person else None
+        name = who.name if who else entities[i % len(entities)].name
+        entity = who.entity if who else name
+        deadline = now - 3_600_000 if i % 3 == 0 else now + 3_600_000 * (1 + i % 20)
+        opened = deadline - DAY_MS
+        delivery = {"delivery": uuid.uuid4().hex, "channel": "web" if person else "api",
+                    "kind": "export.xlsx" if person else "share.posts",
+                    "delivered_ms": opened - 5 * DAY_MS,
+                    "file": f"demo-{name}.xlsx" if person else None, "posts": 3, "users": 0}
+        pipe.hset(keys.notice(ident), mapping={
+            "id": ident, "recipient_kind": kind, "recipient": name, "entity": entity,
+            "opened_ms": opened, "deadline_ms": deadline, "deliveries": json.dumps([delivery]),
+            "posts": 3, "users": 0, "state": "open", "sources": json.dumps(["bench.txt"]),
+            "file": f"2026-01/{ident}"})
+        pipe.zadd(keys.NOTICES_OPEN, {ident: deadline})
+        pipe.zadd(keys.NOTICES_ALL, {ident: opened})
+        pipe.zadd(keys.notices_of(kind, name), {ident: opened})
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
+def notices_sides(web: FlaskClient, client: redis.Redis, n: int, reps: int, goal: float
+                  ) -> list[tuple[str, str, str, bool]]:
+    """/dashboard with the `n` open notices and with none (the open set renamed away),
+    alternating request by request after one warm-up round; medians."""
+    stash = f"{keys.NOTICES_OPEN}:bench-stash"
+    samples: dict[str, list[float]] = {"with": [], "none": []}
+    error = None
+    for i in range(reps + 1):
+        for side in (("with", "none") if i % 2 else ("none", "with")):
+            if side == "none":
+                client.rename(keys.NOTICES_OPEN, stash)
+            try:
+                got, error = time_page(web, "/dashboard", 1, warm=0)
+            finally:
+                if side == "none":
+                    client.rename(stash, keys.NOTICES_OPEN)
+            if error:
+                return [(f"/dashboard with {n:,} open deletion notices", error,
+                         f"<= {goal:.0f}", False)]
+            if i:
+                samples[side] += got
+    med = statistics.median(samples["with"])
+    none = statistics.median(samples["none"])
+    return [(f"/dashboard with {n:,} open deletion notices (and with none), alternating, "
+             f"median of {reps} (ms)",
+             f"{med:,.1f} (none: {none:,.1f}; difference {med - none:+,.1f})",
+             f"<= {goal:.0f}", med <= goal)]
+
+
 def audit_records(client: redis.Redis) -> int:
     streams = {keys.SYS_AUDIT, *(s.decode() for s in client.smembers(keys.AUDIT_STREAMS))}
     pipe = client.pipeline(transaction=False)
@@ -381,6 +448,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=7, help="timed requests per page")
     parser.add_argument("--report-reps", type=int, default=3, help="timed monthly reports")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--notices", type=int, default=1_000,
+                        help="open deletion notices on the store (issue 15; 0: none)")
     parser.add_argument("--no-report", action="store_true",
                         help="skip the monthly report (its own goal): pages only")
     args = parser.parse_args()
@@ -425,6 +494,7 @@ def main() -> int:
                 for k, v in run_traffic(gate, entities, users, extra).items():
                     counts[k] = counts.get(k, 0) + v
             records = audit_records(client)
+            seed_notices(gate, args.notices, now, entities, users)
             build_s = time.perf_counter() - t0
             client.config_set("appendfsync", "always")
 
@@ -450,6 +520,9 @@ def main() -> int:
                                  med <= goal_of[path]))
 
                 rows += compare(gate, max(3, args.reps // 2))
+                if args.notices:
+                    rows += notices_sides(web, client, args.notices, args.reps,
+                                          goal_of["/dashboard"])
 
                 report = None
                 if not args.no_report:
@@ -509,7 +582,7 @@ def main() -> int:
         print(fact)
     print(f"history: built in {build_s:.0f} s through the library; events "
           + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
-          + f", 3 deletion ingests; month {month}")
+          + f", 3 deletion ingests, {args.notices:,} open deletion notices; month {month}")
     if report is not None:
         summary = report.summary()
         print(f"report: {summary['records']:,} records in the month, "

@@ -111,6 +111,10 @@ class ReportData(Protocol):
     def checkpoint(self) -> str: ...
     @property
     def redelivered(self) -> Sequence[Any]: ...
+    @property
+    def notices(self) -> Sequence[Any]: ...
+    @property
+    def notices_overdue(self) -> Sequence[Any]: ...
 
     def total(self, kind: str) -> int: ...
     def top(self, n: int) -> Sequence[Any]: ...
@@ -380,6 +384,10 @@ class _Report:
              f"{_count(sum(len(f.findings) for f in d.redelivered), 'share')} (section 8)"),
             ("Deletion lists ingested (R9)", f"{len(d.deletions):,}",
              f"{d.withheld_r9:,} IDs withheld from {_count(d.shares_with_withheld, 'share')}"),
+            ("Deletion notices opened (R9)", f"{sum(r.opened for r in d.notices):,}",
+             f"{sum(r.acknowledged for r in d.notices):,} acknowledged, "
+             f"{sum(r.overdue for r in d.notices):,} overdue (past 24 hours unconfirmed) in "
+             "the month"),
         ]
         self.table(("figure", "value", "note"), rows, (200, 90, 480), numeric=(1,))
         self.story.append(Paragraph("Audit records against the ledger", self.h2))
@@ -656,6 +664,32 @@ class _Report:
             f"{d.deleted_now.get('users', 0):,} users. Stored datasets still holding listed "
             f"posts (posts affected): {affected or 'none'}."))
 
+    def notices(self) -> None:
+        d = self.d
+        self.story.append(Paragraph("Deletion notices to the recipients (R9)", self.h2))
+        self.story.append(self.p(
+            "Each ingest opens a notice to every recipient of a delivery that held what it "
+            "newly hides (the entity of an ID share, the person of an export): delete by the "
+            "ingest's time plus 24 hours, then confirm; compliance records the confirmation. "
+            "Overdue: past the deadline without a confirmation at some moment of the month.",
+            self.small))
+        self.table(("recipient", "to", "entity", "opened", "IDs to delete", "acknowledged",
+                    "of which late", "overdue", "open at the month's end"),
+                   [(r.recipient, r.recipient_kind, r.entity, f"{r.opened:,}", f"{r.ids:,}",
+                     f"{r.acknowledged:,}", f"{r.acknowledged_late:,}", f"{r.overdue:,}",
+                     f"{r.open_at_end:,}") for r in d.notices],
+                   (130, 50, 110, 55, 80, 75, 65, 55, 110), numeric=(3, 4, 5, 6, 7, 8),
+                   empty="No deletion notice was open in the month.")
+        if d.notices_overdue:
+            self.story.append(Paragraph("Overdue notices", self.h2))
+            self.table(("notice", "recipient", "entity", "opened (UTC)", "deadline (UTC)",
+                        "IDs", "acknowledged (UTC)", "confirmed by"),
+                       [(n.id, f"{n.recipient} ({n.recipient_kind})", n.entity,
+                         _when(n.opened_ms), _when(n.deadline_ms), f"{n.ids:,}",
+                         _when(n.acked_ms, "not yet"), n.acked_by or "-")
+                        for n in d.notices_overdue],
+                       (190, 110, 80, 85, 85, 50, 85, 90), numeric=(5,))
+
     def method(self) -> None:
         self.heading("10 How the figures are made")
         for text in (
@@ -681,7 +715,7 @@ class _Report:
     def build(self) -> list[Flowable]:
         for section in (self.title_page, self.summary, self.charts, self.entities, self.peaks,
                         self.recipients, self.refusals, self.exemptions, self.pools,
-                        self.deletions, self.method):
+                        self.deletions, self.notices, self.method):
             section()
         return self.story
 

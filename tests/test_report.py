@@ -392,10 +392,10 @@ def test_a_name_too_wide_for_its_column_wraps_inside_it(gate: Gate, clock: Clock
         page = next(p for p in pdf.pages
                     if "3 Entities" in (p.extract_text() or "").splitlines())
         # The entity column runs from the margin (36 pt) for 130 pt; its table comes first
-        # after the heading (the page may begin with the end of section 2).
+        # under the heading (a chart of section 2 may end above it on the same page).
         words = page.extract_words()
-        top = next(w["top"] for w in words if w["text"] == "Entities")
-        cell = sorted((w for w in words if w["top"] > top
+        heading = min(w["top"] for w in words if w["text"] == "Entities")
+        cell = sorted((w for w in words if w["top"] > heading
                        and w["x0"] < 36 + 130 and len(w["text"]) > 8 and w["text"] in name),
                       key=lambda w: w["top"])[:2]
         assert "".join(w["text"] for w in cell) == name

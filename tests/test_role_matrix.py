@@ -92,6 +92,11 @@ EXPECTED: dict[str, Expect] = {
     "GET /audit/export": page(*COMPLIANCE),
     "GET /report": page(*COMPLIANCE),
     "GET /trace": page(*roles.MAY_TRACE),
+    "GET /notices": page(*COMPLIANCE),
+    "GET /notices/<ident>": page(*COMPLIANCE),
+    "POST /notices/<ident>/ack": page(*COMPLIANCE),
+    # A notice's files: compliance, and the person it is addressed to (others: 404).
+    "GET /notices/<ident>/files/<name>": page("analyst", *COMPLIANCE),
     "GET /account": page(*roles.ROLES),
     # The empty form's current password is wrong: a denial, behind the sign-in lockout.
     "POST /account": lambda mode, role: "401 R12" if mode == "session" else "login",

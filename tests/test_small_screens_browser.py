@@ -17,15 +17,17 @@ from live import ARTIFACTS, PASSWORD, serving, share_ids
 from playwright.sync_api import Browser, Page
 
 from gatekeeper import config as config_mod
-from gatekeeper.domain.gate import Gate
+from gatekeeper.domain.gate import Gate, ingest_deletion_stream
 
 WIDTH, HEIGHT = 390, 844
 # (user, role, where sign-in lands, every other page the role opens)
 ROLES = (
     ("ana", "analyst", "/export", ("/terms", "/account")),
     ("dan", "data", "/data", ("/terms", "/account")),
-    ("cora", "compliance", "/dashboard", ("/audit", "/entities/acme", "/terms", "/account")),
-    ("adam", "admin", "/admin/users", ("/dashboard", "/audit", "/entities/acme", "/account")),
+    ("cora", "compliance", "/dashboard", ("/audit", "/entities/acme", "/notices", "/terms",
+                                          "/account")),
+    ("adam", "admin", "/admin/users", ("/dashboard", "/audit", "/entities/acme", "/notices",
+                                       "/account")),
 )
 
 
@@ -44,6 +46,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                        channel="cli")
     gate.users.accept_terms("ana", actor="ana", channel="web")
     share_ids(gate, directory, "acme", 25)
+    # A deletion list hides one of them: an open notice on /dashboard and /notices (R9).
+    ingest_deletion_stream(gate, [b"3\n"], kind="posts", source="x.txt", actor="t",
+                           channel="cli")
     gate.users.create_token("dan", actor="t", channel="cli")
     with serving(directory) as site:
         yield site

@@ -133,6 +133,37 @@ class Check:
 
 
 @dataclass
+class NoticeMonth:
+    """One recipient's deletion notices in the month (R9): opened, acknowledged (late: after
+    the deadline), overdue at some moment of it, and open at its end."""
+
+    recipient_kind: str  # "person" (hydrated exports) or "entity" (ID shares)
+    recipient: str
+    entity: str
+    opened: int = 0
+    acknowledged: int = 0
+    acknowledged_late: int = 0
+    overdue: int = 0
+    open_at_end: int = 0
+    ids: int = 0  # IDs to delete, over the notices opened in the month
+
+
+@dataclass(frozen=True)
+class NoticeLate:
+    """A notice overdue in the month: past its deadline, not (yet) acknowledged."""
+
+    id: str
+    recipient_kind: str
+    recipient: str
+    entity: str
+    opened_ms: int
+    deadline_ms: int
+    ids: int
+    acked_ms: int | None
+    acked_by: str | None
+
+
+@dataclass
 class ReportData:
     month: str
     start_ms: int
@@ -165,6 +196,9 @@ class ReportData:
     # R10: entities that received Post IDs again after 30 days, by shares of the month
     # (domain/redelivery.EntityFlag), most IDs first
     redelivered: list[Any] = field(default_factory=list)
+    # Deletion notices (R9, issue 15): per recipient, and the overdue ones (noticeboard.month)
+    notices: list[NoticeMonth] = field(default_factory=list)
+    notices_overdue: list[NoticeLate] = field(default_factory=list)
 
     def total(self, kind: str) -> int:
         return sum(e.totals.net[kind] for e in self.entities)
@@ -194,6 +228,9 @@ class ReportData:
                                 "shares": sum(len(f.findings) for f in self.redelivered),
                                 "post_ids": sum(f.ids for f in self.redelivered)},
             "checks_ok": all(c.ok for c in self.checks),
+            "notices_opened": sum(r.opened for r in self.notices),
+            "notices_acknowledged": sum(r.acknowledged for r in self.notices),
+            "notices_overdue": sum(r.overdue for r in self.notices),
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -335,6 +335,21 @@ class Notices:
                 ids = self.client.zrevrange(keys.NOTICES_ALL, 0, -1)
         return self._many(ids)
 
+    def window(self, open_only: bool = False, start: int = 0, count: int = 50
+               ) -> tuple[int, list[Notice]]:
+        """(how many, a page of them) in `listing`'s order: a bounded read for pages (the
+        dashboard's open notices, overdue first; the compliance list)."""
+        key = keys.NOTICES_OPEN if open_only else keys.NOTICES_ALL
+        with failing_closed():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zcard(key)
+            if open_only:
+                pipe.zrange(key, start, start + count - 1)
+            else:
+                pipe.zrevrange(key, start, start + count - 1)
+            total, ids = pipe.execute()
+        return int(total), self._many(ids)
+
     def _open_of(self, kind: str, name: str) -> list[Notice]:
         with failing_closed():
             ids = self.client.zrevrange(keys.notices_of(kind, name), 0, -1)

@@ -14,6 +14,8 @@ is a calendar month in UTC, the ledger's days; every time in the report is UTC.
 - Pools (R10) as they stood at the month's end, and every entity that joined one in the month
   (created with a parent, or linked later), rebuilt from the records before the month's end:
   an entity linked after it was still its own pool then.
+- Deletion notices (R9): per recipient, opened, acknowledged and overdue in the month, from
+  the notices themselves (`noticeboard.month`).
 
 `month_report` returns plain data; `exports.report_pdf` lays it out; `monthly` delivers
 it (``gatekeeper report`` and ``/report``). The periods of R3, R4 and R10 facts are rebuilt by
@@ -31,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from gatekeeper.domain import redelivery
+from gatekeeper.domain import noticeboard, redelivery
 from gatekeeper.domain.audit import AuditLog
 from gatekeeper.domain.auditfilter import AuditFilter
 from gatekeeper.domain.entities import Entity
@@ -326,6 +328,8 @@ def month_report(gate: Gate, month: str, *, actor: str = "", now_ms: int | None 
         post_ids_daily=post_ids, user_ids_daily=user_ids, hydrated_daily=hydrated,
         checks=[], records=tally.count,
         redelivered=redelivery.flags(gate, start, end))  # R10, found after each share
+    # R9 downstream (issue 15): who was told to delete what, and who confirmed in time.
+    report.notices, report.notices_overdue = noticeboard.month(gate, start, end, now)
     report.checks = _checks(report, sum(post_ids), sum(user_ids), sum(hydrated),
                             cfg.hydrated_counts_toward_post_ids)
     return report

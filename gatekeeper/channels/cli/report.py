@@ -28,7 +28,9 @@ def report_cli(obj: Context, month: str | None, out: Path, as_json: bool) -> Non
          f"R11: compliance report for {report.month} -> {out} ({plural(n, 'page')}; "
          f"{plural(report.records, 'audit record')}, "
          f"{plural(len(report.entities), 'active entity', 'active entities')}, "
-         f"{plural(report.refusal_count, 'refusal')})")
+         f"{plural(report.refusal_count, 'refusal')}, "
+         f"{plural(report.summary()['notices_opened'], 'deletion notice')} opened, "
+         f"{report.summary()['notices_overdue']:,} overdue)")
     if not as_json:
         for c in report.checks:
             if not c.ok:

@@ -27,6 +27,7 @@ from gatekeeper.channels.web import api, heavy, ops, pages, sessions, tracepage
 from gatekeeper.channels.web import auditlog as auditlog_pages
 from gatekeeper.channels.web import compliance as compliance_pages
 from gatekeeper.channels.web import home as home_pages
+from gatekeeper.channels.web import notices as notice_pages
 from gatekeeper.channels.web.account import bp as account_bp
 from gatekeeper.channels.web.extension import GateExtension
 from gatekeeper.channels.web.reports import report_bp
@@ -96,7 +97,7 @@ def create_app(gate: Gate | None = None, test_config: Mapping[str, Any] | None =
     heavy.init_app(app, config.server)
     register_error_handlers(app)
     for bp in (api.bp, pages.bp, compliance_pages.bp, auditlog_pages.bp, report_bp, account_bp,
-               home_pages.bp, tracepage.bp):
+               home_pages.bp, tracepage.bp, notice_pages.bp):
         app.register_blueprint(bp)
     return app
 

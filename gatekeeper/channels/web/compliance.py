@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from gatekeeper.channels.web import charts
 from gatekeeper.channels.web.pages import gate, me, role_required
-from gatekeeper.domain import auditrows, dashboard, dashpage
+from gatekeeper.domain import auditrows, dashboard, dashpage, noticeboard
 from gatekeeper.domain.entities import Link
 from gatekeeper.domain.gate import record_permission as permit
 from gatekeeper.domain.gate import set_parent
@@ -76,7 +76,7 @@ def dashboard_page() -> Any:
     last_month = (now.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
     return render_template(
         "dashboard.html", ov=ov, table=b.table, users=b.users, q=q, sort=sort,
-        summary=b.summary,
+        summary=b.summary, notices=noticeboard.panel(gate(), ov.now_ms),
         month=now.strftime("%Y-%m"), last_month=last_month, end_day=ov.days[-1],
         **_helpers())
 

@@ -211,6 +211,8 @@ def _render_form(values: dict[str, Any], error: str | None = None,
         quota=quota, window=window,
         next_release=iso(quota.releases[0][0]) if quota.releases else None,
         filter_fields=FILTER_FIELDS,
+        # R9 downstream (issue 15): what this person must delete from what they exported.
+        my_notices=g.notices.open_for_person(user.name), now_ms=g.clock.now_ms(),
     ), status
 
 

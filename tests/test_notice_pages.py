@@ -1,0 +1,325 @@
+"""Deletion notices where people look (issue 15 items 2-3, R9): an analyst's own open notices on
+the export page with the files of what to delete (their own only), the compliance officer's
+list, notice page and acknowledgement form (compliance only, CSRF), the dashboard's open
+notices overdue first, and the monthly report's notices per recipient (both backends).
+
+The store's clock is fixed (`FixedClock`) so that a notice can be overdue: March 2026, ana
+exports 20 posts and bea 10, dan shares one of them to acme; at 11:00 a deletion list hides
+that post (three notices, deadline 11:00 the next day); at 17:00 the next day a second list
+hides a post only ana received (one notice).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pdfplumber
+import pytest
+import redis
+from click.testing import CliRunner
+from flask import Flask
+from flask.testing import FlaskClient
+from live import PASSWORD, SAMPLES, form_token, sign_in
+
+from exports import report_pdf
+from gatekeeper import config as config_mod
+from gatekeeper.channels.cli import context as cli_context
+from gatekeeper.channels.cli import main as cli
+from gatekeeper.domain import shares
+from gatekeeper.domain.filters import Filters
+from gatekeeper.domain.gate import Gate, ingest_deletion_stream
+from gatekeeper.domain.hydrated import Selection, export
+from gatekeeper.domain.notices import Notice
+from gatekeeper.domain.report import month_report
+from gatekeeper.ledger import keys
+from gatekeeper.ledger.clock import FixedClock
+
+pytestmark = pytest.mark.usefixtures("quick_password_hashes")
+
+HOUR = 3_600_000
+START = int(datetime(2026, 3, 10, 9, tzinfo=UTC).timestamp() * 1000)
+
+
+class World:
+    def __init__(self, gate: Gate, clock: FixedClock, notices: dict[str, Notice],
+                 later: Notice) -> None:
+        self.gate, self.clock, self.later = gate, clock, later
+        self.ana, self.bea, self.acme = notices["ana"], notices["bea"], notices["acme"]
+
+
+def _export(g: Gate, who: str, limit: int) -> list[int]:
+    result = export(g, g.users.get(who), Selection("kpop", Filters(), g.deletions.current(),
+                                                   limit=limit),
+                    fmt="xlsx", with_users=False, channel="web")
+    result.file.close()
+    [name] = [n for n in g.manifests.listed()
+              if g.manifests.read(n).meta.get("delivery") == result.share_id]
+    return [int(i) for i in g.manifests.read(name).posts.tolist()]
+
+
+def _ingest(g: Gate, ids: list[int], source: str) -> list[str]:
+    report = ingest_deletion_stream(g, [f"{i}\n".encode() for i in ids], kind="posts",
+                                    source=source, actor="cora", channel="cli")
+    return list(report.notices)
+
+
+@pytest.fixture
+def world(tmp_path: Path, redis_client: redis.Redis) -> World:
+    clock = FixedClock(redis_client, START)
+    (tmp_path / "config.toml").write_text(
+        '[limits]\npost_ids_per_entity = 1000\nhydrated_per_recipient = 1000\n'
+        '[datasets]\ndir = "datasets"\n')
+    g = Gate(config_mod.load(tmp_path / "config.toml"), client=clock.client, clock=clock)
+    g.datasets.add("kpop", SAMPLES / "kpop.jsonl", actor="t", channel="cli")
+    g.entities.add("acme", kind="commercial", research=False, parent=None, actor="t",
+                   channel="cli")
+    g.entities.accept_terms("acme", by="Jane Doe", actor="t", channel="cli")
+    for name, role in (("ana", "analyst"), ("bea", "analyst"), ("dan", "data"),
+                       ("cora", "compliance")):
+        g.users.add(name, entity="acme", role=role, password=PASSWORD, actor="t",
+                    channel="cli")
+    for name in ("ana", "bea"):
+        g.users.accept_terms(name, actor=name, channel="web")
+    clock.set(START + HOUR)
+    ana_posts = _export(g, "ana", 20)
+    bea_posts = _export(g, "bea", 10)
+    shared = sorted(set(ana_posts) & set(bea_posts))[0]
+    only_ana = sorted(set(ana_posts) - set(bea_posts))[0]
+    ids = tmp_path / "share.txt"
+    ids.write_text(f"{shared}\n")
+    shares.share_to_file(g, actor="dan", entity="acme", ids_path=ids, out=tmp_path / "out.txt",
+                         purpose="t")
+    clock.set(START + 2 * HOUR)
+    first = [g.notices.get(i) for i in _ingest(g, [shared], "x-2026-03-10.txt")]
+    assert len(first) == 3
+    clock.set(START + 32 * HOUR)  # 17:00 the next day: the first three are 6 h overdue
+    [later] = [g.notices.get(i) for i in _ingest(g, [only_ana], "x-2026-03-11.txt")]
+    assert later.recipient == "ana"
+    return World(g, clock, {n.recipient: n for n in first}, later)
+
+
+@pytest.fixture
+def app(world: World) -> Flask:
+    from gatekeeper.channels.web.app import create_app
+
+    return create_app(world.gate, {"TESTING": True, "SECRET_KEY": "test"})
+
+
+@pytest.fixture
+def people(app: Flask) -> Iterator[dict[str, FlaskClient]]:
+    """A signed-in test client per person."""
+    clients = {}
+    for name in ("ana", "bea", "dan", "cora"):
+        c = app.test_client()
+        assert sign_in(c, name, PASSWORD) == 302
+        clients[name] = c
+    yield clients
+
+
+def page(client: FlaskClient, url: str, status: int = 200) -> str:
+    resp = client.get(url)
+    assert resp.status_code == status, resp.get_data(as_text=True)[:400]
+    return resp.get_data(as_text=True)
+
+
+def audit(gate: Gate) -> list[dict[str, str]]:
+    return [{k.decode(): v.decode() for k, v in f.items()}
+            for _i, f in gate.client.xrange(keys.SYS_AUDIT)]
+
+
+def test_an_analyst_sees_their_own_open_notices_on_the_export_page_overdue_marked(
+        world: World, people: dict[str, FlaskClient]) -> None:
+    # Where ana lands after signing in: the export page, with what she must delete.
+    assert people["ana"].get("/").headers["Location"].endswith("/export")
+    html = page(people["ana"], "/export")
+    mine = html[html.index('id="my-notices"'):html.index('id="allowance"')]
+    assert f'data-notice="{world.ana.id}"' in mine and f'data-notice="{world.later.id}"' in mine
+    assert world.bea.id not in html and world.acme.id not in html
+    # Deadline, time left or overdue, which file, how many to delete, and the downloads.
+    assert "overdue by 6 h" in mine and "24 h left" in mine
+    assert "2026-03-11 11:00 UTC" in mine  # the first deadline: the ingest + 24 h
+    [delivery] = world.ana.deliveries
+    assert delivery.file and re.fullmatch(r"kpop-ana-\d{8}T\d{6}\.xlsx", delivery.file)
+    assert delivery.file in mine
+    assert f"/notices/{world.ana.id}/files/posts.txt" in mine
+    assert f"/notices/{world.ana.id}/files/letter.pdf" in mine
+    # bea sees her own only.
+    html = page(people["bea"], "/export")
+    assert world.bea.id in html and world.ana.id not in html and world.later.id not in html
+    # Acknowledged, it leaves the page.
+    world.gate.notices.ack(world.ana.id, by="ana herself", actor="cora", channel="cli")
+    html = page(people["ana"], "/export")
+    assert world.ana.id not in html and world.later.id in html
+
+
+def test_an_analyst_downloads_the_ids_to_delete_and_the_letter_of_their_own_notice_only(
+        world: World, people: dict[str, FlaskClient]) -> None:
+    ana = people["ana"]
+    resp = ana.get(f"/notices/{world.ana.id}/files/posts.txt")
+    assert resp.status_code == 200 and resp.headers["Cache-Control"] == "no-store"
+    assert f'filename="notice-{world.ana.id}-posts.txt"' in resp.headers["Content-Disposition"]
+    assert [int(x) for x in resp.get_data(as_text=True).split()] == \
+        world.gate.notices.ids(world.ana.id).posts().tolist()
+    resp.close()
+    resp = ana.get(f"/notices/{world.ana.id}/files/letter.pdf")
+    assert resp.status_code == 200 and resp.mimetype == "application/pdf"
+    with pdfplumber.open(io.BytesIO(resp.get_data())) as pdf:
+        letter = " ".join(p.extract_text() or "" for p in pdf.pages)
+    resp.close()
+    assert world.ana.id in letter and "ana" in letter
+    exported = [r for r in audit(world.gate) if r.get("kind") == "notices.export"]
+    assert [(r["actor"], r["channel"], r["request_id"]) for r in exported] == [
+        ("ana", "web", world.ana.id)] * 2
+    # Another analyst's notice, an entity's, an unknown one: all "no such notice".
+    for ident in (world.bea.id, world.acme.id, "0" * 32):
+        for name in ("posts.txt", "letter.pdf"):
+            assert ana.get(f"/notices/{ident}/files/{name}").status_code == 404
+    assert ana.get(f"/notices/{world.ana.id}/files/users.txt").status_code == 404  # none
+    assert ana.get(f"/notices/{world.ana.id}/files/other.bin").status_code == 404
+    resp = people["bea"].get(f"/notices/{world.bea.id}/files/posts.txt")
+    assert resp.status_code == 200
+    resp.close()
+    # A data user downloads nothing (role); compliance any notice's files.
+    assert people["dan"].get(f"/notices/{world.acme.id}/files/posts.txt").status_code == 403
+    resp = people["cora"].get(f"/notices/{world.acme.id}/files/posts.txt")
+    assert resp.status_code == 200 and resp.get_data(as_text=True).split() == [
+        str(i) for i in world.gate.notices.ids(world.acme.id).posts().tolist()]
+    resp.close()
+    assert len([r for r in audit(world.gate) if r.get("kind") == "notices.export"]) == 4
+
+
+def test_only_compliance_sees_the_notice_pages_and_acknowledges(
+        world: World, app: Flask, people: dict[str, FlaskClient]) -> None:
+    for who in ("ana", "bea", "dan"):
+        c = people[who]
+        assert c.get("/notices").status_code == 403
+        assert c.get(f"/notices/{world.ana.id}").status_code == 403
+        token = form_token(page(c, "/account"))
+        assert c.post(f"/notices/{world.ana.id}/ack",
+                      data={"by": "me", "csrf_token": token}).status_code == 403
+        assert "Notices</a>" not in page(c, "/account")
+    assert world.gate.notices.get(world.ana.id).open
+    assert "Notices</a>" in page(people["cora"], "/account")
+    # Signed out: to the sign-in page.
+    assert "/login" in app.test_client().get("/notices").headers["Location"]
+
+
+def test_compliance_lists_open_notices_overdue_first_and_acknowledges_one(
+        world: World, people: dict[str, FlaskClient]) -> None:
+    cora = people["cora"]
+    html = page(cora, "/notices")
+    order = re.findall(r'<tr data-notice="([0-9a-f]{32})" class="([a-z]*)"', html)
+    overdue = sorted([world.ana, world.bea, world.acme], key=lambda n: n.id)
+    assert [i for i, _c in order[:3]] == [n.id for n in overdue]  # same deadline: by id
+    assert [c for _i, c in order] == ["over"] * 3 + [""]
+    assert order[3][0] == world.later.id
+    assert "30 h" in html  # age of the first three against 24 h
+
+    detail = page(cora, f"/notices/{world.acme.id}")
+    assert "Deletion notice to entity acme" in detail and "overdue by 6 h" in detail
+    assert "share.posts" in detail and 'id="ack"' in detail
+    token = form_token(detail)
+    # No one named: refused, nothing recorded.
+    resp = cora.post(f"/notices/{world.acme.id}/ack", data={"by": " ", "csrf_token": token})
+    assert resp.status_code == 400 and "--by" in resp.get_data(as_text=True)
+    assert world.gate.notices.get(world.acme.id).open
+    # Without the form's CSRF token: refused, nothing recorded.
+    assert cora.post(f"/notices/{world.acme.id}/ack",
+                     data={"by": "Jane Doe (acme DPO)"}).status_code == 400
+    assert world.gate.notices.get(world.acme.id).open
+
+    world.clock.set(START + 33 * HOUR)
+    resp = cora.post(f"/notices/{world.acme.id}/ack",
+                     data={"by": "Jane Doe (acme DPO)", "note": "mail of 11 March",
+                           "csrf_token": token})
+    assert resp.status_code == 302
+    done = world.gate.notices.get(world.acme.id)
+    assert (done.state, done.acked_by, done.acked_note, done.acked_actor) == (
+        "acknowledged", "Jane Doe (acme DPO)", "mail of 11 March", "cora")
+    [record] = [r for r in audit(world.gate) if r.get("kind") == "notices.ack"]
+    assert (record["actor"], record["channel"], record["request_id"]) == (
+        "cora", "web", world.acme.id)
+    assert "after its deadline" in record["message"]
+    detail = page(cora, resp.headers["Location"])
+    assert "acknowledged late" in detail and "Jane Doe (acme DPO)" in detail
+    assert 'id="ack"' not in detail
+    # Once: a second confirmation is a conflict.
+    resp = cora.post(f"/notices/{world.acme.id}/ack", data={"by": "x", "csrf_token": token})
+    assert resp.status_code == 409
+    assert world.acme.id not in page(cora, "/notices")
+    assert world.acme.id in page(cora, "/notices?show=all")
+    assert cora.get(f"/notices/{'0' * 32}").status_code == 404
+
+
+def test_the_dashboard_shows_open_notices_against_24_hours_overdue_first(
+        world: World, people: dict[str, FlaskClient]) -> None:
+    html = page(people["cora"], "/dashboard")
+    panel = html[html.index('id="notices-panel"'):html.index('id="daily-h"')]
+    assert re.search(r'id="n-notices-open"[^>]*>4<', panel)
+    assert re.search(r'id="n-notices-overdue"[^>]*>3<', panel)
+    rows = re.findall(r'<tr data-notice="([0-9a-f]{32})" class="([a-z]*)"', panel)
+    assert [c for _i, c in rows] == ["over"] * 3 + [""] and rows[3][0] == world.later.id
+    assert "Age / 24 h" in panel and "/notices/" + world.later.id in panel
+
+
+def test_the_dashboard_reads_a_bounded_number_of_notices(
+        world: World, people: dict[str, FlaskClient], monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many notices are open, the dashboard reads their count and the first few."""
+    from gatekeeper.domain import noticeboard
+
+    monkeypatch.setattr(noticeboard, "SHOWN", 2)
+    read: list[int] = []
+    many = world.gate.notices._many
+
+    def counted(ids: Any) -> list[Notice]:
+        read.append(len(list(ids)))
+        return many(ids)
+
+    monkeypatch.setattr(world.gate.notices, "_many", counted)
+    monkeypatch.setattr(world.gate.notices, "listing", lambda *a, **k: pytest.fail("read all"))
+    html = page(people["cora"], "/dashboard")
+    assert read == [2]
+    assert "All 4 open notices" in html
+
+
+def test_the_monthly_report_counts_notices_opened_acknowledged_and_overdue_per_recipient(
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    g, clock = world.gate, world.clock
+    clock.set(START + 34 * HOUR)
+    g.notices.ack(world.bea.id, by="bea", actor="cora", channel="cli")  # late
+    clock.set(START + 40 * HOUR)
+    g.notices.ack(world.later.id, by="ana", actor="cora", channel="cli")  # in time
+    data = month_report(g, "2026-03", actor="cora")
+    rows = {(r.recipient_kind, r.recipient): r for r in data.notices}
+    assert list(rows) == [("person", "ana"), ("person", "bea"), ("entity", "acme")]
+    got = {k: (r.opened, r.acknowledged, r.acknowledged_late, r.overdue, r.open_at_end)
+           for k, r in rows.items()}
+    assert got == {("person", "ana"): (2, 1, 0, 1, 1), ("person", "bea"): (1, 1, 1, 1, 0),
+                   ("entity", "acme"): (1, 0, 0, 1, 1)}
+    assert rows[("person", "ana")].ids == world.ana.ids + world.later.ids
+    assert [n.id for n in data.notices_overdue] == sorted(
+        [world.ana.id, world.bea.id, world.acme.id])
+    summary = data.summary()
+    assert (summary["notices_opened"], summary["notices_acknowledged"],
+            summary["notices_overdue"]) == (4, 2, 3)
+    assert data.to_dict()["notices"][0]["recipient"] == "ana"
+    # The month before saw none; the PDF lays them out.
+    assert month_report(g, "2026-02", actor="cora").notices == []
+    buf = io.BytesIO()
+    report_pdf.write_report_pdf(data, buf)
+    with pdfplumber.open(io.BytesIO(buf.getvalue())) as pdf:
+        text = " ".join(" ".join((p.extract_text() or "").split()) for p in pdf.pages)
+    assert "Deletion notices to the recipients (R9)" in text
+    assert "Overdue notices" in text and world.acme.id in text
+    assert "Deletion notices opened (R9) 4 2 acknowledged, 3 overdue" in text
+    # The command says so too (and its --json summary carries the counts).
+    monkeypatch.setattr(cli_context, "Gate", lambda _config: g)
+    r = CliRunner().invoke(cli.main, ["--config", str(tmp_path / "config.toml"), "report",
+                                      "--month", "2026-03", "--out", str(tmp_path / "r.pdf")],
+                           catch_exceptions=False)
+    assert r.exit_code == 0 and "4 deletion notices opened, 3 overdue" in r.output, r.output
