@@ -684,13 +684,6 @@ class Datasets:
             return None
         return opened
 
-    def index_current(self, name: str) -> bool:
-        """Whether the dataset's index describes its JSONL as it is now, so that reading it
-        needs no build (a preview is then light work, not a scan of the whole file)."""
-        from gatekeeper.domain import dsindex
-        file = self._file(name)
-        return self._describes(name + dsindex.SUFFIX, self._identity(file))
-
     @contextlib.contextmanager
     def index(self, name: str) -> Iterator[pq.ParquetFile]:
         """The dataset's index, checked against its JSONL first (and rebuilt when it does not

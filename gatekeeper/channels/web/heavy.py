@@ -1,9 +1,9 @@
 """Bounded heavy work: at most K heavy requests run at once, at most Q wait for a slot.
 
 waitress answers every request from a fixed pool of ``server.threads`` threads. A heavy
-request — an export, a preview that must build its dataset's index (a scan of the JSONL; one
-answered from a current index is light), a large ID upload or deletion list —
-holds its thread for seconds; eight analysts previewing at once took every thread and
+request — an export, a preview (a count on the dataset's index: at 10M posts up to ~2 s of
+numpy and pyarrow, much of it under the GIL), a large ID upload or deletion list — holds its
+thread and the GIL for long stretches; eight analysts previewing at once took every thread and
 ``/healthz`` waited 20 s (issue 14). So a heavy request takes a slot first: K run, Q wait in
 line (FIFO) for at most ``server.heavy_wait_seconds``, and any further one is answered at once
 with 503 ``busy`` and ``Retry-After`` — nothing run, counted or recorded. A waiting request
