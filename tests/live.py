@@ -182,3 +182,16 @@ def export_spanish(client: Any, name: str = "ana") -> bytes:
         return bytes(resp.get_data())
     finally:
         resp.close()
+
+
+def api_share(gate: Gate, client: Any, ids: list[int], entity: str = "acme") -> str:
+    """`POST /api/v1/shares` of `ids` to `entity` with a token of dan (build_gate's data-team
+    member), through the Flask client; the share id."""
+    token = gate.users.create_token("dan", actor="t", channel="cli")
+    resp = client.post(f"/api/v1/shares?entity={entity}&purpose=t",
+                       data="".join(f"{i}\n" for i in ids),
+                       headers={"Authorization": f"Bearer {token}",
+                                "Content-Type": "text/plain"})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    resp.close()
+    return str(resp.headers["X-Share-Id"])

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
-from live import PASSWORD, build_gate, export_spanish, share_ids
+from live import PASSWORD, api_share, build_gate, export_spanish, share_ids
 
 from gatekeeper import config as config_mod
 from gatekeeper.domain import notices as notices_mod
@@ -42,17 +42,6 @@ def gate(tmp_path: Path, redis_client: redis.Redis) -> Gate:
                    channel="cli")
     g.entities.accept_terms("beta", by="Bo Beta", actor="t", channel="cli")
     return g
-
-
-def api_share(gate: Gate, client: FlaskClient, entity: str, ids: list[int]) -> str:
-    token = gate.users.create_token("dan", actor="t", channel="cli")
-    resp = client.post(f"/api/v1/shares?entity={entity}&purpose=t",
-                       data="".join(f"{i}\n" for i in ids),
-                       headers={"Authorization": f"Bearer {token}",
-                                "Content-Type": "text/plain"})
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    resp.close()
-    return str(resp.headers["X-Share-Id"])
 
 
 def share_list(gate: Gate, tmp_path: Path, entity: str, ids: list[int | str]) -> str:
@@ -100,7 +89,7 @@ def test_a_deletion_list_opens_one_notice_per_recipient_that_holds_what_it_newly
         gate: Gate, client: FlaskClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ) -> None:
     cli_a = share_ids(gate, tmp_path, "acme", 100, start=A).grant.share_id
-    api_a = api_share(gate, client, "acme", [A + 5, A + 500, A + 501])
+    api_a = api_share(gate, client, [A + 5, A + 500, A + 501])
     cli_b = share_ids(gate, tmp_path, "beta", 100, start=B).grant.share_id
     share_ids(gate, tmp_path, "acme", 100, start=C)  # held by no list
     refunded = refunded_share(gate, tmp_path, monkeypatch)

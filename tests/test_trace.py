@@ -15,7 +15,7 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
-from live import PASSWORD, build_gate, export_spanish, sign_in
+from live import PASSWORD, api_share, build_gate, export_spanish, sign_in
 
 from gatekeeper.channels.cli.context import Context, Group
 from gatekeeper.channels.cli.trace import trace_cmd
@@ -45,17 +45,6 @@ def share_file(gate: Gate, tmp_path: Path, ids: list[int], name: str) -> str:
     res = shares.share_to_file(gate, actor="dan", entity="acme", ids_path=path,
                                out=tmp_path / name, purpose="t")
     return res.grant.share_id
-
-
-def api_share(gate: Gate, client: FlaskClient, ids: list[int]) -> str:
-    token = gate.users.create_token("dan", actor="t", channel="cli")
-    resp = client.post("/api/v1/shares?entity=acme&purpose=t",
-                       data="".join(f"{i}\n" for i in ids),
-                       headers={"Authorization": f"Bearer {token}",
-                                "Content-Type": "text/plain"})
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    resp.close()
-    return str(resp.headers["X-Share-Id"])
 
 
 def deliveries(gate: Gate, ident: int, **kw: Any) -> list[str]:
