@@ -525,31 +525,87 @@ def name_of(delivery: str, at_ms: int) -> str:
     return f"{datetime.fromtimestamp(at_ms / 1000, UTC):%Y-%m}/{delivery}"
 
 
-class Manifests:
-    """The manifests beside the datasets: a directory, or the object store of a URL."""
+class Monthly:
+    """Files kept a month per folder beside the datasets, under the same storage rules:
+    ``DIR/FOLDER/YYYY-MM/STEM+SUFFIX`` in a directory (written whole: unnamed, synced,
+    linked), or the same keys in the object store when `[datasets] dir` is a URL (one upload:
+    an object appears only complete). Manifests here; deletion notices' ID files too."""
+
+    FOLDER = ""
+    SUFFIX = ""
+    WHAT = "file"  # as errors name one
 
     def __init__(self, client: redis.Redis, datasets: Path | str) -> None:
         self.client = client
         self.url = datasets if isinstance(datasets, str) and "://" in datasets else None
-        self.directory = None if self.url else Path(datasets) / "manifests"
+        self.directory = None if self.url else Path(datasets) / self.FOLDER
         self._stores: dict[str, ObjectStore] = {}
 
     def _store(self, month: str) -> ObjectStore:
-        """The object store under PREFIX/manifests/MONTH (ObjectStore keys are flat names)."""
+        """The object store under PREFIX/FOLDER/MONTH (ObjectStore keys are flat names)."""
         from gatekeeper.domain.dsstore import ObjectStore
 
         assert self.url is not None
         if month not in self._stores:
             base, _, query = self.url.partition("?")
-            url = f"{base.rstrip('/')}/manifests/{month}" + (f"?{query}" if query else "")
+            url = f"{base.rstrip('/')}/{self.FOLDER}/{month}" + (f"?{query}" if query else "")
             self._stores[month] = ObjectStore(url, self.client)
         return self._stores[month]
 
-    def where(self, name: str) -> str:
-        month, delivery = self._split(name)
+    def _where(self, month: str, stem: str) -> str:
         if self.directory is not None:
-            return str(self.directory / month / (delivery + SUFFIX))
-        return self._store(month).where(delivery + SUFFIX)
+            return str(self.directory / month / (stem + self.SUFFIX))
+        return self._store(month).where(stem + self.SUFFIX)
+
+    def _put(self, month: str, stem: str, chunks: Iterable[bytes]) -> str:
+        """Store the file given a chunk at a time (each chunk once in memory); its sha256. A
+        failure raises InsufficientStorage (or StoreUnavailable) before anything names it."""
+        sha = hashlib.sha256()
+        try:
+            with contextlib.ExitStack() as stack:
+                if self.directory is not None:
+                    unnamed = stack.enter_context(spool.Unnamed(self.directory / month))
+                    fh = unnamed.file
+                else:  # ObjectStore.upload copies a local file
+                    fh = stack.enter_context(spool.anonymous())
+                fh.flush()
+                for chunk in chunks:  # unbuffered: each chunk once in memory
+                    view = memoryview(chunk)
+                    while view:  # a short write (a disk filling up) is no silent truncation
+                        view = view[os.write(fh.fileno(), view):]
+                    sha.update(chunk)
+                if self.directory is not None:
+                    unnamed.name_as(self.directory / month / (stem + self.SUFFIX))
+                else:
+                    self._store(month).upload(fh, stem + self.SUFFIX)
+        except OSError as exc:
+            raise InsufficientStorage(f"the {self.WHAT} {self._where(month, stem)} could not "
+                                      f"be written ({exc.strerror or exc})") from exc
+        return sha.hexdigest()
+
+    def _get(self, month: str, stem: str) -> bytes:
+        if self.directory is not None:
+            try:
+                return (self.directory / month / (stem + self.SUFFIX)).read_bytes()
+            except FileNotFoundError:
+                raise NotFound(f"the {self.WHAT} {self._where(month, stem)} is missing") \
+                    from None
+        with self._store(month).open(stem + self.SUFFIX) as fh:
+            out = io.BytesIO()
+            while chunk := fh.read(1 << 20):
+                out.write(chunk)
+            return out.getvalue()
+
+
+class Manifests(Monthly):
+    """The manifests beside the datasets: a directory, or the object store of a URL."""
+
+    FOLDER = "manifests"
+    SUFFIX = SUFFIX
+    WHAT = "manifest"
+
+    def where(self, name: str) -> str:
+        return self._where(*self._split(name))
 
     @staticmethod
     def _split(name: str) -> tuple[str, str]:
@@ -580,47 +636,16 @@ class Manifests:
         linked (or one upload: an object appears only complete); `spans()` is asked once the
         chunks are written. A failure raises
         InsufficientStorage (or StoreUnavailable) before anything names the manifest."""
-        month, delivery = self._split(name)
-        sha = hashlib.sha256()
-        try:
-            with contextlib.ExitStack() as stack:
-                if self.directory is not None:
-                    unnamed = stack.enter_context(spool.Unnamed(self.directory / month))
-                    fh = unnamed.file
-                else:  # ObjectStore.upload copies a local file
-                    fh = stack.enter_context(spool.anonymous())
-                fh.flush()
-                for chunk in chunks:  # unbuffered: each chunk once in memory
-                    view = memoryview(chunk)
-                    while view:  # a short write (a disk filling up) is no silent truncation
-                        view = view[os.write(fh.fileno(), view):]
-                    sha.update(chunk)
-                if self.directory is not None:
-                    unnamed.name_as(self.directory / month / (delivery + SUFFIX))
-                else:
-                    self._store(month).upload(fh, delivery + SUFFIX)
-        except OSError as exc:
-            raise InsufficientStorage(f"the manifest {self.where(name)} could not be written "
-                                      f"({exc.strerror or exc})") from exc
+        sha = self._put(*self._split(name), chunks)
         with failing_closed():
             pipe = self.client.pipeline(transaction=False)
             pipe.hset(keys.MANIFEST_SPANS, name, spans())
             pipe.zadd(keys.MANIFESTS, {name: at_ms})
             pipe.execute()
-        return Ref(name, sha.hexdigest(), posts, users)
+        return Ref(name, sha, posts, users)
 
     def read_bytes(self, name: str) -> bytes:
-        month, delivery = self._split(name)
-        if self.directory is not None:
-            try:
-                return (self.directory / month / (delivery + SUFFIX)).read_bytes()
-            except FileNotFoundError:
-                raise NotFound(f"the manifest {self.where(name)} is missing") from None
-        with self._store(month).open(delivery + SUFFIX) as fh:
-            out = io.BytesIO()
-            while chunk := fh.read(1 << 20):
-                out.write(chunk)
-            return out.getvalue()
+        return self._get(*self._split(name))
 
     def read(self, name: str) -> Decoded:
         return decode(self.read_bytes(name), self.where(name))

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import os
 import socket
@@ -68,7 +67,6 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from gatekeeper.domain.dsstore import ObjectStore
     from gatekeeper.domain.gate import Gate
 
     Ids = npt.NDArray[np.uint64]
@@ -215,58 +213,29 @@ def decode_ids(data: bytes, where: str = "the notice's IDs") -> NoticeIds:
     return NoticeIds(out)
 
 
-class Files:
-    """The notices' ID files beside the datasets (as manifests: a directory or a store URL)."""
+class Files(manifests.Monthly):
+    """The notices' ID files beside the datasets, stored as manifests are (`manifests.Monthly`:
+    a directory or a store URL, a month per folder); named "YYYY-MM/ID"."""
 
-    def __init__(self, client: redis.Redis, datasets: Path | str) -> None:
-        self.client = client
-        self.url = datasets if isinstance(datasets, str) and "://" in datasets else None
-        self.directory = None if self.url else Path(datasets) / "notices"
-        self._stores: dict[str, ObjectStore] = {}
-
-    def _store(self, month: str) -> ObjectStore:
-        from gatekeeper.domain.dsstore import ObjectStore
-
-        assert self.url is not None
-        if month not in self._stores:
-            base, _, query = self.url.partition("?")
-            url = f"{base.rstrip('/')}/notices/{month}" + (f"?{query}" if query else "")
-            self._stores[month] = ObjectStore(url, self.client)
-        return self._stores[month]
+    FOLDER = "notices"
+    SUFFIX = SUFFIX
+    WHAT = "notice file"
 
     def where(self, name: str) -> str:
         month, ident = name.split("/")
-        if self.directory is not None:
-            return str(self.directory / month / (ident + SUFFIX))
-        return self._store(month).where(ident + SUFFIX)
+        return self._where(month, ident)
 
     def write(self, name: str, data: bytes) -> None:
         month, ident = name.split("/")
         try:
-            if self.directory is not None:
-                with spool.Unnamed(self.directory / month) as unnamed:
-                    unnamed.file.write(data)
-                    unnamed.name_as(self.directory / month / (ident + SUFFIX))
-            else:
-                with spool.anonymous() as fh:
-                    fh.write(data)
-                    self._store(month).upload(fh, ident + SUFFIX)
-        except OSError as exc:
-            raise InsufficientStorage(f"the notice file {self.where(name)} could not be "
-                                      f"written ({exc.strerror or exc})", rule="R9") from exc
+            self._put(month, ident, [data])
+        except InsufficientStorage as exc:
+            exc.rule = "R9"  # as the ingest that owes the notice
+            raise
 
     def read(self, name: str) -> bytes:
         month, ident = name.split("/")
-        if self.directory is not None:
-            try:
-                return (self.directory / month / (ident + SUFFIX)).read_bytes()
-            except FileNotFoundError:
-                raise NotFound(f"the notice file {self.where(name)} is missing") from None
-        with self._store(month).open(ident + SUFFIX) as fh:
-            out = io.BytesIO()
-            while chunk := fh.read(1 << 20):
-                out.write(chunk)
-            return out.getvalue()
+        return self._get(month, ident)
 
 
 # --- sorted-array work -------------------------------------------------------------------------
