@@ -724,6 +724,13 @@ class Manifests(Monthly):
             return False
         return True
 
+    def indexed(self, name: str) -> bool:
+        """Whether the index still names `name`: a file missing while it does is lost (an
+        error); once it does not, the manifest was swept or refunded after a reader listed it
+        (its entry goes first), and the reader passes it by."""
+        with failing_closed():
+            return self.client.zscore(keys.MANIFESTS, name) is not None
+
     def unindex(self, names: list[str]) -> None:
         """Take manifests out of the index and their spans with them (a sweep, once the files
         are gone): what trace and the sweep read stays one list."""

@@ -75,9 +75,8 @@ def read_kept(store: mf.Manifests, name: str) -> mf.Decoded | None:
     try:
         return store.read(name)
     except NotFound:
-        with failing_closed():
-            if store.client.zscore(keys.MANIFESTS, name) is None:
-                return None
+        if not store.indexed(name):
+            return None
         raise
 
 

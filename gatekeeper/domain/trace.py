@@ -36,8 +36,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from gatekeeper.ledger import keys
-from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules.errors import BadInput, NotFound
 
 if TYPE_CHECKING:
@@ -98,9 +96,8 @@ def trace(gate: Gate, ident: str | int, *, kind: str = "posts", use_spans: bool 
         try:
             return manifests.find(name, kind, wanted)
         except NotFound:
-            with failing_closed():  # swept meanwhile: no longer in retention
-                if gate.client.zscore(keys.MANIFESTS, name) is None:
-                    return None
+            if not manifests.indexed(name):  # swept meanwhile: no longer in retention
+                return None
             raise
 
     if threads > 1 and len(maybe) > 1:  # file reads, zstd and numpy let go of the GIL
