@@ -314,11 +314,13 @@ def _pack_block(part: Ids) -> tuple[int, bytes]:
 
 
 def encode(posts: Any, users: Any = (), meta: dict[str, Any] | None = None,
-           threads: int = 1) -> bytes:
+           threads: int = 1, *, sorted_unique: bool = False) -> bytes:
     """A manifest (version 2) of the Post IDs and User IDs (any order, repeats ignored) and
     `meta`. With `threads` > 1 its blocks are compressed that many at once (numpy and zstd
-    let go of the GIL)."""
-    p, u = as_ids(posts), as_ids(users)
+    let go of the GIL). `sorted_unique`: both are uint64 arrays already sorted and unique
+    (`Selection.manifest_ids`' own), taken as they are — not checked again (~6 % of a 1.5M-ID
+    encode; a reader refuses a manifest whose IDs are not: `unpack_block`)."""
+    p, u = (posts, users) if sorted_unique else (as_ids(posts), as_ids(users))
     about = _meta_bytes(meta)
     parts = [("posts", p[at:at + BLOCK_IDS]) for at in range(0, p.size, BLOCK_IDS)]
     parts += [("users", u[at:at + BLOCK_IDS]) for at in range(0, u.size, BLOCK_IDS)]
@@ -811,7 +813,9 @@ def record_share_alongside(gate: Gate, res: Reservation, ids: Ids, kind: str,
     name = name_of(share, at_ms)
 
     def make() -> Ref:
-        data = encode(() if p is None else p, () if u is None else u, meta)
+        empty = ids[:0]
+        data = encode(empty if p is None else p, empty if u is None else u, meta,
+                      sorted_unique=True)
         return gate.manifests.store(name, at_ms, data, int(ids.size) if p is not None else 0,
                                     int(ids.size) if u is not None else 0)
 
