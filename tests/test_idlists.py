@@ -248,3 +248,90 @@ def test_the_canonical_check_refuses_what_the_per_line_rules_refuse() -> None:
                   b"\n", b"01\n", b"1 \n", b"1\r\r\n", b"1\x00\n", b"12345678901234567890\n",
                   b"1\n9999999999999999999\n2\n"):
         assert idlists.canonical(block) is None, block
+
+
+# --- writing a selection out (shares.write_file): the kernel's copy and the read-write one -------
+
+
+def selected(ids: list[int]) -> shares.Selection:
+    data = b"".join(b"%d\n" % i for i in ids)
+    return shares.select_id_stream(cut(data, [7, 4096]), "ids.txt", "posts", NOTHING)
+
+
+@pytest.mark.parametrize("n", [1, 2_999, 3_000])
+def test_a_selection_is_written_whole_or_in_part_as_spooled(tmp_path: Path, n: int) -> None:
+    ids = [FIRST + 7 * i for i in range(3_000)]
+    pieces: list[int] = []
+    with selected(ids) as sel, (tmp_path / "out.txt").open("w+b") as fh:
+        fh.write(b"")  # as spool.publish hands it: an empty file, nothing buffered
+        assert sel.write_to(fh, n, 1024, lambda: pieces.append(1)) == n
+        fh.flush()
+        fh.seek(0)
+        assert fh.read() == b"".join(b"%d\n" % i for i in ids[:n])
+    assert pieces  # every piece passes the fault point (share.writing)
+
+
+def test_the_whole_selection_goes_through_the_kernel_in_pieces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    calls: list[int] = []
+    real = os.sendfile
+
+    def sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        calls.append(count)
+        return real(out_fd, in_fd, offset, min(count, 100_000))  # short copies, as allowed
+
+    monkeypatch.setattr(os, "sendfile", sendfile)
+    monkeypatch.setattr(shares, "SENDFILE_STEP", 300_000)
+    ids = [FIRST + i for i in range(50_000)]  # 1,000,000 bytes
+    pieces: list[int] = []
+    with selected(ids) as sel, (tmp_path / "out.txt").open("w+b") as fh:
+        assert sel.write_to(fh, len(ids), 1024, lambda: pieces.append(1)) == len(ids)
+        fh.seek(0)
+        assert fh.read() == b"".join(b"%d\n" % i for i in ids)
+    assert len(calls) == 10 and max(calls) == 300_000 and len(pieces) == 10
+
+
+def test_where_the_kernel_cannot_copy_the_selection_is_read_and_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    def refuses(*_: object) -> int:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(os, "sendfile", refuses)
+    ids = [FIRST + i for i in range(5_000)]
+    with selected(ids) as sel, (tmp_path / "out.txt").open("w+b") as fh:
+        assert sel.write_to(fh, len(ids), 4096) == len(ids)
+        fh.seek(0)
+        assert fh.read() == b"".join(b"%d\n" % i for i in ids)
+
+
+def test_a_full_disk_under_the_kernel_copy_is_an_error_not_a_short_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    real, sent = os.sendfile, []
+
+    def fills(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        if sent:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        sent.append(count)
+        return real(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", fills)
+    monkeypatch.setattr(shares, "SENDFILE_STEP", 4096)
+    with selected([FIRST + i for i in range(5_000)]) as sel, \
+            (tmp_path / "out.txt").open("w+b") as fh, pytest.raises(OSError) as err:
+        sel.write_to(fh, 5_000, 4096)
+    assert err.value.errno == errno.ENOSPC  # not read-and-written after half a copy
+
+
+def test_a_spool_shorter_than_its_count_is_caught(tmp_path: Path) -> None:
+    with selected([FIRST + i for i in range(5_000)]) as sel, \
+            (tmp_path / "out.txt").open("w+b") as fh:
+        sel._fh.truncate(1000)  # what "changed while it was being shared" guards against
+        assert sel.write_to(fh, 5_000, 4096) != 5_000

@@ -681,6 +681,14 @@ def full_disk_for(monkeypatch: pytest.MonkeyPatch, marker: str) -> None:
         return FullDisk(fh) if marker in os.readlink(f"/proc/self/fd/{fd}") else fh
 
     monkeypatch.setattr(os, "fdopen", fdopen)
+    sendfile = os.sendfile
+
+    def full_sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        if marker in os.readlink(f"/proc/self/fd/{out_fd}"):  # the kernel's copy: full too
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return sendfile(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", full_sendfile)
 
 
 def test_a_full_disk_during_dataset_add_is_a_clear_exit_5_and_leaves_no_temp_file(

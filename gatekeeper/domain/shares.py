@@ -17,6 +17,7 @@ commit, with the manifest between), and the spool they share (`Selection`) lives
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -49,6 +50,7 @@ MAX_REPORTED = idlists.MAX_REPORTED  # bad lines listed in full; past this only 
 EXACT_FROM = 100_000
 BLOCK = 1 << 20  # bytes of the spool read at a time by the passes over it
 WHOLE_BLOCK = 1 << 18  # ...and by a whole-dataset share (memory is its goal: bench/ids.py)
+SENDFILE_STEP = 1 << 22  # bytes the kernel copies from a spool at a time (a fault point each)
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: no trailing newline
 
 
@@ -63,6 +65,7 @@ class Selection:
         self.removed = 0  # dropped by R9
         self.repeats = 0  # an ID already selected: each leaves and counts once per share
         self._digest = hashlib.sha256()
+        self._sealed: int | None = None  # the spool's bytes once sealed
         self._sorted: Any = None  # a large list's IDs, sorted, from `distinct` (its manifest)
         # A whole dataset read from its ID sidecar: its manifest is made from the sidecar.
         self.dehydrated: Dehydrated | None = None
@@ -158,6 +161,7 @@ class Selection:
 
     def seal(self) -> Selection:
         self._fh.flush()
+        self._sealed = self.size  # what a whole copy must find and copy (write_to)
         return self
 
     @property
@@ -191,6 +195,42 @@ class Selection:
             if lines:
                 left -= lines
                 yield data
+
+    def write_to(self, fh: IO[bytes], n: int, chunk: int = 1 << 16,
+                 each: Callable[[], object] = lambda: None) -> int:
+        """Write the first `n` IDs to `fh`, calling `each` after every piece; the lines
+        written. All of them are copied by the kernel (sendfile: no byte through Python, ~2.5×
+        less CPU than reading and writing them, and no memory), their count the spool's own;
+        fewer are read `chunk` bytes at a time and counted."""
+        if n != self.count or n == 0 or self._sealed is None:
+            return self._write_read(fh, n, chunk, each)
+        self._fh.flush()
+        fh.flush()
+        size, at = self._sealed, 0
+        if self.size != size:  # the spool is not what was sealed: nothing is copied
+            return 0
+        try:
+            while at < size:
+                sent = os.sendfile(fh.fileno(), self._fh.fileno(), at,
+                                   min(SENDFILE_STEP, size - at))
+                if sent == 0:  # the spool is shorter than it was a moment ago
+                    return 0
+                at += sent
+                each()
+        except OSError as exc:  # a file system sendfile cannot write to: read and write
+            if at or exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            return self._write_read(fh, n, chunk, each)
+        return n
+
+    def _write_read(self, fh: IO[bytes], n: int, chunk: int, each: Callable[[], object]
+                    ) -> int:
+        written = 0
+        for ids in self.head(n, chunk):
+            fh.write(ids)
+            written += ids.count(b"\n")
+            each()
+        return written
 
     def blocks(self, n: int, size: int = 1 << 22) -> Iterator[bytes]:
         """The first `n` IDs as the spool holds them, a line possibly cut between blocks: for
@@ -449,11 +489,7 @@ def write_file(out: Path, selection: Selection, n: int,
 
     def write(fh: IO[bytes]) -> None:
         # The spool already holds one ID per line: copy bytes, never decode them.
-        written = 0
-        for ids in selection.head(n, chunk):
-            fh.write(ids)
-            written += ids.count(b"\n")
-            faults.point("share.writing")
+        written = selection.write_to(fh, n, chunk, lambda: faults.point("share.writing"))
         if written != n:
             raise OSError(f"{selection.source} changed while it was being shared")
         if before_naming is not None:
