@@ -488,3 +488,28 @@ def test_the_data_page_reads_a_bounded_number_of_its_entitys_notices(
         n.id for n in entities.acme[:2]]
     assert re.search(r'id="n-entity-open"[^>]*>3<', panel)
     assert "The 2 nearest deadlines of 3 open notices" in panel
+
+
+def test_an_entitys_notice_is_addressed_to_its_own_data_team_only_not_its_pools() -> None:
+    """`rules.notices.addressed_to`: a person's notice to that person; an entity's to a
+    data-team member of that very entity — not its analysts, not the data team of its pool's
+    parent or of another child (each entity holds what was delivered to it)."""
+    from types import SimpleNamespace
+
+    from gatekeeper.rules import notices as policy
+
+    def user(name: str, entity: str, role: str, root: str = "acme") -> Any:
+        return SimpleNamespace(name=name, entity=entity, role=role, root=root,
+                               accepted_terms=True)
+
+    dan, lab = user("dan", "acme", "data"), user("lab", "acme-labs", "data")
+    ana = user("ana", "acme", "analyst")
+    assert policy.addressed_to(dan, policy.ENTITY, "acme")
+    assert policy.addressed_to(lab, policy.ENTITY, "acme-labs")
+    assert not policy.addressed_to(dan, policy.ENTITY, "acme-labs")  # the pool's child's
+    assert not policy.addressed_to(lab, policy.ENTITY, "acme")  # the pool's parent's
+    assert not policy.addressed_to(ana, policy.ENTITY, "acme")  # an analyst of it
+    assert not policy.addressed_to(user("cora", "acme", "compliance"), policy.ENTITY, "acme")
+    assert policy.addressed_to(ana, policy.PERSON, "ana")
+    assert not policy.addressed_to(dan, policy.PERSON, "ana")  # an analyst's export
+    assert not policy.addressed_to(ana, policy.PERSON, "bea")
