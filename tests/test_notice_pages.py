@@ -1,7 +1,8 @@
 """Deletion notices where people look (issue 15 items 2-3, R9): an analyst's own open notices on
 the export page with the files of what to delete (their own only), the compliance officer's
 list, notice page and acknowledgement form (compliance only, CSRF), the dashboard's open
-notices overdue first, and the monthly report's notices per recipient (both backends).
+notices overdue first, the monthly report's notices per recipient, and the data team's page:
+its own entity's open notices with their files, no one else's (both backends).
 
 The store's clock is fixed (`FixedClock`) so that a notice can be overdue: March 2026, ana
 exports 20 posts and bea 10, dan shares one of them to acme; at 11:00 a deletion list hides
