@@ -1,7 +1,8 @@
 """Deletion notices where people look (issue 15 items 2-3, R9): an analyst's own open notices on
 the export page with the files of what to delete (their own only), the compliance officer's
 list, notice page and acknowledgement form (compliance only, CSRF), the dashboard's open
-notices overdue first, and the monthly report's notices per recipient (both backends).
+notices overdue first, the monthly report's notices per recipient, and the data team's page:
+its own entity's open notices with their files, no one else's (both backends).
 
 The store's clock is fixed (`FixedClock`) so that a notice can be overdue: March 2026, ana
 exports 20 posts and bea 10, dan shares one of them to acme; at 11:00 a deletion list hides
@@ -184,8 +185,9 @@ def test_an_analyst_downloads_the_ids_to_delete_and_the_letter_of_their_own_noti
     resp = people["bea"].get(f"/notices/{world.bea.id}/files/posts.txt")
     assert resp.status_code == 200
     resp.close()
-    # A data user downloads nothing (role); compliance any notice's files.
-    assert people["dan"].get(f"/notices/{world.acme.id}/files/posts.txt").status_code == 403
+    # A data user downloads no analyst's notice (their own entity's: below); compliance any
+    # notice's files.
+    assert people["dan"].get(f"/notices/{world.ana.id}/files/posts.txt").status_code == 404
     resp = people["cora"].get(f"/notices/{world.acme.id}/files/posts.txt")
     assert resp.status_code == 200 and resp.get_data(as_text=True).split() == [
         str(i) for i in world.gate.notices.ids(world.acme.id).posts().tolist()]
@@ -323,3 +325,192 @@ def test_the_monthly_report_counts_notices_opened_acknowledged_and_overdue_per_r
                                       "--month", "2026-03", "--out", str(tmp_path / "r.pdf")],
                            catch_exceptions=False)
     assert r.exit_code == 0 and "4 deletion notices opened, 3 overdue" in r.output, r.output
+
+
+# --- the data team's page: its own entity's open notices (R9) ---------------------------------
+
+class Entities:
+    """`World` and more: globex with its data user gil; two more lists reach acme's ID shares.
+
+    At 18:00 the next day (START + 33 h) dan shares A1 and A2 to acme, gil G1 to globex; at
+    19:00 a list hides A1 and G1 (acme's second notice, globex's first), at 20:00 one hides A2
+    (acme's third). Seen at 21:00: acme's first notice is 10 h overdue, its second has 22 h
+    left, its third 23 h."""
+
+    def __init__(self, world: World, acme: list[Notice], globex: Notice,
+                 clients: dict[str, FlaskClient]) -> None:
+        self.world, self.gate = world, world.gate
+        self.acme = [world.acme, *acme]  # nearest deadline first
+        self.globex = globex
+        self.clients = clients
+
+
+def _share(g: Gate, tmp_path: Path, who: str, entity: str, ids: list[int], out: str) -> str:
+    path = tmp_path / f"ids-{out}"
+    path.write_text("".join(f"{i}\n" for i in ids))
+    shares.share_to_file(g, actor=who, entity=entity, ids_path=path, out=tmp_path / out,
+                         purpose="t")
+    return out
+
+
+A1, A2, G1 = 1_700_000_000_000_000_001, 1_700_000_000_000_000_002, 1_700_000_000_000_000_003
+
+
+@pytest.fixture
+def entities(world: World, app: Flask, people: dict[str, FlaskClient],
+             tmp_path: Path) -> Entities:
+    g, clock = world.gate, world.clock
+    g.entities.add("globex", kind="commercial", research=False, parent=None, actor="t",
+                   channel="cli")
+    g.entities.accept_terms("globex", by="Gil's lawyer", actor="t", channel="cli")
+    g.users.add("gil", entity="globex", role="data", password=PASSWORD, actor="t",
+                channel="cli")
+    clock.set(START + 33 * HOUR)
+    _share(g, tmp_path, "dan", "acme", [A1, A2], "to-acme-2.txt")
+    _share(g, tmp_path, "gil", "globex", [G1], "to-globex.txt")
+    clock.set(START + 34 * HOUR)
+    second = {n.recipient: n for n in map(g.notices.get, _ingest(g, [A1, G1], "x-3.txt"))}
+    assert set(second) == {"acme", "globex"}
+    clock.set(START + 35 * HOUR)
+    [third] = [g.notices.get(i) for i in _ingest(g, [A2], "x-4.txt")]
+    assert third.recipient == "acme"
+    clock.set(START + 36 * HOUR)
+    gil = app.test_client()
+    assert sign_in(gil, "gil", PASSWORD) == 302
+    return Entities(world, [second["acme"], third], second["globex"], {**people, "gil": gil})
+
+
+def entity_panel(html: str) -> str:
+    assert 'id="entity-notices"' in html
+    return html[html.index('id="entity-notices"'):html.index("Entities you share with")]
+
+
+def test_a_data_user_sees_their_entitys_open_notices_on_the_data_page_overdue_first(
+        entities: Entities) -> None:
+    dan = entities.clients["dan"]
+    # Where dan lands after signing in: the data page, with what acme must delete.
+    assert dan.get("/").headers["Location"].endswith("/data")
+    panel = entity_panel(page(dan, "/data"))
+    order = re.findall(r'data-notice="([0-9a-f]{32})"', panel)
+    assert order == [n.id for n in entities.acme]  # nearest deadline first, not newest first
+    assert re.search(r'id="n-entity-open"[^>]*>3<', panel)
+    assert re.search(r'id="n-entity-overdue"[^>]*>1<', panel)
+    assert "overdue by 10 h" in panel and "22 h left" in panel and "23 h left" in panel
+    assert "age 34 h / 24 h" in panel  # the first: the list came in at 11:00 the day before
+    assert "2026-03-11 11:00 UTC" in panel  # its deadline: the ingest + 24 h
+    # Each delivery: when, which file, the share's id; the downloads of what to delete.
+    for n in entities.acme:
+        for d in n.deliveries:
+            assert f"<code>{d.delivery}</code>" in panel
+        assert f"/notices/{n.id}/files/posts.txt" in panel
+        assert f"/notices/{n.id}/files/letter.pdf" in panel
+    assert "to-acme-2.txt" in panel and "out.txt" in panel
+    # Compliance records the deletion: no form here, and the page says so.
+    assert "your compliance officer records the deletion" in panel
+    assert "/ack" not in panel and 'name="by"' not in panel
+    # Nobody else's: not globex's, not the analysts' (their exports are theirs).
+    html = page(dan, "/data")
+    for other in (entities.globex, entities.world.ana, entities.world.bea,
+                  entities.world.later):
+        assert other.id not in html
+    # gil sees globex's only.
+    panel = entity_panel(page(entities.clients["gil"], "/data"))
+    assert re.findall(r'data-notice="([0-9a-f]{32})"', panel) == [entities.globex.id]
+    assert "to-globex.txt" in panel
+    # Acknowledged (by compliance), a notice leaves the page; none open: no panel.
+    entities.gate.notices.ack(entities.acme[0].id, by="acme DPO", actor="cora", channel="cli")
+    panel = entity_panel(page(dan, "/data"))
+    assert re.findall(r'data-notice="([0-9a-f]{32})"', panel) == [
+        n.id for n in entities.acme[1:]]
+    assert re.search(r'id="n-entity-overdue"[^>]*>0<', panel)
+    entities.gate.notices.ack(entities.globex.id, by="globex DPO", actor="cora", channel="cli")
+    assert 'id="entity-notices"' not in page(entities.clients["gil"], "/data")
+
+
+def test_a_data_user_downloads_their_own_entitys_notice_files_and_no_one_elses(
+        entities: Entities) -> None:
+    dan, gil = entities.clients["dan"], entities.clients["gil"]
+    acme = entities.acme[0]
+    # The analysts' download route and code: the ID file and the letter, no-store, audited.
+    resp = dan.get(f"/notices/{acme.id}/files/posts.txt")
+    assert resp.status_code == 200 and resp.headers["Cache-Control"] == "no-store"
+    assert f'filename="notice-{acme.id}-posts.txt"' in resp.headers["Content-Disposition"]
+    assert [int(x) for x in resp.get_data(as_text=True).split()] == \
+        entities.gate.notices.ids(acme.id).posts().tolist()
+    resp.close()
+    resp = dan.get(f"/notices/{acme.id}/files/letter.pdf")
+    assert resp.status_code == 200 and resp.mimetype == "application/pdf"
+    with pdfplumber.open(io.BytesIO(resp.get_data())) as pdf:
+        letter = " ".join(p.extract_text() or "" for p in pdf.pages)
+    resp.close()
+    assert acme.id in letter and "acme" in letter
+    exported = [r for r in audit(entities.gate) if r.get("kind") == "notices.export"]
+    assert [(r["actor"], r["channel"], r["request_id"]) for r in exported] == [
+        ("dan", "web", acme.id)] * 2
+    resp = gil.get(f"/notices/{entities.globex.id}/files/posts.txt")
+    assert resp.status_code == 200 and resp.get_data(as_text=True).split() == [str(G1)]
+    resp.close()
+    # Another entity's notice, an analyst's, an unknown one: "no such notice", on every file.
+    for client, ident in ((gil, acme.id), (dan, entities.globex.id),
+                          (dan, entities.world.ana.id), (dan, "0" * 32)):
+        for name in ("posts.txt", "users.txt", "letter.pdf", "other.bin"):
+            assert client.get(f"/notices/{ident}/files/{name}").status_code == 404
+    assert dan.get(f"/notices/{acme.id}/files/users.txt").status_code == 404  # none
+    # An analyst of acme did not receive acme's ID shares: not hers either.
+    assert entities.clients["ana"].get(f"/notices/{acme.id}/files/posts.txt").status_code == 404
+    # A data user still neither lists nor acknowledges notices (compliance, R12).
+    assert dan.get("/notices").status_code == 403
+    assert dan.get(f"/notices/{acme.id}").status_code == 403
+    assert entities.gate.notices.get(acme.id).open
+    assert len([r for r in audit(entities.gate) if r.get("kind") == "notices.export"]) == 3
+
+
+def test_the_data_page_reads_a_bounded_number_of_its_entitys_notices(
+        entities: Entities, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many notices its entity has open, the data page reads their count and the
+    first few hashes, and never a whole listing or history."""
+    from gatekeeper.domain import noticeboard
+
+    monkeypatch.setattr(noticeboard, "SHOWN", 2)
+    read: list[int] = []
+    many = entities.gate.notices._many
+
+    def counted(ids: Any) -> list[Notice]:
+        ids = list(ids)
+        read.append(len(ids))
+        return many(ids)
+
+    monkeypatch.setattr(entities.gate.notices, "_many", counted)
+    for name in ("listing", "open_for_entity", "open_for_person"):
+        monkeypatch.setattr(entities.gate.notices, name, lambda *a, **k: pytest.fail("all"))
+    panel = entity_panel(page(entities.clients["dan"], "/data"))
+    assert read == [2]
+    assert re.findall(r'data-notice="([0-9a-f]{32})"', panel) == [
+        n.id for n in entities.acme[:2]]
+    assert re.search(r'id="n-entity-open"[^>]*>3<', panel)
+    assert "The 2 nearest deadlines of 3 open notices" in panel
+
+
+def test_an_entitys_notice_is_addressed_to_its_own_data_team_only_not_its_pools() -> None:
+    """`rules.notices.addressed_to`: a person's notice to that person; an entity's to a
+    data-team member of that very entity — not its analysts, not the data team of its pool's
+    parent or of another child (each entity holds what was delivered to it)."""
+    from types import SimpleNamespace
+
+    from gatekeeper.rules import notices as policy
+
+    def user(name: str, entity: str, role: str, root: str = "acme") -> Any:
+        return SimpleNamespace(name=name, entity=entity, role=role, root=root,
+                               accepted_terms=True)
+
+    dan, lab = user("dan", "acme", "data"), user("lab", "acme-labs", "data")
+    ana = user("ana", "acme", "analyst")
+    assert policy.addressed_to(dan, policy.ENTITY, "acme")
+    assert policy.addressed_to(lab, policy.ENTITY, "acme-labs")
+    assert not policy.addressed_to(dan, policy.ENTITY, "acme-labs")  # the pool's child's
+    assert not policy.addressed_to(lab, policy.ENTITY, "acme")  # the pool's parent's
+    assert not policy.addressed_to(ana, policy.ENTITY, "acme")  # an analyst of it
+    assert not policy.addressed_to(user("cora", "acme", "compliance"), policy.ENTITY, "acme")
+    assert policy.addressed_to(ana, policy.PERSON, "ana")
+    assert not policy.addressed_to(dan, policy.PERSON, "ana")  # an analyst's export
+    assert not policy.addressed_to(ana, policy.PERSON, "bea")

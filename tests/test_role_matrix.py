@@ -95,8 +95,9 @@ EXPECTED: dict[str, Expect] = {
     "GET /notices": page(*COMPLIANCE),
     "GET /notices/<ident>": page(*COMPLIANCE),
     "POST /notices/<ident>/ack": page(*COMPLIANCE),
-    # A notice's files: compliance, and the person it is addressed to (others: 404).
-    "GET /notices/<ident>/files/<name>": page("analyst", *COMPLIANCE),
+    # A notice's files: compliance, and its recipient — the person it is addressed to, an
+    # entity's data team (others: 404; `test_a_notice_is_read_by_its_recipient_and_compliance`).
+    "GET /notices/<ident>/files/<name>": page(*roles.MAY_RECEIVE_NOTICES, *COMPLIANCE),
     "GET /account": page(*roles.ROLES),
     # The empty form's current password is wrong: a denial, behind the sign-in lockout.
     "POST /account": lambda mode, role: "401 R12" if mode == "session" else "login",
@@ -267,3 +268,55 @@ def _call(app: Flask, gate: Gate, method: str, rule: str, mode: str, role: str,
         changed = snapshot(gate) != before and f"{method} {rule}" not in CHANGES_STORE
         return "login", "a sign-in redirect changed the store" if changed else ""
     return "ok", ""
+
+
+def test_a_notice_is_read_by_its_recipient_and_compliance_only(
+        app: Flask, gate: Gate, tmp_path: Path) -> None:
+    """The routes that show an entity's deletion notice (R9) — the data team's page and the
+    notice's files — for every role, with a real notice: dan's share to acme, hidden since.
+    Another entity's data team and acme's analyst are told there is no such notice (404); the
+    data pages' notices are the signed-in member's own entity's."""
+    from live import share_ids
+
+    from gatekeeper.domain.gate import ingest_deletion_stream
+
+    gate.entities.add("globex", kind="commercial", research=False, parent=None, actor="t",
+                      channel="cli")
+    gate.users.add("gil", entity="globex", role="data", password=PASSWORD, actor="t",
+                   channel="cli")
+    share_ids(gate, tmp_path, "acme", 3, start=1_700_000_000_000_000_000)
+    [notice] = ingest_deletion_stream(gate, [b"1700000000000000001\n"], kind="posts",
+                                      source="x.txt", actor="cora", channel="cli").notices
+    files = {name: f"/notices/{notice}/files/{name}" for name in ("posts.txt", "letter.pdf")}
+    # (who, signed in as) -> the answer of the data page (and whether it names the notice),
+    # and of each file.
+    want = {
+        "anonymous": ("login", "login"),
+        "analyst": (403, 404),
+        "data of acme": ((200, True), 200),
+        "data of globex": ((200, False), 404),
+        "compliance": (403, 200),
+        "admin": (403, 200),
+    }
+    names = {"analyst": "ana", "data of acme": "dan", "data of globex": "gil",
+             "compliance": "cora", "admin": "adam"}
+    got: dict[str, tuple[Any, Any]] = {}
+    for who in want:
+        c = app.test_client()
+        if who in names:
+            assert sign_in(c, names[who], PASSWORD) == 302
+
+        def answer(url: str, client: FlaskClient = c) -> Any:
+            resp = client.get(url)
+            body = resp.get_data().decode(errors="replace")  # a PDF too
+            resp.close()
+            if resp.status_code == 302 and "/login" in resp.headers["Location"]:
+                return "login"
+            if url == "/data" and resp.status_code == 200:
+                return 200, f'data-notice="{notice}"' in body
+            return resp.status_code
+
+        answers = {answer(url) for url in files.values()}
+        assert len(answers) == 1, (who, answers)
+        got[who] = (answer("/data"), answers.pop())
+    assert got == want

@@ -1,10 +1,12 @@
 """Deletion notices as the compliance surfaces read them (issue 15 item 3, R9).
 
-Three readers, each bounded by what it shows:
+Four readers, each bounded by what it shows:
 
 - the dashboard's panel: how many notices are open, how many of those are overdue (one ZCOUNT
   on the open notices sorted by deadline) and the first few, overdue first — the same few
   keys however many notices or entities there are (issue 14: the dashboard stays flat);
+- an entity's panel on its data team's page (`/data`): the same for the open notices of ID
+  shares to that one entity, from the open set intersected with the entity's notices;
 - the compliance list (`/notices`): a page of the open (nearest deadline first) or of all
   (newest first) notices, `Notices.window`;
 - the monthly report: per recipient, the notices opened, acknowledged and overdue in a month,
@@ -17,6 +19,7 @@ passed with no acknowledgement; it stays overdue until acknowledged ("acknowledg
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from gatekeeper.domain.figures import NoticeLate, NoticeMonth
 from gatekeeper.domain.gate import Gate
@@ -53,6 +56,22 @@ def panel(gate: Gate, now_ms: int, shown: int | None = None) -> Panel:
         overdue = int(gate.client.zcount(keys.NOTICES_OPEN, "-inf", f"({now_ms}"))
     total, rows = gate.notices.window(open_only=True, start=0, count=shown or SHOWN)
     return Panel(now_ms, total, overdue, rows)
+
+
+def for_entity(gate: Gate, entity: str, now_ms: int, shown: int | None = None) -> Panel:
+    """`panel` for one entity's open notices (ID shares to it): counts and the `shown`
+    (SHOWN) nearest deadlines, overdue first. One ZINTER of the open set (scored by deadline)
+    with the entity's notices (weight 0) answers the IDs and deadlines of that entity's open
+    notices only (one per deletion list that reached it, until acknowledged) — never its
+    acknowledged history nor anyone else's; then `shown` hashes."""
+    with failing_closed():
+        raw = gate.client.zinter({keys.NOTICES_OPEN: 1,
+                                  keys.notices_of(policy.ENTITY, entity): 0}, withscores=True)
+    got = cast("list[tuple[bytes, float]]", raw)
+    # Sorted by deadline (ties by id, as the open set's own order); overdue: deadline < now.
+    overdue = sum(1 for _ident, deadline in got if deadline < now_ms)
+    rows = gate.notices._many(ident for ident, _d in got[:shown or SHOWN])
+    return Panel(now_ms, len(got), overdue, rows)
 
 
 def _overdue_in(n: Notice, start: int, until: int) -> bool:

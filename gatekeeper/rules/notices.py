@@ -12,13 +12,18 @@ for what already left, a *notice* tells each recipient what to delete:
 - what must be deleted is what R9 hides that this deletion list newly hides — the same rules
   as R9's exits (a post, a post by a listed user, a retweet of either) — found in the
   delivery's manifest; scrub_geo and reversals delete nothing;
-- the deadline is the ingest's time plus 24 hours.
+- the deadline is the ingest's time plus 24 hours;
+- a notice is read by its recipient: the person, or for an entity its data team (the people
+  who make its ID shares) — of that entity only, not of its pool's other members.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from gatekeeper.rules.roles import MAY_SHARE_IDS
+from gatekeeper.rules.subjects import Person
 
 DEADLINE_MS = 24 * 3_600_000  # R9: deleted within 24 hours of the request
 ENTITY, PERSON = "entity", "person"
@@ -59,3 +64,14 @@ def may_have_left(state: str | None) -> bool:
 def deadline(ingested_ms: int) -> int:
     """When the recipients of a deletion list ingested at `ingested_ms` must have deleted."""
     return ingested_ms + DEADLINE_MS
+
+
+def addressed_to(user: Person, recipient_kind: str, recipient: str) -> bool:
+    """Whether `user` is the recipient of a notice to (`recipient_kind`, `recipient`), or
+    speaks for it: the person a hydrated export's notice names; a data-team member (R12) of
+    the entity an ID share's notice names. An analyst of that entity is not (she did not
+    receive its ID files), nor is the data team of its pool's parent or children (each
+    entity holds its own deliveries)."""
+    if recipient_kind == PERSON:
+        return user.name == recipient
+    return recipient_kind == ENTITY and user.role in MAY_SHARE_IDS and user.entity == recipient

@@ -26,6 +26,9 @@ MAY_READ_OTHERS_QUOTA = MAY_RECORD_COMPLIANCE
 MAY_INGEST_DELETIONS = MAY_RECORD_COMPLIANCE
 # A recipient confirmed the deletion a notice asked for (issue 15): recorded by compliance.
 MAY_ACK_NOTICES = MAY_RECORD_COMPLIANCE
+# A notice's own recipient reads it and downloads its files: an analyst the notices of her
+# exports, the data team those of its entity's ID shares (`rules.notices.addressed_to`).
+MAY_RECEIVE_NOTICES = (*MAY_EXPORT_HYDRATED, *MAY_SHARE_IDS)
 # Trace: which deliveries held a post, to whom (issue 15) — the compliance officer's question.
 MAY_TRACE = MAY_RECORD_COMPLIANCE
 

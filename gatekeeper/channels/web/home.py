@@ -1,7 +1,11 @@
-"""The data team's page (R2, R8, R10, R12): where it shares, how much room is left, its tokens.
+"""The data team's page (R2, R8, R9, R10, R12): where it shares, how much room is left, what X
+deleted that its entity holds, its tokens.
 
 Thin, like pages.py and account.py: `dashboard.overview` measures the entities, `AuditLog`
-reads the team member's own shares, `Users` creates and revokes tokens and audits each (R12).
+reads the team member's own shares, `noticeboard.for_entity` the open deletion notices of
+ID shares to the member's own entity (R9: the nearest deadlines first, a bounded read; their
+files come from the notices blueprint's one download route; compliance acknowledges them),
+`Users` creates and revokes tokens and audits each (R12).
 Sign-in lands a data user here (pages.index); every change is a POST with a CSRF token, and a
 data user only ever sees and revokes their own tokens.
 """
@@ -15,7 +19,7 @@ from markupsafe import Markup
 
 from gatekeeper.channels.web.compliance import figure, percent, when
 from gatekeeper.channels.web.pages import gate, me, role_required
-from gatekeeper.domain import dashboard
+from gatekeeper.domain import dashboard, noticeboard
 from gatekeeper.domain.audit import AuditLog
 from gatekeeper.domain.auditfilter import AuditFilter
 from gatekeeper.rules import roles
@@ -44,8 +48,10 @@ def _data_page(new_token: str | None = None, error: str | None = None,
     rows = sorted((r for r in ov.entities if r.entity.terms is not None), key=lambda r: r.name)
     style = Markup('<link rel="stylesheet" href="{}">').format(
         url_for("static", filename="compliance.css"))
+    notices = noticeboard.for_entity(g, me().entity, g.clock.now_ms())
     return render_template(
-        "data.html", rows=rows, shares=_recent_shares(me().name),
+        "data.html", rows=rows, shares=_recent_shares(me().name), notices=notices,
+        my_entity=me().entity,
         tokens=g.users.list_tokens(me().name), new_token=new_token, error=error,
         window=ov.post_window, figure=figure, percent=percent, when=when, style=style,
     ), status

@@ -4,8 +4,9 @@ acknowledgement form, and the recipient's downloads.
 Thin like `compliance`: `Notices` reads, acknowledges (compliance only, R12) and exports, each
 audited (R9); `noticeboard` pages the list. `/notices` and `/notices/ID` are for compliance
 officers and administrators; a notice's files (`/notices/ID/files/NAME`: its ID files and the
-PDF letter) also for the person it is addressed to — anyone else is told there is no such
-notice (404), as for an unknown one. Every form carries a CSRF token (CSRFProtect on the app).
+PDF letter) also for its recipient — the person it is addressed to, or for an entity its data
+team (`rules.notices.addressed_to`); anyone else is told there is no such notice (404), as for
+an unknown one. Every form carries a CSRF token (CSRFProtect on the app).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ bp = Blueprint("notices", __name__)
 
 PER_PAGE = 50
 ALLOWED = roles.MAY_RECORD_COMPLIANCE
-# Who may download a notice's files: compliance (to send them on), and its recipient when a
-# person (an analyst's own export); an entity's notice reaches it through compliance.
-MAY_DOWNLOAD = (*roles.MAY_EXPORT_HYDRATED, *roles.MAY_RECORD_COMPLIANCE)
+# Who may download a notice's files: compliance (to send them on), and its recipient: the
+# analyst of her own export, the data team of its own entity's ID shares (the /data page).
+MAY_DOWNLOAD = (*roles.MAY_RECEIVE_NOTICES, *roles.MAY_RECORD_COMPLIANCE)
 FILES = {"posts.txt": ("posts", "text/plain"), "users.txt": ("users", "text/plain"),
          "letter.pdf": ("", "application/pdf")}
 
@@ -108,9 +109,9 @@ def notice_file(ident: str, name: str) -> Response:
     """One of a notice's files, written by `Notices.export` (audited: `notices.export`) into
     a temporary directory and streamed from there."""
     notice = gate().notices.get(ident)
-    own = notice.recipient_kind == policy.PERSON and notice.recipient == me().name
+    own = policy.addressed_to(me(), notice.recipient_kind, notice.recipient)
     if not (own or roles.allows(me(), ALLOWED)):
-        # Another person's notice is answered as an unknown one: its existence is theirs.
+        # Another recipient's notice is answered as an unknown one: its existence is theirs.
         raise NotFound(f"no deletion notice {ident!r}", rule="R9")
     if name not in FILES:
         raise NotFound(f"deletion notice {notice.id} has no file {name!r} (its files: "
