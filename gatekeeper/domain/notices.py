@@ -463,6 +463,10 @@ class Notices:
             out.unreadable += more.unreadable
         return out
 
+    def waiting(self) -> bool:
+        """Whether an ingest's IDs wait for a scan (queued, or a batch a crash left)."""
+        return self._waiting()
+
     def _waiting(self) -> bool:
         with failing_closed():
             pipe = self.client.pipeline(transaction=False)
