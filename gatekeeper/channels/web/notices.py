@@ -66,6 +66,7 @@ def notices_page() -> Any:
     return render_template(
         "notices.html", rows=rows, total=total, open_only=open_only, page=page,
         pages=max(1, -(-total // PER_PAGE)), now_ms=gate().clock.now_ms(),
+        pending=gate().notices.pending(),  # IDs an ingest queued, still being matched
         **_helpers())
 
 
