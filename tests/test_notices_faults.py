@@ -2,7 +2,9 @@
 trust suite: the real embedded Redis and the real CLI, SIGKILLed after the ingest committed and
 before its notices were opened — once the pending IDs were taken into a scan's batch, once its
 notice files were written. The ingest stands; nothing is opened twice; the next scan (`notices
-scan`, or the next ingest's) opens exactly the notices owed."""
+scan`, or the next ingest's) opens exactly the notices owed. The same for a real `gatekeeper
+serve` SIGKILLed after answering an API ingest, before or during its background scan: the
+restarted server opens them. And a notice's download leaves no file when the server is killed."""
 
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ recipient (the entity for ID shares, the person for exports) and per scan — no
 ingest; a second ingest opens new notices, even for a recipient with one open (each answers one
 request of X's, with its own deadline and acknowledgement). Deadline: the ingest's time + 24 h.
 
-A crash anywhere is recovered by the next scan (the next ingest, or `gatekeeper notices scan`):
+A crash anywhere is recovered by the next scan (the next CLI ingest, `gatekeeper notices scan`,
+or the server's runner, which scans after an API ingest and at start-up: web/background.py):
 the batch stays until one transaction opens every notice of it, with their audit records, and
 removes it. The IDs of a notice are a file beside the manifests (``notices/YYYY-MM/ID.gkn``,
 the manifests' codec per delivery): a notice of a large list names ~10^5 IDs and Redis keeps
