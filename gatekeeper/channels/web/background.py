@@ -115,6 +115,7 @@ class Runner:
         with self._cond:
             self._jobs.clear()
             self._scan_queued, self._retry_at, self._kept = False, None, 0
+            self._cond.notify_all()  # a thread waiting for a retry ends now
         return self.drain(timeout)
 
     # --- the thread --------------------------------------------------------------------------
