@@ -155,11 +155,14 @@ def acme(runner: Callable[..., Result], store_dir: Path) -> Path:
 
 
 @pytest.fixture
-def app(gate: Gate) -> Flask:
+def app(gate: Gate) -> Iterator[Flask]:
     """The web app over the test module's `gate` fixture (flaskr's `app` fixture)."""
+    from gatekeeper.channels.web import background
     from gatekeeper.channels.web.app import create_app
 
-    return create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})
+    made = create_app(gate, {"TESTING": True, "SECRET_KEY": "test"})
+    yield made
+    background.runner(made).stop()  # no scan of this test's store runs on into the next
 
 
 @pytest.fixture

@@ -293,14 +293,19 @@ class Server:
     def failpoint(self, spec: str | None) -> None:
         """Set (or clear) the server's failpoint for the next request."""
         store_pid = str(self.lab.store_pid()) if spec and spec.endswith(":kill-store") else ""
-        msg = f"{faults.ENV}={spec or ''}\n{faults.ENV_STORE_PID}={store_pid}\n"
+        self.setenv({faults.ENV: spec or "", faults.ENV_STORE_PID: store_pid})
+
+    def setenv(self, values: dict[str, str]) -> None:
+        """Set variables of the server's environment ("" removes one), e.g. the directory of
+        a `pause` failpoint."""
+        msg = "".join(f"{name}={value}\n" for name, value in values.items())
         os.write(self._ctl, msg.encode())
         got = b""
-        while len(got) < 2:
+        while len(got) < len(values):
             ready, _, _ = select.select([self._ack], [], [], 10)
             if not ready:
                 raise RuntimeError("the server did not take the failpoint")
-            chunk = os.read(self._ack, 2 - len(got))
+            chunk = os.read(self._ack, len(values) - len(got))
             if not chunk:
                 raise RuntimeError("the server is gone")
             got += chunk

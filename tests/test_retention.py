@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from live import PASSWORD
 
 from gatekeeper import config as config_mod
+from gatekeeper.channels.web import background
 from gatekeeper.domain import manifests, redelivery, retention, spool
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import keys
@@ -365,6 +366,7 @@ def test_an_api_share_is_checked_once_its_response_is_sent(
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert resp.get_data(as_text=True) == "6\n7\n8\n"
     resp.close()
+    assert background.runner(client.application).drain()  # run off the request path
     [found] = redelivery.findings(gate)
     assert found.ids == 2 and found.earlier == [(first.audit["manifest"], T, 2)]
 

@@ -24,6 +24,7 @@ from flask.testing import FlaskClient
 from live import form_token, sign_in
 
 from gatekeeper import config as config_mod
+from gatekeeper.channels.web import background
 from gatekeeper.channels.web.app import create_app
 from gatekeeper.domain.gate import Gate
 from gatekeeper.ledger import keys
@@ -251,6 +252,7 @@ def _call(app: Flask, gate: Gate, method: str, rule: str, mode: str, role: str,
     resp = client.open(concrete(rule), method=method, headers=headers, **kwargs)
     body = resp.get_data().decode(errors="replace")
     resp.close()  # a streamed share's spool is removed on close
+    background.runner(app).drain()  # what an answer queued (a notices scan, an R10 check) done
     new = [r for recs in denials(gate, head).values() for r in recs]
     location = resp.headers.get("Location", "")
     if resp.status_code in (401, 403):

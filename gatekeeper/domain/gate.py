@@ -127,13 +127,15 @@ def ingest_deletions(gate: Gate, path: Path, *, kind: str | None, actor: str,
 
 
 def ingest_deletion_stream(gate: Gate, lines: Iterable[bytes], *, kind: str, source: str,
-                           actor: str, channel: str) -> Ingest:
-    """R9: ingest an uploaded deletion list (see ingest_deletions)."""
+                           actor: str, channel: str, scan: bool = True) -> Ingest:
+    """R9: ingest an uploaded deletion list (see ingest_deletions); `scan=False` leaves its
+    notices queued for a scan the caller runs later (the API's, off the request path)."""
     return _newly_hidden(gate, gate.deletions.add(lines, kind=kind, source=source, actor=actor,
-                                                  channel=channel), actor, channel)
+                                                  channel=channel), actor, channel, scan)
 
 
-def _newly_hidden(gate: Gate, report: Ingest, actor: str, channel: str) -> Ingest:
+def _newly_hidden(gate: Gate, report: Ingest, actor: str, channel: str,
+                  scan: bool = True) -> Ingest:
     # Not a running total: the stored posts hidden now that were not before this list (the
     # lists as they are now, less the IDs this list added).
     if report.new_ids:
@@ -142,6 +144,8 @@ def _newly_hidden(gate: Gate, report: Ingest, actor: str, channel: str) -> Inges
             after, before=after.without(report.kind, report.new_ids))
     # Issue 15: the recipients of what already left are told, once the ingest has committed;
     # should this fail, the ingest stands and its IDs wait for the next scan.
+    if not scan:
+        return report
     try:
         report.notices = [n.id for n in gate.notices.scan(actor=actor, channel=channel).opened]
     except (GatekeeperError, OSError) as exc:

@@ -21,7 +21,8 @@ recipient (the entity for ID shares, the person for exports) and per scan — no
 ingest; a second ingest opens new notices, even for a recipient with one open (each answers one
 request of X's, with its own deadline and acknowledgement). Deadline: the ingest's time + 24 h.
 
-A crash anywhere is recovered by the next scan (the next ingest, or `gatekeeper notices scan`):
+A crash anywhere is recovered by the next scan (the next CLI ingest, `gatekeeper notices scan`,
+or the server's runner, which scans after an API ingest and at start-up: web/background.py):
 the batch stays until one transaction opens every notice of it, with their audit records, and
 removes it. The IDs of a notice are a file beside the manifests (``notices/YYYY-MM/ID.gkn``,
 the manifests' codec per delivery): a notice of a large list names ~10^5 IDs and Redis keeps
@@ -343,8 +344,6 @@ class Notices:
         """Write what a recipient needs into `out_dir`: the ID file(s) of what to delete
         (SPEC: one decimal ID per line) and the letter (PDF: who, what, delivered when, the
         deadline, the policy), each written whole; audited (R9)."""
-        from exports.notice_pdf import Letter, LetterDelivery, write_notice_pdf
-
         notice = self.get(notice_id)
         got = self.ids(notice.id)
         posts, users = got.posts(), got.users()
@@ -356,27 +355,58 @@ class Notices:
                     path = out_dir / f"notice-{notice.id}-{label}.txt"
                     spool.publish(path, functools.partial(_write_ids, ids))
                     files.append(path)
-            ack = None
-            if notice.acked_ms is not None:
-                ack = (f"by {notice.acked_by} at {iso(notice.acked_ms)}"
-                       + (f" ({notice.acked_note})" if notice.acked_note else ""))
-            letter = Letter(
-                notice_id=notice.id, recipient_kind=notice.recipient_kind,
-                recipient=notice.recipient, entity=notice.entity,
-                opened=iso(notice.opened_ms), deadline=iso(notice.deadline_ms),
-                deliveries=[LetterDelivery(d.delivery, d.channel, d.kind,
-                                           iso(d.delivered_ms), d.file, d.posts, d.users)
-                            for d in notice.deliveries],
-                posts=posts.tolist(), users=users.tolist(), policy=policy.POLICY_TEXT,
-                id_files=[p.name for p in files], sources=notice.sources, state=notice.state,
-                acknowledged=ack)
             pdf = out_dir / f"notice-{notice.id}.pdf"
             pages: list[int] = []
-            spool.publish(pdf, lambda fh: pages.append(write_notice_pdf(letter, fh)))
+            spool.publish(pdf, lambda fh: pages.append(self._letter(notice, posts, users, fh)))
         except OSError as exc:
             raise InsufficientStorage(f"{out_dir}: the notice could not be written "
                                       f"({exc.strerror or exc})", rule="R9") from exc
         files.append(pdf)
+        self._exported(notice, f"exported: letter and ID file(s) of {notice.ids:,} ID(s) to "
+                               f"{out_dir}", actor, channel)
+        return {"id": notice.id, "files": [str(p) for p in files], "pages": pages[0],
+                "posts": int(posts.size), "users": int(users.size)}
+
+    def download(self, notice_id: str, label: str, fh: IO[bytes], *, actor: str,
+                 channel: str) -> str:
+        """One of `export`'s files written into `fh` (the web's anonymous spool: nothing in a
+        folder a killed server would leave): the Post IDs ("posts"), User IDs ("users") or the
+        letter (""); its file name. Audited as an export (R9)."""
+        notice = self.get(notice_id)
+        got = self.ids(notice.id)
+        posts, users = got.posts(), got.users()
+        if label:
+            _write_ids(posts if label == "posts" else users, fh)
+            name = f"notice-{notice.id}-{label}.txt"
+        else:
+            self._letter(notice, posts, users, fh)
+            name = f"notice-{notice.id}.pdf"
+        faults.point("notices.download")  # written, not yet sent
+        self._exported(notice, f"downloaded: {name} ({notice.ids:,} ID(s))", actor, channel)
+        return name
+
+    def _letter(self, notice: Notice, posts: Ids, users: Ids, fh: IO[bytes]) -> int:
+        """The notice's letter (PDF) into `fh`, naming its ID files; its pages."""
+        from exports.notice_pdf import Letter, LetterDelivery, write_notice_pdf
+
+        ack = None
+        if notice.acked_ms is not None:
+            ack = (f"by {notice.acked_by} at {iso(notice.acked_ms)}"
+                   + (f" ({notice.acked_note})" if notice.acked_note else ""))
+        letter = Letter(
+            notice_id=notice.id, recipient_kind=notice.recipient_kind,
+            recipient=notice.recipient, entity=notice.entity,
+            opened=iso(notice.opened_ms), deadline=iso(notice.deadline_ms),
+            deliveries=[LetterDelivery(d.delivery, d.channel, d.kind,
+                                       iso(d.delivered_ms), d.file, d.posts, d.users)
+                        for d in notice.deliveries],
+            posts=posts.tolist(), users=users.tolist(), policy=policy.POLICY_TEXT,
+            id_files=[f"notice-{notice.id}-{label}.txt"
+                      for label, ids in (("posts", posts), ("users", users)) if ids.size],
+            sources=notice.sources, state=notice.state, acknowledged=ack)
+        return write_notice_pdf(letter, fh)
+
+    def _exported(self, notice: Notice, what: str, actor: str, channel: str) -> None:
         with failing_closed():
             now_ms = self.gate.clock.now_ms()
             pipe = self.client.pipeline(transaction=True)
@@ -385,11 +415,8 @@ class Notices:
                 "recipient": notice.recipient, "kind": "notices.export", "outcome": "changed",
                 "rule": "R9", "requested": notice.ids, "request_id": notice.id,
                 "message": f"deletion notice {notice.id} to {notice.recipient_kind} "
-                           f"{notice.recipient} exported: letter and ID file(s) of "
-                           f"{notice.ids:,} ID(s) to {out_dir}"}, at_ms=self.gate.clock.fixed_ms)
+                           f"{notice.recipient} {what}"}, at_ms=self.gate.clock.fixed_ms)
             pipe.execute()
-        return {"id": notice.id, "files": [str(p) for p in files], "pages": pages[0],
-                "posts": int(posts.size), "users": int(users.size)}
 
     # --- acknowledging ---------------------------------------------------------------------
 
@@ -462,6 +489,10 @@ class Notices:
             out.refunded += more.refunded
             out.unreadable += more.unreadable
         return out
+
+    def waiting(self) -> bool:
+        """Whether an ingest's IDs wait for a scan (queued, or a batch a crash left)."""
+        return self._waiting()
 
     def _waiting(self) -> bool:
         with failing_closed():

@@ -2,7 +2,8 @@
 (issue 15 item 5) — a way to keep and analyse content beyond R10's 30 days.
 
 When: right after an ID share of Post IDs is committed (the CLI once its file is named, the API
-once its response is sent) — never on the share's path, nor on a page's. The share's IDs (its
+once its response is sent, by the server's background runner in a heavy slot:
+channels/web/background.py) — never on the share's path, nor on a page's. The share's IDs (its
 sorted array, or its manifest read back) are compared with the same entity's manifests of
 deliveries more than 30 days older, each a sorted array: a binary search of one in the other
 (numpy), milliseconds per million IDs. What is found is stored in Redis, one hash field per

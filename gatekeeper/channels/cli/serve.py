@@ -36,6 +36,7 @@ def serve(obj: Context, host: str | None, port: int | None, demo: bool) -> None:
     """Run the web service and API under waitress (a production WSGI server)."""
     import waitress
 
+    from gatekeeper.channels.web import background
     from gatekeeper.channels.web.app import create_app
 
     tune_malloc()  # before any thread of ours starts
@@ -70,6 +71,13 @@ def serve(obj: Context, host: str | None, port: int | None, demo: bool) -> None:
         click.echo(f"note: ${cfg.secret_key_env} is not set; sessions last until this process "
                    "stops (R12: set it from a secret store)", err=True)
     app = create_app(gate)
+    try:  # notices an earlier run owed when it stopped (killed after an API ingest's answer)
+        if background.at_start(app, cli_actor(), "cli"):
+            click.echo("start-up: opening the deletion notices owed, in the background",
+                       err=True)
+    except GatekeeperError as exc:
+        click.echo(f"start-up notices scan skipped: {exc.message}; the next ingest or "
+                   "`gatekeeper notices scan` opens them", err=True)
     host, port = host or cfg.host, port if port is not None else cfg.port
     if host not in ("127.0.0.1", "localhost", "::1") and not app.config["SESSION_COOKIE_SECURE"]:
         click.echo(f"note: listening on {host} but server.public_url is not https://…: session "

@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gatekeeper import config as config_mod
-from gatekeeper.channels.web import api, heavy, ops, pages, sessions, tracepage
+from gatekeeper.channels.web import api, background, heavy, ops, pages, sessions, tracepage
 from gatekeeper.channels.web import auditlog as auditlog_pages
 from gatekeeper.channels.web import compliance as compliance_pages
 from gatekeeper.channels.web import home as home_pages
@@ -95,6 +95,7 @@ def create_app(gate: Gate | None = None, test_config: Mapping[str, Any] | None =
     sessions.init_app(app)
     ops.init_app(app)
     heavy.init_app(app, config.server)
+    background.init_app(app)  # notices scans and R10 checks off the request path
     register_error_handlers(app)
     for bp in (api.bp, pages.bp, compliance_pages.bp, auditlog_pages.bp, report_bp, account_bp,
                home_pages.bp, tracepage.bp, notice_pages.bp):

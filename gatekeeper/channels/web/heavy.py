@@ -49,13 +49,14 @@ class HeavyWork:
         self.slots, self.queue, self.wait_s = slots, queue, wait_s
         self.running = 0
         self._line: deque[object] = deque()  # the waiting requests, first come first served
+        self._owed = 0  # of them, the server's own work (background.py): not one of the Q
         self._cond = threading.Condition()
         self._took: deque[float] = deque(maxlen=32)  # recent heavy durations (Retry-After)
         self.refused = 0
 
     @property
     def waiting(self) -> int:
-        return len(self._line)
+        return len(self._line) - self._owed
 
     def acquire(self, what: str, gone: Callable[[], bool] = lambda: False) -> Slot:
         """A slot for `what`, waiting in line if need be; Busy when the line is full or the
@@ -64,7 +65,7 @@ class HeavyWork:
             if self.running < self.slots and not self._line:
                 self.running += 1
                 return Slot(self)
-            if len(self._line) >= self.queue:
+            if self.waiting >= self.queue:
                 raise self._busy(what, "every slot is taken and the line is full")
             me = object()
             self._line.append(me)
@@ -81,6 +82,25 @@ class HeavyWork:
             finally:
                 self._line.remove(me)
                 self._cond.notify_all()  # the next in line may be first now
+        return Slot(self)
+
+    def acquire_owed(self) -> Slot:
+        """A slot for work the server owes after an answer (background.py: a notices scan,
+        an R10 check): it waits its turn in the same line, first come first served, but no
+        request thread waits for it, so it takes none of the line's Q places and has no
+        deadline — it runs when a slot frees up, never beside K heavy requests."""
+        with self._cond:
+            me = object()
+            self._line.append(me)
+            self._owed += 1
+            try:
+                while not (self.running < self.slots and self._line[0] is me):
+                    self._cond.wait(_POLL_S)
+                self.running += 1
+            finally:
+                self._line.remove(me)
+                self._owed -= 1
+                self._cond.notify_all()
         return Slot(self)
 
     def _busy(self, what: str, why: str) -> Busy:

@@ -11,16 +11,13 @@ an unknown one. Every form carries a CSRF token (CSRFProtect on the app).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
 from gatekeeper.channels.web.compliance import _helpers, _int_arg
 from gatekeeper.channels.web.pages import gate, me, role_required
-from gatekeeper.domain import noticeboard
+from gatekeeper.domain import noticeboard, spool
 from gatekeeper.domain.notices import Notice
 from gatekeeper.rules import notices as policy
 from gatekeeper.rules import roles
@@ -70,6 +67,7 @@ def notices_page() -> Any:
     return render_template(
         "notices.html", rows=rows, total=total, open_only=open_only, page=page,
         pages=max(1, -(-total // PER_PAGE)), now_ms=gate().clock.now_ms(),
+        pending=gate().notices.pending(),  # IDs an ingest queued, still being matched
         **_helpers())
 
 
@@ -106,8 +104,8 @@ def ack(ident: str) -> Any:
 @bp.get("/notices/<ident>/files/<name>")
 @role_required(*MAY_DOWNLOAD)
 def notice_file(ident: str, name: str) -> Response:
-    """One of a notice's files, written by `Notices.export` (audited: `notices.export`) into
-    a temporary directory and streamed from there."""
+    """One of a notice's files, written by `Notices.download` (audited: `notices.export`) into
+    an anonymous spool file and streamed from there."""
     notice = gate().notices.get(ident)
     own = policy.addressed_to(me(), notice.recipient_kind, notice.recipient)
     if not (own or roles.allows(me(), ALLOWED)):
@@ -119,17 +117,17 @@ def notice_file(ident: str, name: str) -> Response:
     label, mimetype = FILES[name]
     if label and not getattr(notice, label):
         raise NotFound(f"deletion notice {notice.id} names no {label[:-1]} IDs", rule="R9")
-    # Not a prefix `spool.sweep` removes: a sweep on a live server must not take a download's
-    # files from under it (a process killed mid-download leaves this directory of IDs).
-    directory = Path(tempfile.mkdtemp(prefix="gatekeeper-notice-"))
+    # An anonymous spool: no name in any folder, gone with the response — or with the
+    # process, if the server is killed mid-download.
+    fh = spool.anonymous()
     try:
-        gate().notices.export(notice.id, directory, actor=me().name, channel="web")
-        filename = f"notice-{notice.id}-{label}.txt" if label else f"notice-{notice.id}.pdf"
-        path = directory / filename
-        size = path.stat().st_size
-        fh = path.open("rb")  # the response closes it
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)  # the open file reads on without its name
+        filename = gate().notices.download(notice.id, label, fh, actor=me().name,
+                                           channel="web")
+        size = fh.tell()
+        fh.seek(0)
+    except BaseException:
+        fh.close()
+        raise
 
     def chunks() -> Any:
         while chunk := fh.read(1 << 16):

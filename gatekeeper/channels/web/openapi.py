@@ -291,7 +291,11 @@ OPENAPI: dict[str, Any] = {
                     "application/x-ndjson": {"schema": {"type": "string"}}}},
                 "responses": {"200": {"description": "What was ingested (hidden, "
                                                      "scrub_geo, reversals recorded) and, per "
-                                                     "stored dataset, the posts it newly hides",
+                                                     "stored dataset, the posts it newly hides; "
+                                                     "answered once the ingest commits, its "
+                                                     "deletion notices opened in the background "
+                                                     "(notices_scan, notices_pending: IDs "
+                                                     "still to match)",
                                       "content": {"application/json": {"schema": {
                                           "type": "object"}}}},
                               **_errors(400, 401, 403, 413, 503)},
