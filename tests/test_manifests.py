@@ -270,14 +270,14 @@ def test_a_large_list_shared_whole_is_recorded_from_the_ids_it_was_checked_with(
     path, ids = large_list(tmp_path)
     out = tmp_path / "out.txt"
     monkeypatch.setattr(manifests, "parse_lines", lambda *a: pytest.fail("parsed again"))
-    store = manifests.Manifests.store
+    store = manifests.Manifests.store_stream
     seen_out: list[bool] = []
 
     def storing(self: manifests.Manifests, *args: Any) -> manifests.Ref:
         seen_out.append(out.exists())
         return store(self, *args)
 
-    monkeypatch.setattr(manifests.Manifests, "store", storing)
+    monkeypatch.setattr(manifests.Manifests, "store_stream", storing)  # every store's way
     res = shares.share_to_file(gate, actor="dan", entity="acme", ids_path=path, out=out,
                                purpose="t")
     delivered = [int(i) for i in out.read_text().split()]
