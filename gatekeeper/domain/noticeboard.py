@@ -8,7 +8,8 @@ Three readers, each bounded by what it shows:
 - the compliance list (`/notices`): a page of the open (nearest deadline first) or of all
   (newest first) notices, `Notices.window`;
 - the monthly report: per recipient, the notices opened, acknowledged and overdue in a month,
-  from the notices themselves (a month's report reads every notice: it is heavy work anyway).
+  from the notices themselves — the facts it counts (`Notices.touching`) of the notices opened
+  in the month, open now or acknowledged since its start, not every notice ever opened.
 
 A notice is *overdue* once its deadline (the ingest's time + 24 hours, `rules.notices`) has
 passed with no acknowledgement; it stays overdue until acknowledged ("acknowledged late").
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 from gatekeeper.domain.figures import NoticeLate, NoticeMonth
 from gatekeeper.domain.gate import Gate
-from gatekeeper.domain.notices import Notice
+from gatekeeper.domain.notices import Notice, NoticeFacts
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules import notices as policy
@@ -55,7 +56,7 @@ def panel(gate: Gate, now_ms: int, shown: int | None = None) -> Panel:
     return Panel(now_ms, total, overdue, rows)
 
 
-def _overdue_in(n: Notice, start: int, until: int) -> bool:
+def _overdue_in(n: Notice | NoticeFacts, start: int, until: int) -> bool:
     """Whether `n` was past its deadline and not acknowledged at some moment of
     [start, until)."""
     acked = n.acked_ms
@@ -72,7 +73,7 @@ def month(gate: Gate, start: int, end: int, now_ms: int) -> tuple[list[NoticeMon
     last = min(end - 1, now_ms)  # the window's last instant: the month's, or now
     rows: dict[tuple[str, str], NoticeMonth] = {}
     late: list[NoticeLate] = []
-    for n in gate.notices.listing():
+    for n in gate.notices.touching(start, end):
         opened = start <= n.opened_ms < end
         acked = n.acked_ms is not None and start <= n.acked_ms < end
         overdue = _overdue_in(n, start, until)
