@@ -376,3 +376,70 @@ def test_the_cli_lists_notices_a_page_at_a_time_with_the_same_json(
     assert lines[0].split() == ["id", "to", "recipient", "opened", "deadline", "deliveries",
                                 "ids", "state"]
     assert [line.split()[0] for line in lines[1:]] == [n["id"] for n in whole]
+
+
+def test_a_long_grid_draws_exactly_what_it_drew_cell_by_cell() -> None:
+    """The report's long tables (`_Grid`) format each (string, font subset) once: the PDF is
+    byte for byte the one drawn a text object call per cell, as before."""
+    import io
+
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+    from reportlab.pdfgen import canvas
+    from reportlab.platypus import Frame
+
+    from exports import report_pdf
+
+    class CellByCell(report_pdf._Grid):
+        def draw(self) -> None:  # the drawing before formatting was shared (text part)
+            c, h = self.canv, self.row_h
+            top = h * (len(self.rows) + 1)
+            text = c.beginText()
+            text.setFont(self.font, self.size)
+            text.setFillColor(report_pdf.colors.black)
+            xs = [sum(self.widths[:i]) for i in range(len(self.widths))]
+            for i, row in enumerate([self.head, *self.rows]):
+                y = top - h * (i + 1) + 2 + (h - 4 - self.size) / 2 + 1
+                for j, value in enumerate(row):
+                    if not value:
+                        continue
+                    x = xs[j] + 6
+                    if j in self.numeric:
+                        x = xs[j] + self.widths[j] - 6 - stringWidth(value, self.font,
+                                                                     self.size)
+                    text.setTextOrigin(x, y)
+                    text.textOut(value)
+            c.drawText(text)
+
+    class Ours(report_pdf._Grid):
+        def draw(self) -> None:  # only the text part, to compare like with like
+            c = self.canv
+            c.saveState()
+            real = c.rect, c.line
+            c.rect = c.line = lambda *_a, **_k: None  # type: ignore[method-assign]
+            try:
+                super().draw()
+            finally:
+                c.rect, c.line = real  # type: ignore[method-assign]
+            c.restoreState()
+
+    font = report_pdf._Fonts().base
+    rows = [[f"user-{i % 37:05d}", "person" if i % 3 else "entity", f"{i % 7:,}",
+             f"{(i * 7919) % 100_000:,}", "", "Zoë Ünal" if i % 11 == 0 else "-"]
+            for i in range(300)]
+    head = ["recipient", "to", "opened", "IDs", "empty", "name"]
+
+    def pdf(kind: type[report_pdf._Grid]) -> bytes:
+        buf = io.BytesIO()
+        c = canvas.Canvas(buf, invariant=1, pageCompression=0)
+        grid = kind(head, rows[:60], [120, 60, 50, 80, 40, 90], (2, 3), font)
+        Frame(0, 0, 800, 1200).addFromList([grid], c)
+        c.showPage()
+        c.save()
+        return buf.getvalue()
+
+    def text_ops(data: bytes) -> bytes:  # the grid's text object: BT ... ET
+        return data[data.rindex(b"BT"):data.rindex(b"ET") + 2]
+
+    ours, before = text_ops(pdf(Ours)), text_ops(pdf(CellByCell))
+    assert ours.count(b" Tj") == 60 * 5 + 6  # every cell but the empty ones, and the header
+    assert ours == before
