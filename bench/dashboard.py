@@ -258,7 +258,7 @@ def ingest_deletions(gate: Gate, rng: random.Random) -> None:
 
 def seed_notices(gate: Gate, n: int, now: int, entities: list[Entity],
                  users: list[User]) -> None:
-    """`n` open deletion notices (issue 15), hashes and sorted sets shaped exactly as
+    """`n` open deletion notices (issue 15), hashes, sorted sets and indexes shaped exactly as
     Notices._commit writes them — half to people, half to entities; a third overdue, the rest
     due within 20 hours — written directly: opening them through a scan needs manifests and
     deletion lists, and only what the pages read matters here."""
@@ -287,8 +287,11 @@ def seed_notices(gate: Gate, n: int, now: int, entities: list[Entity],
         pipe.zadd(keys.NOTICES_OPEN, {ident: deadline})
         pipe.zadd(keys.NOTICES_ALL, {ident: opened})
         pipe.zadd(keys.notices_of(kind, name), {ident: opened})
+        pipe.zadd(keys.notices_open_of(kind, name), {ident: opened})
         if i % 1000 == 999:
             pipe.execute()
+    if n:
+        pipe.set(keys.NOTICES_INDEXED, 1)  # as the first notice opened on a fresh store
     pipe.execute()
 
 

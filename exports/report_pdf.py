@@ -234,6 +234,13 @@ class _Grid(Flowable):
         text.setFont(self.font, self.size)
         text.setFillColor(colors.black)
         xs = [sum(self.widths[:i]) for i in range(len(self.widths))]
+        # A cell's text operators depend on the string and the font subset in use before it
+        # (reportlab's _formatText): the same pair gives the same operators, so each is made
+        # once per table. Most cells repeat (counts, kinds, dates); a long table spent most
+        # of its time here, a text object per cell.
+        shown: dict[tuple[str, Any], tuple[str, Any]] = {}
+        measured: dict[str, float] = {}
+        code = text._code  # reportlab's list of the text object's operators
         for i, row in enumerate([self.head, *self.rows]):
             y = top - h * (i + 1) + 2 + (h - 4 - self.size) / 2 + 1
             for j, value in enumerate(row):
@@ -241,9 +248,17 @@ class _Grid(Flowable):
                     continue
                 x = xs[j] + 6
                 if j in self.numeric:
-                    x = xs[j] + self.widths[j] - 6 - stringWidth(value, self.font, self.size)
+                    w = measured.get(value)
+                    if w is None:
+                        w = measured[value] = stringWidth(value, self.font, self.size)
+                    x = xs[j] + self.widths[j] - 6 - w
                 text.setTextOrigin(x, y)
-                text.textOut(value)
+                key = (value, text._curSubset)
+                done = shown.get(key)
+                if done is None:
+                    done = shown[key] = (text._formatText(value), text._curSubset)
+                code.append(done[0])
+                text._curSubset = done[1]
         c.drawText(text)
         c.restoreState()
 

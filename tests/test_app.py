@@ -143,7 +143,8 @@ def test_store_upgrade_indexes_an_old_store_once_and_audits_it(old_store: Gate,
     # every key of the old pool is entered in its key index (layout 4), and counted as such
     indexed = gate.client.zcard(keys.pool_keys("acme"))
     assert indexed > 0
-    assert done == {"from": 0, "to": LAYOUT, "counters": 1, "refusals": 1, "keys": indexed}
+    assert done == {"from": 0, "to": LAYOUT, "counters": 1, "refusals": 1, "keys": indexed,
+                    "notices": 0}
     after = _written_by_upgrade(gate)
     assert after["layout"] == str(LAYOUT).encode() and after["refusals"] == 1
     assert after["active"] == [keys.counter("acme", "r6", "ana").encode()]

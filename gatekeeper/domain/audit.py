@@ -91,7 +91,9 @@ def _text(v: bytes | str) -> str:
 
 def _record(ident: Id, raw: Mapping[Any, Any]) -> dict[str, str]:
     """A stream entry as a record: its fields as text, plus "id" and "at"."""
-    rec = {_text(k): _text(v) for k, v in raw.items()}
+    # Inline, not _text per field: a month's report decodes ~10^6 fields (a third of its time).
+    rec = {(k.decode("utf-8", "replace") if isinstance(k, bytes) else k):
+           (v.decode("utf-8", "replace") if isinstance(v, bytes) else v) for k, v in raw.items()}
     t = rec.get("time", "")
     rec["id"] = f"{ident[0]}-{ident[1]}"
     rec["at"] = iso_ms(int(t) if t.isdigit() and len(t) < 16 else ident[0])

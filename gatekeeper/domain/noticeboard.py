@@ -10,7 +10,8 @@ Four readers, each bounded by what it shows:
 - the compliance list (`/notices`): a page of the open (nearest deadline first) or of all
   (newest first) notices, `Notices.window`;
 - the monthly report: per recipient, the notices opened, acknowledged and overdue in a month,
-  from the notices themselves (a month's report reads every notice: it is heavy work anyway).
+  from the notices themselves — the facts it counts (`Notices.touching`) of the notices opened
+  in the month, open now or acknowledged since its start, not every notice ever opened.
 
 A notice is *overdue* once its deadline (the ingest's time + 24 hours, `rules.notices`) has
 passed with no acknowledgement; it stays overdue until acknowledged ("acknowledged late").
@@ -23,7 +24,7 @@ from typing import cast
 
 from gatekeeper.domain.figures import NoticeLate, NoticeMonth
 from gatekeeper.domain.gate import Gate
-from gatekeeper.domain.notices import Notice
+from gatekeeper.domain.notices import Notice, NoticeFacts
 from gatekeeper.ledger import keys
 from gatekeeper.ledger.store import failing_closed
 from gatekeeper.rules import notices as policy
@@ -64,9 +65,11 @@ def for_entity(gate: Gate, entity: str, now_ms: int, shown: int | None = None) -
     with the entity's notices (weight 0) answers the IDs and deadlines of that entity's open
     notices only (one per deletion list that reached it, until acknowledged) — never its
     acknowledged history nor anyone else's; then `shown` hashes."""
+    # Its own open notices' index (layout 5) when the store has it: Redis walks the smaller.
+    mine = (keys.notices_open_of if gate.notices.indexed() else keys.notices_of)(
+        policy.ENTITY, entity)
     with failing_closed():
-        raw = gate.client.zinter({keys.NOTICES_OPEN: 1,
-                                  keys.notices_of(policy.ENTITY, entity): 0}, withscores=True)
+        raw = gate.client.zinter({keys.NOTICES_OPEN: 1, mine: 0}, withscores=True)
     got = cast("list[tuple[bytes, float]]", raw)
     # Sorted by deadline (ties by id, as the open set's own order); overdue: deadline < now.
     overdue = sum(1 for _ident, deadline in got if deadline < now_ms)
@@ -74,7 +77,7 @@ def for_entity(gate: Gate, entity: str, now_ms: int, shown: int | None = None) -
     return Panel(now_ms, len(got), overdue, rows)
 
 
-def _overdue_in(n: Notice, start: int, until: int) -> bool:
+def _overdue_in(n: Notice | NoticeFacts, start: int, until: int) -> bool:
     """Whether `n` was past its deadline and not acknowledged at some moment of
     [start, until)."""
     acked = n.acked_ms
@@ -91,7 +94,7 @@ def month(gate: Gate, start: int, end: int, now_ms: int) -> tuple[list[NoticeMon
     last = min(end - 1, now_ms)  # the window's last instant: the month's, or now
     rows: dict[tuple[str, str], NoticeMonth] = {}
     late: list[NoticeLate] = []
-    for n in gate.notices.listing():
+    for n in gate.notices.touching(start, end):
         opened = start <= n.opened_ms < end
         acked = n.acked_ms is not None and start <= n.acked_ms < end
         overdue = _overdue_in(n, start, until)

@@ -4,7 +4,9 @@ The API the surfaces use (each answer a `Notice`, or a list of them, newest firs
 
     gate.notices.open_for_person(username)   open notices of hydrated exports to that person
     gate.notices.open_for_entity(name)       open notices of ID shares to that entity
-    gate.notices.listing(open_only=False)    every notice (or the open ones)
+    gate.notices.pages(open_only=False)      every notice (or the open ones), a page at a time
+    gate.notices.listing(open_only=False)    the same as one list (tests, small stores)
+    gate.notices.touching(start, end)        the facts of the notices a month's report counts
     gate.notices.get(notice_id)              one (NotFound)
     gate.notices.ack(notice_id, by=, note=, actor=, channel=)  the recipient confirmed the
                                              deletion; recorded by compliance (R12), audited
@@ -32,6 +34,13 @@ notice names (the retry writes the same name again when nothing else came in).
 ID shares record Post IDs only: a deleted *user's* posts in an ID share are found only if a
 dataset's index holds them (their author is known there); an ID share of an uploaded list of
 posts no dataset holds cannot be matched to a user's deletion.
+
+Indexes beside each notice's hash (keys.py): every notice by opening time, the open ones by
+deadline, each recipient's by opening time — and since layout 5 each recipient's open ones and
+the acknowledged ones by acknowledgement time, each changed in the transaction that opens or
+acknowledges the notice. A store whose notices an older version opened has them indexed by
+`gatekeeper store upgrade` (layout.index_notices); until then (keys.NOTICES_INDEXED absent)
+the readers read every notice as before.
 
 Over ~400 lines for a reason: the batch a scan takes, the files it writes and the one
 transaction that opens its notices are one crash-safety argument, read together.
@@ -83,6 +92,9 @@ SUFFIX = ".gkn"
 MAGIC = b"GKN"
 VERSION = 1
 HEADER = struct.Struct("<3sBI")  # magic, version, index length
+PAGE = 500  # notices read per round trip by `pages`
+FACTS = ("id", "recipient_kind", "recipient", "entity", "opened_ms", "deadline_ms", "posts",
+         "users", "acked_ms", "acked_by")  # what a month's report reads of a notice
 
 
 # --- what a notice is --------------------------------------------------------------------------
@@ -158,6 +170,22 @@ class NoticeIds:
 
     def users(self) -> Ids:
         return _union([u for _p, u in self.by_delivery.values()])
+
+
+@dataclass(frozen=True)
+class NoticeFacts:
+    """What the monthly report counts of a notice (`Notices.touching`): its recipient and
+    times, without its deliveries."""
+
+    id: str
+    recipient_kind: str
+    recipient: str
+    entity: str
+    opened_ms: int
+    deadline_ms: int
+    ids: int
+    acked_ms: int | None
+    acked_by: str | None
 
 
 @dataclass
@@ -297,13 +325,66 @@ class Notices:
         return [_notice({text(k): text(v) for k, v in raw.items()}) for raw in got if raw]
 
     def listing(self, open_only: bool = False) -> list[Notice]:
-        """Every notice newest first — or the open ones, the nearest deadline first."""
-        with failing_closed():
-            if open_only:
-                ids = self.client.zrange(keys.NOTICES_OPEN, 0, -1)
+        """Every notice newest first — or the open ones, the nearest deadline first — as one
+        list: `pages` joined (for tests and small stores; a listing streams `pages`)."""
+        return [n for page in self.pages(open_only) for n in page]
+
+    def pages(self, open_only: bool = False, size: int | None = None
+              ) -> Iterator[list[Notice]]:
+        """`listing`'s notices a page of `size` at a time, each page one bounded read.
+
+        The cursor is the last notice given, not a rank: each page is read in one transaction
+        with that notice's rank, and read again from its new rank when notices opened or
+        acknowledged meanwhile moved it (an acknowledged one leaves the open set: the page
+        starts after where it was). None is given twice; none that stays is skipped."""
+        key = keys.NOTICES_OPEN if open_only else keys.NOTICES_ALL
+        size = size or PAGE
+        start, last = 0, None  # the next page's rank; the last notice given, with its score
+        while True:
+            for _try in range(10):
+                with failing_closed():
+                    pipe = self.client.pipeline(transaction=True)
+                    if last is not None:
+                        (pipe.zrank if open_only else pipe.zrevrank)(key, last[0])
+                    (pipe.zrange if open_only else pipe.zrevrange)(
+                        key, start, start + size - 1, withscores=True)
+                    *rank, got = pipe.execute()
+                if last is None or rank[0] == start - 1:
+                    break
+                if rank[0] is not None:
+                    start = rank[0] + 1
+                    continue
+                try:  # the last one given left the open set (acknowledged)
+                    start, got = self._after(key, *last, size)
+                    break
+                except redis.WatchError:
+                    continue
             else:
-                ids = self.client.zrevrange(keys.NOTICES_ALL, 0, -1)
-        return self._many(ids)
+                raise Conflict("deletion notices kept changing while they were listed; "
+                               "list them again", rule="R9")
+            page = [(text(m), float(sc)) for m, sc in got]
+            if page:
+                notices = self._many(m for m, _sc in page)
+                if notices:
+                    yield notices
+            if len(page) < size:
+                return
+            start, last = start + len(page), page[-1]
+
+    def _after(self, key: str, member: str, score: float, size: int
+               ) -> tuple[int, list[Any]]:
+        """The rank just after where `member` (gone from the open set) stood in it — the open
+        notices due before its deadline, and those due with it that sort before it — and the
+        page from there, in one transaction (WatchError if the set changed meanwhile)."""
+        with failing_closed(), self.client.pipeline(transaction=True) as pipe:
+            pipe.watch(key)
+            before = int(pipe.zcount(key, "-inf", f"({score!r}"))
+            ties = pipe.zrangebyscore(key, repr(score), repr(score))
+            start = before + sum(text(cast(bytes, t)) < member for t in ties)
+            pipe.multi()
+            pipe.zrange(key, start, start + size - 1, withscores=True)
+            [got] = pipe.execute()
+        return start, got
 
     def window(self, open_only: bool = False, start: int = 0, count: int = 50
                ) -> tuple[int, list[Notice]]:
@@ -321,9 +402,49 @@ class Notices:
         return int(total), self._many(ids)
 
     def _open_of(self, kind: str, name: str) -> list[Notice]:
+        """A recipient's open notices from their index (layout 5) — or, on a store whose
+        notices are not indexed yet, from every notice they ever had."""
         with failing_closed():
-            ids = self.client.zrevrange(keys.notices_of(kind, name), 0, -1)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.exists(keys.NOTICES_INDEXED)
+            pipe.zrevrange(keys.notices_open_of(kind, name), 0, -1)
+            indexed, ids = pipe.execute()
+            if not indexed:
+                ids = self.client.zrevrange(keys.notices_of(kind, name), 0, -1)
         return [n for n in self._many(ids) if n.open]
+
+    def indexed(self) -> bool:
+        """Whether the indexes of layout 5 hold every notice (see the module's docstring)."""
+        with failing_closed():
+            return bool(self.client.exists(keys.NOTICES_INDEXED))
+
+    def touching(self, start: int, end: int) -> list[NoticeFacts]:
+        """The facts (FACTS) of every notice a report of [start, end) may count: opened in
+        it, open now, or acknowledged from its start on — a notice opened earlier and
+        acknowledged before it is neither opened, acknowledged, overdue nor open in it. Newest
+        first, as `listing`. Bounded by the month's notices and the open ones, where the
+        indexes are whole (`indexed`); else every notice, as before layout 5."""
+        with failing_closed():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.exists(keys.NOTICES_INDEXED)
+            pipe.zrangebyscore(keys.NOTICES_ALL, start, f"({end}")
+            pipe.zrange(keys.NOTICES_OPEN, 0, -1)
+            pipe.zrangebyscore(keys.NOTICES_ACKED, start, "+inf")
+            indexed, *found = pipe.execute()
+            if not indexed:
+                found = [self.client.zrange(keys.NOTICES_ALL, 0, -1)]
+        ids = sorted({text(i) for group in found for i in group})
+        out = []
+        for at in range(0, len(ids), PAGE):
+            with failing_closed():
+                pipe = self.client.pipeline(transaction=False)
+                for ident in ids[at:at + PAGE]:
+                    pipe.hmget(keys.notice(ident), FACTS)
+                got = pipe.execute()
+            out += [_facts([text(v) if v is not None else None for v in raw]) for raw in got
+                    if raw[0] is not None]
+        out.sort(key=lambda n: (n.opened_ms, n.id), reverse=True)
+        return out
 
     def open_for_person(self, username: str) -> list[Notice]:
         """The open notices of hydrated exports to `username`, newest first."""
@@ -443,6 +564,8 @@ class Notices:
             pipe.hset(key, mapping={"state": "acknowledged", "acked_by": by, "acked_ms": now_ms,
                                     "acked_note": note, "acked_actor": user.name})
             pipe.zrem(keys.NOTICES_OPEN, notice.id)
+            pipe.zrem(keys.notices_open_of(notice.recipient_kind, notice.recipient), notice.id)
+            pipe.zadd(keys.NOTICES_ACKED, {notice.id: now_ms})
             late = " (after its deadline)" if now_ms > notice.deadline_ms else ""
             chain.append(pipe, keys.SYS_AUDIT, {
                 "time": now_ms, "actor": user.name, "channel": channel,
@@ -713,17 +836,21 @@ class Notices:
         transaction, so a crash before it leaves the batch for the next scan, and after it
         nothing to do again."""
         with failing_closed(), self.client.pipeline(transaction=True) as pipe:
-            pipe.watch(keys.NOTICES_LOCK)
+            pipe.watch(keys.NOTICES_LOCK, keys.NOTICES_ALL)
             if text(pipe.get(keys.NOTICES_LOCK) or b"") != out.token:
                 raise Conflict("the notice scan's lock lapsed (another scan took over and "
                                "opens these notices)", rule="R9")
+            first = not pipe.exists(keys.NOTICES_ALL)  # no notice yet: the indexes are whole
             pipe.multi()
+            if first and made:
+                pipe.set(keys.NOTICES_INDEXED, 1)
             for fields, kind, name in made:
                 ident = fields["id"]
                 pipe.hset(keys.notice(ident), mapping=cast(Any, fields))
                 pipe.zadd(keys.NOTICES_OPEN, {ident: fields["deadline_ms"]})
                 pipe.zadd(keys.NOTICES_ALL, {ident: fields["opened_ms"]})
                 pipe.zadd(keys.notices_of(kind, name), {ident: fields["opened_ms"]})
+                pipe.zadd(keys.notices_open_of(kind, name), {ident: fields["opened_ms"]})
                 n = len(json.loads(fields["deliveries"]))
                 ids = fields["posts"] + fields["users"]
                 chain.append(pipe, keys.SYS_AUDIT, {
@@ -774,6 +901,16 @@ def _notice(raw: dict[str, str]) -> Notice:
         acked_ms=int(raw["acked_ms"]) if raw.get("acked_ms") else None,
         acked_note=raw.get("acked_note") or None, acked_actor=raw.get("acked_actor") or None,
         file=raw.get("file", ""))
+
+
+def _facts(raw: list[str | None]) -> NoticeFacts:
+    f = dict(zip(FACTS, raw, strict=True))
+    return NoticeFacts(
+        id=f["id"] or "", recipient_kind=f["recipient_kind"] or "",
+        recipient=f["recipient"] or "", entity=f["entity"] or "",
+        opened_ms=int(f["opened_ms"] or 0), deadline_ms=int(f["deadline_ms"] or 0),
+        ids=int(f["posts"] or 0) + int(f["users"] or 0),
+        acked_ms=int(f["acked_ms"]) if f["acked_ms"] else None, acked_by=f["acked_by"] or None)
 
 
 def _write_ids(ids: Ids, fh: IO[bytes]) -> None:

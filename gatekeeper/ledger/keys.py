@@ -47,12 +47,16 @@ REDELIVERIES = f"{SYS}:r10:redelivered"
 # Deletion notices (gatekeeper.domain.notices, R9): IDs an ingest newly hid that no notice scan
 # has looked for yet (sets by kind; the scan moves them to its batch sets first), the ingests
 # they came from (sorted set by time), one hash per notice, the open ones by deadline, all by
-# opening time, each recipient's, and the scan's lock.
+# opening time, each recipient's, and the scan's lock. Since layout 5: the acknowledged ones by
+# acknowledgement time and each recipient's open ones (what the report and the pages read
+# instead of every notice), and a marker that those indexes hold every notice.
 NOTICES_INGESTS = f"{SYS}:notices:ingests"
 NOTICES_OPEN = f"{SYS}:notices:open"
 NOTICES_ALL = f"{SYS}:notices:all"
 NOTICES_LOCK = f"{SYS}:notices:lock"
 NOTICES_TMP = f"{SYS}:notices:tmp"  # used and removed inside one ingest's transaction
+NOTICES_ACKED = f"{SYS}:notices:acked"
+NOTICES_INDEXED = f"{SYS}:notices:indexed"
 
 
 def notices_pending(kind: str) -> str:
@@ -70,6 +74,11 @@ def notice(notice_id: str) -> str:
 def notices_of(recipient_kind: str, name: str) -> str:
     """Sorted set: a recipient's (entity or person) notices by opening time."""
     return f"{SYS}:notices:of:{recipient_kind}:{name}"
+
+
+def notices_open_of(recipient_kind: str, name: str) -> str:
+    """Sorted set: a recipient's open notices by opening time (layout 5)."""
+    return f"{SYS}:notices:open-of:{recipient_kind}:{name}"
 
 
 # hash: each manifest's lowest and highest Post ID and User ID, "PMIN PMAX UMIN UMAX" ("- -"

@@ -21,10 +21,13 @@ from gatekeeper.rules import outcomes
 
 # 2 = each pool keeps an index of its active counters (keys.active);
 # 3 = each audit stream keeps an index of its latest refusals (keys.refusals_of);
-# 4 = each pool keeps an index of its keys (keys.pool_keys), for move.lua.
-LAYOUT = 4
+# 4 = each pool keeps an index of its keys (keys.pool_keys), for move.lua;
+# 5 = the deletion notices keep their acknowledged ones and each recipient's open ones
+#     (keys.NOTICES_ACKED, keys.notices_open_of; domain/notices.py).
+LAYOUT = 5
 POOL_KEY_INDEX = 4  # the layout from which every pool keeps an index of its keys
 REFUSED = frozenset(o.encode() for o in outcomes.REFUSED)
+NOTICES_INDEX = 5  # the layout from which the notices' indexes hold every notice
 REFUSAL_INDEX_LENGTH = 100  # as _window.lua keeps it
 DAY_MS = 86_400_000
 
@@ -50,11 +53,11 @@ def surely_out_after(w: Window) -> int:
 
 def upgrade(client: redis.Redis, windows: Mapping[str, Window]) -> dict[str, int]:
     """Bring a store to LAYOUT, once: index the counters that hold usage (2; `windows` by
-    counter scope), the latest refusals of every audit stream (3) and every pool's keys (4).
-    Returns what it did."""
+    counter scope), the latest refusals of every audit stream (3), every pool's keys (4) and
+    the deletion notices (5). Returns what it did."""
     with failing_closed():
         layout = int(client.get(keys.LAYOUT) or 0)
-        done = {"counters": 0, "refusals": 0, "keys": 0}
+        done = {"counters": 0, "refusals": 0, "keys": 0, "notices": 0}
         if layout >= LAYOUT:
             return done
         if layout < 2:
@@ -63,6 +66,8 @@ def upgrade(client: redis.Redis, windows: Mapping[str, Window]) -> dict[str, int
             done["refusals"] = _index_refusals(client)
         if layout < POOL_KEY_INDEX:
             done["keys"] = index_pool_keys(client, keys.ANY_POOL_KEY)
+        if layout < NOTICES_INDEX:
+            done["notices"] = index_notices(client)
         client.set(keys.LAYOUT, LAYOUT)
     return done
 
@@ -102,6 +107,39 @@ def index_pool_keys(client: redis.Redis, match: str) -> int:
         pipe.zadd(keys.pool_keys(root), {key: score}, gt=True)
     pipe.execute()
     return len(found)
+
+
+def index_notices(client: redis.Redis, tries: int = 10) -> int:
+    """Enter every deletion notice in the indexes a notice's opening and acknowledgement keep
+    since layout 5 — the acknowledged ones by acknowledgement time, each recipient's open ones
+    — and mark them whole (keys.NOTICES_INDEXED). One transaction, watching the sets every
+    opening and acknowledgement changes: one that comes in meanwhile makes it start again,
+    so it never writes an index from a state already gone. Safe to run twice."""
+    fields = ("state", "recipient_kind", "recipient", "opened_ms", "acked_ms")
+    for _ in range(tries):
+        with client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(keys.NOTICES_ALL, keys.NOTICES_OPEN)
+                ids = [text(cast(bytes, i)) for i in pipe.zrange(keys.NOTICES_ALL, 0, -1)]
+                read = client.pipeline(transaction=False)
+                for ident in ids:
+                    read.hmget(keys.notice(ident), fields)
+                got = read.execute() if ids else []
+                pipe.multi()
+                for ident, raw in zip(ids, got, strict=True):
+                    state, kind, name, opened, acked = (text(v) if v is not None else None
+                                                        for v in raw)
+                    if state == "open" and kind and name:
+                        pipe.zadd(keys.notices_open_of(kind, name), {ident: int(opened or 0)})
+                    elif state is not None and acked:
+                        pipe.zadd(keys.NOTICES_ACKED, {ident: int(acked)})
+                pipe.set(keys.NOTICES_INDEXED, 1)
+                pipe.execute()
+                return len(ids)
+            except redis.WatchError:
+                continue
+    raise redis.WatchError("deletion notices kept changing while they were indexed; run "
+                           "`gatekeeper store upgrade` again")
 
 
 def _index_active_counters(client: redis.Redis, windows: Mapping[str, Window]) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +32,29 @@ def _state(n: Notice, now_ms: int) -> str:
 @pass_ctx
 def notices_list(obj: Context, open_only: bool, as_json: bool) -> None:
     """Deletion notices, newest first (or the open ones, nearest deadline first)."""
-    found = obj.gate.notices.listing(open_only)
+    # Streamed a page at a time (Notices.pages): memory holds one page however many notices.
+    # JSON: the same text as one json.dumps of the whole list. Text: a table per page, each
+    # as wide as its own widest cells, the header once.
     now_ms = obj.gate.clock.now_ms()
-    rows = [(n.id, n.recipient_kind, n.recipient, iso(n.opened_ms), iso(n.deadline_ms),
-             len(n.deliveries), n.ids, _state(n, now_ms)) for n in found]
-    emit(obj, [n.to_dict() for n in found],
-         table(("id", "to", "recipient", "opened", "deadline", "deliveries", "ids", "state"),
-               rows, right=("deliveries", "ids"),
-               empty="no open deletion notices" if open_only else "no deletion notices"))
+    first = True
+    for page in obj.gate.notices.pages(open_only):
+        if obj.json:
+            items = ",\n".join(textwrap.indent(json.dumps(n.to_dict(), indent=2,
+                                                          ensure_ascii=False), "  ")
+                                for n in page)
+            click.echo(("[\n" if first else ",\n") + items, nl=False)
+        else:
+            rows = [(n.id, n.recipient_kind, n.recipient, iso(n.opened_ms),
+                     iso(n.deadline_ms), len(n.deliveries), n.ids, _state(n, now_ms))
+                    for n in page]
+            lines = table(("id", "to", "recipient", "opened", "deadline", "deliveries", "ids",
+                           "state"), rows, right=("deliveries", "ids")).split("\n")
+            click.echo("\n".join(lines if first else lines[1:]))
+        first = False
+    if obj.json:
+        click.echo("[]" if first else "\n]")
+    elif first:
+        click.echo("no open deletion notices" if open_only else "no deletion notices")
 
 
 @notices.command("show")
