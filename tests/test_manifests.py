@@ -102,6 +102,34 @@ def test_sorted_unique_ids_are_taken_as_they_are_and_still_checked() -> None:
         manifests.as_ids(np.array([1, 2**63], dtype=np.uint64))
 
 
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(snowflakes(), st.lists(IDS, max_size=300), st.sampled_from([1, 7, 64]),
+       st.integers(1, 3))
+def test_blocks_packed_in_reused_buffers_and_threads_are_the_bytes_of_fresh_ones(
+        posts: list[int], users: list[int], block: int, threads: int) -> None:
+    """A packer reuses its buffers block after block (a wide block after a narrow one leaves
+    nothing behind), and blocks packed on several threads land in their order."""
+    import numpy as np
+
+    kept = manifests.BLOCK_IDS
+    manifests.BLOCK_IDS = block
+    try:
+        p, u = manifests.as_ids(posts), manifests.as_ids(users)
+        got = b"".join(manifests.encode_parts(p, u, {"d": 1}, threads=threads,
+                                              sorted_unique=True))
+        fresh = [manifests._pack_block(ids[at:at + block]) for ids in (p, u)
+                 for at in range(0, ids.size, block)]
+    finally:
+        manifests.BLOCK_IDS = kept
+    head = manifests.read_header(got)
+    frames = [got[head.body_at + b.offset:head.body_at + b.offset + b.length]
+              for b in head.blocks or ()]
+    assert [(b.width, f) for b, f in zip(head.blocks or (), frames, strict=True)] == fresh
+    back = decode(got)
+    assert back.posts.tolist() == sorted(set(posts)) and back.users.tolist() == sorted(set(users))
+    assert isinstance(back.posts, np.ndarray)
+
+
 def test_id_lines_that_are_not_ids_are_refused() -> None:
     for bad in (b"12\n3", b"1a\n", b"\n", b"12\n1a\n", b"12345678901234567890\n"):
         with pytest.raises(ValueError):

@@ -76,6 +76,7 @@ COUNTS2 = struct.Struct("<QQI")  # version 2: posts, users, IDs a block
 ENTRY = struct.Struct("<QQIQIB")  # version 2's block table: first, last, count, offset, length,
 #                                   bytes of a millisecond delta
 CHECK = struct.Struct("<I")  # version 2: crc32 of the header before it
+MAKERS = 2  # threads packing a large share's blocks while its file is written
 BLOCK_IDS = 1 << 16  # a trace decompresses one block: ~0.7 MB of planes, ~1 ms
 MAX_BLOCK_IDS = 1 << 24
 MAX_IDS = 1 << 40  # of a kind: bounds what a hostile header may make a reader allocate
@@ -841,8 +842,10 @@ def record_share_alongside(gate: Gate, res: Reservation, ids: Ids, kind: str,
     in the audit record: `write` calls it after its bytes are written and before any can be
     read (the CLI's file is still unnamed). So a delivery still never appears without its
     manifest; what is new is that a crash while the file is written may leave no manifest —
-    nor any file, the reservation closed as counted (abandoned) as before. It adds ~0.03 s to
-    a 1.5M-ID share where the manifest first took ~0.15 s (bench/manifests.py)."""
+    nor any file, the reservation closed as counted (abandoned) as before. Its blocks are
+    packed two at a time (MAKERS): the file is copied by the kernel in ~30 ms, so one thread
+    left the share waiting for its manifest (+6 to +12 % on a 1.5M-ID share, two at a time
+    -1 to +2 %: bench/manifests.py)."""
     if res.grant.status == "replay":  # as record_share: the first delivery's manifest holds them
         write(lambda: None)
         return
@@ -856,7 +859,7 @@ def record_share_alongside(gate: Gate, res: Reservation, ids: Ids, kind: str,
     def make() -> Ref:
         empty = ids[:0]
         parts = encode_parts(empty if p is None else p, empty if u is None else u, meta,
-                             sorted_unique=True)
+                             threads=MAKERS, sorted_unique=True)
         return gate.manifests.store_parts(name, at_ms, parts,
                                           int(ids.size) if p is not None else 0,
                                           int(ids.size) if u is not None else 0)
