@@ -149,8 +149,9 @@ class NoticeMonth:
 
 
 @dataclass(frozen=True)
-class NoticeLate:
-    """A notice overdue in the month: past its deadline, not (yet) acknowledged."""
+class NoticeFacts:
+    """What the monthly report counts of a notice (`Notices.touching`): its recipient and
+    times, without its deliveries."""
 
     id: str
     recipient_kind: str
@@ -161,6 +162,11 @@ class NoticeLate:
     ids: int
     acked_ms: int | None
     acked_by: str | None
+
+
+@dataclass(frozen=True)
+class NoticeLate(NoticeFacts):
+    """A notice overdue in the month: past its deadline, not (yet) acknowledged."""
 
 
 @dataclass

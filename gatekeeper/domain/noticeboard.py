@@ -19,6 +19,7 @@ passed with no acknowledgement; it stays overdue until acknowledged ("acknowledg
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
 
@@ -89,12 +90,19 @@ def month(gate: Gate, start: int, end: int, now_ms: int) -> tuple[list[NoticeMon
     """Per recipient (people first, then entities, by name): the notices opened,
     acknowledged (and of those late) and overdue in [start, end), and the ones open at its
     end (or now, for the month under way); with the overdue notices listed, oldest deadline
-    first (the first LISTED)."""
+    first (the first LISTED). Read from the notices the month can count
+    (`Notices.touching`)."""
+    return counted(gate.notices.touching(start, end), start, end, now_ms)
+
+
+def counted(notices: Iterable[Notice | NoticeFacts], start: int, end: int, now_ms: int
+            ) -> tuple[list[NoticeMonth], list[NoticeLate]]:
+    """`month` of these notices (any others are counted in no row)."""
     until = min(end, now_ms)
     last = min(end - 1, now_ms)  # the window's last instant: the month's, or now
     rows: dict[tuple[str, str], NoticeMonth] = {}
     late: list[NoticeLate] = []
-    for n in gate.notices.touching(start, end):
+    for n in notices:
         opened = start <= n.opened_ms < end
         acked = n.acked_ms is not None and start <= n.acked_ms < end
         overdue = _overdue_in(n, start, until)

@@ -66,6 +66,7 @@ import redis
 
 from gatekeeper import faults
 from gatekeeper.domain import manifests, spool
+from gatekeeper.domain.figures import NoticeFacts
 from gatekeeper.ledger import chain, keys
 from gatekeeper.ledger.store import failing_closed, text
 from gatekeeper.rules import notices as policy
@@ -170,22 +171,6 @@ class NoticeIds:
 
     def users(self) -> Ids:
         return _union([u for _p, u in self.by_delivery.values()])
-
-
-@dataclass(frozen=True)
-class NoticeFacts:
-    """What the monthly report counts of a notice (`Notices.touching`): its recipient and
-    times, without its deliveries."""
-
-    id: str
-    recipient_kind: str
-    recipient: str
-    entity: str
-    opened_ms: int
-    deadline_ms: int
-    ids: int
-    acked_ms: int | None
-    acked_by: str | None
 
 
 @dataclass
