@@ -655,11 +655,13 @@ class Manifests(Monthly):
     def write(self, delivery: str, at_ms: int, posts: Any, users: Any = (),
               meta: dict[str, Any] | None = None) -> Ref:
         """Store a delivery's manifest whole, and index it by delivery time. A failure raises
-        InsufficientStorage (or StoreUnavailable) before anything names the manifest."""
+        InsufficientStorage (or StoreUnavailable) before anything names the manifest. Its
+        blocks are packed MAKERS at a time: a delivery waits for it (an API share's response
+        starts only once it is stored)."""
         name = name_of(delivery, at_ms)
         p, u = as_ids(posts), as_ids(users)
         parts = encode_parts(p, u, {"delivery": delivery, "at_ms": at_ms, **(meta or {})},
-                             sorted_unique=True)
+                             threads=MAKERS, sorted_unique=True)
         return self.store_parts(name, at_ms, parts, int(p.size), int(u.size))
 
     def store(self, name: str, at_ms: int, data: bytes, posts: int, users: int) -> Ref:
