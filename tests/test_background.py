@@ -121,13 +121,13 @@ def test_an_api_shares_r10_check_runs_in_a_heavy_slot_off_the_worker_thread(
     assert isinstance(gate.clock, FixedClock)
     gate.clock.set(T + 40 * DAY)
     seen: list[tuple[str, int]] = []
-    check = redelivery.after_share
+    compare = redelivery._compare
 
     def watched(*args: Any) -> Any:
         seen.append((threading.current_thread().name, app.extensions[heavy.KEY].running))
-        return check(*args)
+        return compare(*args)
 
-    monkeypatch.setattr(redelivery, "after_share", watched)
+    monkeypatch.setattr(redelivery, "_compare", watched)
     token = gate.users.create_token("dan", actor="t", channel="cli")
     resp = client.post("/api/v1/shares?entity=acme&purpose=t", data="6\n7\n8\n",
                        headers={"Authorization": f"Bearer {token}",
@@ -138,6 +138,35 @@ def test_an_api_shares_r10_check_runs_in_a_heavy_slot_off_the_worker_thread(
     assert seen == [("gatekeeper-background", 1)]
     [found] = redelivery.findings(gate)
     assert found.ids == 2 and found.earlier == [(first.audit["manifest"], T, 2)]
+    assert app.extensions[heavy.KEY].running == 0  # given back
+
+
+def test_an_r10_check_with_nothing_older_to_compare_takes_no_heavy_slot(
+        gate: Gate, app: Flask, client: FlaskClient, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check after nearly every share finds no delivery 30 days older (two Redis
+    commands): it must not wait in the heavy line, nor hold a slot a preview then cannot get."""
+    work = app.extensions[heavy.KEY]
+    taken = [work.acquire("an export") for _ in range(work.slots)]  # every slot busy
+    checked: list[int] = []
+    after = redelivery.after_share
+
+    def watched(*args: Any) -> Any:
+        got = after(*args)
+        checked.append(work.running)
+        return got
+
+    monkeypatch.setattr(redelivery, "after_share", watched)
+    token = gate.users.create_token("dan", actor="t", channel="cli")
+    resp = client.post("/api/v1/shares?entity=acme&purpose=t", data="6\n7\n8\n",
+                       headers={"Authorization": f"Bearer {token}",
+                                "Content-Type": "text/plain"})
+    assert resp.status_code == 200
+    resp.close()
+    assert background.runner(app).drain(10)  # done while every slot is still taken
+    assert checked == [work.slots] and redelivery.findings(gate) == []
+    for slot in taken:
+        slot.release()
 
 
 def test_owed_work_waits_its_turn_for_a_slot_and_takes_no_place_in_the_line() -> None:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -87,23 +89,29 @@ class EntityFlag:
         return self.findings[-1].at_ms
 
 
-def after_share(gate: Gate, res: Reservation, ids: Ids | None = None) -> Finding | None:
+def after_share(gate: Gate, res: Reservation, ids: Ids | None = None,
+                heavy: Callable[[], AbstractContextManager[object]] = nullcontext
+                ) -> Finding | None:
     """The check of a committed ID share (`ids`: its Post IDs sorted and unique, if at hand).
-    Never raises: the share is delivered whatever happens here; a failure is logged."""
+    Never raises: the share is delivered whatever happens here; a failure is logged. `heavy`:
+    held while older deliveries are read and compared (the server's heavy slot), not for the
+    two Redis commands that nearly always find none."""
     if res.grant.status == "replay" or res.kind != "posts" or not res.audit.get("manifest") \
             or res.settled not in DELIVERED:
         return None
     try:
-        return check(gate, res.entity, str(res.audit["manifest"]), res.grant.now_ms, ids)
+        return check(gate, res.entity, str(res.audit["manifest"]), res.grant.now_ms, ids,
+                     heavy)
     except (GatekeeperError, OSError, ValueError) as exc:
         LOG.warning("R10 re-delivery check of %s skipped: %s", res.audit["manifest"], exc)
         return None
 
 
-def check(gate: Gate, entity: str, name: str, at_ms: int,
-          ids: Ids | None = None) -> Finding | None:
+def check(gate: Gate, entity: str, name: str, at_ms: int, ids: Ids | None = None,
+          heavy: Callable[[], AbstractContextManager[object]] = nullcontext
+          ) -> Finding | None:
     """Index the share `name` under `entity`, then compare it with the entity's deliveries
-    more than 30 days older; the finding, stored, or None."""
+    more than 30 days older (holding `heavy`); the finding, stored, or None."""
     index = keys.manifests_of(entity)
     with failing_closed():
         pipe = gate.client.pipeline(transaction=False)
@@ -114,6 +122,13 @@ def check(gate: Gate, entity: str, name: str, at_ms: int,
         return None
     if policy.exempt(gate.entities.get(entity)):
         return None
+    with heavy():
+        return _compare(gate, entity, name, at_ms, ids, index, older)
+
+
+def _compare(gate: Gate, entity: str, name: str, at_ms: int, ids: Ids | None, index: str,
+             older: list[tuple[Any, float]]) -> Finding | None:
+    """`check`'s comparison: the share's IDs against each older delivery's (read back)."""
     from gatekeeper.domain import retention
 
     if ids is None:

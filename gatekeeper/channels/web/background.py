@@ -4,9 +4,11 @@ Two jobs: the deletion notices an API ingest owes (`Notices.scan`: 7-10 s with 1
 IDs in retention — a client would time out and a worker thread be held) and R10's re-delivery
 check of an API ID share once its response is sent (`redelivery.after_share`: ~0.8 s with three
 older 1.5M-ID deliveries to compare). The request queues the job and answers; the runner — one
-daemon thread, started when work comes and ended when none is left — runs each job in a heavy
-slot (`heavy.HeavyWork.acquire_owed`), so it waits its turn behind the exports and previews
-already running and light requests keep their threads.
+daemon thread, started when work comes and ended when none is left — runs a scan, and an R10
+check's comparison (only when the entity has deliveries 30 days older), in a heavy slot
+(`heavy.HeavyWork.acquire_owed`), so it waits its turn behind the exports and previews already
+running and light requests keep their threads; a check that finds nothing to compare (two
+Redis commands, nearly always) takes no slot, and makes no preview wait or be told busy.
 
 Nothing is lost by a crash: an ingest's transaction queues what its notices owe in Redis
 (domain/notices.py), and any scan opens them — the runner's, the next ingest's, `gatekeeper
@@ -19,11 +21,12 @@ domain/redelivery.py): the share's manifest stands, for trace and notices.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -153,20 +156,26 @@ class Runner:
     def _loop(self) -> None:
         while (job := self._next()) is not None:
             try:
-                slot = self._work.acquire_owed()
-                try:
-                    if isinstance(job, _Check):
-                        redelivery.after_share(self._gate(), job.res, job.ids)
-                    else:
+                if isinstance(job, _Check):  # a slot only to compare (nearly always none)
+                    redelivery.after_share(self._gate(), job.res, job.ids, self._slot)
+                else:
+                    with self._slot():
                         self._scan(*job)
-                finally:
-                    slot.release()
             except Exception:  # the runner never dies; the work stays owed
                 LOG.exception("background work failed")
             finally:
                 with self._cond:
                     self._running = False
                     self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[None]:
+        """A heavy slot, in line with the requests (`HeavyWork.acquire_owed`)."""
+        slot = self._work.acquire_owed()
+        try:
+            yield
+        finally:
+            slot.release()
 
     def _scan(self, actor: str, channel: str) -> None:
         faults.point("notices.background")
