@@ -335,9 +335,9 @@ def encode(posts: Any, users: Any = (), meta: dict[str, Any] | None = None,
            threads: int = 1, *, sorted_unique: bool = False) -> bytes:
     """A manifest (version 2) of the Post IDs and User IDs (any order, repeats ignored) and
     `meta`. With `threads` > 1 its blocks are compressed that many at once (numpy and zstd
-    let go of the GIL). `sorted_unique`: both are uint64 arrays already sorted and unique
-    (`Selection.manifest_ids`' own), taken as they are — not checked again (~6 % of a 1.5M-ID
-    encode; a reader refuses a manifest whose IDs are not: `unpack_block`)."""
+    let go of the GIL). `sorted_unique`: the arrays among them are uint64, already sorted and
+    unique (`Selection.manifest_ids`' own), taken as they are — not checked again (~6 % of a
+    1.5M-ID encode; a reader refuses a manifest whose IDs are not: `unpack_block`)."""
     return b"".join(encode_parts(posts, users, meta, threads, sorted_unique=sorted_unique))
 
 
@@ -345,7 +345,8 @@ def encode_parts(posts: Any, users: Any = (), meta: dict[str, Any] | None = None
                  threads: int = 1, *, sorted_unique: bool = False) -> list[bytes]:
     """`encode`'s manifest as its header and its frames, to be written one after another
     (`Manifests.store_parts`): never joined into one copy in memory."""
-    p, u = (posts, users) if sorted_unique else (as_ids(posts), as_ids(users))
+    p, u = (ids if sorted_unique and hasattr(ids, "dtype") else as_ids(ids)
+            for ids in (posts, users))
     about = _meta_bytes(meta)
     parts = [("posts", p[at:at + BLOCK_IDS]) for at in range(0, p.size, BLOCK_IDS)]
     parts += [("users", u[at:at + BLOCK_IDS]) for at in range(0, u.size, BLOCK_IDS)]
@@ -847,7 +848,7 @@ def record_share_alongside(gate: Gate, res: Reservation, ids: Ids, kind: str,
     nor any file, the reservation closed as counted (abandoned) as before. Its blocks are
     packed two at a time (MAKERS): the file is copied by the kernel in ~30 ms, so one thread
     left the share waiting for its manifest (+6 to +12 % on a 1.5M-ID share, two at a time
-    -1 to +2 %: bench/manifests.py)."""
+    -2 to +9 %: bench/manifests.py)."""
     if res.grant.status == "replay":  # as record_share: the first delivery's manifest holds them
         write(lambda: None)
         return
