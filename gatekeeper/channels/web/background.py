@@ -97,10 +97,6 @@ class Runner:
             self._jobs.append(_Check(res, ids))
             self._start()
 
-    def idle(self) -> bool:
-        with self._cond:
-            return not (self._jobs or self._running or self._retry_at is not None)
-
     def drain(self, timeout: float = 120.0) -> bool:
         """Wait until nothing is queued, running or to be retried (tests, a clean stop)."""
         deadline = time.monotonic() + timeout
